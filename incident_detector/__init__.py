@@ -1,0 +1,1 @@
+"""Kubernetes Incident Detector: notices when a rollout broke a service, says why, and what to do."""

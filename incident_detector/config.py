@@ -1,0 +1,229 @@
+"""Configuration: environment variables in, one validated ``Settings`` object out.
+
+This is the only module that reads the environment. A bad value stops the process at start with
+exit code 2 and one readable line per bad variable; secrets are never echoed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_ERROR_PATTERN = "(?i)(error|exception|fatal|panic)"
+ALL_DEPLOYMENTS = "*"
+# Kubernetes names: DNS-1123 labels (namespaces) and subdomains (deployments).
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+SECRET_FIELDS = frozenset({"slack_webhook_url", "loki_bearer_token", "loki_password"})
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the detector; the field name in upper case is the environment variable."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", frozen=True, hide_input_in_errors=True
+    )
+
+    # What to watch.
+    namespace: Annotated[tuple[str, ...], NoDecode] = ("demo-aiops",)
+    target_deployment: Annotated[tuple[str, ...], NoDecode] = ("payments-api",)
+
+    # Loki.
+    loki_url: AnyHttpUrl
+    loki_label_app: str = "payments-api"
+    loki_app_label_key: str = "app"
+    loki_namespace_label_key: str = "namespace"
+    loki_pod_label_key: str = "pod"
+    loki_org_id: str | None = None
+    loki_bearer_token: SecretStr | None = None
+    loki_username: str | None = None
+    loki_password: SecretStr | None = None
+    loki_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    error_pattern: str = DEFAULT_ERROR_PATTERN
+    error_window_seconds: int = Field(default=120, ge=10, le=86_400)
+
+    # Detection.
+    error_threshold: int = Field(default=5, ge=1)
+    roll_out_window_minutes: float = Field(default=10, gt=0, le=24 * 60)
+    poll_interval_seconds: float = Field(default=20, gt=0, le=3600)
+    baseline_lookback_minutes: float = Field(default=30, gt=0, le=24 * 60)
+    baseline_factor: float = Field(default=2.0, ge=1.0, le=100)
+    signature_sample_lines: int = Field(default=200, ge=10, le=5000)
+    # /healthz turns 503 when no tick has finished for this long (default: 3 intervals + 60 s).
+    stall_after_seconds: float | None = Field(default=None, gt=0)
+
+    # Durable memory and delivery.
+    state_path: str = "incident-detector.sqlite3"
+    notify_max_age_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
+    # Identity in Events and leases; the pod name when run by the manifests in k8s/.
+    pod_name: str = "incident-detector"
+
+    # Kubernetes.
+    kube_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
+    # Slack.
+    slack_webhook_url: SecretStr | None = None
+    slack_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    slack_max_attempts: int = Field(default=5, ge=1, le=20)
+
+    # HTTP server and logs.
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("namespace", "target_deployment", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("namespace")
+    @classmethod
+    def _valid_namespaces(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must name at least one namespace")
+        for name in value:
+            if not _DNS_LABEL.match(name):
+                raise ValueError(f"{name!r} is not a valid namespace name")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("target_deployment")
+    @classmethod
+    def _valid_deployments(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must name a Deployment, a comma-separated list, or *")
+        if ALL_DEPLOYMENTS in value and len(value) > 1:
+            raise ValueError("* stands alone: it already means every Deployment")
+        for name in value:
+            if name != ALL_DEPLOYMENTS and not _DNS_SUBDOMAIN.match(name):
+                raise ValueError(f"{name!r} is not a valid Deployment name")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("error_pattern")
+    @classmethod
+    def _valid_pattern(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must not be empty")
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"is not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("loki_label_app", "loki_app_label_key", "loki_namespace_label_key",
+                     "loki_pod_label_key")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("slack_webhook_url", "loki_bearer_token", "loki_password", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("slack_webhook_url")
+    @classmethod
+    def _https_webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value.get_secret_value()):
+            # The value is a secret: say what is wrong without repeating it.
+            raise ValueError("must be an http(s) URL (value not shown: it is a secret)")
+        return value
+
+    @model_validator(mode="after")
+    def _auth_is_one_kind(self) -> "Settings":
+        if self.loki_bearer_token and (self.loki_username or self.loki_password):
+            raise ValueError("LOKI_BEARER_TOKEN and LOKI_USERNAME/LOKI_PASSWORD exclude each other")
+        if bool(self.loki_username) != bool(self.loki_password):
+            raise ValueError("LOKI_USERNAME and LOKI_PASSWORD go together")
+        return self
+
+    # Derived values, in the units the code uses.
+    @property
+    def roll_out_window_seconds(self) -> float:
+        return self.roll_out_window_minutes * 60.0
+
+    @property
+    def stall_seconds(self) -> float:
+        if self.stall_after_seconds is not None:
+            return self.stall_after_seconds
+        return 3 * self.poll_interval_seconds + 60.0
+
+    @property
+    def watches_all_deployments(self) -> bool:
+        return self.target_deployment == (ALL_DEPLOYMENTS,)
+
+    @property
+    def slack_enabled(self) -> bool:
+        return self.slack_webhook_url is not None
+
+    def public(self) -> dict[str, Any]:
+        """Effective settings for logs and /status: secrets replaced by whether they are set."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name in SECRET_FIELDS:
+                out[name] = "set" if value is not None else "unset"
+            elif isinstance(value, tuple):
+                out[name] = list(value)
+            elif isinstance(value, AnyHttpUrl):
+                out[name] = _url_without_credentials(str(value))
+            else:
+                out[name] = value
+        return out
+
+
+def _url_without_credentials(url: str) -> str:
+    return re.sub(r"^(\w+://)[^/@]*@", r"\1", url)
+
+
+class ConfigError(Exception):
+    """Raised with one readable line per bad variable."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings from ``environ`` (the process environment when None) and overrides."""
+    try:
+        if environ is None:
+            return Settings(**overrides)
+        lowered = {k.lower(): v for k, v in environ.items() if k.lower() in Settings.model_fields}
+        lowered.update(overrides)
+        # model_validate does not read the process environment: tests stay hermetic.
+        return Settings.model_validate(lowered)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc)) from None
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        location = [str(part) for part in error.get("loc", ())]
+        variable = location[0].upper() if location else "configuration"
+        message = error.get("msg", "invalid")
+        if error.get("type") == "missing":
+            message = "is required"
+        message = message.removeprefix("Value error, ")
+        lines.append(f"invalid configuration: {variable}: {message}")
+    return lines

@@ -1,0 +1,253 @@
+"""The project's own plain data: what adapters produce and the correlator consumes.
+
+Nothing past an adapter sees a raw dict from Loki or an object of the Kubernetes client: every
+source turns its wire format into these frozen dataclasses. They are small on purpose (a few
+hundred bytes each), because a tick may hold thousands of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+
+
+@dataclass(frozen=True, slots=True)
+class EnvVar:
+    """One environment variable of a container, as declared in the pod template.
+
+    ``value`` is the literal value when the template spells one out; ``source`` names where the
+    value comes from otherwise (``secret:NAME/KEY``, ``configmap:NAME/KEY``, ``field:PATH``,
+    ``resource:NAME``). Values read from Secrets never reach this object.
+    """
+
+    name: str
+    value: str | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    name: str
+    image: str
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: tuple[EnvVar, ...] = ()
+    # ("limits.memory", "256Mi"), sorted: a flat view that diffs line by line.
+    resources: tuple[tuple[str, str], ...] = ()
+    # ("readiness", canonical JSON of the probe), sorted.
+    probes: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PodTemplate:
+    """The parts of a pod template that explain a regression when they change."""
+
+    containers: tuple[Container, ...] = ()
+    config_maps: frozenset[str] = frozenset()
+    secrets: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSet:
+    namespace: str
+    name: str
+    # Name of the Deployment that controls it (owner reference with controller: true), if any.
+    deployment: str | None
+    # The deployment.kubernetes.io/revision annotation as an integer; None when it is missing
+    # or not a number (``revision_raw`` keeps what was there, for the log line that says so).
+    revision: int | None
+    created_at: datetime
+    replicas: int = 0
+    ready_replicas: int = 0
+    revision_raw: str | None = None
+    template: PodTemplate = field(default_factory=PodTemplate)
+
+
+class GitOpsTool(str, Enum):
+    ARGO_CD = "argocd"
+    FLUX = "flux"
+
+
+@dataclass(frozen=True, slots=True)
+class GitOpsOwner:
+    """The GitOps controller that manages a Deployment: a manual undo would be reverted by it."""
+
+    tool: GitOpsTool
+    app: str
+    # Namespace of the Argo CD Application or Flux Kustomization/HelmRelease, when known.
+    app_namespace: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    namespace: str
+    name: str
+    revision: int | None
+    replicas: int = 0
+    # Labels of the pod template: they are what the log pipeline puts on the streams.
+    pod_labels: tuple[tuple[str, str], ...] = ()
+    # The Progressing condition is False with reason ProgressDeadlineExceeded.
+    progress_deadline_exceeded: bool = False
+    progress_message: str | None = None
+    gitops: GitOpsOwner | None = None
+
+    def pod_label(self, key: str) -> str | None:
+        for name, value in self.pod_labels:
+            if name == key:
+                return value
+        return None
+
+
+class PodProblem(str, Enum):
+    """Container states that mean a revision is unhealthy even when it writes no log line."""
+
+    CRASH_LOOP = "CrashLoopBackOff"
+    IMAGE_PULL = "ImagePullBackOff"
+    ERR_IMAGE_PULL = "ErrImagePull"
+    CONFIG_ERROR = "CreateContainerConfigError"
+    OOM_KILLED = "OOMKilled"
+    RESTARTING = "Restarting"
+
+
+@dataclass(frozen=True, slots=True)
+class Pod:
+    namespace: str
+    name: str
+    # Name of the controlling ReplicaSet, if any.
+    replicaset: str | None
+    phase: str = "Unknown"
+    ready: bool = False
+    restarts: int = 0
+    problems: tuple[PodProblem, ...] = ()
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSample:
+    """Error lines counted by Loki for one stream group over the query window.
+
+    ``workload`` is the value of the workload label (``app`` by default) and ``pod`` the pod
+    label, None when the logs carry no pod identity.
+    """
+
+    workload: str
+    pod: str | None
+    count: float
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCounts:
+    """The answer of one metric query: error lines per (workload, pod) over ``window_seconds``."""
+
+    namespace: str
+    window_seconds: int
+    samples: tuple[ErrorSample, ...] = ()
+
+    def for_workload(self, workload: str) -> tuple[ErrorSample, ...]:
+        return tuple(s for s in self.samples if s.workload == workload)
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    at: datetime
+    line: str
+    pod: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """Error lines of a workload over a lookback window that ends when a rollout started."""
+
+    error_count: float
+    window_seconds: int
+
+    @property
+    def per_minute(self) -> float:
+        return self.error_count * 60.0 / self.window_seconds if self.window_seconds else 0.0
+
+
+class Signal(str, Enum):
+    """Why a revision is judged bad. An incident names every signal that held."""
+
+    ERROR_SPIKE = "error_spike"
+    POD_HEALTH = "pod_health"
+    PROGRESS_DEADLINE = "progress_deadline"
+
+
+class Attribution(str, Enum):
+    """How errors were tied to the new revision."""
+
+    # Loki streams carry a pod label: errors counted per ReplicaSet (pod name prefix).
+    PER_POD = "per_pod"
+    # No pod identity in the logs: the workload's total was used.
+    WORKLOAD_TOTAL = "workload_total"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSignature:
+    fingerprint: str
+    count: int
+    example: str
+    # True when the fingerprint did not occur in the sample taken before the rollout.
+    new: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateChange:
+    """One line of "what changed" between the previous and the new pod template."""
+
+    # e.g. "image", "command", "args", "env", "resources", "probe", "configmap", "secret"
+    kind: str
+    # container name, or "" for pod-level changes
+    container: str
+    # human text: 'payments-api:1.4.2 -> payments-api:1.5.0', 'added FEATURE_X=on', ...
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Everything that says *why* an incident fired. Filled by pure code, rendered as is."""
+
+    attribution: Attribution = Attribution.WORKLOAD_TOTAL
+    # Errors of the new revision's pods in the window (== error_count under PER_POD).
+    new_revision_errors: float = 0.0
+    # Errors of the other ReplicaSets' pods in the window (PER_POD only).
+    other_errors: float = 0.0
+    error_rate_per_minute: float = 0.0
+    baseline_per_minute: float | None = None
+    baseline_window_seconds: int | None = None
+    # Pods of the new ReplicaSet and the problems seen on them.
+    affected_pods: tuple[str, ...] = ()
+    pod_problems: tuple[tuple[str, str], ...] = ()  # (pod, problem)
+    progress_message: str | None = None
+    # Other revisions rolled out inside the window (rapid successive rollouts).
+    other_revisions_in_window: tuple[int, ...] = ()
+    signatures: tuple[ErrorSignature, ...] = ()
+    changes: tuple[TemplateChange, ...] = ()
+    gitops: GitOpsOwner | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """One bad revision of one Deployment. Its key is unique forever."""
+
+    namespace: str
+    deployment: str
+    revision: int
+    replicaset: str
+    rollout_started_at: datetime
+    error_count: float
+    threshold: int
+    window_seconds: int
+    detected_at: datetime
+    # The revision to roll back to: the highest one below ``revision`` still known, if any.
+    previous_revision: int | None
+    signals: tuple[Signal, ...] = (Signal.ERROR_SPIKE,)
+    evidence: Evidence = field(default_factory=Evidence)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.namespace, self.deployment, self.revision)

@@ -1,0 +1,68 @@
+"""Capped, jittered exponential backoff, and one retry loop that honours ``Retry-After``."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .errors import SourceError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Delay before attempt ``n+1`` after ``n`` failures: base * 2**(n-1), capped, with jitter.
+
+    Full jitter would make the first retry sometimes immediate; "equal jitter" keeps at least half
+    of the delay so that a struggling server always gets a breather.
+    """
+
+    base: float = 0.5
+    cap: float = 30.0
+    jitter: bool = True
+
+    def delay(self, failures: int, rng: random.Random | None = None) -> float:
+        if failures <= 0:
+            return 0.0
+        raw = min(self.cap, self.base * (2 ** (failures - 1)))
+        if not self.jitter:
+            return raw
+        r = (rng or random).random()
+        return raw / 2 + r * raw / 2
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+async def call_with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    max_attempts: int,
+    backoff: Backoff,
+    sleep: Sleep = asyncio.sleep,
+    max_retry_after: float = 60.0,
+    on_retry: Callable[[SourceError, int, float], None] | None = None,
+) -> T:
+    """Run ``attempt`` until it succeeds, raises a non-retryable error, or attempts run out.
+
+    Only ``SourceError`` with ``retryable=True`` is retried. The wait is the server's
+    ``Retry-After`` when it gave one (capped by ``max_retry_after``), else the backoff delay.
+    """
+    failures = 0
+    while True:
+        try:
+            return await attempt()
+        except SourceError as exc:
+            failures += 1
+            if not exc.retryable or failures >= max_attempts:
+                raise
+            wait = backoff.delay(failures)
+            if exc.retry_after is not None:
+                wait = min(max(exc.retry_after, 0.0), max_retry_after)
+            if on_retry is not None:
+                on_retry(exc, failures, wait)
+            await sleep(wait)
