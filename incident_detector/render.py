@@ -1,0 +1,633 @@
+"""Pure rendering of an ``Incident``: the stdout JSON record, the Slack payload, the Event note.
+
+Every function here is a function of the incident alone: no clock, no I/O, no logging. Times are
+shown in UTC so that the same incident renders the same way on every host.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from .model import (
+    Attribution,
+    GitOpsOwner,
+    GitOpsTool,
+    Incident,
+    Signal,
+)
+
+SCHEMA_VERSION = 1
+
+# Block Kit limits: Slack rejects the whole message when one of them is exceeded.
+SLACK_HEADER_MAX_CHARS = 150
+SLACK_SECTION_MAX_CHARS = 3000
+SLACK_MAX_BLOCKS = 50
+SLACK_CONTEXT_MAX_ELEMENTS = 10
+SLACK_FALLBACK_MAX_CHARS = 3000
+# The note of an events.k8s.io/v1 Event is validated by the API server to this many bytes.
+EVENT_NOTE_MAX_BYTES = 1024
+
+ELLIPSIS = "…"
+# A phone shows a few lines per evidence item; the JSON record keeps everything.
+SLACK_TOP_SIGNATURES = 5
+SLACK_EXAMPLE_MAX_CHARS = 300
+SLACK_LINE_MAX_CHARS = 1000
+SLACK_PODS_LISTED = 5
+# Argo CD installs its Applications here unless "apps in any namespace" is used.
+ARGOCD_DEFAULT_NAMESPACE = "argocd"
+
+
+# --- small formatting helpers -------------------------------------------------------------
+
+
+def _value(item: Any) -> Any:
+    """The wire value of an enum member (``str(member)`` would give ``Class.MEMBER``)."""
+    return item.value if isinstance(item, Enum) else item
+
+
+def _as_utc(moment: datetime) -> datetime:
+    # A naive datetime is taken as UTC: reading the host's zone would make rendering impure.
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z`` suffix."""
+    return _as_utc(moment).isoformat().replace("+00:00", "Z")
+
+
+def _clock(moment: datetime) -> str:
+    return _as_utc(moment).strftime("%H:%M:%S UTC")
+
+
+def _number(value: float) -> int | float | None:
+    """An int when the value is integral (counts), else rounded; None for NaN/infinity (JSON)."""
+    if not math.isfinite(value):
+        return None
+    if float(value).is_integer():
+        return int(value)
+    return round(value, 3)
+
+
+def _count(value: float) -> str:
+    number = _number(value)
+    return "?" if number is None else str(number)
+
+
+def _rate(per_minute: float) -> str:
+    if not math.isfinite(per_minute):
+        return "?"
+    if abs(per_minute) >= 10:
+        return f"{per_minute:.0f}"
+    return f"{per_minute:.2f}".rstrip("0").rstrip(".")
+
+
+def duration(seconds: float) -> str:
+    """``90`` -> ``1m30s``, ``120`` -> ``2m``, ``3725`` -> ``1h2m5s``; negatives show as ``0s``."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        return "0s"
+    total = int(round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n]
+    return "".join(parts) or "0s"
+
+
+def _since_rollout(incident: Incident) -> float:
+    """Seconds from the rollout's start to detection."""
+    return (_as_utc(incident.detected_at) - _as_utc(incident.rollout_started_at)).total_seconds()
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _truncate(text: str, limit: int) -> str:
+    """At most ``limit`` characters, the last one an ellipsis when something was cut."""
+    if len(text) <= limit:
+        return text
+    return text[: max(limit - 1, 0)] + ELLIPSIS
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def mrkdwn_escape(text: str) -> str:
+    """Slack's escaping: only ``&``, ``<`` and ``>`` are control characters in message text."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _mrkdwn_unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _truncate_escaped(text: str, limit: int) -> str:
+    """Truncate already-escaped mrkdwn without leaving half an entity such as ``&am``."""
+    if len(text) <= limit:
+        return text
+    cut = text[: max(limit - 1, 0)]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + ELLIPSIS
+
+
+def _code_span(text: str) -> str:
+    # A backtick inside would close the span early; the look-alike keeps the text readable.
+    return "`" + mrkdwn_escape(text.replace("`", "ˋ")) + "`"
+
+
+def _code_block(text: str) -> str:
+    return "```" + mrkdwn_escape(text.replace("```", "ˋˋˋ")) + "```"
+
+
+# --- the decision and the rollback ---------------------------------------------------------
+
+
+def rollback_command(incident: Incident) -> str:
+    """The kubectl undo; without a known previous revision kubectl's default (previous) applies."""
+    command = [
+        "kubectl", "rollout", "undo",
+        f"deployment/{incident.deployment}",
+        "-n", incident.namespace,
+    ]
+    if incident.previous_revision is not None:
+        command.append(f"--to-revision={incident.previous_revision}")
+    return " ".join(shlex.quote(part) for part in command)
+
+
+def _target(incident: Incident) -> str:
+    if incident.previous_revision is None:
+        return "the previous revision"
+    return f"revision {incident.previous_revision}"
+
+
+def _argocd_app(owner: GitOpsOwner) -> str:
+    # Applications outside Argo CD's own namespace are addressed as NAMESPACE/NAME.
+    if owner.app_namespace and owner.app_namespace != ARGOCD_DEFAULT_NAMESPACE:
+        return f"{owner.app_namespace}/{owner.app}"
+    return owner.app
+
+
+def gitops_commands(owner: GitOpsOwner) -> tuple[str, ...]:
+    """The commands that roll back through the GitOps tool (first one preferred)."""
+    if owner.tool == GitOpsTool.ARGO_CD:
+        return (f"argocd app rollback {shlex.quote(_argocd_app(owner))}",)
+    namespace = f" -n {shlex.quote(owner.app_namespace)}" if owner.app_namespace else ""
+    app = shlex.quote(owner.app)
+    return (
+        f"flux suspend kustomization {app}{namespace}",
+        f"flux suspend helmrelease {app}{namespace}",
+    )
+
+
+def _gitops_name(owner: GitOpsOwner) -> str:
+    return "Argo CD" if owner.tool == GitOpsTool.ARGO_CD else "Flux"
+
+
+def _gitops_advice(incident: Incident, owner: GitOpsOwner) -> str:
+    where = f" in {owner.app_namespace}" if owner.app_namespace else ""
+    undo = rollback_command(incident)
+    if owner.tool == GitOpsTool.ARGO_CD:
+        (rollback,) = gitops_commands(owner)
+        return (
+            f"{incident.deployment} is managed by the Argo CD application {owner.app}{where}: "
+            f"a manual kubectl undo would be reverted at its next sync. "
+            f"Roll back through Argo CD: {rollback} (it returns to the previously synced "
+            f"version and needs auto-sync off), or revert the commit in Git. "
+            f"Last resort, with auto-sync disabled: {undo}"
+        )
+    suspend_kustomization, suspend_helmrelease = gitops_commands(owner)
+    return (
+        f"{incident.deployment} is managed by the Flux object {owner.app}{where}: "
+        f"a manual kubectl undo would be reverted at its next reconciliation. "
+        f"Roll back by reverting the commit in Git. "
+        f"To undo by hand first suspend it ({suspend_kustomization}, or {suspend_helmrelease} "
+        f"when a HelmRelease deploys it) and resume it once Git is fixed. "
+        f"Last resort, after suspending: {undo}"
+    )
+
+
+def recommended_action(incident: Incident) -> str:
+    owner = incident.evidence.gitops
+    if owner is not None:
+        return _gitops_advice(incident, owner)
+    return (
+        f"Roll back {incident.deployment} in {incident.namespace} to {_target(incident)}: "
+        f"{rollback_command(incident)}"
+    )
+
+
+# --- plain-English summary -------------------------------------------------------------------
+
+
+def _pod_problem_counts(incident: Incident) -> list[tuple[str, int]]:
+    """(problem, number of distinct pods) in first-seen order."""
+    pods_by_problem: dict[str, set[str]] = {}
+    for pod, problem in incident.evidence.pod_problems:
+        pods_by_problem.setdefault(str(_value(problem)), set()).add(pod)
+    return [(problem, len(pods)) for problem, pods in pods_by_problem.items()]
+
+
+def _error_phrase(incident: Incident) -> str:
+    return (
+        f"{_count(incident.error_count)} error "
+        f"{'line' if incident.error_count == 1 else 'lines'} in the last "
+        f"{duration(incident.window_seconds)} (threshold {incident.threshold})"
+    )
+
+
+def _pod_health_phrase(incident: Incident) -> str:
+    problems = _pod_problem_counts(incident)
+    if not problems:
+        return "unhealthy pods"
+    return ", ".join(f"{problem} on {_plural(n, 'pod')}" for problem, n in problems)
+
+
+def _signal_phrases(incident: Incident) -> list[str]:
+    phrases = []
+    for signal in incident.signals:
+        if signal == Signal.ERROR_SPIKE:
+            phrases.append(_error_phrase(incident))
+        elif signal == Signal.POD_HEALTH:
+            phrases.append(_pod_health_phrase(incident))
+        elif signal == Signal.PROGRESS_DEADLINE:
+            phrases.append("progress deadline exceeded")
+    return phrases or [_error_phrase(incident)]
+
+
+def _headline(incident: Incident) -> str:
+    """The first sentence: what is broken, by which signals, when relative to the rollout."""
+    return (
+        f"Rollout of {incident.deployment} revision {incident.revision} "
+        f"({incident.replicaset}) in {incident.namespace} is failing: "
+        f"{'; '.join(_signal_phrases(incident))}; "
+        f"detected {duration(_since_rollout(incident))} after the rollout "
+        f"began at {_clock(incident.rollout_started_at)}."
+    )
+
+
+def _baseline_sentence(incident: Incident) -> str | None:
+    evidence = incident.evidence
+    if evidence.baseline_per_minute is None:
+        return None
+    rate, before = evidence.error_rate_per_minute, evidence.baseline_per_minute
+    direction = "up from" if rate > before else "compared with"
+    lookback = (
+        f" over the {duration(evidence.baseline_window_seconds)} before"
+        if evidence.baseline_window_seconds
+        else " before"
+    )
+    return f"That is {_rate(rate)}/min, {direction} {_rate(before)}/min{lookback} the rollout."
+
+
+def _attribution_sentence(incident: Incident) -> str:
+    evidence = incident.evidence
+    if evidence.attribution == Attribution.WORKLOAD_TOTAL:
+        return (
+            "The logs carry no pod identity, so the workload's total error count was used "
+            "rather than the new revision's alone."
+        )
+    sentence = f"The new revision's pods wrote {_count(evidence.new_revision_errors)} of the errors"
+    if evidence.other_errors:
+        sentence += f"; pods of other ReplicaSets wrote {_count(evidence.other_errors)}"
+    return sentence + "."
+
+
+def _revisions(revisions: tuple[int, ...]) -> str:
+    return ", ".join(str(r) for r in revisions)
+
+
+def summary(incident: Incident) -> str:
+    evidence = incident.evidence
+    sentences = [_headline(incident)]
+    if Signal.ERROR_SPIKE in incident.signals:
+        baseline = _baseline_sentence(incident)
+        if baseline:
+            sentences.append(baseline)
+        sentences.append(_attribution_sentence(incident))
+    if Signal.PROGRESS_DEADLINE in incident.signals and evidence.progress_message:
+        sentences.append(f"Kubernetes reports: {_one_line(evidence.progress_message)}")
+    if evidence.other_revisions_in_window:
+        sentences.append(
+            f"Other revisions were rolled out in the same window "
+            f"({_revisions(evidence.other_revisions_in_window)}), so some errors may be theirs."
+        )
+    new_signatures = sum(1 for s in evidence.signatures if s.new)
+    if new_signatures:
+        sentences.append(
+            f"{_plural(new_signatures, 'error signature')} did not occur before the rollout."
+        )
+    if evidence.changes:
+        kinds = ", ".join(dict.fromkeys(change.kind for change in evidence.changes))
+        sentences.append(f"The pod template changed ({kinds}).")
+    return " ".join(sentences)
+
+
+def event_note(incident: Incident) -> str:
+    """The headline sentence, at most 1024 bytes of UTF-8, cut on a character boundary."""
+    note = _one_line(_headline(incident))
+    encoded = note.encode("utf-8")
+    if len(encoded) <= EVENT_NOTE_MAX_BYTES:
+        return note
+    room = EVENT_NOTE_MAX_BYTES - len(ELLIPSIS.encode("utf-8"))
+    return encoded[:room].decode("utf-8", errors="ignore") + ELLIPSIS
+
+
+# --- the stdout JSON record -----------------------------------------------------------------
+
+
+def incident_record(incident: Incident) -> dict[str, Any]:
+    evidence = incident.evidence
+    gitops = evidence.gitops
+    return {
+        "event": "incident",
+        "schema": SCHEMA_VERSION,
+        "namespace": incident.namespace,
+        "deployment": incident.deployment,
+        "revision": int(incident.revision),
+        "replicaset": incident.replicaset,
+        "rollout_started_at": iso_utc(incident.rollout_started_at),
+        "error_count": _number(incident.error_count),
+        "threshold": incident.threshold,
+        "window_seconds": incident.window_seconds,
+        "detected_at": iso_utc(incident.detected_at),
+        "previous_revision": incident.previous_revision,
+        "signals": [_value(signal) for signal in incident.signals],
+        "summary": summary(incident),
+        "recommended_action": recommended_action(incident),
+        "rollback_command": rollback_command(incident),
+        "evidence": {
+            "attribution": _value(evidence.attribution),
+            "new_revision_errors": _number(evidence.new_revision_errors),
+            "other_errors": _number(evidence.other_errors),
+            "error_rate_per_minute": _number(evidence.error_rate_per_minute),
+            "baseline_per_minute": (
+                None if evidence.baseline_per_minute is None
+                else _number(evidence.baseline_per_minute)
+            ),
+            "baseline_window_seconds": evidence.baseline_window_seconds,
+            "affected_pods": list(evidence.affected_pods),
+            "pod_problems": [
+                {"pod": pod, "problem": _value(problem)} for pod, problem in evidence.pod_problems
+            ],
+            "progress_message": evidence.progress_message,
+            "other_revisions_in_window": list(evidence.other_revisions_in_window),
+            "signatures": [
+                {
+                    "fingerprint": s.fingerprint,
+                    "count": s.count,
+                    "example": s.example,
+                    "new": s.new,
+                }
+                for s in evidence.signatures
+            ],
+            "changes": [
+                {"kind": c.kind, "container": c.container, "detail": c.detail}
+                for c in evidence.changes
+            ],
+            "gitops": (
+                None if gitops is None
+                else {
+                    "tool": _value(gitops.tool),
+                    "app": gitops.app,
+                    "app_namespace": gitops.app_namespace,
+                }
+            ),
+        },
+    }
+
+
+# --- Slack Block Kit --------------------------------------------------------------------------
+
+
+def _decision(incident: Incident) -> str:
+    how = "roll back"
+    if incident.evidence.gitops is not None:
+        how = f"roll back via {_gitops_name(incident.evidence.gitops)}"
+    return (
+        f":rotating_light: {incident.deployment} rev {incident.revision} broke in "
+        f"{incident.namespace}: {how}"
+    )
+
+
+def _section(title: str, lines: list[str]) -> dict[str, Any]:
+    """A mrkdwn section with a bold title; whole lines are kept while they fit the limit.
+
+    ``lines`` are already escaped mrkdwn. Packing whole lines (rather than cutting the text)
+    keeps code spans and entities intact; what does not fit is counted in a last line.
+    """
+    text = f"*{title}*"
+    for index, line in enumerate(lines):
+        line = _truncate_escaped(line, SLACK_LINE_MAX_CHARS)
+        remaining = len(lines) - index
+        more = f"\n…and {remaining - 1} more" if remaining > 1 else ""
+        # Keep room for the "…and N more" line in case a later line does not fit.
+        if len(text) + 1 + len(line) + len(more) > SLACK_SECTION_MAX_CHARS:
+            text += f"\n…and {remaining} more"
+            break
+        text += "\n" + line
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _signal_lines(incident: Incident) -> list[str]:
+    evidence = incident.evidence
+    lines = []
+    for signal in incident.signals:
+        if signal == Signal.ERROR_SPIKE:
+            lines.append(
+                f"• Error spike: {_count(incident.error_count)} error lines in "
+                f"{duration(incident.window_seconds)} (threshold {incident.threshold}), "
+                f"{_rate(evidence.error_rate_per_minute)}/min"
+            )
+        elif signal == Signal.POD_HEALTH:
+            lines.append(f"• Pod health: {mrkdwn_escape(_pod_health_phrase(incident))}")
+        elif signal == Signal.PROGRESS_DEADLINE:
+            line = "• Progress deadline exceeded"
+            if evidence.progress_message:
+                message = _truncate(_one_line(evidence.progress_message), SLACK_EXAMPLE_MAX_CHARS)
+                line += f": {mrkdwn_escape(message)}"
+            lines.append(line)
+    return lines
+
+
+def _correlation_lines(incident: Incident) -> list[str]:
+    evidence = incident.evidence
+    lines = [
+        f"• Revision {incident.revision} ({mrkdwn_escape(incident.replicaset)}) rolled out at "
+        f"{_clock(incident.rollout_started_at)}; "
+        f"detected {duration(_since_rollout(incident))} later"
+    ]
+    if evidence.baseline_per_minute is not None:
+        lookback = (
+            f" (over the {duration(evidence.baseline_window_seconds)} before)"
+            if evidence.baseline_window_seconds
+            else ""
+        )
+        lines.append(
+            f"• Before the rollout: {_rate(evidence.baseline_per_minute)}/min{lookback}; "
+            f"now {_rate(evidence.error_rate_per_minute)}/min"
+        )
+    if evidence.attribution == Attribution.WORKLOAD_TOTAL:
+        lines.append("• Logs carry no pod identity: the workload's total was used")
+    else:
+        line = f"• {_count(evidence.new_revision_errors)} errors from the new revision's pods"
+        if evidence.other_errors:
+            line += f", {_count(evidence.other_errors)} from other ReplicaSets"
+        lines.append(line)
+    if evidence.other_revisions_in_window:
+        lines.append(
+            f"• Other revisions rolled out in this window: "
+            f"{_revisions(evidence.other_revisions_in_window)} (errors may be theirs)"
+        )
+    return lines
+
+
+def _impact_lines(incident: Incident) -> list[str]:
+    evidence = incident.evidence
+    lines = []
+    if evidence.affected_pods:
+        shown = ", ".join(mrkdwn_escape(p) for p in evidence.affected_pods[:SLACK_PODS_LISTED])
+        extra = len(evidence.affected_pods) - SLACK_PODS_LISTED
+        more = f" and {extra} more" if extra > 0 else ""
+        lines.append(
+            f"• {_plural(len(evidence.affected_pods), 'pod')} of the new revision: {shown}{more}"
+        )
+    for problem, pods in _pod_problem_counts(incident):
+        lines.append(f"• {mrkdwn_escape(problem)} on {_plural(pods, 'pod')}")
+    lines.append(
+        f"• {_count(incident.error_count)} error lines in the last "
+        f"{duration(incident.window_seconds)} in {mrkdwn_escape(incident.namespace)}/"
+        f"{mrkdwn_escape(incident.deployment)}"
+    )
+    return lines
+
+
+def _action_lines(incident: Incident) -> list[str]:
+    owner = incident.evidence.gitops
+    undo = rollback_command(incident)
+    if owner is None:
+        return [f"Roll back to {_target(incident)}:", _code_block(undo)]
+    tool = _gitops_name(owner)
+    app = mrkdwn_escape(owner.app)
+    if owner.tool == GitOpsTool.ARGO_CD:
+        return [
+            f"Managed by Argo CD app {app}: a manual undo would be reverted at the next sync.",
+            "Roll back through Argo CD (auto-sync must be off), or revert the commit in Git:",
+            _code_block(gitops_commands(owner)[0]),
+            "Last resort, with auto-sync disabled:",
+            _code_block(undo),
+        ]
+    suspend_kustomization, suspend_helmrelease = gitops_commands(owner)
+    return [
+        f"Managed by {tool} {app}: a manual undo would be reverted at the next reconciliation.",
+        "Revert the commit in Git. To undo by hand, suspend it first (Kustomization or "
+        "HelmRelease, whichever deploys it) and resume it once Git is fixed:",
+        _code_block(f"{suspend_kustomization}\n{suspend_helmrelease}"),
+        "Last resort, after suspending:",
+        _code_block(undo),
+    ]
+
+
+def _signature_lines(incident: Incident) -> list[str]:
+    signatures = sorted(incident.evidence.signatures, key=lambda s: (not s.new, -s.count))
+    lines = []
+    for signature in signatures[:SLACK_TOP_SIGNATURES]:
+        marker = " new" if signature.new else ""
+        example = _truncate(_one_line(signature.example), SLACK_EXAMPLE_MAX_CHARS)
+        lines.append(f"• {signature.count}×{marker}: {_code_span(example)}")
+    hidden = len(signatures) - SLACK_TOP_SIGNATURES
+    if hidden > 0:
+        lines.append(f"…and {hidden} more signatures")
+    return lines
+
+
+def _change_lines(incident: Incident) -> list[str]:
+    lines = []
+    for change in incident.evidence.changes:
+        where = f" ({mrkdwn_escape(change.container)})" if change.container else ""
+        detail = mrkdwn_escape(_truncate(_one_line(change.detail), SLACK_EXAMPLE_MAX_CHARS))
+        lines.append(f"• {mrkdwn_escape(change.kind)}{where}: {detail}")
+    return lines
+
+
+def _context(texts: list[str]) -> dict[str, Any]:
+    elements = [
+        {"type": "mrkdwn", "text": _truncate_escaped(text, SLACK_SECTION_MAX_CHARS)}
+        for text in texts[:SLACK_CONTEXT_MAX_ELEMENTS]
+    ]
+    return {"type": "context", "elements": elements}
+
+
+def slack_payload(incident: Incident) -> dict[str, Any]:
+    """An incoming-webhook body: Block Kit blocks plus a plain ``text`` fallback."""
+    decision = _decision(incident)
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {
+                "type": "plain_text",
+                "text": _truncate(decision, SLACK_HEADER_MAX_CHARS),
+                "emoji": True,
+            },
+        },
+        _section("Signal", _signal_lines(incident)),
+        _section("Correlation to rollout", _correlation_lines(incident)),
+        _section("Impact", _impact_lines(incident)),
+        _section("Recommended action", _action_lines(incident)),
+    ]
+    evidence = incident.evidence
+    if evidence.signatures or evidence.changes:
+        blocks.append({"type": "divider"})
+    if evidence.signatures:
+        blocks.append(_section("Top error signatures", _signature_lines(incident)))
+    if evidence.changes:
+        blocks.append(_section("What changed", _change_lines(incident)))
+    blocks.append(
+        _context([
+            f"Detected {mrkdwn_escape(iso_utc(incident.detected_at))}",
+            f"rollout began {mrkdwn_escape(iso_utc(incident.rollout_started_at))}",
+            f"attribution: {_value(evidence.attribution)}",
+        ])
+    )
+    fallback = mrkdwn_escape(f"{decision}. {summary(incident)}")
+    return {
+        "text": _truncate_escaped(fallback, SLACK_FALLBACK_MAX_CHARS),
+        "blocks": blocks[:SLACK_MAX_BLOCKS],
+    }
+
+
+def _text_lines(mrkdwn: str) -> list[str]:
+    lines = []
+    for line in mrkdwn.split("\n"):
+        line = line.replace("```", "")
+        if len(line) > 2 and line.startswith("*") and line.endswith("*") and "*" not in line[1:-1]:
+            line = line[1:-1]
+        lines.append(_mrkdwn_unescape(line))
+    return lines
+
+
+def slack_text(payload: dict[str, Any]) -> str:
+    """The payload as a person reads it: blocks flattened to plain lines, entities unescaped."""
+    lines: list[str] = []
+    for block in payload.get("blocks", ()):
+        kind = block.get("type")
+        if kind == "header":
+            lines.append(block["text"]["text"])
+        elif kind == "section":
+            if lines:
+                lines.append("")
+            lines.extend(_text_lines(block["text"]["text"]))
+        elif kind == "context":
+            texts = [_mrkdwn_unescape(e.get("text", "")) for e in block.get("elements", ())]
+            lines.append("")
+            lines.append(" · ".join(texts))
+    if not lines:
+        return _mrkdwn_unescape(payload.get("text", ""))
+    return "\n".join(lines)
