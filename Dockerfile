@@ -1,0 +1,31 @@
+# Kubernetes Incident Detector: a two-stage build. The builder installs the package into a
+# virtualenv; the runtime image receives that virtualenv and nothing else from the build.
+
+FROM python:3.11-slim AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# The build context is trimmed by .dockerignore to the package and its metadata.
+COPY . .
+# pip compiles the bytecode at install time, so the read-only runtime never needs to write it.
+RUN pip install --no-cache-dir . \
+ && python -c "import incident_detector"
+
+FROM python:3.11-slim
+# A fixed numeric user and group, no home directory, no login shell: the Deployment's
+# runAsUser/runAsGroup/fsGroup (10001) match these ids.
+RUN groupadd --system --gid 10001 detector \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin detector \
+ && install -d -o 10001 -g 10001 -m 0750 /var/lib/incident-detector
+COPY --from=builder /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    STATE_PATH=/var/lib/incident-detector/state.sqlite3
+USER 10001:10001
+EXPOSE 8080
+ENTRYPOINT ["python", "-m", "incident_detector"]

@@ -1,0 +1,606 @@
+"""The deployment files: k8s/ manifests, the two kustomizations, and the Dockerfile.
+
+Every manifest is loaded into the official Kubernetes client model for its kind, so a misspelled
+field or a wrongly typed value fails here instead of at `kubectl apply`. The rest checks what the
+detector relies on: least-privilege RBAC, a locked-down pod, probes on the daemon's endpoints,
+environment variables that config.Settings actually reads, and secrets only from a Secret.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes.client import ApiClient
+
+from incident_detector.config import SECRET_FIELDS, Settings, load_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+K8S_DIR = REPO_ROOT / "k8s"
+CLUSTER_WIDE_DIR = K8S_DIR / "cluster-wide"
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+DOCKERIGNORE = REPO_ROOT / ".dockerignore"
+KUSTOMIZATION_FILE = "kustomization.yaml"
+SECRET_EXAMPLE = K8S_DIR / "secret.example.yaml"
+
+NAMESPACE = "demo-aiops"
+APP_NAME = "incident-detector"
+LEASE_NAME = "incident-detector"
+SECRET_NAME = "incident-detector"
+IMAGE = "incident-detector:0.1.0"
+NON_ROOT_ID = 10001
+
+# (apiVersion, kind) -> name of the kubernetes client model that deserializes it.
+MODEL_BY_KIND: dict[tuple[str, str], str] = {
+    ("v1", "ServiceAccount"): "V1ServiceAccount",
+    ("v1", "Service"): "V1Service",
+    ("v1", "Secret"): "V1Secret",
+    ("apps/v1", "Deployment"): "V1Deployment",
+    ("rbac.authorization.k8s.io/v1", "Role"): "V1Role",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "V1RoleBinding",
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): "V1ClusterRole",
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "V1ClusterRoleBinding",
+}
+CLUSTER_SCOPED_KINDS = frozenset({"ClusterRole", "ClusterRoleBinding"})
+
+# The two installs: each is a kustomization root that `kubectl apply -k` takes.
+INSTALLS: dict[str, Path] = {"namespaced": K8S_DIR, "cluster-wide": CLUSTER_WIDE_DIR}
+ROLE_FILES: dict[str, Path] = {
+    "namespaced": K8S_DIR / "role.yaml",
+    "cluster-wide": CLUSTER_WIDE_DIR / "clusterrole.yaml",
+}
+
+# Everything the detector may do through the Kubernetes API, as (api group, resource, verb).
+# A role granting more than this fails: widen it here only together with the daemon's needs.
+ALLOWED_PERMISSIONS = frozenset(
+    {(group, resource, verb)
+     for group, resource in (("apps", "deployments"), ("apps", "replicasets"), ("", "pods"))
+     for verb in ("get", "list", "watch")}
+    | {("events.k8s.io", "events", "create"), ("events.k8s.io", "events", "list")}
+    | {("coordination.k8s.io", "leases", verb) for verb in ("get", "update", "create")}
+)
+FORBIDDEN_VERBS = frozenset({"delete", "deletecollection", "escalate", "bind", "impersonate"})
+
+# Environment variables the daemon reads outside config.Settings (yet): POD_NAME is the
+# leader-election identity, STATE_PATH the SQLite file. A name that becomes a Settings field is
+# accepted as a field; until then it must be listed here.
+ENV_OUTSIDE_SETTINGS = frozenset({"POD_NAME", "STATE_PATH"})
+SEED_ENV = {
+    "NAMESPACE": "demo-aiops",
+    "TARGET_DEPLOYMENT": "payments-api",
+    "LOKI_URL": "http://loki.monitoring.svc:3100",
+    "ERROR_THRESHOLD": "5",
+    "ROLL_OUT_WINDOW_MINUTES": "10",
+    "POLL_INTERVAL_SECONDS": "20",
+    "LOKI_LABEL_APP": "payments-api",
+    "HTTP_PORT": "8080",
+}
+STATE_PATH = "/var/lib/incident-detector/state.sqlite3"
+ENTRYPOINT = ["python", "-m", "incident_detector"]
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def manifest_files() -> list[Path]:
+    """Every YAML file under k8s/ that holds Kubernetes objects (not kustomizations)."""
+    files = sorted({*K8S_DIR.rglob("*.yaml"), *K8S_DIR.rglob("*.yml")})
+    return [path for path in files if path.name != KUSTOMIZATION_FILE]
+
+
+def load_documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def model_name(doc: dict[str, Any]) -> str:
+    key = (doc.get("apiVersion"), doc.get("kind"))
+    assert key in MODEL_BY_KIND, f"unknown apiVersion/kind {key}"
+    return MODEL_BY_KIND[key]  # type: ignore[index]
+
+
+def deserialize(doc: dict[str, Any]) -> Any:
+    """The client's own deserializer, as used on API responses.
+
+    ``ApiClient.deserialize`` changed its signature across client versions (response object,
+    then response text); the private ``__deserialize(data, klass)`` behind it did not.
+    """
+    client = ApiClient()
+    return client._ApiClient__deserialize(doc, model_name(doc))  # type: ignore[attr-defined]
+
+
+def fields_lost(original: Any, round_trip: Any, where: str = "") -> list[str]:
+    """Paths present in ``original`` but not in ``round_trip``: fields the model does not know."""
+    if isinstance(original, dict):
+        if not isinstance(round_trip, dict):
+            return [where or "."]
+        lost = []
+        for key, value in original.items():
+            if key not in round_trip:
+                lost.append(f"{where}.{key}")
+            else:
+                lost.extend(fields_lost(value, round_trip[key], f"{where}.{key}"))
+        return lost
+    if isinstance(original, list):
+        if not isinstance(round_trip, list) or len(round_trip) != len(original):
+            return [where]
+        return [path for index, (a, b) in enumerate(zip(original, round_trip))
+                for path in fields_lost(a, b, f"{where}[{index}]")]
+    return [] if original == round_trip else [f"{where} (value {original!r})"]
+
+
+def kustomization(directory: Path) -> dict[str, Any]:
+    return yaml.safe_load((directory / KUSTOMIZATION_FILE).read_text())
+
+
+def install_files(directory: Path) -> list[Path]:
+    """Manifest files a kustomization root pulls in, following nested kustomizations."""
+    files: list[Path] = []
+    for entry in kustomization(directory).get("resources", []):
+        target = (directory / entry).resolve()
+        files.extend(install_files(target) if target.is_dir() else [target])
+    return files
+
+
+def install_documents(name: str) -> list[dict[str, Any]]:
+    return [doc for path in install_files(INSTALLS[name]) for doc in load_documents(path)]
+
+
+def only(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    matching = [doc for doc in docs if doc["kind"] == kind]
+    assert len(matching) == 1, f"expected one {kind}, found {len(matching)}"
+    return matching[0]
+
+
+def deployment() -> dict[str, Any]:
+    return only(load_documents(K8S_DIR / "base" / "deployment.yaml"), "Deployment")
+
+
+def container() -> dict[str, Any]:
+    containers = deployment()["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def container_port(port: int | str) -> int:
+    """Resolve a probe's or Service's port (number or name) against the container's ports."""
+    for declared in container().get("ports", []):
+        if port in (declared["containerPort"], declared.get("name")):
+            return declared["containerPort"]
+    raise AssertionError(f"port {port!r} is not a port of the container")
+
+
+def env_by_name() -> dict[str, dict[str, Any]]:
+    env = container()["env"]
+    names = [var["name"] for var in env]
+    assert len(names) == len(set(names)), f"duplicate env vars: {names}"
+    return {var["name"]: var for var in env}
+
+
+def rule_grants(rule: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {(group, resource, verb)
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+            for verb in rule["verbs"]}
+
+
+def role_rules(install: str) -> list[dict[str, Any]]:
+    docs = load_documents(ROLE_FILES[install])
+    assert len(docs) == 1
+    return docs[0]["rules"]
+
+
+# --- every manifest parses into its client model ---------------------------------------------
+
+
+@pytest.mark.parametrize("path", manifest_files(), ids=lambda p: str(p.relative_to(K8S_DIR)))
+def test_manifest_deserializes_into_its_client_model_without_losing_fields(path: Path) -> None:
+    docs = load_documents(path)
+    assert docs, f"{path} holds no document"
+    for doc in docs:
+        model = deserialize(doc)
+        assert type(model).__name__ == model_name(doc)
+        assert model.metadata is not None and model.metadata.name
+        round_trip = ApiClient().sanitize_for_serialization(model)
+        assert fields_lost(doc, round_trip) == [], "fields the model does not know (typos?)"
+
+
+def test_manifests_cover_every_kind_the_install_needs() -> None:
+    kinds = {doc["kind"] for path in manifest_files() for doc in load_documents(path)}
+    assert kinds == {key[1] for key in MODEL_BY_KIND}
+
+
+def test_deserializer_rejects_a_missing_required_field() -> None:
+    # Guards the check above: the model must refuse a Deployment without a selector.
+    broken = json.loads(json.dumps(deployment()))
+    del broken["spec"]["selector"]
+    with pytest.raises((ValueError, TypeError)):
+        deserialize(broken)
+
+
+def test_round_trip_notices_a_misspelled_field() -> None:
+    broken = json.loads(json.dumps(deployment()))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    round_trip = ApiClient().sanitize_for_serialization(deserialize(broken))
+    assert fields_lost(broken, round_trip) == [".spec.template.spec.containers[0].readinesProbe"]
+
+
+# --- kustomizations --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("install", sorted(INSTALLS))
+def test_kustomization_lists_files_that_exist(install: str) -> None:
+    directory = INSTALLS[install]
+    config = kustomization(directory)
+    assert config["kind"] == "Kustomization"
+    assert config.get("namespace") == NAMESPACE
+    for entry in config.get("resources", []):
+        target = directory / entry
+        assert target.is_file() or (target / KUSTOMIZATION_FILE).is_file(), entry
+    for patch in config.get("patches", []):
+        if "path" in patch:
+            assert (directory / patch["path"]).is_file(), patch["path"]
+    for path in install_files(directory):
+        assert path.is_file(), path
+
+
+def test_base_kustomization_lists_files_that_exist() -> None:
+    for entry in kustomization(K8S_DIR / "base")["resources"]:
+        assert (K8S_DIR / "base" / entry).is_file(), entry
+
+
+def test_every_manifest_is_installed_except_the_secret_example() -> None:
+    installed = {path for directory in INSTALLS.values() for path in install_files(directory)}
+    assert SECRET_EXAMPLE.resolve() not in installed, "the Secret must not be shipped"
+    assert {path.resolve() for path in manifest_files()} - installed == {SECRET_EXAMPLE.resolve()}
+
+
+@pytest.mark.parametrize("install", sorted(INSTALLS))
+def test_install_has_one_of_each_and_binds_its_role_to_the_service_account(install: str) -> None:
+    docs = install_documents(install)
+    role_kind, binding_kind = (
+        ("Role", "RoleBinding") if install == "namespaced" else ("ClusterRole", "ClusterRoleBinding")
+    )
+    kinds = sorted(doc["kind"] for doc in docs)
+    assert kinds == sorted(["ServiceAccount", "Deployment", "Service", role_kind, binding_kind])
+    account = only(docs, "ServiceAccount")["metadata"]["name"]
+    role = only(docs, role_kind)
+    binding = only(docs, binding_kind)
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role["metadata"]["name"],
+    }
+    [subject] = binding["subjects"]
+    assert subject["kind"] == "ServiceAccount" and subject["name"] == account
+    # Left to kustomize, which sets it to the kustomization's namespace.
+    assert subject.get("namespace", NAMESPACE) == NAMESPACE
+    pod_spec = only(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod_spec["serviceAccountName"] == account
+
+
+def test_cluster_wide_patch_sets_only_known_env_on_the_deployment() -> None:
+    patches = kustomization(CLUSTER_WIDE_DIR)["patches"]
+    assert patches
+    for patch in patches:
+        assert patch["target"] == {"kind": "Deployment", "name": deployment()["metadata"]["name"]}
+        body = yaml.safe_load(patch["patch"])
+        for patched in body["spec"]["template"]["spec"]["containers"]:
+            assert patched["name"] == container()["name"]
+            for var in patched.get("env", []):
+                assert var["name"].lower() in Settings.model_fields, var["name"]
+                if "value" in var:
+                    # NAMESPACE is a comma-separated list here: it must still validate.
+                    load_settings({**SEED_ENV, var["name"]: var["value"]})
+
+
+def kustomize_command(directory: Path) -> list[str] | None:
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize", str(directory)]
+    if shutil.which("kustomize"):
+        return ["kustomize", "build", str(directory)]
+    return None
+
+
+@pytest.mark.parametrize("install", sorted(INSTALLS))
+def test_kustomize_build_renders_every_object_in_the_namespace(install: str) -> None:
+    command = kustomize_command(INSTALLS[install])
+    if command is None:
+        pytest.skip("neither kubectl nor kustomize on PATH")
+    rendered = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    docs = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
+    assert len(docs) == len(install_documents(install))
+    for doc in docs:
+        deserialize(doc)
+        if doc["kind"] in CLUSTER_SCOPED_KINDS:
+            assert "namespace" not in doc["metadata"]
+        else:
+            assert doc["metadata"]["namespace"] == NAMESPACE
+        for subject in doc.get("subjects", []):
+            assert subject["namespace"] == NAMESPACE
+    env = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    names = [var["name"] for var in env]
+    assert sorted(names) == sorted(env_by_name())
+
+
+# --- the Deployment --------------------------------------------------------------------------
+
+
+def test_deployment_runs_two_replicas_of_the_image() -> None:
+    spec = deployment()["spec"]
+    assert spec["replicas"] == 2
+    assert container()["image"] == IMAGE
+    assert spec["template"]["spec"]["automountServiceAccountToken"] is True
+
+
+def test_security_context_locks_the_container_down() -> None:
+    pod_spec = deployment()["spec"]["template"]["spec"]
+    pod_context = pod_spec.get("securityContext", {})
+    # A container's own securityContext overrides the pod's for the fields both have.
+    effective = {**pod_context, **container().get("securityContext", {})}
+    assert effective["runAsNonRoot"] is True
+    assert effective["runAsUser"] == NON_ROOT_ID
+    assert effective["runAsGroup"] == NON_ROOT_ID
+    assert pod_context["fsGroup"] == NON_ROOT_ID
+    assert effective["readOnlyRootFilesystem"] is True
+    assert effective["allowPrivilegeEscalation"] is False
+    assert effective["capabilities"]["drop"] == ["ALL"]
+    assert not effective["capabilities"].get("add")
+    assert effective["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "privileged" not in effective or effective["privileged"] is False
+
+
+def test_writable_paths_are_emptydir_volumes() -> None:
+    volumes = deployment()["spec"]["template"]["spec"]["volumes"]
+    empty_dirs = {volume["name"] for volume in volumes if "emptyDir" in volume}
+    assert empty_dirs == {volume["name"] for volume in volumes}
+    mounts = {mount["mountPath"]: mount["name"] for mount in container()["volumeMounts"]}
+    state_dir = str(Path(env_by_name()["STATE_PATH"]["value"]).parent)
+    assert mounts[state_dir] in empty_dirs
+    assert mounts["/tmp"] in empty_dirs
+    assert set(mounts.values()) == empty_dirs
+
+
+def test_probes_hit_healthz_and_readyz_on_the_http_port() -> None:
+    port = int(env_by_name()["HTTP_PORT"]["value"])
+    liveness = container()["livenessProbe"]["httpGet"]
+    readiness = container()["readinessProbe"]["httpGet"]
+    assert liveness["path"] == "/healthz"
+    assert readiness["path"] == "/readyz"
+    assert container_port(liveness["port"]) == port
+    assert container_port(readiness["port"]) == port
+
+
+def test_resources_request_little_and_cap_memory() -> None:
+    resources = container()["resources"]
+    assert resources["requests"] == {"cpu": "20m", "memory": "64Mi"}
+    assert resources["limits"] == {"memory": "128Mi"}
+
+
+def test_service_targets_the_container_port_and_selects_the_pods() -> None:
+    service = only(load_documents(K8S_DIR / "base" / "service.yaml"), "Service")
+    spec = deployment()["spec"]
+    pod_labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    [port] = service["spec"]["ports"]
+    assert port["name"] == "http" and port["port"] == 8080
+    assert container_port(port["targetPort"]) == int(env_by_name()["HTTP_PORT"]["value"])
+
+
+def test_every_env_var_is_read_by_the_daemon() -> None:
+    for name in env_by_name():
+        assert name.lower() in Settings.model_fields or name in ENV_OUTSIDE_SETTINGS, name
+        assert name == name.upper()
+
+
+def test_env_carries_the_seed_settings_and_they_validate() -> None:
+    env = env_by_name()
+    literal = {name: var["value"] for name, var in env.items() if "value" in var}
+    assert {name: literal.get(name) for name in SEED_ENV} == SEED_ENV
+    assert literal["STATE_PATH"] == STATE_PATH
+    settings = load_settings(literal)
+    assert settings.namespace == (NAMESPACE,)
+    assert settings.target_deployment == ("payments-api",)
+    assert settings.http_port == container_port("http")
+
+
+def test_pod_name_comes_from_the_downward_api() -> None:
+    pod_name = env_by_name()["POD_NAME"]
+    assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_secrets_come_only_from_an_optional_secret_key_ref() -> None:
+    env = env_by_name()
+    for field in SECRET_FIELDS:
+        var = env[field.upper()]
+        assert "value" not in var, f"{var['name']} must not be inline"
+        ref = var["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == SECRET_NAME
+        assert ref["optional"] is True
+    assert env["SLACK_WEBHOOK_URL"]["valueFrom"]["secretKeyRef"]["key"] == "slack-webhook-url"
+
+
+def test_secret_example_ships_no_value_and_only_keys_the_deployment_reads() -> None:
+    secret = only(load_documents(SECRET_EXAMPLE), "Secret")
+    assert secret["metadata"]["name"] == SECRET_NAME
+    assert "data" not in secret
+    values = secret["stringData"]
+    assert all(value == "" for value in values.values())
+    read_keys = {var["valueFrom"]["secretKeyRef"]["key"]
+                 for var in env_by_name().values()
+                 if "secretKeyRef" in var.get("valueFrom", {})}
+    assert set(values) <= read_keys
+    assert "kubectl" in SECRET_EXAMPLE.read_text() and "create secret generic" in \
+        SECRET_EXAMPLE.read_text()
+
+
+# --- RBAC ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("install", sorted(ROLE_FILES))
+def test_rbac_has_no_wildcard_and_no_dangerous_verb(install: str) -> None:
+    for rule in role_rules(install):
+        assert "nonResourceURLs" not in rule
+        for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+            assert not any("*" in value for value in rule.get(key, [])), (key, rule)
+        assert not FORBIDDEN_VERBS & set(rule["verbs"]), rule
+
+
+@pytest.mark.parametrize("install", sorted(ROLE_FILES))
+def test_rbac_grants_what_the_kube_adapter_requires_and_nothing_more(install: str) -> None:
+    from incident_detector.kube import REQUIRED_PERMISSIONS
+
+    granted = set().union(*(rule_grants(rule) for rule in role_rules(install)))
+    assert set(REQUIRED_PERMISSIONS) <= granted, set(REQUIRED_PERMISSIONS) - granted
+    assert granted <= ALLOWED_PERMISSIONS, granted - ALLOWED_PERMISSIONS
+
+
+@pytest.mark.parametrize("install", sorted(ROLE_FILES))
+def test_rbac_grants_exactly_the_documented_permissions(install: str) -> None:
+    granted = set().union(*(rule_grants(rule) for rule in role_rules(install)))
+    assert granted == ALLOWED_PERMISSIONS
+
+
+@pytest.mark.parametrize("install", sorted(ROLE_FILES))
+def test_lease_access_is_limited_to_the_one_lease_except_create(install: str) -> None:
+    for rule in role_rules(install):
+        if "leases" not in rule["resources"]:
+            assert "resourceNames" not in rule
+        elif rule["verbs"] == ["create"]:
+            # The API server authorizes create before the name is known: resourceNames
+            # would make the rule match nothing.
+            assert "resourceNames" not in rule
+        else:
+            assert rule["resourceNames"] == [LEASE_NAME], rule
+
+
+def test_cluster_role_grants_the_same_rules_as_the_role() -> None:
+    assert role_rules("cluster-wide") == role_rules("namespaced")
+
+
+@pytest.mark.parametrize("install", sorted(ROLE_FILES))
+def test_every_rbac_rule_is_explained_by_a_comment(install: str) -> None:
+    lines = ROLE_FILES[install].read_text().splitlines()
+    rule_starts = [index for index, line in enumerate(lines)
+                   if line.lstrip().startswith("- apiGroups:")]
+    assert len(rule_starts) == len(role_rules(install))
+    for index in rule_starts:
+        assert index > 0 and lines[index - 1].lstrip().startswith("#"), lines[index]
+
+
+# --- Dockerfile ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    arguments: str
+
+
+def dockerfile_instructions(text: str) -> list[Instruction]:
+    """Instructions with continuation lines joined and comments dropped."""
+    instructions: list[Instruction] = []
+    pending = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        keyword, _, arguments = (pending + stripped).partition(" ")
+        instructions.append(Instruction(keyword.upper(), arguments.strip()))
+        pending = ""
+    assert not pending, "Dockerfile ends in a continuation line"
+    return instructions
+
+
+def stages(instructions: list[Instruction]) -> list[list[Instruction]]:
+    result: list[list[Instruction]] = []
+    for instruction in instructions:
+        if instruction.keyword == "FROM":
+            result.append([])
+        if result:
+            result[-1].append(instruction)
+    return result
+
+
+def env_of(stage: list[Instruction]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for instruction in stage:
+        if instruction.keyword != "ENV":
+            continue
+        tokens = shlex.split(instruction.arguments)
+        if "=" not in tokens[0]:  # legacy form: ENV NAME value
+            env[tokens[0]] = " ".join(tokens[1:])
+            continue
+        for token in tokens:
+            name, _, value = token.partition("=")
+            env[name] = value
+    return env
+
+
+def final_stage() -> list[Instruction]:
+    return stages(dockerfile_instructions(DOCKERFILE.read_text()))[-1]
+
+
+def only_instruction(stage: list[Instruction], keyword: str) -> Instruction:
+    matching = [instruction for instruction in stage if instruction.keyword == keyword]
+    assert len(matching) == 1, f"expected one {keyword}, found {len(matching)}"
+    return matching[0]
+
+
+def test_dockerfile_is_multi_stage_on_python_311_slim() -> None:
+    all_stages = stages(dockerfile_instructions(DOCKERFILE.read_text()))
+    assert len(all_stages) > 1
+    for stage in all_stages:
+        assert stage[0].arguments.split()[0] == "python:3.11-slim"
+    builder_alias = all_stages[0][0].arguments.split()[-1]
+    copies = [instruction.arguments for instruction in final_stage()
+              if instruction.keyword == "COPY"]
+    assert copies and all(f"--from={builder_alias}" in arguments for arguments in copies)
+
+
+def test_dockerfile_final_stage_runs_as_a_numeric_non_root_user() -> None:
+    user = only_instruction(final_stage(), "USER").arguments
+    uid, _, gid = user.partition(":")
+    assert uid.isdigit() and int(uid) != 0, user
+    assert not gid or (gid.isdigit() and int(gid) != 0), user
+    pod_context = deployment()["spec"]["template"]["spec"]["securityContext"]
+    assert int(uid) == pod_context["runAsUser"]
+
+
+def test_dockerfile_final_stage_environment_and_entrypoint() -> None:
+    stage = final_stage()
+    env = env_of(stage)
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert json.loads(only_instruction(stage, "ENTRYPOINT").arguments) == ENTRYPOINT
+    exposed = only_instruction(stage, "EXPOSE").arguments.split()
+    assert [int(port.partition("/")[0]) for port in exposed] == [container_port("http")]
+
+
+def test_dockerfile_final_stage_installs_no_build_tools() -> None:
+    for instruction in final_stage():
+        if instruction.keyword == "RUN":
+            words = set(instruction.arguments.split())
+            assert not words & {"pip", "apt-get", "apt", "gcc"}, instruction.arguments
+
+
+def dockerignore_patterns() -> Iterator[str]:
+    for line in DOCKERIGNORE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            yield line.strip().rstrip("/")
+
+
+def test_dockerignore_keeps_the_build_inputs_and_drops_the_rest() -> None:
+    patterns = set(dockerignore_patterns())
+    assert {".git", ".venv", ".pytest_cache", ".hypothesis", "bench", "tests"} <= patterns
+    assert not patterns & {"pyproject.toml", "incident_detector", "README.md", "*.md", "*"}
