@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     error_threshold: int = Field(default=5, ge=1)
     roll_out_window_minutes: float = Field(default=10, gt=0, le=24 * 60)
     poll_interval_seconds: float = Field(default=20, gt=0, le=3600)
-    baseline_lookback_minutes: float = Field(default=30, gt=0, le=24 * 60)
+    baseline_lookback_minutes: float = Field(default=30, ge=1, le=24 * 60)
     baseline_factor: float = Field(default=2.0, ge=1.0, le=100)
     signature_sample_lines: int = Field(default=200, ge=10, le=5000)
     # /healthz turns 503 when no tick has finished for this long (default: 3 intervals + 60 s).
@@ -133,6 +133,21 @@ class Settings(BaseSettings):
     def _not_empty(cls, value: str) -> str:
         if not value:
             raise ValueError("must not be empty")
+        return value
+
+    @field_validator("loki_app_label_key", "loki_namespace_label_key", "loki_pod_label_key")
+    @classmethod
+    def _label_name(cls, value: str) -> str:
+        # Label names go into LogQL unquoted: only Prometheus label-name characters.
+        if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", value):
+            raise ValueError(f"{value!r} is not a valid Loki label name")
+        return value
+
+    @field_validator("loki_org_id")
+    @classmethod
+    def _header_safe(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[\x21-\x7e]+$", value):
+            raise ValueError("must be printable ASCII without spaces (it is sent as a header)")
         return value
 
     @field_validator("slack_webhook_url", "loki_bearer_token", "loki_password", mode="before")

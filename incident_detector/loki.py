@@ -1,0 +1,599 @@
+"""The Loki adapter: LogQL built from configured values, Loki's JSON turned into our own data.
+
+Two queries per namespace and tick at most: one batched metric query (error lines per workload
+and pod over a window) and, when an incident is being described, one log query for example lines.
+Every configured value that ends up in LogQL goes through ``quote`` (and ``regex_escape`` inside a
+regex matcher), so no namespace, workload name or pattern can change the shape of the query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from importlib import metadata
+from typing import Any
+
+import httpx
+import structlog
+
+from .config import Settings
+from .errors import SourceError, parse_retry_after, retryable_status
+from .model import ErrorCounts, ErrorSample, LogLine
+from .retry import Backoff, Sleep, call_with_retries
+
+log = structlog.get_logger(__name__)
+
+SOURCE = "loki"
+QUERY_PATH = "/loki/api/v1/query"
+QUERY_RANGE_PATH = "/loki/api/v1/query_range"
+ORG_ID_HEADER = "X-Scope-OrgID"
+PACKAGE_NAME = "incident-detector"
+
+# Loki refuses a query whose matchers all accept the empty string (app=~".*"), so "every
+# workload" is spelled as "has a non-empty workload label".
+ANY_VALUE_REGEX = ".+"
+# Example lines end up in Slack messages and JSON lines: a multi-megabyte stack trace must not.
+MAX_LINE_CHARS = 2000
+# Loki explains a LogQL error in its text/plain body; keep enough of it to be useful.
+MAX_ERROR_TEXT_CHARS = 300
+
+# Prometheus/Loki label names. Label keys are not quoted in LogQL, so they are validated instead.
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# The characters Go's regexp.QuoteMeta escapes: exactly RE2's metacharacters.
+_RE2_METACHARACTERS = frozenset("\\.+*?()|[]{}^$")
+# Go strconv.Quote's short escapes.
+_GO_ESCAPES = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+    "\\": "\\\\",
+    '"': '\\"',
+}
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_NANOS_TEXT = re.compile(r"[0-9]{1,20}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+# Redaction of anything that may carry a credential in text we did not write ourselves
+# (an exception from the transport, a proxy's error page).
+_URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]*@")
+_AUTH_CREDENTIAL = re.compile(r"\b(Bearer|Basic)\s+[^\s\"',;]+", re.IGNORECASE)
+REDACTED = "[redacted]"
+
+
+@dataclass(frozen=True, slots=True)
+class LabelKeys:
+    """Names of the Loki stream labels that carry the namespace, the workload and the pod."""
+
+    namespace: str = "namespace"
+    workload: str = "app"
+    pod: str = "pod"
+
+    def __post_init__(self) -> None:
+        for role in ("namespace", "workload", "pod"):
+            name = getattr(self, role)
+            if not isinstance(name, str) or not _LABEL_NAME.fullmatch(name):
+                raise ValueError(f"the {role} label key {name!r} is not a valid Loki label name")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LabelKeys:
+        return cls(
+            namespace=settings.loki_namespace_label_key,
+            workload=settings.loki_app_label_key,
+            pod=settings.loki_pod_label_key,
+        )
+
+
+# --- LogQL -------------------------------------------------------------------------------------
+
+
+def quote(value: str) -> str:
+    """A LogQL double-quoted string literal of ``value``, escaped the way Go's strconv.Quote does.
+
+    LogQL strings are read with Go's strconv.Unquote, so this is its exact inverse. Python strings
+    can hold lone surrogates (environment variables with invalid UTF-8 are decoded with
+    ``surrogateescape``): those become ``\\xNN`` byte escapes, as Go does for invalid UTF-8, so the
+    query stays valid UTF-8 and means the original bytes.
+    """
+    parts = ['"']
+    for char in value:
+        short = _GO_ESCAPES.get(char)
+        if short is not None:
+            parts.append(short)
+            continue
+        code = ord(char)
+        if 0xD800 <= code <= 0xDFFF:
+            parts.extend(f"\\x{byte:02x}" for byte in _surrogate_bytes(code))
+        elif char.isprintable():
+            parts.append(char)
+        elif code < 0x20 or code == 0x7F:
+            parts.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            parts.append(f"\\u{code:04x}")
+        else:
+            parts.append(f"\\U{code:08x}")
+    parts.append('"')
+    return "".join(parts)
+
+
+def _surrogate_bytes(code: int) -> bytes:
+    if 0xDC80 <= code <= 0xDCFF:
+        # surrogateescape: the character stands for one undecodable byte.
+        return bytes([code - 0xDC00])
+    return chr(code).encode("utf-8", "surrogatepass")
+
+
+def regex_escape(value: str) -> str:
+    """``value`` as an RE2 regex matching only itself (Go's regexp.QuoteMeta)."""
+    return "".join("\\" + char if char in _RE2_METACHARACTERS else char for char in value)
+
+
+def selector(*, namespace: str, workloads: Sequence[str] | None, keys: LabelKeys) -> str:
+    """The stream selector of a namespace and some (None: all) of its workloads."""
+    matchers = (f"{keys.namespace}={quote(namespace)}", _workload_matcher(workloads, keys))
+    return "{" + ", ".join(matchers) + "}"
+
+
+def _workload_matcher(workloads: Sequence[str] | None, keys: LabelKeys) -> str:
+    if workloads is None:
+        return f"{keys.workload}=~{quote(ANY_VALUE_REGEX)}"
+    if isinstance(workloads, str):
+        # A str is a Sequence of characters: "api" would silently become a|p|i.
+        raise TypeError("workloads must be a sequence of names, not a single str")
+    distinct = tuple(dict.fromkeys(workloads))
+    if not distinct:
+        raise ValueError("workloads must name at least one workload, or be None for all")
+    if len(distinct) == 1:
+        return f"{keys.workload}={quote(distinct[0])}"
+    alternation = "|".join(regex_escape(name) for name in distinct)
+    return f"{keys.workload}=~{quote(alternation)}"
+
+
+def error_lines_query(
+    *, namespace: str, workloads: Sequence[str] | None, pattern: str, keys: LabelKeys
+) -> str:
+    """The log query that selects the error lines of some workloads."""
+    stream = selector(namespace=namespace, workloads=workloads, keys=keys)
+    return f"{stream} |~ {quote(pattern)}"
+
+
+def error_count_query(
+    *,
+    namespace: str,
+    workloads: Sequence[str] | None,
+    pattern: str,
+    window_seconds: int,
+    keys: LabelKeys,
+) -> str:
+    """One metric query for a whole namespace: error lines per (workload, pod) over the window."""
+    if isinstance(window_seconds, bool) or not isinstance(window_seconds, int):
+        raise ValueError(f"window_seconds must be a positive integer, not {window_seconds!r}")
+    if window_seconds < 1:
+        raise ValueError(f"window_seconds must be a positive integer, not {window_seconds!r}")
+    lines = error_lines_query(namespace=namespace, workloads=workloads, pattern=pattern, keys=keys)
+    return (
+        f"sum by ({keys.workload}, {keys.pod}) "
+        f"(count_over_time({lines} [{window_seconds}s]))"
+    )
+
+
+# --- Parsing Loki's answers --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Skipped:
+    """A sample or log entry left out of a parsed answer, and why."""
+
+    kind: str
+    workload: str | None
+    pod: str | None
+    value: str
+
+
+def parse_vector(
+    body: Any, *, namespace: str, window_seconds: int, keys: LabelKeys
+) -> ErrorCounts:
+    """Error counts from the JSON body of an instant metric query (``resultType: vector``)."""
+    counts, _ = _read_vector(body, namespace=namespace, window_seconds=window_seconds, keys=keys)
+    return counts
+
+
+def parse_streams(body: Any, *, keys: LabelKeys) -> tuple[LogLine, ...]:
+    """Log lines, newest first, from the JSON body of a range log query (resultType streams)."""
+    lines, _ = _read_streams(body, keys=keys)
+    return lines
+
+
+def _read_vector(
+    body: Any, *, namespace: str, window_seconds: int, keys: LabelKeys
+) -> tuple[ErrorCounts, tuple[_Skipped, ...]]:
+    samples: list[ErrorSample] = []
+    skipped: list[_Skipped] = []
+    for index, item in enumerate(_result_of(body, "vector")):
+        if not isinstance(item, dict):
+            raise _shape(f"data.result[{index}] is {_describe(item)}, expected an object")
+        metric = _labels_of(item, "metric", index)
+        workload = _label(metric, keys.workload, index) or ""
+        pod = _label(metric, keys.pod, index)
+        value = item.get("value")
+        if not isinstance(value, list) or len(value) != 2:
+            raise _shape(f"data.result[{index}].value is not a [time, value] pair")
+        count, problem = _count_of(value[1])
+        if problem is not None:
+            skipped.append(_Skipped(problem, workload, pod, _describe(value[1])))
+            continue
+        samples.append(ErrorSample(workload=workload, pod=pod, count=count))
+    counts = ErrorCounts(
+        namespace=namespace, window_seconds=window_seconds, samples=tuple(samples)
+    )
+    return counts, tuple(skipped)
+
+
+def _read_streams(
+    body: Any, *, keys: LabelKeys
+) -> tuple[tuple[LogLine, ...], tuple[_Skipped, ...]]:
+    lines: list[LogLine] = []
+    skipped: list[_Skipped] = []
+    for index, item in enumerate(_result_of(body, "streams")):
+        if not isinstance(item, dict):
+            raise _shape(f"data.result[{index}] is {_describe(item)}, expected an object")
+        stream = _labels_of(item, "stream", index)
+        workload = _label(stream, keys.workload, index)
+        pod = _label(stream, keys.pod, index)
+        values = item.get("values")
+        if not isinstance(values, list):
+            raise _shape(f"data.result[{index}].values is {_describe(values)}, expected a list")
+        for entry in values:
+            # Loki 3 may add a third element (structured metadata); only the first two matter.
+            if not isinstance(entry, list) or len(entry) < 2 or not isinstance(entry[1], str):
+                raise _shape(f"data.result[{index}].values holds something not [time, line]")
+            at = _time_of(entry[0])
+            if at is None:
+                skipped.append(_Skipped("bad_timestamp", workload, pod, _describe(entry[0])))
+                continue
+            lines.append(LogLine(at=at, line=_clean_line(entry[1]), pod=pod))
+    # sort is stable: entries of the same instant keep Loki's order.
+    lines.sort(key=lambda line: line.at, reverse=True)
+    return tuple(lines), tuple(skipped)
+
+
+def _result_of(body: Any, result_type: str) -> list[Any]:
+    if not isinstance(body, dict):
+        raise _shape(f"body is {_describe(body)}, expected an object")
+    if body.get("status") != "success":
+        raise _shape(f"status is {_describe(body.get('status'))}, expected 'success'")
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise _shape(f"data is {_describe(data)}, expected an object")
+    if data.get("resultType") != result_type:
+        found = _describe(data.get("resultType"))
+        raise _shape(f"resultType is {found}, expected {result_type!r}")
+    result = data.get("result")
+    if not isinstance(result, list):
+        raise _shape(f"data.result is {_describe(result)}, expected a list")
+    return result
+
+
+def _labels_of(item: dict[str, Any], field_name: str, index: int) -> dict[str, Any]:
+    labels = item.get(field_name)
+    if not isinstance(labels, dict):
+        found = _describe(labels)
+        raise _shape(f"data.result[{index}].{field_name} is {found}, expected an object")
+    return labels
+
+
+def _label(labels: dict[str, Any], key: str, index: int) -> str | None:
+    """A label's value; None when absent or empty (Loki and Prometheus treat both the same)."""
+    value = labels.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        found = _describe(value)
+        raise _shape(f"label {key!r} of data.result[{index}] is {found}, expected a string")
+    return value
+
+
+def _count_of(raw: Any) -> tuple[float, str | None]:
+    """A sample value as a count, or the reason it cannot be one. Loki sends numbers as strings."""
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        return 0.0, "not_a_number"
+    try:
+        count = float(raw)
+    except (ValueError, OverflowError):
+        return 0.0, "not_a_number"
+    if not math.isfinite(count):
+        return 0.0, "not_finite"
+    if count < 0:
+        return 0.0, "negative"
+    return count, None
+
+
+def _time_of(raw: Any) -> datetime | None:
+    """A Loki nanosecond timestamp (decimal text) as an aware UTC datetime; None if unusable."""
+    if isinstance(raw, str) and _NANOS_TEXT.fullmatch(raw):
+        nanos = int(raw)
+    elif isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        nanos = raw
+    else:
+        return None
+    try:
+        return _EPOCH + timedelta(microseconds=nanos // 1000)
+    except OverflowError:
+        return None
+
+
+def _clean_line(line: str) -> str:
+    # JSON can carry lone surrogates ("\ud800"); they cannot be encoded to UTF-8 later on, when
+    # the line is written to stdout or sent to Slack.
+    return _LONE_SURROGATE.sub("\ufffd", line[:MAX_LINE_CHARS])
+
+
+def _describe(value: Any) -> str:
+    """A short, bounded description of a value from the wire, for error messages."""
+    if isinstance(value, str):
+        return repr(value[:40] + ("..." if len(value) > 40 else ""))
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a JSON object"
+    if isinstance(value, list):
+        return "a JSON array"
+    return f"a {type(value).__name__}"
+
+
+def _shape(message: str) -> SourceError:
+    return SourceError(SOURCE, "unexpected_shape", message, retryable=False)
+
+
+# --- HTTP ----------------------------------------------------------------------------------------
+
+
+def unix_nanos(at: datetime) -> str:
+    """An aware datetime as Loki's unix-nanosecond timestamp text (exact, no float rounding)."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError("a naive datetime has no defined instant; pass an aware one")
+    delta = at - _EPOCH
+    seconds = delta.days * 86_400 + delta.seconds
+    return str(seconds * 1_000_000_000 + delta.microseconds * 1_000)
+
+
+def _version() -> str:
+    try:
+        return metadata.version(PACKAGE_NAME)
+    except metadata.PackageNotFoundError:
+        return "dev"
+
+
+def _header_safe(value: str) -> bool:
+    # A CR/LF or non-ASCII character would be refused by the HTTP stack at request time, with an
+    # error that quotes the value: refuse it here, without quoting it.
+    return all(" " <= char <= "~" for char in value)
+
+
+def make_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The one HTTP client of the Loki adapter, with tenant, auth and timeout from the settings.
+
+    Credentials written into LOKI_URL (``https://user:pass@loki``) are moved out of the URL into
+    basic auth, so that no URL the client holds or reports carries them.
+    """
+    url = httpx.URL(str(settings.loki_url))
+    headers = {"User-Agent": f"{PACKAGE_NAME}/{_version()}"}
+    if settings.loki_org_id:
+        if not _header_safe(settings.loki_org_id):
+            raise ValueError("LOKI_ORG_ID holds characters that cannot go into an HTTP header")
+        headers[ORG_ID_HEADER] = settings.loki_org_id
+    auth: httpx.Auth | None = None
+    if settings.loki_bearer_token is not None:
+        token = settings.loki_bearer_token.get_secret_value()
+        if not _header_safe(token):
+            raise ValueError(
+                "LOKI_BEARER_TOKEN holds characters that cannot go into an HTTP header"
+            )
+        headers["Authorization"] = f"Bearer {token}"
+    elif settings.loki_username and settings.loki_password is not None:
+        auth = httpx.BasicAuth(settings.loki_username, settings.loki_password.get_secret_value())
+    elif url.username or url.password:
+        auth = httpx.BasicAuth(url.username, url.password)
+    return httpx.AsyncClient(
+        base_url=url.copy_with(userinfo=b""),
+        timeout=httpx.Timeout(settings.loki_timeout_seconds),
+        headers=headers,
+        auth=auth,
+    )
+
+
+def _known_secrets(http: httpx.AsyncClient) -> tuple[str, ...]:
+    """Every credential the client sends, longest first, to scrub them out of messages."""
+    secrets: set[str] = set()
+    headers = [http.headers.get("Authorization")]
+    if isinstance(http.auth, httpx.BasicAuth):
+        # The public way to see what BasicAuth sends: run its flow on a throwaway request.
+        probe = next(http.auth.sync_auth_flow(httpx.Request("GET", "http://redaction.invalid/")))
+        headers.append(probe.headers.get("Authorization"))
+    for header in headers:
+        if not header:
+            continue
+        scheme, _, credential = header.partition(" ")
+        secrets.update((header, credential))
+        if scheme.lower() == "basic":
+            try:
+                user_pass = base64.b64decode(credential, validate=True).decode("utf-8", "replace")
+            except (binascii.Error, ValueError):
+                continue
+            secrets.update((user_pass, user_pass.partition(":")[2]))
+    if http.base_url.password:
+        secrets.add(http.base_url.password)
+    return tuple(sorted((s for s in secrets if s), key=len, reverse=True))
+
+
+class LokiClient:
+    """Queries Loki over one ``httpx.AsyncClient``; raises nothing but ``SourceError``."""
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        keys: LabelKeys,
+        pattern: str,
+        max_attempts: int = 3,
+        backoff: Backoff = Backoff(base=0.25, cap=2.0),
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._http = http
+        self._keys = keys
+        self._pattern = pattern
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self._sleep = sleep
+        self._secrets = _known_secrets(http)
+        # Kinds of skipped samples already logged: a broken series would otherwise log every tick.
+        self._reported_skips: set[str] = set()
+
+    async def count_errors(
+        self,
+        *,
+        namespace: str,
+        workloads: Sequence[str] | None,
+        window_seconds: int,
+        at: datetime | None = None,
+    ) -> ErrorCounts:
+        """Error lines per (workload, pod) over the window ending now, or at ``at``."""
+        params = {
+            "query": error_count_query(
+                namespace=namespace,
+                workloads=workloads,
+                pattern=self._pattern,
+                window_seconds=window_seconds,
+                keys=self._keys,
+            )
+        }
+        if at is not None:
+            params["time"] = unix_nanos(at)
+        body = await self._get_json(QUERY_PATH, params)
+        counts, skipped = _read_vector(
+            body, namespace=namespace, window_seconds=window_seconds, keys=self._keys
+        )
+        self._report_skipped(skipped)
+        return counts
+
+    async def sample_errors(
+        self,
+        *,
+        namespace: str,
+        workloads: Sequence[str] | None,
+        start: datetime,
+        end: datetime,
+        limit: int = 200,
+    ) -> tuple[LogLine, ...]:
+        """Up to ``limit`` error lines between ``start`` and ``end``, newest first."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        params = {
+            "query": error_lines_query(
+                namespace=namespace, workloads=workloads, pattern=self._pattern, keys=self._keys
+            ),
+            "start": unix_nanos(start),
+            "end": unix_nanos(end),
+            "limit": str(limit),
+            "direction": "backward",
+        }
+        body = await self._get_json(QUERY_RANGE_PATH, params)
+        lines, skipped = _read_streams(body, keys=self._keys)
+        self._report_skipped(skipped)
+        return lines
+
+    async def _get_json(self, path: str, params: dict[str, str]) -> Any:
+        async def attempt() -> Any:
+            return await self._get_json_once(path, params)
+
+        return await call_with_retries(
+            attempt,
+            max_attempts=self._max_attempts,
+            backoff=self._backoff,
+            sleep=self._sleep,
+            on_retry=self._log_retry,
+        )
+
+    async def _get_json_once(self, path: str, params: dict[str, str]) -> Any:
+        # "from None" everywhere: the transport's own exception may quote a URL or a header.
+        try:
+            response = await self._http.get(path, params=params)
+        except httpx.TimeoutException as exc:
+            message = f"no answer in time ({type(exc).__name__})"
+            raise self._error("timeout", message, True) from None
+        except httpx.DecodingError as exc:
+            raise self._error("malformed", f"undecodable body: {exc}", False) from None
+        except httpx.RequestError as exc:
+            raise self._error("connection", f"{type(exc).__name__}: {exc}", True) from None
+        status = response.status_code
+        if not 200 <= status < 300:
+            text = response.text.strip()[:MAX_ERROR_TEXT_CHARS] or f"HTTP {status}"
+            retryable = retryable_status(status)
+            retry_after = None
+            if retryable:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise self._error(
+                f"http_{status}", text, retryable, status=status, retry_after=retry_after
+            )
+        try:
+            return response.json()
+        except (ValueError, RecursionError):
+            content_type = response.headers.get("Content-Type", "no content type")
+            raise self._error(
+                "malformed", f"body is not JSON ({content_type})", False, status=status
+            ) from None
+
+    def _error(
+        self,
+        reason: str,
+        message: str,
+        retryable: bool,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> SourceError:
+        return SourceError(
+            SOURCE,
+            reason,
+            self._redact(message),
+            retryable=retryable,
+            retry_after=retry_after,
+            status=status,
+        )
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        text = _URL_USERINFO.sub(r"\1", text)
+        return _AUTH_CREDENTIAL.sub(rf"\1 {REDACTED}", text)
+
+    def _log_retry(self, error: SourceError, failures: int, wait: float) -> None:
+        log.debug(
+            "loki_retry", reason=error.reason, status=error.status, failures=failures,
+            wait_seconds=round(wait, 3),
+        )
+
+    def _report_skipped(self, skipped: tuple[_Skipped, ...]) -> None:
+        for item in skipped:
+            if item.kind in self._reported_skips:
+                continue
+            self._reported_skips.add(item.kind)
+            log.warning(
+                "loki_sample_skipped",
+                kind=item.kind,
+                workload=item.workload,
+                pod=item.pod,
+                value=item.value,
+                note="logged once per kind",
+            )
