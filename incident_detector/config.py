@@ -155,6 +155,13 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
+    @field_validator("loki_bearer_token")
+    @classmethod
+    def _token_header_safe(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.match(r"^[\x21-\x7e]+$", value.get_secret_value()):
+            raise ValueError("must be printable ASCII without spaces (value not shown: it is a secret)")
+        return value
+
     @field_validator("slack_webhook_url")
     @classmethod
     def _https_webhook(cls, value: SecretStr | None) -> SecretStr | None:
