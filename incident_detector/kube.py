@@ -1,0 +1,626 @@
+"""Kubernetes source: the Deployments, ReplicaSets and pods of a namespace, as plain dataclasses.
+
+The official client makes the requests (authentication, TLS, kubeconfig, in-cluster service
+account), but its typed models are never built: decoding a ReplicaSet or pod list into them costs
+tens of megabytes more than the JSON itself. Every call passes ``_preload_content=False`` and the
+raw body goes through ``json.loads`` and the pure parsers below. The client blocks, so each call
+runs in a worker thread; the parsing runs there too, to keep the event loop free.
+
+One request per resource kind and namespace per tick, no retry here: the daemon's loop retries on
+the next tick, and a transport that retried on its own would hold a tick for several timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import kubernetes.client
+import kubernetes.config
+import structlog
+import urllib3
+import yaml
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from .errors import SourceError, parse_retry_after, retryable_status
+from .model import (
+    REVISION_ANNOTATION,
+    Container,
+    Deployment,
+    EnvVar,
+    GitOpsOwner,
+    GitOpsTool,
+    Pod,
+    PodProblem,
+    PodTemplate,
+    ReplicaSet,
+)
+
+log = structlog.get_logger(__name__)
+
+SOURCE = "kubernetes"
+
+# A container restarted this many times is flagged even when it is running right now.
+RESTART_THRESHOLD = 3
+
+# Waiting reasons of a container that mean the revision cannot run.
+WAITING_PROBLEMS: Mapping[str, PodProblem] = {
+    "CrashLoopBackOff": PodProblem.CRASH_LOOP,
+    "ImagePullBackOff": PodProblem.IMAGE_PULL,
+    "ErrImagePull": PodProblem.ERR_IMAGE_PULL,
+    "CreateContainerConfigError": PodProblem.CONFIG_ERROR,
+}
+OOM_KILLED_REASON = "OOMKilled"
+
+# GitOps ownership marks.
+ARGOCD_TRACKING_ID_ANNOTATION = "argocd.argoproj.io/tracking-id"
+ARGOCD_INSTANCE_LABEL = "argocd.argoproj.io/instance"
+FLUX_KUSTOMIZATION_NAME_LABEL = "kustomize.toolkit.fluxcd.io/name"
+FLUX_KUSTOMIZATION_NAMESPACE_LABEL = "kustomize.toolkit.fluxcd.io/namespace"
+FLUX_HELMRELEASE_NAME_LABEL = "helm.toolkit.fluxcd.io/name"
+FLUX_HELMRELEASE_NAMESPACE_LABEL = "helm.toolkit.fluxcd.io/namespace"
+
+PROBE_FIELDS = (("liveness", "livenessProbe"), ("readiness", "readinessProbe"),
+                ("startup", "startupProbe"))
+INIT_CONTAINER_PREFIX = "init:"
+
+# Revisions are positive int64 values; anything longer is not one (and int() of a string with
+# thousands of digits raises).
+_REVISION = re.compile(r"[0-9]{1,19}")
+
+
+# --------------------------------------------------------------------------------------------
+# Which calls this module makes, and so which permissions it needs.
+
+
+@dataclass(frozen=True, slots=True)
+class ListCall:
+    """One namespaced list call: its RBAC coordinates and the ``kind`` of the list it returns."""
+
+    group: str
+    resource: str
+    list_kind: str
+
+
+DEPLOYMENTS = ListCall(group="apps", resource="deployments", list_kind="DeploymentList")
+REPLICASETS = ListCall(group="apps", resource="replicasets", list_kind="ReplicaSetList")
+PODS = ListCall(group="", resource="pods", list_kind="PodList")
+LIST_CALLS = (DEPLOYMENTS, REPLICASETS, PODS)
+
+REQUIRED_PERMISSIONS: tuple[tuple[str, str, str], ...] = tuple(
+    (call.group, call.resource, "list") for call in LIST_CALLS
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Building the client.
+
+
+def _without_transport_retries(configuration: kubernetes.client.Configuration) -> None:
+    # urllib3 would otherwise try a timed-out GET up to four times within one tick.
+    configuration.retries = False
+
+
+def api_client_for(host: str, *, token: str | None = None) -> kubernetes.client.ApiClient:
+    """A client for a plain ``http(s)://host:port`` (tests and the demo, against loopback)."""
+    configuration = kubernetes.client.Configuration(host=host)
+    if token is not None:
+        configuration.api_key = {"authorization": token}
+        configuration.api_key_prefix = {"authorization": "Bearer"}
+    _without_transport_retries(configuration)
+    return kubernetes.client.ApiClient(configuration=configuration)
+
+
+# What a broken kubeconfig makes the loader raise, besides its own ConfigException.
+_KUBECONFIG_ERRORS = (ConfigException, OSError, ValueError, TypeError, KeyError, AttributeError,
+                      yaml.YAMLError)
+
+
+def api_client_from_environment(
+    *, kubeconfig: str | None = None, in_cluster: bool | None = None
+) -> kubernetes.client.ApiClient:
+    """The pod's service account when in a cluster, else a kubeconfig.
+
+    ``in_cluster=None`` detects: the service account is tried first, the kubeconfig second.
+    ``kubeconfig=None`` lets the client find one (``KUBECONFIG``, then ``~/.kube/config``).
+    """
+    configuration = kubernetes.client.Configuration()
+    in_cluster_problem: str | None = None
+    if in_cluster is not False:
+        try:
+            # try_refresh_token re-reads the projected token, which the kubelet rotates.
+            kubernetes.config.load_incluster_config(client_configuration=configuration,
+                                                    try_refresh_token=True)
+        except ConfigException as exc:
+            in_cluster_problem = f"no in-cluster service account ({exc})"
+            if in_cluster:
+                raise SourceError(SOURCE, "config", in_cluster_problem, retryable=False) from None
+        else:
+            _without_transport_retries(configuration)
+            return kubernetes.client.ApiClient(configuration=configuration)
+    try:
+        # persist_config=False: never write refreshed credentials back into the user's file.
+        kubernetes.config.load_kube_config(config_file=kubeconfig,
+                                           client_configuration=configuration,
+                                           persist_config=False)
+    except _KUBECONFIG_ERRORS as exc:
+        where = f"kubeconfig {kubeconfig!r}" if kubeconfig else "the default kubeconfig"
+        problems = [p for p in (in_cluster_problem, f"{where} could not be loaded ({exc})") if p]
+        raise SourceError(SOURCE, "config", "; ".join(problems), retryable=False) from None
+    _without_transport_retries(configuration)
+    return kubernetes.client.ApiClient(configuration=configuration)
+
+
+# --------------------------------------------------------------------------------------------
+# The client.
+
+
+class KubeClient:
+    """Lists the objects of one namespace; every failure comes out as a ``SourceError``."""
+
+    def __init__(self, *, api: kubernetes.client.ApiClient, timeout: float) -> None:
+        self._api = api
+        self._apps = kubernetes.client.AppsV1Api(api)
+        self._core = kubernetes.client.CoreV1Api(api)
+        self._timeout = timeout
+
+    async def list_deployments(self, namespace: str) -> tuple[Deployment, ...]:
+        return await asyncio.to_thread(self._list, DEPLOYMENTS,
+                                       self._apps.list_namespaced_deployment, namespace,
+                                       parse_deployment)
+
+    async def list_replicasets(self, namespace: str) -> tuple[ReplicaSet, ...]:
+        return await asyncio.to_thread(self._list, REPLICASETS,
+                                       self._apps.list_namespaced_replica_set, namespace,
+                                       parse_replicaset)
+
+    async def list_pods(self, namespace: str) -> tuple[Pod, ...]:
+        return await asyncio.to_thread(self._list, PODS, self._core.list_namespaced_pod,
+                                       namespace, parse_pod)
+
+    def _list(self, call: ListCall, method: Callable[..., Any], namespace: str,
+              parse: Callable[[dict], Any]) -> tuple[Any, ...]:
+        body = self._fetch(call, method, namespace)
+        items = parse_list(body, kind=call.list_kind)
+        del body  # the decoded dicts are all that is needed from here on
+        parsed = tuple(obj for obj in map(parse, items) if obj is not None)
+        if len(parsed) != len(items):
+            log.debug("kube.items_skipped", resource=call.resource, namespace=namespace,
+                      skipped=len(items) - len(parsed))
+        return parsed
+
+    def _fetch(self, call: ListCall, method: Callable[..., Any], namespace: str) -> bytes:
+        what = f"listing {call.resource} in namespace {namespace!r}"
+        response = None
+        try:
+            response = method(namespace, _preload_content=False, _request_timeout=self._timeout)
+            return response.data
+        except ApiException as exc:
+            raise self._api_error(exc, what) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._transport_error(exc, what) from None
+        finally:
+            if response is not None:
+                response.release_conn()
+
+    def _api_error(self, exc: ApiException, what: str) -> SourceError:
+        status = exc.status or 0
+        if status == 0:
+            # The client turns urllib3's SSLError into an ApiException without a status.
+            host = self._api.configuration.host
+            return SourceError(SOURCE, "connection",
+                               self._redact(f"{what}: TLS with {host} failed ({exc.reason})"),
+                               retryable=True)
+        status_body = _status_body(exc.body)
+        reason = _str(status_body.get("reason")) or f"http_{status}"
+        message = _str(status_body.get("message")) or f"HTTP {status} from the API server"
+        retry_after = parse_retry_after(_header(exc.headers, "Retry-After"))
+        if retry_after is None:
+            # The API server also puts its hint in the Status body (same cap as the header).
+            seconds = _count(_dict(status_body.get("details")).get("retryAfterSeconds"))
+            retry_after = parse_retry_after(str(seconds)) if seconds else None
+        return SourceError(SOURCE, reason, self._redact(f"{what}: {message}"),
+                           retryable=retryable_status(status), retry_after=retry_after,
+                           status=status)
+
+    def _transport_error(self, exc: BaseException, what: str) -> SourceError:
+        cause = exc
+        if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+            cause = exc.reason
+        host = self._api.configuration.host
+        # NewConnectionError is a subclass of ConnectTimeoutError: a refused connection is not a
+        # timeout, so it is told apart first.
+        if isinstance(cause, urllib3.exceptions.NewConnectionError):
+            return SourceError(SOURCE, "connection",
+                               self._redact(f"{what}: cannot connect to the API server at {host}"),
+                               retryable=True)
+        if isinstance(cause, (urllib3.exceptions.TimeoutError, TimeoutError)):
+            return SourceError(SOURCE, "timeout",
+                               self._redact(f"{what}: no answer from {host} within "
+                                            f"{self._timeout:g} s"),
+                               retryable=True)
+        return SourceError(SOURCE, "connection",
+                           self._redact(f"{what}: connection to {host} failed "
+                                        f"({type(cause).__name__})"),
+                           retryable=True)
+
+    def _redact(self, text: str) -> str:
+        """Removes the credentials this client holds from text that came from elsewhere."""
+        for secret in _credentials(self._api.configuration):
+            text = text.replace(secret, "[redacted]")
+        return text
+
+
+def _credentials(configuration: kubernetes.client.Configuration) -> list[str]:
+    secrets: list[str] = []
+    for value in (configuration.api_key or {}).values():
+        if isinstance(value, str) and value:
+            secrets.append(value)
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token:
+                secrets.append(token)
+    if configuration.password:
+        secrets.append(configuration.password)
+    # Longest first, so that "Bearer TOKEN" goes before TOKEN leaves "Bearer " behind.
+    return sorted(set(secrets), key=len, reverse=True)
+
+
+def _status_body(body: Any) -> Mapping[str, Any]:
+    """The ``Status`` object of an error response, or an empty mapping when there is none."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    if not isinstance(body, str):
+        return {}
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        return {}
+    if isinstance(decoded, dict) and decoded.get("kind") == "Status":
+        return decoded
+    return {}
+
+
+def _header(headers: Any, name: str) -> str | None:
+    if headers is None:
+        return None
+    try:
+        value = headers.get(name)
+    except AttributeError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+# --------------------------------------------------------------------------------------------
+# Pure parsers. Input is whatever JSON the server sent: every access checks the type.
+
+
+def parse_list(body: bytes, *, kind: str) -> list[dict]:
+    """The items of a list response of ``kind`` (e.g. ``ReplicaSetList``); non-objects dropped."""
+    try:
+        decoded = json.loads(body)
+    except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise SourceError(SOURCE, "malformed", f"a {kind} response is not JSON ({exc})",
+                          retryable=True, status=200) from None
+    if not isinstance(decoded, dict):
+        raise SourceError(SOURCE, "unexpected_shape",
+                          f"expected a {kind} object, got a JSON {type(decoded).__name__}",
+                          retryable=True, status=200)
+    got_kind = decoded.get("kind")
+    if got_kind is not None and got_kind != kind:
+        raise SourceError(SOURCE, "unexpected_shape", f"expected a {kind}, got {got_kind!r}",
+                          retryable=True, status=200)
+    items = decoded.get("items")
+    # The API server serialises an empty list as "items": [] but some proxies drop it.
+    if items is None and got_kind == kind:
+        return []
+    if not isinstance(items, list):
+        raise SourceError(SOURCE, "unexpected_shape", f"a {kind} without an items list",
+                          retryable=True, status=200)
+    return [item for item in items if isinstance(item, dict)]
+
+
+def parse_replicaset(item: dict) -> ReplicaSet | None:
+    metadata = _dict(_dict(item).get("metadata"))
+    namespace, name = _str(metadata.get("namespace")), _str(metadata.get("name"))
+    # created_at orders rollouts: a ReplicaSet without one cannot be placed, so it is skipped.
+    created_at = parse_timestamp(metadata.get("creationTimestamp"))
+    if not namespace or not name or created_at is None:
+        return None
+    revision, revision_raw = _revision(metadata)
+    status = _dict(item.get("status"))
+    return ReplicaSet(
+        namespace=namespace,
+        name=name,
+        deployment=controller_name(metadata, kind="Deployment"),
+        revision=revision,
+        revision_raw=revision_raw,
+        created_at=created_at,
+        # The API omits zero counts from status.
+        replicas=_count(status.get("replicas")),
+        ready_replicas=_count(status.get("readyReplicas")),
+        template=parse_pod_template(_dict(_dict(item.get("spec")).get("template"))),
+    )
+
+
+def parse_deployment(item: dict) -> Deployment | None:
+    metadata = _dict(_dict(item).get("metadata"))
+    namespace, name = _str(metadata.get("namespace")), _str(metadata.get("name"))
+    if not namespace or not name:
+        return None
+    spec = _dict(item.get("spec"))
+    template_labels = _str_map(_dict(_dict(spec.get("template")).get("metadata")).get("labels"))
+    deadline = _progress_deadline_condition(_dict(item.get("status")))
+    # The API defaults an omitted spec.replicas to 1.
+    replicas = spec.get("replicas")
+    return Deployment(
+        namespace=namespace,
+        name=name,
+        revision=_revision(metadata)[0],
+        replicas=_count(replicas) if replicas is not None else 1,
+        pod_labels=tuple(sorted(template_labels.items())),
+        progress_deadline_exceeded=deadline is not None,
+        progress_message=_str(deadline.get("message")) if deadline is not None else None,
+        gitops=detect_gitops(labels=_str_map(metadata.get("labels")),
+                             annotations=_str_map(metadata.get("annotations"))),
+    )
+
+
+def _progress_deadline_condition(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for condition in map(_dict, _list(status.get("conditions"))):
+        if (condition.get("type") == "Progressing" and condition.get("status") == "False"
+                and condition.get("reason") == "ProgressDeadlineExceeded"):
+            return condition
+    return None
+
+
+def parse_pod(item: dict) -> Pod | None:
+    metadata = _dict(_dict(item).get("metadata"))
+    namespace, name = _str(metadata.get("namespace")), _str(metadata.get("name"))
+    if not namespace or not name:
+        return None
+    status = _dict(item.get("status"))
+    statuses = [_dict(s) for key in ("initContainerStatuses", "containerStatuses")
+                for s in _list(status.get(key))]
+    return Pod(
+        namespace=namespace,
+        name=name,
+        replicaset=controller_name(metadata, kind="ReplicaSet"),
+        phase=_str(status.get("phase")) or "Unknown",
+        ready=any(c.get("type") == "Ready" and c.get("status") == "True"
+                  for c in map(_dict, _list(status.get("conditions")))),
+        restarts=sum(_count(s.get("restartCount")) for s in statuses),
+        problems=container_problems(statuses),
+        created_at=parse_timestamp(metadata.get("creationTimestamp")),
+    )
+
+
+def container_problems(statuses: Iterable[Mapping[str, Any]]) -> tuple[PodProblem, ...]:
+    """Problems seen on any container, each once, in the order of ``PodProblem``."""
+    seen: set[PodProblem] = set()
+    for container in statuses:
+        state = _dict(container.get("state"))
+        waiting_reason = _dict(state.get("waiting")).get("reason")
+        if isinstance(waiting_reason, str) and waiting_reason in WAITING_PROBLEMS:
+            seen.add(WAITING_PROBLEMS[waiting_reason])
+        terminated = (_dict(state.get("terminated")),
+                      _dict(_dict(container.get("lastState")).get("terminated")))
+        if any(t.get("reason") == OOM_KILLED_REASON for t in terminated):
+            seen.add(PodProblem.OOM_KILLED)
+        if _count(container.get("restartCount")) >= RESTART_THRESHOLD:
+            seen.add(PodProblem.RESTARTING)
+    return tuple(problem for problem in PodProblem if problem in seen)
+
+
+def parse_pod_template(template: dict) -> PodTemplate:
+    spec = _dict(_dict(template).get("spec"))
+    config_maps: set[str] = set()
+    secrets: set[str] = set()
+    containers: list[Container] = []
+    for key, prefix in (("initContainers", INIT_CONTAINER_PREFIX), ("containers", "")):
+        for raw in map(_dict, _list(spec.get(key))):
+            container = _parse_container(raw, prefix=prefix, config_maps=config_maps,
+                                         secrets=secrets)
+            if container is not None:
+                containers.append(container)
+    for volume in map(_dict, _list(spec.get("volumes"))):
+        _volume_references(volume, config_maps=config_maps, secrets=secrets)
+    return PodTemplate(containers=tuple(containers), config_maps=frozenset(config_maps),
+                       secrets=frozenset(secrets))
+
+
+def _parse_container(raw: Mapping[str, Any], *, prefix: str, config_maps: set[str],
+                     secrets: set[str]) -> Container | None:
+    name = _str(raw.get("name"))
+    if not name:
+        return None  # a container without a name cannot be compared with its predecessor
+    env = tuple(var for var in (_env_var(_dict(e), config_maps=config_maps, secrets=secrets)
+                                for e in _list(raw.get("env"))) if var is not None)
+    for source in map(_dict, _list(raw.get("envFrom"))):
+        _add_name(config_maps, _dict(source.get("configMapRef")).get("name"))
+        _add_name(secrets, _dict(source.get("secretRef")).get("name"))
+    return Container(
+        name=prefix + name,
+        image=_str(raw.get("image")) or "",
+        command=_strings(raw.get("command")),
+        args=_strings(raw.get("args")),
+        env=env,
+        resources=_flat_resources(_dict(raw.get("resources"))),
+        probes=tuple(sorted((kind, probe) for kind, field_name in PROBE_FIELDS
+                            if (probe := _canonical_json(raw.get(field_name))) is not None)),
+    )
+
+
+def _env_var(raw: Mapping[str, Any], *, config_maps: set[str], secrets: set[str]) -> EnvVar | None:
+    name = _str(raw.get("name"))
+    if not name:
+        return None
+    value_from = raw.get("valueFrom")
+    if value_from is None:
+        value = raw.get("value")
+        return EnvVar(name=name, value=value if isinstance(value, str) else "")
+    # The value lives elsewhere: record where, never what (it may be a Secret).
+    value_from = _dict(value_from)
+    secret_ref = _dict(value_from.get("secretKeyRef"))
+    config_map_ref = _dict(value_from.get("configMapKeyRef"))
+    field_ref = _dict(value_from.get("fieldRef"))
+    resource_ref = _dict(value_from.get("resourceFieldRef"))
+    source: str | None = None
+    if secret_ref:
+        _add_name(secrets, secret_ref.get("name"))
+        source = f"secret:{_str(secret_ref.get('name')) or ''}/{_str(secret_ref.get('key')) or ''}"
+    elif config_map_ref:
+        _add_name(config_maps, config_map_ref.get("name"))
+        source = (f"configmap:{_str(config_map_ref.get('name')) or ''}"
+                  f"/{_str(config_map_ref.get('key')) or ''}")
+    elif field_ref:
+        source = f"field:{_str(field_ref.get('fieldPath')) or ''}"
+    elif resource_ref:
+        source = f"resource:{_str(resource_ref.get('resource')) or ''}"
+    return EnvVar(name=name, source=source)
+
+
+def _volume_references(volume: Mapping[str, Any], *, config_maps: set[str],
+                       secrets: set[str]) -> None:
+    _add_name(config_maps, _dict(volume.get("configMap")).get("name"))
+    _add_name(secrets, _dict(volume.get("secret")).get("secretName"))
+    for source in map(_dict, _list(_dict(volume.get("projected")).get("sources"))):
+        _add_name(config_maps, _dict(source.get("configMap")).get("name"))
+        _add_name(secrets, _dict(source.get("secret")).get("name"))
+
+
+def _flat_resources(resources: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """``{"limits": {"memory": "256Mi"}}`` -> ``(("limits.memory", "256Mi"),)``."""
+    flat: list[tuple[str, str]] = []
+    for section, quantities in resources.items():
+        if not isinstance(section, str) or not isinstance(quantities, dict):
+            continue  # e.g. "claims", a list of names, says nothing about sizes
+        for resource, quantity in quantities.items():
+            if isinstance(resource, str) and isinstance(quantity, (str, int, float)) \
+                    and not isinstance(quantity, bool):
+                flat.append((f"{section}.{resource}", str(quantity)))
+    return tuple(sorted(flat))
+
+
+def _canonical_json(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return None
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None
+
+
+def detect_gitops(*, labels: Mapping[str, str],
+                  annotations: Mapping[str, str]) -> GitOpsOwner | None:
+    """Which GitOps controller manages an object, from the marks each one leaves on it.
+
+    ``app.kubernetes.io/instance`` is not one of them: Helm sets it on everything it installs.
+    """
+    tracking_id = annotations.get(ARGOCD_TRACKING_ID_ANNOTATION)
+    if isinstance(tracking_id, str):
+        # "APP:GROUP/KIND:NAMESPACE/NAME"
+        owner = _argocd_owner(tracking_id.partition(":")[0])
+        if owner is not None:
+            return owner
+    instance = labels.get(ARGOCD_INSTANCE_LABEL)
+    if isinstance(instance, str):
+        owner = _argocd_owner(instance)
+        if owner is not None:
+            return owner
+    # A HelmRelease is usually applied by a Kustomization: the Deployment's own labels name the
+    # HelmRelease, whose helm-controller is what would revert a manual change.
+    for name_label, namespace_label in (
+        (FLUX_HELMRELEASE_NAME_LABEL, FLUX_HELMRELEASE_NAMESPACE_LABEL),
+        (FLUX_KUSTOMIZATION_NAME_LABEL, FLUX_KUSTOMIZATION_NAMESPACE_LABEL),
+    ):
+        app = labels.get(name_label)
+        if isinstance(app, str) and app:
+            app_namespace = labels.get(namespace_label)
+            return GitOpsOwner(tool=GitOpsTool.FLUX, app=app,
+                               app_namespace=app_namespace if isinstance(app_namespace, str)
+                               and app_namespace else None)
+    return None
+
+
+def _argocd_owner(app: str) -> GitOpsOwner | None:
+    """``APP``, or ``NAMESPACE_APP`` / ``NAMESPACE/APP`` for Applications outside argocd's own
+    namespace. Kubernetes names contain neither ``_`` nor ``/``, so the split is unambiguous."""
+    for separator in ("_", "/"):
+        namespace, found, name = app.partition(separator)
+        if found:
+            if namespace and name:
+                return GitOpsOwner(tool=GitOpsTool.ARGO_CD, app=name, app_namespace=namespace)
+            return None
+    return GitOpsOwner(tool=GitOpsTool.ARGO_CD, app=app) if app else None
+
+
+def controller_name(metadata: Mapping[str, Any], *, kind: str) -> str | None:
+    """Name of the owner reference with ``controller: true`` and the given kind."""
+    for owner in map(_dict, _list(metadata.get("ownerReferences"))):
+        if owner.get("controller") is True and owner.get("kind") == kind:
+            name = _str(owner.get("name"))
+            if name:
+                return name
+    return None
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """An RFC 3339 timestamp of the API (``2026-11-23T17:54:04Z``) as an aware UTC datetime."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except (OverflowError, ValueError):  # an offset that pushes year 1 or 9999 out of range
+        return None
+
+
+def _revision(metadata: Mapping[str, Any]) -> tuple[int | None, str | None]:
+    raw = _str_map(metadata.get("annotations")).get(REVISION_ANNOTATION)
+    if raw is None:
+        return None, None
+    return (int(raw) if _REVISION.fullmatch(raw) else None), raw
+
+
+# Type guards: the API's JSON is trusted for nothing.
+
+
+def _dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _count(value: Any) -> int:
+    """A non-negative integer field; anything else counts as 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(v for v in _list(value) if isinstance(v, str))
+
+
+def _str_map(value: Any) -> dict[str, str]:
+    return {k: v for k, v in _dict(value).items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _add_name(names: set[str], value: Any) -> None:
+    if isinstance(value, str) and value:
+        names.add(value)

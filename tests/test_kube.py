@@ -1,0 +1,943 @@
+"""The Kubernetes source: the real ``kubernetes`` client against a fake API server on 127.0.0.1,
+and the pure parsers over the recorded bodies and small hand-made objects."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import inspect
+import json
+import re
+import socket
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import kubernetes.config.incluster_config
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from apiserver import (
+    DEPLOYMENTS_PATH,
+    NAMESPACE,
+    PODS_PATH,
+    REPLICASETS_PATH,
+    FakeApiServer,
+    recorded_items,
+)
+from incident_detector import kube
+from incident_detector.errors import SourceError
+from incident_detector.kube import (
+    REQUIRED_PERMISSIONS,
+    RESTART_THRESHOLD,
+    KubeClient,
+    api_client_for,
+    api_client_from_environment,
+    detect_gitops,
+    parse_deployment,
+    parse_list,
+    parse_pod,
+    parse_pod_template,
+    parse_replicaset,
+)
+from incident_detector.model import (
+    REVISION_ANNOTATION,
+    Container,
+    Deployment,
+    EnvVar,
+    GitOpsOwner,
+    GitOpsTool,
+    Pod,
+    PodProblem,
+    ReplicaSet,
+)
+
+TOKEN = "s3cr3t-bearer-token-0123456789"
+OLD_RS, NEW_RS = "payments-api-77587766bd", "payments-api-6874dc9bf7"
+
+
+@pytest.fixture(scope="module")
+def running_apiserver():
+    with FakeApiServer() as server:
+        yield server
+
+
+@pytest.fixture
+def apiserver(running_apiserver):
+    running_apiserver.reset()
+    return running_apiserver
+
+
+def client_for(server: FakeApiServer, *, timeout: float = 5.0) -> KubeClient:
+    return KubeClient(api=api_client_for(server.url, token=TOKEN), timeout=timeout)
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+def failure(coroutine: Any) -> SourceError:
+    with pytest.raises(SourceError) as caught:
+        run(coroutine)
+    return caught.value
+
+
+# ---------------------------------------------------------------------------------------------
+# Listing the recorded objects over HTTP.
+
+
+def test_list_replicasets_gives_both_revisions_of_payments_api(apiserver):
+    replicasets = run(client_for(apiserver).list_replicasets(NAMESPACE))
+
+    by_revision = {rs.revision: rs for rs in replicasets}
+    assert sorted(by_revision) == [1, 2]
+    new, old = by_revision[2], by_revision[1]
+    assert (new.name, old.name) == (NEW_RS, OLD_RS)
+    assert new.namespace == NAMESPACE and new.deployment == "payments-api" == old.deployment
+    assert new.created_at == datetime(2026, 11, 23, 17, 54, 4, tzinfo=timezone.utc)
+    assert new.created_at > old.created_at
+    assert new.revision_raw == "2"
+    assert (new.replicas, new.ready_replicas, old.replicas) == (1, 0, 2)
+    assert new.template.containers == (
+        Container(name="payments-api", image="registry.local/payments-api:1.5.0"),)
+    assert old.template.containers[0].image == "registry.local/payments-api:1.4.2"
+
+
+def test_list_request_path_and_bearer_token(apiserver):
+    run(client_for(apiserver).list_replicasets(NAMESPACE))
+
+    [request] = apiserver.requests
+    assert (request.method, request.path) == ("GET", REPLICASETS_PATH)
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert request.query == {}
+
+
+def test_list_deployments(apiserver):
+    [deployment] = run(client_for(apiserver).list_deployments(NAMESPACE))
+
+    assert deployment == Deployment(namespace=NAMESPACE, name="payments-api", revision=2,
+                                    replicas=2, pod_labels=(("app", "payments-api"),))
+    assert apiserver.paths == [("GET", DEPLOYMENTS_PATH)]
+
+
+def test_crash_looping_pod_belongs_to_the_new_replicaset(apiserver):
+    client = client_for(apiserver)
+    pods = run(client.list_pods(NAMESPACE))
+    revision_of = {rs.name: rs.revision for rs in run(client.list_replicasets(NAMESPACE))}
+
+    crashing = [pod for pod in pods if PodProblem.CRASH_LOOP in pod.problems]
+    assert [pod.name for pod in crashing] == ["payments-api-6874dc9bf7-r66bl"]
+    [pod] = crashing
+    assert revision_of[pod.replicaset] == 2
+    assert (pod.phase, pod.ready, pod.restarts) == ("Running", False, 4)
+    assert pod.problems == (PodProblem.CRASH_LOOP, PodProblem.RESTARTING)
+    assert {p.replicaset for p in pods if p is not pod} == {OLD_RS}
+    assert all(p.problems == () and p.phase == "Pending" for p in pods if p is not pod)
+    assert ("GET", PODS_PATH) in apiserver.paths
+
+
+def test_lists_are_parsed_from_json_without_building_typed_models(apiserver):
+    api = api_client_for(apiserver.url, token=TOKEN)
+
+    def no_typed_models(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the client's typed models were built")
+
+    api.deserialize = no_typed_models  # the client's own decoding step must never run
+    client = KubeClient(api=api, timeout=5.0)
+
+    results = [*run(client.list_deployments(NAMESPACE)), *run(client.list_replicasets(NAMESPACE)),
+               *run(client.list_pods(NAMESPACE))]
+
+    assert len(results) == 6
+    assert all(type(obj) in (Deployment, ReplicaSet, Pod) for obj in results)
+    assert all(dataclasses.is_dataclass(obj) for obj in results)
+
+
+def test_edited_body_reaches_the_parser(apiserver):
+    [item, _] = apiserver.body(REPLICASETS_PATH)["items"]
+    item["metadata"]["annotations"][REVISION_ANNOTATION] = "seven"
+    apiserver.body(REPLICASETS_PATH)["items"].append({"metadata": {"name": "no-namespace"}})
+
+    replicasets = run(client_for(apiserver).list_replicasets(NAMESPACE))
+
+    assert [(rs.name, rs.revision, rs.revision_raw) for rs in replicasets] == [
+        (NEW_RS, None, "seven"), (OLD_RS, 1, "1")]
+
+
+def test_empty_namespace_gives_empty_tuple(apiserver):
+    apiserver.body(PODS_PATH)["items"].clear()
+    assert run(client_for(apiserver).list_pods(NAMESPACE)) == ()
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures: one SourceError each, with what the daemon needs to decide.
+
+
+def test_forbidden_is_not_retryable(apiserver):
+    apiserver.serve_recording("replicasets_forbidden.json")
+
+    error = failure(client_for(apiserver).list_replicasets(NAMESPACE))
+
+    assert (error.source, error.reason, error.status, error.retryable) == (
+        "kubernetes", "Forbidden", 403, False)
+    assert 'cannot list resource "replicasets"' in error.message
+    assert "demo-aiops" in error.message
+
+
+def test_not_found_status_on_the_list_path(apiserver):
+    apiserver.serve_recording("deployment_not_found.json", path=DEPLOYMENTS_PATH)
+
+    error = failure(client_for(apiserver).list_deployments(NAMESPACE))
+
+    assert (error.reason, error.status, error.retryable) == ("NotFound", 404, False)
+    assert 'deployments.apps "nope" not found' in error.message
+
+
+def test_unknown_namespace_path_is_the_servers_own_not_found(apiserver):
+    error = failure(client_for(apiserver).list_pods("elsewhere"))
+    assert (error.reason, error.status, error.retryable) == ("NotFound", 404, False)
+    assert apiserver.paths == [("GET", "/api/v1/namespaces/elsewhere/pods")]
+
+
+def test_unauthorized_is_not_retryable(apiserver):
+    apiserver.serve_recording("unauthorized.json")
+
+    error = failure(client_for(apiserver).list_replicasets(NAMESPACE))
+
+    assert (error.reason, error.status, error.retryable) == ("Unauthorized", 401, False)
+    assert TOKEN not in str(error)
+
+
+def status_body(code: int, reason: str, message: str, **details: Any) -> dict[str, Any]:
+    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
+    if details:
+        body["details"] = details
+    return body
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "reason", "retryable"),
+    [
+        (500, status_body(500, "InternalError", "etcdserver: request timed out"),
+         "application/json", "InternalError", True),
+        (500, "Internal Server Error", "text/plain", "http_500", True),
+        (503, "<html>upstream unavailable</html>", "text/html", "http_503", True),
+        (504, status_body(504, "Timeout", "the server was unable to return a response"),
+         "application/json", "Timeout", True),
+        (410, status_body(410, "Expired", "too old resource version"), "application/json",
+         "Expired", False),
+        (422, "unprocessable", "text/plain", "http_422", False),
+    ],
+)
+def test_http_errors(apiserver, status, body, content_type, reason, retryable):
+    apiserver.edit(PODS_PATH, status=status, body=body, content_type=content_type)
+
+    error = failure(client_for(apiserver).list_pods(NAMESPACE))
+
+    assert (error.reason, error.status, error.retryable) == (reason, status, retryable)
+    assert error.retry_after is None
+
+
+def test_too_many_requests_honours_retry_after(apiserver):
+    apiserver.edit(REPLICASETS_PATH, status=429, headers={"Retry-After": "7"},
+                   body=status_body(429, "TooManyRequests", "too many requests, retry later",
+                                    retryAfterSeconds=7))
+
+    error = failure(client_for(apiserver).list_replicasets(NAMESPACE))
+
+    assert (error.reason, error.status, error.retryable, error.retry_after) == (
+        "TooManyRequests", 429, True, 7.0)
+
+
+def test_retry_after_from_status_details_when_header_missing(apiserver):
+    apiserver.edit(REPLICASETS_PATH, status=429,
+                   body=status_body(429, "TooManyRequests", "slow down", retryAfterSeconds=3))
+
+    error = failure(client_for(apiserver).list_replicasets(NAMESPACE))
+
+    assert (error.retryable, error.retry_after) == (True, 3.0)
+
+
+def test_timeout_is_retryable_and_not_retried_by_the_transport(apiserver):
+    apiserver.edit(REPLICASETS_PATH, delay=1.0)
+
+    started = time.monotonic()
+    error = failure(client_for(apiserver, timeout=0.2).list_replicasets(NAMESPACE))
+    elapsed = time.monotonic() - started
+
+    assert (error.reason, error.retryable, error.status) == ("timeout", True, None)
+    assert "0.2 s" in error.message
+    assert elapsed < 0.9
+    assert len(apiserver.requests) == 1  # urllib3 would have tried four times
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_connection_refused_is_retryable():
+    port = closed_port()
+    client = KubeClient(api=api_client_for(f"http://127.0.0.1:{port}", token=TOKEN), timeout=2)
+
+    error = failure(client.list_deployments(NAMESPACE))
+
+    assert (error.source, error.reason, error.retryable) == ("kubernetes", "connection", True)
+    assert f"127.0.0.1:{port}" in error.message
+    assert TOKEN not in str(error)
+
+
+def test_tls_failure_is_a_connection_error(apiserver):
+    # An https URL in front of a plain-HTTP server: the handshake fails.
+    https_url = apiserver.url.replace("http://", "https://")
+    client = KubeClient(api=api_client_for(https_url, token=TOKEN), timeout=2)
+
+    error = failure(client.list_pods(NAMESPACE))
+
+    assert (error.reason, error.retryable) == ("connection", True)
+    assert "TLS" in error.message and TOKEN not in str(error)
+
+
+@pytest.mark.parametrize("body", ["<html>login</html>", '{"kind": "PodList", "items": [',
+                                  b"\xff\xfe\x00"])
+def test_malformed_body(apiserver, body):
+    apiserver.edit(PODS_PATH, body=body, content_type="text/html")
+
+    error = failure(client_for(apiserver).list_pods(NAMESPACE))
+
+    assert (error.reason, error.retryable) == ("malformed", True)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        {"kind": "ReplicaSetList", "apiVersion": "apps/v1", "items": {"a": 1}},
+        {"apiVersion": "v1", "metadata": {}},
+        json.dumps("just a string"),
+    ],
+)
+def test_unexpected_shape(apiserver, body):
+    apiserver.edit(PODS_PATH, body=body)
+
+    error = failure(client_for(apiserver).list_pods(NAMESPACE))
+
+    assert (error.reason, error.retryable) == ("unexpected_shape", True)
+
+
+def test_list_of_another_kind_is_unexpected(apiserver):
+    apiserver.serve_recording("pods_list.json", path=REPLICASETS_PATH)
+
+    error = failure(client_for(apiserver).list_replicasets(NAMESPACE))
+
+    assert error.reason == "unexpected_shape"
+    assert "ReplicaSetList" in error.message and "PodList" in error.message
+
+
+def test_bearer_token_never_appears_in_errors(apiserver):
+    # A proxy in front of the API server that echoes the request headers back.
+    apiserver.edit(REPLICASETS_PATH, status=401,
+                   body=status_body(401, "Unauthorized", f"bad header: Bearer {TOKEN}"))
+    apiserver.edit(PODS_PATH, status=500, body=f"Authorization: Bearer {TOKEN}",
+                   content_type="text/plain")
+    apiserver.edit(DEPLOYMENTS_PATH, status=403,
+                   body=status_body(403, "Forbidden", f"token {TOKEN} rejected"))
+    client = client_for(apiserver)
+
+    errors = [failure(client.list_replicasets(NAMESPACE)), failure(client.list_pods(NAMESPACE)),
+              failure(client.list_deployments(NAMESPACE))]
+
+    assert [e.status for e in errors] == [401, 500, 403]
+    for error in errors:
+        assert TOKEN not in str(error) and TOKEN not in error.message
+    assert "[redacted]" in errors[0].message
+
+
+# ---------------------------------------------------------------------------------------------
+# Permissions: what the module calls is what the Role must grant.
+
+_COLLECTION = re.compile(r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/[^/]+)"
+                         r"/namespaces/[^/]+/(?P<resource>[^/]+)$")
+
+
+def permission_of(method: str, path: str) -> tuple[str, str, str]:
+    match = _COLLECTION.match(path)
+    assert match, f"not a namespaced collection path: {path}"
+    assert method == "GET"
+    return (match["group"] or "", match["resource"], "list")
+
+
+def test_required_permissions_cover_every_call(apiserver):
+    client = client_for(apiserver)
+    list_methods = [name for name, member in inspect.getmembers(KubeClient)
+                    if not name.startswith("_") and inspect.iscoroutinefunction(member)]
+    assert set(list_methods) == {"list_deployments", "list_replicasets", "list_pods"}
+
+    for name in list_methods:
+        run(getattr(client, name)(NAMESPACE))
+
+    seen = {permission_of(method, path) for method, path in apiserver.paths}
+    assert seen == set(REQUIRED_PERMISSIONS)
+    assert len(REQUIRED_PERMISSIONS) == len(set(REQUIRED_PERMISSIONS))
+    assert ("apps", "replicasets", "list") in REQUIRED_PERMISSIONS
+    assert ("", "pods", "list") in REQUIRED_PERMISSIONS
+
+
+# ---------------------------------------------------------------------------------------------
+# Client configuration.
+
+
+def write_kubeconfig(path: Path, server: str, *, token: str = TOKEN) -> Path:
+    path.write_text(json.dumps({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {"server": server}}],
+        "users": [{"name": "detector", "user": {"token": token}}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "detector"}}],
+        "current-context": "local",
+    }))
+    return path
+
+
+def test_kubeconfig_client_reaches_the_server(apiserver, tmp_path):
+    kubeconfig = write_kubeconfig(tmp_path / "config", apiserver.url)
+
+    api = api_client_from_environment(kubeconfig=str(kubeconfig), in_cluster=False)
+    deployments = run(KubeClient(api=api, timeout=5).list_deployments(NAMESPACE))
+
+    assert [d.name for d in deployments] == ["payments-api"]
+    assert apiserver.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_detection_falls_back_to_kubeconfig_outside_a_cluster(apiserver, tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    kubeconfig = write_kubeconfig(tmp_path / "config", apiserver.url)
+
+    api = api_client_from_environment(kubeconfig=str(kubeconfig))
+
+    assert api.configuration.host == apiserver.url
+    assert len(run(KubeClient(api=api, timeout=5).list_pods(NAMESPACE))) == 3
+
+
+def test_detection_prefers_the_service_account_in_a_pod(tmp_path, monkeypatch):
+    # What the kubelet mounts into a pod, in a temporary directory.
+    token_file, ca_file = tmp_path / "token", tmp_path / "ca.crt"
+    token_file.write_text("in-cluster-token")
+    ca_file.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setattr(kubernetes.config.incluster_config, "SERVICE_TOKEN_FILENAME",
+                        str(token_file))
+    monkeypatch.setattr(kubernetes.config.incluster_config, "SERVICE_CERT_FILENAME",
+                        str(ca_file))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+
+    api = api_client_from_environment(kubeconfig=str(tmp_path / "not-read"))
+
+    assert api.configuration.host == "https://10.96.0.1:443"
+    assert api.configuration.ssl_ca_cert == str(ca_file)
+    header = api.configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
+    assert header.lower() == "bearer in-cluster-token"
+
+
+def test_in_cluster_required_but_not_in_a_pod(monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+    with pytest.raises(SourceError) as caught:
+        api_client_from_environment(in_cluster=True)
+
+    error = caught.value
+    assert (error.source, error.reason, error.retryable) == ("kubernetes", "config", False)
+    assert "service account" in error.message
+
+
+def test_missing_kubeconfig_is_a_config_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    missing = tmp_path / "nowhere"
+
+    with pytest.raises(SourceError) as caught:
+        api_client_from_environment(kubeconfig=str(missing))
+
+    error = caught.value
+    assert (error.reason, error.retryable) == ("config", False)
+    assert str(missing) in error.message and "service account" in error.message
+
+
+@pytest.mark.parametrize("content", [
+    "clusters: [unclosed",
+    "- just\n- a list\n",
+    json.dumps({"apiVersion": "v1", "kind": "Config", "current-context": "gone",
+                "users": [{"name": "u", "user": {"token": TOKEN}}]}),
+])
+def test_broken_kubeconfig_is_a_config_error_without_secrets(tmp_path, content):
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(content)
+
+    with pytest.raises(SourceError) as caught:
+        api_client_from_environment(kubeconfig=str(kubeconfig), in_cluster=False)
+
+    assert (caught.value.reason, caught.value.retryable) == ("config", False)
+    assert TOKEN not in str(caught.value)
+
+
+def test_api_client_for_sends_no_authorization_without_a_token(apiserver):
+    run(KubeClient(api=api_client_for(apiserver.url), timeout=5).list_pods(NAMESPACE))
+    assert "authorization" not in apiserver.requests[0].headers
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure parsers: ReplicaSets.
+
+
+def replicaset_item(revision: Any = "2", **metadata: Any) -> dict[str, Any]:
+    item = copy.deepcopy(recorded_items("replicasets_list.json")[0])
+    annotations = item["metadata"]["annotations"]
+    if revision is None:
+        del annotations[REVISION_ANNOTATION]
+    else:
+        annotations[REVISION_ANNOTATION] = revision
+    item["metadata"].update(metadata)
+    return item
+
+
+@pytest.mark.parametrize(
+    ("raw", "revision"),
+    [("2", 2), ("17", 17), ("007", 7), (None, None), ("", None), ("two", None), ("-3", None),
+     ("2.0", None), (" 2", None), ("1e3", None), ("٣", None), ("9" * 40, None),
+     ("9223372036854775807", 9223372036854775807)],
+)
+def test_replicaset_revision(raw, revision):
+    rs = parse_replicaset(replicaset_item(raw))
+    assert rs is not None
+    assert rs.revision == revision
+    assert rs.revision_raw == raw
+
+
+def test_replicaset_revision_annotation_that_is_not_a_string():
+    rs = parse_replicaset(replicaset_item(2))
+    assert rs is not None and rs.revision is None and rs.revision_raw is None
+
+
+def test_replicaset_without_controller_owner():
+    item = replicaset_item()
+    item["metadata"]["ownerReferences"][0]["controller"] = False
+    assert parse_replicaset(item).deployment is None
+
+    item["metadata"]["ownerReferences"] = [
+        {"kind": "Deployment", "name": "not-controller"},
+        {"kind": "StatefulSet", "name": "other", "controller": True},
+        {"kind": "Deployment", "name": "string-true", "controller": "true"},
+    ]
+    assert parse_replicaset(item).deployment is None
+
+    item["metadata"]["ownerReferences"].append(
+        {"kind": "Deployment", "name": "payments-api", "controller": True})
+    assert parse_replicaset(item).deployment == "payments-api"
+
+    del item["metadata"]["ownerReferences"]
+    assert parse_replicaset(item).deployment is None
+
+
+def test_replicaset_needs_name_namespace_and_creation_time():
+    assert parse_replicaset(replicaset_item()) is not None
+    for broken in ({"name": None}, {"namespace": ""}, {"creationTimestamp": None},
+                   {"creationTimestamp": "yesterday"}, {"name": 5}):
+        assert parse_replicaset(replicaset_item(**broken)) is None
+    assert parse_replicaset({}) is None
+    assert parse_replicaset([]) is None  # type: ignore[arg-type]
+
+
+def test_creation_timestamps_become_aware_utc():
+    rs = parse_replicaset(replicaset_item(creationTimestamp="2026-11-23T19:54:04.5+02:00"))
+    assert rs.created_at == datetime(2026, 11, 23, 17, 54, 4, 500000, tzinfo=timezone.utc)
+    assert rs.created_at.tzinfo is timezone.utc
+
+
+def test_replicaset_counts_default_to_zero_when_omitted():
+    item = replicaset_item()
+    item["status"] = {"replicas": 3, "readyReplicas": 2}
+    rs = parse_replicaset(item)
+    assert (rs.replicas, rs.ready_replicas) == (3, 2)
+    item["status"] = {"replicas": "3", "readyReplicas": -1}
+    rs = parse_replicaset(item)
+    assert (rs.replicas, rs.ready_replicas) == (0, 0)
+
+
+# Pod templates.
+
+
+def test_pod_template_containers_env_and_references():
+    template = {
+        "metadata": {"labels": {"app": "payments-api"}},
+        "spec": {
+            "initContainers": [{"name": "migrate", "image": "payments-api:1.5.0",
+                                "command": ["/migrate"], "args": ["--up"]}],
+            "containers": [{
+                "name": "payments-api",
+                "image": "payments-api:1.5.0",
+                "args": ["--port", "8080"],
+                "env": [
+                    {"name": "MODE", "value": "fast"},
+                    {"name": "EMPTY"},
+                    {"name": "DB_PASSWORD", "value": "leaked-if-captured",
+                     "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
+                    {"name": "FEATURES",
+                     "valueFrom": {"configMapKeyRef": {"name": "flags", "key": "features"}}},
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "MEM", "valueFrom": {"resourceFieldRef": {
+                        "containerName": "payments-api", "resource": "limits.memory"}}},
+                    {"value": "no name"},
+                ],
+                "envFrom": [{"configMapRef": {"name": "common"}},
+                            {"secretRef": {"name": "api-keys"}}],
+                "resources": {"limits": {"memory": "256Mi", "cpu": "500m"},
+                              "requests": {"cpu": "100m"}, "claims": [{"name": "gpu"}]},
+                "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080},
+                                   "periodSeconds": 5},
+                "livenessProbe": {"tcpSocket": {"port": 8080}},
+            }],
+            "volumes": [
+                {"name": "cfg", "configMap": {"name": "app-config"}},
+                {"name": "tls", "secret": {"secretName": "tls-cert"}},
+                {"name": "bundle", "projected": {"sources": [
+                    {"configMap": {"name": "bundle-cm"}}, {"secret": {"name": "bundle-secret"}},
+                    {"downwardAPI": {"items": []}}]}},
+                {"name": "scratch", "emptyDir": {}},
+            ],
+        },
+    }
+
+    parsed = parse_pod_template(template)
+
+    init, main = parsed.containers
+    assert init == Container(name="init:migrate", image="payments-api:1.5.0",
+                             command=("/migrate",), args=("--up",))
+    assert main.name == "payments-api" and main.args == ("--port", "8080")
+    assert main.env == (
+        EnvVar(name="MODE", value="fast"),
+        EnvVar(name="EMPTY", value=""),
+        EnvVar(name="DB_PASSWORD", source="secret:db/password"),
+        EnvVar(name="FEATURES", source="configmap:flags/features"),
+        EnvVar(name="POD_IP", source="field:status.podIP"),
+        EnvVar(name="MEM", source="resource:limits.memory"),
+    )
+    assert "leaked-if-captured" not in repr(parsed)
+    assert main.resources == (("limits.cpu", "500m"), ("limits.memory", "256Mi"),
+                              ("requests.cpu", "100m"))
+    assert main.probes == (
+        ("liveness", '{"tcpSocket":{"port":8080}}'),
+        ("readiness", '{"httpGet":{"path":"/ready","port":8080},"periodSeconds":5}'),
+    )
+    assert parsed.config_maps == {"flags", "common", "app-config", "bundle-cm"}
+    assert parsed.secrets == {"db", "api-keys", "tls-cert", "bundle-secret"}
+
+
+def test_probe_json_is_canonical():
+    a = parse_pod_template({"spec": {"containers": [{"name": "c", "startupProbe": {
+        "exec": {"command": ["true"]}, "failureThreshold": 30}}]}})
+    b = parse_pod_template({"spec": {"containers": [{"name": "c", "startupProbe": {
+        "failureThreshold": 30, "exec": {"command": ["true"]}}}]}})
+    assert a == b
+    assert a.containers[0].probes == (
+        ("startup", '{"exec":{"command":["true"]},"failureThreshold":30}'),)
+
+
+def test_pod_template_tolerates_odd_shapes():
+    assert parse_pod_template({}).containers == ()
+    odd = parse_pod_template({"spec": {"containers": [
+        {"image": "nameless"}, "not a dict", {"name": "c", "image": 5, "command": "sh -c x",
+                                              "env": {"A": "b"}, "resources": [1]}]}})
+    assert odd.containers == (Container(name="c", image=""),)
+
+
+# Pods.
+
+
+def pod_item(*statuses: dict[str, Any], init: tuple[dict[str, Any], ...] = (),
+             **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "payments-api-6874dc9bf7-abcde", "namespace": NAMESPACE,
+                     "creationTimestamp": "2026-11-23T17:54:10Z",
+                     "ownerReferences": [{"kind": "ReplicaSet", "name": NEW_RS,
+                                          "controller": True}]},
+        "status": {"phase": "Running", "containerStatuses": list(statuses),
+                   "initContainerStatuses": list(init), **status},
+    }
+
+
+def container_status(name: str = "app", restarts: int = 0, *, waiting: str | None = None,
+                     terminated: str | None = None, last_terminated: str | None = None
+                     ) -> dict[str, Any]:
+    state: dict[str, Any] = {"running": {"startedAt": "2026-11-23T17:55:00Z"}}
+    if waiting:
+        state = {"waiting": {"reason": waiting, "message": "..."}}
+    if terminated:
+        state = {"terminated": {"reason": terminated, "exitCode": 137}}
+    last = {"terminated": {"reason": last_terminated, "exitCode": 137}} if last_terminated else {}
+    return {"name": name, "state": state, "lastState": last, "restartCount": restarts}
+
+
+def test_oom_killed_in_last_state():
+    pod = parse_pod(pod_item(container_status(restarts=1, last_terminated="OOMKilled")))
+    assert pod.problems == (PodProblem.OOM_KILLED,)
+
+
+def test_oom_killed_in_current_state():
+    pod = parse_pod(pod_item(container_status(terminated="OOMKilled")))
+    assert pod.problems == (PodProblem.OOM_KILLED,)
+
+
+def test_terminated_with_error_is_not_oom():
+    pod = parse_pod(pod_item(container_status(last_terminated="Error")))
+    assert pod.problems == ()
+
+
+def test_restart_threshold_is_per_container():
+    assert RESTART_THRESHOLD == 3
+    below = parse_pod(pod_item(container_status("a", 2), container_status("b", 2)))
+    assert below.restarts == 4 and below.problems == ()
+    at = parse_pod(pod_item(container_status("a", 3)))
+    assert at.problems == (PodProblem.RESTARTING,)
+
+
+def test_restarts_sum_init_and_app_containers():
+    pod = parse_pod(pod_item(container_status("a", 1), container_status("b", 2),
+                             init=(container_status("setup", 1),)))
+    assert pod.restarts == 4
+
+
+@pytest.mark.parametrize(("reason", "problem"), [
+    ("CrashLoopBackOff", PodProblem.CRASH_LOOP),
+    ("ImagePullBackOff", PodProblem.IMAGE_PULL),
+    ("ErrImagePull", PodProblem.ERR_IMAGE_PULL),
+    ("CreateContainerConfigError", PodProblem.CONFIG_ERROR),
+])
+def test_waiting_reasons(reason, problem):
+    assert parse_pod(pod_item(container_status(waiting=reason))).problems == (problem,)
+
+
+def test_benign_waiting_reason_is_no_problem():
+    assert parse_pod(pod_item(container_status(waiting="ContainerCreating"))).problems == ()
+
+
+def test_problems_are_deduplicated_and_ordered():
+    pod = parse_pod(pod_item(
+        container_status("b", 5, waiting="CrashLoopBackOff", last_terminated="OOMKilled"),
+        container_status("a", 4, waiting="CrashLoopBackOff"),
+        init=(container_status("setup", waiting="ImagePullBackOff"),),
+    ))
+    assert pod.problems == (PodProblem.CRASH_LOOP, PodProblem.IMAGE_PULL, PodProblem.OOM_KILLED,
+                            PodProblem.RESTARTING)
+
+
+def test_pod_readiness_owner_and_phase():
+    pod = parse_pod(pod_item(container_status(), conditions=[
+        {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]))
+    assert pod == Pod(namespace=NAMESPACE, name="payments-api-6874dc9bf7-abcde", replicaset=NEW_RS,
+                      phase="Running", ready=True, restarts=0,
+                      created_at=datetime(2026, 11, 23, 17, 54, 10, tzinfo=timezone.utc))
+    not_ready = parse_pod(pod_item(conditions=[{"type": "Ready", "status": "False"}]))
+    assert not_ready.ready is False
+
+
+def test_pod_without_controller_or_phase():
+    item = pod_item()
+    item["metadata"]["ownerReferences"][0]["controller"] = None
+    del item["status"]["phase"]
+    pod = parse_pod(item)
+    assert (pod.replicaset, pod.phase) == (None, "Unknown")
+    del item["metadata"]["namespace"]
+    assert parse_pod(item) is None
+
+
+# Deployments.
+
+
+def deployment_item(**status: Any) -> dict[str, Any]:
+    item = copy.deepcopy(recorded_items("deployments_list.json")[0])
+    item["status"].update(status)
+    return item
+
+
+def test_progress_deadline_exceeded():
+    message = 'ReplicaSet "payments-api-6874dc9bf7" has timed out progressing.'
+    item = deployment_item(conditions=[
+        {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"},
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+         "message": message},
+    ])
+    deployment = parse_deployment(item)
+    assert deployment.progress_deadline_exceeded is True
+    assert deployment.progress_message == message
+
+
+def test_progressing_deployment_is_not_past_its_deadline():
+    deployment = parse_deployment(deployment_item())
+    assert (deployment.progress_deadline_exceeded, deployment.progress_message) == (False, None)
+    stalled_otherwise = deployment_item(conditions=[
+        {"type": "Progressing", "status": "False", "reason": "SomethingElse"}])
+    assert parse_deployment(stalled_otherwise).progress_deadline_exceeded is False
+
+
+def test_deployment_fields():
+    item = deployment_item()
+    item["spec"]["template"]["metadata"]["labels"] = {"tier": "api", "app": "payments-api",
+                                                       "bad": 5}
+    item["metadata"]["labels"][kube.ARGOCD_INSTANCE_LABEL] = "payments"
+    deployment = parse_deployment(item)
+    assert deployment.pod_labels == (("app", "payments-api"), ("tier", "api"))
+    assert deployment.pod_label("tier") == "api"
+    assert deployment.gitops == GitOpsOwner(tool=GitOpsTool.ARGO_CD, app="payments")
+    del item["spec"]["replicas"]
+    assert parse_deployment(item).replicas == 1  # the API's default
+    item["metadata"]["annotations"][REVISION_ANNOTATION] = "x"
+    assert parse_deployment(item).revision is None
+    del item["metadata"]["name"]
+    assert parse_deployment(item) is None
+
+
+# GitOps.
+
+
+@pytest.mark.parametrize(("labels", "annotations", "owner"), [
+    ({}, {"argocd.argoproj.io/tracking-id": "payments:apps/Deployment:demo-aiops/payments-api"},
+     GitOpsOwner(GitOpsTool.ARGO_CD, "payments")),
+    ({}, {"argocd.argoproj.io/tracking-id": "team-a_payments:apps/Deployment:demo/payments-api"},
+     GitOpsOwner(GitOpsTool.ARGO_CD, "payments", "team-a")),
+    ({}, {"argocd.argoproj.io/tracking-id": "team-a/payments:apps/Deployment:demo/payments-api"},
+     GitOpsOwner(GitOpsTool.ARGO_CD, "payments", "team-a")),
+    ({"argocd.argoproj.io/instance": "payments"}, {},
+     GitOpsOwner(GitOpsTool.ARGO_CD, "payments")),
+    ({"argocd.argoproj.io/instance": "team-b_payments"}, {},
+     GitOpsOwner(GitOpsTool.ARGO_CD, "payments", "team-b")),
+    ({"argocd.argoproj.io/instance": "label-app"},
+     {"argocd.argoproj.io/tracking-id": "annotation-app:apps/Deployment:demo/payments-api"},
+     GitOpsOwner(GitOpsTool.ARGO_CD, "annotation-app")),
+    ({"kustomize.toolkit.fluxcd.io/name": "apps", "kustomize.toolkit.fluxcd.io/namespace":
+      "flux-system"}, {}, GitOpsOwner(GitOpsTool.FLUX, "apps", "flux-system")),
+    ({"kustomize.toolkit.fluxcd.io/name": "apps"}, {}, GitOpsOwner(GitOpsTool.FLUX, "apps")),
+    ({"helm.toolkit.fluxcd.io/name": "payments", "helm.toolkit.fluxcd.io/namespace": "demo",
+      "app.kubernetes.io/instance": "payments", "app.kubernetes.io/managed-by": "Helm"}, {},
+     GitOpsOwner(GitOpsTool.FLUX, "payments", "demo")),
+    ({"app": "payments-api"}, {REVISION_ANNOTATION: "2"}, None),
+    ({"app.kubernetes.io/instance": "payments", "app.kubernetes.io/managed-by": "Helm"},
+     {"meta.helm.sh/release-name": "payments"}, None),
+    ({"argocd.argoproj.io/instance": ""}, {"argocd.argoproj.io/tracking-id": ":apps/x:y/z"}, None),
+    ({"argocd.argoproj.io/instance": "_payments"}, {}, None),
+    ({"kustomize.toolkit.fluxcd.io/name": ""}, {}, None),
+])
+def test_detect_gitops(labels, annotations, owner):
+    assert detect_gitops(labels=labels, annotations=annotations) == owner
+
+
+# parse_list.
+
+
+def test_parse_list():
+    body = json.dumps({"kind": "PodList", "items": [{"metadata": {}}, 3, None]}).encode()
+    assert parse_list(body, kind="PodList") == [{"metadata": {}}]
+    assert parse_list(b'{"kind": "PodList", "apiVersion": "v1", "metadata": {}}',
+                      kind="PodList") == []
+    assert parse_list(b'{"items": []}', kind="PodList") == []
+    for bad, reason in [(b"", "malformed"), (b"{", "malformed"), (b"null", "unexpected_shape"),
+                        (b'{"kind": "Status", "items": []}', "unexpected_shape"),
+                        (b'{"items": null}', "unexpected_shape")]:
+        with pytest.raises(SourceError) as caught:
+            parse_list(bad, kind="PodList")
+        assert caught.value.reason == reason
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsers never raise, whatever JSON comes in.
+
+FIELD_NAMES = [
+    "metadata", "name", "namespace", "annotations", "labels", "ownerReferences", "controller",
+    "kind", "creationTimestamp", "spec", "template", "containers", "initContainers", "env",
+    "envFrom", "valueFrom", "secretKeyRef", "configMapKeyRef", "fieldRef", "resourceFieldRef",
+    "configMapRef", "secretRef", "key", "value", "fieldPath", "resource", "volumes", "configMap",
+    "secret", "secretName", "projected", "sources", "resources", "limits", "requests",
+    "livenessProbe", "readinessProbe", "startupProbe", "status", "replicas", "readyReplicas",
+    "conditions", "type", "reason", "message", "containerStatuses", "initContainerStatuses",
+    "state", "lastState", "waiting", "terminated", "restartCount", "phase", "image", "command",
+    "args", REVISION_ANNOTATION, kube.ARGOCD_TRACKING_ID_ANNOTATION, kube.ARGOCD_INSTANCE_LABEL,
+    kube.FLUX_KUSTOMIZATION_NAME_LABEL, kube.FLUX_HELMRELEASE_NAME_LABEL,
+]
+MEANINGFUL_VALUES = [
+    "True", "False", "Deployment", "ReplicaSet", "Ready", "Progressing",
+    "ProgressDeadlineExceeded", "CrashLoopBackOff", "OOMKilled", "2", "-1", "2026-11-23T17:54:04Z",
+    "2026-11-23T17:54:04+14:00", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",
+    "app:apps/Deployment:ns/name", "ns_app", "a/b", NAMESPACE,
+]
+
+json_leaves = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(), st.text(max_size=12), st.sampled_from(MEANINGFUL_VALUES),
+)
+json_values = st.recursive(
+    json_leaves,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.one_of(st.sampled_from(FIELD_NAMES), st.text(max_size=6)), children,
+                        max_size=6),
+    ),
+    max_leaves=40,
+)
+api_objects = st.dictionaries(st.sampled_from(["metadata", "spec", "status", "kind"]), json_values,
+                              max_size=4)
+
+
+def mutated_recordings() -> st.SearchStrategy[dict[str, Any]]:
+    """Recorded objects with one subtree replaced by arbitrary JSON."""
+    items = [*recorded_items("replicasets_list.json"), *recorded_items("pods_list.json"),
+             *recorded_items("deployments_list.json")]
+
+    def replace(item: dict[str, Any], path_choice: int, value: Any) -> dict[str, Any]:
+        item = copy.deepcopy(item)
+        paths: list[tuple[Any, Any]] = []
+
+        def walk(node: Any) -> None:
+            children = (node.items() if isinstance(node, dict) else
+                        enumerate(node) if isinstance(node, list) else ())
+            for key, child in children:
+                paths.append((node, key))
+                walk(child)
+
+        walk(item)
+        node, key = paths[path_choice % len(paths)]
+        node[key] = value
+        return item
+
+    return st.builds(replace, st.sampled_from(items), st.integers(min_value=0), json_values)
+
+
+PARSERS = (parse_replicaset, parse_pod, parse_deployment)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(item=st.one_of(api_objects, json_values))
+def test_parsers_never_raise_on_arbitrary_json(item):
+    for parse in PARSERS:
+        result = parse(item)
+        assert result is None or dataclasses.is_dataclass(result)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(item=mutated_recordings())
+def test_parsers_never_raise_on_damaged_recordings(item):
+    for parse in PARSERS:
+        result = parse(item)
+        assert result is None or dataclasses.is_dataclass(result)
+    template = item.get("spec", {}).get("template") if isinstance(item.get("spec"), dict) else None
+    parse_pod_template(template if isinstance(template, dict) else {})
+
+
+@settings(max_examples=100, deadline=None)
+@given(labels=st.dictionaries(st.sampled_from(FIELD_NAMES), json_leaves, max_size=4),
+       annotations=st.dictionaries(st.sampled_from(FIELD_NAMES), json_leaves, max_size=4))
+def test_detect_gitops_never_raises(labels, annotations):
+    owner = detect_gitops(labels=labels, annotations=annotations)
+    assert owner is None or (owner.app and isinstance(owner.app, str))
