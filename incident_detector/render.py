@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
+from .changes import MORE_KIND
 from .model import (
     Attribution,
     GitOpsOwner,
@@ -325,7 +326,8 @@ def summary(incident: Incident) -> str:
             f"{_plural(new_signatures, 'error signature')} did not occur before the rollout."
         )
     if evidence.changes:
-        kinds = ", ".join(dict.fromkeys(change.kind for change in evidence.changes))
+        kinds = ", ".join(dict.fromkeys(change.kind for change in evidence.changes
+                                        if change.kind != MORE_KIND))
         sentences.append(f"The pod template changed ({kinds}).")
     return " ".join(sentences)
 
