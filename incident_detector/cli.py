@@ -1,0 +1,66 @@
+"""Command line: ``incident-detector [--once]``, ``incident-detector demo``, ``incident-detector replay``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from importlib import metadata
+
+import structlog
+
+from .config import ConfigError, load_settings
+from .logs import configure_logging
+
+EXIT_CONFIG = 2
+
+
+def version() -> str:
+    try:
+        return metadata.version("incident-detector")
+    except metadata.PackageNotFoundError:
+        return "dev"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="incident-detector",
+        description="Detect Kubernetes rollouts that caused an error spike, and say what to do.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument("--once", action="store_true",
+                        help="run a single tick, deliver its notifications and exit "
+                             "(exit code 1 when a source failed)")
+    sub = parser.add_subparsers(dest="command")
+    demo = sub.add_parser("demo", help="run the detector on a bundled bad rollout, no cluster needed")
+    demo.add_argument("--scenario", help="scenario file (default: the bundled bad rollout)")
+    demo.add_argument("--speed", type=float, default=10.0,
+                      help="simulated seconds per real second (default 10)")
+    demo.add_argument("--hold", type=float, default=0.0,
+                      help="keep serving /status this many seconds after the incident")
+    replay = sub.add_parser("replay", help="replay a recorded scenario on a simulated clock")
+    replay.add_argument("scenario", help="path to a scenario file (see tests/scenarios/)")
+    replay.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from .demo import run_demo
+        return run_demo(scenario_path=args.scenario, speed=args.speed, hold=args.hold)
+    if args.command == "replay":
+        from .sim.replay import replay_main
+        return replay_main(args.scenario, as_json=args.json)
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    structlog.get_logger("incident_detector").info(
+        "starting", version=version(), once=args.once, settings=settings.public())
+    from .main import main_async
+    return asyncio.run(main_async(settings, once=args.once))

@@ -1,0 +1,458 @@
+"""The loop: every tick, read Kubernetes and Loki, decide, record, notify.
+
+``Detector.tick()`` is one complete pass and the unit of failure: a source that fails marks the
+tick degraded (logged when the failure starts and when it ends, not on every tick) and the
+correlator gets "unknown" instead of "nothing", so no incident is raised from a partial view.
+Incidents are written to the store with their deliveries before anything is sent; the outbox
+worker sends them, retrying with capped backoff across ticks and restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol, TextIO, TypeVar
+
+import structlog
+
+from . import render
+from .config import Settings
+from .correlator import Assessment, Rules, WorkloadView, decide, owns_pod, rollouts_to_judge
+from .errors import SourceError
+from .model import Baseline, Deployment, ErrorCounts, Incident, LogLine, Pod, ReplicaSet
+from .retry import Backoff
+from .signatures import top_signatures
+from .store import OutboxItem, Store
+
+log = structlog.get_logger("incident_detector")
+
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+
+WORKLOAD_NAME_LABELS = ("app.kubernetes.io/name", "app")
+CHANNEL_STDOUT = "stdout"
+CHANNEL_SLACK = "slack"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class KubeSource(Protocol):
+    async def list_deployments(self, namespace: str) -> tuple[Deployment, ...]: ...
+    async def list_replicasets(self, namespace: str) -> tuple[ReplicaSet, ...]: ...
+    async def list_pods(self, namespace: str) -> tuple[Pod, ...]: ...
+
+
+class LokiSource(Protocol):
+    async def count_errors(self, *, namespace: str, workloads: Sequence[str] | None,
+                           window_seconds: int, at: datetime | None = None) -> ErrorCounts: ...
+    async def sample_errors(self, *, namespace: str, workloads: Sequence[str] | None,
+                            start: datetime, end: datetime, limit: int = 200) -> tuple[LogLine, ...]: ...
+
+
+class Sender(Protocol):
+    async def send(self, payload: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class SourceHealth:
+    """Last success and last error of one dependency; logs only when its state changes."""
+
+    name: str
+    failing: bool = False
+    last_success_at: datetime | None = None
+    last_error_at: datetime | None = None
+    last_error: str | None = None
+
+    def succeeded(self, now: datetime) -> None:
+        if self.failing:
+            log.info("source.recovered", source=self.name, failing_since=_iso(self.last_error_at))
+        self.failing = False
+        self.last_success_at = now
+
+    def failed(self, now: datetime, error: SourceError) -> None:
+        if not self.failing:
+            log.warning("source.failed", source=self.name, reason=error.reason, error=error.message,
+                        retryable=error.retryable)
+        self.failing = True
+        self.last_error_at = now
+        self.last_error = f"{error.reason}: {error.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": not self.failing, "last_success_at": _iso(self.last_success_at),
+                "last_error_at": _iso(self.last_error_at), "last_error": self.last_error}
+
+
+@dataclass
+class TickReport:
+    started_at: datetime
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None
+    degraded: bool = False
+    problems: list[str] = field(default_factory=list)
+    assessments: tuple[Assessment, ...] = ()
+    incidents: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
+                "duration_seconds": self.duration_seconds, "degraded": self.degraded,
+                "problems": self.problems,
+                "incidents": [{"namespace": k[0], "deployment": k[1], "revision": k[2]}
+                              for k in self.incidents]}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value else None
+
+
+def assessment_dict(a: Assessment) -> dict[str, Any]:
+    return {"namespace": a.namespace, "deployment": a.deployment, "revision": a.revision,
+            "replicaset": a.replicaset, "rollout_started_at": _iso(a.rollout_started_at),
+            "age_seconds": a.age_seconds, "in_window": a.in_window, "verdict": a.verdict.value,
+            "signals": [s.value for s in a.signals], "error_count": a.error_count,
+            "attribution": a.attribution.value if a.attribution else None,
+            "baseline_per_minute": a.baseline_per_minute, "reasons": list(a.reasons)}
+
+
+class StdoutSink:
+    """Writes each incident as one JSON object on one line: what `kubectl logs` shows."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+
+class Detector:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        kube: KubeSource,
+        loki: LokiSource,
+        store: Store,
+        stdout: StdoutSink,
+        slack: Sender | None = None,
+        clock: Clock = utcnow,
+        delivery_backoff: Backoff = Backoff(base=2.0, cap=300.0),
+    ) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.loki = loki
+        self.store = store
+        self.stdout = stdout
+        self.slack = slack
+        self.clock = clock
+        self.delivery_backoff = delivery_backoff
+        self.rules = Rules(
+            threshold=settings.error_threshold,
+            error_window_seconds=settings.error_window_seconds,
+            rollout_window_seconds=settings.roll_out_window_seconds,
+            baseline_factor=settings.baseline_factor,
+            baseline_lookback_seconds=int(settings.baseline_lookback_minutes * 60),
+        )
+        self.health = {name: SourceHealth(name) for name in ("kubernetes", "loki", "slack")}
+        self.last_tick: TickReport | None = None
+        self.ticks = 0
+        self.started_at = clock()
+        self._heartbeat = time.monotonic()
+        # Baselines never change once a rollout happened: fetched once per ReplicaSet, dropped
+        # when the rollout leaves its window (so this stays as small as the set of rollouts).
+        self._baselines: dict[tuple[str, str], Baseline] = {}
+        self._missing_targets: set[tuple[str, str]] = set()
+        self.outbox_wakeup = asyncio.Event()
+
+    # One tick ------------------------------------------------------------------------------
+
+    async def tick(self) -> TickReport:
+        now = self.clock()
+        started = time.monotonic()
+        report = TickReport(started_at=now)
+        self._heartbeat = started
+        results = await asyncio.gather(*(self._observe(ns, now, report)
+                                         for ns in self.settings.namespace))
+        views = [view for namespace_views in results for view in namespace_views]
+        decision = decide(views, now=now, rules=self.rules, already_notified=_KnownKeys(self.store))
+        report.assessments = decision.assessments
+        workloads = {(v.deployment.namespace, v.deployment.name): self.workload_of(v.deployment)
+                     for v in views}
+        for incident in decision.incidents:
+            workload = workloads[(incident.namespace, incident.deployment)]
+            incident = await self._with_signatures(incident, workload, report)
+            if self._record(incident):
+                report.incidents.append(incident.key)
+        self._deliver_stdout()
+        if report.incidents:
+            self.outbox_wakeup.set()
+        report.finished_at = self.clock()
+        report.duration_seconds = round(time.monotonic() - started, 4)
+        report.degraded = bool(report.problems)
+        self.last_tick = report
+        self.ticks += 1
+        self._heartbeat = time.monotonic()
+        log.debug("tick", duration_seconds=report.duration_seconds, degraded=report.degraded,
+                  rollouts=len(report.assessments), incidents=len(report.incidents))
+        return report
+
+    async def _call(self, source: str, call: Awaitable[T], now: datetime,
+                    report: TickReport, what: str) -> T | None:
+        try:
+            value = await call
+        except SourceError as exc:
+            self.health[source].failed(now, exc)
+            report.problems.append(f"{source}: {what}: {exc.reason}: {exc.message}")
+            return None
+        self.health[source].succeeded(now)
+        return value
+
+    def workload_of(self, deployment: Deployment) -> str:
+        """The value of the workload label on the Deployment's log streams."""
+        if not self.settings.watches_all_deployments and len(self.settings.target_deployment) == 1:
+            return self.settings.loki_label_app
+        for key in WORKLOAD_NAME_LABELS:
+            value = deployment.pod_label(key)
+            if value:
+                return value
+        return deployment.name
+
+    def _selected(self, namespace: str, deployments: Sequence[Deployment]) -> list[Deployment]:
+        if self.settings.watches_all_deployments:
+            return list(deployments)
+        wanted = self.settings.target_deployment
+        chosen = [d for d in deployments if d.name in wanted]
+        found = {d.name for d in chosen}
+        for name in wanted:
+            key = (namespace, name)
+            if name not in found and key not in self._missing_targets:
+                self._missing_targets.add(key)
+                log.warning("deployment.not_found", namespace=namespace, deployment=name)
+            elif name in found and key in self._missing_targets:
+                self._missing_targets.discard(key)
+                log.info("deployment.found", namespace=namespace, deployment=name)
+        return chosen
+
+    async def _observe(self, namespace: str, now: datetime, report: TickReport) -> list[WorkloadView]:
+        deployments, replicasets, pods = await asyncio.gather(
+            self._call("kubernetes", self.kube.list_deployments(namespace), now, report, "deployments"),
+            self._call("kubernetes", self.kube.list_replicasets(namespace), now, report, "replicasets"),
+            self._call("kubernetes", self.kube.list_pods(namespace), now, report, "pods"),
+        )
+        if deployments is None or replicasets is None:
+            return []  # nothing can be judged without both: "no verdict", not "healthy"
+        selected = self._selected(namespace, deployments)
+        judged = rollouts_to_judge(selected, replicasets, now=now, rules=self.rules)
+        self._forget_baselines(namespace, {rs.name for _, rs in judged})
+        counts: ErrorCounts | None = None
+        if judged:
+            workloads = sorted({self.workload_of(dep) for dep, _ in judged})
+            counts, _ = await asyncio.gather(
+                self._call("loki", self.loki.count_errors(
+                    namespace=namespace, workloads=workloads,
+                    window_seconds=self.settings.error_window_seconds), now, report, "error counts"),
+                asyncio.gather(*(self._fetch_baseline(dep, rs, now, report) for dep, rs in judged)),
+            )
+        by_name: dict[str, list[ReplicaSet]] = {}
+        for rs in replicasets:
+            if rs.deployment:
+                by_name.setdefault(rs.deployment, []).append(rs)
+        views = []
+        for dep in selected:
+            own = tuple(by_name.get(dep.name, ()))
+            own_names = {rs.name for rs in own}
+            views.append(WorkloadView(
+                deployment=dep,
+                replicasets=own,
+                pods=None if pods is None else tuple(p for p in pods if p.replicaset in own_names),
+                errors=None if counts is None else counts.for_workload(self.workload_of(dep)),
+                baseline=self._baselines.get((namespace, _current_rs_name(dep, own))),
+            ))
+        return views
+
+    async def _fetch_baseline(self, dep: Deployment, rs: ReplicaSet, now: datetime,
+                              report: TickReport) -> None:
+        key = (dep.namespace, rs.name)
+        if key in self._baselines:
+            return
+        counts = await self._call("loki", self.loki.count_errors(
+            namespace=dep.namespace, workloads=[self.workload_of(dep)],
+            window_seconds=self.rules.baseline_lookback_seconds, at=rs.created_at),
+            now, report, "baseline")
+        if counts is not None:
+            total = sum(s.count for s in counts.for_workload(self.workload_of(dep)))
+            self._baselines[key] = Baseline(total, self.rules.baseline_lookback_seconds)
+
+    def _forget_baselines(self, namespace: str, keep: set[str]) -> None:
+        for key in [k for k in self._baselines if k[0] == namespace and k[1] not in keep]:
+            del self._baselines[key]
+
+    async def _with_signatures(self, incident: Incident, workload_name: str,
+                               report: TickReport) -> Incident:
+        """Top error signatures of the new revision; the incident goes out without them if Loki fails."""
+        if incident.error_count <= 0:
+            return incident
+        workload = [workload_name]
+        lookback = timedelta(seconds=self.rules.baseline_lookback_seconds)
+        limit = self.settings.signature_sample_lines
+        after, before = await asyncio.gather(
+            self._call("loki", self.loki.sample_errors(
+                namespace=incident.namespace, workloads=workload, start=incident.rollout_started_at,
+                end=incident.detected_at, limit=limit), incident.detected_at, report, "sample"),
+            self._call("loki", self.loki.sample_errors(
+                namespace=incident.namespace, workloads=workload,
+                start=incident.rollout_started_at - lookback, end=incident.rollout_started_at,
+                limit=limit), incident.detected_at, report, "sample before rollout"),
+        )
+        if after is None:
+            return incident
+        lines = [line.line for line in after
+                 if line.pod is None or owns_pod(incident.replicaset, line.pod)]
+        signatures = top_signatures(lines, before=[line.line for line in before or ()])
+        return replace(incident, evidence=replace(incident.evidence, signatures=signatures))
+
+    # Recording and delivery ----------------------------------------------------------------
+
+    def _record(self, incident: Incident) -> bool:
+        record = render.incident_record(incident)
+        deliveries: list[tuple[str, dict[str, Any]]] = [(CHANNEL_STDOUT, record)]
+        if self.slack is not None:
+            deliveries.append((CHANNEL_SLACK, render.slack_payload(incident)))
+        stored = self.store.record_incident(key=incident.key, replicaset=incident.replicaset,
+                                            detected_at=incident.detected_at, record=record,
+                                            deliveries=deliveries)
+        if stored:
+            log.warning("incident.detected", namespace=incident.namespace,
+                        deployment=incident.deployment, revision=incident.revision,
+                        signals=[s.value for s in incident.signals])
+        return stored
+
+    def _deliver_stdout(self) -> None:
+        for item in self.store.due(self.clock(), channels=[CHANNEL_STDOUT]):
+            self.stdout.write(item.payload)
+            self.store.mark_delivered(item.id, self.clock())
+
+    async def deliver_due(self) -> int:
+        """Send every outbox row that is due. Returns how many were delivered."""
+        self._deliver_stdout()
+        delivered = 0
+        for item in self.store.due(self.clock(), channels=[CHANNEL_SLACK]):
+            if await self._deliver(item):
+                delivered += 1
+        return delivered
+
+    async def _deliver(self, item: OutboxItem) -> bool:
+        now = self.clock()
+        max_age = timedelta(minutes=self.settings.notify_max_age_minutes)
+        sender = self.slack if item.channel == CHANNEL_SLACK else None
+        if sender is None:
+            self.store.mark_given_up(item.id, now=now, error=f"{item.channel} is not configured")
+            return False
+        try:
+            await sender.send(item.payload)
+        except SourceError as exc:
+            self.health[item.channel].failed(now, exc)
+            too_old = now - item.created_at >= max_age
+            if not exc.retryable or too_old:
+                self.store.mark_given_up(item.id, now=now, error=f"{exc.reason}: {exc.message}")
+                log.error("notify.given_up", channel=item.channel, namespace=item.key[0],
+                          deployment=item.key[1], revision=item.key[2], reason=exc.reason,
+                          error=exc.message, attempts=item.attempts + 1,
+                          why="not retryable" if not exc.retryable else "too old")
+            else:
+                wait = exc.retry_after or self.delivery_backoff.delay(item.attempts + 1)
+                self.store.mark_failed(item.id, now=now, error=f"{exc.reason}: {exc.message}",
+                                       retry_at=now + timedelta(seconds=wait))
+            return False
+        self.store.mark_delivered(item.id, self.clock())
+        self.health[item.channel].succeeded(now)
+        log.info("notify.delivered", channel=item.channel, namespace=item.key[0],
+                 deployment=item.key[1], revision=item.key[2], attempts=item.attempts + 1)
+        return True
+
+    # The two loops -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick every POLL_INTERVAL_SECONDS until ``stop`` is set; the sleep wakes at once on stop."""
+        interval = self.settings.poll_interval_seconds
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not stop detection: log it with its traceback
+                log.exception("tick.crashed")
+            remaining = max(0.0, interval - (time.monotonic() - started))
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=remaining)
+            except asyncio.TimeoutError:
+                pass
+
+    async def run_outbox(self, stop: asyncio.Event) -> None:
+        """Deliver due notifications; wake on new incidents, on retry times and on stop."""
+        while not stop.is_set():
+            self.outbox_wakeup.clear()
+            try:
+                await self.deliver_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox.crashed")
+            waiter = asyncio.ensure_future(self.outbox_wakeup.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({waiter, stopper}, timeout=1.0,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                stopper.cancel()
+
+    # Health and status ---------------------------------------------------------------------
+
+    def alive(self) -> bool:
+        return time.monotonic() - self._heartbeat <= self.settings.stall_seconds
+
+    def ready(self) -> bool:
+        return self.last_tick is not None and not self.last_tick.degraded
+
+    def status(self) -> dict[str, Any]:
+        outbox = self.store.outbox_summary()
+        return {
+            "service": "incident-detector",
+            "alive": self.alive(),
+            "ready": self.ready(),
+            "started_at": _iso(self.started_at),
+            "ticks": self.ticks,
+            "settings": self.settings.public(),
+            "last_tick": self.last_tick.as_dict() if self.last_tick else None,
+            "sources": {name: h.as_dict() for name, h in self.health.items()
+                        if name != "slack" or self.slack is not None},
+            "rollouts": [assessment_dict(a) for a in
+                         (self.last_tick.assessments if self.last_tick else ())],
+            "incidents": self.store.recent_incidents(),
+            "outbox": {"pending": outbox.pending, "delivered": outbox.delivered,
+                       "given_up": list(outbox.given_up)},
+        }
+
+
+def _current_rs_name(dep: Deployment, own: Sequence[ReplicaSet]) -> str:
+    for rs in own:
+        if rs.revision == dep.revision:
+            return rs.name
+    return ""
+
+
+class _KnownKeys:
+    """``key in known`` answered by the store: dedupe survives restarts."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, tuple) and self.store.is_known(key)  # type: ignore[arg-type]

@@ -1,0 +1,174 @@
+"""Wiring: the one place where settings, clients, store, notifiers and the web app are built.
+
+Everything is passed explicitly, keyword-only; nothing else reads the environment or holds a
+module-level client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import TextIO
+
+import kubernetes.client
+import structlog
+import uvicorn
+
+from . import kube, loki, slack
+from .config import Settings
+from .daemon import Clock, Detector, StdoutSink, utcnow
+from .errors import SourceError
+from .store import Store
+from .web import make_app
+
+log = structlog.get_logger("incident_detector")
+
+# How long pending deliveries may still run after SIGTERM before the process exits; what is not
+# sent by then stays in the outbox and goes out after the restart.
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+@contextlib.asynccontextmanager
+async def build_detector(
+    *,
+    settings: Settings,
+    kube_api: kubernetes.client.ApiClient,
+    stdout: TextIO,
+    clock: Clock = utcnow,
+    store: Store | None = None,
+) -> AsyncIterator[Detector]:
+    """Build the detector and its clients; close them on exit."""
+    own_store = store is None
+    store = store or Store(settings.state_path)
+    loki_http = loki.make_http_client(settings)
+    slack_http = slack.make_http_client(timeout=settings.slack_timeout_seconds) \
+        if settings.slack_webhook_url is not None else None
+    try:
+        detector = Detector(
+            settings=settings,
+            kube=kube.KubeClient(api=kube_api, timeout=settings.kube_timeout_seconds),
+            loki=loki.LokiClient(
+                http=loki_http,
+                keys=loki.LabelKeys.from_settings(settings),
+                pattern=settings.error_pattern,
+            ),
+            store=store,
+            stdout=StdoutSink(stdout),
+            slack=slack.SlackNotifier(http=slack_http, webhook_url=settings.slack_webhook_url,
+                                      max_attempts=settings.slack_max_attempts)
+            if slack_http is not None and settings.slack_webhook_url is not None else None,
+            clock=clock,
+        )
+        yield detector
+    finally:
+        await loki_http.aclose()
+        if slack_http is not None:
+            await slack_http.aclose()
+        if own_store:
+            store.close()
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class HttpEndpoint:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+
+async def start_http(detector: Detector, settings: Settings) -> tuple[_EmbeddedServer, asyncio.Task, HttpEndpoint]:
+    config = uvicorn.Config(make_app(detector), host=settings.http_host, port=settings.http_port,
+                            log_config=None, access_log=False, lifespan="off")
+    server = _EmbeddedServer(config)
+    task = asyncio.create_task(server.serve(), name="http")
+    while not server.started:
+        if task.done():
+            task.result()  # re-raise the bind error
+            raise RuntimeError("HTTP server stopped before it started")
+        await asyncio.sleep(0.01)
+    port = settings.http_port
+    for srv in server.servers:
+        for sock in srv.sockets:
+            port = sock.getsockname()[1]
+    endpoint = HttpEndpoint(settings.http_host, port)
+    log.info("http.listening", host=settings.http_host, port=port)
+    return server, task, endpoint
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, stop, sig)
+
+
+def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
+    if not stop.is_set():
+        log.info("shutdown.requested", signal=sig.name)
+    stop.set()
+
+
+async def run_daemon(detector: Detector, settings: Settings, *, stop: asyncio.Event,
+                     on_ready: "asyncio.Future[HttpEndpoint] | None" = None) -> int:
+    """Serve HTTP, tick and deliver until ``stop``; then stop cleanly within a few seconds."""
+    server, http_task, endpoint = await start_http(detector, settings)
+    if on_ready is not None and not on_ready.done():
+        on_ready.set_result(endpoint)
+    ticks = asyncio.create_task(detector.run(stop), name="ticks")
+    outbox = asyncio.create_task(detector.run_outbox(stop), name="outbox")
+    try:
+        await stop.wait()
+    finally:
+        stop.set()
+        # The current tick finishes or is cancelled; pending sends get a short grace period.
+        for task in (ticks, outbox):
+            done, _ = await asyncio.wait({task}, timeout=SHUTDOWN_GRACE_SECONDS)
+            if not done:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            elif not task.cancelled() and task.exception() is not None:
+                log.error("task.failed", task=task.get_name(), error=repr(task.exception()))
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(http_task, timeout=SHUTDOWN_GRACE_SECONDS)
+        pending = detector.store.outbox_summary().pending
+        log.info("shutdown.complete", ticks=detector.ticks, undelivered=pending)
+    return 0
+
+
+async def run_once(detector: Detector) -> int:
+    """One tick and its deliveries; non-zero when a source failed (for scripts and debugging)."""
+    report = await detector.tick()
+    await asyncio.wait_for(detector.deliver_due(), timeout=60)
+    for problem in report.problems:
+        log.error("once.problem", problem=problem)
+    return 1 if report.degraded else 0
+
+
+async def main_async(settings: Settings, *, once: bool, stdout: TextIO = sys.stdout) -> int:
+    try:
+        api = kube.api_client_from_environment()
+    except SourceError as exc:
+        print(f"invalid configuration: Kubernetes: {exc.message}", file=sys.stderr)
+        return 2
+    async with build_detector(settings=settings, kube_api=api, stdout=stdout) as detector:
+        if once:
+            return await run_once(detector)
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        return await run_daemon(detector, settings, stop=stop)

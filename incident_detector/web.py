@@ -1,0 +1,43 @@
+"""/healthz, /readyz and /status: read-only views of the detector's last tick.
+
+The app never calls a source itself; it reads what the loop recorded, so a slow Loki cannot make
+a probe slow.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+
+class StatusSource(Protocol):
+    def alive(self) -> bool: ...
+    def ready(self) -> bool: ...
+    def status(self) -> dict: ...
+
+
+def make_app(detector: StatusSource) -> Starlette:
+    async def healthz(request: Request) -> PlainTextResponse:
+        # Liveness: the loop is ticking. A failing dependency does not make the process dead.
+        if detector.alive():
+            return PlainTextResponse("ok\n")
+        return PlainTextResponse("stalled: no tick finished recently\n", status_code=503)
+
+    async def readyz(request: Request) -> PlainTextResponse:
+        # Readiness: the last tick could do its whole job (every source answered).
+        if detector.ready():
+            return PlainTextResponse("ready\n")
+        return PlainTextResponse("not ready: see /status\n", status_code=503)
+
+    async def status(request: Request) -> JSONResponse:
+        return JSONResponse(detector.status())
+
+    return Starlette(routes=[
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/status", status, methods=["GET"]),
+    ])
