@@ -1,0 +1,598 @@
+"""Request handlers that make a ``LocalServer`` speak like a kube-apiserver, Loki or Slack.
+
+- ``KubeApiFake(world, clock)``: Deployments, ReplicaSets and pods of the simulated world, plus a
+  real little store of ``events.k8s.io/v1`` Events and ``coordination.k8s.io/v1`` Leases with the
+  apiserver's validation, conflicts and compare-and-swap on ``resourceVersion``.
+- ``LokiFake(world, clock)``: ``/loki/api/v1/query``, ``/loki/api/v1/query_range`` and ``/ready``.
+- ``SlackSink()``: an incoming webhook that keeps every message it accepts.
+
+Each fake is a callable ``handler(Request) -> Response``. It counts requests per path
+(``requests_by_path``) and first asks its optional ``faults`` hook, which may answer in its place
+(a 429 with Retry-After, a 503, a truncated body, a slow answer) to test how the detector copes.
+Error bodies have the shapes of the recordings in ``tests/fixtures``: Kubernetes ``Status``
+objects, Loki's plain text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+from .server import Request, Response
+from .world import (
+    Body,
+    LogQLError,
+    World,
+    find_item,
+    from_unix_nanos,
+    generated_suffix,
+    kube_time,
+    parse_loki_time,
+    parse_step_ns,
+    to_unix_nanos,
+)
+
+Clock = Callable[[], datetime]
+Faults = Callable[[Request], "Response | None"]
+
+KUBE_JSON = "application/json"
+LOKI_JSON = "application/json; charset=UTF-8"
+PLAIN_TEXT = "text/plain; charset=utf-8"
+EVENTS_GROUP = "events.k8s.io"
+LEASES_GROUP = "coordination.k8s.io"
+FIRST_RESOURCE_VERSION = 1000
+
+_NAMESPACED_PATH = re.compile(
+    r"^/(?P<prefix>api/v1|apis/[^/]+/[^/]+)/namespaces/(?P<namespace>[^/]+)/(?P<resource>[^/]+)"
+    r"(?:/(?P<name>[^/]+))?/?$"
+)
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_QUALIFIED_NAME = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+_SELECTOR_KEY = r"[A-Za-z0-9][-A-Za-z0-9_./]*"
+_SET_REQUIREMENT = re.compile(rf"^\s*({_SELECTOR_KEY})\s+(in|notin)\s+\(([^()]*)\)\s*$")
+_EQUALITY_REQUIREMENT = re.compile(rf"^\s*({_SELECTOR_KEY})\s*(==|=|!=)\s*([-A-Za-z0-9_.]*)\s*$")
+_EXISTS_REQUIREMENT = re.compile(rf"^\s*(!?)\s*({_SELECTOR_KEY})\s*$")
+
+# Field selectors each kind of list supports (the apiserver refuses any other field).
+_OBJECT_FIELDS = ("metadata.name", "metadata.namespace")
+_POD_FIELDS = _OBJECT_FIELDS + ("status.phase", "spec.nodeName")
+_EVENT_FIELDS = _OBJECT_FIELDS + (
+    "reason", "type", "reportingController", "regarding.kind", "regarding.name",
+    "regarding.namespace", "regarding.uid", "regarding.apiVersion", "regarding.resourceVersion",
+    "regarding.fieldPath",
+)
+_LEASE_FIELDS = _OBJECT_FIELDS
+
+
+class BadRequest(ValueError):
+    """A request the fake refuses with a 400 (Kubernetes Status or Loki text)."""
+
+
+# --- the common part ------------------------------------------------------------------------------
+
+
+class _Fake:
+    def __init__(self, faults: Faults | None) -> None:
+        self.faults = faults
+        self.requests_by_path: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Request) -> Response:
+        with self._lock:
+            self.requests_by_path[request.path] += 1
+        if self.faults is not None:
+            override = self.faults(request)
+            if override is not None:
+                return override
+        return self.handle(request)
+
+    def handle(self, request: Request) -> Response:
+        raise NotImplementedError
+
+
+class FailFirst:
+    """A ``faults`` hook: the first ``count`` requests under ``path_prefix`` get ``response``."""
+
+    def __init__(self, count: int, response: Response, *, path_prefix: str = "/") -> None:
+        self.remaining = count
+        self.response = response
+        self.path_prefix = path_prefix
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Request) -> Response | None:
+        if not request.path.startswith(self.path_prefix):
+            return None
+        with self._lock:
+            if self.remaining <= 0:
+                return None
+            self.remaining -= 1
+        return self.response
+
+
+# --- Kubernetes ----------------------------------------------------------------------------------
+
+
+def status_body(code: int, reason: str, message: str, details: Body | None = None) -> Body:
+    body: Body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                  "message": message, "reason": reason}
+    if details is not None:
+        body["details"] = details
+    body["code"] = code
+    return body
+
+
+def _status(code: int, reason: str, message: str, details: Body | None = None) -> Response:
+    return Response(code, status_body(code, reason, message, details), KUBE_JSON)
+
+
+def _not_found(group: str, resource: str, name: str) -> Response:
+    qualified = f"{resource}.{group}" if group else resource
+    details = {"name": name, **({"group": group} if group else {}), "kind": resource}
+    return _status(404, "NotFound", f'{qualified} "{name}" not found', details)
+
+
+def _unknown_path() -> Response:
+    return _status(404, "NotFound", "the server could not find the requested resource", {})
+
+
+def _method_not_allowed() -> Response:
+    return _status(405, "MethodNotAllowed",
+                   "the server does not allow this method on the requested resource", {})
+
+
+def parse_label_selector(text: str) -> list[Callable[[dict[str, str]], bool]]:
+    """Kubernetes label selector syntax: ``a=b``, ``a!=b``, ``a in (x,y)``, ``a``, ``!a``."""
+    requirements: list[Callable[[dict[str, str]], bool]] = []
+    for part in _split_requirements(text):
+        if match := _SET_REQUIREMENT.match(part):
+            key, op, raw = match.groups()
+            values = {v.strip() for v in raw.split(",") if v.strip()}
+            if op == "in":
+                requirements.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
+            else:
+                requirements.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
+        elif match := _EQUALITY_REQUIREMENT.match(part):
+            key, op, value = match.groups()
+            if op == "!=":
+                requirements.append(lambda labels, k=key, v=value: labels.get(k) != v)
+            else:
+                requirements.append(lambda labels, k=key, v=value: labels.get(k) == v)
+        elif match := _EXISTS_REQUIREMENT.match(part):
+            negated, key = match.groups()
+            requirements.append(lambda labels, k=key, n=bool(negated): (k in labels) != n)
+        else:
+            raise BadRequest(f"unable to parse requirement: {part.strip()[:60]!r}")
+    return requirements
+
+
+def _split_requirements(text: str) -> list[str]:
+    """Requirements are comma-separated, but commas inside ``in (a,b)`` belong to their set."""
+    if not text.strip():
+        return []
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    if any(not part.strip() for part in parts):
+        raise BadRequest(f"unable to parse requirement: empty requirement in {text[:60]!r}")
+    return parts
+
+
+def parse_field_selector(text: str, supported: tuple[str, ...]) -> list[Callable[[Body], bool]]:
+    """``field=value``, ``field==value``, ``field!=value``, comma-separated."""
+    requirements: list[Callable[[Body], bool]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        match = re.match(r"^([A-Za-z.]+)\s*(==|=|!=)\s*(.*)$", part)
+        if match is None:
+            raise BadRequest(f"invalid selector: {part[:60]!r}; can't understand it")
+        field_name, op, value = match.groups()
+        if field_name not in supported:
+            raise BadRequest(f'field label not supported: {field_name}')
+        negate = op == "!="
+        requirements.append(
+            lambda item, f=field_name, v=value, n=negate: (_field_value(item, f) == v) != n)
+    return requirements
+
+
+def _field_value(item: Body, dotted: str) -> str:
+    value: Any = item
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "" if value is None else str(value)
+
+
+def _selected(items: list[Body], request: Request, fields: tuple[str, ...]) -> list[Body]:
+    labels = parse_label_selector(request.param("labelSelector") or "")
+    field_checks = parse_field_selector(request.param("fieldSelector") or "", fields)
+    return [item for item in items
+            if all(check(item.get("metadata", {}).get("labels") or {}) for check in labels)
+            and all(check(item) for check in field_checks)]
+
+
+class KubeApiFake(_Fake):
+    """The parts of the Kubernetes API the detector uses, over the simulated world."""
+
+    def __init__(self, world: World, clock: Clock, *, faults: Faults | None = None) -> None:
+        super().__init__(faults)
+        self.world = world
+        self.clock = clock
+        self._resource_version = FIRST_RESOURCE_VERSION
+        # namespace -> name -> stored object, in creation order.
+        self.events: dict[str, dict[str, Body]] = {}
+        self.leases: dict[str, dict[str, Body]] = {}
+
+    def handle(self, request: Request) -> Response:
+        match = _NAMESPACED_PATH.match(request.path)
+        if match is None:
+            return _unknown_path()
+        prefix, namespace, resource, name = match.group("prefix", "namespace", "resource", "name")
+        try:
+            if (prefix, resource) in (("apis/apps/v1", "deployments"),
+                                      ("apis/apps/v1", "replicasets"), ("api/v1", "pods")):
+                return self._world_objects(request, resource, namespace, name)
+            if (prefix, resource) == (f"apis/{EVENTS_GROUP}/v1", "events"):
+                return self._events(request, namespace, name)
+            if (prefix, resource) == (f"apis/{LEASES_GROUP}/v1", "leases"):
+                return self._leases(request, namespace, name)
+        except BadRequest as exc:
+            return _status(400, "BadRequest", str(exc))
+        return _unknown_path()
+
+    # Deployments, ReplicaSets, pods --------------------------------------------------------------
+
+    def _world_objects(self, request: Request, resource: str, namespace: str,
+                       name: str | None) -> Response:
+        if request.method != "GET":
+            return _method_not_allowed()
+        now = self.clock()
+        if resource == "deployments":
+            listing = self.world.deployments_list(namespace, now)
+            kind, api_version, group, fields = "Deployment", "apps/v1", "apps", _OBJECT_FIELDS
+        elif resource == "replicasets":
+            listing = self.world.replicasets_list(namespace, now)
+            kind, api_version, group, fields = "ReplicaSet", "apps/v1", "apps", _OBJECT_FIELDS
+        else:
+            listing = self.world.pods_list(namespace, now)
+            kind, api_version, group, fields = "Pod", "v1", "", _POD_FIELDS
+        if name is not None:
+            item = find_item(listing, name)
+            if item is None:
+                return _not_found(group, resource, name)
+            return Response(200, {"kind": kind, "apiVersion": api_version, **item}, KUBE_JSON)
+        listing["items"] = _selected(listing["items"], request, fields)
+        return Response(200, listing, KUBE_JSON)
+
+    # Shared store helpers ------------------------------------------------------------------------
+
+    def _next_resource_version(self) -> str:
+        self._resource_version += 1
+        return str(self._resource_version)
+
+    def _list_stored(self, request: Request, store: dict[str, Body], kind: str,
+                     api_version: str, fields: tuple[str, ...]) -> Response:
+        items = [{k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
+                 for obj in store.values()]
+        body = {"kind": kind, "apiVersion": api_version,
+                "metadata": {"resourceVersion": str(self._resource_version)},
+                "items": _selected(items, request, fields)}
+        return Response(200, body, KUBE_JSON)
+
+    def _prepare_create(self, request: Request, namespace: str, group: str,
+                        resource: str) -> tuple[Body | None, Response | None]:
+        try:
+            body = json.loads(request.body or b"null")
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest(f"couldn't get version/kind; json parse error: {exc}") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the body of the request is not a JSON object")
+        metadata = body.get("metadata")
+        if not isinstance(metadata, dict):
+            metadata = body["metadata"] = {}
+        if metadata.get("namespace") not in (None, "", namespace):
+            raise BadRequest("the namespace of the provided object does not match the namespace "
+                             "sent on the request")
+        metadata["namespace"] = namespace
+        if not metadata.get("name") and metadata.get("generateName"):
+            metadata["name"] = str(metadata["generateName"]) + generated_suffix(
+                5, group, namespace, self._resource_version)
+        name = metadata.get("name")
+        kind = body.get("kind") or {"events": "Event", "leases": "Lease"}[resource]
+        if not name:
+            return None, _invalid(kind, "", [
+                ("FieldValueRequired", "Required value: name or generateName is required",
+                 "metadata.name")])
+        if not isinstance(name, str) or not _DNS_SUBDOMAIN.match(name) or len(name) > 253:
+            return None, _invalid(kind, str(name), [
+                ("FieldValueInvalid", "Invalid value: a lowercase RFC 1123 subdomain must consist "
+                 "of lower case alphanumeric characters, '-' or '.'", "metadata.name")])
+        return body, None
+
+    def _store(self, body: Body, kind: str, api_version: str) -> Body:
+        metadata = body["metadata"]
+        stored_metadata = {
+            "name": metadata["name"],
+            "namespace": metadata["namespace"],
+            "uid": _new_uid(metadata["namespace"], metadata["name"], self._resource_version),
+            "resourceVersion": self._next_resource_version(),
+            "creationTimestamp": kube_time(self.clock()),
+        }
+        for key in ("labels", "annotations", "ownerReferences"):
+            if metadata.get(key):
+                stored_metadata[key] = metadata[key]
+        rest = {k: v for k, v in body.items() if k not in ("kind", "apiVersion", "metadata")}
+        return {"kind": kind, "apiVersion": api_version, "metadata": stored_metadata, **rest}
+
+    # Events --------------------------------------------------------------------------------------
+
+    def _events(self, request: Request, namespace: str, name: str | None) -> Response:
+        api_version = f"{EVENTS_GROUP}/v1"
+        with self._lock:
+            store = self.events.setdefault(namespace, {})
+            if name is not None:
+                if request.method != "GET":
+                    return _method_not_allowed()
+                if name not in store:
+                    return _not_found(EVENTS_GROUP, "events", name)
+                return Response(200, store[name], KUBE_JSON)
+            if request.method == "GET":
+                return self._list_stored(request, store, "EventList", api_version, _EVENT_FIELDS)
+            if request.method != "POST":
+                return _method_not_allowed()
+            body, refusal = self._prepare_create(request, namespace, EVENTS_GROUP, "events")
+            if refusal is not None:
+                return refusal
+            assert body is not None
+            name = body["metadata"]["name"]
+            problems = _event_problems(body)
+            if problems:
+                return _invalid("Event", name, problems)
+            if name in store:
+                return _status(409, "AlreadyExists",
+                               f'events.{EVENTS_GROUP} "{name}" already exists',
+                               {"name": name, "group": EVENTS_GROUP, "kind": "events"})
+            stored = self._store(body, "Event", api_version)
+            # The apiserver fills the deprecated core/v1 fields of a v1 Event with empty values.
+            stored.setdefault("deprecatedSource", {})
+            stored.setdefault("deprecatedFirstTimestamp", None)
+            stored.setdefault("deprecatedLastTimestamp", None)
+            if not request.param("dryRun"):
+                store[name] = stored
+            return Response(201, stored, KUBE_JSON)
+
+    # Leases --------------------------------------------------------------------------------------
+
+    def _leases(self, request: Request, namespace: str, name: str | None) -> Response:
+        api_version = f"{LEASES_GROUP}/v1"
+        with self._lock:
+            store = self.leases.setdefault(namespace, {})
+            if name is None:
+                if request.method == "GET":
+                    return self._list_stored(request, store, "LeaseList", api_version,
+                                             _LEASE_FIELDS)
+                if request.method != "POST":
+                    return _method_not_allowed()
+                body, refusal = self._prepare_create(request, namespace, LEASES_GROUP, "leases")
+                if refusal is not None:
+                    return refusal
+                assert body is not None
+                name = body["metadata"]["name"]
+                if name in store:
+                    return _status(409, "AlreadyExists",
+                                   f'leases.{LEASES_GROUP} "{name}" already exists',
+                                   {"name": name, "group": LEASES_GROUP, "kind": "leases"})
+                stored = self._store(body, "Lease", api_version)
+                if not request.param("dryRun"):
+                    store[name] = stored
+                return Response(201, stored, KUBE_JSON)
+            if request.method == "GET":
+                if name not in store:
+                    return _not_found(LEASES_GROUP, "leases", name)
+                return Response(200, store[name], KUBE_JSON)
+            if request.method == "PUT":
+                return self._replace_lease(request, store, namespace, name)
+            if request.method == "DELETE":
+                if name not in store:
+                    return _not_found(LEASES_GROUP, "leases", name)
+                deleted = store.pop(name)
+                return Response(200, {
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                    "details": {"name": name, "group": LEASES_GROUP, "kind": "leases",
+                                "uid": deleted["metadata"]["uid"]}}, KUBE_JSON)
+            return _method_not_allowed()
+
+    def _replace_lease(self, request: Request, store: dict[str, Body], namespace: str,
+                       name: str) -> Response:
+        try:
+            body = json.loads(request.body or b"null")
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest(f"couldn't get version/kind; json parse error: {exc}") from None
+        if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict):
+            raise BadRequest("the body of the request is not a Lease object")
+        metadata = body["metadata"]
+        if metadata.get("name") != name:
+            raise BadRequest(f"the name of the object ({metadata.get('name')}) does not match the "
+                             f"name on the URL ({name})")
+        if metadata.get("namespace") not in (None, "", namespace):
+            raise BadRequest("the namespace of the provided object does not match the namespace "
+                             "sent on the request")
+        current = store.get(name)
+        if current is None:
+            return _not_found(LEASES_GROUP, "leases", name)
+        sent_version = metadata.get("resourceVersion")
+        if not sent_version:
+            return _invalid("Lease", name, [
+                ("FieldValueInvalid", "Invalid value: 0x0: must be specified for an update",
+                 "metadata.resourceVersion")])
+        if sent_version != current["metadata"]["resourceVersion"]:
+            return _status(
+                409, "Conflict",
+                f'Operation cannot be fulfilled on leases.{LEASES_GROUP} "{name}": the object has '
+                "been modified; please apply your changes to the latest version and try again",
+                {"name": name, "group": LEASES_GROUP, "kind": "leases"})
+        kept = {k: current["metadata"][k]
+                for k in ("name", "namespace", "uid", "creationTimestamp")}
+        new_metadata = {**kept, "resourceVersion": self._next_resource_version()}
+        for key in ("labels", "annotations", "ownerReferences"):
+            if metadata.get(key):
+                new_metadata[key] = metadata[key]
+        rest = {k: v for k, v in body.items() if k not in ("kind", "apiVersion", "metadata")}
+        updated = {"kind": "Lease", "apiVersion": f"{LEASES_GROUP}/v1", "metadata": new_metadata,
+                   **rest}
+        if not request.param("dryRun"):
+            store[name] = updated
+        return Response(200, updated, KUBE_JSON)
+
+
+def _new_uid(namespace: str, name: str, counter: int) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sim://{namespace}/{name}/{counter}"))
+
+
+def _event_problems(body: Body) -> list[tuple[str, str, str]]:
+    """The validation of an events.k8s.io/v1 Event the apiserver does: (reason, message, field)."""
+    problems = []
+    for field_name in ("eventTime", "reportingController", "reportingInstance", "action"):
+        if not body.get(field_name):
+            problems.append(("FieldValueRequired", "Required value", field_name))
+    controller = body.get("reportingController")
+    if controller and (not isinstance(controller, str) or not _QUALIFIED_NAME.match(controller)
+                       or len(controller.rpartition("/")[2]) > 63):
+        problems.append(("FieldValueInvalid", f"Invalid value: {json.dumps(controller)}: name part "
+                         "must consist of alphanumeric characters, '-', '_' or '.', and must "
+                         "start and end with an alphanumeric character", "reportingController"))
+    if body.get("type") not in ("Normal", "Warning"):
+        problems.append(("FieldValueNotSupported", f"Unsupported value: "
+                         f"{json.dumps(body.get('type'))}: supported values: \"Normal\", "
+                         f"\"Warning\"", "type"))
+    for field_name, limit in (("reason", 128), ("action", 128), ("note", 1024)):
+        value = body.get(field_name)
+        if isinstance(value, str) and len(value) > limit:
+            problems.append(("FieldValueTooLong", f"Too long: may not be longer than {limit}",
+                             field_name))
+    return problems
+
+
+def _invalid(kind: str, name: str, problems: list[tuple[str, str, str]]) -> Response:
+    """422 Invalid, as in event_create_invalid.json."""
+    summary = ", ".join(f"{field_name}: {message}" for _, message, field_name in problems)
+    return _status(422, "Invalid", f'{kind} "{name}" is invalid: [{summary}]', {
+        "name": name, "kind": kind,
+        "causes": [{"reason": reason, "message": message, "field": field_name}
+                   for reason, message, field_name in problems],
+    })
+
+
+# --- Loki ----------------------------------------------------------------------------------------
+
+
+def _loki_text(status: int, text: str) -> Response:
+    return Response(status, text, PLAIN_TEXT)
+
+
+class LokiFake(_Fake):
+    """Loki's query API over the simulated world's log lines."""
+
+    def __init__(self, world: World, clock: Clock, *, faults: Faults | None = None) -> None:
+        super().__init__(faults)
+        self.world = world
+        self.clock = clock
+
+    def handle(self, request: Request) -> Response:
+        if request.path == "/ready":
+            return _loki_text(200, "ready\n")
+        if request.path not in ("/loki/api/v1/query", "/loki/api/v1/query_range"):
+            return _loki_text(404, "404 page not found\n")
+        if request.method not in ("GET", "POST"):
+            return _loki_text(405, "method not allowed\n")
+        params = _loki_params(request)
+        query = params.get("query", "")
+        if not query.strip():
+            return _loki_text(400, "parse error : syntax error: unexpected $end")
+        try:
+            if request.path == "/loki/api/v1/query":
+                at = self._time(params.get("time"), "time")
+                status, body = self.world.loki_query(query, from_unix_nanos(at))
+            else:
+                end = self._time(params.get("end"), "end")
+                start = parse_loki_time(params["start"]) if params.get("start") else \
+                    end - 3600 * 1_000_000_000
+                limit = _positive_int(params.get("limit", "100"), "limit")
+                direction = params.get("direction", "backward").lower()
+                step = parse_step_ns(params["step"]) if params.get("step") else None
+                status, body = self.world.loki_query_range(
+                    query, from_unix_nanos(start), from_unix_nanos(end), limit=limit,
+                    direction=direction, step_ns=step)
+        except (LogQLError, BadRequest) as exc:
+            return _loki_text(400, str(exc))
+        if isinstance(body, str):
+            return _loki_text(status, body)
+        return Response(status, body, LOKI_JSON)
+
+    def _time(self, value: str | None, name: str) -> int:
+        if not value:
+            return to_unix_nanos(self.clock())
+        try:
+            return parse_loki_time(value)
+        except LogQLError:
+            raise BadRequest(f'invalid parameter "{name}": cannot parse "{value[:40]}" to a valid '
+                             "timestamp") from None
+
+
+def _loki_params(request: Request) -> dict[str, str]:
+    params = {name: values[0] for name, values in request.query.items() if values}
+    if request.method == "POST" and request.body:
+        form = parse_qs(request.body.decode("utf-8", "replace"))
+        params.update({name: values[0] for name, values in form.items() if values})
+    return params
+
+
+def _positive_int(value: str, name: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadRequest(f'invalid parameter "{name}": {value[:40]!r} is not an integer') from None
+    if number < 1:
+        raise BadRequest(f'invalid parameter "{name}": must be positive')
+    return number
+
+
+# --- Slack ---------------------------------------------------------------------------------------
+
+
+class SlackSink(_Fake):
+    """A Slack incoming webhook: 200 "ok" for a message, Slack's 400 texts otherwise."""
+
+    def __init__(self, *, faults: Faults | None = None) -> None:
+        super().__init__(faults)
+        self.messages: list[Any] = []
+
+    def handle(self, request: Request) -> Response:
+        if request.method != "POST":
+            return Response(405, "invalid_method", PLAIN_TEXT)
+        try:
+            payload = json.loads(request.body or b"null")
+        except (ValueError, RecursionError):
+            return Response(400, "invalid_payload", PLAIN_TEXT)
+        if not isinstance(payload, dict):
+            return Response(400, "invalid_payload", PLAIN_TEXT)
+        if not payload.get("text") and not payload.get("blocks") and not payload.get("attachments"):
+            return Response(400, "no_text", PLAIN_TEXT)
+        with self._lock:
+            self.messages.append(payload)
+        return Response(200, "ok", PLAIN_TEXT)

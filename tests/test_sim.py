@@ -1,0 +1,799 @@
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import kubernetes.client as k8s
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kubernetes.client.rest import ApiException
+
+from incident_detector.config import DEFAULT_ERROR_PATTERN
+from incident_detector.loki import (
+    LabelKeys,
+    error_count_query,
+    error_lines_query,
+    quote,
+    regex_escape,
+)
+from incident_detector.model import PodProblem, Signal
+from incident_detector.sim.fakes import FailFirst, KubeApiFake, LokiFake, SlackSink
+from incident_detector.sim.scenario import Scenario, ScenarioError, load_scenario, scenario_paths
+from incident_detector.sim.server import LocalServer, Response
+from incident_detector.sim.world import (
+    NAME_ALPHABET,
+    NO_MATCHER_TEXT,
+    LogQLError,
+    World,
+    line_times,
+    parse_logql,
+    parse_loki_time,
+    pod_name,
+    replicaset_name,
+    to_unix_nanos,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+SCENARIOS = ROOT / "tests" / "scenarios"
+EXAMPLE = ROOT / "incident_detector" / "examples" / "bad-rollout.yaml"
+T0 = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
+NS, DEP = "demo-aiops", "payments-api"
+KEYS = LabelKeys()
+ERROR_LINE = 'level=error msg="charge failed" order_id={n} err="NullPointerException"'
+INFO_LINE = 'level=info msg="charged card" order_id={n}'
+
+
+def fixture(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def scenario(**changes: Any) -> Scenario:
+    """A small valid scenario: revision 1 a day old, revision 2 at 60 s, errors from 75 s."""
+    raw: dict[str, Any] = {
+        "description": "test",
+        "namespace": NS,
+        "deployment": DEP,
+        "duration": 600,
+        "pod_labels": {"app": DEP},
+        "revisions": [
+            {"revision": 1, "at": -86400, "image": "payments-api:1.4.2", "replicas": 2},
+            {"revision": 2, "at": 60, "image": "payments-api:1.5.0", "replicas": 2},
+        ],
+        "logs": [
+            {"revision": 2, "from": 75, "per_minute": 30, "line": ERROR_LINE},
+            {"revision": 1, "from": -2400, "per_minute": 30, "line": INFO_LINE},
+        ],
+        "expect": {"incidents": []},
+    }
+    raw.update(changes)
+    return Scenario.model_validate(raw)
+
+
+def world(**changes: Any) -> World:
+    return World(scenario(**changes), t0=T0)
+
+
+def metric_query(workloads: list[str] | None = None, window: int = 120,
+                 keys: LabelKeys = KEYS) -> str:
+    return error_count_query(namespace=NS, workloads=workloads or [DEP],
+                             pattern=DEFAULT_ERROR_PATTERN, window_seconds=window, keys=keys)
+
+
+def vector(answer: tuple[int, Any]) -> dict[tuple[tuple[str, str], ...], float]:
+    status, body = answer
+    assert status == 200, body
+    assert body["data"]["resultType"] == "vector"
+    return {tuple(sorted(item["metric"].items())): float(item["value"][1])
+            for item in body["data"]["result"]}
+
+
+def key_paths(value: Any, prefix: str = "") -> set[str]:
+    """Every key path of a JSON value; list items merged, label/annotation keys generalised."""
+    paths: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if prefix.endswith(("labels", "annotations", "matchLabels", "metric", "stream")):
+                key = "*"
+            path = f"{prefix}.{key}" if prefix else key
+            paths.add(path)
+            paths |= key_paths(item, path)
+    elif isinstance(value, list):
+        for item in value:
+            paths |= key_paths(item, prefix + "[]")
+    return paths
+
+
+class SimClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+# --- scenario files ------------------------------------------------------------------------------
+
+
+def test_every_scenario_file_loads_and_says_what_it_expects() -> None:
+    paths = scenario_paths(SCENARIOS)
+    assert len(paths) >= 22
+    for path in paths:
+        loaded = load_scenario(path)
+        assert loaded.name == path.stem
+        assert loaded.description
+        for incident in loaded.expect.incidents:
+            assert incident.signals, f"{path.name}: say which signal the incident needs"
+            assert incident.evidence_at is not None, path.name
+
+
+def test_the_demo_scenario_is_the_sharp_spike_scenario() -> None:
+    demo = load_scenario(EXAMPLE)
+    assert (SCENARIOS / "bad-rollout-sharp-spike.yaml").read_text() == EXAMPLE.read_text()
+    assert [i.revision for i in demo.expect.incidents] == [2]
+    assert demo.expect.incidents[0].signals == (Signal.ERROR_SPIKE,)
+    assert demo.workload == DEP
+
+
+def test_scenario_paths_lists_yaml_files_sorted(tmp_path: Path) -> None:
+    for name in ("b.yaml", "a.yml", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "dir.yaml").mkdir()
+    assert [p.name for p in scenario_paths(tmp_path)] == ["a.yml", "b.yaml"]
+
+
+def write_scenario(tmp_path: Path, raw: dict[str, Any], name: str = "broken.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def valid_raw() -> dict[str, Any]:
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def problems_of(path: Path) -> str:
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    message = str(caught.value)
+    assert all(line.startswith(f"{path}: ") for line in message.splitlines())
+    return message
+
+
+def test_an_unknown_field_is_named_with_its_place(tmp_path: Path) -> None:
+    raw = valid_raw()
+    raw["revisions"][1]["imgae"] = raw["revisions"][1].pop("image")
+    message = problems_of(write_scenario(tmp_path, raw))
+    assert "revisions[1].imgae: unknown field" in message
+    assert "revisions[1].image: required field is missing" in message
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda r: r["revisions"][1].update(pod_problems=[{"from": 90, "problem": "Restarting"}]),
+     "revisions[1].pod_problems[0].problem: Restarting is derived"),
+    (lambda r: r["revisions"][1].update(pod_problems=[{"from": 90, "problem": "Sad"}]),
+     "revisions[1].pod_problems[0].problem"),
+    (lambda r: r["revisions"][1].update(revision=1), "numbers must be strictly increasing"),
+    (lambda r: r["revisions"][1].update(at=-90000), "`at` times must be strictly increasing"),
+    (lambda r: r["logs"][0].update(revision=7), "logs[0].revision: no revision 7"),
+    (lambda r: r["logs"][0].update({"from": 700, "to": 600}), "logs[0]: `to` must be after `from`"),
+    (lambda r: r["logs"][0].update(per_minute=[[10, 1], [5, 2]]), "strictly increasing"),
+    (lambda r: r["logs"][0].update(per_minute=-1), "logs[0].per_minute"),
+    (lambda r: r.update(settings={"error_treshold": 3}), "error_treshold is not a detector"),
+    (lambda r: r.update(settings={"slack_webhook_url": "https://x"}), "cannot be set by a"),
+    (lambda r: r.update(settings={"error_threshold": 0}), "settings: error_threshold: Input"),
+    (lambda r: r["expect"]["incidents"][0].update(revision=9), "expect.incidents[0].revision"),
+    (lambda r: r["expect"]["incidents"][0].update(signals=["boom"]), "signals[0]"),
+    (lambda r: r.update(namespace="Demo_AIOps"), "namespace: 'Demo_AIOps' is not a valid"),
+    (lambda r: r.pop("expect"), "expect: required field is missing"),
+])
+def test_invalid_scenarios_say_what_is_wrong(tmp_path: Path, change: Any, expected: str) -> None:
+    raw = valid_raw()
+    change(raw)
+    assert expected in problems_of(write_scenario(tmp_path, raw))
+
+
+def test_unreadable_or_malformed_files_are_scenario_errors(tmp_path: Path) -> None:
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("revisions: [unclosed\n")
+    assert "is not valid YAML" in problems_of(bad_yaml)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    assert "must be a YAML mapping" in problems_of(listing)
+    assert "cannot be read" in problems_of(tmp_path / "missing.yaml")
+
+
+# --- names and lines ------------------------------------------------------------------------------
+
+
+def test_generated_names_are_deterministic_and_kubernetes_shaped() -> None:
+    rs = replicaset_name(DEP, 2)
+    assert rs == replicaset_name(DEP, 2) != replicaset_name(DEP, 3)
+    suffix = rs.removeprefix(DEP + "-")
+    assert len(suffix) == 10 and set(suffix) <= set(NAME_ALPHABET)
+    pods = [pod_name(rs, i) for i in range(3)]
+    assert len(set(pods)) == 3
+    for pod in pods:
+        assert pod.startswith(rs + "-") and len(pod) == len(rs) + 6
+        assert set(pod[-5:]) <= set(NAME_ALPHABET)
+
+
+def test_constant_rate_lines_are_evenly_spaced() -> None:
+    times = line_times(((0.0, 30.0),), 0.0, 60.0, 0.5)
+    assert len(times) == 30
+    assert times[0] == pytest.approx(1.0)
+    assert all(b - a == pytest.approx(2.0) for a, b in zip(times, times[1:]))
+
+
+def test_a_ramp_writes_the_integral_of_its_rate() -> None:
+    # 0/min at 0 s to 60/min at 600 s: 300 lines in all, most of them late.
+    times = line_times(((0.0, 0.0), (600.0, 60.0)), 0.0, 600.0, 0.5)
+    assert len(times) == 300
+    assert sum(1 for t in times if t < 300) == 75
+    assert times == sorted(times)
+
+
+def test_line_placeholders_are_filled_and_other_braces_kept() -> None:
+    w = world(logs=[{"revision": 2, "from": 70, "to": 80, "per_minute": 60,
+                     "line": '{"n":{n},"n3":{n3},"id":"{uuid}","ip":"{ip}","pod":"{pod}","x":{}}'}])
+    status, body = w.loki_query_range(f'{{app="{DEP}"}}', w.at(0), w.at(100), limit=100)
+    assert status == 200
+    stream = body["data"]["result"][0]
+    first = json.loads(stream["values"][-1][1].replace('"x":{}', '"x":null'))
+    assert first["n"] == 1000 and 1 <= first["n3"] <= 999
+    assert first["pod"] == stream["stream"]["pod"]
+    assert first["ip"].startswith("10.") and len(first["id"]) == 36
+
+
+# --- Kubernetes bodies ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture_name, method, at", [
+    ("deployments_list.json", "deployments_list", 100),
+    ("replicasets_list.json", "replicasets_list", 100),
+    ("pods_list.json", "pods_list", 70),
+])
+def test_kubernetes_lists_have_the_recorded_shape(fixture_name: str, method: str,
+                                                  at: float) -> None:
+    # At 70 s the old pods still drain and the new ones crash: both kinds of status are there.
+    w = world(revisions=[
+        {"revision": 1, "at": -86400, "image": "payments-api:1.4.2", "replicas": 1},
+        {"revision": 2, "at": 60, "image": "payments-api:1.5.0", "replicas": 1, "ready": False,
+         "pod_problems": [{"from": 65, "problem": "CrashLoopBackOff", "restarts": 4}]},
+    ])
+    recorded = fixture(f"kubernetes/{fixture_name}")["response"]["json"]
+    ours = getattr(w, method)(NS, w.at(at))
+    missing = {p for p in key_paths(recorded) - key_paths(ours) if "managedFields" not in p}
+    assert not missing
+    assert ours["kind"] == recorded["kind"] and ours["apiVersion"] == recorded["apiVersion"]
+
+
+def test_objects_appear_and_disappear_with_time() -> None:
+    w = world()
+    before = w.at(-86401)
+    assert w.deployments_list(NS, before)["items"] == []
+    assert w.replicasets_list(NS, before)["items"] == []
+    rs1, rs2 = replicaset_name(DEP, 1), replicaset_name(DEP, 2)
+
+    def pods(at: float) -> list[str]:
+        return [p["metadata"]["name"] for p in w.pods_list(NS, w.at(at))["items"]]
+
+    def revision(at: float) -> str:
+        return w.deployments_list(NS, w.at(at))["items"][0]["metadata"]["annotations"][
+            "deployment.kubernetes.io/revision"]
+
+    assert revision(59) == "1" and revision(60) == "2"
+    assert [r["metadata"]["name"] for r in w.replicasets_list(NS, w.at(59))["items"]] == [rs1]
+    assert {r["metadata"]["name"] for r in w.replicasets_list(NS, w.at(60))["items"]} == {rs1, rs2}
+    assert all(p.startswith(rs1 + "-") for p in pods(62))  # new pods start 5 s after their RS
+    assert len(pods(70)) == 4 and len(pods(89)) == 4  # old pods drain for 30 s
+    assert all(p.startswith(rs2 + "-") for p in pods(90)) and len(pods(90)) == 2
+    old = next(r for r in w.replicasets_list(NS, w.at(100))["items"]
+               if r["metadata"]["name"] == rs1)
+    assert old["spec"]["replicas"] == 0 and old["status"]["replicas"] == 0
+    assert w.deployments_list("other", w.at(100))["items"] == []
+    assert w.pods_list("other", w.at(100))["items"] == []
+
+
+def test_replicasets_and_pods_point_at_their_owners() -> None:
+    w = world(revisions=[
+        {"revision": 1, "at": -86400, "image": "payments-api:1.4.2", "replicas": 2},
+        {"revision": 2, "at": 60, "image": "payments-api:1.5.0", "replicas": 2,
+         "env": {"FEATURE_X": "on"}, "resources": {"limits": {"memory": "64Mi"}}},
+    ])
+    now = w.at(100)
+    deployment = w.deployments_list(NS, now)["items"][0]
+    new_rs = next(r for r in w.replicasets_list(NS, now)["items"]
+                  if r["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2")
+    owner = new_rs["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("Deployment", DEP, True)
+    assert owner["uid"] == deployment["metadata"]["uid"]
+    container = new_rs["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "payments-api:1.5.0"
+    assert container["env"] == [{"name": "FEATURE_X", "value": "on"}]
+    assert container["resources"] == {"limits": {"memory": "64Mi"}}
+    template_hash = new_rs["metadata"]["labels"]["pod-template-hash"]
+    assert new_rs["metadata"]["name"] == f"{DEP}-{template_hash}"
+    for pod in w.pods_list(NS, now)["items"]:
+        assert pod["metadata"]["ownerReferences"][0]["name"] == new_rs["metadata"]["name"]
+        assert pod["metadata"]["ownerReferences"][0]["uid"] == new_rs["metadata"]["uid"]
+        assert pod["metadata"]["labels"] == {"app": DEP, "pod-template-hash": template_hash}
+    assert new_rs["metadata"]["creationTimestamp"] == "2026-11-23T18:01:00Z"
+
+
+def statuses(w: World, at: float, revision: int = 2) -> list[dict[str, Any]]:
+    prefix = replicaset_name(DEP, revision) + "-"
+    return [p["status"] for p in w.pods_list(NS, w.at(at))["items"]
+            if p["metadata"]["name"].startswith(prefix)]
+
+
+def with_problems(*problems: dict[str, Any], **revision: Any) -> World:
+    return world(revisions=[
+        {"revision": 1, "at": -86400, "image": "payments-api:1.4.2", "replicas": 2},
+        {"revision": 2, "at": 60, "image": "payments-api:1.5.0", "replicas": 2,
+         "pod_problems": list(problems), **revision},
+    ])
+
+
+def test_pod_problems_look_like_the_kubelet_reports_them() -> None:
+    crash = with_problems({"from": 90, "problem": "CrashLoopBackOff", "restarts": 4})
+    healthy = statuses(crash, 80)[0]["containerStatuses"][0]
+    assert "running" in healthy["state"] and healthy["ready"] and healthy["restartCount"] == 0
+    looping = statuses(crash, 90)[0]["containerStatuses"][0]
+    assert looping["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert looping["lastState"]["terminated"]["reason"] == "Error"
+    assert looping["restartCount"] == 4 and not looping["ready"]
+
+    oom = statuses(with_problems({"from": 90, "problem": "OOMKilled", "pods": 1}), 100)
+    assert oom[0]["containerStatuses"][0]["lastState"]["terminated"]["reason"] == "OOMKilled"
+    assert oom[0]["containerStatuses"][0]["restartCount"] == 1
+    assert "running" in oom[0]["containerStatuses"][0]["state"]
+    assert oom[1]["containerStatuses"][0]["lastState"] == {}  # only the first pod
+
+    pull = with_problems({"from": 65, "problem": "ErrImagePull"},
+                         {"from": 80, "problem": "ImagePullBackOff"})
+    early = statuses(pull, 70)[0]["containerStatuses"][0]
+    assert early["state"]["waiting"]["reason"] == "ErrImagePull"
+    later = statuses(pull, 80)[0]
+    assert later["phase"] == "Pending"
+    assert later["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff"
+
+    config = statuses(with_problems({"from": 65, "problem": PodProblem.CONFIG_ERROR.value}), 70)
+    waiting = config[0]["containerStatuses"][0]["state"]["waiting"]
+    assert waiting["reason"] == "CreateContainerConfigError"
+
+
+def progressing(w: World, at: float) -> dict[str, Any]:
+    conditions = w.deployments_list(NS, w.at(at))["items"][0]["status"]["conditions"]
+    return next(c for c in conditions if c["type"] == "Progressing")
+
+
+def test_progress_deadline_belongs_to_the_rollout_that_hit_it() -> None:
+    w = world(progress_deadline_exceeded_at=400, revisions=[
+        {"revision": 1, "at": -86400, "image": "a:1", "replicas": 2},
+        {"revision": 2, "at": 60, "image": "a:2", "replicas": 2, "ready": False},
+        {"revision": 3, "at": 500, "image": "a:3", "replicas": 2},
+    ])
+    assert (progressing(w, 399)["status"], progressing(w, 399)["reason"]) == (
+        "True", "ReplicaSetUpdated")
+    assert (progressing(w, 400)["status"], progressing(w, 400)["reason"]) == (
+        "False", "ProgressDeadlineExceeded")
+    assert progressing(w, 600)["reason"] == "NewReplicaSetAvailable"
+
+
+# --- LogQL ---------------------------------------------------------------------------------------
+
+
+def test_errors_are_counted_per_pod_within_the_window() -> None:
+    w = world()
+    new_pods = w.pod_names(2)
+    # 30/min per pod, evenly spaced: any 120 s window holds exactly 60 lines of each pod.
+    counts = vector(w.loki_query(metric_query(), w.at(300)))
+    assert counts == {(("app", DEP), ("pod", pod)): 60.0 for pod in new_pods}
+    # Only lines in (at - 120 s, at]: at 75 s nothing yet, and info lines never match.
+    assert vector(w.loki_query(metric_query(), w.at(75))) == {}
+    assert sum(vector(w.loki_query(metric_query(window=60), w.at(300))).values()) == 60
+
+
+def test_range_units_and_the_time_parameter() -> None:
+    w = world()
+    at = w.at(300)
+    by_seconds = vector(w.loki_query(metric_query(window=120), at))
+    in_minutes = metric_query(window=120).replace("[120s]", "[2m]")
+    assert vector(w.loki_query(in_minutes, at)) == by_seconds
+    hour = vector(w.loki_query(metric_query(window=120).replace("[120s]", "[1h]"), at))
+    assert sum(hour.values()) == pytest.approx(2 * 30 * 225 / 60, abs=2)  # since 75 s
+    # Baseline: evaluated at the new ReplicaSet's creation, the new pods had written nothing.
+    assert vector(w.loki_query(metric_query(window=1800), w.at(60))) == {}
+
+
+def test_a_metric_without_pod_labels_groups_by_workload_only() -> None:
+    w = world(logs=[{"revision": 2, "from": 75, "per_minute": 30, "line": ERROR_LINE,
+                     "pod_label": False}])
+    assert vector(w.loki_query(metric_query(), w.at(300))) == {(("app", DEP),): 120.0}
+
+
+def test_sum_grouping_variants() -> None:
+    w = world()
+    selector = f'{{namespace="{NS}", app="{DEP}"}} |= "level=error"'
+    at = w.at(300)
+    assert vector(w.loki_query(f"sum(count_over_time({selector} [2m]))", at)) == {(): 120.0}
+    assert vector(w.loki_query(f"sum by (app) (count_over_time({selector} [2m]))", at)) == {
+        (("app", DEP),): 120.0}
+    assert vector(w.loki_query(f"sum(count_over_time({selector} [2m])) by (app)", at)) == {
+        (("app", DEP),): 120.0}
+    without = vector(w.loki_query(f"sum without (pod) (count_over_time({selector} [2m]))", at))
+    assert list(without.values()) == [120.0] and "pod" not in dict(next(iter(without)))
+    raw = vector(w.loki_query(f"count_over_time({selector} [2m])", at))
+    assert len(raw) == 2 and all(dict(k)["container"] == DEP for k in raw)
+    rate = vector(w.loki_query(f"sum(rate({selector} [2m]))", at))
+    assert rate == {(): pytest.approx(1.0)}
+
+
+def test_matchers_and_line_filters() -> None:
+    w = world(logs=[{"revision": 2, "from": 75, "per_minute": 30, "line": ERROR_LINE},
+                    {"revision": 2, "from": 75, "per_minute": 15, "line": INFO_LINE}])
+    at = w.at(300)
+
+    def total(query: str) -> float:
+        return sum(vector(w.loki_query(query, at)).values())
+
+    assert total(metric_query(workloads=[DEP, "other.app"])) == 120
+    assert total(metric_query(workloads=["other", "payments.api"])) == 0  # the dot is escaped
+    assert total(f'sum(count_over_time({{app=~"pay.+", app!~"x.*"}} |~ "NullPointer" [2m]))') == 120
+    assert total(f'sum(count_over_time({{app!="nope", app=~".+"}} != "NullPointer" [2m]))') == 60
+    assert total(f'sum(count_over_time({{app="{DEP}"}} |= `msg="charge failed"` [2m]))') == 120
+    assert total(f'sum(count_over_time({{app="{DEP}"}} |= "msg=\\"charge failed\\"" [2m]))') == 120
+    assert total(f'sum(count_over_time({{app="{DEP}"}} !~ "(?i)error" [2m]))') == 60
+
+
+@given(st.text(max_size=40))
+def test_quoted_label_values_are_read_back_exactly(value: str) -> None:
+    query = parse_logql(f'{{namespace="{NS}", app={quote(value)}}}')
+    assert query.matchers[1].value == value  # type: ignore[union-attr]
+
+
+@given(st.lists(st.text(min_size=1, max_size=12), min_size=2, max_size=4, unique=True))
+def test_escaped_alternations_match_exactly_their_names(names: list[str]) -> None:
+    query = parse_logql(f'{{app=~{quote("|".join(regex_escape(n) for n in names))}}}')
+    matcher = query.matchers[0]  # type: ignore[union-attr]
+    for name in names:
+        assert matcher.accepts({"app": name})
+    assert not matcher.accepts({"app": names[0] + names[1] + "!"})
+
+
+@pytest.mark.parametrize("query, expected", [
+    ('sum(count_over_time({app=~".*"} [2m]))', NO_MATCHER_TEXT),
+    ('sum(count_over_time({app!="x"} [2m]))', NO_MATCHER_TEXT),
+    ('sum(count_over_time({app=""} [2m]))', NO_MATCHER_TEXT),
+    ('sum(count_over_time({app="x"} |~ "(" [2m]))', "parse error"),
+    ('sum(count_over_time({app="x"} |~ "(?=x)" [2m]))', "unsupported Perl syntax"),
+    ('sum(count_over_time({app="x"} [0s]))', "parse error"),
+    ('sum(count_over_time({app="x"} [2 minutes]))', "not a valid duration"),
+    ('sum(count_over_time({app="x"} | json [2m]))', "unsupported pipeline stage"),
+    ('avg(count_over_time({app="x"} [2m]))', "unsupported function"),
+    ('sum(count_over_time({app="x\\q"} [2m]))', "invalid escape"),
+    ('sum(count_over_time({} [2m]))', "parse error"),
+    ('sum(count_over_time({app="x"} [2m])) extra', "unexpected text"),
+])
+def test_queries_loki_refuses_are_400_with_text(query: str, expected: str) -> None:
+    status, body = world().loki_query(query, T0)
+    assert status == 400
+    assert isinstance(body, str) and expected in body
+
+
+def test_the_refusal_texts_are_loki_s_own() -> None:
+    w = world()
+    assert w.loki_query('sum(count_over_time({app=~".*"} [2m]))', T0) == (
+        400, fixture("loki/query_no_matcher.json")["response"]["text"])
+    log_query = error_lines_query(namespace=NS, workloads=[DEP], pattern="x", keys=KEYS)
+    assert w.loki_query(log_query, T0) == (
+        400, fixture("loki/query_log_on_instant.json")["response"]["text"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=120))
+def test_the_logql_parser_never_crashes(text: str) -> None:
+    status, body = WORLD_FOR_FUZZING.loki_query(text, T0)
+    assert (status, type(body)) in ((200, dict), (400, str))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([
+    "sum", "by", "without", "(", ")", "count_over_time", "rate", "{", "}", "app", "pod", "=", "=~",
+    "!=", "!~", "|=", "|~", '"x"', '".+"', '"("', "`y`", ",", "[2m]", "[", "]", "120s", " ",
+    '"\\"', '"\\u00e9"', '"\\x41"', '"\\101"',
+]), max_size=25))
+def test_the_logql_parser_never_crashes_on_near_misses(tokens: list[str]) -> None:
+    status, body = WORLD_FOR_FUZZING.loki_query("".join(tokens), T0)
+    assert (status, type(body)) in ((200, dict), (400, str))
+
+
+WORLD_FOR_FUZZING = world()
+
+
+def test_vector_bodies_have_the_recorded_shape() -> None:
+    w = world()
+    recorded = fixture("loki/query_vector_by_pod.json")["response"]["json"]
+    status, ours = w.loki_query(metric_query(), w.at(300))
+    ignored = {p for p in key_paths(recorded) if p.startswith("data.stats")}
+    assert key_paths(recorded) - ignored == key_paths(ours)
+    value = ours["data"]["result"][0]["value"]
+    assert isinstance(value[0], int | float) and value[1] == "60"
+    assert value[0] == to_unix_nanos(w.at(300)) / 1e9
+
+
+def test_log_lines_come_back_as_streams_newest_first() -> None:
+    w = world()
+    recorded = fixture("loki/query_range_streams.json")["response"]["json"]
+    query = error_lines_query(namespace=NS, workloads=[DEP], pattern=DEFAULT_ERROR_PATTERN,
+                              keys=KEYS)
+    status, ours = w.loki_query_range(query, w.at(60), w.at(300), limit=5, direction="backward")
+    assert status == 200
+    assert {p for p in key_paths(recorded) if not p.startswith("data.stats")} <= key_paths(ours)
+    values = [v for stream in ours["data"]["result"] for v in stream["values"]]
+    assert len(values) == 5
+    assert all(isinstance(t, str) and t.isdigit() for t, _ in values)
+    for stream in ours["data"]["result"]:
+        times = [int(t) for t, _ in stream["values"]]
+        assert times == sorted(times, reverse=True)
+    assert min(int(t) for t, _ in values) > to_unix_nanos(w.at(292))
+    status, forward = w.loki_query_range(query, w.at(60), w.at(300), limit=3, direction="forward")
+    first = sorted(int(t) for s in forward["data"]["result"] for t, _ in s["values"])
+    assert len(first) == 3 and first[0] >= to_unix_nanos(w.at(75))
+    assert first[-1] < to_unix_nanos(w.at(78))
+    status, everything = w.loki_query_range(query, w.at(60), w.at(300), limit=5000)
+    assert sum(len(s["values"]) for s in everything["data"]["result"]) == pytest.approx(225, abs=1)
+    assert w.loki_query_range(query, w.at(0), w.at(1), limit=5001)[0] == 400
+
+
+def test_metric_range_queries_return_a_matrix() -> None:
+    w = world()
+    status, body = w.loki_query_range(metric_query(window=60), w.at(200), w.at(320),
+                                      step_ns=60 * 10**9)
+    assert status == 200 and body["data"]["resultType"] == "matrix"
+    series = body["data"]["result"]
+    assert len(series) == 2
+    assert [v[1] for v in series[0]["values"]] == ["30", "30", "30"]
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("1795456800", 1795456800),
+    ("1795456800.5", 1795456800.5),
+    ("1795456800000000000", 1795456800),
+    ("2026-11-23T18:00:00Z", 1795456800),
+])
+def test_loki_time_parameters(text: str, seconds: float) -> None:
+    assert parse_loki_time(text) == int(seconds * 1e9)
+    with pytest.raises(LogQLError):
+        parse_loki_time("yesterday")
+
+
+def test_worlds_are_deterministic() -> None:
+    first, second = world(), world()
+    query = error_lines_query(namespace=NS, workloads=[DEP], pattern="error", keys=KEYS)
+    assert first.loki_query_range(query, first.at(0), first.at(600), limit=5000) == \
+        second.loki_query_range(query, second.at(0), second.at(600), limit=5000)
+    assert first.pods_list(NS, first.at(100)) == second.pods_list(NS, second.at(100))
+
+
+def test_label_keys_follow_the_scenario_settings() -> None:
+    keys = LabelKeys(namespace="k8s_namespace_name", workload="service", pod="k8s_pod_name")
+    w = world(settings={"loki_app_label_key": "service", "loki_pod_label_key": "k8s_pod_name",
+                        "loki_namespace_label_key": "k8s_namespace_name"})
+    counts = vector(w.loki_query(metric_query(keys=keys), w.at(300)))
+    assert len(counts) == 2
+    assert all(dict(k).keys() == {"service", "k8s_pod_name"} for k in counts)
+
+
+# --- the fakes over HTTP --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def kube() -> Any:
+    clock = SimClock(T0 + timedelta(seconds=100))
+    fake = KubeApiFake(world(), clock)
+    with LocalServer(fake) as server:
+        configuration = k8s.Configuration()
+        configuration.host = server.url
+        with k8s.ApiClient(configuration) as api:
+            yield fake, server, api, clock
+
+
+def test_the_kubernetes_client_reads_the_lists(kube: Any) -> None:
+    fake, server, api, clock = kube
+    apps = k8s.AppsV1Api(api)
+    deployments = apps.list_namespaced_deployment(NS)
+    assert deployments.items[0].metadata.annotations["deployment.kubernetes.io/revision"] == "2"
+    replicasets = apps.list_namespaced_replica_set(NS).items
+    assert sorted(rs.metadata.annotations["deployment.kubernetes.io/revision"]
+                  for rs in replicasets) == ["1", "2"]
+    assert all(rs.metadata.owner_references[0].controller for rs in replicasets)
+    assert replicasets[0].metadata.creation_timestamp.tzinfo is not None
+    pods = k8s.CoreV1Api(api).list_namespaced_pod(NS).items
+    assert len(pods) == 2 and pods[0].status.container_statuses[0].ready
+    new_hash = replicaset_name(DEP, 2)[-10:]
+    selected = apps.list_namespaced_replica_set(
+        NS, label_selector=f"app={DEP},pod-template-hash in ({new_hash}, nothing)").items
+    assert [rs.metadata.name for rs in selected] == [replicaset_name(DEP, 2)]
+    assert apps.read_namespaced_deployment(DEP, NS).metadata.name == DEP
+    clock.now = T0 - timedelta(days=2)
+    assert apps.list_namespaced_deployment(NS).items == []
+    assert fake.requests_by_path[f"/apis/apps/v1/namespaces/{NS}/deployments"] == 2
+
+
+def test_missing_things_are_404_status_bodies(kube: Any) -> None:
+    _, server, api, _ = kube
+    with pytest.raises(ApiException) as caught:
+        k8s.AppsV1Api(api).read_namespaced_deployment("nope", NS)
+    recorded = fixture("kubernetes/deployment_not_found.json")["response"]["json"]
+    assert json.loads(caught.value.body) == recorded
+    response = httpx.get(f"{server.url}/apis/batch/v1/namespaces/{NS}/jobs")
+    assert response.status_code == 404 and response.json()["reason"] == "NotFound"
+    response = httpx.get(f"{server.url}/api/v1/namespaces/{NS}/pods",
+                         params={"labelSelector": "app in (a"})
+    assert response.status_code == 400 and response.json()["reason"] == "BadRequest"
+
+
+def event(name: str = "payments-api.18eabe3e9b19fe26", **changes: Any) -> dict[str, Any]:
+    body = dict(fixture("kubernetes/event_create.json")["request"]["body"])
+    body["metadata"] = {"name": name, "namespace": NS}
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def test_events_are_created_listed_and_validated(kube: Any) -> None:
+    fake, server, api, _ = kube
+    events = k8s.EventsV1Api(api)
+    created = events.create_namespaced_event(NS, k8s.EventsV1Event(
+        metadata=k8s.V1ObjectMeta(name="payments-api.1"), event_time=T0,
+        reporting_controller="example.com/incident-detector", reporting_instance="detector-0",
+        action="Detect", reason="RolloutRegression", type="Warning", note="revision 2 is bad",
+        regarding=k8s.V1ObjectReference(kind="Deployment", name=DEP, namespace=NS)))
+    assert created.metadata.uid and created.metadata.resource_version
+    recorded = fixture("kubernetes/event_create.json")["response"]["json"]
+    response = httpx.post(f"{server.url}/apis/events.k8s.io/v1/namespaces/{NS}/events",
+                          json=event(reason="Other"))
+    assert response.status_code == 201
+    assert key_paths(response.json()) == {
+        p for p in key_paths(recorded) if "managedFields" not in p}
+    listed = events.list_namespaced_event(NS, field_selector="reason=RolloutRegression")
+    assert [e.metadata.name for e in listed.items] == ["payments-api.1"]
+    assert len(events.list_namespaced_event(NS).items) == 2
+    assert events.list_namespaced_event("elsewhere").items == []
+
+    duplicate = httpx.post(f"{server.url}/apis/events.k8s.io/v1/namespaces/{NS}/events",
+                           json=event(name="payments-api.1"))
+    assert duplicate.status_code == 409 and duplicate.json()["reason"] == "AlreadyExists"
+    invalid = httpx.post(f"{server.url}/apis/events.k8s.io/v1/namespaces/{NS}/events",
+                         json=event(reportingController=None))
+    expected = fixture("kubernetes/event_create_invalid.json")["response"]
+    assert invalid.status_code == expected["status"] == 422
+    body = invalid.json()
+    assert body.keys() == expected["json"].keys() and body["reason"] == "Invalid"
+    assert {c["field"] for c in body["details"]["causes"]} == {"reportingController"}
+    for missing in ("action", "reportingInstance", "eventTime"):
+        refused = httpx.post(f"{server.url}/apis/events.k8s.io/v1/namespaces/{NS}/events",
+                             json=event(name=f"e-{missing.lower()}", **{missing: None}))
+        assert refused.status_code == 422 and missing in refused.json()["message"]
+    wrong_namespace = httpx.post(f"{server.url}/apis/events.k8s.io/v1/namespaces/{NS}/events",
+                                 json={**event(name="x"),
+                                       "metadata": {"name": "x", "namespace": "b"}})
+    assert wrong_namespace.status_code == 400
+    unsupported = httpx.get(f"{server.url}/apis/events.k8s.io/v1/namespaces/{NS}/events",
+                            params={"fieldSelector": "note=x"})
+    assert unsupported.status_code == 400 and "field label not supported" in unsupported.text
+    assert len(fake.events[NS]) == 2
+
+
+def lease(holder: str) -> k8s.V1Lease:
+    return k8s.V1Lease(metadata=k8s.V1ObjectMeta(name="incident-detector"), spec=k8s.V1LeaseSpec(
+        holder_identity=holder, lease_duration_seconds=15, acquire_time=T0, renew_time=T0))
+
+
+def test_leases_support_create_conflict_and_compare_and_swap(kube: Any) -> None:
+    _, server, api, _ = kube
+    leases = k8s.CoordinationV1Api(api)
+    with pytest.raises(ApiException) as absent:
+        leases.read_namespaced_lease("incident-detector", NS)
+    assert absent.value.status == 404
+    assert json.loads(absent.value.body)["details"]["group"] == "coordination.k8s.io"
+    created = leases.create_namespaced_lease(NS, lease("detector-0"))
+    with pytest.raises(ApiException) as taken:
+        leases.create_namespaced_lease(NS, lease("detector-1"))
+    recorded = fixture("kubernetes/lease_conflict.json")["response"]["json"]
+    assert json.loads(taken.value.body) == recorded
+    current = leases.read_namespaced_lease("incident-detector", NS)
+    assert current.spec.holder_identity == "detector-0"
+    renewed = lease("detector-0")
+    renewed.metadata.resource_version = current.metadata.resource_version
+    renewed.spec.renew_time = T0 + timedelta(seconds=10)
+    updated = leases.replace_namespaced_lease("incident-detector", NS, renewed)
+    assert int(updated.metadata.resource_version) > int(created.metadata.resource_version)
+    assert updated.metadata.uid == created.metadata.uid
+    stale = lease("detector-1")
+    stale.metadata.resource_version = current.metadata.resource_version
+    with pytest.raises(ApiException) as conflict:
+        leases.replace_namespaced_lease("incident-detector", NS, stale)
+    assert conflict.value.status == 409 and json.loads(conflict.value.body)["reason"] == "Conflict"
+    holder = leases.read_namespaced_lease("incident-detector", NS).spec.holder_identity
+    assert holder == "detector-0"
+    unversioned = httpx.put(f"{server.url}/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/"
+                            "incident-detector",
+                            json={"metadata": {"name": "incident-detector"}, "spec": {}})
+    assert unversioned.status_code == 422
+
+
+@pytest.fixture
+def loki() -> Any:
+    clock = SimClock(T0 + timedelta(seconds=300))
+    fake = LokiFake(world(), clock)
+    with LocalServer(fake) as server:
+        yield fake, server, clock
+
+
+def test_the_loki_fake_answers_over_http(loki: Any) -> None:
+    fake, server, clock = loki
+    url = server.url
+    assert httpx.get(f"{url}/ready").text == "ready\n"
+    now = httpx.get(f"{url}/loki/api/v1/query", params={"query": metric_query()})
+    assert now.headers["content-type"].startswith("application/json")
+    assert sum(float(r["value"][1]) for r in now.json()["data"]["result"]) == 120
+    earlier = httpx.get(f"{url}/loki/api/v1/query",
+                        params={"query": metric_query(), "time": str(to_unix_nanos(T0))})
+    assert earlier.json()["data"]["result"] == []
+    as_seconds = httpx.get(f"{url}/loki/api/v1/query",
+                           params={"query": metric_query(), "time": f"{T0.timestamp() + 300:.3f}"})
+    assert as_seconds.json()["data"]["result"] == now.json()["data"]["result"]
+    posted = httpx.post(f"{url}/loki/api/v1/query", data={"query": metric_query()})
+    assert posted.json() == now.json()
+    refused = httpx.get(f"{url}/loki/api/v1/query", params={"query": '{app=~".*"}'})
+    assert refused.status_code == 400 and refused.headers["content-type"].startswith("text/plain")
+    assert httpx.get(f"{url}/loki/api/v1/query", params={"query": metric_query(),
+                                                          "time": "soon"}).status_code == 400
+    lines = httpx.get(f"{url}/loki/api/v1/query_range", params={
+        "query": error_lines_query(namespace=NS, workloads=[DEP], pattern="error", keys=KEYS),
+        "start": str(to_unix_nanos(T0)), "end": str(to_unix_nanos(clock.now)),
+        "limit": "7", "direction": "backward"})
+    assert sum(len(s["values"]) for s in lines.json()["data"]["result"]) == 7
+    assert httpx.get(f"{url}/loki/api/v1/query_range", params={
+        "query": '{app="x"}', "direction": "sideways"}).status_code == 400
+    assert httpx.get(f"{url}/loki/api/v1/labels").status_code == 404
+    assert fake.requests_by_path["/loki/api/v1/query"] == 6
+
+
+def test_faults_answer_first_and_requests_are_counted(loki: Any) -> None:
+    fake, server, _ = loki
+    fake.faults = FailFirst(2, Response(429, "Too Many Requests", "text/plain",
+                                        headers={"Retry-After": "3"}),
+                            path_prefix="/loki/api/v1/query")
+    answers = [httpx.get(f"{server.url}/loki/api/v1/query", params={"query": metric_query()})
+               for _ in range(3)]
+    assert [a.status_code for a in answers] == [429, 429, 200]
+    assert answers[0].headers["retry-after"] == "3"
+    assert httpx.get(f"{server.url}/ready").status_code == 200
+    fake.faults = lambda request: Response(200, b'{"status":"succ')
+    truncated = httpx.get(f"{server.url}/loki/api/v1/query", params={"query": "x"})
+    assert truncated.text == '{"status":"succ'
+    assert fake.requests_by_path == {"/loki/api/v1/query": 4, "/ready": 1}
+
+
+def test_the_slack_sink_keeps_every_message() -> None:
+    sink = SlackSink()
+    with LocalServer(sink) as server:
+        hook = f"{server.url}/services/T000/B000/XXXX"
+        ok = httpx.post(hook, json={"text": "revision 2 is bad", "blocks": []})
+        assert (ok.status_code, ok.text, ok.headers["content-type"]) == (
+            200, "ok", "text/plain; charset=utf-8")
+        assert httpx.post(hook, content=b"not json").text == "invalid_payload"
+        assert httpx.post(hook, json={"blocks": []}).text == "no_text"
+        sink.faults = FailFirst(1, Response(503, "service unavailable", "text/plain"))
+        assert httpx.post(hook, json={"text": "again"}).status_code == 503
+        assert httpx.post(hook, json={"text": "again"}).status_code == 200
+    assert sink.messages == [{"text": "revision 2 is bad", "blocks": []}, {"text": "again"}]
+    assert sink.requests_by_path["/services/T000/B000/XXXX"] == 5
