@@ -196,65 +196,84 @@ class KubeClient:
         return parsed
 
     def _fetch(self, call: ListCall, method: Callable[..., Any], namespace: str) -> bytes:
-        what = f"listing {call.resource} in namespace {namespace!r}"
-        response = None
-        try:
-            response = method(namespace, _preload_content=False, _request_timeout=self._timeout)
-            return response.data
-        except ApiException as exc:
-            raise self._api_error(exc, what) from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self._transport_error(exc, what) from None
-        finally:
-            if response is not None:
-                response.release_conn()
+        return call_api(self._api, method, namespace,
+                        what=f"listing {call.resource} in namespace {namespace!r}",
+                        timeout=self._timeout)
 
-    def _api_error(self, exc: ApiException, what: str) -> SourceError:
-        status = exc.status or 0
-        if status == 0:
-            # The client turns urllib3's SSLError into an ApiException without a status.
-            host = self._api.configuration.host
-            return SourceError(SOURCE, "connection",
-                               self._redact(f"{what}: TLS with {host} failed ({exc.reason})"),
-                               retryable=True)
-        status_body = _status_body(exc.body)
-        reason = _str(status_body.get("reason")) or f"http_{status}"
-        message = _str(status_body.get("message")) or f"HTTP {status} from the API server"
-        retry_after = parse_retry_after(_header(exc.headers, "Retry-After"))
-        if retry_after is None:
-            # The API server also puts its hint in the Status body (same cap as the header).
-            seconds = _count(_dict(status_body.get("details")).get("retryAfterSeconds"))
-            retry_after = parse_retry_after(str(seconds)) if seconds else None
-        return SourceError(SOURCE, reason, self._redact(f"{what}: {message}"),
-                           retryable=retryable_status(status), retry_after=retry_after,
-                           status=status)
 
-    def _transport_error(self, exc: BaseException, what: str) -> SourceError:
-        cause = exc
-        if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
-            cause = exc.reason
-        host = self._api.configuration.host
-        # NewConnectionError is a subclass of ConnectTimeoutError: a refused connection is not a
-        # timeout, so it is told apart first.
-        if isinstance(cause, urllib3.exceptions.NewConnectionError):
-            return SourceError(SOURCE, "connection",
-                               self._redact(f"{what}: cannot connect to the API server at {host}"),
-                               retryable=True)
-        if isinstance(cause, (urllib3.exceptions.TimeoutError, TimeoutError)):
-            return SourceError(SOURCE, "timeout",
-                               self._redact(f"{what}: no answer from {host} within "
-                                            f"{self._timeout:g} s"),
-                               retryable=True)
+# --------------------------------------------------------------------------------------------
+# One blocking call and the mapping of its failures, shared by every module that calls the API.
+
+
+def call_api(api: kubernetes.client.ApiClient, method: Callable[..., Any], *args: Any,
+             what: str, timeout: float, **kwargs: Any) -> bytes:
+    """The raw body of one call of the client's ``method`` (a bound method of an API class built
+    on ``api``); every failure comes out as a ``SourceError`` with ``api``'s credentials redacted.
+
+    Blocking: callers run it in a worker thread. ``what`` says what the call was for, in the
+    error messages (``"listing pods in namespace 'demo'"``).
+    """
+    response = None
+    try:
+        response = method(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
+        return response.data
+    except ApiException as exc:
+        raise _api_error(api, exc, what) from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise _transport_error(api, exc, what, timeout=timeout) from None
+    finally:
+        if response is not None:
+            response.release_conn()
+
+
+def _api_error(api: kubernetes.client.ApiClient, exc: ApiException, what: str) -> SourceError:
+    status = exc.status or 0
+    if status == 0:
+        # The client turns urllib3's SSLError into an ApiException without a status.
+        host = api.configuration.host
         return SourceError(SOURCE, "connection",
-                           self._redact(f"{what}: connection to {host} failed "
-                                        f"({type(cause).__name__})"),
+                           _redact(api, f"{what}: TLS with {host} failed ({exc.reason})"),
                            retryable=True)
+    status_body = _status_body(exc.body)
+    reason = _str(status_body.get("reason")) or f"http_{status}"
+    message = _str(status_body.get("message")) or f"HTTP {status} from the API server"
+    retry_after = parse_retry_after(_header(exc.headers, "Retry-After"))
+    if retry_after is None:
+        # The API server also puts its hint in the Status body (same cap as the header).
+        seconds = _count(_dict(status_body.get("details")).get("retryAfterSeconds"))
+        retry_after = parse_retry_after(str(seconds)) if seconds else None
+    return SourceError(SOURCE, reason, _redact(api, f"{what}: {message}"),
+                       retryable=retryable_status(status), retry_after=retry_after,
+                       status=status)
 
-    def _redact(self, text: str) -> str:
-        """Removes the credentials this client holds from text that came from elsewhere."""
-        for secret in _credentials(self._api.configuration):
-            text = text.replace(secret, "[redacted]")
-        return text
+
+def _transport_error(api: kubernetes.client.ApiClient, exc: BaseException, what: str, *,
+                     timeout: float) -> SourceError:
+    cause = exc
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        cause = exc.reason
+    host = api.configuration.host
+    # NewConnectionError is a subclass of ConnectTimeoutError: a refused connection is not a
+    # timeout, so it is told apart first.
+    if isinstance(cause, urllib3.exceptions.NewConnectionError):
+        return SourceError(SOURCE, "connection",
+                           _redact(api, f"{what}: cannot connect to the API server at {host}"),
+                           retryable=True)
+    if isinstance(cause, (urllib3.exceptions.TimeoutError, TimeoutError)):
+        return SourceError(SOURCE, "timeout",
+                           _redact(api, f"{what}: no answer from {host} within {timeout:g} s"),
+                           retryable=True)
+    return SourceError(SOURCE, "connection",
+                       _redact(api, f"{what}: connection to {host} failed "
+                                    f"({type(cause).__name__})"),
+                       retryable=True)
+
+
+def _redact(api: kubernetes.client.ApiClient, text: str) -> str:
+    """Removes the credentials ``api`` holds from text that came from elsewhere."""
+    for secret in _credentials(api.configuration):
+        text = text.replace(secret, "[redacted]")
+    return text
 
 
 def _credentials(configuration: kubernetes.client.Configuration) -> list[str]:

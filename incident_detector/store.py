@@ -50,7 +50,9 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered_at, gave_up_at, n
 
 
 def _ts(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat()
+    # Fixed-width ISO 8601 in UTC: SQLite compares these as text (due rows), so every value has
+    # microseconds; the Z reads like the incident record.
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _dt(value: str | None) -> datetime | None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -134,3 +136,272 @@ class FakeApiServer:
 
     def __exit__(self, *exc: object) -> None:
         self._server.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Leases and events.k8s.io Events, stored and validated the way kube-apiserver does it.
+
+LEASES_PATH = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases"
+EVENTS_PATH = f"/apis/events.k8s.io/v1/namespaces/{NAMESPACE}/events"
+
+# metav1.MicroTime is parsed with the Go layout "2006-01-02T15:04:05.000000Z07:00": exactly six
+# fractional digits, then Z or an offset.
+MICRO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)")
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+QUALIFIED_NAME_PART = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+EVENT_NOTE_MAX_BYTES = 1024
+EVENT_FIELD_SELECTORS = ("reason", "type", "reportingController", "metadata.name",
+                         "metadata.namespace", "regarding.kind", "regarding.name")
+
+
+def status_body(code: int, reason: str, message: str, **details: Any) -> dict[str, Any]:
+    """kube-apiserver's ``Status`` for a failed request."""
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "details": details, "code": code}
+
+
+def status_response(code: int, reason: str, message: str, **details: Any) -> Response:
+    return Response(status=code, body=status_body(code, reason, message, **details))
+
+
+class StatefulApiServer(FakeApiServer):
+    """``FakeApiServer`` that also keeps Leases (compare-and-swap on ``resourceVersion``) and
+    events.k8s.io Events of ``NAMESPACE``, validating them like kube-apiserver.
+
+    A route set with ``serve``/``serve_recording``/``edit`` still wins over the stored objects:
+    that is how a test makes one call fail (``serve(LEASES_PATH + "/x", Response(503))``) and
+    ``unserve`` puts the stored objects back.
+    """
+
+    def __init__(self) -> None:
+        self.leases: dict[str, dict[str, Any]] = {}
+        self.events: dict[str, dict[str, Any]] = {}
+        self._resource_version = 1000
+        self._lock = threading.Lock()
+        # Seconds every Lease read waits before answering: lets two clients read the same
+        # resourceVersion before either writes (a race, made deterministic).
+        self.lease_read_delay = 0.0
+        super().__init__()
+
+    def reset(self) -> None:
+        super().reset()
+        with self._lock:
+            self.leases.clear()
+            self.events.clear()
+            self.lease_read_delay = 0.0
+
+    def unserve(self, path: str, *, method: str = "GET") -> None:
+        self.routes.pop((method, path), None)
+
+    def _handle(self, request: Request) -> Response:
+        if (request.method, request.path) not in self.routes:
+            with self._lock:
+                if request.path == LEASES_PATH or request.path.startswith(LEASES_PATH + "/"):
+                    return self._lease(request)
+                if request.path == EVENTS_PATH:
+                    return self._event(request)
+        return super()._handle(request)
+
+    def _next_resource_version(self) -> str:
+        self._resource_version += 1
+        return str(self._resource_version)
+
+    # -- Leases ---------------------------------------------------------------------------------
+
+    def _lease(self, request: Request) -> Response:
+        name = request.path[len(LEASES_PATH) + 1:] if request.path != LEASES_PATH else None
+        details = {"name": name, "group": "coordination.k8s.io", "kind": "leases"}
+        if request.method == "GET" and name:
+            if name not in self.leases:
+                response = status_response(404, "NotFound",
+                                           f'leases.coordination.k8s.io "{name}" not found',
+                                           **details)
+            else:
+                response = Response(200, copy.deepcopy(self.leases[name]))
+            response.delay = self.lease_read_delay
+            return response
+        if request.method not in ("POST", "PUT") or (request.method == "POST") != (name is None):
+            return status_response(405, "MethodNotAllowed",
+                                   "the server does not allow this method on the requested "
+                                   "resource")
+        body = request.json()
+        problem = self._lease_problem(body)
+        if problem is not None:
+            return problem
+        body_name = body["metadata"].get("name")
+        if request.method == "POST":
+            if body_name in self.leases:
+                return recorded_response("lease_conflict.json")
+            return Response(201, self._store_lease(body))
+        if body_name != name:
+            return status_response(400, "BadRequest",
+                                   "the name of the object does not match the name on the URL")
+        if name not in self.leases:
+            return status_response(404, "NotFound",
+                                   f'leases.coordination.k8s.io "{name}" not found', **details)
+        sent_version = body["metadata"].get("resourceVersion")
+        if not sent_version:
+            return status_response(422, "Invalid",
+                                   f'Lease.coordination.k8s.io "{name}" is invalid: '
+                                   "metadata.resourceVersion: Invalid value: 0x0: must be "
+                                   "specified for an update", **details)
+        if sent_version != self.leases[name]["metadata"]["resourceVersion"]:
+            return status_response(409, "Conflict",
+                                   f'Operation cannot be fulfilled on leases.coordination.k8s.io '
+                                   f'"{name}": the object has been modified; please apply your '
+                                   "changes to the latest version and try again", **details)
+        return Response(200, self._store_lease(body, previous=self.leases[name]))
+
+    @staticmethod
+    def _lease_problem(body: Any) -> Response | None:
+        if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict) \
+                or not isinstance(body.get("spec", {}), dict):
+            return status_response(400, "BadRequest", "the body is not a Lease")
+        spec = body.get("spec", {})
+        for field in ("acquireTime", "renewTime"):
+            value = spec.get(field)
+            if value is not None and not (isinstance(value, str) and MICRO_TIME.fullmatch(value)):
+                return status_response(
+                    400, "BadRequest",
+                    f'Lease in version "v1" cannot be handled as a Lease: parsing time {value!r} '
+                    'as "2006-01-02T15:04:05.000000Z07:00": cannot parse')
+        duration = spec.get("leaseDurationSeconds")
+        if duration is not None and (not isinstance(duration, int) or duration <= 0):
+            return status_response(422, "Invalid", "spec.leaseDurationSeconds: Invalid value: "
+                                                   "must be greater than 0")
+        return None
+
+    def _store_lease(self, body: dict[str, Any], *,
+                     previous: dict[str, Any] | None = None) -> dict[str, Any]:
+        stored = recorded_response("lease_create.json").body
+        metadata = stored["metadata"]
+        metadata["name"] = body["metadata"]["name"]
+        metadata["namespace"] = NAMESPACE
+        metadata["resourceVersion"] = self._next_resource_version()
+        if previous is not None:
+            metadata["uid"] = previous["metadata"]["uid"]
+            metadata["creationTimestamp"] = previous["metadata"]["creationTimestamp"]
+        # Empty fields are omitted from what the server returns, as Go's omitempty does.
+        stored["spec"] = {k: v for k, v in body.get("spec", {}).items() if v not in (None, "")}
+        self.leases[metadata["name"]] = stored
+        return copy.deepcopy(stored)
+
+    def lease_spec(self, name: str) -> dict[str, Any]:
+        """The stored spec of a Lease (what another replica would read)."""
+        with self._lock:
+            return copy.deepcopy(self.leases[name]["spec"])
+
+    def put_lease(self, name: str, spec: dict[str, Any]) -> None:
+        """Store a Lease as if another client had written it."""
+        with self._lock:
+            self._store_lease({"metadata": {"name": name}, "spec": spec},
+                              previous=self.leases.get(name))
+
+    # -- Events ---------------------------------------------------------------------------------
+
+    def _event(self, request: Request) -> Response:
+        if request.method == "GET":
+            return self._list_events(request)
+        if request.method != "POST":
+            return status_response(405, "MethodNotAllowed",
+                                   "the server does not allow this method on the requested "
+                                   "resource")
+        body = request.json()
+        if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict):
+            return status_response(400, "BadRequest", "the body is not an Event")
+        event_time = body.get("eventTime")
+        if event_time is not None and not (isinstance(event_time, str)
+                                           and MICRO_TIME.fullmatch(event_time)):
+            return status_response(
+                400, "BadRequest",
+                f'Event in version "v1" cannot be handled as a Event: parsing time '
+                f'{event_time!r} as "2006-01-02T15:04:05.000000Z07:00": cannot parse')
+        name = body["metadata"].get("name")
+        namespace = body["metadata"].get("namespace", NAMESPACE)
+        if namespace != NAMESPACE:
+            return status_response(400, "BadRequest", "the namespace of the provided object "
+                                   "does not match the namespace sent on the request")
+        causes = event_validation_causes(body)
+        if causes:
+            return status_response(
+                422, "Invalid",
+                f'Event "{name}" is invalid: [{", ".join(c["field"] + ": " + c["message"] for c in causes)}]',
+                name=name, kind="Event", causes=causes)
+        if name in self.events:
+            return status_response(409, "AlreadyExists",
+                                   f'events.events.k8s.io "{name}" already exists',
+                                   name=name, group="events.k8s.io", kind="events")
+        stored = recorded_response("event_create.json").body
+        for key in ("eventTime", "reportingController", "reportingInstance", "action", "reason",
+                    "type", "note", "regarding"):
+            if key in body:
+                stored[key] = body[key]
+            else:
+                stored.pop(key, None)
+        metadata = stored["metadata"]
+        metadata.update({"name": name, "namespace": NAMESPACE,
+                         "resourceVersion": self._next_resource_version()})
+        if body["metadata"].get("annotations"):
+            metadata["annotations"] = body["metadata"]["annotations"]
+        self.events[name] = stored
+        return Response(201, copy.deepcopy(stored))
+
+    def _list_events(self, request: Request) -> Response:
+        wanted: dict[str, str] = {}
+        for term in filter(None, (request.param("fieldSelector") or "").split(",")):
+            field, _, value = term.partition("=")
+            if field not in EVENT_FIELD_SELECTORS:
+                return status_response(400, "BadRequest",
+                                       f'"{field}" is not a known field selector')
+            wanted[field] = value
+        listed = recorded_response("events_list.json").body
+        listed["metadata"]["resourceVersion"] = str(self._resource_version)
+        listed["items"] = [
+            {k: v for k, v in copy.deepcopy(event).items() if k not in ("kind", "apiVersion")}
+            for event in self.events.values()
+            if all(_field(event, field) == value for field, value in wanted.items())
+        ]
+        return Response(200, listed)
+
+
+def _field(obj: dict[str, Any], path: str) -> Any:
+    for part in path.split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    return obj
+
+
+def event_validation_causes(event: dict[str, Any]) -> list[dict[str, str]]:
+    """What kube-apiserver's validation of a new events.k8s.io/v1 Event finds wrong with it."""
+    causes: list[dict[str, str]] = []
+
+    def invalid(field: str, message: str, reason: str = "FieldValueInvalid") -> None:
+        causes.append({"reason": reason, "message": message, "field": field})
+
+    name = event["metadata"].get("name")
+    if not isinstance(name, str) or len(name) > 253 or not DNS_SUBDOMAIN.fullmatch(name):
+        invalid("metadata.name", f"Invalid value: {name!r}: a lowercase RFC 1123 subdomain")
+    if event.get("eventTime") is None:
+        invalid("eventTime", "Required value", "FieldValueRequired")
+    controller = event.get("reportingController")
+    if not controller:
+        invalid("reportingController", "Required value", "FieldValueRequired")
+    else:
+        prefix, slash, part = str(controller).rpartition("/")
+        if (slash and (not prefix or len(prefix) > 253 or not DNS_SUBDOMAIN.fullmatch(prefix))) \
+                or len(part) > 63 or not QUALIFIED_NAME_PART.fullmatch(part):
+            invalid("reportingController", f"Invalid value: {controller!r}: not a qualified name")
+    for field in ("reportingInstance", "action", "reason"):
+        value = event.get(field)
+        if not value:
+            invalid(field, "Required value", "FieldValueRequired")
+        elif len(value) > 128:
+            invalid(field, "Too long: may not be more than 128 bytes", "FieldValueTooLong")
+    if event.get("type") not in ("Normal", "Warning"):
+        invalid("type", f"Unsupported value: {event.get('type')!r}", "FieldValueNotSupported")
+    note = event.get("note") or ""
+    if len(note.encode("utf-8")) > EVENT_NOTE_MAX_BYTES:
+        invalid("note", "Too long: may not be more than 1024 bytes", "FieldValueTooLong")
+    regarding = event.get("regarding") or {}
+    if regarding.get("namespace") not in (None, "", event["metadata"].get("namespace", NAMESPACE)):
+        invalid("regarding.namespace", "Invalid value: does not match event.namespace")
+    return causes
