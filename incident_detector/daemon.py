@@ -93,6 +93,8 @@ class TickReport:
     started_at: datetime
     finished_at: datetime | None = None
     duration_seconds: float | None = None
+    # CPU time of the whole process (all threads) during the tick.
+    cpu_seconds: float | None = None
     degraded: bool = False
     problems: list[str] = field(default_factory=list)
     assessments: tuple[Assessment, ...] = ()
@@ -100,7 +102,8 @@ class TickReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
-                "duration_seconds": self.duration_seconds, "degraded": self.degraded,
+                "duration_seconds": self.duration_seconds, "cpu_seconds": self.cpu_seconds,
+                "degraded": self.degraded,
                 "problems": self.problems,
                 "incidents": [{"namespace": k[0], "deployment": k[1], "revision": k[2]}
                               for k in self.incidents]}
@@ -174,6 +177,7 @@ class Detector:
     async def tick(self) -> TickReport:
         now = self.clock()
         started = time.monotonic()
+        cpu_started = time.process_time()
         report = TickReport(started_at=now)
         self._heartbeat = started
         results = await asyncio.gather(*(self._observe(ns, now, report)
@@ -193,6 +197,7 @@ class Detector:
             self.outbox_wakeup.set()
         report.finished_at = self.clock()
         report.duration_seconds = round(time.monotonic() - started, 4)
+        report.cpu_seconds = round(time.process_time() - cpu_started, 4)
         report.degraded = bool(report.problems)
         self.last_tick = report
         self.ticks += 1

@@ -323,10 +323,9 @@ class StatefulApiServer(FakeApiServer):
                                    "does not match the namespace sent on the request")
         causes = event_validation_causes(body)
         if causes:
-            return status_response(
-                422, "Invalid",
-                f'Event "{name}" is invalid: [{", ".join(c["field"] + ": " + c["message"] for c in causes)}]',
-                name=name, kind="Event", causes=causes)
+            listed = ", ".join(f"{cause['field']}: {cause['message']}" for cause in causes)
+            return status_response(422, "Invalid", f'Event "{name}" is invalid: [{listed}]',
+                                   name=name, kind="Event", causes=causes)
         if name in self.events:
             return status_response(409, "AlreadyExists",
                                    f'events.events.k8s.io "{name}" already exists',

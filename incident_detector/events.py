@@ -1,0 +1,272 @@
+"""Kubernetes Events for incidents: visible in ``kubectl describe deployment``, and read back.
+
+An ``events.k8s.io/v1`` Event is written on the Deployment for every incident. Besides telling
+whoever looks at the Deployment, the Events are the detector's memory across nodes: a fresh pod
+with an empty local store lists them and does not notify the same revision again.
+
+The Event's name is a function of the incident, so sending it twice (a retry after a timeout whose
+request did land) hits 409 AlreadyExists instead of writing a duplicate; that 409 counts as
+delivered. The API server removes Events after its ``--event-ttl`` (one hour by default), which
+bounds how far back the read-back reaches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import kubernetes.client
+import structlog
+
+from .errors import SourceError
+from .kube import SOURCE, call_api, parse_list, parse_timestamp
+from .leader import micro_time, with_dict_body
+from .render import EVENT_NOTE_MAX_BYTES
+
+log = structlog.get_logger(__name__)
+
+REASON = "RolloutRegression"
+ACTION = "Detect"
+EVENT_TYPE = "Warning"
+# A qualified name, validated by the API server: DNS-subdomain prefix, "/", then a name part.
+REPORTING_CONTROLLER = "incident-detector.dev/detector"
+REVISION_ANNOTATION = "incident-detector.dev/revision"
+REPLICASET_ANNOTATION = "incident-detector.dev/replicaset"
+
+EVENT_API_VERSION = "events.k8s.io/v1"
+EVENT_LIST_KIND = "EventList"
+# Limits the API server validates.
+NAME_MAX_CHARS = 253
+REPORTING_INSTANCE_MAX_CHARS = 128
+# How many hex digits of the incident's hash end the Event name.
+NAME_HASH_CHARS = 12
+ELLIPSIS = "…"
+
+# What the recorder does through the API, as (api group, resource, verb): POST and list.
+EVENT_PERMISSIONS: tuple[tuple[str, str, str], ...] = (
+    ("events.k8s.io", "events", "create"),
+    ("events.k8s.io", "events", "list"),
+)
+
+_DIGITS = re.compile(r"[0-9]{1,19}")
+# The note's headline: "Rollout of payments-api revision 2 (payments-api-6874dc9bf7) in ...".
+_NOTE_REVISION = re.compile(r"\brevision ([0-9]{1,19})\b(?: \(([a-z0-9][-a-z0-9.]*)\))?")
+_LABEL_INVALID = re.compile(r"[^a-z0-9-]+")
+
+
+class NotifiedRevision(NamedTuple):
+    """A revision some replica already notified, as read back from its Event."""
+
+    namespace: str
+    deployment: str
+    revision: int
+    replicaset: str  # "" when neither the annotations nor the note name it
+    notified_at: datetime
+
+
+# --------------------------------------------------------------------------------------------
+# The Event body (pure).
+
+
+def event_body(*, incident_record: Mapping[str, Any], note: str,
+               reporting_instance: str) -> dict[str, Any]:
+    """The ``events.k8s.io/v1`` Event for an incident record (``render.incident_record``).
+
+    Raises ValueError when the record lacks what an Event needs: that is a bug of the caller,
+    not something a retry would fix.
+    """
+    namespace = _required_str(incident_record, "namespace")
+    deployment = _required_str(incident_record, "deployment")
+    replicaset = _required_str(incident_record, "replicaset")
+    revision = incident_record.get("revision")
+    if not isinstance(revision, int) or isinstance(revision, bool):
+        raise ValueError(f"an incident record needs an integer revision, got {revision!r}")
+    detected_at = incident_record.get("detected_at")
+    event_time = (detected_at if isinstance(detected_at, datetime)
+                  else parse_timestamp(detected_at))
+    if event_time is None:
+        raise ValueError(f"an incident record needs a detected_at time, got {detected_at!r}")
+    if not reporting_instance:
+        raise ValueError("an Event needs a reporting instance (the pod name)")
+    return {
+        "apiVersion": EVENT_API_VERSION,
+        "kind": "Event",
+        "metadata": {
+            "name": event_name(namespace=namespace, deployment=deployment, revision=revision,
+                               replicaset=replicaset),
+            "namespace": namespace,
+            "annotations": {
+                REVISION_ANNOTATION: str(revision),
+                REPLICASET_ANNOTATION: replicaset,
+            },
+        },
+        "eventTime": micro_time(event_time),
+        "reportingController": REPORTING_CONTROLLER,
+        "reportingInstance": reporting_instance[:REPORTING_INSTANCE_MAX_CHARS],
+        "action": ACTION,
+        "reason": REASON,
+        "type": EVENT_TYPE,
+        "note": clip_utf8(note, EVENT_NOTE_MAX_BYTES),
+        "regarding": {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": deployment,
+            "namespace": namespace,
+        },
+    }
+
+
+def event_name(*, namespace: str, deployment: str, revision: int, replicaset: str) -> str:
+    """``payments-api.rev2.3f0c9d1e2a4b``: the same for the same incident, a valid DNS subdomain.
+
+    The hash covers the whole incident, so names stay distinct when a long Deployment name is
+    cut to fit 253 characters.
+    """
+    key = f"{namespace}/{deployment}/{revision}/{replicaset}".encode("utf-8", "replace")
+    suffix = f".rev{revision}.{hashlib.sha256(key).hexdigest()[:NAME_HASH_CHARS]}"
+    stem = _dns_subdomain(deployment)[: NAME_MAX_CHARS - len(suffix)].rstrip("-.")
+    return (stem or "deployment") + suffix
+
+
+def _dns_subdomain(text: str) -> str:
+    """Lower-case labels of ``[a-z0-9-]`` that start and end alphanumeric, joined by dots.
+
+    Deployment names already are DNS subdomains and come out unchanged.
+    """
+    labels = (_LABEL_INVALID.sub("-", label.lower()).strip("-") for label in text.split("."))
+    return ".".join(label for label in labels if label)
+
+
+def clip_utf8(text: str, max_bytes: int) -> str:
+    """At most ``max_bytes`` of UTF-8, cut on a character boundary, ending in an ellipsis when
+    something was cut. Characters that cannot be encoded (lone surrogates) become ``?``."""
+    encoded = text.encode("utf-8", errors="replace")
+    if len(encoded) <= max_bytes:
+        return encoded.decode("utf-8")
+    room = max_bytes - len(ELLIPSIS.encode("utf-8"))
+    return encoded[:room].decode("utf-8", errors="ignore") + ELLIPSIS
+
+
+def _required_str(record: Mapping[str, Any], key: str) -> str:
+    value = record.get(key)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"an incident record needs a non-empty {key!r}, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Reading Events back (pure).
+
+
+def parse_notified_revision(item: Any) -> NotifiedRevision | None:
+    """The incident an Event of ours stands for; None for anything else or anything odd."""
+    if not isinstance(item, dict):
+        return None
+    if item.get("reportingController") != REPORTING_CONTROLLER or item.get("reason") != REASON:
+        return None
+    metadata = _mapping(item.get("metadata"))
+    regarding = _mapping(item.get("regarding"))
+    if regarding.get("kind") != "Deployment":
+        return None
+    deployment = _text(regarding.get("name"))
+    namespace = _text(metadata.get("namespace")) or _text(regarding.get("namespace"))
+    if not deployment or not namespace:
+        return None
+    annotations = _mapping(metadata.get("annotations"))
+    note_match = _NOTE_REVISION.search(_text(item.get("note")) or "")
+    revision_text = _text(annotations.get(REVISION_ANNOTATION))
+    if revision_text is None or not _DIGITS.fullmatch(revision_text):
+        revision_text = note_match.group(1) if note_match else None
+    if revision_text is None:
+        return None
+    replicaset = (_text(annotations.get(REPLICASET_ANNOTATION))
+                  or (note_match.group(2) if note_match else None) or "")
+    # The server fills creationTimestamp on every object; eventTime is ours.
+    notified_at = (parse_timestamp(item.get("eventTime"))
+                   or parse_timestamp(metadata.get("creationTimestamp")))
+    if notified_at is None:
+        return None
+    return NotifiedRevision(namespace=namespace, deployment=deployment,
+                            revision=int(revision_text), replicaset=replicaset,
+                            notified_at=notified_at)
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+# --------------------------------------------------------------------------------------------
+# The recorder.
+
+
+class EventRecorder:
+    """Writes incident Events and lists the ones already written; failures are ``SourceError``."""
+
+    def __init__(self, *, api: kubernetes.client.ApiClient, timeout: float,
+                 reporting_instance: str) -> None:
+        self._api = api
+        self._events = kubernetes.client.EventsV1Api(api)
+        self._timeout = timeout
+        self._reporting_instance = reporting_instance
+
+    def body_for(self, *, incident_record: Mapping[str, Any], note: str) -> dict[str, Any]:
+        """``event_body`` with this replica as the reporting instance."""
+        return event_body(incident_record=incident_record, note=note,
+                          reporting_instance=self._reporting_instance)
+
+    async def send(self, payload: Mapping[str, Any]) -> None:
+        """Create the Event ``payload`` (an ``event_body``); an existing one counts as sent.
+
+        429, 5xx and transport failures raise a retryable ``SourceError``, other 4xx (a 422
+        from validation, a 403) a non-retryable one.
+        """
+        metadata = _mapping(payload.get("metadata"))
+        namespace, name = _text(metadata.get("namespace")), _text(metadata.get("name"))
+        if namespace is None or name is None:
+            raise SourceError(SOURCE, "invalid_payload",
+                              "an Event payload without metadata.namespace and metadata.name",
+                              retryable=False)
+        try:
+            await asyncio.to_thread(
+                call_api, self._api, with_dict_body(self._events.create_namespaced_event),
+                namespace, dict(payload), timeout=self._timeout,
+                what=f"creating event {name!r} in namespace {namespace!r}")
+        except SourceError as exc:
+            # The name is the incident's: a 409 means this very Event was written before.
+            if exc.status == 409:
+                log.debug("event.already_exists", namespace=namespace, name=name)
+                return
+            raise
+        log.debug("event.created", namespace=namespace, name=name)
+
+    async def notified_revisions(self, namespace: str) -> list[NotifiedRevision]:
+        """The revisions our Events in ``namespace`` say were notified, oldest Event first per
+        revision; Events of other controllers and malformed items are skipped."""
+        return await asyncio.to_thread(self._notified_revisions, namespace)
+
+    def _notified_revisions(self, namespace: str) -> list[NotifiedRevision]:
+        body = call_api(self._api, self._events.list_namespaced_event, namespace,
+                        field_selector=f"reason={REASON}", timeout=self._timeout,
+                        what=f"listing events in namespace {namespace!r}")
+        items = parse_list(body, kind=EVENT_LIST_KIND)
+        earliest: dict[tuple[str, str, int], NotifiedRevision] = {}
+        for item in items:
+            notified = parse_notified_revision(item)
+            if notified is None:
+                continue
+            key = (notified.namespace, notified.deployment, notified.revision)
+            if key not in earliest or notified.notified_at < earliest[key].notified_at:
+                earliest[key] = notified
+        # Other controllers' Events, malformed ones, and later Events of a revision already seen.
+        ignored = len(items) - len(earliest)
+        if ignored:
+            log.debug("event.items_ignored", namespace=namespace, ignored=ignored)
+        return list(earliest.values())
