@@ -64,6 +64,8 @@ class ReplicaSet:
     ready_replicas: int = 0
     revision_raw: str | None = None
     template: PodTemplate = field(default_factory=PodTemplate)
+    # The pod-template-hash label: its pods carry the same label (used to list only them).
+    pod_template_hash: str | None = None
 
 
 class GitOpsTool(str, Enum):

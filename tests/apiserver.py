@@ -9,6 +9,14 @@ edits what it needs (status, body, headers, delay) before calling the real ``kub
         apiserver.body(PODS_PATH)["items"].clear()                    # or change the JSON
 
 Paths that were not recorded get the API server's own 404 ``Status``.
+
+A GET with ``watch=true`` on a path is answered from ``serve_watch`` instead: newline-delimited
+JSON events, then the stream ends (the real server closes it after ``timeoutSeconds``). With no
+events configured, a watch gets an empty stream: nothing changed.
+
+    apiserver.serve_watch(REPLICASETS_PATH, watch_event("DELETED", item), bookmark("240"))
+    apiserver.watch_versions(REPLICASETS_PATH)      # the resourceVersion each watch started from
+    apiserver.exchanges[-1].response_bytes          # what the server sent for one request
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ import copy
 import json
 import re
 import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,6 +56,17 @@ NOT_FOUND_STATUS = {
 }
 
 
+# Label selector requirements kube-apiserver accepts: "key in (a,b)", "key notin (a)", "key=v",
+# "key==v", "key!=v", "key", "!key".
+_SELECTOR_KEY = r"[A-Za-z0-9][-A-Za-z0-9_./]*"
+_SET_REQUIREMENT = re.compile(rf"\s*({_SELECTOR_KEY})\s+(in|notin)\s+\(([^()]*)\)\s*")
+_EQUALITY_REQUIREMENT = re.compile(rf"\s*({_SELECTOR_KEY})\s*(==|=|!=)\s*([-A-Za-z0-9_.]*)\s*")
+_EXISTS_REQUIREMENT = re.compile(rf"\s*(!?)\s*({_SELECTOR_KEY})\s*")
+
+# The body of a watch during which nothing changed.
+EMPTY_WATCH = b""
+
+
 def load_recording(name: str) -> dict[str, Any]:
     """One recorded exchange: ``{"request": ..., "response": ..., "note": ...}``."""
     return json.loads((FIXTURES / name).read_text())
@@ -66,21 +87,89 @@ def recorded_response(name: str) -> Response:
     return Response(status=response["status"], body=body, content_type=response["content_type"])
 
 
+def is_watch(request: Request) -> bool:
+    """A GET with ``watch=true`` (or ``1``, which kube-apiserver also accepts)."""
+    return request.method == "GET" and (request.param("watch") or "").lower() in ("true", "1")
+
+
+def watch_event(event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """One event of a watch stream, as kube-apiserver writes it."""
+    return {"type": event_type, "object": obj}
+
+
+def bookmark(resource_version: str, *, kind: str = "ReplicaSet",
+             api_version: str = "apps/v1") -> dict[str, Any]:
+    """A BOOKMARK event: only the object's kind and its resourceVersion, no name."""
+    return watch_event("BOOKMARK", {"kind": kind, "apiVersion": api_version,
+                                    "metadata": {"resourceVersion": resource_version}})
+
+
+def expired_event(resource_version: str = "215", current: str = "9999") -> dict[str, Any]:
+    """The ERROR event kube-apiserver sends when a watch starts from a compacted version."""
+    return watch_event("ERROR", status_body(
+        410, "Expired", f"too old resource version: {resource_version} ({current})"))
+
+
+def watch_body(events: Iterable[dict[str, Any] | str | bytes]) -> bytes:
+    """Newline-delimited JSON; a ``str``/``bytes`` event is sent as is (a damaged line)."""
+    lines = []
+    for event in events:
+        if isinstance(event, bytes):
+            lines.append(event)
+        elif isinstance(event, str):
+            lines.append(event.encode())
+        else:
+            lines.append(json.dumps(event, separators=(",", ":")).encode())
+    return b"".join(line + b"\n" for line in lines)
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request and the size of the body answered to it."""
+
+    request: Request
+    response_bytes: int
+
+
+def _valid_requirement(requirement: str) -> bool:
+    return any(pattern.fullmatch(requirement) for pattern in
+               (_SET_REQUIREMENT, _EQUALITY_REQUIREMENT, _EXISTS_REQUIREMENT))
+
+
+def _label_matches(requirement: str, labels: dict[str, str]) -> bool:
+    if match := _SET_REQUIREMENT.fullmatch(requirement):
+        key, operator, values = match.groups()
+        found = labels.get(key) in {v.strip() for v in values.split(",") if v.strip()}
+        return found if operator == "in" else not found
+    if match := _EQUALITY_REQUIREMENT.fullmatch(requirement):
+        key, operator, value = match.groups()
+        return (labels.get(key) == value) != (operator == "!=")
+    match = _EXISTS_REQUIREMENT.fullmatch(requirement)
+    assert match is not None
+    negated, key = match.groups()
+    return (key in labels) != bool(negated)
+
+
 class FakeApiServer:
     """Routes ``(method, path)`` to a ``Response``; records every request it receives."""
 
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], Response] = {}
-        self._server = LocalServer(self._handle)
+        # path -> the answer to watch requests on it.
+        self.watches: dict[str, Response] = {}
+        self.exchanges: list[Exchange] = []
+        self._server = LocalServer(self._answer)
         self.reset()
 
     def reset(self) -> None:
         """Back to the recorded lists and no requests seen: one server can serve many tests
         (stopping a server takes half a second, starting one is cheap)."""
         self.routes.clear()
+        self.watches.clear()
         for name in DEFAULT_RECORDINGS:
             self.serve_recording(name)
         self._server.requests.clear()
+        self.exchanges.clear()
 
     # -- configuring answers ----------------------------------------------------------------
 
@@ -107,6 +196,13 @@ class FakeApiServer:
         """The JSON body of a route, to edit in place."""
         return self.routes[(method, path)].body
 
+    def serve_watch(self, path: str, *events: dict[str, Any] | str | bytes) -> Response:
+        """Answer every watch request on ``path`` with these events, until changed. The
+        ``Response`` is returned to edit (``status``/``body`` for an HTTP error, ``delay``)."""
+        response = Response(status=200, body=watch_body(events), content_type="application/json")
+        self.watches[path] = response
+        return response
+
     # -- what was asked -----------------------------------------------------------------------
 
     @property
@@ -117,18 +213,47 @@ class FakeApiServer:
     def paths(self) -> list[tuple[str, str]]:
         return [(r.method, r.path) for r in self._server.requests]
 
+    def watch_versions(self, path: str) -> list[str | None]:
+        """The ``resourceVersion`` each watch request on ``path`` started from, in order."""
+        return [r.param("resourceVersion") for r in self._server.requests
+                if r.path == path and is_watch(r)]
+
     # -- running -------------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
         return self._server.url
 
+    def _answer(self, request: Request) -> Response:
+        response = self._handle(request)
+        payload = response.encoded()
+        response.body = payload  # encoded once, here, so the size counted is the size sent
+        self.exchanges.append(Exchange(request=request, response_bytes=len(payload)))
+        return response
+
     def _handle(self, request: Request) -> Response:
+        if is_watch(request):
+            watched = self.watches.get(request.path)
+            if watched is None:
+                return Response(status=200, body=EMPTY_WATCH, content_type="application/json")
+            return copy.deepcopy(watched)
         response = self.routes.get((request.method, request.path))
         if response is None:
             return Response(status=404, body=NOT_FOUND_STATUS)
         # A copy, so that a test editing a body while a request is answered sees no tearing.
-        return copy.deepcopy(response)
+        response = copy.deepcopy(response)
+        selector = request.param("labelSelector")
+        if selector is not None and response.status == 200 and isinstance(response.body, dict) \
+                and isinstance(response.body.get("items"), list):
+            requirements = re.split(r",(?![^()]*\))", selector)
+            if not all(_valid_requirement(r) for r in requirements):
+                return status_response(400, "BadRequest",
+                                       f"unable to parse requirement: {selector[:60]!r}")
+            response.body["items"] = [
+                item for item in response.body["items"]
+                if all(_label_matches(r, item.get("metadata", {}).get("labels") or {})
+                       for r in requirements)]
+        return response
 
     def __enter__(self) -> "FakeApiServer":
         self._server.start()

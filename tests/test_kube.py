@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import inspect
 import json
+import logging
 import re
 import socket
 import time
@@ -17,8 +18,10 @@ from typing import Any
 
 import kubernetes.config.incluster_config
 import pytest
+import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from apiserver import (
     DEPLOYMENTS_PATH,
@@ -26,13 +29,19 @@ from apiserver import (
     PODS_PATH,
     REPLICASETS_PATH,
     FakeApiServer,
+    bookmark,
+    expired_event,
+    is_watch,
     recorded_items,
+    status_response,
+    watch_event,
 )
 from incident_detector import kube
 from incident_detector.errors import SourceError
 from incident_detector.kube import (
     REQUIRED_PERMISSIONS,
     RESTART_THRESHOLD,
+    WATCH_SECONDS,
     KubeClient,
     api_client_for,
     api_client_from_environment,
@@ -150,8 +159,11 @@ def test_lists_are_parsed_from_json_without_building_typed_models(apiserver):
 
     results = [*run(client.list_deployments(NAMESPACE)), *run(client.list_replicasets(NAMESPACE)),
                *run(client.list_pods(NAMESPACE))]
+    apiserver.serve_watch(REPLICASETS_PATH, watch_event("MODIFIED", replicaset_item()))
+    results += run(client.list_replicasets(NAMESPACE))  # a watch this time
 
-    assert len(results) == 6
+    assert [r.path for r in apiserver.requests if is_watch(r)] == [REPLICASETS_PATH]
+    assert len(results) == 8
     assert all(type(obj) in (Deployment, ReplicaSet, Pod) for obj in results)
     assert all(dataclasses.is_dataclass(obj) for obj in results)
 
@@ -359,17 +371,397 @@ def test_bearer_token_never_appears_in_errors(apiserver):
 
 
 # ---------------------------------------------------------------------------------------------
+# Deployments and ReplicaSets: one list, then a short watch per call that returns what changed.
+
+LIST_VERSION = "236"  # metadata.resourceVersion of the recorded lists
+WATCH_QUERY_KEYS = {"watch", "resourceVersion", "allowWatchBookmarks", "timeoutSeconds"}
+
+
+@pytest.fixture
+def logs():
+    """Captured structlog events, debug included whatever level another test configured."""
+    saved = structlog.get_config()["wrapper_class"]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with capture_logs() as captured:
+            yield captured
+    finally:
+        structlog.configure(wrapper_class=saved)
+
+
+def rs_object(name: str, resource_version: str, *, replicas: int = 1) -> dict[str, Any]:
+    """A ReplicaSet as the API server sends it, named ``<deployment>-<pod-template-hash>``."""
+    item = copy.deepcopy(recorded_items("replicasets_list.json")[0])
+    item["metadata"].update(name=name, resourceVersion=resource_version)
+    item["metadata"]["labels"]["pod-template-hash"] = name.rpartition("-")[2]
+    item["status"]["replicas"] = replicas
+    return item
+
+
+def watch_requests(apiserver: FakeApiServer, path: str = REPLICASETS_PATH) -> list[Any]:
+    return [r for r in apiserver.requests if r.path == path and is_watch(r)]
+
+
+def kinds_of_requests(apiserver: FakeApiServer) -> list[str]:
+    return ["watch" if is_watch(r) else "list" for r in apiserver.requests]
+
+
+@pytest.mark.parametrize(("method", "path"), [("list_replicasets", REPLICASETS_PATH),
+                                              ("list_deployments", DEPLOYMENTS_PATH)])
+def test_first_call_lists_then_the_next_watches_from_the_lists_version(apiserver, method, path):
+    client = client_for(apiserver)
+
+    listed = run(getattr(client, method)(NAMESPACE))
+    watched = run(getattr(client, method)(NAMESPACE))
+
+    first, second = apiserver.requests
+    assert (first.path, first.query) == (path, {})
+    assert second.path == path
+    assert second.query == {"watch": ["true"], "resourceVersion": [LIST_VERSION],
+                            "allowWatchBookmarks": ["true"],
+                            "timeoutSeconds": [str(WATCH_SECONDS)]}
+    assert second.headers["authorization"] == f"Bearer {TOKEN}"
+    assert watched == listed and len(listed) >= 1
+
+
+def test_added_modified_and_deleted_events_are_applied(apiserver):
+    client = client_for(apiserver)
+    run(client.list_replicasets(NAMESPACE))
+    modified = copy.deepcopy(recorded_items("replicasets_list.json")[0])
+    modified["metadata"]["resourceVersion"] = "241"
+    modified["status"]["readyReplicas"] = 1
+    deleted = copy.deepcopy(recorded_items("replicasets_list.json")[1])
+    deleted["metadata"]["resourceVersion"] = "242"
+    apiserver.serve_watch(REPLICASETS_PATH,
+                          watch_event("ADDED", rs_object("payments-api-5d9c8f7b6a", "240")),
+                          watch_event("MODIFIED", modified),
+                          watch_event("DELETED", deleted))
+
+    replicasets = run(client.list_replicasets(NAMESPACE))
+
+    assert [rs.name for rs in replicasets] == ["payments-api-5d9c8f7b6a", NEW_RS]
+    assert replicasets[1].ready_replicas == 1
+    assert replicasets[0].pod_template_hash == "5d9c8f7b6a"
+    # The next watch starts from the newest version seen, and an empty one changes nothing.
+    apiserver.serve_watch(REPLICASETS_PATH)
+    assert run(client.list_replicasets(NAMESPACE)) == replicasets
+    assert apiserver.watch_versions(REPLICASETS_PATH) == [LIST_VERSION, "242"]
+
+
+def test_deleted_deployment_disappears(apiserver):
+    client = client_for(apiserver)
+    [deployment] = run(client.list_deployments(NAMESPACE))
+    gone = copy.deepcopy(recorded_items("deployments_list.json")[0])
+    gone["metadata"]["resourceVersion"] = "250"
+    apiserver.serve_watch(DEPLOYMENTS_PATH, watch_event("DELETED", gone))
+
+    assert run(client.list_deployments(NAMESPACE)) == ()
+    assert deployment.name == "payments-api"
+    run(client.list_deployments(NAMESPACE))
+    assert apiserver.watch_versions(DEPLOYMENTS_PATH) == [LIST_VERSION, "250"]
+
+
+def test_bookmark_advances_the_version_without_changing_items(apiserver):
+    client = client_for(apiserver)
+    listed = run(client.list_replicasets(NAMESPACE))
+    apiserver.serve_watch(REPLICASETS_PATH, bookmark("300"))
+
+    assert run(client.list_replicasets(NAMESPACE)) == listed
+    apiserver.serve_watch(REPLICASETS_PATH)
+    run(client.list_replicasets(NAMESPACE))
+    assert apiserver.watch_versions(REPLICASETS_PATH) == [LIST_VERSION, "300"]
+
+
+def test_results_are_sorted_by_name(apiserver):
+    apiserver.body(REPLICASETS_PATH)["items"].reverse()
+    client = client_for(apiserver)
+    assert [rs.name for rs in run(client.list_replicasets(NAMESPACE))] == [NEW_RS, OLD_RS]
+    apiserver.serve_watch(REPLICASETS_PATH,
+                          watch_event("ADDED", rs_object("payments-api-ffffffffff", "240")),
+                          watch_event("ADDED", rs_object("payments-api-0000000000", "241")))
+    assert [rs.name for rs in run(client.list_replicasets(NAMESPACE))] == [
+        "payments-api-0000000000", NEW_RS, OLD_RS, "payments-api-ffffffffff"]
+
+
+def test_object_that_no_longer_parses_is_dropped_as_a_list_would(apiserver):
+    client = client_for(apiserver)
+    run(client.list_replicasets(NAMESPACE))
+    broken = copy.deepcopy(recorded_items("replicasets_list.json")[1])
+    broken["metadata"].update(resourceVersion="240", creationTimestamp="yesterday")
+    apiserver.serve_watch(REPLICASETS_PATH, watch_event("MODIFIED", broken))
+
+    assert [rs.name for rs in run(client.list_replicasets(NAMESPACE))] == [NEW_RS]
+    apiserver.serve_watch(REPLICASETS_PATH)
+    run(client.list_replicasets(NAMESPACE))
+    assert apiserver.watch_versions(REPLICASETS_PATH) == [LIST_VERSION, "240"]
+
+
+def test_expired_event_relists_within_the_same_call(apiserver, logs):
+    client = client_for(apiserver)
+    run(client.list_replicasets(NAMESPACE))
+    apiserver.serve_watch(REPLICASETS_PATH,
+                          watch_event("ADDED", rs_object("payments-api-5d9c8f7b6a", "240")),
+                          expired_event(LIST_VERSION))
+    # What the server holds now: the old revision was cleaned up.
+    apiserver.body(REPLICASETS_PATH)["items"].pop()
+    apiserver.body(REPLICASETS_PATH)["metadata"]["resourceVersion"] = "500"
+
+    replicasets = run(client.list_replicasets(NAMESPACE))
+
+    assert [rs.name for rs in replicasets] == [NEW_RS]  # the list, not the half-read stream
+    assert kinds_of_requests(apiserver) == ["list", "watch", "list"]
+    apiserver.serve_watch(REPLICASETS_PATH)
+    run(client.list_replicasets(NAMESPACE))
+    assert apiserver.watch_versions(REPLICASETS_PATH) == [LIST_VERSION, "500"]
+    [expired] = [e for e in logs if e["event"] == "kube.watch_expired"]
+    assert (expired["log_level"], expired["resource"], expired["resource_version"]) == (
+        "debug", "replicasets", LIST_VERSION)
+
+
+def test_http_410_relists_within_the_same_call(apiserver):
+    client = client_for(apiserver)
+    run(client.list_deployments(NAMESPACE))
+    watch = apiserver.serve_watch(DEPLOYMENTS_PATH)
+    watch.status = 410
+    watch.body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                  "message": "too old resource version: 236 (900)", "reason": "Gone",
+                  "code": 410}
+    apiserver.body(DEPLOYMENTS_PATH)["metadata"]["resourceVersion"] = "900"
+
+    [deployment] = run(client.list_deployments(NAMESPACE))
+
+    assert deployment.name == "payments-api"
+    assert kinds_of_requests(apiserver) == ["list", "watch", "list"]
+    apiserver.serve_watch(DEPLOYMENTS_PATH)
+    run(client.list_deployments(NAMESPACE))
+    assert apiserver.watch_versions(DEPLOYMENTS_PATH) == [LIST_VERSION, "900"]
+
+
+def test_failed_relist_after_expiry_lists_again_next_time(apiserver):
+    client = client_for(apiserver)
+    listed = run(client.list_replicasets(NAMESPACE))
+    apiserver.serve_watch(REPLICASETS_PATH, expired_event(LIST_VERSION))
+    apiserver.edit(REPLICASETS_PATH, status=503, body="unavailable", content_type="text/plain")
+
+    error = failure(client.list_replicasets(NAMESPACE))
+    assert (error.reason, error.retryable) == ("http_503", True)
+
+    apiserver.reset()
+    assert run(client.list_replicasets(NAMESPACE)) == listed
+    assert kinds_of_requests(apiserver) == ["list"]  # the expired version is not asked again
+
+
+@pytest.mark.parametrize(("status", "body", "content_type", "reason"), [
+    (500, status_body(500, "InternalError", "etcdserver: leader changed"), "application/json",
+     "InternalError"),
+    (503, "<html>upstream unavailable</html>", "text/html", "http_503"),
+    (429, status_body(429, "TooManyRequests", "slow down"), "application/json",
+     "TooManyRequests"),
+])
+def test_failed_watch_keeps_the_cache_and_retries_from_the_same_version(
+        apiserver, status, body, content_type, reason):
+    client = client_for(apiserver)
+    listed = run(client.list_replicasets(NAMESPACE))
+    watch = apiserver.serve_watch(REPLICASETS_PATH)
+    watch.status, watch.body, watch.content_type = status, body, content_type
+
+    error = failure(client.list_replicasets(NAMESPACE))
+
+    assert (error.source, error.reason, error.status, error.retryable) == (
+        "kubernetes", reason, status, True)
+    assert "watching replicasets" in error.message and NAMESPACE in error.message
+    apiserver.serve_watch(REPLICASETS_PATH)
+    assert run(client.list_replicasets(NAMESPACE)) == listed
+    assert apiserver.watch_versions(REPLICASETS_PATH) == [LIST_VERSION, LIST_VERSION]
+    assert kinds_of_requests(apiserver) == ["list", "watch", "watch"]
+
+
+def test_watch_timeout_keeps_the_cache(apiserver):
+    client = client_for(apiserver, timeout=0.05)
+    listed = run(client.list_replicasets(NAMESPACE))
+    # The server normally closes the stream after timeoutSeconds; this one hangs.
+    apiserver.serve_watch(REPLICASETS_PATH).delay = WATCH_SECONDS + 1.0
+
+    started = time.monotonic()
+    error = failure(client.list_replicasets(NAMESPACE))
+    elapsed = time.monotonic() - started
+
+    assert (error.reason, error.retryable, error.status) == ("timeout", True, None)
+    # The wait is the adapter's timeout plus the time the server may hold a watch open.
+    assert f"{0.05 + WATCH_SECONDS:g} s" in error.message
+    assert WATCH_SECONDS <= elapsed < WATCH_SECONDS + 0.9
+    apiserver.serve_watch(REPLICASETS_PATH)
+    assert run(client.list_replicasets(NAMESPACE)) == listed
+    assert apiserver.watch_versions(REPLICASETS_PATH) == [LIST_VERSION, LIST_VERSION]
+
+
+def test_error_event_raises_and_drops_the_events_before_it(apiserver):
+    client = client_for(apiserver)
+    listed = run(client.list_replicasets(NAMESPACE))
+    apiserver.serve_watch(
+        REPLICASETS_PATH,
+        watch_event("ADDED", rs_object("payments-api-5d9c8f7b6a", "240")),
+        watch_event("ERROR", status_body(500, "InternalError",
+                                         f"watch failed (sent: Bearer {TOKEN})")))
+
+    error = failure(client.list_replicasets(NAMESPACE))
+
+    assert (error.reason, error.status, error.retryable) == ("InternalError", 500, True)
+    assert TOKEN not in str(error) and "[redacted]" in error.message
+    assert "watching replicasets" in error.message
+    apiserver.serve_watch(REPLICASETS_PATH)
+    assert run(client.list_replicasets(NAMESPACE)) == listed
+    assert apiserver.watch_versions(REPLICASETS_PATH) == [LIST_VERSION, LIST_VERSION]
+
+
+def test_error_event_with_a_client_error_is_not_retryable(apiserver):
+    client = client_for(apiserver)
+    run(client.list_replicasets(NAMESPACE))
+    apiserver.serve_watch(REPLICASETS_PATH, watch_event("ERROR", status_body(
+        403, "Forbidden", 'cannot watch resource "replicasets"')))
+
+    error = failure(client.list_replicasets(NAMESPACE))
+
+    assert (error.reason, error.status, error.retryable) == ("Forbidden", 403, False)
+
+
+@pytest.mark.parametrize("damaged", [
+    "{not json",
+    '{"type": "ADDED", "object": {"metadata": {"name": "payments-api-tr',  # cut short
+    '["ADDED"]',
+    '{"type": "RENAMED", "object": {"metadata": {"name": "x", "resourceVersion": "9"}}}',
+    '{"type": "ADDED", "object": "payments-api"}',
+    '{"type": "DELETED", "object": {"metadata": {"name": "payments-api-77587766bd"}}}',
+    '{"type": "MODIFIED", "object": {"metadata": {"resourceVersion": "245"}}}',
+    b"\xff\xfe",
+])
+def test_malformed_line_is_skipped_and_the_next_call_relists(apiserver, logs, damaged):
+    client = client_for(apiserver)
+    run(client.list_replicasets(NAMESPACE))
+    apiserver.serve_watch(REPLICASETS_PATH,
+                          watch_event("ADDED", rs_object("payments-api-5d9c8f7b6a", "240")),
+                          damaged,
+                          watch_event("ADDED", rs_object("payments-api-5d9c8f7b6b", "241")))
+
+    replicasets = run(client.list_replicasets(NAMESPACE))
+
+    assert [rs.name for rs in replicasets] == [
+        "payments-api-5d9c8f7b6a", "payments-api-5d9c8f7b6b", NEW_RS, OLD_RS]
+    assert [e["lines"] for e in logs if e["event"] == "kube.watch_malformed"] == [1]
+    # Something was lost: the next call starts over from a list.
+    assert [rs.name for rs in run(client.list_replicasets(NAMESPACE))] == [NEW_RS, OLD_RS]
+    assert kinds_of_requests(apiserver) == ["list", "watch", "list"]
+
+
+def test_list_without_a_version_is_listed_again(apiserver):
+    del apiserver.body(REPLICASETS_PATH)["metadata"]["resourceVersion"]
+    client = client_for(apiserver)
+
+    run(client.list_replicasets(NAMESPACE))
+    run(client.list_replicasets(NAMESPACE))
+
+    assert kinds_of_requests(apiserver) == ["list", "list"]
+
+
+def test_each_namespace_has_its_own_cache(apiserver):
+    other_path = REPLICASETS_PATH.replace(NAMESPACE, "checkout")
+    apiserver.serve_recording("replicasets_list.json", path=other_path)
+    apiserver.body(other_path)["items"].pop()
+    apiserver.body(other_path)["metadata"]["resourceVersion"] = "700"
+    client = client_for(apiserver)
+
+    for _ in range(2):
+        assert len(run(client.list_replicasets(NAMESPACE))) == 2
+        assert len(run(client.list_replicasets("checkout"))) == 1
+
+    assert kinds_of_requests(apiserver) == ["list", "list", "watch", "watch"]
+    assert apiserver.watch_versions(REPLICASETS_PATH) == [LIST_VERSION]
+    assert apiserver.watch_versions(other_path) == ["700"]
+
+
+def test_overlapping_calls_do_not_interleave(apiserver):
+    client = client_for(apiserver)
+
+    async def twice() -> list[tuple[ReplicaSet, ...]]:
+        return await asyncio.gather(client.list_replicasets(NAMESPACE),
+                                    client.list_replicasets(NAMESPACE))
+
+    first, second = run(twice())
+
+    assert first == second and len(first) == 2
+    assert kinds_of_requests(apiserver) == ["list", "watch"]
+
+
+def test_an_idle_watch_costs_bytes_of_changes_not_of_objects(apiserver):
+    """300 ReplicaSets listed once; then a watch with nothing new, then one with one change.
+    The fake counts what it actually sent: the watches must be tiny and still give all 300."""
+    body = apiserver.body(REPLICASETS_PATH)
+    body["items"] = [rs_object(f"payments-api-{n:010x}", str(1000 + n)) for n in range(300)]
+    body["metadata"]["resourceVersion"] = "1300"
+    client = client_for(apiserver)
+
+    listed = run(client.list_replicasets(NAMESPACE))
+    idle = run(client.list_replicasets(NAMESPACE))
+    changed = rs_object("payments-api-000000002a", "1301", replicas=5)
+    apiserver.serve_watch(REPLICASETS_PATH, watch_event("MODIFIED", changed))
+    after_change = run(client.list_replicasets(NAMESPACE))
+
+    list_bytes, idle_bytes, change_bytes = (e.response_bytes for e in apiserver.exchanges)
+    one_object = len(json.dumps(changed))
+    assert list_bytes > 300 * one_object * 0.9
+    assert idle_bytes < 100
+    assert change_bytes < 2 * one_object
+    assert len(listed) == len(idle) == len(after_change) == 300
+    assert idle == listed
+    assert [rs.replicas for rs in after_change if rs.replicas != 1] == [5]
+    assert kinds_of_requests(apiserver) == ["list", "watch", "watch"]
+
+
+# Pods: listed every time, only those of the revisions asked for.
+
+
+def test_list_pods_of_some_revisions_sends_a_set_based_selector(apiserver):
+    pods = run(client_for(apiserver).list_pods(
+        NAMESPACE, template_hashes=["77587766bd", "6874dc9bf7", "77587766bd"]))
+
+    [request] = apiserver.requests
+    assert request.query == {"labelSelector": ["pod-template-hash in (6874dc9bf7,77587766bd)"]}
+    assert len(pods) == 3
+
+
+def test_list_pods_of_the_new_revision_only(apiserver):
+    pods = run(client_for(apiserver).list_pods(NAMESPACE, template_hashes=("6874dc9bf7",)))
+
+    assert [(p.name, p.replicaset) for p in pods] == [("payments-api-6874dc9bf7-r66bl", NEW_RS)]
+    assert apiserver.requests[0].param("labelSelector") == "pod-template-hash in (6874dc9bf7)"
+
+
+@pytest.mark.parametrize("hashes", [[], (), [""]])
+def test_list_pods_of_no_revision_makes_no_request(apiserver, hashes):
+    assert run(client_for(apiserver).list_pods(NAMESPACE, template_hashes=hashes)) == ()
+    assert apiserver.requests == []
+
+
+def test_pods_are_listed_every_time(apiserver):
+    client = client_for(apiserver)
+    run(client.list_pods(NAMESPACE))
+    run(client.list_pods(NAMESPACE))
+    assert kinds_of_requests(apiserver) == ["list", "list"]
+    assert all(r.query == {} for r in apiserver.requests)
+
+
+# ---------------------------------------------------------------------------------------------
 # Permissions: what the module calls is what the Role must grant.
 
 _COLLECTION = re.compile(r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/[^/]+)"
                          r"/namespaces/[^/]+/(?P<resource>[^/]+)$")
 
 
-def permission_of(method: str, path: str) -> tuple[str, str, str]:
-    match = _COLLECTION.match(path)
-    assert match, f"not a namespaced collection path: {path}"
-    assert method == "GET"
-    return (match["group"] or "", match["resource"], "list")
+def permission_of(request: Any) -> tuple[str, str, str]:
+    match = _COLLECTION.match(request.path)
+    assert match, f"not a namespaced collection path: {request.path}"
+    assert request.method == "GET"
+    return (match["group"] or "", match["resource"], "watch" if is_watch(request) else "list")
 
 
 def test_required_permissions_cover_every_call(apiserver):
@@ -378,14 +770,17 @@ def test_required_permissions_cover_every_call(apiserver):
                     if not name.startswith("_") and inspect.iscoroutinefunction(member)]
     assert set(list_methods) == {"list_deployments", "list_replicasets", "list_pods"}
 
-    for name in list_methods:
+    # Twice: the second call of a watched collection is a watch.
+    for name in list_methods * 2:
         run(getattr(client, name)(NAMESPACE))
+    run(client.list_pods(NAMESPACE, template_hashes=["6874dc9bf7"]))
 
-    seen = {permission_of(method, path) for method, path in apiserver.paths}
+    seen = {permission_of(request) for request in apiserver.requests}
     assert seen == set(REQUIRED_PERMISSIONS)
     assert len(REQUIRED_PERMISSIONS) == len(set(REQUIRED_PERMISSIONS))
-    assert ("apps", "replicasets", "list") in REQUIRED_PERMISSIONS
-    assert ("", "pods", "list") in REQUIRED_PERMISSIONS
+    assert {("apps", "deployments", "list"), ("apps", "deployments", "watch"),
+            ("apps", "replicasets", "list"), ("apps", "replicasets", "watch"),
+            ("", "pods", "list")} == set(REQUIRED_PERMISSIONS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -555,6 +950,16 @@ def test_creation_timestamps_become_aware_utc():
     rs = parse_replicaset(replicaset_item(creationTimestamp="2026-11-23T19:54:04.5+02:00"))
     assert rs.created_at == datetime(2026, 11, 23, 17, 54, 4, 500000, tzinfo=timezone.utc)
     assert rs.created_at.tzinfo is timezone.utc
+
+
+def test_replicaset_pod_template_hash_comes_from_its_label():
+    hashes = {rs.name: rs.pod_template_hash
+              for rs in map(parse_replicaset, recorded_items("replicasets_list.json"))}
+    assert hashes == {NEW_RS: "6874dc9bf7", OLD_RS: "77587766bd"}
+    item = replicaset_item()
+    for labels in ({}, {"pod-template-hash": ""}, {"pod-template-hash": 5}, None, "x"):
+        item["metadata"]["labels"] = labels
+        assert parse_replicaset(item).pod_template_hash is None
 
 
 def test_replicaset_counts_default_to_zero_when_omitted():
