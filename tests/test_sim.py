@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import kubernetes.client as k8s
+import kubernetes.watch
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -25,17 +26,21 @@ from incident_detector.model import PodProblem, Signal
 from incident_detector.sim.fakes import FailFirst, KubeApiFake, LokiFake, SlackSink
 from incident_detector.sim.scenario import Scenario, ScenarioError, load_scenario, scenario_paths
 from incident_detector.sim.server import LocalServer, Response
-from incident_detector.sim.world import (
-    NAME_ALPHABET,
+from incident_detector.sim.logql import (
     NO_MATCHER_TEXT,
     LogQLError,
-    World,
-    line_times,
     parse_logql,
     parse_loki_time,
+    to_unix_nanos,
+)
+from incident_detector.sim.world import (
+    NAME_ALPHABET,
+    World,
+    line_times,
     pod_name,
     replicaset_name,
-    to_unix_nanos,
+    resource_version_at,
+    time_of_resource_version,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -324,6 +329,66 @@ def test_replicasets_and_pods_point_at_their_owners() -> None:
         assert pod["metadata"]["ownerReferences"][0]["uid"] == new_rs["metadata"]["uid"]
         assert pod["metadata"]["labels"] == {"app": DEP, "pod-template-hash": template_hash}
     assert new_rs["metadata"]["creationTimestamp"] == "2026-11-23T18:01:00Z"
+
+
+def test_resource_versions_say_when_each_object_last_changed() -> None:
+    w = world()
+
+    def versions(at: float) -> tuple[str, dict[str, str]]:
+        listing = w.replicasets_list(NS, w.at(at))
+        deployment = w.deployments_list(NS, w.at(at))["items"][0]
+        return listing["metadata"]["resourceVersion"], {
+            DEP: deployment["metadata"]["resourceVersion"],
+            **{rs["metadata"]["name"]: rs["metadata"]["resourceVersion"]
+               for rs in listing["items"]}}
+
+    rs1, rs2 = replicaset_name(DEP, 1), replicaset_name(DEP, 2)
+    assert resource_version_at(T0) == str(int(T0.timestamp() * 1000))
+    assert time_of_resource_version(int(resource_version_at(w.at(12.5)))) == w.at(12.5)
+    # The list is at "now"; each object at its last change: the Deployment and the new
+    # ReplicaSet when the new pods started (65 s), the old ReplicaSet when it drained (90 s).
+    assert versions(100) == (resource_version_at(w.at(100)), {
+        DEP: resource_version_at(w.at(90)), rs1: resource_version_at(w.at(90)),
+        rs2: resource_version_at(w.at(65))})
+    assert versions(62) == (resource_version_at(w.at(62)), {
+        DEP: resource_version_at(w.at(60)), rs1: resource_version_at(w.at(-86395)),
+        rs2: resource_version_at(w.at(60))})
+    pods = w.pods_list(NS, w.at(70))["items"]
+    assert {p["metadata"]["resourceVersion"] for p in pods} == {
+        resource_version_at(w.at(-86395)), resource_version_at(w.at(65))}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["deployments", "replicasets", "pods"]),
+       st.floats(min_value=-100, max_value=700), st.floats(min_value=-100, max_value=700))
+def test_a_resource_version_changes_exactly_when_its_object_does(resource: str, first: float,
+                                                                second: float) -> None:
+    w = WORLD_WITH_PROBLEMS
+    early, late = sorted((first, second))
+    before = {o["metadata"]["name"]: o for o in w.objects(resource, NS, w.at(early))}
+    after = {o["metadata"]["name"]: o for o in w.objects(resource, NS, w.at(late))}
+    listed_early, listed_late = (int(resource_version_at(w.at(t))) for t in (early, late))
+    for name, obj in after.items():
+        version = int(obj["metadata"]["resourceVersion"])
+        assert version <= listed_late
+        if name in before and before[name]["metadata"]["resourceVersion"] == str(version):
+            assert unversioned(before[name]) == unversioned(obj)
+        else:  # new, or changed since (perhaps back to what it was: still a change)
+            assert version > listed_early
+
+
+def unversioned(obj: dict[str, Any]) -> dict[str, Any]:
+    return {**obj, "metadata": {k: v for k, v in obj["metadata"].items()
+                                if k != "resourceVersion"}}
+
+
+WORLD_WITH_PROBLEMS = world(progress_deadline_exceeded_at=400, revisions=[
+    {"revision": 1, "at": -86400, "image": "a:1", "replicas": 2},
+    {"revision": 2, "at": 60, "image": "a:2", "replicas": 2,
+     "pod_problems": [{"from": 90, "problem": "CrashLoopBackOff", "restarts": 3, "pods": 1},
+                      {"from": 200, "problem": "OOMKilled"}]},
+    {"revision": 3, "at": 500, "image": "a:3", "replicas": 3},
+])
 
 
 def statuses(w: World, at: float, revision: int = 2) -> list[dict[str, Any]]:
@@ -638,6 +703,274 @@ def test_missing_things_are_404_status_bodies(kube: Any) -> None:
     response = httpx.get(f"{server.url}/api/v1/namespaces/{NS}/pods",
                          params={"labelSelector": "app in (a"})
     assert response.status_code == 400 and response.json()["reason"] == "BadRequest"
+
+
+# --- watches --------------------------------------------------------------------------------------
+
+
+def watch(list_function: Any, resource_version: str | None, **params: Any) -> list[dict[str, Any]]:
+    """One watch request through the real client, its events as parsed JSON lines."""
+    params.setdefault("allow_watch_bookmarks", True)
+    if resource_version is not None:
+        params["resource_version"] = resource_version
+    response = list_function(NS, watch=True, timeout_seconds=1, _preload_content=False, **params)
+    try:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "application/json"
+        text = response.data.decode()
+    finally:
+        response.release_conn()
+    assert text == "" or text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def kinds_and_names(events: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+    return [(e["type"], e["object"]["metadata"].get("name")) for e in events]
+
+
+def test_a_watch_after_a_rollout_tells_what_changed(kube: Any) -> None:
+    fake, server, api, clock = kube
+    apps = k8s.AppsV1Api(api)
+    clock.now = T0 + timedelta(seconds=50)
+    listed = apps.list_namespaced_replica_set(NS).metadata.resource_version
+    deployment_version = apps.list_namespaced_deployment(NS).metadata.resource_version
+    assert listed == deployment_version == str(int((T0.timestamp() + 50) * 1000))
+    clock.now = T0 + timedelta(seconds=100)  # revision 2 at 60 s, the old pods gone at 90 s
+    current = str(int((T0.timestamp() + 100) * 1000))
+    events = watch(apps.list_namespaced_replica_set, listed)
+    rs1, rs2 = replicaset_name(DEP, 1), replicaset_name(DEP, 2)
+    assert kinds_and_names(events) == [("ADDED", rs2), ("MODIFIED", rs1), ("BOOKMARK", None)]
+    added, modified, bookmark = (e["object"] for e in events)
+    assert (added["kind"], added["apiVersion"]) == ("ReplicaSet", "apps/v1")
+    assert added["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
+    assert modified["spec"]["replicas"] == 0
+    assert listed < modified["metadata"]["resourceVersion"] <= current
+    assert bookmark == {"kind": "ReplicaSet", "apiVersion": "apps/v1",
+                        "metadata": {"resourceVersion": current}}
+    # An event's object is the object as a list at the same instant has it, kind included.
+    relisted = httpx.get(f"{server.url}/apis/apps/v1/namespaces/{NS}/replicasets").json()
+    assert added == {"kind": "ReplicaSet", "apiVersion": "apps/v1",
+                     **next(i for i in relisted["items"] if i["metadata"]["name"] == rs2)}
+
+    deployments = watch(apps.list_namespaced_deployment, deployment_version)
+    assert kinds_and_names(deployments) == [("MODIFIED", DEP), ("BOOKMARK", None)]
+    assert deployments[0]["object"]["metadata"]["annotations"][
+        "deployment.kubernetes.io/revision"] == "2"
+    assert deployments[1]["object"]["kind"] == "Deployment"
+    assert fake.lists == {f"/apis/apps/v1/namespaces/{NS}/replicasets": 2,
+                          f"/apis/apps/v1/namespaces/{NS}/deployments": 1}
+    assert fake.watches == {f"/apis/apps/v1/namespaces/{NS}/replicasets": 1,
+                            f"/apis/apps/v1/namespaces/{NS}/deployments": 1}
+    sent = [r for r in server.requests if r.param("watch")]
+    assert {r.param("allowWatchBookmarks") for r in sent} <= {"True", "true"}
+
+
+def test_a_watch_with_nothing_new_only_bookmarks(kube: Any) -> None:
+    _, _, api, clock = kube
+    apps = k8s.AppsV1Api(api)
+    listed = apps.list_namespaced_replica_set(NS).metadata.resource_version
+    assert kinds_and_names(watch(apps.list_namespaced_replica_set, listed)) == [
+        ("BOOKMARK", None)]
+    clock.now += timedelta(seconds=120)  # the world holds still after 90 s
+    events = watch(apps.list_namespaced_replica_set, listed)
+    assert kinds_and_names(events) == [("BOOKMARK", None)]
+    assert int(events[0]["object"]["metadata"]["resourceVersion"]) == int(listed) + 120_000
+    # Without allowWatchBookmarks the apiserver sends no bookmark at all.
+    assert watch(apps.list_namespaced_replica_set, listed, allow_watch_bookmarks=False) == []
+
+
+def test_a_watch_from_a_version_the_cache_forgot_is_a_410_error_event(kube: Any) -> None:
+    fake, server, api, clock = kube
+    apps = k8s.AppsV1Api(api)
+    listed = apps.list_namespaced_replica_set(NS).metadata.resource_version
+    clock.now += timedelta(seconds=300)
+    assert kinds_and_names(watch(apps.list_namespaced_replica_set, listed)) == [
+        ("BOOKMARK", None)]  # exactly the window: still served
+    clock.now += timedelta(milliseconds=1)
+    oldest = int(listed) + 1
+    assert watch(apps.list_namespaced_replica_set, listed) == [{"type": "ERROR", "object": {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": f"too old resource version: {listed} ({oldest})", "reason": "Expired",
+        "code": 410}}]
+    assert watch(apps.list_namespaced_replica_set, "1")[0]["object"]["code"] == 410
+    fake.watch_window = timedelta(hours=1)
+    assert watch(apps.list_namespaced_replica_set, listed)[0]["type"] == "BOOKMARK"
+
+
+def test_a_watch_from_the_future_or_from_nonsense_is_refused(kube: Any) -> None:
+    _, server, api, clock = kube
+    apps = k8s.AppsV1Api(api)
+    listed = apps.list_namespaced_replica_set(NS).metadata.resource_version
+    clock.now -= timedelta(seconds=10)
+    [error] = watch(apps.list_namespaced_replica_set, listed)
+    assert error["type"] == "ERROR"
+    assert (error["object"]["code"], error["object"]["reason"]) == (504, "Timeout")
+    for nonsense in ("abc", "-5", "1.5"):
+        with pytest.raises(ApiException) as caught:
+            watch(apps.list_namespaced_replica_set, nonsense)
+        assert caught.value.status == 400
+        body = json.loads(caught.value.body)
+        assert (body["kind"], body["reason"]) == ("Status", "BadRequest")
+        assert nonsense in body["message"]
+    url = f"{server.url}/apis/apps/v1/namespaces/{NS}/replicasets"
+    assert httpx.get(url, params={"watch": "maybe"}).status_code == 400
+    assert httpx.get(url, params={"watch": "1", "timeoutSeconds": "soon"}).status_code == 400
+    events_url = f"{server.url}/apis/events.k8s.io/v1/namespaces/{NS}/events"
+    assert httpx.get(events_url, params={"watch": "true"}).status_code == 400
+
+
+def test_a_watch_without_a_version_starts_with_everything(kube: Any) -> None:
+    _, server, api, _ = kube
+    apps = k8s.AppsV1Api(api)
+    listed = apps.list_namespaced_replica_set(NS)
+    for version in (None, "0"):
+        events = watch(apps.list_namespaced_replica_set, version)
+        assert [e["type"] for e in events] == ["ADDED", "ADDED", "BOOKMARK"]
+        assert {e["object"]["metadata"]["name"] for e in events[:2]} == {
+            rs.metadata.name for rs in listed.items}
+        versions = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+        assert versions == sorted(versions)  # events come in resourceVersion order
+    # httpx, and watch=1 as kubectl sends it: the same stream.
+    raw = httpx.get(f"{server.url}/apis/apps/v1/namespaces/{NS}/replicasets",
+                    params={"watch": "1", "allowWatchBookmarks": "true"})
+    assert [json.loads(line) for line in raw.text.splitlines()] == events
+
+
+def test_pod_watches_see_pods_come_and_go_through_a_selector(kube: Any) -> None:
+    _, _, api, clock = kube
+    core = k8s.CoreV1Api(api)
+    clock.now = T0 + timedelta(seconds=62)
+    old_hash, new_hash = replicaset_name(DEP, 1)[-10:], replicaset_name(DEP, 2)[-10:]
+    both = f"app={DEP},pod-template-hash in ({old_hash},{new_hash})"
+    listed = core.list_namespaced_pod(NS, label_selector=both)
+    old_pods = sorted(p.metadata.name for p in listed.items)
+    assert len(old_pods) == 2 and all(p.startswith(replicaset_name(DEP, 1)) for p in old_pods)
+    clock.now = T0 + timedelta(seconds=100)
+    events = watch(core.list_namespaced_pod, listed.metadata.resource_version,
+                   label_selector=both)
+    assert sorted(kinds_and_names(events)[:2]) == [
+        ("ADDED", p) for p in sorted(world().pod_names(2))]
+    assert sorted(kinds_and_names(events)[2:4]) == [("DELETED", p) for p in old_pods]
+    deleted = events[2]["object"]
+    assert deleted["kind"] == "Pod" and deleted["status"]["phase"] == "Running"
+    assert deleted["metadata"]["resourceVersion"] == events[4]["object"]["metadata"][
+        "resourceVersion"]
+    only_new = watch(core.list_namespaced_pod, listed.metadata.resource_version,
+                     label_selector=f"pod-template-hash in ({new_hash})")
+    assert [e["type"] for e in only_new] == ["ADDED", "ADDED", "BOOKMARK"]
+    pending = watch(core.list_namespaced_pod, listed.metadata.resource_version,
+                    field_selector="status.phase=Pending")
+    assert [e["type"] for e in pending] == ["BOOKMARK"]
+
+
+def test_the_kubernetes_watch_helper_reads_the_stream(kube: Any) -> None:
+    _, _, api, clock = kube
+    apps = k8s.AppsV1Api(api)
+    clock.now = T0 + timedelta(seconds=50)
+    listed = apps.list_namespaced_replica_set(NS).metadata.resource_version
+    clock.now = T0 + timedelta(seconds=62)
+    watcher = kubernetes.watch.Watch()
+    events = list(watcher.stream(apps.list_namespaced_replica_set, NS, resource_version=listed,
+                                 allow_watch_bookmarks=True, timeout_seconds=1))
+    assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]
+    assert isinstance(events[0]["object"], k8s.V1ReplicaSet)
+    assert events[0]["object"].metadata.name == replicaset_name(DEP, 2)
+    assert watcher.resource_version == str(int((T0.timestamp() + 62) * 1000))
+
+
+def test_applying_a_watch_to_a_list_gives_the_later_list() -> None:
+    clock = SimClock(T0)
+    fake = KubeApiFake(WORLD_WITH_PROBLEMS, clock, watch_window=timedelta(hours=1))
+    times = (-100, 62, 89, 95, 150, 250, 450, 505, 600)
+    with LocalServer(fake) as server, httpx.Client(base_url=server.url) as client:
+        for prefix, resource in (("apis/apps/v1", "deployments"),
+                                 ("apis/apps/v1", "replicasets"), ("api/v1", "pods")):
+            path = f"/{prefix}/namespaces/{NS}/{resource}"
+
+            def listed(at: float, path: str = path) -> dict[str, Any]:
+                clock.now = T0 + timedelta(seconds=at)
+                return client.get(path).json()
+
+            for early in times:
+                for late in (t for t in times if t >= early):
+                    state = {i["metadata"]["name"]: i for i in listed(early)["items"]}
+                    version = listed(early)["metadata"]["resourceVersion"]
+                    expected = listed(late)
+                    answer = client.get(path, params={
+                        "watch": "true", "resourceVersion": version, "allowWatchBookmarks": "true"})
+                    *changes, bookmark = [json.loads(line) for line in answer.text.splitlines()]
+                    for change in changes:
+                        obj = {k: v for k, v in change["object"].items()
+                               if k not in ("kind", "apiVersion")}
+                        assert int(obj["metadata"]["resourceVersion"]) > int(version)
+                        name = obj["metadata"]["name"]
+                        assert (name in state) == (change["type"] != "ADDED")
+                        if change["type"] == "DELETED":
+                            del state[name]
+                        else:
+                            state[name] = obj
+                    assert state == {i["metadata"]["name"]: i for i in expected["items"]}
+                    assert bookmark["type"] == "BOOKMARK"
+                    assert bookmark["object"]["metadata"]["resourceVersion"] == \
+                        expected["metadata"]["resourceVersion"]
+                    if early == late:
+                        assert changes == []
+        assert fake.watches[path] == len(times) * (len(times) + 1) // 2
+        # Revision 2 has 2 ready pods at 70 s, 1 from 90 s (a crash loop), 2 again from 200 s
+        # (OOMKilled but restarted): a ReplicaSet that changed back is still reported.
+        rs2 = replicaset_name(DEP, 2)
+        path = f"/apis/apps/v1/namespaces/{NS}/replicasets"
+        clock.now = T0 + timedelta(seconds=70)
+        before = client.get(path).json()
+        clock.now = T0 + timedelta(seconds=250)
+        answer = client.get(path, params={"watch": "1", "resourceVersion": before[
+            "metadata"]["resourceVersion"]})
+        changes = [json.loads(line) for line in answer.text.splitlines()]
+        assert kinds_and_names(changes) == [("MODIFIED", replicaset_name(DEP, 1)),
+                                            ("MODIFIED", rs2)]
+        change = changes[1]
+        then = next(i for i in before["items"] if i["metadata"]["name"] == rs2)
+        assert unversioned(change["object"]) == {
+            "kind": "ReplicaSet", "apiVersion": "apps/v1", **unversioned(then)}
+
+
+def test_pods_are_listed_by_set_based_selectors(kube: Any) -> None:
+    _, server, api, _ = kube
+    core = k8s.CoreV1Api(api)
+    new_hash = replicaset_name(DEP, 2)[-10:]
+
+    def names(selector: str) -> set[str]:
+        pods = core.list_namespaced_pod(NS, label_selector=selector).items
+        return {pod.metadata.name for pod in pods}
+
+    new_pods = set(world().pod_names(2))
+    assert names(f"pod-template-hash in ({new_hash}, nope)") == new_pods
+    assert names("pod-template-hash in (nope)") == set()
+    assert names(f"pod-template-hash notin ({new_hash})") == set()
+    assert names(f"app={DEP},pod-template-hash") == new_pods
+    assert names("!pod-template-hash") == set()
+    response = httpx.get(f"{server.url}/api/v1/namespaces/{NS}/pods",
+                         params={"labelSelector": "pod-template-hash in ()"})
+    assert response.status_code == 400 and "can't be empty" in response.json()["message"]
+
+
+def test_faults_answer_watches_too(kube: Any) -> None:
+    fake, server, api, _ = kube
+    apps = k8s.AppsV1Api(api)
+    path = f"/apis/apps/v1/namespaces/{NS}/replicasets"
+    listed = apps.list_namespaced_replica_set(NS).metadata.resource_version
+    fake.faults = FailFirst(1, Response(503, {"kind": "Status", "code": 503}), path_prefix=path)
+    with pytest.raises(ApiException) as caught:
+        watch(apps.list_namespaced_replica_set, listed)
+    assert caught.value.status == 503
+    fake.faults = lambda request: Response(200, b'{"type":"ADDED","object":{"meta')
+    response = apps.list_namespaced_replica_set(NS, watch=True, resource_version=listed,
+                                                _preload_content=False)
+    assert response.data == b'{"type":"ADDED","object":{"meta'
+    fake.faults = None
+    assert watch(apps.list_namespaced_replica_set, listed)[0]["type"] == "BOOKMARK"
+    assert fake.watches[path] == 3 and fake.lists[path] == 1
+    assert fake.requests_by_path[path] == 4
 
 
 def event(name: str = "payments-api.18eabe3e9b19fe26", **changes: Any) -> dict[str, Any]:

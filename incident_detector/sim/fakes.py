@@ -1,14 +1,16 @@
 """Request handlers that make a ``LocalServer`` speak like a kube-apiserver, Loki or Slack.
 
-- ``KubeApiFake(world, clock)``: Deployments, ReplicaSets and pods of the simulated world, plus a
-  real little store of ``events.k8s.io/v1`` Events and ``coordination.k8s.io/v1`` Leases with the
-  apiserver's validation, conflicts and compare-and-swap on ``resourceVersion``.
+- ``KubeApiFake(world, clock)``: Deployments, ReplicaSets and pods of the simulated world, listed
+  (with label and field selectors) or watched, plus a real little store of ``events.k8s.io/v1``
+  Events and ``coordination.k8s.io/v1`` Leases with the apiserver's validation, conflicts and
+  compare-and-swap on ``resourceVersion``.
 - ``LokiFake(world, clock)``: ``/loki/api/v1/query``, ``/loki/api/v1/query_range`` and ``/ready``.
 - ``SlackSink()``: an incoming webhook that keeps every message it accepts.
 
 Each fake is a callable ``handler(Request) -> Response``. It counts requests per path
-(``requests_by_path``) and first asks its optional ``faults`` hook, which may answer in its place
-(a 429 with Retry-After, a 503, a truncated body, a slow answer) to test how the detector copes.
+(``requests_by_path``; the Kubernetes fake also counts ``lists`` and ``watches``) and first asks
+its optional ``faults`` hook, which may answer in its place (a 429 with Retry-After, a 503, a
+truncated body, a slow answer) to test how the detector copes.
 Error bodies have the shapes of the recordings in ``tests/fixtures``: Kubernetes ``Status``
 objects, Loki's plain text.
 """
@@ -21,22 +23,20 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
+from .logql import LogQLError, from_unix_nanos, parse_loki_time, parse_step_ns, to_unix_nanos
 from .server import Request, Response
 from .world import (
     Body,
-    LogQLError,
     World,
-    find_item,
-    from_unix_nanos,
     generated_suffix,
     kube_time,
-    parse_loki_time,
-    parse_step_ns,
-    to_unix_nanos,
+    resource_version_at,
+    time_of_resource_version,
 )
 
 Clock = Callable[[], datetime]
@@ -48,6 +48,8 @@ PLAIN_TEXT = "text/plain; charset=utf-8"
 EVENTS_GROUP = "events.k8s.io"
 LEASES_GROUP = "coordination.k8s.io"
 FIRST_RESOURCE_VERSION = 1000
+# How far back the apiserver's watch cache reaches; an older resourceVersion is "too old" (410).
+DEFAULT_WATCH_WINDOW = timedelta(minutes=5)
 
 _NAMESPACED_PATH = re.compile(
     r"^/(?P<prefix>api/v1|apis/[^/]+/[^/]+)/namespaces/(?P<namespace>[^/]+)/(?P<resource>[^/]+)"
@@ -72,6 +74,27 @@ _EVENT_FIELDS = _OBJECT_FIELDS + (
     "regarding.fieldPath",
 )
 _LEASE_FIELDS = _OBJECT_FIELDS
+# Go's strconv.ParseBool, which the apiserver uses for query parameters such as ``watch``.
+_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
+@dataclass(frozen=True)
+class WorldResource:
+    """A resource the simulated world has, as the apiserver serves it."""
+
+    prefix: str  # of the URL path
+    group: str
+    api_version: str
+    kind: str
+    fields: tuple[str, ...]  # the field selectors it supports
+
+
+WORLD_RESOURCES = {
+    "deployments": WorldResource("apis/apps/v1", "apps", "apps/v1", "Deployment", _OBJECT_FIELDS),
+    "replicasets": WorldResource("apis/apps/v1", "apps", "apps/v1", "ReplicaSet", _OBJECT_FIELDS),
+    "pods": WorldResource("api/v1", "", "v1", "Pod", _POD_FIELDS),
+}
 
 
 class BadRequest(ValueError):
@@ -89,12 +112,16 @@ class _Fake:
 
     def __call__(self, request: Request) -> Response:
         with self._lock:
-            self.requests_by_path[request.path] += 1
+            self.count(request)
         if self.faults is not None:
             override = self.faults(request)
             if override is not None:
                 return override
         return self.handle(request)
+
+    def count(self, request: Request) -> None:
+        """Called with the lock held, before the ``faults`` hook: faulted requests count too."""
+        self.requests_by_path[request.path] += 1
 
     def handle(self, request: Request) -> Response:
         raise NotImplementedError
@@ -157,6 +184,9 @@ def parse_label_selector(text: str) -> list[Callable[[dict[str, str]], bool]]:
         if match := _SET_REQUIREMENT.match(part):
             key, op, raw = match.groups()
             values = {v.strip() for v in raw.split(",") if v.strip()}
+            if not values:
+                raise BadRequest(f"unable to parse requirement: for 'in', 'notin' operators, "
+                                 f"values set can't be empty: {part.strip()[:60]!r}")
             if op == "in":
                 requirements.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
             else:
@@ -227,16 +257,41 @@ def _selected(items: list[Body], request: Request, fields: tuple[str, ...]) -> l
 
 
 class KubeApiFake(_Fake):
-    """The parts of the Kubernetes API the detector uses, over the simulated world."""
+    """The parts of the Kubernetes API the detector uses, over the simulated world.
 
-    def __init__(self, world: World, clock: Clock, *, faults: Faults | None = None) -> None:
+    The world is a pure function of the clock and every resourceVersion is an instant
+    (``world.resource_version_at``), so a WATCH from a resourceVersion is answered at once
+    by comparing the world then and now: ADDED, MODIFIED and DELETED events in resourceVersion
+    order, then a BOOKMARK at the current resourceVersion when the client allows bookmarks. The
+    stream ends there: nothing changes until the simulated clock moves, so waiting for
+    ``timeoutSeconds`` would only slow the tests down. A resourceVersion older than
+    ``watch_window`` is answered as the apiserver's watch cache answers it: one ERROR event with
+    a 410 Expired Status.
+    """
+
+    def __init__(self, world: World, clock: Clock, *, faults: Faults | None = None,
+                 watch_window: timedelta = DEFAULT_WATCH_WINDOW) -> None:
         super().__init__(faults)
         self.world = world
         self.clock = clock
+        self.watch_window = watch_window
+        # Collection GETs per path: plain lists, and watches.
+        self.lists: Counter[str] = Counter()
+        self.watches: Counter[str] = Counter()
         self._resource_version = FIRST_RESOURCE_VERSION
         # namespace -> name -> stored object, in creation order.
         self.events: dict[str, dict[str, Body]] = {}
         self.leases: dict[str, dict[str, Body]] = {}
+
+    def count(self, request: Request) -> None:
+        super().count(request)
+        match = _NAMESPACED_PATH.match(request.path)
+        if request.method != "GET" or match is None:
+            return
+        if request.param("watch") in _TRUE:
+            self.watches[request.path] += 1
+        elif match.group("name") is None:
+            self.lists[request.path] += 1
 
     def handle(self, request: Request) -> Response:
         match = _NAMESPACED_PATH.match(request.path)
@@ -244,12 +299,14 @@ class KubeApiFake(_Fake):
             return _unknown_path()
         prefix, namespace, resource, name = match.group("prefix", "namespace", "resource", "name")
         try:
-            if (prefix, resource) in (("apis/apps/v1", "deployments"),
-                                      ("apis/apps/v1", "replicasets"), ("api/v1", "pods")):
-                return self._world_objects(request, resource, namespace, name)
+            world_resource = WORLD_RESOURCES.get(resource)
+            if world_resource is not None and world_resource.prefix == prefix:
+                return self._world_objects(request, world_resource, resource, namespace, name)
             if (prefix, resource) == (f"apis/{EVENTS_GROUP}/v1", "events"):
+                self._refuse_watch(request, resource)
                 return self._events(request, namespace, name)
             if (prefix, resource) == (f"apis/{LEASES_GROUP}/v1", "leases"):
+                self._refuse_watch(request, resource)
                 return self._leases(request, namespace, name)
         except BadRequest as exc:
             return _status(400, "BadRequest", str(exc))
@@ -257,27 +314,59 @@ class KubeApiFake(_Fake):
 
     # Deployments, ReplicaSets, pods --------------------------------------------------------------
 
-    def _world_objects(self, request: Request, resource: str, namespace: str,
-                       name: str | None) -> Response:
+    def _world_objects(self, request: Request, world_resource: WorldResource, resource: str,
+                       namespace: str, name: str | None) -> Response:
         if request.method != "GET":
             return _method_not_allowed()
+        if _parse_bool(request.param("watch"), "watch"):
+            return self._watch(request, world_resource, resource, namespace, name)
         now = self.clock()
-        if resource == "deployments":
-            listing = self.world.deployments_list(namespace, now)
-            kind, api_version, group, fields = "Deployment", "apps/v1", "apps", _OBJECT_FIELDS
-        elif resource == "replicasets":
-            listing = self.world.replicasets_list(namespace, now)
-            kind, api_version, group, fields = "ReplicaSet", "apps/v1", "apps", _OBJECT_FIELDS
-        else:
-            listing = self.world.pods_list(namespace, now)
-            kind, api_version, group, fields = "Pod", "v1", "", _POD_FIELDS
         if name is not None:
-            item = find_item(listing, name)
+            item = next((obj for obj in self.world.objects(resource, namespace, now)
+                         if obj["metadata"]["name"] == name), None)
             if item is None:
-                return _not_found(group, resource, name)
-            return Response(200, {"kind": kind, "apiVersion": api_version, **item}, KUBE_JSON)
-        listing["items"] = _selected(listing["items"], request, fields)
+                return _not_found(world_resource.group, resource, name)
+            return Response(200, item, KUBE_JSON)
+        listing = self.world.list_body(resource, namespace, now)
+        listing["items"] = _selected(listing["items"], request, world_resource.fields)
         return Response(200, listing, KUBE_JSON)
+
+    def _watch(self, request: Request, world_resource: WorldResource, resource: str,
+               namespace: str, name: str | None) -> Response:
+        now = self.clock()
+        current = int(resource_version_at(now))
+        bookmarks = _parse_bool(request.param("allowWatchBookmarks"), "allowWatchBookmarks")
+        _parse_timeout(request.param("timeoutSeconds"))
+        requested = request.param("resourceVersion") or ""
+
+        def selected(when: datetime) -> dict[str, Body]:
+            objects = [obj for obj in self.world.objects(resource, namespace, when)
+                       if name is None or obj["metadata"]["name"] == name]
+            return {obj["metadata"]["name"]: obj
+                    for obj in _selected(objects, request, world_resource.fields)}
+
+        if requested in ("", "0"):
+            # No resourceVersion: the current state first, as synthetic ADDED events.
+            events = _watch_events({}, selected(now), current)
+        else:
+            since = _parse_resource_version(requested)
+            oldest = current - int(self.watch_window / timedelta(milliseconds=1))
+            if since > current:
+                return _watch_error(_too_large(since, current))
+            if since < oldest:
+                return _watch_error(status_body(
+                    410, "Expired", f"too old resource version: {since} ({oldest})"))
+            events = _watch_events(selected(time_of_resource_version(since)), selected(now),
+                                   current)
+        if bookmarks:
+            events.append({"type": "BOOKMARK", "object": {
+                "kind": world_resource.kind, "apiVersion": world_resource.api_version,
+                "metadata": {"resourceVersion": str(current)}}})
+        return Response(200, _json_lines(events), KUBE_JSON)
+
+    def _refuse_watch(self, request: Request, resource: str) -> None:
+        if _parse_bool(request.param("watch"), "watch"):
+            raise BadRequest(f"the simulated apiserver cannot watch {resource}")
 
     # Shared store helpers ------------------------------------------------------------------------
 
@@ -458,6 +547,69 @@ class KubeApiFake(_Fake):
         if not request.param("dryRun"):
             store[name] = updated
         return Response(200, updated, KUBE_JSON)
+
+
+def _parse_bool(value: str | None, name: str) -> bool:
+    if value is None or value in _FALSE or value == "":
+        return False
+    if value in _TRUE:
+        return True
+    raise BadRequest(f'invalid value for query parameter "{name}": {value[:40]!r} is not a boolean')
+
+
+def _parse_timeout(value: str | None) -> None:
+    if value is not None and not re.fullmatch(r"-?[0-9]{1,18}", value):
+        raise BadRequest(f'invalid value for query parameter "timeoutSeconds": {value[:40]!r} is '
+                         "not an integer")
+
+
+def _parse_resource_version(value: str) -> int:
+    """As the apiserver's strconv.ParseUint: decimal digits only."""
+    if not re.fullmatch(r"[0-9]{1,19}", value):
+        shown = value[:60]
+        raise BadRequest(f'resourceVersion: Invalid value: "{shown}": strconv.ParseUint: '
+                         f'parsing "{shown}": invalid syntax')
+    return int(value)
+
+
+def _too_large(requested: int, current: int) -> Body:
+    """The Status the watch cache gives up with when asked for a resourceVersion it never saw
+    (here: a client that kept a resourceVersion while the simulated clock went back)."""
+    return status_body(504, "Timeout",
+                       f"Too large resource version: {requested}, current: {current}",
+                       {"causes": [{"reason": "ResourceVersionTooLarge",
+                                    "message": "Too large resource version"}],
+                        "retryAfterSeconds": 1})
+
+
+def _watch_events(before: dict[str, Body], after: dict[str, Body], current: int) -> list[Body]:
+    """The events that take a watcher from ``before`` to ``after`` (objects by name)."""
+    events: list[Body] = []
+    for name, obj in after.items():
+        old = before.get(name)
+        if old is None:
+            events.append({"type": "ADDED", "object": obj})
+        elif old != obj:
+            # Its resourceVersion moved, so it changed, even if it changed back since.
+            events.append({"type": "MODIFIED", "object": obj})
+    for name, old in before.items():
+        if name not in after:
+            # The object as it last was, at the resourceVersion of its deletion.
+            gone = {**old, "metadata": {**old["metadata"], "resourceVersion": str(current)}}
+            events.append({"type": "DELETED", "object": gone})
+    # The apiserver sends events in the order of their resourceVersions (stable: list order
+    # within one resourceVersion).
+    events.sort(key=lambda event: int(event["object"]["metadata"]["resourceVersion"]))
+    return events
+
+
+def _watch_error(status: Body) -> Response:
+    """A watch the apiserver refuses after accepting it: 200, and one ERROR event."""
+    return Response(200, _json_lines([{"type": "ERROR", "object": status}]), KUBE_JSON)
+
+
+def _json_lines(events: list[Body]) -> str:
+    return "".join(json.dumps(event, separators=(",", ":")) + "\n" for event in events)
 
 
 def _new_uid(namespace: str, name: str, counter: int) -> str:

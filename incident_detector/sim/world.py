@@ -3,31 +3,37 @@
 ``World(scenario, t0=...)`` turns a scenario into
 
 - the Deployment, its ReplicaSets and their pods at any instant, as the JSON bodies a
-  kube-apiserver returns (same keys and nesting as the recordings in ``tests/fixtures``);
+  kube-apiserver returns (same keys and nesting as the recordings in ``tests/fixtures``), each
+  with an honest ``metadata.resourceVersion``: the instant of its last change, so that a watch
+  can be answered by comparing two instants;
 - the log lines the pods write, generated once, deterministically, and kept sorted per stream;
-- the answers of Loki to the subset of LogQL the detector speaks: a stream selector with ``=``,
-  ``!=``, ``=~``, ``!~`` matchers, line filters (``|=``, ``!=``, ``|~``, ``!~``),
-  ``count_over_time`` or ``rate`` over a range, and an optional ``sum [by|without] (...)``.
-  Anything else is a 400 with a plain-text body, as Loki answers a query it cannot parse.
+- the answers of Loki to the subset of LogQL the detector speaks (see ``logql``).
 
-Every method is a pure function of the world and the instant it is given; the only state is a
-cache of which lines pass which line filter, so that a replay's hundreds of queries stay cheap.
+Every method is a pure function of the world and the instant it is given; the only state is
+caches (which lines pass which line filter, the objects at the instants where the world changes),
+so that a replay's hundreds of requests stay cheap.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
-import heapq
 import math
 import re
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..model import REVISION_ANNOTATION, PodProblem
+from .logql import (
+    DEFAULT_LOG_LIMIT,
+    NS_PER_SECOND,
+    LogIndex,
+    LogStream,
+    LokiAnswer,
+    from_unix_nanos,
+    to_unix_nanos,
+)
 from .scenario import PLACEHOLDER, LogSpec, PodProblemSpec, Revision, Scenario
 
 # Kubernetes' alphabet for generated names (no vowels, no look-alike characters).
@@ -40,29 +46,19 @@ POD_START_DELAY_SECONDS = 5.0
 PROGRESS_DEADLINE_SECONDS = 600
 # A runaway scenario (a high rate over days) must fail loudly, not eat the memory of a test run.
 MAX_LOG_LINES = 1_000_000
-# Loki's own limits, so that the fake refuses what Loki refuses.
-MAX_ENTRIES_LIMIT = 5000
-MAX_POINTS_PER_SERIES = 11_000
-DEFAULT_LOG_LIMIT = 100
-MAX_CACHED_FILTERS = 1024
-
-NO_MATCHER_TEXT = (
-    "parse error : queries require at least one regexp or equality matcher that does not have an "
-    'empty-compatible value. For instance, app=~".*" does not meet this requirement, but '
-    'app=~".+" will'
-)
-LOG_QUERY_ON_INSTANT_TEXT = (
-    "log queries are not supported as an instant query type, please change your query to a range "
-    "query type"
-)
-
-_NS_PER_SECOND = 1_000_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# The list kind and apiVersion of each resource the world has.
+LIST_KINDS = {
+    "deployments": ("DeploymentList", "apps/v1"),
+    "replicasets": ("ReplicaSetList", "apps/v1"),
+    "pods": ("PodList", "v1"),
+}
+_NS_PER_MILLISECOND = 1_000_000
 _PROBLEMS_BEFORE_START = {PodProblem.IMAGE_PULL, PodProblem.ERR_IMAGE_PULL, PodProblem.CONFIG_ERROR}
 _PROBLEMS_WITH_RESTART = {PodProblem.CRASH_LOOP, PodProblem.OOM_KILLED}
 
 Body = dict[str, Any]
-LokiAnswer = tuple[int, Body | str]
+# Stream labels (as a key) -> the labels and the (unix ns, line) entries written so far.
+_WrittenLines = dict[tuple[tuple[str, str], ...], tuple[dict[str, str], list[tuple[int, str]]]]
 
 
 # --- names, hashes and time ----------------------------------------------------------------------
@@ -98,15 +94,14 @@ def _uid(*parts: object) -> str:
     return str(uuid.UUID(bytes=_digest("uid", *parts), version=4))
 
 
-def to_unix_nanos(when: datetime) -> int:
-    if when.tzinfo is None or when.utcoffset() is None:
-        raise ValueError("a naive datetime has no defined instant; pass an aware one")
-    delta = when - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * _NS_PER_SECOND + delta.microseconds * 1000
+def resource_version_at(when: datetime) -> str:
+    """The resourceVersion of the world at ``when``: unix milliseconds, so it only grows with
+    the clock, and a watch can turn it back into the instant it names."""
+    return str(to_unix_nanos(when) // _NS_PER_MILLISECOND)
 
 
-def from_unix_nanos(nanos: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=nanos // 1000)
+def time_of_resource_version(resource_version: int) -> datetime:
+    return from_unix_nanos(resource_version * _NS_PER_MILLISECOND)
 
 
 def kube_time(when: datetime) -> str:
@@ -179,396 +174,6 @@ def _fill_line(template: str, *, pod: str, seed: str, index: int) -> str:
     return PLACEHOLDER.sub(value, template)
 
 
-@dataclass
-class _Stream:
-    labels: dict[str, str]
-    entries: list[tuple[int, str]] = field(default_factory=list)
-    times: list[int] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)
-
-
-# --- LogQL ----------------------------------------------------------------------------------------
-
-
-class LogQLError(ValueError):
-    """A query the simulated Loki refuses; the message is Loki's plain-text 400 body."""
-
-
-@dataclass(frozen=True)
-class Matcher:
-    label: str
-    op: str
-    value: str
-    pattern: re.Pattern[str] | None = None
-
-    def accepts(self, labels: dict[str, str]) -> bool:
-        actual = labels.get(self.label, "")
-        if self.op == "=":
-            return actual == self.value
-        if self.op == "!=":
-            return actual != self.value
-        matched = self.pattern is not None and self.pattern.fullmatch(actual) is not None
-        return matched if self.op == "=~" else not matched
-
-    @property
-    def selects_something(self) -> bool:
-        """An = or =~ matcher that does not accept the empty value (Loki requires one)."""
-        return self.op in ("=", "=~") and not self.accepts({})
-
-
-@dataclass(frozen=True)
-class LineFilter:
-    op: str
-    value: str
-    pattern: re.Pattern[str] | None = None
-
-    def accepts(self, line: str) -> bool:
-        if self.op == "|=":
-            return self.value in line
-        if self.op == "!=":
-            return self.value not in line
-        found = self.pattern is not None and self.pattern.search(line) is not None
-        return found if self.op == "|~" else not found
-
-
-@dataclass(frozen=True)
-class LogSelector:
-    matchers: tuple[Matcher, ...]
-    filters: tuple[LineFilter, ...] = ()
-
-
-@dataclass(frozen=True)
-class RangeAggregation:
-    function: str  # count_over_time | rate
-    selector: LogSelector
-    range_ns: int
-
-
-@dataclass(frozen=True)
-class VectorAggregation:
-    operation: str  # sum
-    grouping: str | None  # by | without | None
-    labels: tuple[str, ...]
-    inner: RangeAggregation | VectorAggregation
-
-
-Query = LogSelector | RangeAggregation | VectorAggregation
-
-_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w|y)")
-_DURATION_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9,
-                "d": 86_400 * 10**9, "w": 7 * 86_400 * 10**9, "y": 365 * 86_400 * 10**9}
-_SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
-                   "\\": "\\", '"': '"'}
-_MATCH_OPS = ("=~", "!~", "!=", "=")
-_FILTER_OPS = ("|=", "|~", "!=", "!~")
-_RANGE_FUNCTIONS = ("count_over_time", "rate")
-_VECTOR_AGGREGATIONS = ("sum",)
-def parse_duration_ns(text: str) -> int:
-    """A Prometheus duration (``120s``, ``2m``, ``1h30m``) in nanoseconds."""
-    if not text or _DURATION_PART.sub("", text) != "":
-        raise LogQLError(f'parse error : not a valid duration string: "{text}"')
-    total = sum(int(n) * _DURATION_NS[unit] for n, unit in _DURATION_PART.findall(text))
-    if total <= 0:
-        raise LogQLError(f'parse error : duration must be greater than 0: "{text}"')
-    return total
-
-
-def compile_re2(pattern: str) -> re.Pattern[str]:
-    """Python's ``re`` for an RE2 pattern; (?i) and the usual syntax mean the same in both."""
-    unsupported = re2_incompatibility(pattern)
-    if unsupported:
-        raise LogQLError(f"parse error : error parsing regexp: invalid or unsupported Perl syntax "
-                         f"({unsupported}): `{pattern[:40]}`")
-    try:
-        return re.compile(pattern)
-    except (re.error, OverflowError, RecursionError, ValueError) as exc:
-        raise LogQLError(f"parse error : error parsing regexp: {exc}: `{pattern[:40]}`") from None
-
-
-_PERL_GROUPS = ("(?=", "(?!", "(?<=", "(?<!", "(?P=", "(?>")
-
-
-def re2_incompatibility(pattern: str) -> str | None:
-    """What Python's ``re`` would accept but RE2 (Loki's engine) refuses, if anything."""
-    index, in_class, after_quantifier = 0, False, False
-    while index < len(pattern):
-        char = pattern[index]
-        if char == "\\":
-            if not in_class and pattern[index + 1:index + 2] in tuple("123456789"):
-                return "backreference"
-            index, after_quantifier = index + 2, False
-            continue
-        if in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-            # A ] right after [ or [^ is a literal member of the class.
-            if pattern.startswith("]", index + 1):
-                index += 1
-            elif pattern.startswith("^]", index + 1):
-                index += 2
-        elif char == "(" and pattern.startswith(_PERL_GROUPS, index):
-            return "lookaround, atomic group or named backreference"
-        elif char == "+" and after_quantifier:
-            return "possessive quantifier"
-        after_quantifier = not in_class and char in "*+?}"
-        index += 1
-    return None
-
-
-class _Parser:
-    """Recursive descent over the query text; every failure is a ``LogQLError``."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-
-    def fail(self, what: str) -> LogQLError:
-        near = self.text[self.pos:self.pos + 20]
-        return LogQLError(f"parse error at line 1, col {self.pos + 1}: syntax error: {what}"
-                          + (f" near {near!r}" if near else " at end of query"))
-
-    def skip_space(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
-            self.pos += 1
-
-    def peek(self, token: str) -> bool:
-        self.skip_space()
-        return self.text.startswith(token, self.pos)
-
-    def take(self, token: str) -> None:
-        if not self.peek(token):
-            raise self.fail(f"expected {token!r}")
-        self.pos += len(token)
-
-    def identifier(self) -> str:
-        self.skip_space()
-        match = _LABEL_NAME.match(self.text, self.pos)
-        if match is None:
-            raise self.fail("expected a name")
-        self.pos = match.end()
-        return match.group(0)
-
-    def peek_identifier(self) -> str | None:
-        self.skip_space()
-        match = _LABEL_NAME.match(self.text, self.pos)
-        return match.group(0) if match else None
-
-    def string(self) -> str:
-        self.skip_space()
-        if self.peek("`"):
-            end = self.text.find("`", self.pos + 1)
-            if end < 0:
-                raise self.fail("unterminated raw string")
-            value = self.text[self.pos + 1:end]
-            self.pos = end + 1
-            return value
-        if not self.peek('"'):
-            raise self.fail("expected a string")
-        self.pos += 1
-        raw = bytearray()
-        while True:
-            if self.pos >= len(self.text):
-                raise self.fail("unterminated string")
-            char = self.text[self.pos]
-            if char == '"':
-                self.pos += 1
-                return raw.decode("utf-8", "surrogateescape")
-            if char == "\n":
-                raise self.fail("newline in string")
-            if char == "\\":
-                raw += self._escape()
-            else:
-                raw += char.encode("utf-8", "surrogatepass")
-                self.pos += 1
-
-    def _escape(self) -> bytes:
-        """One Go escape sequence (strconv.Unquote), as the bytes it stands for."""
-        start = self.pos
-        self.pos += 1
-        if self.pos >= len(self.text):
-            raise self.fail("unterminated string")
-        kind = self.text[self.pos]
-        if kind in _SIMPLE_ESCAPES:
-            self.pos += 1
-            return _SIMPLE_ESCAPES[kind].encode()
-        digits = {"x": 2, "u": 4, "U": 8}.get(kind)
-        if digits is not None:
-            text = self.text[self.pos + 1:self.pos + 1 + digits]
-            self.pos += 1 + digits
-            if len(text) != digits or any(c not in "0123456789abcdefABCDEF" for c in text):
-                self.pos = start
-                raise self.fail("invalid escape in string")
-            number = int(text, 16)
-            if kind == "x":
-                return bytes([number])
-            if number > 0x10FFFF or 0xD800 <= number <= 0xDFFF:
-                self.pos = start
-                raise self.fail("invalid unicode escape in string")
-            return chr(number).encode("utf-8")
-        text = self.text[self.pos:self.pos + 3]
-        if len(text) == 3 and all(c in "01234567" for c in text) and int(text, 8) <= 255:
-            self.pos += 3
-            return bytes([int(text, 8)])
-        self.pos = start
-        raise self.fail("invalid escape in string")
-
-    # Grammar ------------------------------------------------------------------------------------
-
-    def query(self) -> Query:
-        expression = self.expression()
-        self.skip_space()
-        if self.pos != len(self.text):
-            raise self.fail("unexpected text after the query")
-        return expression
-
-    def expression(self) -> Query:
-        if self.peek("{"):
-            return self.log_selector()
-        return self.metric()
-
-    def metric(self) -> RangeAggregation | VectorAggregation:
-        name = self.identifier()
-        if name in _VECTOR_AGGREGATIONS:
-            grouping, labels = self.grouping()
-            self.take("(")
-            inner = self.metric()
-            self.take(")")
-            if grouping is None:
-                grouping, labels = self.grouping()
-            return VectorAggregation(name, grouping, labels, inner)
-        if name in _RANGE_FUNCTIONS:
-            self.take("(")
-            selector = self.log_selector()
-            self.take("[")
-            end = self.text.find("]", self.pos)
-            if end < 0:
-                raise self.fail("expected ']'")
-            range_ns = parse_duration_ns(self.text[self.pos:end].strip())
-            self.pos = end + 1
-            self.take(")")
-            return RangeAggregation(name, selector, range_ns)
-        raise self.fail(f"unsupported function or aggregation {name!r} (the simulated Loki "
-                        f"knows {', '.join(_VECTOR_AGGREGATIONS + _RANGE_FUNCTIONS)})")
-
-    def grouping(self) -> tuple[str | None, tuple[str, ...]]:
-        keyword = self.peek_identifier()
-        if keyword not in ("by", "without"):
-            return None, ()
-        self.identifier()
-        self.take("(")
-        labels: list[str] = []
-        if not self.peek(")"):
-            labels.append(self.identifier())
-            while self.peek(","):
-                self.take(",")
-                labels.append(self.identifier())
-        self.take(")")
-        return keyword, tuple(labels)
-
-    def log_selector(self) -> LogSelector:
-        self.take("{")
-        matchers = [self.matcher()]
-        while self.peek(","):
-            self.take(",")
-            matchers.append(self.matcher())
-        self.take("}")
-        filters = []
-        while True:
-            op = next((op for op in _FILTER_OPS if self.peek(op)), None)
-            if op is None:
-                if self.peek("|"):
-                    raise self.fail("unsupported pipeline stage (the simulated Loki knows line "
-                                    "filters only)")
-                break
-            self.pos += len(op)
-            value = self.string()
-            pattern = compile_re2(value) if op in ("|~", "!~") else None
-            filters.append(LineFilter(op, value, pattern))
-        return LogSelector(tuple(matchers), tuple(filters))
-
-    def matcher(self) -> Matcher:
-        label = self.identifier()
-        op = next((op for op in _MATCH_OPS if self.peek(op)), None)
-        if op is None:
-            raise self.fail("expected a label matcher operator (=, !=, =~, !~)")
-        self.pos += len(op)
-        value = self.string()
-        pattern = compile_re2(value) if op in ("=~", "!~") else None
-        return Matcher(label, op, value, pattern)
-
-
-def parse_logql(text: str) -> Query:
-    """The query as a small tree; ``LogQLError`` (Loki's 400 text) for anything else."""
-    try:
-        query = _Parser(text).query()
-    except RecursionError:
-        raise LogQLError("parse error : query nested too deeply") from None
-    for selector in _selectors(query):
-        if not any(m.selects_something for m in selector.matchers):
-            raise LogQLError(NO_MATCHER_TEXT)
-    return query
-
-
-def _selectors(query: Query) -> Iterable[LogSelector]:
-    while isinstance(query, VectorAggregation):
-        query = query.inner
-    yield query.selector if isinstance(query, RangeAggregation) else query
-
-
-def parse_loki_time(value: str) -> int:
-    """A Loki time parameter as unix nanoseconds: float seconds, integer seconds or nanoseconds
-    (10 digits or fewer are seconds, as Loki reads them), or RFC 3339."""
-    text = value.strip()
-    if "." in text:
-        try:
-            seconds = float(text)
-        except ValueError:
-            seconds = math.nan
-        if math.isfinite(seconds):
-            whole = math.floor(seconds)
-            return whole * _NS_PER_SECOND + round((seconds - whole) * 1000) * 1_000_000
-    if re.fullmatch(r"-?[0-9]{1,19}", text):
-        number = int(text)
-        return number * _NS_PER_SECOND if len(text.lstrip("-")) <= 10 else number
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise LogQLError(f'invalid time value "{value[:40]}"') from None
-    if when.tzinfo is None:
-        raise LogQLError(f'invalid time value "{value[:40]}"')
-    return to_unix_nanos(when)
-
-
-def parse_step_ns(value: str) -> int:
-    """A query_range step: a duration (``60s``) or a number of seconds (``60``, ``0.5``)."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            return parse_duration_ns(value)
-        except LogQLError:
-            raise LogQLError(f'invalid step value "{value[:40]}"') from None
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise LogQLError("zero or negative query resolution step widths are not accepted. "
-                         "Try a positive integer")
-    return max(int(seconds * _NS_PER_SECOND), 1)
-
-
-def _sample_time(nanos: int) -> int | float:
-    """A sample timestamp in seconds the way Loki writes it: an integer when whole, else ms."""
-    if nanos % _NS_PER_SECOND == 0:
-        return nanos // _NS_PER_SECOND
-    return round(nanos / _NS_PER_SECOND, 3)
-
-
-def _sample_value(value: float) -> str:
-    """Go's strconv.FormatFloat(v, 'f', -1, 64): "28", not "28.0"."""
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-# --- the world -----------------------------------------------------------------------------------
 
 
 class World:
@@ -586,9 +191,10 @@ class World:
         self.workload_label = settings.get("loki_app_label_key", "app")
         self.pod_label = settings.get("loki_pod_label_key", "pod")
         self.workload = scenario.workload
-        self._streams = self._write_logs()
-        # (stream index, filters) -> (times, lines) of the lines that pass the filters.
-        self._filtered: dict[tuple[int, tuple[LineFilter, ...]], tuple[list[int], list[str]]] = {}
+        self._logs = LogIndex(self._write_logs())
+        self._change_times = self._world_change_times()
+        # (resource, namespace, index in _change_times) -> the objects by name at that time.
+        self._snapshots: dict[tuple[str, str, int], dict[str, Body]] = {}
 
     # Time and names ------------------------------------------------------------------------------
 
@@ -649,8 +255,8 @@ class World:
             labels[self.pod_label] = pod
         return labels
 
-    def _write_logs(self) -> list[_Stream]:
-        streams: dict[tuple[tuple[str, str], ...], _Stream] = {}
+    def _write_logs(self) -> list[LogStream]:
+        written: _WrittenLines = {}
         total = 0
         for spec_index, spec in enumerate(self.scenario.logs):
             revision = self.scenario.revision(spec.revision)
@@ -660,178 +266,120 @@ class World:
             if end <= start:
                 continue
             for pod in self.pod_names(spec.revision):
-                total += self._write_pod_lines(streams, spec, spec_index, pod, start, end)
+                total += self._write_pod_lines(written, spec, spec_index, pod, start, end)
                 if total > MAX_LOG_LINES:
                     raise ValueError(f"scenario {self.scenario.name!r} writes more than "
                                      f"{MAX_LOG_LINES} log lines")
-        for stream in streams.values():
+        streams = []
+        for labels, entries in written.values():
             # Stable: lines of one instant keep the order they were written in.
-            stream.entries.sort(key=lambda entry: entry[0])
-            stream.times = [t for t, _ in stream.entries]
-            stream.lines = [line for _, line in stream.entries]
-            stream.entries = []
-        return sorted(streams.values(), key=lambda s: sorted(s.labels.items()))
+            entries.sort(key=lambda entry: entry[0])
+            streams.append(LogStream(labels, [t for t, _ in entries],
+                                     [line for _, line in entries]))
+        return sorted(streams, key=lambda s: sorted(s.labels.items()))
 
-    def _write_pod_lines(self, streams: dict[tuple[tuple[str, str], ...], _Stream], spec: LogSpec,
-                         spec_index: int, pod: str, start: float, end: float) -> int:
+    def _write_pod_lines(self, written: _WrittenLines, spec: LogSpec, spec_index: int, pod: str,
+                         start: float, end: float) -> int:
         labels = self._stream_labels(pod if spec.pod_label else None)
         key = tuple(sorted(labels.items()))
-        stream = streams.setdefault(key, _Stream(labels))
+        _, entries = written.setdefault(key, (labels, []))
         seed = f"{pod}/{spec_index}"
         phase = (int.from_bytes(_digest("phase", seed)[:4], "big") % 1_000_000 + 1) / 1_000_000
         times = line_times(spec.rate_points(), start, end, phase)
         for index, t in enumerate(times):
             line = _fill_line(spec.line, pod=pod, seed=seed, index=index)
-            stream.entries.append((self._t0_ns + round(t * _NS_PER_SECOND), line))
+            entries.append((self._t0_ns + round(t * NS_PER_SECOND), line))
         return len(times)
-
-    def _passing(self, index: int, filters: tuple[LineFilter, ...]) -> tuple[list[int], list[str]]:
-        key = (index, filters)
-        cached = self._filtered.get(key)
-        if cached is None:
-            stream = self._streams[index]
-            if not filters:
-                cached = (stream.times, stream.lines)
-            else:
-                kept = [(t, line) for t, line in zip(stream.times, stream.lines)
-                        if all(f.accepts(line) for f in filters)]
-                cached = ([t for t, _ in kept], [line for _, line in kept])
-            if len(self._filtered) >= MAX_CACHED_FILTERS:
-                self._filtered.clear()  # a replay uses a handful; only fuzzing gets here
-            self._filtered[key] = cached
-        return cached
-
-    def _matching_streams(self, selector: LogSelector) -> list[int]:
-        return [i for i, stream in enumerate(self._streams)
-                if all(m.accepts(stream.labels) for m in selector.matchers)]
 
     # Loki ----------------------------------------------------------------------------------------
 
     def loki_query(self, query: str, at: datetime) -> LokiAnswer:
         """``GET /loki/api/v1/query``: an instant metric query evaluated at ``at``."""
-        try:
-            parsed = parse_logql(query)
-            if isinstance(parsed, LogSelector):
-                raise LogQLError(LOG_QUERY_ON_INSTANT_TEXT)
-            at_ns = to_unix_nanos(at)
-            samples = self._evaluate(parsed, at_ns)
-        except LogQLError as exc:
-            return 400, str(exc)
-        result = [{"metric": metric, "value": [_sample_time(at_ns), _sample_value(value)]}
-                  for metric, value in samples]
-        return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
+        return self._logs.query(query, at)
 
     def loki_query_range(self, query: str, start: datetime, end: datetime,
                          limit: int = DEFAULT_LOG_LIMIT, direction: str = "backward",
                          step_ns: int | None = None) -> LokiAnswer:
         """``GET /loki/api/v1/query_range``: log lines (streams) or a metric over time (matrix)."""
-        try:
-            parsed = parse_logql(query)
-            start_ns, end_ns = to_unix_nanos(start), to_unix_nanos(end)
-            if end_ns < start_ns:
-                raise LogQLError("end timestamp must not be before or equal to start time")
-            if isinstance(parsed, LogSelector):
-                body = self._streams_body(parsed, start_ns, end_ns, limit, direction)
-            else:
-                body = self._matrix_body(parsed, start_ns, end_ns, step_ns)
-        except LogQLError as exc:
-            return 400, str(exc)
-        return 200, body
-
-    def _evaluate(self, query: RangeAggregation | VectorAggregation,
-                  at_ns: int) -> list[tuple[dict[str, str], float]]:
-        if isinstance(query, RangeAggregation):
-            series = []
-            for index in self._matching_streams(query.selector):
-                times, _ = self._passing(index, query.selector.filters)
-                count = (bisect.bisect_right(times, at_ns)
-                         - bisect.bisect_right(times, at_ns - query.range_ns))
-                if count:  # Loki has no sample, not a zero, for a stream without lines
-                    value = count if query.function == "count_over_time" else \
-                        count / (query.range_ns / _NS_PER_SECOND)
-                    series.append((dict(self._streams[index].labels), float(value)))
-            return series
-        groups: dict[tuple[tuple[str, str], ...], float] = {}
-        for labels, value in self._evaluate(query.inner, at_ns):
-            if query.grouping == "by":
-                kept = {k: labels[k] for k in query.labels if labels.get(k)}
-            elif query.grouping == "without":
-                kept = {k: v for k, v in labels.items() if k not in query.labels}
-            else:
-                kept = {}
-            key = tuple(sorted(kept.items()))
-            groups[key] = groups.get(key, 0.0) + value
-        return [(dict(key), value) for key, value in sorted(groups.items())]
-
-    def _streams_body(self, selector: LogSelector, start_ns: int, end_ns: int, limit: int,
-                      direction: str) -> Body:
-        if direction not in ("backward", "forward"):
-            raise LogQLError(f"invalid direction {direction[:20]!r}: use forward or backward")
-        if limit < 1:
-            raise LogQLError("limit must be a positive value")
-        if limit > MAX_ENTRIES_LIMIT:
-            raise LogQLError(f"max entries limit per query exceeded, limit > max_entries_limit "
-                             f"({limit} > {MAX_ENTRIES_LIMIT})")
-        backward = direction == "backward"
-        candidates: list[tuple[int, int, int]] = []  # (time, stream index, position)
-        for index in self._matching_streams(selector):
-            times, _ = self._passing(index, selector.filters)
-            lo, hi = bisect.bisect_left(times, start_ns), bisect.bisect_left(times, end_ns)
-            positions = range(hi - 1, max(lo, hi - limit) - 1, -1) if backward else \
-                range(lo, min(hi, lo + limit))
-            candidates.extend((times[p], index, p) for p in positions)
-        chosen = (heapq.nlargest if backward else heapq.nsmallest)(limit, candidates)
-        by_stream: dict[int, list[tuple[int, int]]] = {}
-        for t, index, position in chosen:
-            by_stream.setdefault(index, []).append((t, position))
-        result = []
-        for index in sorted(by_stream):
-            _, lines = self._passing(index, selector.filters)
-            entries = sorted(by_stream[index], reverse=backward)
-            result.append({"stream": dict(self._streams[index].labels),
-                           "values": [[str(t), lines[p]] for t, p in entries]})
-        return {"status": "success", "data": {"resultType": "streams", "result": result}}
-
-    def _matrix_body(self, query: RangeAggregation | VectorAggregation, start_ns: int,
-                     end_ns: int, step_ns: int | None) -> Body:
-        if step_ns is None:
-            step_ns = max((end_ns - start_ns) // 250 // _NS_PER_SECOND, 1) * _NS_PER_SECOND
-        if (end_ns - start_ns) // step_ns > MAX_POINTS_PER_SERIES:
-            raise LogQLError("exceeded maximum resolution of 11,000 points per timeseries. Try "
-                             "decreasing the query resolution (?step=XX)")
-        series: dict[tuple[tuple[str, str], ...], list[list[Any]]] = {}
-        at_ns = start_ns
-        while at_ns <= end_ns:
-            for labels, value in self._evaluate(query, at_ns):
-                key = tuple(sorted(labels.items()))
-                series.setdefault(key, []).append([_sample_time(at_ns), _sample_value(value)])
-            at_ns += step_ns
-        result = [{"metric": dict(key), "values": values} for key, values in sorted(series.items())]
-        return {"status": "success", "data": {"resultType": "matrix", "result": result}}
+        return self._logs.query_range(query, start, end, limit=limit, direction=direction,
+                                      step_ns=step_ns)
 
     # Kubernetes ----------------------------------------------------------------------------------
 
     def deployments_list(self, namespace: str, now: datetime) -> Body:
-        items = []
-        deployment = self.deployment(namespace, now)
-        if deployment is not None:
-            items.append(_list_item(deployment))
-        return self._list("DeploymentList", "apps/v1", items, now)
+        return self.list_body("deployments", namespace, now)
 
     def replicasets_list(self, namespace: str, now: datetime) -> Body:
-        items = [_list_item(rs) for rs in self._replicasets(namespace, now)]
-        return self._list("ReplicaSetList", "apps/v1", items, now)
+        return self.list_body("replicasets", namespace, now)
 
     def pods_list(self, namespace: str, now: datetime) -> Body:
-        items = [_list_item(pod) for pod in self._pods(namespace, now)]
-        return self._list("PodList", "v1", items, now)
+        return self.list_body("pods", namespace, now)
 
-    def _list(self, kind: str, api_version: str, items: list[Body], now: datetime) -> Body:
+    def list_body(self, resource: str, namespace: str, now: datetime) -> Body:
+        """``GET .../namespaces/NS/RESOURCE`` at ``now``: the list and its resourceVersion."""
+        kind, api_version = LIST_KINDS[resource]
         return {"kind": kind, "apiVersion": api_version,
-                "metadata": {"resourceVersion": str(to_unix_nanos(now) // _NS_PER_SECOND)},
-                "items": items}
+                "metadata": {"resourceVersion": resource_version_at(now)},
+                "items": [_list_item(item) for item in self.objects(resource, namespace, now)]}
 
-    def _metadata(self, kind: str, name: str, created: float, changed: float, *,
+    def objects(self, resource: str, namespace: str, now: datetime) -> list[Body]:
+        """The objects of ``resource`` ("deployments", "replicasets" or "pods") at ``now``, with
+        their kind, apiVersion and ``metadata.resourceVersion``: the instant they last changed."""
+        objects = self._unversioned(resource, namespace, now)
+        if not objects:
+            return objects
+        changes = self._change_times
+        # The world is constant between change times: an object's last change is the earliest
+        # change time since which it has been equal to what it is now.
+        latest = bisect.bisect_right(changes, self.seconds(now))
+        for obj in objects:
+            name = obj["metadata"]["name"]
+            since = now
+            for index in range(latest - 1, -1, -1):
+                if self._snapshot(resource, namespace, index).get(name) != obj:
+                    break
+                since = self.at(changes[index])
+            obj["metadata"]["resourceVersion"] = resource_version_at(since)
+        return objects
+
+    def deployment(self, namespace: str, now: datetime) -> Body | None:
+        """The Deployment as ``GET .../deployments/NAME`` returns it; None before it exists."""
+        found = self.objects("deployments", namespace, now)
+        return found[0] if found else None
+
+    def _unversioned(self, resource: str, namespace: str, now: datetime) -> list[Body]:
+        """The objects at ``now`` with an empty resourceVersion: comparable across instants."""
+        if resource == "deployments":
+            deployment = self._deployment(namespace, now)
+            return [] if deployment is None else [deployment]
+        if resource == "replicasets":
+            return self._replicasets(namespace, now)
+        if resource == "pods":
+            return self._pods(namespace, now)
+        raise KeyError(resource)
+
+    def _snapshot(self, resource: str, namespace: str, index: int) -> dict[str, Body]:
+        """The objects by name at the ``index``-th change time (cached: the world is pure)."""
+        key = (resource, namespace, index)
+        snapshot = self._snapshots.get(key)
+        if snapshot is None:
+            at = self.at(self._change_times[index])
+            snapshot = {obj["metadata"]["name"]: obj
+                        for obj in self._unversioned(resource, namespace, at)}
+            self._snapshots[key] = snapshot
+        return snapshot
+
+    def _world_change_times(self) -> list[float]:
+        """Scenario times at which a Kubernetes object may change; nothing changes in between."""
+        times: set[float] = set()
+        for revision in self.scenario.revisions:
+            times.update((revision.at, *self._pod_lifetime(revision)))
+            times.update(problem.from_ for problem in revision.pod_problems)
+        if self.scenario.progress_deadline_exceeded_at is not None:
+            times.add(self.scenario.progress_deadline_exceeded_at)
+        return sorted(t for t in times if math.isfinite(t))
+
+    def _metadata(self, kind: str, name: str, created: float, *,
                   labels: dict[str, str], annotations: dict[str, str] | None = None,
                   owner: tuple[str, str, str] | None = None, generation: int | None = None,
                   generate_name: str | None = None) -> Body:
@@ -842,7 +390,8 @@ class World:
         metadata.update({
             "namespace": namespace,
             "uid": _uid(kind, namespace, name),
-            "resourceVersion": str(to_unix_nanos(self.at(changed)) // _NS_PER_SECOND),
+            # Filled in by objects(), which knows when the object last changed.
+            "resourceVersion": "",
         })
         if generation is not None:
             metadata["generation"] = generation
@@ -885,8 +434,7 @@ class World:
         return {"metadata": {"creationTimestamp": None, "labels": labels},
                 "spec": self._pod_spec(revision)}
 
-    def deployment(self, namespace: str, now: datetime) -> Body | None:
-        """The Deployment as ``GET .../deployments/NAME`` returns it; None before it exists."""
+    def _deployment(self, namespace: str, now: datetime) -> Body | None:
         current = self.current_revision(now)
         if namespace != self.scenario.namespace or current is None:
             return None
@@ -942,7 +490,7 @@ class World:
         return {
             "kind": "Deployment",
             "apiVersion": "apps/v1",
-            "metadata": self._metadata("Deployment", self.scenario.deployment, first.at, changed,
+            "metadata": self._metadata("Deployment", self.scenario.deployment, first.at,
                                        labels=labels, annotations=annotations,
                                        generation=generation),
             "spec": {
@@ -969,7 +517,7 @@ class World:
             hash_label = {POD_TEMPLATE_HASH_LABEL: pod_template_hash(self.scenario.deployment,
                                                                      revision.revision)}
             labels = {**self.pod_labels, **hash_label}
-            alive_from, alive_to = self._pod_lifetime(revision)
+            _, alive_to = self._pod_lifetime(revision)
             scaled_down = t >= alive_to
             pods = [p for p in self._revision_pods(revision, t)]
             ready = sum(1 for p in pods if _pod_ready(p))
@@ -985,8 +533,7 @@ class World:
                 "kind": "ReplicaSet",
                 "apiVersion": "apps/v1",
                 "metadata": self._metadata(
-                    "ReplicaSet", name, revision.at, alive_to if scaled_down else revision.at,
-                    labels=labels,
+                    "ReplicaSet", name, revision.at, labels=labels,
                     annotations={DESIRED_REPLICAS_ANNOTATION: str(revision.replicas),
                                  MAX_REPLICAS_ANNOTATION: str(revision.replicas
                                                               + -(-revision.replicas // 4)),
@@ -1018,12 +565,11 @@ class World:
         pods = []
         for index, name in enumerate(self.pod_names(revision.revision)):
             problem = _active_problem(revision.pod_problems, index, t)
-            changed = max(alive_from, problem.from_) if problem else alive_from
             status = self._pod_status(revision, name, problem, alive_from)
             pods.append({
                 "kind": "Pod",
                 "apiVersion": "v1",
-                "metadata": self._metadata("Pod", name, alive_from, changed, labels=dict(labels),
+                "metadata": self._metadata("Pod", name, alive_from, labels=dict(labels),
                                            owner=("ReplicaSet", "apps/v1", rs),
                                            generate_name=rs + "-"),
                 "spec": self._admitted_pod_spec(revision, name, index),
@@ -1145,11 +691,3 @@ def _pod_ready(pod: Body) -> bool:
 def _list_item(body: Body) -> Body:
     """A list's items carry no kind/apiVersion of their own (the list says them once)."""
     return {k: v for k, v in body.items() if k not in ("kind", "apiVersion")}
-
-
-def find_item(list_body: Body, name: str) -> Body | None:
-    for item in list_body.get("items", ()):
-        if item["metadata"]["name"] == name:
-            return item
-    return None
-
