@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     notify_max_age_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
     # Identity in Events and leases; the pod name when run by the manifests in k8s/.
     pod_name: str = "incident-detector"
+    # Write an events.k8s.io Event on the Deployment for each incident, and read them back.
+    kube_events: bool = True
+    # With several replicas: only the holder of the Lease detects and notifies.
+    leader_election: bool = False
+    # Namespace of the Lease (default: the first of NAMESPACE).
+    lease_namespace: str | None = None
+    lease_duration_seconds: float = Field(default=15.0, ge=5, le=300)
 
     # Kubernetes.
     kube_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
@@ -182,6 +189,10 @@ class Settings(BaseSettings):
     @property
     def roll_out_window_seconds(self) -> float:
         return self.roll_out_window_minutes * 60.0
+
+    @property
+    def lease_namespace_effective(self) -> str:
+        return self.lease_namespace or self.namespace[0]
 
     @property
     def stall_seconds(self) -> float:

@@ -36,6 +36,13 @@ Clock = Callable[[], datetime]
 WORKLOAD_NAME_LABELS = ("app.kubernetes.io/name", "app")
 CHANNEL_STDOUT = "stdout"
 CHANNEL_SLACK = "slack"
+CHANNEL_EVENT = "event"
+# Channels sent by the outbox worker, in this order. The Event is the cross-replica record that
+# an incident was notified, so it goes out only once Slack is done with (delivered or given up):
+# a replica that dies before Slack succeeds leaves no Event, and its successor notifies instead.
+REMOTE_CHANNELS = (CHANNEL_SLACK, CHANNEL_EVENT)
+# Attempts at reading Events back before incidents are released without that memory.
+READBACK_ATTEMPTS = 3
 
 
 def utcnow() -> datetime:
@@ -45,7 +52,8 @@ def utcnow() -> datetime:
 class KubeSource(Protocol):
     async def list_deployments(self, namespace: str) -> tuple[Deployment, ...]: ...
     async def list_replicasets(self, namespace: str) -> tuple[ReplicaSet, ...]: ...
-    async def list_pods(self, namespace: str) -> tuple[Pod, ...]: ...
+    async def list_pods(self, namespace: str, *,
+                        template_hashes: Sequence[str] | None = None) -> tuple[Pod, ...]: ...
 
 
 class LokiSource(Protocol):
@@ -59,6 +67,17 @@ class Sender(Protocol):
     async def send(self, payload: dict[str, Any]) -> None: ...
 
 
+class EventSink(Sender, Protocol):
+    def body_for(self, *, incident_record: dict[str, Any], note: str) -> dict[str, Any]: ...
+    async def notified_revisions(self, namespace: str) -> list[Any]: ...
+
+
+class Leadership(Protocol):
+    @property
+    def is_leader(self) -> bool: ...
+    def status(self) -> dict[str, Any]: ...
+
+
 @dataclass
 class SourceHealth:
     """Last success and last error of one dependency; logs only when its state changes."""
@@ -68,24 +87,38 @@ class SourceHealth:
     last_success_at: datetime | None = None
     last_error_at: datetime | None = None
     last_error: str | None = None
+    consecutive_failures: int = 0
+    # Not called again before this time (the server's Retry-After, or the backoff schedule).
+    retry_at: datetime | None = None
 
     def succeeded(self, now: datetime) -> None:
         if self.failing:
             log.info("source.recovered", source=self.name, failing_since=_iso(self.last_error_at))
         self.failing = False
+        self.consecutive_failures = 0
+        self.retry_at = None
         self.last_success_at = now
 
-    def failed(self, now: datetime, error: SourceError) -> None:
+    def failed(self, now: datetime, error: SourceError, *, backoff: Backoff | None = None) -> None:
         if not self.failing:
             log.warning("source.failed", source=self.name, reason=error.reason, error=error.message,
                         retryable=error.retryable)
         self.failing = True
+        self.consecutive_failures += 1
         self.last_error_at = now
         self.last_error = f"{error.reason}: {error.message}"
+        if backoff is not None:
+            wait = error.retry_after if error.retry_after is not None \
+                else backoff.delay(self.consecutive_failures)
+            self.retry_at = now + timedelta(seconds=wait)
+
+    def backing_off(self, now: datetime) -> bool:
+        return self.retry_at is not None and now < self.retry_at
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": not self.failing, "last_success_at": _iso(self.last_success_at),
-                "last_error_at": _iso(self.last_error_at), "last_error": self.last_error}
+                "last_error_at": _iso(self.last_error_at), "last_error": self.last_error,
+                "consecutive_failures": self.consecutive_failures}
 
 
 @dataclass
@@ -99,9 +132,11 @@ class TickReport:
     problems: list[str] = field(default_factory=list)
     assessments: tuple[Assessment, ...] = ()
     incidents: list[tuple[str, str, int]] = field(default_factory=list)
+    role: str = "leader"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
+        return {"role": self.role, "started_at": _iso(self.started_at),
+                "finished_at": _iso(self.finished_at),
                 "duration_seconds": self.duration_seconds, "cpu_seconds": self.cpu_seconds,
                 "degraded": self.degraded,
                 "problems": self.problems,
@@ -143,8 +178,11 @@ class Detector:
         store: Store,
         stdout: StdoutSink,
         slack: Sender | None = None,
+        events: EventSink | None = None,
+        leadership: Leadership | None = None,
         clock: Clock = utcnow,
         delivery_backoff: Backoff = Backoff(base=2.0, cap=300.0),
+        source_backoff: Backoff = Backoff(base=1.0, cap=60.0),
     ) -> None:
         self.settings = settings
         self.kube = kube
@@ -152,8 +190,11 @@ class Detector:
         self.store = store
         self.stdout = stdout
         self.slack = slack
+        self.events = events
+        self.leadership = leadership
         self.clock = clock
         self.delivery_backoff = delivery_backoff
+        self.source_backoff = source_backoff
         self.rules = Rules(
             threshold=settings.error_threshold,
             error_window_seconds=settings.error_window_seconds,
@@ -161,7 +202,11 @@ class Detector:
             baseline_factor=settings.baseline_factor,
             baseline_lookback_seconds=int(settings.baseline_lookback_minutes * 60),
         )
-        self.health = {name: SourceHealth(name) for name in ("kubernetes", "loki", "slack")}
+        self.health = {name: SourceHealth(name) for name in ("kubernetes", "loki", "slack", "event")}
+        # Events are read back (what other replicas or earlier pods notified) before this
+        # replica notifies anything: at start, and each time it becomes the leader.
+        self._readback_attempts = 0
+        self._readback_done = events is None
         self.last_tick: TickReport | None = None
         self.ticks = 0
         self.started_at = clock()
@@ -174,27 +219,22 @@ class Detector:
 
     # One tick ------------------------------------------------------------------------------
 
+    def is_leader(self) -> bool:
+        return self.leadership is None or self.leadership.is_leader
+
     async def tick(self) -> TickReport:
         now = self.clock()
         started = time.monotonic()
         cpu_started = time.process_time()
         report = TickReport(started_at=now)
         self._heartbeat = started
-        results = await asyncio.gather(*(self._observe(ns, now, report)
-                                         for ns in self.settings.namespace))
-        views = [view for namespace_views in results for view in namespace_views]
-        decision = decide(views, now=now, rules=self.rules, already_notified=_KnownKeys(self.store))
-        report.assessments = decision.assessments
-        workloads = {(v.deployment.namespace, v.deployment.name): self.workload_of(v.deployment)
-                     for v in views}
-        for incident in decision.incidents:
-            workload = workloads[(incident.namespace, incident.deployment)]
-            incident = await self._with_signatures(incident, workload, report)
-            if self._record(incident):
-                report.incidents.append(incident.key)
-        self._deliver_stdout()
-        if report.incidents:
-            self.outbox_wakeup.set()
+        if not self.is_leader():
+            # A standby reads nothing and sends nothing; it only stays alive and ready to lead.
+            report.role = "standby"
+            self._readback_done = self.events is None
+            self._readback_attempts = 0
+        else:
+            await self._leader_tick(now, report)
         report.finished_at = self.clock()
         report.duration_seconds = round(time.monotonic() - started, 4)
         report.cpu_seconds = round(time.process_time() - cpu_started, 4)
@@ -206,15 +246,67 @@ class Detector:
                   rollouts=len(report.assessments), incidents=len(report.incidents))
         return report
 
-    async def _call(self, source: str, call: Awaitable[T], now: datetime,
+    async def _leader_tick(self, now: datetime, report: TickReport) -> None:
+        if not self._readback_done:
+            await self._read_back_events(now, report)
+        results = await asyncio.gather(*(self._observe(ns, now, report)
+                                         for ns in self.settings.namespace))
+        views = [view for namespace_views in results for view in namespace_views]
+        decision = decide(views, now=now, rules=self.rules, already_notified=_KnownKeys(self.store))
+        report.assessments = decision.assessments
+        if decision.incidents and not self._readback_done:
+            # Without knowing what was already notified, notifying could repeat an incident;
+            # the incidents stay in Kubernetes and Loki and are raised at a later tick.
+            report.problems.append("event: incidents held until Events are read back")
+            return
+        workloads = {(v.deployment.namespace, v.deployment.name): self.workload_of(v.deployment)
+                     for v in views}
+        for incident in decision.incidents:
+            workload = workloads[(incident.namespace, incident.deployment)]
+            incident = await self._with_signatures(incident, workload, report)
+            if self._record(incident):
+                report.incidents.append(incident.key)
+        self._deliver_stdout()
+        if report.incidents:
+            self.outbox_wakeup.set()
+
+    async def _read_back_events(self, now: datetime, report: TickReport) -> None:
+        """Remember the incidents whose Events exist: notified by an earlier pod or replica."""
+        assert self.events is not None
+        self._readback_attempts += 1
+        found = 0
+        for namespace in self.settings.namespace:
+            notified = await self._call("event", lambda ns=namespace: self.events.notified_revisions(ns),
+                                        now, report, "read back")
+            if notified is None:
+                if self._readback_attempts >= READBACK_ATTEMPTS:
+                    log.warning("events.readback_skipped", attempts=self._readback_attempts,
+                                consequence="an incident notified by another pod may be repeated")
+                    self._readback_done = True
+                return
+            for item in notified:
+                key = (item.namespace, item.deployment, item.revision)
+                if self.store.remember_foreign(key=key, replicaset=item.replicaset,
+                                               detected_at=item.notified_at, origin="event"):
+                    found += 1
+                self.store.supersede(key, now=now, note="notified by another replica")
+        self._readback_done = True
+        log.info("events.read_back", namespaces=len(self.settings.namespace), new=found)
+
+    async def _call(self, source: str, call: Callable[[], Awaitable[T]], now: datetime,
                     report: TickReport, what: str) -> T | None:
+        """Call a source; on failure mark it failing, back off, and return None ("unknown")."""
+        health = self.health[source]
+        if health.backing_off(now):
+            report.problems.append(f"{source}: {what}: backing off after: {health.last_error}")
+            return None
         try:
-            value = await call
+            value = await call()
         except SourceError as exc:
-            self.health[source].failed(now, exc)
+            health.failed(now, exc, backoff=self.source_backoff if exc.retryable else None)
             report.problems.append(f"{source}: {what}: {exc.reason}: {exc.message}")
             return None
-        self.health[source].succeeded(now)
+        health.succeeded(now)
         return value
 
     def workload_of(self, deployment: Deployment) -> str:
@@ -244,10 +336,11 @@ class Detector:
         return chosen
 
     async def _observe(self, namespace: str, now: datetime, report: TickReport) -> list[WorkloadView]:
-        deployments, replicasets, pods = await asyncio.gather(
-            self._call("kubernetes", self.kube.list_deployments(namespace), now, report, "deployments"),
-            self._call("kubernetes", self.kube.list_replicasets(namespace), now, report, "replicasets"),
-            self._call("kubernetes", self.kube.list_pods(namespace), now, report, "pods"),
+        deployments, replicasets = await asyncio.gather(
+            self._call("kubernetes", lambda: self.kube.list_deployments(namespace), now, report,
+                       "deployments"),
+            self._call("kubernetes", lambda: self.kube.list_replicasets(namespace), now, report,
+                       "replicasets"),
         )
         if deployments is None or replicasets is None:
             return []  # nothing can be judged without both: "no verdict", not "healthy"
@@ -255,12 +348,18 @@ class Detector:
         judged = rollouts_to_judge(selected, replicasets, now=now, rules=self.rules)
         self._forget_baselines(namespace, {rs.name for _, rs in judged})
         counts: ErrorCounts | None = None
+        pods: tuple[Pod, ...] | None = ()
         if judged:
+            # Only the new revisions' pods matter: list just those (by pod-template-hash).
+            hashes = [rs.pod_template_hash for _, rs in judged]
+            template_hashes = None if None in hashes else sorted(set(hashes))  # type: ignore[arg-type]
             workloads = sorted({self.workload_of(dep) for dep, _ in judged})
-            counts, _ = await asyncio.gather(
-                self._call("loki", self.loki.count_errors(
+            counts, pods, _ = await asyncio.gather(
+                self._call("loki", lambda: self.loki.count_errors(
                     namespace=namespace, workloads=workloads,
                     window_seconds=self.settings.error_window_seconds), now, report, "error counts"),
+                self._call("kubernetes", lambda: self.kube.list_pods(
+                    namespace, template_hashes=template_hashes), now, report, "pods"),
                 asyncio.gather(*(self._fetch_baseline(dep, rs, now, report) for dep, rs in judged)),
             )
         by_name: dict[str, list[ReplicaSet]] = {}
@@ -285,7 +384,7 @@ class Detector:
         key = (dep.namespace, rs.name)
         if key in self._baselines:
             return
-        counts = await self._call("loki", self.loki.count_errors(
+        counts = await self._call("loki", lambda: self.loki.count_errors(
             namespace=dep.namespace, workloads=[self.workload_of(dep)],
             window_seconds=self.rules.baseline_lookback_seconds, at=rs.created_at),
             now, report, "baseline")
@@ -306,10 +405,10 @@ class Detector:
         lookback = timedelta(seconds=self.rules.baseline_lookback_seconds)
         limit = self.settings.signature_sample_lines
         after, before = await asyncio.gather(
-            self._call("loki", self.loki.sample_errors(
+            self._call("loki", lambda: self.loki.sample_errors(
                 namespace=incident.namespace, workloads=workload, start=incident.rollout_started_at,
                 end=incident.detected_at, limit=limit), incident.detected_at, report, "sample"),
-            self._call("loki", self.loki.sample_errors(
+            self._call("loki", lambda: self.loki.sample_errors(
                 namespace=incident.namespace, workloads=workload,
                 start=incident.rollout_started_at - lookback, end=incident.rollout_started_at,
                 limit=limit), incident.detected_at, report, "sample before rollout"),
@@ -328,6 +427,9 @@ class Detector:
         deliveries: list[tuple[str, dict[str, Any]]] = [(CHANNEL_STDOUT, record)]
         if self.slack is not None:
             deliveries.append((CHANNEL_SLACK, render.slack_payload(incident)))
+        if self.events is not None:
+            deliveries.append((CHANNEL_EVENT, self.events.body_for(
+                incident_record=record, note=render.event_note(incident))))
         stored = self.store.record_incident(key=incident.key, replicaset=incident.replicaset,
                                             detected_at=incident.detected_at, record=record,
                                             deliveries=deliveries)
@@ -343,18 +445,23 @@ class Detector:
             self.store.mark_delivered(item.id, self.clock())
 
     async def deliver_due(self) -> int:
-        """Send every outbox row that is due. Returns how many were delivered."""
+        """Send every outbox row that is due (leader only). Returns how many were delivered."""
+        if not self.is_leader():
+            return 0
         self._deliver_stdout()
         delivered = 0
-        for item in self.store.due(self.clock(), channels=[CHANNEL_SLACK]):
-            if await self._deliver(item):
-                delivered += 1
+        for channel in REMOTE_CHANNELS:
+            for item in self.store.due(self.clock(), channels=[channel]):
+                if channel == CHANNEL_EVENT and CHANNEL_SLACK in self.store.pending_channels(item.key):
+                    continue  # the Event waits for Slack (see REMOTE_CHANNELS)
+                if await self._deliver(item):
+                    delivered += 1
         return delivered
 
     async def _deliver(self, item: OutboxItem) -> bool:
         now = self.clock()
         max_age = timedelta(minutes=self.settings.notify_max_age_minutes)
-        sender = self.slack if item.channel == CHANNEL_SLACK else None
+        sender = {CHANNEL_SLACK: self.slack, CHANNEL_EVENT: self.events}.get(item.channel)
         if sender is None:
             self.store.mark_given_up(item.id, now=now, error=f"{item.channel} is not configured")
             return False
@@ -424,12 +531,17 @@ class Detector:
         return time.monotonic() - self._heartbeat <= self.settings.stall_seconds
 
     def ready(self) -> bool:
+        # A standby is ready: its job is to be able to take over, and it is alive.
+        if not self.is_leader():
+            return self.alive()
         return self.last_tick is not None and not self.last_tick.degraded
 
     def status(self) -> dict[str, Any]:
         outbox = self.store.outbox_summary()
         return {
             "service": "incident-detector",
+            "role": self.leadership.status() if self.leadership is not None
+            else {"role": "leader", "election": "off"},
             "alive": self.alive(),
             "ready": self.ready(),
             "started_at": _iso(self.started_at),
@@ -437,7 +549,8 @@ class Detector:
             "settings": self.settings.public(),
             "last_tick": self.last_tick.as_dict() if self.last_tick else None,
             "sources": {name: h.as_dict() for name, h in self.health.items()
-                        if name != "slack" or self.slack is not None},
+                        if (name != "slack" or self.slack is not None)
+                        and (name != "event" or self.events is not None)},
             "rollouts": [assessment_dict(a) for a in
                          (self.last_tick.assessments if self.last_tick else ())],
             "incidents": self.store.recent_incidents(),

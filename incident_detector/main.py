@@ -18,7 +18,7 @@ import kubernetes.client
 import structlog
 import uvicorn
 
-from . import kube, loki, slack
+from . import events, kube, leader, loki, slack
 from .config import Settings
 from .daemon import Clock, Detector, StdoutSink, utcnow
 from .errors import SourceError
@@ -47,6 +47,11 @@ async def build_detector(
     loki_http = loki.make_http_client(settings)
     slack_http = slack.make_http_client(timeout=settings.slack_timeout_seconds) \
         if settings.slack_webhook_url is not None else None
+    elector = leader.LeaderElector(
+        api=kube_api, namespace=settings.lease_namespace_effective, identity=settings.pod_name,
+        lease_duration=settings.lease_duration_seconds,
+        renew_interval=settings.lease_duration_seconds / 3, timeout=settings.kube_timeout_seconds,
+    ) if settings.leader_election else None
     try:
         detector = Detector(
             settings=settings,
@@ -61,6 +66,10 @@ async def build_detector(
             slack=slack.SlackNotifier(http=slack_http, webhook_url=settings.slack_webhook_url,
                                       max_attempts=settings.slack_max_attempts)
             if slack_http is not None and settings.slack_webhook_url is not None else None,
+            events=events.EventRecorder(api=kube_api, timeout=settings.kube_timeout_seconds,
+                                        reporting_instance=settings.pod_name)
+            if settings.kube_events else None,
+            leadership=elector,
             clock=clock,
         )
         yield detector
@@ -130,6 +139,10 @@ async def run_daemon(detector: Detector, settings: Settings, *, stop: asyncio.Ev
         on_ready.set_result(endpoint)
     ticks = asyncio.create_task(detector.run(stop), name="ticks")
     outbox = asyncio.create_task(detector.run_outbox(stop), name="outbox")
+    # The elector stops last: it releases the Lease only once this replica sends nothing more.
+    election_stop = asyncio.Event()
+    election = asyncio.create_task(detector.leadership.run(election_stop), name="election") \
+        if isinstance(detector.leadership, leader.LeaderElector) else None
     try:
         await stop.wait()
     finally:
@@ -143,6 +156,11 @@ async def run_daemon(detector: Detector, settings: Settings, *, stop: asyncio.Ev
                     await task
             elif not task.cancelled() and task.exception() is not None:
                 log.error("task.failed", task=task.get_name(), error=repr(task.exception()))
+        if election is not None:
+            election_stop.set()
+            done, _ = await asyncio.wait({election}, timeout=SHUTDOWN_GRACE_SECONDS)
+            if not done:
+                election.cancel()
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(http_task, timeout=SHUTDOWN_GRACE_SECONDS)

@@ -212,6 +212,24 @@ class Store:
             (error[:500], _ts(now), item_id),
         )
 
+    def pending_channels(self, key: IncidentKey) -> set[str]:
+        """Channels of an incident still waiting for delivery (neither delivered nor given up)."""
+        rows = self._db.execute(
+            "SELECT channel FROM outbox WHERE namespace=? AND deployment=? AND revision=?"
+            " AND delivered_at IS NULL AND gave_up_at IS NULL",
+            key,
+        )
+        return {channel for (channel,) in rows}
+
+    def supersede(self, key: IncidentKey, *, now: datetime, note: str) -> int:
+        """Close the pending rows of an incident another replica has already notified."""
+        cursor = self._db.execute(
+            "UPDATE outbox SET delivered_at=?, last_error=? WHERE namespace=? AND deployment=?"
+            " AND revision=? AND delivered_at IS NULL AND gave_up_at IS NULL",
+            (_ts(now), note, *key),
+        )
+        return cursor.rowcount
+
     def outbox_summary(self, limit: int = 20) -> OutboxSummary:
         pending = self._db.execute(
             "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND gave_up_at IS NULL"
