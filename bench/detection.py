@@ -1,0 +1,79 @@
+"""Precision, recall and detection delay of the detector over the scenario suite.
+
+Each scenario is replayed through the real detector (see ``incident_detector.sim.replay``). A
+notified revision that the scenario expects is a true positive; one it does not expect is a false
+positive; an expected one never notified is a false negative. The delay runs from the moment the
+scenario's evidence is in Loki (``evidence_at``) to the notification.
+
+    python -m bench.detection [SCENARIO_DIR]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from incident_detector.logs import configure_logging
+from incident_detector.sim.replay import replay
+from incident_detector.sim.scenario import load_scenario, scenario_paths
+
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "tests" / "scenarios"
+
+
+def run(directory: Path = DEFAULT_DIR) -> dict:
+    configure_logging(level="error", fmt="json", stream=sys.stderr)
+    tp = fp = fn = 0
+    delays: list[float] = []
+    rows = []
+    started = time.perf_counter()
+    for path in scenario_paths(directory):
+        scenario = load_scenario(path)
+        result = asyncio.run(replay(scenario))
+        expected = {e.revision: e for e in scenario.expect.incidents}
+        notified = {n.record["revision"]: n for n in result.notifications}
+        hits = sorted(set(expected) & set(notified))
+        tp += len(hits)
+        fp += len(set(notified) - set(expected))
+        fn += len(set(expected) - set(notified))
+        for revision in hits:
+            if expected[revision].evidence_at is not None:
+                delays.append(notified[revision].at_seconds - expected[revision].evidence_at)
+        rows.append((path.stem, sorted(expected), sorted(notified)))
+    elapsed = time.perf_counter() - started
+    return {"scenarios": len(rows), "rows": rows, "tp": tp, "fp": fp, "fn": fn,
+            "precision": tp / (tp + fp) if tp + fp else 1.0,
+            "recall": tp / (tp + fn) if tp + fn else 1.0,
+            "delays": delays, "elapsed": elapsed}
+
+
+def report(figures: dict) -> str:
+    lines = [f"{'scenario':45} {'expected':>10} {'notified':>10}"]
+    for name, expected, notified in figures["rows"]:
+        mark = "" if expected == notified else "   <-- differs"
+        lines.append(f"{name:45} {str(expected):>10} {str(notified):>10}{mark}")
+    delays = sorted(figures["delays"])
+    lines.append("")
+    lines.append(f"scenarios: {figures['scenarios']}  true positives: {figures['tp']}  "
+                 f"false positives: {figures['fp']}  false negatives: {figures['fn']}")
+    lines.append(f"precision: {figures['precision']:.3f}  recall: {figures['recall']:.3f}")
+    if delays:
+        p90 = delays[min(len(delays) - 1, int(round(0.9 * (len(delays) - 1))))]
+        lines.append(f"detection delay (evidence in Loki -> notification, simulated seconds, "
+                     f"poll interval 20 s): median {statistics.median(delays):.1f}  "
+                     f"p90 {p90:.1f}  max {max(delays):.1f}  (n={len(delays)})")
+    lines.append(f"replayed in {figures['elapsed']:.1f} s of wall time")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    directory = Path(argv[0]) if argv else DEFAULT_DIR
+    print(report(run(directory)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

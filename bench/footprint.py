@@ -1,0 +1,291 @@
+"""Footprint of a real detector process watching many Deployments.
+
+For each size (1, 100, 500, 2000 Deployments; three ReplicaSets each; two pods per current
+revision; one Deployment in fifty with a rollout inside its window) a loopback apiserver serves
+objects cloned from the bodies recorded from a real kube-apiserver (managedFields and all), and a
+loopback Loki answers the error-count query. ``python -m incident_detector`` runs against them
+with ``TARGET_DEPLOYMENT=*`` and the figures are read from outside the process:
+
+- start-up: from the process start to the first completed tick (``/status``);
+- CPU per tick: the process's user+system time over steady ticks (``/proc/PID/stat``), divided by
+  the number of ticks; this includes everything the process does between ticks;
+- resident memory: ``VmRSS`` during the steady ticks (max), and ``VmHWM`` (the peak ever);
+- HTTP requests per tick: counted by the loopback servers over the steady ticks.
+
+    python -m bench.footprint [SIZES...]
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from threading import Lock
+
+import httpx
+
+from incident_detector.sim.server import LocalServer, Request, Response
+
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "kubernetes"
+NAMESPACE = "bench"
+STEADY_TICKS = 20
+WARMUP_TICKS = 5
+POLL_INTERVAL = 0.25
+
+
+def _item(name: str, index: int = 0) -> dict:
+    return json.loads((FIXTURES / name).read_text())["response"]["json"]["items"][index]
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class SyntheticCluster:
+    deployments: bytes
+    replicasets: bytes
+    pods_by_hash: dict[str, list[dict]]
+    workloads_in_window: list[tuple[str, str]]  # (workload, a pod of its new revision)
+
+
+def build_cluster(size: int, now: datetime) -> SyntheticCluster:
+    dep_t, rs_t, pod_t = _item("deployments_list.json"), _item("replicasets_list.json"), \
+        _item("pods_list.json", 0)
+    deployments, replicasets, pods_by_hash, in_window = [], [], {}, []
+    for i in range(size):
+        name = f"svc-{i:04d}"
+        recent = i % 50 == 0
+        dep = copy.deepcopy(dep_t)
+        dep["metadata"].update(name=name, namespace=NAMESPACE, uid=f"uid-d-{i}",
+                               labels={"app": name},
+                               annotations={"deployment.kubernetes.io/revision": "3"})
+        dep["spec"]["selector"] = {"matchLabels": {"app": name}}
+        dep["spec"]["template"]["metadata"]["labels"] = {"app": name}
+        deployments.append(dep)
+        for revision in (1, 2, 3):
+            pod_hash = f"{i:04d}{revision}abcde"[:10]
+            rs = copy.deepcopy(rs_t)
+            created = now - (timedelta(seconds=60) if recent and revision == 3
+                             else timedelta(days=4 - revision))
+            rs["metadata"].update(
+                name=f"{name}-{pod_hash}", namespace=NAMESPACE, uid=f"uid-r-{i}-{revision}",
+                creationTimestamp=_stamp(created),
+                labels={"app": name, "pod-template-hash": pod_hash},
+                annotations={"deployment.kubernetes.io/revision": str(revision)},
+                ownerReferences=[{"apiVersion": "apps/v1", "kind": "Deployment", "name": name,
+                                  "uid": f"uid-d-{i}", "controller": True,
+                                  "blockOwnerDeletion": True}])
+            replicasets.append(rs)
+            if revision == 3:
+                pods = []
+                for p in range(2):
+                    pod = copy.deepcopy(pod_t)
+                    pod["metadata"].update(
+                        name=f"{name}-{pod_hash}-p{p}xyz", namespace=NAMESPACE,
+                        labels={"app": name, "pod-template-hash": pod_hash},
+                        ownerReferences=[{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                          "name": f"{name}-{pod_hash}", "uid": f"uid-r-{i}-3",
+                                          "controller": True, "blockOwnerDeletion": True}])
+                    for status in pod["status"].get("containerStatuses", []):
+                        status["state"] = {"running": {"startedAt": _stamp(now)}}
+                        status["restartCount"] = 0
+                    pods.append(pod)
+                pods_by_hash[pod_hash] = pods
+                if recent:
+                    in_window.append((name, pods[0]["metadata"]["name"]))
+
+    def body(kind: str, items: list[dict]) -> bytes:
+        return json.dumps({"kind": kind, "apiVersion": "apps/v1",
+                           "metadata": {"resourceVersion": "1000"}, "items": items}).encode()
+
+    return SyntheticCluster(body("DeploymentList", deployments), body("ReplicaSetList", replicasets),
+                            pods_by_hash, in_window)
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.bytes_out = 0
+        self._lock = Lock()
+
+    def add(self, key: str, size: int) -> None:
+        with self._lock:
+            self.counts[key] = self.counts.get(key, 0) + 1
+            self.bytes_out += size
+
+    def snapshot(self) -> tuple[dict[str, int], int]:
+        with self._lock:
+            return dict(self.counts), self.bytes_out
+
+
+def kube_handler(cluster: SyntheticCluster, counter: Counter):
+    def handle(request: Request) -> Response:
+        path = request.path
+        watching = request.param("watch", "false").lower() in ("true", "1")
+        for resource, body in (("deployments", cluster.deployments),
+                               ("replicasets", cluster.replicasets)):
+            if path == f"/apis/apps/v1/namespaces/{NAMESPACE}/{resource}":
+                if watching:
+                    kind = "Deployment" if resource == "deployments" else "ReplicaSet"
+                    out = json.dumps({"type": "BOOKMARK", "object": {
+                        "kind": kind, "apiVersion": "apps/v1",
+                        "metadata": {"resourceVersion": "1000"}}}).encode() + b"\n"
+                    counter.add(f"watch {resource}", len(out))
+                    return Response(200, out)
+                counter.add(f"list {resource}", len(body))
+                return Response(200, body)
+        if path == f"/api/v1/namespaces/{NAMESPACE}/pods":
+            selector = request.param("labelSelector", "") or ""
+            hashes = selector[selector.find("(") + 1:selector.rfind(")")].split(",") \
+                if " in (" in selector else list(cluster.pods_by_hash)
+            items = [p for h in hashes for p in cluster.pods_by_hash.get(h.strip(), [])]
+            out = json.dumps({"kind": "PodList", "apiVersion": "v1",
+                              "metadata": {"resourceVersion": "1000"}, "items": items}).encode()
+            counter.add("list pods", len(out))
+            return Response(200, out)
+        if path.endswith("/events"):
+            if request.method == "POST":
+                counter.add("create event", 0)
+                return Response(201, request.body)
+            counter.add("list events", 0)
+            return Response(200, {"kind": "EventList", "apiVersion": "events.k8s.io/v1",
+                                  "metadata": {"resourceVersion": "1000"}, "items": []})
+        counter.add("other", 0)
+        return Response(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                              "reason": "NotFound", "code": 404, "message": path})
+    return handle
+
+
+def loki_handler(cluster: SyntheticCluster, counter: Counter):
+    def handle(request: Request) -> Response:
+        if request.path != "/loki/api/v1/query":
+            counter.add("loki other", 0)
+            return Response(404, "not found", "text/plain")
+        now = time.time()
+        result = [{"metric": {"app": workload, "pod": pod}, "value": [now, "1"]}
+                  for workload, pod in cluster.workloads_in_window]
+        body = {"status": "success", "data": {"resultType": "vector", "result": result}}
+        counter.add("loki baseline" if request.param("time") else "loki count", 0)
+        return Response(200, body)
+    return handle
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def measure(size: int) -> dict:
+    cluster = build_cluster(size, datetime.now(timezone.utc))
+    counter = Counter()
+    with LocalServer(kube_handler(cluster, counter)) as kube, \
+            LocalServer(loki_handler(cluster, counter)) as loki, \
+            tempfile.TemporaryDirectory() as tmp:
+        kubeconfig = Path(tmp) / "kubeconfig"
+        kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "bench",
+            "clusters": [{"name": "bench", "cluster": {"server": kube.url}}],
+            "users": [{"name": "bench", "user": {"token": "bench"}}],
+            "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}]}))
+        port = _free_port()
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("KUBERNETES_", "LOKI_", "SLACK_", "NAMESPACE", "TARGET_"))}
+        env.update(KUBECONFIG=str(kubeconfig), LOKI_URL=loki.url, NAMESPACE=NAMESPACE,
+                   TARGET_DEPLOYMENT="*", POLL_INTERVAL_SECONDS=str(POLL_INTERVAL),
+                   HTTP_HOST="127.0.0.1", HTTP_PORT=str(port),
+                   STATE_PATH=str(Path(tmp) / "state.sqlite3"), LOG_LEVEL="warning")
+        started = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "incident_detector"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        status_url = f"http://127.0.0.1:{port}/status"
+        try:
+            startup = None
+            marks: dict[int, tuple[float, dict[str, int]]] = {}
+            rss_steady = 0
+            tick_cpu: list[float] = []
+            deadline = time.monotonic() + 120
+            with httpx.Client(timeout=5) as client:
+                while time.monotonic() < deadline:
+                    try:
+                        status = client.get(status_url).json()
+                    except httpx.TransportError:
+                        time.sleep(0.01)
+                        continue
+                    ticks = status["ticks"]
+                    if ticks >= 1 and startup is None:
+                        startup = time.monotonic() - started
+                    if ticks >= WARMUP_TICKS:
+                        rss_steady = max(rss_steady, _proc_kib(proc.pid, "VmRSS"))
+                        if status["last_tick"] and status["last_tick"]["cpu_seconds"] is not None:
+                            tick_cpu.append(status["last_tick"]["cpu_seconds"])
+                    for mark in (WARMUP_TICKS, WARMUP_TICKS + STEADY_TICKS):
+                        if ticks >= mark and mark not in marks:
+                            marks[mark] = (_proc_cpu_seconds(proc.pid), counter.snapshot()[0])
+                    if len(marks) == 2:
+                        break
+                    time.sleep(0.02)
+                degraded = status["last_tick"]["degraded"] if status.get("last_tick") else None
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+        (cpu0, req0), (cpu1, req1) = marks[WARMUP_TICKS], marks[WARMUP_TICKS + STEADY_TICKS]
+        per_tick = {k: (req1.get(k, 0) - req0.get(k, 0)) / STEADY_TICKS for k in req1}
+        return {
+            "deployments": size, "replicasets": 3 * size,
+            "rollouts_in_window": len(cluster.workloads_in_window),
+            "startup_seconds": startup,
+            "cpu_ms_per_tick": 1000 * (cpu1 - cpu0) / STEADY_TICKS,
+            "tick_cpu_ms_median": 1000 * sorted(tick_cpu)[len(tick_cpu) // 2] if tick_cpu else None,
+            "rss_mb_steady": rss_steady / 1024,
+            "requests_per_tick": {k: v for k, v in sorted(per_tick.items()) if v},
+            "degraded": degraded,
+            "list_bytes": len(cluster.deployments) + len(cluster.replicasets),
+        }
+
+
+def report(rows: list[dict]) -> str:
+    lines = [f"{'deployments':>11} {'replicasets':>11} {'startup s':>9} {'cpu ms/tick':>11} "
+             f"{'tick cpu ms':>11} {'rss MB':>7}  requests per tick (steady)"]
+    for r in rows:
+        requests = ", ".join(f"{k}: {v:g}" for k, v in r["requests_per_tick"].items())
+        total = sum(r["requests_per_tick"].values())
+        lines.append(f"{r['deployments']:>11} {r['replicasets']:>11} {r['startup_seconds']:>9.2f} "
+                     f"{r['cpu_ms_per_tick']:>11.1f} {r['tick_cpu_ms_median'] or 0:>11.1f} "
+                     f"{r['rss_mb_steady']:>7.1f}  {total:g} ({requests})"
+                     + ("  DEGRADED" if r["degraded"] else ""))
+    lines.append(f"(poll interval {POLL_INTERVAL} s; {STEADY_TICKS} steady ticks after "
+                 f"{WARMUP_TICKS} warm-up ticks; lists of the recorded shapes, managedFields included)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    sizes = [int(a) for a in argv] or [1, 100, 500, 2000]
+    print(report([measure(size) for size in sizes]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
