@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     loki_app_label_key: str = "app"
     loki_namespace_label_key: str = "namespace"
     loki_pod_label_key: str = "pod"
+    # Pod template label whose value is the workload label's value on the log streams, for
+    # custom label schemes (default: app.kubernetes.io/name, then app, then the Deployment name).
+    workload_pod_label: str | None = None
     loki_org_id: str | None = None
     loki_bearer_token: SecretStr | None = None
     loki_username: str | None = None

@@ -313,7 +313,9 @@ class Detector:
         """The value of the workload label on the Deployment's log streams."""
         if not self.settings.watches_all_deployments and len(self.settings.target_deployment) == 1:
             return self.settings.loki_label_app
-        for key in WORKLOAD_NAME_LABELS:
+        keys = (self.settings.workload_pod_label,) if self.settings.workload_pod_label \
+            else WORKLOAD_NAME_LABELS
+        for key in keys:
             value = deployment.pod_label(key)
             if value:
                 return value

@@ -51,6 +51,7 @@ async def build_detector(
         api=kube_api, namespace=settings.lease_namespace_effective, identity=settings.pod_name,
         lease_duration=settings.lease_duration_seconds,
         renew_interval=settings.lease_duration_seconds / 3, timeout=settings.kube_timeout_seconds,
+        clock=clock,
     ) if settings.leader_election else None
     try:
         detector = Detector(
