@@ -505,9 +505,10 @@ def _impact_lines(incident: Incident) -> list[str]:
         lines.append(f"• {mrkdwn_escape(problem)} on {_plural(pods, 'pod')}")
     lines.append(
         f"• {_count(incident.error_count)} error lines in the last "
-        f"{duration(incident.window_seconds)} in {mrkdwn_escape(incident.namespace)}/"
-        f"{mrkdwn_escape(incident.deployment)}"
+        f"{duration(incident.window_seconds)} ({_rate(evidence.error_rate_per_minute)}/min) in "
+        f"{mrkdwn_escape(incident.namespace)}/{mrkdwn_escape(incident.deployment)}"
     )
+    lines.append(f"• The new revision has been live for {duration(_since_rollout(incident))}")
     return lines
 
 

@@ -553,3 +553,11 @@ def test_event_note_fits_1024_bytes_for_any_incident(incident):
     note = render.event_note(incident)
     assert 0 < len(note.encode("utf-8")) <= 1024
     assert note.startswith("Rollout of ")
+
+
+def test_impact_says_how_many_how_fast_and_for_how_long():
+    incident = make_incident()
+    text = render.slack_text(render.slack_payload(incident))
+    impact = text.split("Impact", 1)[1].split("Recommended action", 1)[0]
+    assert "/min" in impact
+    assert "has been live for" in impact
