@@ -226,3 +226,43 @@ def test_once_runs_one_tick_and_reports_failure(cluster):
     assert len(daemon.incidents()) == 1
     broken = start_daemon(cluster, args=("--once",), extra_env={"LOKI_URL": f"http://127.0.0.1:{free_port()}"})
     assert broken.proc.wait(timeout=30) == 1
+
+
+def test_no_secret_in_any_log_line_or_status_even_when_everything_fails(cluster):
+    """Loki and Slack fail at first, with error bodies that echo the credentials back."""
+    token, password = "LOKI-TOKEN-sEcReT-77", "B4sic-PassW0rd-sEcReT"
+    loki_fake, slack_fake = cluster["loki"].handler, cluster["sink"]
+    failures = {"loki": 4, "slack": 3}
+
+    def loki(request):
+        if failures["loki"] > 0 and request.path.startswith("/loki/api/v1/query"):
+            failures["loki"] -= 1
+            return Response(401, f"bad credentials: {request.headers.get('authorization')}",
+                            "text/plain")
+        return loki_fake(request)
+
+    def slack(request):
+        if failures["slack"] > 0:
+            failures["slack"] -= 1
+            return Response(500, f"internal error while posting to {request.path}", "text/plain")
+        return slack_fake(request)
+
+    cluster["loki"].handler = loki
+    cluster["slack"].handler = slack
+    daemon = start_daemon(cluster, extra_env={"LOKI_BEARER_TOKEN": token})
+    try:
+        daemon.wait_for(lambda: cluster["sink"].messages, timeout=40)
+        status = httpx.get(f"{daemon.url}/status").text
+    finally:
+        assert stop(daemon) == 0
+    output = daemon.out_path.read_text()
+    assert "source.failed" in output and "loki" in output  # the failures were logged...
+    for secret in (token, WEBHOOK_SECRET):
+        assert secret not in output, secret  # ...without any secret
+        assert secret not in status, secret
+    # and basic auth in the URL is never shown either
+    second = start_daemon(cluster, extra_env={
+        "LOKI_URL": cluster["loki"].url.replace("http://", f"http://reader:{password}@")},
+        args=("--once",))
+    second.proc.wait(timeout=30)
+    assert password not in second.out_path.read_text()
