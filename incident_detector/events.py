@@ -23,8 +23,8 @@ import kubernetes.client
 import structlog
 
 from .errors import SourceError
-from .kube import SOURCE, call_api, parse_list, parse_timestamp
-from .leader import micro_time, with_dict_body
+from .kube import SOURCE, namespaced_path, parse_list, parse_timestamp, request
+from .leader import micro_time
 from .render import EVENT_NOTE_MAX_BYTES
 
 log = structlog.get_logger(__name__)
@@ -37,7 +37,8 @@ REPORTING_CONTROLLER = "incident-detector.dev/detector"
 REVISION_ANNOTATION = "incident-detector.dev/revision"
 REPLICASET_ANNOTATION = "incident-detector.dev/replicaset"
 
-EVENT_API_VERSION = "events.k8s.io/v1"
+EVENT_GROUP, EVENT_VERSION, EVENT_RESOURCE = "events.k8s.io", "v1", "events"
+EVENT_API_VERSION = f"{EVENT_GROUP}/{EVENT_VERSION}"
 EVENT_LIST_KIND = "EventList"
 # Limits the API server validates.
 NAME_MAX_CHARS = 253
@@ -47,9 +48,8 @@ NAME_HASH_CHARS = 12
 ELLIPSIS = "…"
 
 # What the recorder does through the API, as (api group, resource, verb): POST and list.
-EVENT_PERMISSIONS: tuple[tuple[str, str, str], ...] = (
-    ("events.k8s.io", "events", "create"),
-    ("events.k8s.io", "events", "list"),
+EVENT_PERMISSIONS: tuple[tuple[str, str, str], ...] = tuple(
+    (EVENT_GROUP, EVENT_RESOURCE, verb) for verb in ("create", "list")
 )
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
@@ -213,7 +213,6 @@ class EventRecorder:
     def __init__(self, *, api: kubernetes.client.ApiClient, timeout: float,
                  reporting_instance: str) -> None:
         self._api = api
-        self._events = kubernetes.client.EventsV1Api(api)
         self._timeout = timeout
         self._reporting_instance = reporting_instance
 
@@ -236,9 +235,8 @@ class EventRecorder:
                               retryable=False)
         try:
             await asyncio.to_thread(
-                call_api, self._api, with_dict_body(self._events.create_namespaced_event),
-                namespace, dict(payload), timeout=self._timeout,
-                what=f"creating event {name!r} in namespace {namespace!r}")
+                request, self._api, "POST", _events_path(namespace), body=dict(payload),
+                timeout=self._timeout, what=f"creating event {name!r} in namespace {namespace!r}")
         except SourceError as exc:
             # The name is the incident's: a 409 means this very Event was written before.
             if exc.status == 409:
@@ -253,9 +251,9 @@ class EventRecorder:
         return await asyncio.to_thread(self._notified_revisions, namespace)
 
     def _notified_revisions(self, namespace: str) -> list[NotifiedRevision]:
-        body = call_api(self._api, self._events.list_namespaced_event, namespace,
-                        field_selector=f"reason={REASON}", timeout=self._timeout,
-                        what=f"listing events in namespace {namespace!r}")
+        body = request(self._api, "GET", _events_path(namespace),
+                       query=(("fieldSelector", f"reason={REASON}"),), timeout=self._timeout,
+                       what=f"listing events in namespace {namespace!r}")
         items = parse_list(body, kind=EVENT_LIST_KIND)
         earliest: dict[tuple[str, str, int], NotifiedRevision] = {}
         for item in items:
@@ -270,3 +268,8 @@ class EventRecorder:
         if ignored:
             log.debug("event.items_ignored", namespace=namespace, ignored=ignored)
         return list(earliest.values())
+
+
+def _events_path(namespace: str) -> str:
+    return namespaced_path(group=EVENT_GROUP, version=EVENT_VERSION, resource=EVENT_RESOURCE,
+                           namespace=namespace)

@@ -1,10 +1,12 @@
 """Kubernetes source: the Deployments, ReplicaSets and pods of a namespace, as plain dataclasses.
 
 The official client makes the requests (authentication, TLS, kubeconfig, in-cluster service
-account), but its typed models are never built: decoding a ReplicaSet or pod list into them costs
-tens of megabytes more than the JSON itself. Every call passes ``_preload_content=False`` and the
-raw body goes through ``json.loads`` and the pure parsers below. The client blocks, so each call
-runs in a worker thread; the parsing runs there too, to keep the event loop free.
+account), through its low-level ``ApiClient`` only (``request`` below): its typed API classes are
+never built, nor its typed models. Building ``CoreV1Api`` and ``AppsV1Api`` alone imports hundreds
+of model modules (about 25 MB), and decoding a ReplicaSet or pod list into models costs tens of
+megabytes more than the JSON itself. The raw body goes through ``json.loads`` and the pure parsers
+below. The client blocks, so each call runs in a worker thread; the parsing runs there too, to
+keep the event loop free.
 
 One request per resource kind and namespace per tick, no retry here: the daemon's loop retries on
 the next tick, and a transport that retried on its own would hold a tick for several timeouts.
@@ -25,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 import kubernetes.client
 import kubernetes.config
@@ -98,22 +101,36 @@ _REVISION = re.compile(r"[0-9]{1,19}")
 # Which calls this module makes, and so which permissions it needs.
 
 
+def namespaced_path(*, group: str, version: str, resource: str, namespace: str,
+                    name: str | None = None) -> str:
+    """The URL path of a namespaced collection (``group=""`` is the core group), or of the object
+    ``name`` in it: the same coordinates that a Role grants access by."""
+    root = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    path = f"{root}/namespaces/{quote(namespace, safe='')}/{resource}"
+    return path if name is None else f"{path}/{quote(name, safe='')}"
+
+
 @dataclass(frozen=True, slots=True)
 class ListCall:
     """One namespaced collection: its RBAC coordinates, the ``kind`` of the list it returns and
     the verbs used on it (``watch`` for the collections kept by a ``WatchedList``)."""
 
     group: str
+    version: str
     resource: str
     list_kind: str
     verbs: tuple[str, ...] = ("list",)
 
+    def path(self, namespace: str) -> str:
+        return namespaced_path(group=self.group, version=self.version, resource=self.resource,
+                               namespace=namespace)
 
-DEPLOYMENTS = ListCall(group="apps", resource="deployments", list_kind="DeploymentList",
-                       verbs=("list", "watch"))
-REPLICASETS = ListCall(group="apps", resource="replicasets", list_kind="ReplicaSetList",
-                       verbs=("list", "watch"))
-PODS = ListCall(group="", resource="pods", list_kind="PodList")
+
+DEPLOYMENTS = ListCall(group="apps", version="v1", resource="deployments",
+                       list_kind="DeploymentList", verbs=("list", "watch"))
+REPLICASETS = ListCall(group="apps", version="v1", resource="replicasets",
+                       list_kind="ReplicaSetList", verbs=("list", "watch"))
+PODS = ListCall(group="", version="v1", resource="pods", list_kind="PodList")
 LIST_CALLS = (DEPLOYMENTS, REPLICASETS, PODS)
 
 REQUIRED_PERMISSIONS: tuple[tuple[str, str, str], ...] = tuple(
@@ -194,8 +211,6 @@ class KubeClient:
 
     def __init__(self, *, api: kubernetes.client.ApiClient, timeout: float) -> None:
         self._api = api
-        self._apps = kubernetes.client.AppsV1Api(api)
-        self._core = kubernetes.client.CoreV1Api(api)
         self._timeout = timeout
         self._deployments: dict[str, WatchedList[Deployment]] = {}
         self._replicasets: dict[str, WatchedList[ReplicaSet]] = {}
@@ -204,34 +219,33 @@ class KubeClient:
         watched = self._deployments.get(namespace)
         if watched is None:
             watched = self._deployments[namespace] = WatchedList(
-                api=self._api, call=DEPLOYMENTS, method=self._apps.list_namespaced_deployment,
-                namespace=namespace, parse=parse_deployment, timeout=self._timeout)
+                api=self._api, call=DEPLOYMENTS, namespace=namespace, parse=parse_deployment,
+                timeout=self._timeout)
         return await asyncio.to_thread(watched.refresh)
 
     async def list_replicasets(self, namespace: str) -> tuple[ReplicaSet, ...]:
         watched = self._replicasets.get(namespace)
         if watched is None:
             watched = self._replicasets[namespace] = WatchedList(
-                api=self._api, call=REPLICASETS, method=self._apps.list_namespaced_replica_set,
-                namespace=namespace, parse=parse_replicaset, timeout=self._timeout)
+                api=self._api, call=REPLICASETS, namespace=namespace, parse=parse_replicaset,
+                timeout=self._timeout)
         return await asyncio.to_thread(watched.refresh)
 
     async def list_pods(self, namespace: str, *,
                         template_hashes: Sequence[str] | None = None) -> tuple[Pod, ...]:
         """The pods of ``namespace``; with ``template_hashes``, only the pods of the ReplicaSets
         with those ``pod-template-hash`` labels (none asked for: no request at all)."""
-        selector: dict[str, str] = {}
+        query: list[tuple[str, str]] = []
         if template_hashes is not None:
             hashes = sorted({h for h in template_hashes if h})
             if not hashes:
                 return ()
-            selector["label_selector"] = f"{POD_TEMPLATE_HASH_LABEL} in ({','.join(hashes)})"
-        return await asyncio.to_thread(self._list_pods, namespace, selector)
+            query.append(("labelSelector", f"{POD_TEMPLATE_HASH_LABEL} in ({','.join(hashes)})"))
+        return await asyncio.to_thread(self._list_pods, namespace, query)
 
-    def _list_pods(self, namespace: str, selector: Mapping[str, str]) -> tuple[Pod, ...]:
-        body = call_api(self._api, self._core.list_namespaced_pod, namespace,
-                        what=f"listing pods in namespace {namespace!r}", timeout=self._timeout,
-                        **selector)
+    def _list_pods(self, namespace: str, query: Sequence[tuple[str, str]]) -> tuple[Pod, ...]:
+        body = request(self._api, "GET", PODS.path(namespace), query=query,
+                       what=f"listing pods in namespace {namespace!r}", timeout=self._timeout)
         items = parse_list(body, kind=PODS.list_kind)
         del body  # the decoded dicts are all that is needed from here on
         return _parsed(items, parse_pod, resource=PODS.resource, namespace=namespace)
@@ -253,14 +267,13 @@ class WatchedList(Generic[T]):
     carries on from there; only an expired version is dropped (the next refresh lists at once).
     """
 
-    def __init__(self, *, api: kubernetes.client.ApiClient, call: ListCall,
-                 method: Callable[..., Any], namespace: str, parse: Callable[[dict], T | None],
-                 timeout: float) -> None:
+    def __init__(self, *, api: kubernetes.client.ApiClient, call: ListCall, namespace: str,
+                 parse: Callable[[dict], T | None], timeout: float) -> None:
         self.resource_version: str | None = None
         self.items: dict[str, T] = {}
         self._api = api
         self._call = call
-        self._method = method
+        self._path = call.path(namespace)
         self._namespace = namespace
         self._parse = parse
         self._timeout = timeout
@@ -282,9 +295,9 @@ class WatchedList(Generic[T]):
             return self._snapshot
 
     def _relist(self) -> None:
-        body = call_api(self._api, self._method, self._namespace,
-                        what=f"listing {self._call.resource} in namespace {self._namespace!r}",
-                        timeout=self._timeout)
+        body = request(self._api, "GET", self._path,
+                       what=f"listing {self._call.resource} in namespace {self._namespace!r}",
+                       timeout=self._timeout)
         raw_items, version = parse_list_with_version(body, kind=self._call.list_kind)
         del body  # the decoded dicts are all that is needed from here on
         parsed = _parsed(raw_items, self._parse, resource=self._call.resource,
@@ -298,11 +311,12 @@ class WatchedList(Generic[T]):
     def _watch(self, since: str) -> None:
         what = f"watching {self._call.resource} in namespace {self._namespace!r}"
         try:
-            body = call_api(self._api, self._method, self._namespace, what=what,
-                            # The server holds the stream for WATCH_SECONDS before closing it.
-                            timeout=self._timeout + WATCH_SECONDS, watch=True,
-                            resource_version=since, allow_watch_bookmarks=True,
-                            timeout_seconds=WATCH_SECONDS)
+            body = request(self._api, "GET", self._path, what=what,
+                           query=(("watch", True), ("resourceVersion", since),
+                                  ("allowWatchBookmarks", True),
+                                  ("timeoutSeconds", WATCH_SECONDS)),
+                           # The server holds the stream for WATCH_SECONDS before closing it.
+                           timeout=self._timeout + WATCH_SECONDS)
         except SourceError as exc:
             if exc.status != GONE_STATUS:
                 raise
@@ -416,42 +430,61 @@ def _watch_error(status: Mapping[str, Any]) -> Exception:
 
 
 # --------------------------------------------------------------------------------------------
-# One blocking call and the mapping of its failures, shared by every module that calls the API.
+# One blocking request and the mapping of its failures, shared by every module calling the API.
 
 
-def call_api(api: kubernetes.client.ApiClient, method: Callable[..., Any], *args: Any,
-             what: str, timeout: float, **kwargs: Any) -> bytes:
-    """The raw body of one call of the client's ``method`` (a bound method of an API class built
-    on ``api``); every failure comes out as a ``SourceError`` with ``api``'s credentials redacted.
+# Every request asks for JSON and every body sent is JSON: the parsers read nothing else.
+JSON_MEDIA_TYPE = "application/json"
+# The client's name for the bearer token of its configuration (a kubeconfig or service account
+# token, refreshed by the client when it rotates), as its generated API methods name it.
+AUTH_SETTINGS = ("BearerToken",)
+
+
+def request(api: kubernetes.client.ApiClient, method: str, path: str, *,
+            query: Sequence[tuple[str, Any]] = (), body: dict[str, Any] | None = None,
+            timeout: float, what: str) -> bytes:
+    """The raw body of one 2xx answer to ``method`` on ``path`` (``namespaced_path``); every
+    failure comes out as a ``SourceError`` with ``api``'s credentials redacted.
+
+    The client's low-level path does the work its typed API methods would (URL, query encoding,
+    bearer token, TLS, proxy) without importing their models. ``body`` goes out as built: the
+    client serialises a plain dict as it is, explicit nulls and ``micro_time`` strings included.
 
     Blocking: callers run it in a worker thread. ``what`` says what the call was for, in the
     error messages (``"listing pods in namespace 'demo'"``).
     """
+    headers = {"Accept": JSON_MEDIA_TYPE}
+    if body is not None:
+        headers["Content-Type"] = JSON_MEDIA_TYPE
     response = None
     try:
-        response = method(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
-        return response.data
+        serialized = api.param_serialize(method, path, query_params=list(query),
+                                         header_params=headers, body=body,
+                                         auth_settings=AUTH_SETTINGS)
+        response = api.call_api(*serialized, _request_timeout=timeout)
+        data = response.read()
     except ApiException as exc:
-        raise _api_error(api, exc, what) from None
+        # The client turns urllib3's SSLError into an ApiException without a status.
+        raise SourceError(SOURCE, "connection",
+                          _redact(api, f"{what}: TLS with {api.configuration.host} failed "
+                                       f"({exc.reason})"),
+                          retryable=True) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise _transport_error(api, exc, what, timeout=timeout) from None
     finally:
         if response is not None:
-            response.release_conn()
+            response.response.release_conn()
+    if not 200 <= response.status <= 299:
+        raise _status_error(api, response.status, headers=response.headers, body=data, what=what)
+    return data
 
 
-def _api_error(api: kubernetes.client.ApiClient, exc: ApiException, what: str) -> SourceError:
-    status = exc.status or 0
-    if status == 0:
-        # The client turns urllib3's SSLError into an ApiException without a status.
-        host = api.configuration.host
-        return SourceError(SOURCE, "connection",
-                           _redact(api, f"{what}: TLS with {host} failed ({exc.reason})"),
-                           retryable=True)
-    status_body = _status_body(exc.body)
+def _status_error(api: kubernetes.client.ApiClient, status: int, *, headers: Any, body: bytes,
+                  what: str) -> SourceError:
+    status_body = _status_body(body)
     reason = _str(status_body.get("reason")) or f"http_{status}"
     message = _str(status_body.get("message")) or f"HTTP {status} from the API server"
-    retry_after = parse_retry_after(_header(exc.headers, "Retry-After"))
+    retry_after = parse_retry_after(_header(headers, "Retry-After"))
     if retry_after is None:
         # The API server also puts its hint in the Status body (same cap as the header).
         seconds = _count(_dict(status_body.get("details")).get("retryAfterSeconds"))

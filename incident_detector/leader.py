@@ -21,7 +21,6 @@ a few coroutines around three calls, run in a worker thread like every other cal
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import math
 from collections.abc import Awaitable, Callable
@@ -34,17 +33,18 @@ import kubernetes.client
 import structlog
 
 from .errors import SourceError
-from .kube import SOURCE, call_api, parse_timestamp
+from .kube import SOURCE, namespaced_path, parse_timestamp, request
 
 log = structlog.get_logger(__name__)
 
 LEASE_NAME = "incident-detector"
-LEASE_API_VERSION = "coordination.k8s.io/v1"
+LEASE_GROUP, LEASE_VERSION, LEASE_RESOURCE = "coordination.k8s.io", "v1", "leases"
+LEASE_API_VERSION = f"{LEASE_GROUP}/{LEASE_VERSION}"
 LEASE_KIND = "Lease"
 
 # What the elector does through the API, as (api group, resource, verb): GET, POST, PUT.
 LEASE_PERMISSIONS: tuple[tuple[str, str, str], ...] = tuple(
-    ("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update")
+    (LEASE_GROUP, LEASE_RESOURCE, verb) for verb in ("get", "create", "update")
 )
 
 # How long after a follower's computed expiry it looks again: the expiry test is strict
@@ -72,20 +72,6 @@ def micro_time(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def with_dict_body(method: Callable[..., Any]) -> Callable[..., Any]:
-    """The client's ``method``, sending a plain dict body exactly as built.
-
-    Clients generated with pydantic validate a dict body into their model before sending it: that
-    drops explicit nulls (``holderIdentity: null`` is how a Lease is released) and re-serialises
-    MicroTime fields with ``isoformat()`` (see ``micro_time``). The undecorated function skips that
-    step; older clients have no such step and send the dict unchanged.
-    """
-    raw = getattr(method, "raw_function", None)
-    if raw is None:
-        return method
-    return functools.partial(raw, method.__self__)
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,7 +199,6 @@ class LeaderElector:
             raise ValueError(f"renew_interval ({renew_interval}) must be positive and shorter "
                              f"than lease_duration ({lease_duration})")
         self._api = api
-        self._leases = kubernetes.client.CoordinationV1Api(api)
         self._namespace = namespace
         self._name = name
         self._identity = identity
@@ -402,25 +387,23 @@ class LeaderElector:
 
     async def _read(self) -> LeaseRecord | None:
         try:
-            return await asyncio.to_thread(self._call, "reading",
-                                           self._leases.read_namespaced_lease, self._name,
-                                           self._namespace)
+            return await asyncio.to_thread(self._call, "reading", "GET", self._name)
         except SourceError as exc:
             if exc.status == 404:
                 return None
             raise
 
     async def _create(self, body: dict[str, Any]) -> LeaseRecord:
-        return await asyncio.to_thread(self._call, "creating",
-                                       with_dict_body(self._leases.create_namespaced_lease),
-                                       self._namespace, body)
+        return await asyncio.to_thread(self._call, "creating", "POST", None, body)
 
     async def _replace(self, body: dict[str, Any]) -> LeaseRecord:
-        return await asyncio.to_thread(self._call, "updating",
-                                       with_dict_body(self._leases.replace_namespaced_lease),
-                                       self._name, self._namespace, body)
+        return await asyncio.to_thread(self._call, "updating", "PUT", self._name, body)
 
-    def _call(self, verb: str, method: Callable[..., Any], *args: Any) -> LeaseRecord:
-        body = call_api(self._api, method, *args, timeout=self._timeout,
-                        what=f"{verb} lease {self._name!r} in namespace {self._namespace!r}")
-        return parse_lease(body)
+    def _call(self, verb: str, method: str, name: str | None,
+              body: dict[str, Any] | None = None) -> LeaseRecord:
+        """``name=None``: the collection (where a Lease is created); else the Lease itself."""
+        path = namespaced_path(group=LEASE_GROUP, version=LEASE_VERSION, resource=LEASE_RESOURCE,
+                               namespace=self._namespace, name=name)
+        answer = request(self._api, method, path, body=body, timeout=self._timeout,
+                         what=f"{verb} lease {self._name!r} in namespace {self._namespace!r}")
+        return parse_lease(answer)

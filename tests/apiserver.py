@@ -8,7 +8,8 @@ edits what it needs (status, body, headers, delay) before calling the real ``kub
         apiserver.edit(REPLICASETS_PATH, delay=1.0)                   # or make it slow
         apiserver.body(PODS_PATH)["items"].clear()                    # or change the JSON
 
-Paths that were not recorded get the API server's own 404 ``Status``.
+Paths that were not recorded get the API server's own 404 ``Status``. Like kube-apiserver, the
+fake answers 406 to an ``Accept`` that rules out JSON and 415 to a body of another media type.
 
 A GET with ``watch=true`` on a path is answered from ``serve_watch`` instead: newline-delimited
 JSON events, then the stream ends (the real server closes it after ``timeoutSeconds``). With no
@@ -65,6 +66,9 @@ _EXISTS_REQUIREMENT = re.compile(rf"\s*(!?)\s*({_SELECTOR_KEY})\s*")
 
 # The body of a watch during which nothing changed.
 EMPTY_WATCH = b""
+
+# Media ranges of an Accept header that JSON satisfies.
+_ACCEPTS_JSON = frozenset({"application/json", "application/*", "*/*"})
 
 
 def load_recording(name: str) -> dict[str, Any]:
@@ -150,6 +154,22 @@ def _label_matches(requirement: str, labels: dict[str, str]) -> bool:
     return (key in labels) != bool(negated)
 
 
+def _media_type_problem(request: Request) -> Response | None:
+    """kube-apiserver's answer to a request whose media types it cannot serve (only JSON here)."""
+    accept = request.headers.get("accept")
+    if accept is not None and not {r.split(";")[0].strip().lower()
+                                   for r in accept.split(",")} & _ACCEPTS_JSON:
+        return status_response(406, "NotAcceptable", "the server was unable to respond with a "
+                               "content type that the client supports")
+    content_type = request.headers.get("content-type")
+    if request.body and content_type is not None \
+            and content_type.split(";")[0].strip().lower() != "application/json":
+        return status_response(415, "UnsupportedMediaType",
+                               f"the body of the request was in an unknown format - accepted "
+                               f"media types include: application/json, not {content_type}")
+    return None
+
+
 class FakeApiServer:
     """Routes ``(method, path)`` to a ``Response``; records every request it receives."""
 
@@ -225,7 +245,7 @@ class FakeApiServer:
         return self._server.url
 
     def _answer(self, request: Request) -> Response:
-        response = self._handle(request)
+        response = _media_type_problem(request) or self._handle(request)
         payload = response.encoded()
         response.body = payload  # encoded once, here, so the size counted is the size sent
         self.exchanges.append(Exchange(request=request, response_bytes=len(payload)))

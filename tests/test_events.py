@@ -309,6 +309,7 @@ def test_send_creates_the_event_as_built(apiserver):
     [request] = apiserver.requests
     assert (request.method, request.path) == ("POST", EVENTS_PATH)
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["content-type"] == request.headers["accept"] == "application/json"
     # Sent verbatim: the MicroTime keeps its ".000000Z" (re-serialised it would be rejected).
     assert request.json() == payload
     assert list(apiserver.events) == [payload["metadata"]["name"]]

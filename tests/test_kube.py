@@ -11,6 +11,8 @@ import json
 import logging
 import re
 import socket
+import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,6 +48,7 @@ from incident_detector.kube import (
     api_client_for,
     api_client_from_environment,
     detect_gitops,
+    namespaced_path,
     parse_deployment,
     parse_list,
     parse_pod,
@@ -121,7 +124,9 @@ def test_list_request_path_and_bearer_token(apiserver):
     [request] = apiserver.requests
     assert (request.method, request.path) == ("GET", REPLICASETS_PATH)
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["accept"] == "application/json"
     assert request.query == {}
+    assert request.body == b"" and "content-type" not in request.headers
 
 
 def test_list_deployments(apiserver):
@@ -781,6 +786,72 @@ def test_required_permissions_cover_every_call(apiserver):
     assert {("apps", "deployments", "list"), ("apps", "deployments", "watch"),
             ("apps", "replicasets", "list"), ("apps", "replicasets", "watch"),
             ("", "pods", "list")} == set(REQUIRED_PERMISSIONS)
+
+
+def test_namespaced_paths():
+    assert namespaced_path(group="", version="v1", resource="pods", namespace=NAMESPACE) == \
+        PODS_PATH
+    assert namespaced_path(group="apps", version="v1", resource="replicasets",
+                           namespace=NAMESPACE) == REPLICASETS_PATH
+    assert namespaced_path(group="coordination.k8s.io", version="v1", resource="leases",
+                           namespace="ns", name="a/b?c") == \
+        "/apis/coordination.k8s.io/v1/namespaces/ns/leases/a%2Fb%3Fc"
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory: the client's typed API classes are never built. Building CoreV1Api and AppsV1Api
+# imports their modules and every model in their signatures (286 model modules, about 25 MB).
+
+TYPED_API_MODULES = ("kubernetes.client.api.core_v1_api", "kubernetes.client.api.apps_v1_api",
+                     "kubernetes.client.api.events_v1_api",
+                     "kubernetes.client.api.coordination_v1_api")
+# None is loaded today: a few could come with a client upgrade, hundreds mean a typed API class.
+MAX_MODEL_MODULES = 50
+
+# Builds every client of the API and makes each of their calls once (each fails: nothing
+# listens on port 1), then reports what was imported.
+IMPORTS_PROBE = """
+import asyncio, json, sys
+from datetime import datetime, timezone
+from incident_detector.errors import SourceError
+from incident_detector.events import EventRecorder, event_body
+from incident_detector.kube import KubeClient, api_client_for
+from incident_detector.leader import LeaderElector
+
+api = api_client_for("http://127.0.0.1:1")
+kube = KubeClient(api=api, timeout=1.0)
+events = EventRecorder(api=api, timeout=1.0, reporting_instance="pod-0")
+elector = LeaderElector(api=api, namespace="ns", identity="pod-0", timeout=1.0)
+built = sorted(sys.modules)
+
+async def call_each() -> None:
+    payload = events.body_for(note="n", incident_record={
+        "namespace": "ns", "deployment": "d", "replicaset": "d-1", "revision": 2,
+        "detected_at": datetime.now(timezone.utc)})
+    for call in (kube.list_deployments("ns"), kube.list_replicasets("ns"), kube.list_pods("ns"),
+                 events.send(payload), events.notified_revisions("ns")):
+        try:
+            await call
+        except SourceError:
+            pass
+    await elector.try_acquire_or_renew()
+
+asyncio.run(call_each())
+print(json.dumps({"built": built, "called": sorted(sys.modules)}))
+"""
+
+
+def test_no_typed_api_class_or_model_is_imported():
+    probe = subprocess.run([sys.executable, "-c", IMPORTS_PROBE], capture_output=True, text=True,
+                           timeout=30, check=True)
+    modules = json.loads(probe.stdout.splitlines()[-1])  # after the elector's log line
+
+    for when in ("built", "called"):
+        loaded = set(modules[when])
+        assert "incident_detector.leader" in loaded
+        assert sorted(loaded.intersection(TYPED_API_MODULES)) == [], when
+        models = [m for m in loaded if m.startswith("kubernetes.client.models.")]
+        assert len(models) < MAX_MODEL_MODULES, (when, len(models))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -233,6 +233,8 @@ def test_first_replica_creates_the_lease_and_leads(apiserver):
     assert apiserver.paths == [("GET", LEASE_PATH), ("POST", LEASES_PATH)]
     get, post = apiserver.requests
     assert post.headers["authorization"] == f"Bearer {TOKEN}"
+    assert post.headers["content-type"] == "application/json"
+    assert get.headers["accept"] == "application/json" and "content-type" not in get.headers
     # Sent exactly as the recorded request that a real API server accepted.
     assert post.json() == load_recording("lease_create.json")["request"]["body"]
     assert [log["event"] for log in logs] == ["leader.acquired"]
