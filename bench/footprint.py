@@ -51,10 +51,13 @@ def _stamp(moment: datetime) -> str:
 
 @dataclass
 class SyntheticCluster:
-    deployments: bytes
-    replicasets: bytes
+    deployments: list[dict]
+    replicasets: list[dict]
     pods_by_hash: dict[str, list[dict]]
     workloads_in_window: list[tuple[str, str]]  # (workload, a pod of its new revision)
+
+    def list_bytes(self) -> int:
+        return len(json.dumps(self.deployments)) + len(json.dumps(self.replicasets))
 
 
 def build_cluster(size: int, now: datetime) -> SyntheticCluster:
@@ -103,12 +106,22 @@ def build_cluster(size: int, now: datetime) -> SyntheticCluster:
                 if recent:
                     in_window.append((name, pods[0]["metadata"]["name"]))
 
-    def body(kind: str, items: list[dict]) -> bytes:
-        return json.dumps({"kind": kind, "apiVersion": "apps/v1",
-                           "metadata": {"resourceVersion": "1000"}, "items": items}).encode()
+    return SyntheticCluster(deployments, replicasets, pods_by_hash, in_window)
 
-    return SyntheticCluster(body("DeploymentList", deployments), body("ReplicaSetList", replicasets),
-                            pods_by_hash, in_window)
+
+def list_page(kind: str, items: list[dict], request: Request, cache: dict) -> bytes:
+    """One page of a list, with limit/continue as kube-apiserver does them (pages are cached:
+    the fake must not be what the benchmark measures)."""
+    limit = int(request.param("limit") or 0) or len(items) or 1
+    page = int(request.param("continue") or 0)
+    key = (kind, limit, page)
+    if key not in cache:
+        metadata = {"resourceVersion": "1000"}
+        if (page + 1) * limit < len(items):
+            metadata["continue"] = str(page + 1)
+        cache[key] = json.dumps({"kind": kind, "apiVersion": "apps/v1", "metadata": metadata,
+                                 "items": items[page * limit:(page + 1) * limit]}).encode()
+    return cache[key]
 
 
 class Counter:
@@ -128,11 +141,13 @@ class Counter:
 
 
 def kube_handler(cluster: SyntheticCluster, counter: Counter):
+    pages: dict = {}
+
     def handle(request: Request) -> Response:
         path = request.path
         watching = request.param("watch", "false").lower() in ("true", "1")
-        for resource, body in (("deployments", cluster.deployments),
-                               ("replicasets", cluster.replicasets)):
+        for resource, kind, items in (("deployments", "DeploymentList", cluster.deployments),
+                                      ("replicasets", "ReplicaSetList", cluster.replicasets)):
             if path == f"/apis/apps/v1/namespaces/{NAMESPACE}/{resource}":
                 if watching:
                     kind = "Deployment" if resource == "deployments" else "ReplicaSet"
@@ -141,6 +156,7 @@ def kube_handler(cluster: SyntheticCluster, counter: Counter):
                         "metadata": {"resourceVersion": "1000"}}}).encode() + b"\n"
                     counter.add(f"watch {resource}", len(out))
                     return Response(200, out)
+                body = list_page(kind, items, request, pages)
                 counter.add(f"list {resource}", len(body))
                 return Response(200, body)
         if path == f"/api/v1/namespaces/{NAMESPACE}/pods":
@@ -261,7 +277,7 @@ def measure(size: int) -> dict:
             "rss_mb_steady": rss_steady / 1024,
             "requests_per_tick": {k: v for k, v in sorted(per_tick.items()) if v},
             "degraded": degraded,
-            "list_bytes": len(cluster.deployments) + len(cluster.replicasets),
+            "list_bytes": cluster.list_bytes(),
         }
 
 

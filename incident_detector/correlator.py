@@ -114,11 +114,16 @@ def previous_revision(revision: int, replicasets: Iterable[ReplicaSet], deployme
 def rollouts_to_judge(
     deployments: Iterable[Deployment], replicasets: Iterable[ReplicaSet], *, now: datetime, rules: Rules
 ) -> list[tuple[Deployment, ReplicaSet]]:
-    """Current revisions inside the rollout window: the ones that need error counts and a baseline."""
-    replicasets = tuple(replicasets)
+    """Current revisions inside the rollout window: the ones that need error counts and a baseline.
+
+    One pass over the ReplicaSets (indexed by owner and revision), not one per Deployment: with
+    thousands of both, the nested scan was the largest cost of a tick.
+    """
+    by_revision = {(rs.deployment, rs.revision): rs for rs in replicasets
+                   if rs.deployment is not None and rs.revision is not None}
     out = []
     for dep in deployments:
-        rs = current_replicaset(dep, replicasets)
+        rs = by_revision.get((dep.name, dep.revision)) if dep.revision is not None else None
         if rs is not None and 0 <= (now - rs.created_at).total_seconds() <= rules.rollout_window_seconds:
             out.append((dep, rs))
     return out

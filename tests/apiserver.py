@@ -262,6 +262,7 @@ class FakeApiServer:
             return Response(status=404, body=NOT_FOUND_STATUS)
         # A copy, so that a test editing a body while a request is answered sees no tearing.
         response = copy.deepcopy(response)
+        _paginate(request, response)
         selector = request.param("labelSelector")
         if selector is not None and response.status == 200 and isinstance(response.body, dict) \
                 and isinstance(response.body.get("items"), list):
@@ -549,3 +550,17 @@ def event_validation_causes(event: dict[str, Any]) -> list[dict[str, str]]:
     if regarding.get("namespace") not in (None, "", event["metadata"].get("namespace", NAMESPACE)):
         invalid("regarding.namespace", "Invalid value: does not match event.namespace")
     return causes
+
+
+def _paginate(request: Request, response: Response) -> None:
+    """``limit``/``continue`` as kube-apiserver does: a page of items and a token for the next
+    (the token here is simply the page number)."""
+    limit = request.param("limit")
+    if limit is None or response.status != 200 or not isinstance(response.body, dict) \
+            or not isinstance(response.body.get("items"), list):
+        return
+    size, page = int(limit), int(request.param("continue") or 0)
+    items = response.body["items"]
+    response.body["items"] = items[page * size:(page + 1) * size]
+    if (page + 1) * size < len(items):
+        response.body.setdefault("metadata", {})["continue"] = str(page + 1)

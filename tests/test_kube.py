@@ -44,6 +44,7 @@ from incident_detector.kube import (
     REQUIRED_PERMISSIONS,
     RESTART_THRESHOLD,
     WATCH_SECONDS,
+    LIST_PAGE_SIZE,
     KubeClient,
     api_client_for,
     api_client_from_environment,
@@ -125,7 +126,7 @@ def test_list_request_path_and_bearer_token(apiserver):
     assert (request.method, request.path) == ("GET", REPLICASETS_PATH)
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
     assert request.headers["accept"] == "application/json"
-    assert request.query == {}
+    assert request.query == {"limit": [str(LIST_PAGE_SIZE)]}
     assert request.body == b"" and "content-type" not in request.headers
 
 
@@ -420,7 +421,7 @@ def test_first_call_lists_then_the_next_watches_from_the_lists_version(apiserver
     watched = run(getattr(client, method)(NAMESPACE))
 
     first, second = apiserver.requests
-    assert (first.path, first.query) == (path, {})
+    assert (first.path, first.query) == (path, {"limit": [str(LIST_PAGE_SIZE)]})
     assert second.path == path
     assert second.query == {"watch": ["true"], "resourceVersion": [LIST_VERSION],
                             "allowWatchBookmarks": ["true"],
@@ -711,7 +712,9 @@ def test_an_idle_watch_costs_bytes_of_changes_not_of_objects(apiserver):
     apiserver.serve_watch(REPLICASETS_PATH, watch_event("MODIFIED", changed))
     after_change = run(client.list_replicasets(NAMESPACE))
 
-    list_bytes, idle_bytes, change_bytes = (e.response_bytes for e in apiserver.exchanges)
+    pages = -(-300 // LIST_PAGE_SIZE)
+    sizes = [e.response_bytes for e in apiserver.exchanges]
+    list_bytes, (idle_bytes, change_bytes) = sum(sizes[:pages]), sizes[pages:]
     one_object = len(json.dumps(changed))
     assert list_bytes > 300 * one_object * 0.9
     assert idle_bytes < 100
@@ -719,7 +722,7 @@ def test_an_idle_watch_costs_bytes_of_changes_not_of_objects(apiserver):
     assert len(listed) == len(idle) == len(after_change) == 300
     assert idle == listed
     assert [rs.replicas for rs in after_change if rs.replicas != 1] == [5]
-    assert kinds_of_requests(apiserver) == ["list", "watch", "watch"]
+    assert kinds_of_requests(apiserver) == ["list"] * pages + ["watch", "watch"]
 
 
 # Pods: listed every time, only those of the revisions asked for.
@@ -1417,3 +1420,26 @@ def test_parsers_never_raise_on_damaged_recordings(item):
 def test_detect_gitops_never_raises(labels, annotations):
     owner = detect_gitops(labels=labels, annotations=annotations)
     assert owner is None or (owner.app and isinstance(owner.app, str))
+
+
+def test_a_large_list_is_read_page_by_page_then_watched(apiserver):
+    template = recorded_items("replicasets_list.json")[0]
+    items = []
+    for i in range(2 * LIST_PAGE_SIZE + 17):
+        item = copy.deepcopy(template)
+        item["metadata"]["name"] = f"payments-api-{i:010d}"
+        items.append(item)
+    apiserver.edit(REPLICASETS_PATH, body={"kind": "ReplicaSetList", "apiVersion": "apps/v1",
+                                           "metadata": {"resourceVersion": LIST_VERSION},
+                                           "items": items})
+    client = client_for(apiserver)
+
+    listed = run(client.list_replicasets(NAMESPACE))
+    run(client.list_replicasets(NAMESPACE))
+
+    assert len(listed) == len(items)
+    pages = [r.query for r in apiserver.requests][:3]
+    assert [q.get("continue") for q in pages] == [None, ["1"], ["2"]]
+    assert all(q["limit"] == [str(LIST_PAGE_SIZE)] for q in pages)
+    watch = apiserver.requests[3].query
+    assert watch["watch"] == ["true"] and watch["resourceVersion"] == [LIST_VERSION]
