@@ -247,10 +247,12 @@ class Detector:
         return report
 
     async def _leader_tick(self, now: datetime, report: TickReport) -> None:
-        if not self._readback_done:
-            await self._read_back_events(now, report)
-        results = await asyncio.gather(*(self._observe(ns, now, report)
-                                         for ns in self.settings.namespace))
+        # Reading Events back and observing are independent: do both at once; the decision
+        # below waits for both.
+        readback = self._read_back_events(now, report) if not self._readback_done \
+            else asyncio.sleep(0)
+        _, *results = await asyncio.gather(readback, *(self._observe(ns, now, report)
+                                                       for ns in self.settings.namespace))
         views = [view for namespace_views in results for view in namespace_views]
         decision = decide(views, now=now, rules=self.rules, already_notified=_KnownKeys(self.store))
         report.assessments = decision.assessments
@@ -364,12 +366,20 @@ class Detector:
                     namespace, template_hashes=template_hashes), now, report, "pods"),
                 asyncio.gather(*(self._fetch_baseline(dep, rs, now, report) for dep, rs in judged)),
             )
+        # Only Deployments with something to judge get a view: a rollout in its window, or a
+        # stuck rollout. The others cost one dictionary lookup each per tick.
+        to_judge = {dep.name for dep, _ in judged}
+        to_judge.update(dep.name for dep in selected if dep.progress_deadline_exceeded)
+        if not to_judge:
+            return []
         by_name: dict[str, list[ReplicaSet]] = {}
         for rs in replicasets:
-            if rs.deployment:
+            if rs.deployment in to_judge:
                 by_name.setdefault(rs.deployment, []).append(rs)
         views = []
         for dep in selected:
+            if dep.name not in to_judge:
+                continue
             own = tuple(by_name.get(dep.name, ()))
             own_names = {rs.name for rs in own}
             views.append(WorkloadView(
