@@ -4,126 +4,12 @@ of the kube-apiserver, Loki and Slack that serve a bad rollout."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import httpx
-import pytest
 
-from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
-from incident_detector.sim.scenario import load_scenario
-from incident_detector.sim.server import LocalServer, Response
-from incident_detector.sim.world import World
-
-SCENARIO = Path(__file__).parent / "scenarios" / "bad-rollout-sharp-spike.yaml"
-WEBHOOK_SECRET = "XOXB-e2e-SECRET-4242"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def write_kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": server}}],
-        "users": [{"name": "u", "user": {"token": "e2e-token"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
-    }))
-    return path
-
-
-class Daemon:
-    def __init__(self, proc: subprocess.Popen, port: int, out_path: Path) -> None:
-        self.proc, self.port, self.out_path = proc, port, out_path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def lines(self) -> list[dict]:
-        out = []
-        for raw in self.out_path.read_text().splitlines():
-            try:
-                out.append(json.loads(raw))
-            except json.JSONDecodeError:
-                out.append({"event": "<not json>", "raw": raw})
-        return out
-
-    def incidents(self) -> list[dict]:
-        return [line for line in self.lines() if line.get("event") == "incident"]
-
-    def ticks(self) -> int:
-        """Ticks done so far; 0 while the HTTP server is not up yet."""
-        try:
-            return httpx.get(f"{self.url}/status", timeout=2).json()["ticks"]
-        except httpx.TransportError:
-            return 0
-
-    def wait_for(self, predicate, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited early: {self.out_path.read_text()}")
-            time.sleep(0.1)
-        raise AssertionError(f"timed out; output:\n{self.out_path.read_text()}")
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    scenario = load_scenario(SCENARIO)
-    # Anchor the scenario so that, in wall time, the bad rollout happened 100 s ago.
-    t0 = datetime.now(timezone.utc) - timedelta(seconds=160)
-    world = World(scenario, t0=t0)
-    clock = lambda: datetime.now(timezone.utc)  # noqa: E731
-    sink = SlackSink()
-    kube_fake = KubeApiFake(world, clock)
-    loki_fake = LokiFake(world, clock)
-    with LocalServer(kube_fake) as kube, LocalServer(loki_fake) as loki, LocalServer(sink) as slack:
-        yield {"scenario": scenario, "kube": kube, "loki": loki, "slack": slack, "sink": sink,
-               "tmp": tmp_path}
-
-
-def start_daemon(cluster, *, extra_env: dict | None = None, args: tuple[str, ...] = ()) -> Daemon:
-    tmp: Path = cluster["tmp"]
-    port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("KUBERNETES_", "LOKI_", "SLACK_", "NAMESPACE", "TARGET_"))}
-    env.update({
-        "KUBECONFIG": str(write_kubeconfig(tmp / "kubeconfig", cluster["kube"].url)),
-        "LOKI_URL": cluster["loki"].url,
-        "SLACK_WEBHOOK_URL": f"{cluster['slack'].url}/services/{WEBHOOK_SECRET}",
-        "POLL_INTERVAL_SECONDS": "0.5",
-        "HTTP_PORT": str(port),
-        "HTTP_HOST": "127.0.0.1",
-        "STATE_PATH": str(tmp / "state.sqlite3"),
-        "LOG_LEVEL": "debug",
-        **(extra_env or {}),
-    })
-    out_path = tmp / f"out-{port}.log"
-    proc = subprocess.Popen([sys.executable, "-m", "incident_detector", *args], env=env,
-                            stdout=out_path.open("w"), stderr=subprocess.STDOUT)
-    return Daemon(proc, port, out_path)
-
-
-def stop(daemon: Daemon, sig=signal.SIGTERM) -> int:
-    if daemon.proc.poll() is None:
-        daemon.proc.send_signal(sig)
-    try:
-        return daemon.proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        daemon.proc.kill()
-        raise
+from harness import WEBHOOK_SECRET, free_port, start_daemon, stop
+from incident_detector.sim.server import Response
 
 
 def test_bad_rollout_gives_one_incident_one_slack_post_and_clean_exit(cluster):

@@ -278,16 +278,6 @@ def test_parse_never_raises(item, replacements):
 # Against the fake API server.
 
 
-@pytest.fixture(scope="module")
-def running_apiserver():
-    with StatefulApiServer() as server:
-        yield server
-
-
-@pytest.fixture
-def apiserver(running_apiserver):
-    running_apiserver.reset()
-    return running_apiserver
 
 
 def recorder(server: StatefulApiServer, *, timeout: float = 5.0) -> EventRecorder:

@@ -35,7 +35,7 @@ from apiserver import (
     expired_event,
     is_watch,
     recorded_items,
-    status_response,
+
     watch_event,
 )
 from incident_detector import kube

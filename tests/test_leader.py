@@ -198,16 +198,6 @@ class Clock:
         self.now += seconds(by)
 
 
-@pytest.fixture(scope="module")
-def running_apiserver():
-    with StatefulApiServer() as server:
-        yield server
-
-
-@pytest.fixture
-def apiserver(running_apiserver):
-    running_apiserver.reset()
-    return running_apiserver
 
 
 def elector(server: StatefulApiServer, identity: str, clock: Clock, *,

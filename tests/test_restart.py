@@ -8,10 +8,10 @@ import signal
 from incident_detector.sim.fakes import FailFirst
 from incident_detector.sim.server import Response
 
-from test_e2e import cluster, start_daemon, stop  # noqa: F401  (cluster is a fixture)
+from harness import start_daemon, stop
 
 
-def test_sigkill_mid_incident_then_restart_with_same_store_then_empty_store(cluster):  # noqa: F811
+def test_sigkill_mid_incident_then_restart_with_same_store_then_empty_store(cluster):
     sink = cluster["sink"]
     # Slack is down at first: the incident is recorded and printed, its Slack post is pending.
     sink.faults = FailFirst(3, Response(503, "service unavailable", "text/plain"))
