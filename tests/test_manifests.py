@@ -53,9 +53,10 @@ CLUSTER_SCOPED_KINDS = frozenset({"ClusterRole", "ClusterRoleBinding"})
 
 # The two installs: each is a kustomization root that `kubectl apply -k` takes.
 INSTALLS: dict[str, Path] = {"namespaced": K8S_DIR, "cluster-wide": CLUSTER_WIDE_DIR}
-ROLE_FILES: dict[str, Path] = {
-    "namespaced": K8S_DIR / "role.yaml",
-    "cluster-wide": CLUSTER_WIDE_DIR / "clusterrole.yaml",
+ROLE_FILES: dict[str, tuple[Path, ...]] = {
+    "namespaced": (K8S_DIR / "role.yaml",),
+    # Reads and Events in every namespace; the Lease only in the detector's own namespace.
+    "cluster-wide": (CLUSTER_WIDE_DIR / "clusterrole.yaml", CLUSTER_WIDE_DIR / "lease-role.yaml"),
 }
 
 # Everything the detector may do through the Kubernetes API, as (api group, resource, verb).
@@ -192,9 +193,12 @@ def rule_grants(rule: dict[str, Any]) -> set[tuple[str, str, str]]:
 
 
 def role_rules(install: str) -> list[dict[str, Any]]:
-    docs = load_documents(ROLE_FILES[install])
-    assert len(docs) == 1
-    return docs[0]["rules"]
+    rules = []
+    for path in ROLE_FILES[install]:
+        docs = load_documents(path)
+        assert len(docs) == 1
+        rules.extend(docs[0]["rules"])
+    return rules
 
 
 # --- every manifest parses into its client model ---------------------------------------------
@@ -265,21 +269,24 @@ def test_every_manifest_is_installed_except_the_secret_example() -> None:
 @pytest.mark.parametrize("install", sorted(INSTALLS))
 def test_install_has_one_of_each_and_binds_its_role_to_the_service_account(install: str) -> None:
     docs = install_documents(install)
-    role_kind, binding_kind = (
-        ("Role", "RoleBinding") if install == "namespaced" else ("ClusterRole", "ClusterRoleBinding")
-    )
+    # (role kind, binding kind) pairs: cluster-wide adds a namespaced Role for the Lease.
+    pairs = [("Role", "RoleBinding")] if install == "namespaced" else \
+        [("ClusterRole", "ClusterRoleBinding"), ("Role", "RoleBinding")]
     kinds = sorted(doc["kind"] for doc in docs)
-    assert kinds == sorted(["ServiceAccount", "Deployment", "Service", role_kind, binding_kind])
+    assert kinds == sorted(["ServiceAccount", "Deployment", "Service",
+                            *(kind for pair in pairs for kind in pair)])
     account = only(docs, "ServiceAccount")["metadata"]["name"]
-    role = only(docs, role_kind)
-    binding = only(docs, binding_kind)
-    assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role["metadata"]["name"],
-    }
-    [subject] = binding["subjects"]
-    assert subject["kind"] == "ServiceAccount" and subject["name"] == account
-    # Left to kustomize, which sets it to the kustomization's namespace.
-    assert subject.get("namespace", NAMESPACE) == NAMESPACE
+    for role_kind, binding_kind in pairs:
+        role = only(docs, role_kind)
+        binding = only(docs, binding_kind)
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io", "kind": role_kind,
+            "name": role["metadata"]["name"],
+        }
+        [subject] = binding["subjects"]
+        assert subject["kind"] == "ServiceAccount" and subject["name"] == account
+        # Left to kustomize, which sets it to the kustomization's namespace.
+        assert subject.get("namespace", NAMESPACE) == NAMESPACE
     pod_spec = only(docs, "Deployment")["spec"]["template"]["spec"]
     assert pod_spec["serviceAccountName"] == account
 
@@ -492,7 +499,7 @@ def test_cluster_role_grants_the_same_rules_as_the_role() -> None:
 
 @pytest.mark.parametrize("install", sorted(ROLE_FILES))
 def test_every_rbac_rule_is_explained_by_a_comment(install: str) -> None:
-    lines = ROLE_FILES[install].read_text().splitlines()
+    lines = [line for path in ROLE_FILES[install] for line in path.read_text().splitlines()]
     rule_starts = [index for index, line in enumerate(lines)
                    if line.lstrip().startswith("- apiGroups:")]
     assert len(rule_starts) == len(role_rules(install))
@@ -609,3 +616,13 @@ def test_dockerignore_keeps_the_build_inputs_and_drops_the_rest() -> None:
     patterns = set(dockerignore_patterns())
     assert {".git", ".venv", ".pytest_cache", ".hypothesis", "bench", "tests"} <= patterns
     assert not patterns & {"pyproject.toml", "incident_detector", "README.md", "*.md", "*"}
+
+
+def test_the_cluster_role_grants_no_lease_access():
+    """Cluster-wide, the Lease is reachable only in the detector's own namespace."""
+    [cluster_role] = load_documents(CLUSTER_WIDE_DIR / "clusterrole.yaml")
+    assert cluster_role["kind"] == "ClusterRole"
+    assert not any("leases" in rule["resources"] for rule in cluster_role["rules"])
+    [lease_role] = load_documents(CLUSTER_WIDE_DIR / "lease-role.yaml")
+    assert lease_role["kind"] == "Role"
+    assert all(rule["resources"] == ["leases"] for rule in lease_role["rules"])
