@@ -52,6 +52,13 @@ class Response:
 Handler = Callable[[Request], Response]
 
 
+class _Server(ThreadingHTTPServer):
+    # The standard backlog of 5 drops SYNs when a client opens a dozen connections at once (the
+    # detector's first tick asks Loki for several baselines concurrently); each dropped SYN costs
+    # the client a one-second retransmit. A real server's backlog is in the hundreds.
+    request_queue_size = 128
+
+
 class LocalServer:
     """``with LocalServer(handler) as server: server.url`` -> ``http://127.0.0.1:PORT``."""
 
@@ -103,7 +110,7 @@ class LocalServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 return  # keep test and demo output clean
 
-        self._httpd = ThreadingHTTPServer((host, port), _Handler)
+        self._httpd = _Server((host, port), _Handler)
         self._httpd.daemon_threads = True
         # A short poll interval makes stop() quick: tests start many servers.
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
