@@ -21,7 +21,15 @@ import structlog
 
 from . import render
 from .config import Settings
-from .correlator import Assessment, Rules, WorkloadView, decide, owns_pod, rollouts_to_judge
+from .correlator import (
+    Assessment,
+    Rules,
+    WorkloadView,
+    current_replicaset,
+    decide,
+    owns_pod,
+    rollouts_to_judge,
+)
 from .errors import SourceError
 from .model import Baseline, Deployment, ErrorCounts, Incident, LogLine, Pod, ReplicaSet
 from .retry import Backoff
@@ -247,13 +255,12 @@ class Detector:
         return report
 
     async def _leader_tick(self, now: datetime, report: TickReport) -> None:
-        # Reading Events back and observing are independent: do both at once; the decision
-        # below waits for both.
-        readback = self._read_back_events(now, report) if not self._readback_done \
-            else asyncio.sleep(0)
-        _, *results = await asyncio.gather(readback, *(self._observe(ns, now, report)
-                                                       for ns in self.settings.namespace))
-        views = [view for namespace_views in results for view in namespace_views]
+        observing = asyncio.gather(*(self._observe(ns, now, report)
+                                     for ns in self.settings.namespace))
+        if not self._readback_done:
+            # Independent of observing: both at once; the decision below waits for both.
+            await asyncio.gather(self._read_back_events(now, report), observing)
+        views = [view for namespace_views in await observing for view in namespace_views]
         decision = decide(views, now=now, rules=self.rules, already_notified=_KnownKeys(self.store))
         report.assessments = decision.assessments
         if decision.incidents and not self._readback_done:
@@ -387,7 +394,7 @@ class Detector:
                 replicasets=own,
                 pods=None if pods is None else tuple(p for p in pods if p.replicaset in own_names),
                 errors=None if counts is None else counts.for_workload(self.workload_of(dep)),
-                baseline=self._baselines.get((namespace, _current_rs_name(dep, own))),
+                baseline=self._current_baseline(namespace, dep, own),
             ))
         return views
 
@@ -403,6 +410,11 @@ class Detector:
         if counts is not None:
             total = sum(s.count for s in counts.for_workload(self.workload_of(dep)))
             self._baselines[key] = Baseline(total, self.rules.baseline_lookback_seconds)
+
+    def _current_baseline(self, namespace: str, dep: Deployment,
+                          own: Sequence[ReplicaSet]) -> Baseline | None:
+        rs = current_replicaset(dep, own)
+        return self._baselines.get((namespace, rs.name)) if rs is not None else None
 
     def _forget_baselines(self, namespace: str, keep: set[str]) -> None:
         for key in [k for k in self._baselines if k[0] == namespace and k[1] not in keep]:
@@ -569,13 +581,6 @@ class Detector:
             "outbox": {"pending": outbox.pending, "delivered": outbox.delivered,
                        "given_up": list(outbox.given_up)},
         }
-
-
-def _current_rs_name(dep: Deployment, own: Sequence[ReplicaSet]) -> str:
-    for rs in own:
-        if rs.revision == dep.revision:
-            return rs.name
-    return ""
 
 
 class _KnownKeys:

@@ -584,7 +584,7 @@ def _header(headers: Any, name: str) -> str | None:
 
 def parse_list(body: bytes, *, kind: str) -> list[dict]:
     """The items of a list response of ``kind`` (e.g. ``ReplicaSetList``); non-objects dropped."""
-    return parse_list_with_version(body, kind=kind)[0]
+    return parse_list_page(body, kind=kind)[0]
 
 
 def _load_malloc_trim() -> Callable[[int], int] | None:
@@ -605,13 +605,6 @@ def release_free_memory() -> None:
     """
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
-
-
-def parse_list_with_version(body: bytes, *, kind: str) -> tuple[list[dict], str | None]:
-    """The items of a list response of ``kind`` and the list's ``metadata.resourceVersion``
-    (what a watch starts from), None when it has none."""
-    items, version, _ = parse_list_page(body, kind=kind)
-    return items, version
 
 
 def parse_list_page(body: bytes, *, kind: str) -> tuple[list[dict], str | None, str | None]:

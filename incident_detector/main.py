@@ -45,8 +45,11 @@ async def build_detector(
     own_store = store is None
     store = store or Store(settings.state_path)
     loki_http = loki.make_http_client(settings)
-    slack_http = slack.make_http_client(timeout=settings.slack_timeout_seconds) \
-        if settings.slack_webhook_url is not None else None
+    slack_http, slack_notifier = None, None
+    if settings.slack_webhook_url is not None:  # without a webhook, Slack is simply off
+        slack_http = slack.make_http_client(timeout=settings.slack_timeout_seconds)
+        slack_notifier = slack.SlackNotifier(http=slack_http, webhook_url=settings.slack_webhook_url,
+                                             max_attempts=settings.slack_max_attempts)
     elector = leader.LeaderElector(
         api=kube_api, namespace=settings.lease_namespace_effective, identity=settings.pod_name,
         lease_duration=settings.lease_duration_seconds,
@@ -64,9 +67,7 @@ async def build_detector(
             ),
             store=store,
             stdout=StdoutSink(stdout),
-            slack=slack.SlackNotifier(http=slack_http, webhook_url=settings.slack_webhook_url,
-                                      max_attempts=settings.slack_max_attempts)
-            if slack_http is not None and settings.slack_webhook_url is not None else None,
+            slack=slack_notifier,
             events=events.EventRecorder(api=kube_api, timeout=settings.kube_timeout_seconds,
                                         reporting_instance=settings.pod_name)
             if settings.kube_events else None,

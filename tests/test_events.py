@@ -22,6 +22,7 @@ from apiserver import (
     event_validation_causes,
     load_recording,
 )
+from factories import make_incident
 from incident_detector import render
 from incident_detector.errors import SourceError
 from incident_detector.events import (
@@ -39,7 +40,7 @@ from incident_detector.events import (
     parse_notified_revision,
 )
 from incident_detector.kube import api_client_for
-from incident_detector.model import Incident, Signal
+from incident_detector.model import Evidence, Incident, Signal
 
 TOKEN = "s3cr3t-event-token-0123456789"
 POD = "incident-detector-0"
@@ -49,13 +50,13 @@ DETECTED_AT = datetime(2026, 11, 23, 17, 56, 17, tzinfo=timezone.utc)
 
 
 def incident(**changes: Any) -> Incident:
+    """The incident of the recorded Event: its times and counts."""
     fields: dict[str, Any] = dict(
-        namespace=NAMESPACE, deployment="payments-api", revision=2, replicaset=REPLICASET,
-        rollout_started_at=DETECTED_AT - timedelta(seconds=133), error_count=14.0, threshold=5,
-        window_seconds=120, detected_at=DETECTED_AT, previous_revision=1,
-        signals=(Signal.ERROR_SPIKE,))
+        namespace=NAMESPACE, replicaset=REPLICASET, error_count=14.0,
+        rollout_started_at=DETECTED_AT - timedelta(seconds=133), detected_at=DETECTED_AT,
+        signals=(Signal.ERROR_SPIKE,), evidence=Evidence())
     fields.update(changes)
-    return Incident(**fields)
+    return make_incident(**fields)
 
 
 def body_for(inc: Incident | None = None, *, note: str | None = None,

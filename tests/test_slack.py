@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -12,8 +11,9 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from incident_detector import render
+from factories import make_incident
 from incident_detector.errors import SourceError
-from incident_detector.model import Evidence, Incident, Signal
+from incident_detector.model import Evidence, Signal
 from incident_detector.retry import Backoff
 from incident_detector.slack import SlackNotifier, make_http_client
 
@@ -22,18 +22,7 @@ TOKEN = "XoXoSeCrEtT0kEn4242"
 WEBHOOK = f"https://hooks.slack.com/services/T0AAAAAAA/B0BBBBBBB/{TOKEN}"
 NO_JITTER = Backoff(base=1.0, cap=30.0, jitter=False)
 
-STARTED = datetime(2026, 11, 3, 17, 54, 4, tzinfo=timezone.utc)
-INCIDENT = Incident(
-    namespace="demo-aiops",
-    deployment="payments-api",
-    revision=2,
-    replicaset="payments-api-6874dc9bf7",
-    rollout_started_at=STARTED,
-    error_count=28.0,
-    threshold=5,
-    window_seconds=120,
-    detected_at=STARTED + timedelta(seconds=90),
-    previous_revision=1,
+INCIDENT = make_incident(
     signals=(Signal.ERROR_SPIKE,),
     evidence=Evidence(error_rate_per_minute=14.0, baseline_per_minute=0.5,
                       baseline_window_seconds=600),

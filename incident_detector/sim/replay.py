@@ -67,18 +67,13 @@ class ReplayResult:
         }
 
 
-def workload_label(scenario: Scenario) -> str:
-    labels = scenario.pod_labels
-    return labels.get("app.kubernetes.io/name") or labels.get("app") or scenario.deployment
-
-
 def scenario_settings(scenario: Scenario, *, loki_url: str, slack_url: str | None,
                       **extra: Any) -> Settings:
     environ = {
         "LOKI_URL": loki_url,
         "NAMESPACE": scenario.namespace,
         "TARGET_DEPLOYMENT": scenario.deployment,
-        "LOKI_LABEL_APP": workload_label(scenario),
+        "LOKI_LABEL_APP": scenario.workload,
         "STATE_PATH": ":memory:",
         "HTTP_PORT": "0",
         "HTTP_HOST": "127.0.0.1",
