@@ -1,4 +1,4 @@
-"""/healthz, /readyz and /status: read-only views of the detector's last tick.
+"""/healthz, /readyz, /status and /metrics: read-only views of the detector's last tick.
 
 The app never calls a source itself; it reads what the loop recorded, so a slow Loki cannot make
 a probe slow.
@@ -10,14 +10,17 @@ from typing import Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+from .metrics import DetectorMetrics
 
 
 class StatusSource(Protocol):
     def alive(self) -> bool: ...
     def ready(self) -> bool: ...
     def status(self) -> dict: ...
+    metrics: DetectorMetrics
 
 
 def make_app(detector: StatusSource) -> Starlette:
@@ -36,8 +39,14 @@ def make_app(detector: StatusSource) -> Starlette:
     async def status(request: Request) -> JSONResponse:
         return JSONResponse(detector.status())
 
+    async def metrics(request: Request) -> Response:
+        # Prometheus text format (OpenMetrics if the scraper asks for it in Accept).
+        body, content_type = detector.metrics.exposition(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
+
     return Starlette(routes=[
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/status", status, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
     ])

@@ -1,0 +1,120 @@
+"""Prometheus metrics of one detector, served on ``GET /metrics``.
+
+Each ``Detector`` owns a ``DetectorMetrics`` with its own ``CollectorRegistry``: nothing is
+registered in prometheus_client's global registry, so tests (and a process that builds several
+detectors) never collide on metric names. Counters are incremented by the loop as things happen;
+the state of the outbox and of leadership is read at scrape time, so a scrape always shows what
+the store and the elector say now, including rows carried over from before a restart.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from .model import Signal
+
+PREFIX = "incident_detector"
+SOURCES = ("kubernetes", "loki", "slack", "event")
+ROLES = ("leader", "standby")
+OUTBOX_STATES = ("pending", "delivered", "given_up")
+# A tick is a handful of requests: tens of milliseconds when all is well, up to the sources'
+# timeouts (seconds) when one hangs.
+TICK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class OutboxSummaryLike(Protocol):
+    pending: int
+    delivered: int
+    given_up: tuple
+
+
+class OutboxReader(Protocol):
+    def outbox_summary(self, limit: int = ...) -> OutboxSummaryLike: ...
+
+
+class DetectorMetrics:
+    """The counters the loop updates, plus scrape-time gauges once ``read_state_from`` is called."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.ticks = Counter(
+            f"{PREFIX}_ticks", "Ticks run, by role and by whether every source answered.",
+            ["role", "outcome"], registry=self.registry)
+        self.tick_duration = Histogram(
+            f"{PREFIX}_tick_duration_seconds", "Wall-clock duration of one tick.",
+            ["role"], buckets=TICK_BUCKETS, registry=self.registry)
+        self.source_requests = Counter(
+            f"{PREFIX}_source_requests",
+            "Calls made to a dependency (a list, a query, a message), not skips while backing off.",
+            ["source"], registry=self.registry)
+        self.source_failures = Counter(
+            f"{PREFIX}_source_failures",
+            "Calls to a dependency that failed, by the error's reason.",
+            ["source", "reason"], registry=self.registry)
+        self.incidents = Counter(
+            f"{PREFIX}_incidents",
+            "Incidents recorded, by signal (an incident counts once under each of its signals).",
+            ["signal"], registry=self.registry)
+        # Every series a dashboard or an alert refers to exists from the first scrape, at zero.
+        for role in ROLES:
+            self.tick_duration.labels(role=role)
+            for outcome in ("ok", "degraded"):
+                self.ticks.labels(role=role, outcome=outcome)
+        for source in SOURCES:
+            self.source_requests.labels(source=source)
+        for signal in Signal:
+            self.incidents.labels(signal=signal.value)
+
+    # Updated by the loop ---------------------------------------------------------------------
+
+    def tick_finished(self, *, role: str, degraded: bool, duration_seconds: float) -> None:
+        self.ticks.labels(role=role, outcome="degraded" if degraded else "ok").inc()
+        self.tick_duration.labels(role=role).observe(duration_seconds)
+
+    def source_called(self, source: str) -> None:
+        self.source_requests.labels(source=source).inc()
+
+    def source_failed(self, source: str, reason: str) -> None:
+        self.source_failures.labels(source=source, reason=reason).inc()
+
+    def incident_recorded(self, signals: Iterable[str]) -> None:
+        for signal in signals:
+            self.incidents.labels(signal=signal).inc()
+
+    # Read at scrape time ---------------------------------------------------------------------
+
+    def read_state_from(self, *, store: OutboxReader, is_leader: Callable[[], bool]) -> None:
+        self.registry.register(_StateCollector(store=store, is_leader=is_leader))
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The body and content type for a scrape (OpenMetrics when the scraper asks for it)."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+
+class _StateCollector(Collector):
+    def __init__(self, *, store: OutboxReader, is_leader: Callable[[], bool]) -> None:
+        self._store = store
+        self._is_leader = is_leader
+
+    def collect(self) -> Iterator[Metric]:
+        # Every given-up row, not just the latest few that /status lists: they are rare.
+        summary = self._store.outbox_summary(limit=sys.maxsize)
+        outbox = GaugeMetricFamily(
+            f"{PREFIX}_outbox_notifications",
+            "Notifications in the outbox (persisted across restarts), by state.", labels=["state"])
+        outbox.add_metric(["pending"], summary.pending)
+        outbox.add_metric(["delivered"], summary.delivered)
+        outbox.add_metric(["given_up"], len(summary.given_up))
+        yield outbox
+        yield GaugeMetricFamily(
+            f"{PREFIX}_leader",
+            "1 while this replica is the leader (or election is off), 0 on standby.",
+            value=1 if self._is_leader() else 0)
