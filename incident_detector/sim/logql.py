@@ -1,11 +1,14 @@
 """The subset of LogQL the detector speaks, evaluated over sorted log streams, as Loki answers it.
 
 - ``parse_logql(text)``: a stream selector with ``=``, ``!=``, ``=~``, ``!~`` matchers, line filters
-  (``|=``, ``!=``, ``|~``, ``!~``), ``count_over_time`` or ``rate`` over a range, and an optional
-  ``sum [by|without] (...)``. Anything else is a ``LogQLError`` whose message is the plain-text
-  400 body Loki would answer.
+  (``|=``, ``!=``, ``|~``, ``!~``) and string label filters (``| detected_level=~"error|fatal"``)
+  in any order, ``count_over_time`` or ``rate`` over a range, ``sum [by|without] (...)`` (nested
+  too), parentheses and ``or`` between metric expressions. Anything else is a ``LogQLError``
+  whose message is the plain-text 400 body Loki would answer.
 - ``LogIndex(streams)``: the instant (``/query``) and range (``/query_range``) answers over a fixed
-  set of ``LogStream``s, with Loki's limits and body shapes.
+  set of ``LogStream``s, with Loki's limits and body shapes. A stream's lines may carry structured
+  metadata (Loki 3's ``detected_level``): label filters see it as a label, absent labels as the
+  empty string; metric series and returned streams are split by it, as Loki does.
 - Loki's time parameters (``parse_loki_time``, ``parse_step_ns``) and unix-nanosecond helpers.
 
 Everything here is pure but for the cache of which lines pass which line filter, which keeps a
@@ -103,10 +106,30 @@ class LineFilter:
         return found if self.op == "|~" else not found
 
 
+# One line's structured metadata, as sorted (name, value) pairs.
+Metadata = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class LabelFilter:
+    """``| name op "value"``: on the stream's labels and the line's structured metadata."""
+
+    matcher: Matcher
+
+    def accepts(self, labels: dict[str, str], metadata: Metadata) -> bool:
+        for name, value in metadata:
+            if name == self.matcher.label:
+                return self.matcher.accepts({name: value})
+        return self.matcher.accepts(labels)
+
+
+Stage = LineFilter | LabelFilter
+
+
 @dataclass(frozen=True)
 class LogSelector:
     matchers: tuple[Matcher, ...]
-    filters: tuple[LineFilter, ...] = ()
+    filters: tuple[Stage, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,10 +144,18 @@ class VectorAggregation:
     operation: str  # sum
     grouping: str | None  # by | without | None
     labels: tuple[str, ...]
-    inner: RangeAggregation | VectorAggregation
+    inner: MetricQuery
 
 
-Query = LogSelector | RangeAggregation | VectorAggregation
+@dataclass(frozen=True)
+class BinaryOperation:
+    operation: str  # or
+    left: MetricQuery
+    right: MetricQuery
+
+
+MetricQuery = RangeAggregation | VectorAggregation | BinaryOperation
+Query = LogSelector | MetricQuery
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w|y)")
@@ -136,6 +167,7 @@ _MATCH_OPS = ("=~", "!~", "!=", "=")
 _FILTER_OPS = ("|=", "|~", "!=", "!~")
 _RANGE_FUNCTIONS = ("count_over_time", "rate")
 _VECTOR_AGGREGATIONS = ("sum",)
+_BINARY_OPERATIONS = ("or",)
 
 
 def parse_duration_ns(text: str) -> int:
@@ -300,14 +332,27 @@ class _Parser:
     def expression(self) -> Query:
         if self.peek("{"):
             return self.log_selector()
-        return self.metric()
+        return self.metric_expression()
 
-    def metric(self) -> RangeAggregation | VectorAggregation:
+    def metric_expression(self) -> MetricQuery:
+        """Metric expressions joined by ``or`` (left-associative, as in Loki)."""
+        expression = self.metric()
+        while self.peek_identifier() in _BINARY_OPERATIONS:
+            operation = self.identifier()
+            expression = BinaryOperation(operation, expression, self.metric())
+        return expression
+
+    def metric(self) -> MetricQuery:
+        if self.peek("("):
+            self.take("(")
+            inner = self.metric_expression()
+            self.take(")")
+            return inner
         name = self.identifier()
         if name in _VECTOR_AGGREGATIONS:
             grouping, labels = self.grouping()
             self.take("(")
-            inner = self.metric()
+            inner = self.metric_expression()
             self.take(")")
             if grouping is None:
                 grouping, labels = self.grouping()
@@ -348,19 +393,32 @@ class _Parser:
             self.take(",")
             matchers.append(self.matcher())
         self.take("}")
-        filters = []
+        filters: list[Stage] = []
         while True:
             op = next((op for op in _FILTER_OPS if self.peek(op)), None)
             if op is None:
                 if self.peek("|"):
-                    raise self.fail("unsupported pipeline stage (the simulated Loki knows line "
-                                    "filters only)")
+                    self.take("|")
+                    filters.append(self.label_filter())
+                    continue
                 break
             self.pos += len(op)
             value = self.string()
             pattern = compile_re2(value) if op in ("|~", "!~") else None
             filters.append(LineFilter(op, value, pattern))
         return LogSelector(tuple(matchers), tuple(filters))
+
+    def label_filter(self) -> LabelFilter:
+        start = self.pos
+        name = self.peek_identifier()
+        if name is not None:
+            self.identifier()
+            found = next((op for op in _MATCH_OPS if self.peek(op)), None)
+            self.pos = start
+            if found is not None:
+                return LabelFilter(self.matcher())
+        raise self.fail("unsupported pipeline stage (the simulated Loki knows line filters and "
+                        "string label filters)")
 
     def matcher(self) -> Matcher:
         label = self.identifier()
@@ -388,7 +446,11 @@ def parse_logql(text: str) -> Query:
 def _selectors(query: Query) -> Iterable[LogSelector]:
     while isinstance(query, VectorAggregation):
         query = query.inner
-    yield query.selector if isinstance(query, RangeAggregation) else query
+    if isinstance(query, BinaryOperation):
+        yield from _selectors(query.left)
+        yield from _selectors(query.right)
+    else:
+        yield query.selector if isinstance(query, RangeAggregation) else query
 
 
 def parse_loki_time(value: str) -> int:
@@ -447,7 +509,19 @@ def _sample_value(value: float) -> str:
 
 @dataclass
 class LogStream:
-    """One Loki stream: its labels and its lines, sorted by time (unix nanoseconds)."""
+    """One Loki stream: its labels and its lines, sorted by time (unix nanoseconds), with each
+    line's structured metadata (None: no line has any, as in Loki 2)."""
+
+    labels: dict[str, str]
+    times: list[int]
+    lines: list[str]
+    metadata: list[Metadata] | None = None
+
+
+@dataclass(frozen=True)
+class _Part:
+    """The lines of one stream that pass a pipeline and share one structured metadata: Loki
+    answers them as one series (metric queries) or one stream (log queries)."""
 
     labels: dict[str, str]
     times: list[int]
@@ -459,24 +533,33 @@ class LogIndex:
 
     def __init__(self, streams: list[LogStream]) -> None:
         self.streams = streams
-        # (stream index, filters) -> (times, lines) of the lines that pass the filters.
-        self._filtered: dict[tuple[int, tuple[LineFilter, ...]], tuple[list[int], list[str]]] = {}
+        # (stream index, pipeline) -> the parts of the lines that pass the pipeline.
+        self._filtered: dict[tuple[int, tuple[Stage, ...]], list[_Part]] = {}
 
-    def _passing(self, index: int, filters: tuple[LineFilter, ...]) -> tuple[list[int], list[str]]:
+    def _passing(self, index: int, filters: tuple[Stage, ...]) -> list[_Part]:
         key = (index, filters)
         cached = self._filtered.get(key)
         if cached is None:
-            stream = self.streams[index]
-            if not filters:
-                cached = (stream.times, stream.lines)
-            else:
-                kept = [(t, line) for t, line in zip(stream.times, stream.lines)
-                        if all(f.accepts(line) for f in filters)]
-                cached = ([t for t, _ in kept], [line for _, line in kept])
+            cached = self._parts(self.streams[index], filters)
             if len(self._filtered) >= MAX_CACHED_FILTERS:
                 self._filtered.clear()  # a replay uses a handful; only fuzzing gets here
             self._filtered[key] = cached
         return cached
+
+    @staticmethod
+    def _parts(stream: LogStream, filters: tuple[Stage, ...]) -> list[_Part]:
+        if stream.metadata is None and not filters:
+            return [_Part(stream.labels, stream.times, stream.lines)]
+        metadata = stream.metadata or [()] * len(stream.lines)
+        groups: dict[Metadata, tuple[list[int], list[str]]] = {}
+        for t, line, meta in zip(stream.times, stream.lines, metadata):
+            if all(f.accepts(line) if isinstance(f, LineFilter) else f.accepts(stream.labels, meta)
+                   for f in filters):
+                times, lines = groups.setdefault(meta, ([], []))
+                times.append(t)
+                lines.append(line)
+        return [_Part({**stream.labels, **dict(meta)}, times, lines)
+                for meta, (times, lines) in sorted(groups.items())]
 
     def _matching_streams(self, selector: LogSelector) -> list[int]:
         return [i for i, stream in enumerate(self.streams)
@@ -513,18 +596,24 @@ class LogIndex:
             return 400, str(exc)
         return 200, body
 
-    def _evaluate(self, query: RangeAggregation | VectorAggregation,
-                  at_ns: int) -> list[tuple[dict[str, str], float]]:
+    def _evaluate(self, query: MetricQuery, at_ns: int) -> list[tuple[dict[str, str], float]]:
+        if isinstance(query, BinaryOperation):
+            # or: all of the left, and those of the right whose label set the left lacks.
+            left = self._evaluate(query.left, at_ns)
+            seen = {tuple(sorted(labels.items())) for labels, _ in left}
+            return left + [(labels, value) for labels, value in self._evaluate(query.right, at_ns)
+                           if tuple(sorted(labels.items())) not in seen]
         if isinstance(query, RangeAggregation):
             series = []
             for index in self._matching_streams(query.selector):
-                times, _ = self._passing(index, query.selector.filters)
-                count = (bisect.bisect_right(times, at_ns)
-                         - bisect.bisect_right(times, at_ns - query.range_ns))
-                if count:  # Loki has no sample, not a zero, for a stream without lines
-                    value = count if query.function == "count_over_time" else \
-                        count / (query.range_ns / NS_PER_SECOND)
-                    series.append((dict(self.streams[index].labels), float(value)))
+                for part in self._passing(index, query.selector.filters):
+                    times = part.times
+                    count = (bisect.bisect_right(times, at_ns)
+                             - bisect.bisect_right(times, at_ns - query.range_ns))
+                    if count:  # Loki has no sample, not a zero, for a stream without lines
+                        value = count if query.function == "count_over_time" else \
+                            count / (query.range_ns / NS_PER_SECOND)
+                        series.append((dict(part.labels), float(value)))
             return series
         groups: dict[tuple[tuple[str, str], ...], float] = {}
         for labels, value in self._evaluate(query.inner, at_ns):
@@ -548,26 +637,29 @@ class LogIndex:
             raise LogQLError(f"max entries limit per query exceeded, limit > max_entries_limit "
                              f"({limit} > {MAX_ENTRIES_LIMIT})")
         backward = direction == "backward"
-        candidates: list[tuple[int, int, int]] = []  # (time, stream index, position)
+        # (time, stream index, part index, position)
+        candidates: list[tuple[int, int, int, int]] = []
         for index in self._matching_streams(selector):
-            times, _ = self._passing(index, selector.filters)
-            lo, hi = bisect.bisect_left(times, start_ns), bisect.bisect_left(times, end_ns)
-            positions = range(hi - 1, max(lo, hi - limit) - 1, -1) if backward else \
-                range(lo, min(hi, lo + limit))
-            candidates.extend((times[p], index, p) for p in positions)
+            for part_index, part in enumerate(self._passing(index, selector.filters)):
+                times = part.times
+                lo, hi = bisect.bisect_left(times, start_ns), bisect.bisect_left(times, end_ns)
+                positions = range(hi - 1, max(lo, hi - limit) - 1, -1) if backward else \
+                    range(lo, min(hi, lo + limit))
+                candidates.extend((times[p], index, part_index, p) for p in positions)
         chosen = (heapq.nlargest if backward else heapq.nsmallest)(limit, candidates)
-        by_stream: dict[int, list[tuple[int, int]]] = {}
-        for t, index, position in chosen:
-            by_stream.setdefault(index, []).append((t, position))
+        by_part: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for t, index, part_index, position in chosen:
+            by_part.setdefault((index, part_index), []).append((t, position))
         result = []
-        for index in sorted(by_stream):
-            _, lines = self._passing(index, selector.filters)
-            entries = sorted(by_stream[index], reverse=backward)
-            result.append({"stream": dict(self.streams[index].labels),
-                           "values": [[str(t), lines[p]] for t, p in entries]})
+        for index, part_index in sorted(by_part):
+            part = self._passing(index, selector.filters)[part_index]
+            entries = sorted(by_part[(index, part_index)], reverse=backward)
+            # Structured metadata comes back merged into the stream's labels.
+            result.append({"stream": dict(part.labels),
+                           "values": [[str(t), part.lines[p]] for t, p in entries]})
         return {"status": "success", "data": {"resultType": "streams", "result": result}}
 
-    def _matrix_body(self, query: RangeAggregation | VectorAggregation, start_ns: int,
+    def _matrix_body(self, query: MetricQuery, start_ns: int,
                      end_ns: int, step_ns: int | None) -> dict[str, Any]:
         if step_ns is None:
             step_ns = max((end_ns - start_ns) // 250 // NS_PER_SECOND, 1) * NS_PER_SECOND
