@@ -25,6 +25,7 @@ import structlog
 from .config import Settings
 from .errors import SourceError, parse_retry_after, retryable_status
 from .model import ErrorCounts, ErrorSample, LogLine
+from .redact import REDACTED, redact
 from .retry import Backoff, Sleep, call_with_retries
 
 log = structlog.get_logger(__name__)
@@ -62,12 +63,6 @@ _GO_ESCAPES = {
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _NANOS_TEXT = re.compile(r"[0-9]{1,20}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-# Redaction of anything that may carry a credential in text we did not write ourselves
-# (an exception from the transport, a proxy's error page).
-_URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]*@")
-_AUTH_CREDENTIAL = re.compile(r"\b(Bearer|Basic)\s+[^\s\"',;]+", re.IGNORECASE)
-REDACTED = "[redacted]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -573,10 +568,11 @@ class LokiClient:
         )
 
     def _redact(self, text: str) -> str:
+        # Text we did not write ourselves (an exception from the transport, a proxy's error
+        # page): our own secrets wherever they stand, then anything credential-shaped.
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
-        text = _URL_USERINFO.sub(r"\1", text)
-        return _AUTH_CREDENTIAL.sub(rf"\1 {REDACTED}", text)
+        return redact(text)
 
     def _log_retry(self, error: SourceError, failures: int, wait: float) -> None:
         log.debug(

@@ -2,6 +2,10 @@
 
 Every function here is a function of the incident alone: no clock, no I/O, no logging. Times are
 shown in UTC so that the same incident renders the same way on every host.
+
+Text that came from outside (sampled log lines, their fingerprints, Kubernetes' progress message)
+goes through ``redact.redact`` here too: the signatures are redacted when they are computed, and
+this second pass keeps every renderer safe whatever builds the incident.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from .model import (
     Incident,
     Signal,
 )
+from .redact import redact
 
 SCHEMA_VERSION = 1
 
@@ -314,7 +319,7 @@ def summary(incident: Incident) -> str:
             sentences.append(baseline)
         sentences.append(_attribution_sentence(incident))
     if Signal.PROGRESS_DEADLINE in incident.signals and evidence.progress_message:
-        sentences.append(f"Kubernetes reports: {_one_line(evidence.progress_message)}")
+        sentences.append(f"Kubernetes reports: {_one_line(redact(evidence.progress_message))}")
     if evidence.other_revisions_in_window:
         sentences.append(
             f"Other revisions were rolled out in the same window "
@@ -334,7 +339,7 @@ def summary(incident: Incident) -> str:
 
 def event_note(incident: Incident) -> str:
     """The headline sentence, at most 1024 bytes of UTF-8, cut on a character boundary."""
-    note = _one_line(_headline(incident))
+    note = _one_line(redact(_headline(incident)))
     encoded = note.encode("utf-8")
     if len(encoded) <= EVENT_NOTE_MAX_BYTES:
         return note
@@ -379,13 +384,16 @@ def incident_record(incident: Incident) -> dict[str, Any]:
             "pod_problems": [
                 {"pod": pod, "problem": _value(problem)} for pod, problem in evidence.pod_problems
             ],
-            "progress_message": evidence.progress_message,
+            "progress_message": (
+                None if evidence.progress_message is None
+                else redact(evidence.progress_message)
+            ),
             "other_revisions_in_window": list(evidence.other_revisions_in_window),
             "signatures": [
                 {
-                    "fingerprint": s.fingerprint,
+                    "fingerprint": redact(s.fingerprint),
                     "count": s.count,
-                    "example": s.example,
+                    "example": redact(s.example),
                     "new": s.new,
                 }
                 for s in evidence.signatures
@@ -453,7 +461,8 @@ def _signal_lines(incident: Incident) -> list[str]:
         elif signal == Signal.PROGRESS_DEADLINE:
             line = "• Progress deadline exceeded"
             if evidence.progress_message:
-                message = _truncate(_one_line(evidence.progress_message), SLACK_EXAMPLE_MAX_CHARS)
+                message = _truncate(_one_line(redact(evidence.progress_message)),
+                                    SLACK_EXAMPLE_MAX_CHARS)
                 line += f": {mrkdwn_escape(message)}"
             lines.append(line)
     return lines
@@ -543,7 +552,7 @@ def _signature_lines(incident: Incident) -> list[str]:
     lines = []
     for signature in signatures[:SLACK_TOP_SIGNATURES]:
         marker = " new" if signature.new else ""
-        example = _truncate(_one_line(signature.example), SLACK_EXAMPLE_MAX_CHARS)
+        example = _truncate(_one_line(redact(signature.example)), SLACK_EXAMPLE_MAX_CHARS)
         lines.append(f"• {signature.count}×{marker}: {_code_span(example)}")
     hidden = len(signatures) - SLACK_TOP_SIGNATURES
     if hidden > 0:

@@ -8,7 +8,10 @@ revision brought.
 The fingerprint rule, in order:
 
 1. Clean: ANSI colour codes are dropped, other control characters become spaces, lone
-   surrogates become U+FFFD, runs of whitespace collapse to one space.
+   surrogates become U+FFFD, runs of whitespace collapse to one space. Then redact
+   (``redact.redact``): a credential becomes ``[redacted]`` *before* anything is masked or
+   counted, so a rotating password or token does not split a signature, and no fingerprint or
+   example carries one.
 2. Mask variable tokens wherever they stand, quoted or not: ISO timestamps, dates and clock
    times -> ``<ts>``, UUIDs -> ``<uuid>``, e-mail addresses -> ``<email>``, IPv4/IPv6 addresses
    with an optional port -> ``<ip>``, ``0x...`` and runs of 8+ hex digits that hold a letter
@@ -25,7 +28,9 @@ The fingerprint rule, in order:
 
 So ``err="NullPointerException at PaymentService.charge(PaymentService.java:88)"`` and the same
 line at ``:91`` share the fingerprint ``...(PaymentService.java:<n>)"``. The result is at most
-300 characters, and applying the rule to a fingerprint gives the same fingerprint back.
+300 characters, and applying the rule to a fingerprint gives the same fingerprint back (when
+something credential-like is left, the rule is applied again until nothing changes, at most three
+times).
 """
 
 from __future__ import annotations
@@ -34,9 +39,11 @@ import re
 from collections.abc import Iterable
 
 from incident_detector.model import ErrorSignature
+from incident_detector.redact import may_hold_credentials, redact
 
 FINGERPRINT_MAX_CHARS = 300
 EXAMPLE_MAX_CHARS = 500
+FINGERPRINT_ROUNDS = 3
 # A fingerprint is at most 300 characters; masking long tokens shrinks a line, so a few
 # thousand characters of input are plenty, and they bound the regex work on a huge line.
 INPUT_MAX_CHARS = 4096
@@ -120,16 +127,34 @@ def _clean(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip()
 
 
-def fingerprint(line: str) -> str:
-    """The line with its variable parts masked (see the module docstring); never raises."""
-    text = _clean(str(line)[:INPUT_MAX_CHARS])
+def _fingerprint_once(text: str) -> str:
+    # Redacted as the example is (raw), and again once cleaned: a credential that only shows
+    # once colour codes are gone is caught too, and an example fingerprints like its line.
+    text = redact(_clean(redact(text)))
     text = _TOKEN.sub(_mask_token, text)
     text = _VALUE.sub(_mask_value, text)
     return text[:FINGERPRINT_MAX_CHARS].rstrip()
 
 
+def fingerprint(line: str) -> str:
+    """The line with its variable parts masked (see the module docstring); never raises."""
+    text = _fingerprint_once(str(line)[:INPUT_MAX_CHARS])
+    if not may_hold_credentials(text):
+        return text
+    # A mask can change what a credential's neighbour looks like (a glued number, a quote next
+    # to a masked e-mail): the rule is applied until nothing changes, so that a fingerprint is
+    # its own fingerprint.
+    for _ in range(FINGERPRINT_ROUNDS - 1):
+        again = _fingerprint_once(text)
+        if again == text:
+            break
+        text = again
+    return text
+
+
 def _example(line: str) -> str:
-    return _SURROGATE.sub("\ufffd", str(line)[:EXAMPLE_MAX_CHARS])
+    # Redacted before it is cut, so that a credential cut in half is still recognised.
+    return redact(_SURROGATE.sub("\ufffd", str(line)[:INPUT_MAX_CHARS]))[:EXAMPLE_MAX_CHARS]
 
 
 def top_signatures(
@@ -138,8 +163,8 @@ def top_signatures(
     """The ``limit`` most common fingerprints of ``lines``, most common first.
 
     Ties go to the fingerprint seen first. ``example`` is the first line seen with that
-    fingerprint; ``new`` says the fingerprint is absent from ``before`` (lines sampled before
-    the rollout). Lines that are blank once cleaned are not counted.
+    fingerprint, redacted; ``new`` says the fingerprint is absent from ``before`` (lines sampled
+    before the rollout). Lines that are blank once cleaned are not counted.
     """
     if limit <= 0:
         return ()

@@ -252,3 +252,46 @@ def test_top_signatures_properties(lines: list[str], before: list[str], limit: i
         assert signature.new == (signature.fingerprint not in before_fingerprints)
         assert fingerprint(signature.example) == signature.fingerprint
         assert signature.example in lines or "\ufffd" in signature.example
+
+
+# --- redaction: fingerprints and examples never carry a credential ---------------------------
+
+
+def test_a_rotating_secret_does_not_split_a_signature() -> None:
+    lines = [
+        'level=error msg="db login failed" password=wxyz-ABCD user=app',
+        'level=error msg="db login failed" password=efgh-QRST user=app',
+        "level=error msg=\"db login failed\" dsn=postgres://app:klmn@db/x",
+        "level=error msg=\"db login failed\" dsn=postgres://app:opqr@db/x",
+    ]
+    before = ['level=error msg="db login failed" password=ijkl-MNOP user=app']
+    first, second = top_signatures(lines, before=before)
+    assert (first.count, second.count) == (2, 2)
+    assert first.fingerprint == 'level=error msg="db login failed" password=[redacted] user=app'
+    assert first.new is False  # the same error before the rollout, with another password
+    assert second.fingerprint == (
+        'level=error msg="db login failed" dsn=postgres://app:[redacted]@db/x'
+    )
+
+
+def test_examples_and_fingerprints_are_redacted() -> None:
+    secrets = ["hunter2", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln", "AKIAIOSFODNN7EXAMPLE",
+               "xoxb-1234-5678-abcdefgh", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"]
+    lines = [
+        f'level=error msg="login failed" password={secrets[0]}',
+        f"level=error msg=\"upstream 401\" Authorization: Bearer {secrets[1]}",
+        f'{{"level":"error","msg":"s3 denied","key":"{secrets[2]}","slack":"{secrets[3]}"}}',
+        f"level=error msg=\"clone failed\" token {secrets[4]}",
+    ]
+    signatures = top_signatures(lines, limit=10)
+    assert len(signatures) == 4
+    text = json.dumps([[s.fingerprint, s.example] for s in signatures])
+    for secret in secrets:
+        assert secret not in text
+    assert signatures[0].example == 'level=error msg="login failed" password=[redacted]'
+
+
+def test_a_credential_cut_by_the_example_limit_is_still_redacted() -> None:
+    line = "level=error " + "x" * (EXAMPLE_MAX_CHARS - 30) + " password=" + "s" * 100
+    (signature,) = top_signatures([line])
+    assert "sss" not in signature.example and len(signature.example) <= EXAMPLE_MAX_CHARS
