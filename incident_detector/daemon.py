@@ -31,7 +31,17 @@ from .correlator import (
     rollouts_to_judge,
 )
 from .errors import SourceError
-from .model import Baseline, Deployment, ErrorCounts, Incident, LogLine, Pod, ReplicaSet
+from .metrics import DetectorMetrics
+from .model import (
+    Baseline,
+    Deployment,
+    ErrorCounts,
+    ErrorSample,
+    Incident,
+    LogLine,
+    Pod,
+    ReplicaSet,
+)
 from .retry import Backoff
 from .signatures import top_signatures
 from .store import OutboxItem, Store
@@ -191,6 +201,7 @@ class Detector:
         clock: Clock = utcnow,
         delivery_backoff: Backoff = Backoff(base=2.0, cap=300.0),
         source_backoff: Backoff = Backoff(base=1.0, cap=60.0),
+        metrics: DetectorMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.kube = kube
@@ -203,6 +214,9 @@ class Detector:
         self.clock = clock
         self.delivery_backoff = delivery_backoff
         self.source_backoff = source_backoff
+        # One registry per detector (never prometheus_client's global one); served on /metrics.
+        self.metrics = metrics if metrics is not None else DetectorMetrics()
+        self.metrics.read_state_from(store=store, is_leader=self.is_leader)
         self.rules = Rules(
             threshold=settings.error_threshold,
             error_window_seconds=settings.error_window_seconds,
@@ -249,8 +263,11 @@ class Detector:
         report.degraded = bool(report.problems)
         self.last_tick = report
         self.ticks += 1
+        self.metrics.tick_finished(role=report.role, degraded=report.degraded,
+                                   duration_seconds=report.duration_seconds)
         self._heartbeat = time.monotonic()
-        log.debug("tick", duration_seconds=report.duration_seconds, degraded=report.degraded,
+        log.debug("tick", duration_seconds=report.duration_seconds, cpu_seconds=report.cpu_seconds,
+                  degraded=report.degraded,
                   rollouts=len(report.assessments), incidents=len(report.incidents))
         return report
 
@@ -309,9 +326,11 @@ class Detector:
         if health.backing_off(now):
             report.problems.append(f"{source}: {what}: backing off after: {health.last_error}")
             return None
+        self.metrics.source_called(source)
         try:
             value = await call()
         except SourceError as exc:
+            self.metrics.source_failed(source, exc.reason)
             health.failed(now, exc, backoff=self.source_backoff if exc.retryable else None)
             report.problems.append(f"{source}: {what}: {exc.reason}: {exc.message}")
             return None
@@ -458,6 +477,7 @@ class Detector:
                                             detected_at=incident.detected_at, record=record,
                                             deliveries=deliveries)
         if stored:
+            self.metrics.incident_recorded(s.value for s in incident.signals)
             log.warning("incident.detected", namespace=incident.namespace,
                         deployment=incident.deployment, revision=incident.revision,
                         signals=[s.value for s in incident.signals])
@@ -489,9 +509,11 @@ class Detector:
         if sender is None:
             self.store.mark_given_up(item.id, now=now, error=f"{item.channel} is not configured")
             return False
+        self.metrics.source_called(item.channel)
         try:
             await sender.send(item.payload)
         except SourceError as exc:
+            self.metrics.source_failed(item.channel, exc.reason)
             self.health[item.channel].failed(now, exc)
             too_old = now - item.created_at >= max_age
             if not exc.retryable or too_old:
