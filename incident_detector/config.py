@@ -20,6 +20,10 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_ERROR_PATTERN = "(?i)(error|exception|fatal|panic)"
+# The values Loki 3 gives the detected_level structured metadata (discover_log_levels); "unknown"
+# is a line whose level it could not tell.
+LOKI_LEVELS = ("trace", "debug", "info", "warn", "error", "critical", "fatal", "unknown")
+DEFAULT_ERROR_LEVELS = ("error", "critical", "fatal")
 ALL_DEPLOYMENTS = "*"
 # Kubernetes names: DNS-1123 labels (namespaces) and subdomains (deployments).
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -60,6 +64,10 @@ class Settings(BaseSettings):
     loki_password: SecretStr | None = None
     loki_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     error_pattern: str = DEFAULT_ERROR_PATTERN
+    # A line is an error when Loki's detected_level is one of these; ERROR_PATTERN judges only the
+    # lines whose level Loki did not detect. ERROR_MATCH: auto (by Loki's version), level, pattern.
+    error_levels: Annotated[tuple[str, ...], NoDecode] = DEFAULT_ERROR_LEVELS
+    error_match: Literal["auto", "level", "pattern"] = "auto"
     error_window_seconds: int = Field(default=120, ge=10, le=86_400)
 
     # Detection.
@@ -136,6 +144,23 @@ class Settings(BaseSettings):
         except re.error as exc:
             raise ValueError(f"is not a valid regular expression: {exc}") from None
         return value
+
+    @field_validator("error_levels", mode="before")
+    @classmethod
+    def _level_list(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("error_levels")
+    @classmethod
+    def _valid_levels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        levels = tuple(dict.fromkeys(level.lower() for level in value))
+        if not levels:
+            raise ValueError("must name at least one level")
+        unknown = [level for level in levels if level not in LOKI_LEVELS]
+        if unknown:
+            raise ValueError(f"{', '.join(map(repr, unknown))}: Loki's levels are "
+                             f"{', '.join(LOKI_LEVELS)}")
+        return levels
 
     @field_validator("loki_label_app", "loki_app_label_key", "loki_namespace_label_key",
                      "loki_pod_label_key")

@@ -1,9 +1,16 @@
 """The Loki adapter: LogQL built from configured values, Loki's JSON turned into our own data.
 
 Two queries per namespace and tick at most: one batched metric query (error lines per workload
-and pod over a window) and, when an incident is being described, one log query for example lines.
+and pod over a window) and, when an incident is being described, the log queries for example lines.
 Every configured value that ends up in LogQL goes through ``quote`` (and ``regex_escape`` inside a
 regex matcher), so no namespace, workload name or pattern can change the shape of the query.
+
+What an error line is (``ErrorMatch``): Loki 3 gives every line a ``detected_level`` at ingestion
+(structured metadata). A line is an error when that level is one of ERROR_LEVELS; ERROR_PATTERN
+judges only the lines whose level Loki did not detect (empty or ``unknown``). Loki 2 has no
+``detected_level``, and there the pattern alone decides. The level-aware query stays correct on a
+Loki without levels (a label filter on an absent label sees the empty string, so every line goes
+to the pattern leg): asking Loki its version once only saves the level leg where it cannot match.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import base64
 import binascii
 import math
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -22,7 +30,7 @@ from typing import Any
 import httpx
 import structlog
 
-from .config import Settings
+from .config import DEFAULT_ERROR_LEVELS, Settings
 from .errors import SourceError, parse_retry_after, retryable_status
 from .model import ErrorCounts, ErrorSample, LogLine
 from .redact import REDACTED, redact
@@ -33,8 +41,19 @@ log = structlog.get_logger(__name__)
 SOURCE = "loki"
 QUERY_PATH = "/loki/api/v1/query"
 QUERY_RANGE_PATH = "/loki/api/v1/query_range"
+BUILDINFO_PATH = "/loki/api/v1/status/buildinfo"
 ORG_ID_HEADER = "X-Scope-OrgID"
 PACKAGE_NAME = "incident-detector"
+
+# The structured metadata Loki 3 writes at ingestion (discover_log_levels), and its values for a
+# line whose level Loki did not detect: absent (Loki 2, discovery off) or "unknown".
+DETECTED_LEVEL = "detected_level"
+UNDETECTED_LEVELS = ("", "unknown")
+# ERROR_MATCH values.
+MATCH_AUTO, MATCH_LEVEL, MATCH_PATTERN = "auto", "level", "pattern"
+# Loki's first major version with detected_level.
+FIRST_VERSION_WITH_LEVELS = 3
+_MAJOR_VERSION = re.compile(r"v?([0-9]+)\.")
 
 # Loki refuses a query whose matchers all accept the empty string (app=~".*"), so "every
 # workload" is spelled as "has a non-empty workload label".
@@ -153,12 +172,67 @@ def _workload_matcher(workloads: Sequence[str] | None, keys: LabelKeys) -> str:
     return f"{keys.workload}=~{quote(alternation)}"
 
 
+# A level as ERROR_LEVELS holds it (config validates against Loki's names; this guards the LogQL).
+_LABEL_VALUE_LEVEL = re.compile(r"[a-z]+")
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorMatch:
+    """Which lines are errors: ``levels`` empty, those matching ``pattern`` (a Loki without
+    detected_level); else those whose detected_level is in ``levels``, and among the lines whose
+    level Loki did not detect, those matching ``pattern``."""
+
+    pattern: str
+    levels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.levels, tuple) or not all(
+            isinstance(level, str) and _LABEL_VALUE_LEVEL.fullmatch(level) for level in self.levels
+        ):
+            raise ValueError(f"levels must be a tuple of level names, not {self.levels!r}")
+
+    @property
+    def by_level(self) -> bool:
+        return bool(self.levels)
+
+    @property
+    def undetected(self) -> tuple[str, ...]:
+        """The detected_level values the pattern judges ("unknown" may be an error level itself)."""
+        return tuple(level for level in UNDETECTED_LEVELS if level not in self.levels)
+
+
+
+def _level_filter(values: Sequence[str]) -> str:
+    alternation = "|".join(regex_escape(value) for value in values)
+    return f"| {DETECTED_LEVEL}=~{quote(alternation)}"
+
+
+def error_lines_queries(
+    *, namespace: str, workloads: Sequence[str] | None, match: ErrorMatch, keys: LabelKeys
+) -> tuple[str, ...]:
+    """The log queries whose lines, together, are the error lines of some workloads.
+
+    One query for the pattern alone; two disjoint ones (by detected_level) with levels: a line
+    filter cannot apply to some levels only, and LogQL has no union of log queries.
+    """
+    stream = selector(namespace=namespace, workloads=workloads, keys=keys)
+    if not match.by_level:
+        return (f"{stream} |~ {quote(match.pattern)}",)
+    queries = [f"{stream} {_level_filter(match.levels)}"]
+    if match.undetected:
+        # The line filter first: Loki applies the cheapest stages first when written so.
+        queries.append(f"{stream} |~ {quote(match.pattern)} {_level_filter(match.undetected)}")
+    return tuple(queries)
+
+
 def error_lines_query(
     *, namespace: str, workloads: Sequence[str] | None, pattern: str, keys: LabelKeys
 ) -> str:
-    """The log query that selects the error lines of some workloads."""
-    stream = selector(namespace=namespace, workloads=workloads, keys=keys)
-    return f"{stream} |~ {quote(pattern)}"
+    """The log query that selects the lines of some workloads that match ``pattern``."""
+    (query,) = error_lines_queries(
+        namespace=namespace, workloads=workloads, match=ErrorMatch(pattern), keys=keys
+    )
+    return query
 
 
 def error_count_query(
@@ -168,16 +242,27 @@ def error_count_query(
     pattern: str,
     window_seconds: int,
     keys: LabelKeys,
+    levels: Sequence[str] = (),
 ) -> str:
-    """One metric query for a whole namespace: error lines per (workload, pod) over the window."""
+    """One metric query for a whole namespace: error lines per (workload, pod) over the window.
+
+    With ``levels``, the legs of ``error_lines_queries`` are counted separately, grouped by
+    detected_level as well, and joined with ``or``: their label sets differ in detected_level, so
+    ``or`` is their union, still one query. The adapter adds the levels up per (workload, pod).
+    """
     if isinstance(window_seconds, bool) or not isinstance(window_seconds, int):
         raise ValueError(f"window_seconds must be a positive integer, not {window_seconds!r}")
     if window_seconds < 1:
         raise ValueError(f"window_seconds must be a positive integer, not {window_seconds!r}")
-    lines = error_lines_query(namespace=namespace, workloads=workloads, pattern=pattern, keys=keys)
-    return (
-        f"sum by ({keys.workload}, {keys.pod}) "
-        f"(count_over_time({lines} [{window_seconds}s]))"
+    if isinstance(levels, str):
+        raise TypeError("levels must be a sequence of level names, not a single str")
+    match = ErrorMatch(pattern, tuple(levels))
+    legs = error_lines_queries(namespace=namespace, workloads=workloads, match=match, keys=keys)
+    grouping = f"{keys.workload}, {keys.pod}"
+    if match.by_level:
+        grouping += f", {DETECTED_LEVEL}"
+    return " or ".join(
+        f"sum by ({grouping}) (count_over_time({leg} [{window_seconds}s]))" for leg in legs
     )
 
 
@@ -197,8 +282,14 @@ class _Skipped:
 def parse_vector(
     body: Any, *, namespace: str, window_seconds: int, keys: LabelKeys
 ) -> ErrorCounts:
-    """Error counts from the JSON body of an instant metric query (``resultType: vector``)."""
-    counts, _ = _read_vector(body, namespace=namespace, window_seconds=window_seconds, keys=keys)
+    """Error counts from the JSON body of an instant metric query (``resultType: vector``).
+
+    Samples of the same (workload, pod) are added up: the level-aware query answers one per
+    detected_level.
+    """
+    counts, _, _ = _read_vector(
+        body, namespace=namespace, window_seconds=window_seconds, keys=keys
+    )
     return counts
 
 
@@ -210,15 +301,18 @@ def parse_streams(body: Any, *, keys: LabelKeys) -> tuple[LogLine, ...]:
 
 def _read_vector(
     body: Any, *, namespace: str, window_seconds: int, keys: LabelKeys
-) -> tuple[ErrorCounts, tuple[_Skipped, ...]]:
-    samples: list[ErrorSample] = []
+) -> tuple[ErrorCounts, tuple[_Skipped, ...], bool]:
+    """The counts, the samples left out, and whether any sample carried a detected_level."""
+    totals: dict[tuple[str, str | None], float] = {}
     skipped: list[_Skipped] = []
+    levels_seen = False
     for index, item in enumerate(_result_of(body, "vector")):
         if not isinstance(item, dict):
             raise _shape(f"data.result[{index}] is {_describe(item)}, expected an object")
         metric = _labels_of(item, "metric", index)
         workload = _label(metric, keys.workload, index) or ""
         pod = _label(metric, keys.pod, index)
+        levels_seen = levels_seen or _label(metric, DETECTED_LEVEL, index) is not None
         value = item.get("value")
         if not isinstance(value, list) or len(value) != 2:
             raise _shape(f"data.result[{index}].value is not a [time, value] pair")
@@ -226,11 +320,15 @@ def _read_vector(
         if problem is not None:
             skipped.append(_Skipped(problem, workload, pod, _describe(value[1])))
             continue
-        samples.append(ErrorSample(workload=workload, pod=pod, count=count))
-    counts = ErrorCounts(
-        namespace=namespace, window_seconds=window_seconds, samples=tuple(samples)
+        # dicts keep insertion order: samples come out in Loki's order of first appearance.
+        total = totals.get((workload, pod), 0.0) + count
+        totals[(workload, pod)] = min(total, sys.float_info.max)
+    samples = tuple(
+        ErrorSample(workload=workload, pod=pod, count=count)
+        for (workload, pod), count in totals.items()
     )
-    return counts, tuple(skipped)
+    counts = ErrorCounts(namespace=namespace, window_seconds=window_seconds, samples=samples)
+    return counts, tuple(skipped), levels_seen
 
 
 def _read_streams(
@@ -349,6 +447,15 @@ def _shape(message: str) -> SourceError:
     return SourceError(SOURCE, "unexpected_shape", message, retryable=False)
 
 
+def _major_version(version: str | None) -> int | None:
+    """Loki's major version from its buildinfo (``2.9.7``, ``v3.1.0``); None for a build of a
+    branch (``main-1a2b3c4``) or anything else."""
+    if version is None:
+        return None
+    found = _MAJOR_VERSION.match(version.strip())
+    return int(found.group(1)) if found else None
+
+
 # --- HTTP ----------------------------------------------------------------------------------------
 
 
@@ -439,6 +546,8 @@ class LokiClient:
         http: httpx.AsyncClient,
         keys: LabelKeys,
         pattern: str,
+        levels: Sequence[str] = DEFAULT_ERROR_LEVELS,
+        match: str = MATCH_PATTERN,
         max_attempts: int = 3,
         backoff: Backoff = Backoff(base=0.25, cap=2.0),
         sleep: Sleep = asyncio.sleep,
@@ -447,13 +556,70 @@ class LokiClient:
             raise ValueError("max_attempts must be at least 1")
         self._http = http
         self._keys = keys
-        self._pattern = pattern
         self._max_attempts = max_attempts
         self._backoff = backoff
         self._sleep = sleep
         self._secrets = _known_secrets(http)
         # Kinds of skipped samples already logged: a broken series would otherwise log every tick.
         self._reported_skips: set[str] = set()
+        if match not in (MATCH_AUTO, MATCH_LEVEL, MATCH_PATTERN):
+            raise ValueError(f"match must be auto, level or pattern, not {match!r}")
+        if isinstance(levels, str):
+            raise TypeError("levels must be a sequence of level names, not a single str")
+        self._by_level = ErrorMatch(pattern, tuple(levels))
+        if not self._by_level.by_level and match != MATCH_PATTERN:
+            raise ValueError("matching by level needs at least one level")
+        self._by_pattern = ErrorMatch(pattern)
+        # auto: decided by Loki's version, asked once (see error_match).
+        self._match: ErrorMatch | None = {
+            MATCH_LEVEL: self._by_level, MATCH_PATTERN: self._by_pattern
+        }.get(match)
+        self._deciding = asyncio.Lock()
+        self._levels_absent_reported = False
+
+    async def error_match(self) -> ErrorMatch:
+        """The rule in force: fixed by ERROR_MATCH, or in auto mode by Loki's version, asked once.
+
+        Loki before 3.0 has no detected_level: the pattern alone. Otherwise, and when the version
+        cannot be read (a gateway that does not route the status API), the level-aware rule, which
+        is correct on a Loki without levels as well. A transient failure decides nothing: the next
+        call asks again.
+        """
+        if self._match is not None:
+            return self._match
+        async with self._deciding:
+            if self._match is not None:
+                return self._match
+            try:
+                body = await self._get_json_once(BUILDINFO_PATH, {})
+            except SourceError as error:
+                if error.retryable:
+                    log.debug("loki_version_unavailable", reason=error.reason)
+                    return self._by_level
+                version = None
+                reason = f"the version could not be read ({error.reason})"
+            else:
+                version = body.get("version") if isinstance(body, dict) else None
+                version = version[:40] if isinstance(version, str) else None
+                reason = "reported by /loki/api/v1/status/buildinfo" if version else \
+                    "/loki/api/v1/status/buildinfo named no version"
+            major = _major_version(version)
+            if major is not None and major < FIRST_VERSION_WITH_LEVELS:
+                self._match = self._by_pattern
+                log.info(
+                    "loki_error_match", match=MATCH_PATTERN, loki_version=version,
+                    note="Loki before 3.0 has no detected_level: error lines are the lines "
+                         "matching ERROR_PATTERN",
+                )
+            else:
+                self._match = self._by_level
+                log.info(
+                    "loki_error_match", match=MATCH_LEVEL, loki_version=version, why=reason,
+                    levels=list(self._by_level.levels),
+                    note="error lines are lines at ERROR_LEVELS; ERROR_PATTERN judges only "
+                         "lines whose level Loki did not detect",
+                )
+            return self._match
 
     async def count_errors(
         self,
@@ -464,11 +630,13 @@ class LokiClient:
         at: datetime | None = None,
     ) -> ErrorCounts:
         """Error lines per (workload, pod) over the window ending now, or at ``at``."""
+        match = await self.error_match()
         params = {
             "query": error_count_query(
                 namespace=namespace,
                 workloads=workloads,
-                pattern=self._pattern,
+                pattern=match.pattern,
+                levels=match.levels,
                 window_seconds=window_seconds,
                 keys=self._keys,
             )
@@ -476,10 +644,12 @@ class LokiClient:
         if at is not None:
             params["time"] = unix_nanos(at)
         body = await self._get_json(QUERY_PATH, params)
-        counts, skipped = _read_vector(
+        counts, skipped, levels_seen = _read_vector(
             body, namespace=namespace, window_seconds=window_seconds, keys=self._keys
         )
         self._report_skipped(skipped)
+        if match.by_level and counts.samples and not levels_seen:
+            self._report_levels_absent()
         return counts
 
     async def sample_errors(
@@ -494,19 +664,28 @@ class LokiClient:
         """Up to ``limit`` error lines between ``start`` and ``end``, newest first."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        params = {
-            "query": error_lines_query(
-                namespace=namespace, workloads=workloads, pattern=self._pattern, keys=self._keys
-            ),
-            "start": unix_nanos(start),
-            "end": unix_nanos(end),
-            "limit": str(limit),
-            "direction": "backward",
-        }
-        body = await self._get_json(QUERY_RANGE_PATH, params)
-        lines, skipped = _read_streams(body, keys=self._keys)
-        self._report_skipped(skipped)
-        return lines
+        match = await self.error_match()
+        queries = error_lines_queries(
+            namespace=namespace, workloads=workloads, match=match, keys=self._keys
+        )
+        window = {"start": unix_nanos(start), "end": unix_nanos(end)}
+
+        async def newest(query: str) -> tuple[LogLine, ...]:
+            params = {"query": query, **window, "limit": str(limit), "direction": "backward"}
+            body = await self._get_json(QUERY_RANGE_PATH, params)
+            lines, skipped = _read_streams(body, keys=self._keys)
+            self._report_skipped(skipped)
+            return lines
+
+        # The legs select disjoint lines (different detected_level): the newest ``limit`` of
+        # their union are among the newest ``limit`` of each.
+        answers = await asyncio.gather(*(newest(q) for q in queries), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        merged = [line for answer in answers for line in answer]
+        merged.sort(key=lambda line: line.at, reverse=True)
+        return tuple(merged[:limit])
 
     async def _get_json(self, path: str, params: dict[str, str]) -> Any:
         async def attempt() -> Any:
@@ -578,6 +757,16 @@ class LokiClient:
         log.debug(
             "loki_retry", reason=error.reason, status=error.status, failures=failures,
             wait_seconds=round(wait, 3),
+        )
+
+    def _report_levels_absent(self) -> None:
+        if self._levels_absent_reported:
+            return
+        self._levels_absent_reported = True
+        log.info(
+            "loki_levels_absent",
+            note="Loki answered without detected_level (discover_log_levels off, or lines "
+                 "ingested before Loki 3): those lines are judged by ERROR_PATTERN",
         )
 
     def _report_skipped(self, skipped: tuple[_Skipped, ...]) -> None:

@@ -64,6 +64,8 @@ async def build_detector(
                 http=loki_http,
                 keys=loki.LabelKeys.from_settings(settings),
                 pattern=settings.error_pattern,
+                levels=settings.error_levels,
+                match=settings.error_match,
             ),
             store=store,
             stdout=StdoutSink(stdout),

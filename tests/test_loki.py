@@ -1104,3 +1104,312 @@ def test_sample_errors_maps_failures_like_count_errors():
     )
     assert route.calls.last.request.url.params["limit"] == "200"
     assert (raised.value.reason, raised.value.retryable) == ("http_400", False)
+
+
+# --- error lines by level (Loki 3's detected_level) ----------------------------------------------
+
+from incident_detector.config import DEFAULT_ERROR_LEVELS  # noqa: E402
+from incident_detector.loki import (  # noqa: E402
+    BUILDINFO_PATH,
+    ErrorMatch,
+    error_lines_queries,
+)
+from incident_detector.sim.logql import LogQLError, parse_logql  # noqa: E402
+
+LEVELS_NAMESPACE, LEVELS_WORKLOAD = "demo-levels", "checkout"
+
+
+def buildinfo(version: str) -> httpx.Response:
+    """Loki's /loki/api/v1/status/buildinfo body (its documented shape)."""
+    return httpx.Response(200, json={
+        "version": version, "revision": "efc4d2f009", "branch": "HEAD",
+        "buildUser": "root@707324a28e25", "buildDate": "2024-04-10T09:07:00Z", "goVersion": "",
+    })
+
+
+def test_count_query_by_level_exact():
+    assert error_count_query(
+        namespace=NAMESPACE, workloads=[WORKLOAD], pattern=DEFAULT_ERROR_PATTERN,
+        levels=DEFAULT_ERROR_LEVELS, window_seconds=120, keys=KEYS,
+    ) == (
+        'sum by (app, pod, detected_level) (count_over_time({namespace="demo-aiops", '
+        'app="payments-api"} | detected_level=~"error|critical|fatal" [120s]))'
+        ' or '
+        'sum by (app, pod, detected_level) (count_over_time({namespace="demo-aiops", '
+        'app="payments-api"} |~ "(?i)(error|exception|fatal|panic)" | detected_level=~"|unknown" '
+        "[120s]))"
+    )
+
+
+def test_the_level_legs_reuse_the_recorded_level_filter():
+    recorded_query = recorded_query_params("query_vector_error_levels")["query"]
+    (level_leg, _) = error_lines_queries(
+        namespace=LEVELS_NAMESPACE, workloads=[LEVELS_WORKLOAD],
+        match=ErrorMatch(DEFAULT_ERROR_PATTERN, DEFAULT_ERROR_LEVELS), keys=KEYS,
+    )
+    assert f"(count_over_time({level_leg} [5m]))" in recorded_query
+
+
+def test_unknown_as_an_error_level_leaves_the_pattern_the_lines_without_a_level():
+    legs = error_lines_queries(
+        namespace=NAMESPACE, workloads=None, match=ErrorMatch("x", ("error", "unknown")), keys=KEYS
+    )
+    assert legs == (
+        '{namespace="demo-aiops", app=~".+"} | detected_level=~"error|unknown"',
+        '{namespace="demo-aiops", app=~".+"} |~ "x" | detected_level=~""',
+    )
+
+
+def test_the_pattern_alone_is_the_old_query():
+    assert error_count_query(
+        namespace=NAMESPACE, workloads=[WORKLOAD], pattern="x", window_seconds=60, keys=KEYS,
+    ) == error_count_query(
+        namespace=NAMESPACE, workloads=[WORKLOAD], pattern="x", window_seconds=60, keys=KEYS,
+        levels=(),
+    ) == 'sum by (app, pod) (count_over_time({namespace="demo-aiops", app="payments-api"} |~ "x" [60s]))'
+
+
+def test_levels_must_be_names():
+    with pytest.raises(TypeError):
+        error_count_query(namespace="n", workloads=None, pattern="x", window_seconds=60,
+                          keys=KEYS, levels="error")
+    with pytest.raises(ValueError):
+        ErrorMatch("x", ('error"} or {a="b',))
+
+
+@given(
+    namespace=st.text(),
+    workloads=st.lists(st.text(), min_size=1, max_size=3),
+    pattern=st.text(),
+    levels=st.lists(st.sampled_from(["trace", "debug", "info", "warn", "error", "critical",
+                                     "fatal", "unknown"]), min_size=1, max_size=8, unique=True),
+)
+def test_the_level_query_is_one_union_of_two_well_formed_legs(namespace, workloads, pattern,
+                                                                levels):
+    query = error_count_query(namespace=namespace, workloads=workloads, pattern=pattern,
+                              window_seconds=60, keys=KEYS, levels=levels)
+    try:
+        parse_logql(query)  # the simulated Loki reads LogQL as Loki's grammar does
+    except LogQLError as exc:
+        # Only what Loki refuses too: a pattern or name that RE2 cannot compile, or a selector
+        # of empty values ("at least one regexp or equality matcher ...").
+        assert "regexp" in str(exc), (query, exc)
+    # Two legs, always: "" is never an error level, so some lines are left to the pattern.
+    head = "sum by (app, pod, detected_level) (count_over_time("
+    assert query.startswith(head) and f" or {head}" in query
+
+
+def test_parse_vector_adds_up_the_levels_of_a_pod():
+    body = recorded_body("query_vector_by_detected_level")
+    counts = parse_vector(body, namespace=LEVELS_NAMESPACE, window_seconds=300, keys=KEYS)
+    assert counts.samples == (
+        ErrorSample(workload="checkout", pod="checkout-5d9c7b8f4-abcde", count=34.0),
+    )
+    only_errors = parse_vector(recorded_body("query_vector_error_levels"),
+                               namespace=LEVELS_NAMESPACE, window_seconds=300, keys=KEYS)
+    assert [s.count for s in only_errors.samples] == [10.0]
+
+
+def levels_answer(*series: tuple[str, str | None, str]) -> httpx.Response:
+    """The recorded by-level vector with its samples replaced by (pod, detected_level, value)."""
+    body = recorded_body("query_vector_by_detected_level")
+    template = body["data"]["result"][0]
+    result = []
+    for pod, level, value in series:
+        metric = {"app": WORKLOAD, "pod": pod}
+        if level is not None:
+            metric["detected_level"] = level
+        result.append({"metric": metric, "value": [template["value"][0], value]})
+    body["data"]["result"] = result
+    return httpx.Response(200, json=body)
+
+
+def level_client_calls(match: str, *calls: str, levels=DEFAULT_ERROR_LEVELS) -> list[Any]:
+    """Run ``calls`` ("count" or "sample") on one client; the answers of each."""
+
+    async def scenario() -> list[Any]:
+        async with make_http_client(make_settings()) as http:
+            client = LokiClient(http=http, keys=KEYS, pattern=DEFAULT_ERROR_PATTERN,
+                                levels=levels, match=match, sleep=RecordingSleep(),
+                                backoff=Backoff(base=0.25, cap=2.0, jitter=False))
+            answers: list[Any] = []
+            for call in calls:
+                if call == "count":
+                    answers.append(await client.count_errors(
+                        namespace=NAMESPACE, workloads=[WORKLOAD], window_seconds=120))
+                else:
+                    now = datetime(2026, 11, 23, 19, 0, tzinfo=UTC)
+                    answers.append(await client.sample_errors(
+                        namespace=NAMESPACE, workloads=[WORKLOAD],
+                        start=now - timedelta(minutes=10), end=now, limit=3))
+            return answers
+
+    return asyncio.run(scenario())
+
+
+def test_auto_on_loki_3_counts_error_levels_and_undetected_pattern_lines_per_pod():
+    new, old = "payments-api-77587766bd-bkvvm", "payments-api-6874dc9bf7-r66bl"
+    with respx.mock(base_url=LOKI_URL) as loki:
+        version = loki.get(BUILDINFO_PATH).mock(return_value=buildinfo("3.5.7"))
+        query = loki.get(QUERY).mock(return_value=levels_answer(
+            (new, "error", "7"), (old, "fatal", "1"), (new, "unknown", "2")))
+        with structlog.testing.capture_logs() as logs:
+            first, second = level_client_calls("auto", "count", "count")
+    assert version.call_count == 1  # asked once, not per tick
+    assert [(s.pod, s.count) for s in first.samples] == [(new, 9.0), (old, 1.0)]
+    assert first == second
+    sent = query.calls.last.request.url.params["query"]
+    assert sent == error_count_query(namespace=NAMESPACE, workloads=[WORKLOAD],
+                                     pattern=DEFAULT_ERROR_PATTERN, levels=DEFAULT_ERROR_LEVELS,
+                                     window_seconds=120, keys=KEYS)
+    decided = [e for e in logs if e["event"] == "loki_error_match"]
+    assert len(decided) == 1 and decided[0]["match"] == "level"
+    assert decided[0]["loki_version"] == "3.5.7"
+
+
+def test_auto_on_loki_2_falls_back_to_the_pattern_with_one_log_line():
+    with respx.mock(base_url=LOKI_URL) as loki:
+        loki.get(BUILDINFO_PATH).mock(return_value=buildinfo("2.9.7"))
+        query = loki.get(QUERY).mock(return_value=recorded_response("query_vector_by_pod"))
+        with structlog.testing.capture_logs() as logs:
+            counts, _ = level_client_calls("auto", "count", "count")
+    assert query.calls.last.request.url.params["query"] == error_count_query(
+        namespace=NAMESPACE, workloads=[WORKLOAD], pattern=DEFAULT_ERROR_PATTERN,
+        window_seconds=120, keys=KEYS)
+    assert "detected_level" not in query.calls.last.request.url.params["query"]
+    assert sum(s.count for s in counts.samples) == 30.0
+    decided = [e for e in logs if e["event"] == "loki_error_match"]
+    assert len(decided) == 1
+    assert (decided[0]["match"], decided[0]["loki_version"]) == ("pattern", "2.9.7")
+    assert "ERROR_PATTERN" in decided[0]["note"]
+
+
+@pytest.mark.parametrize("answer", [
+    httpx.Response(404, text="404 page not found\n"),
+    httpx.Response(403, text="forbidden"),
+    httpx.Response(200, text="<html>gateway</html>", headers={"Content-Type": "text/html"}),
+    buildinfo("main-1a2b3c4"),
+    httpx.Response(200, json={"status": "success"}),
+])
+def test_auto_without_a_readable_version_matches_by_level_and_decides_once(answer):
+    with respx.mock(base_url=LOKI_URL) as loki:
+        version = loki.get(BUILDINFO_PATH).mock(return_value=answer)
+        query = loki.get(QUERY).mock(return_value=levels_answer())
+        level_client_calls("auto", "count", "count")
+    assert version.call_count == 1
+    assert "detected_level" in query.calls.last.request.url.params["query"]
+
+
+def test_auto_asks_again_after_a_transient_failure():
+    with respx.mock(base_url=LOKI_URL) as loki:
+        version = loki.get(BUILDINFO_PATH).mock(side_effect=[
+            httpx.Response(503, text="unavailable"), httpx.ConnectError("refused"),
+            buildinfo("2.9.7")])
+        query = loki.get(QUERY).mock(return_value=levels_answer())
+        level_client_calls("auto", "count", "count", "count", "count")
+    assert version.call_count == 3
+    sent = [call.request.url.params["query"] for call in query.calls]
+    # Level-aware while undecided (correct on any Loki), then the pattern alone.
+    assert ["detected_level" in q for q in sent] == [True, True, False, False]
+
+
+@pytest.mark.parametrize(("match", "by_level"), [("level", True), ("pattern", False)])
+def test_error_match_forces_the_rule_without_asking_the_version(match, by_level):
+    with respx.mock(base_url=LOKI_URL, assert_all_called=False) as loki:
+        version = loki.get(BUILDINFO_PATH).mock(return_value=buildinfo("2.9.7"))
+        query = loki.get(QUERY).mock(return_value=levels_answer())
+        level_client_calls(match, "count")
+    assert version.call_count == 0
+    assert ("detected_level" in query.calls.last.request.url.params["query"]) is by_level
+
+
+def test_a_loki_3_that_detects_no_levels_is_said_once():
+    with respx.mock(base_url=LOKI_URL) as loki:
+        loki.get(QUERY).mock(return_value=levels_answer(("p-1", None, "4")))
+        with structlog.testing.capture_logs() as logs:
+            counts, _ = level_client_calls("level", "count", "count")
+    assert counts.samples == (ErrorSample(workload=WORKLOAD, pod="p-1", count=4.0),)
+    assert [e["event"] for e in logs].count("loki_levels_absent") == 1
+
+
+def streams_answer(*streams: tuple[str, str, list[tuple[int, str]]]) -> httpx.Response:
+    """The recorded structured-metadata streams with (pod, detected_level, [(ns, line)])."""
+    body = recorded_body("query_range_streams_sm")
+    template = body["data"]["result"][0]["stream"]
+    body["data"]["result"] = [
+        {"stream": {**template, "app": WORKLOAD, "pod": pod, "detected_level": level},
+         "values": [[str(t), line] for t, line in values]}
+        for pod, level, values in streams
+    ]
+    return httpx.Response(200, json=body)
+
+
+def test_samples_by_level_merge_the_two_legs_newest_first():
+    base, us = 1795690466_000_000_000, 1000
+    leveled = streams_answer(("p-1", "error", [(base + 5 * us, 'level=error msg="a"'),
+                                                (base + 1 * us, 'level=error msg="b"')]))
+    undetected = streams_answer(("p-2", "unknown", [(base + 4 * us, "panic: runtime error"),
+                                                    (base + 3 * us, "panic: runtime error")]))
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        query = request.url.params["query"]
+        return undetected if "|unknown" in query else leveled
+
+    with respx.mock(base_url=LOKI_URL) as loki:
+        route = loki.get(QUERY_RANGE).mock(side_effect=answer)
+        (lines,) = level_client_calls("level", "sample")
+    queries = sorted(call.request.url.params["query"] for call in route.calls)
+    assert queries == sorted(error_lines_queries(
+        namespace=NAMESPACE, workloads=[WORKLOAD],
+        match=ErrorMatch(DEFAULT_ERROR_PATTERN, DEFAULT_ERROR_LEVELS), keys=KEYS))
+    assert all(call.request.url.params["limit"] == "3" for call in route.calls)
+    assert [(line.pod, line.line) for line in lines] == [
+        ("p-1", 'level=error msg="a"'), ("p-2", "panic: runtime error"),
+        ("p-2", "panic: runtime error")]
+
+
+def test_samples_on_the_recorded_structured_metadata_streams():
+    with respx.mock(base_url=LOKI_URL) as loki:
+        loki.get(QUERY_RANGE).mock(return_value=recorded_response("query_range_streams_sm"))
+        (lines,) = level_client_calls("pattern", "sample")
+    # The pod comes from structured metadata merged into the stream labels.
+    assert [line.pod for line in lines] == [
+        "orders-7f6d5c4b3-qwert", "orders-6c5b4a398-zxcvb", "orders-7f6d5c4b3-qwert"]
+
+
+def test_a_failing_leg_fails_the_sample():
+    def answer(request: httpx.Request) -> httpx.Response:
+        if "|unknown" in request.url.params["query"]:
+            return recorded_response("query_parse_error")
+        return streams_answer()
+
+    with respx.mock(base_url=LOKI_URL) as loki:
+        loki.get(QUERY_RANGE).mock(side_effect=answer)
+        with pytest.raises(SourceError) as raised:
+            level_client_calls("level", "sample")
+    assert raised.value.reason == "http_400"
+
+
+def test_the_client_refuses_a_rule_it_cannot_follow():
+    http = httpx.AsyncClient(base_url=LOKI_URL)
+    with pytest.raises(ValueError):
+        LokiClient(http=http, keys=KEYS, pattern="x", match="sometimes")
+    with pytest.raises(ValueError):
+        LokiClient(http=http, keys=KEYS, pattern="x", levels=(), match="level")
+    with pytest.raises(TypeError):
+        LokiClient(http=http, keys=KEYS, pattern="x", levels="error")
+
+
+def test_error_levels_and_error_match_settings():
+    settings = make_settings()
+    assert (settings.error_levels, settings.error_match) == (("error", "critical", "fatal"), "auto")
+    assert load_settings({"ERROR_LEVELS": " Error,FATAL,error ", "ERROR_MATCH": "level"},
+                         loki_url=LOKI_URL).error_levels == ("error", "fatal")
+    for environ, message in [
+        ({"ERROR_LEVELS": "err,warning"}, "ERROR_LEVELS: 'err', 'warning': Loki's levels are"),
+        ({"ERROR_LEVELS": " , "}, "ERROR_LEVELS: must name at least one level"),
+        ({"ERROR_MATCH": "regex"}, "ERROR_MATCH"),
+    ]:
+        with pytest.raises(ConfigError) as raised:
+            load_settings(environ, loki_url=LOKI_URL)
+        assert message in str(raised.value)

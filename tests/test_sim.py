@@ -1130,3 +1130,164 @@ def test_the_slack_sink_keeps_every_message() -> None:
         assert httpx.post(hook, json={"text": "again"}).status_code == 200
     assert sink.messages == [{"text": "revision 2 is bad", "blocks": []}, {"text": "again"}]
     assert sink.requests_by_path["/services/T000/B000/XXXX"] == 5
+
+
+# --- log levels: Loki 3's detected_level, and a Loki 2 without it ----------------------------------
+
+from incident_detector.config import DEFAULT_ERROR_LEVELS  # noqa: E402
+from incident_detector.loki import ErrorMatch, error_lines_queries  # noqa: E402
+from incident_detector.sim.levels import detect_level  # noqa: E402
+from incident_detector.sim.logql import BinaryOperation  # noqa: E402
+
+
+@pytest.mark.parametrize(("line", "level"), [
+    ('level=info msg="request served" error=<nil>', "info"),
+    ('{"level":"info","errors":0}', "info"),
+    ("INFO retry succeeded after previous error", "info"),
+    ('level=error msg="charge failed" err="NPE"', "error"),
+    ('level=ERR msg="x"', "error"),
+    ('Level=WARNING msg="x"', "warn"),
+    ('lvl=debug severity=critical', "critical"),  # "level"/"severity" come before "lvl"
+    ('{"ts":1,"log":{"level":"fatal"}}', "fatal"),  # nested objects, in document order
+    ('{"level":30,"msg":"pino"}', "unknown"),  # only string values are levels
+    ('msg="x" level=notice', "unknown"),  # not a level: keywords, then unknown
+    ("[ERROR] db down", "error"),
+    ("ERR: boom", "error"),
+    ("panic: runtime error: index out of range", "unknown"),  # a bare "error" is no keyword
+    ("java.lang.NullPointerException: card is null", "unknown"),
+    ("something warning here", "warn"),
+    ("DEBUG: cache miss", "debug"),
+    ("", "unknown"),
+])
+def test_lines_get_the_level_loki_3_detects(line: str, level: str) -> None:
+    assert detect_level(line) == level
+
+
+def test_a_level_label_of_the_stream_wins() -> None:
+    assert detect_level("ERR: boom", {"level": "INFO"}) == "info"
+    assert detect_level("x", {"severity": "notice"}) == "notice"
+
+
+MIXED_LOGS = [
+    {"revision": 2, "from": 75, "per_minute": 30, "line": ERROR_LINE},
+    {"revision": 2, "from": 75, "per_minute": 15,
+     "line": 'level=info msg="request served" error=<nil> order_id={n}'},
+    {"revision": 2, "from": 75, "per_minute": 6, "line": "panic: runtime error (order {n})"},
+    {"revision": 2, "from": 75, "per_minute": 3, "line": "cache warmed in {n3} ms"},
+]
+
+
+def level_query(window: int = 120) -> str:
+    return error_count_query(namespace=NS, workloads=[DEP], pattern=DEFAULT_ERROR_PATTERN,
+                             levels=DEFAULT_ERROR_LEVELS, window_seconds=window, keys=KEYS)
+
+
+def test_loki_3_groups_by_detected_level_and_filters_on_it() -> None:
+    w = world(logs=MIXED_LOGS)
+    selector = f'{{namespace="{NS}", app="{DEP}"}}'
+    by_level = vector(w.loki_query(
+        f"sum by (detected_level) (count_over_time({selector} [2m]))", w.at(300)))
+    # 2 pods: 60 error, 30 info, 12 unknown ("panic: runtime error"), 6 unknown (no level at all)
+    assert by_level == {(("detected_level", "error"),): 120.0, (("detected_level", "info"),): 60.0,
+                        (("detected_level", "unknown"),): 36.0}
+    # The level-aware query: the error lines, and the unknown ones that match the pattern.
+    counts = vector(w.loki_query(level_query(), w.at(300)))
+    assert {key: value for key, value in counts.items()} == {
+        **{(("app", DEP), ("detected_level", "error"), ("pod", pod)): 60.0
+           for pod in w.pod_names(2)},
+        **{(("app", DEP), ("detected_level", "unknown"), ("pod", pod)): 12.0
+           for pod in w.pod_names(2)},
+    }
+    # A stream selector does not see structured metadata.
+    assert vector(w.loki_query('sum(count_over_time({detected_level="error"} [2m]))',
+                               w.at(300))) == {}
+
+
+def test_loki_3_returns_detected_level_with_the_stream_labels() -> None:
+    w = world(logs=MIXED_LOGS)
+    level_leg, _ = error_lines_queries(namespace=NS, workloads=[DEP],
+                                       match=ErrorMatch(DEFAULT_ERROR_PATTERN,
+                                                        DEFAULT_ERROR_LEVELS), keys=KEYS)
+    status, body = w.loki_query_range(level_leg, w.at(60), w.at(300), limit=5)
+    assert status == 200
+    streams = body["data"]["result"]
+    assert {s["stream"]["detected_level"] for s in streams} == {"error"}
+    assert all(line.startswith("level=error") for s in streams for _, line in s["values"])
+    shape = fixture("loki/query_range_streams_sm.json")["response"]["json"]["data"]["result"][0]
+    assert set(shape["stream"]) - {"service_name"} <= set(streams[0]["stream"])
+
+
+def test_loki_2_has_no_detected_level_and_the_level_query_becomes_the_pattern() -> None:
+    w = world(logs=MIXED_LOGS, loki={"version": "2.9.8"})
+    selector = f'{{namespace="{NS}", app="{DEP}"}}'
+    grouped = vector(w.loki_query(
+        f"sum by (app, detected_level) (count_over_time({selector} [2m]))", w.at(300)))
+    assert list(grouped) == [(("app", DEP),)]  # the absent label groups as nothing
+    # A label filter sees an absent label as the empty string.
+    assert vector(w.loki_query(
+        f'sum(count_over_time({selector} | detected_level="" [2m]))', w.at(300))) == {(): 216.0}
+    assert vector(w.loki_query(
+        f'sum(count_over_time({selector} | detected_level=~"error|fatal" [2m]))',
+        w.at(300))) == {}
+    by_pattern = vector(w.loki_query(metric_query(), w.at(300)))
+    assert vector(w.loki_query(level_query(), w.at(300))) == by_pattern
+    # Per pod: 60 level=error lines, 30 info lines with "error=<nil>", 12 panics.
+    assert sum(by_pattern.values()) == 2 * (60 + 30 + 12)
+
+
+def test_or_is_a_union_that_keeps_the_left_on_equal_label_sets() -> None:
+    w = world(logs=MIXED_LOGS)
+    selector = f'{{namespace="{NS}", app="{DEP}"}}'
+    errors = f"sum by (app) (count_over_time({selector} |= \"level=error\" [2m]))"
+    infos = f"sum by (app) (count_over_time({selector} |= \"level=info\" [2m]))"
+    assert vector(w.loki_query(f"{errors} or {infos}", w.at(300))) == {(("app", DEP),): 120.0}
+    by_level = "sum by (detected_level) (count_over_time({selector} [2m]))".replace(
+        "{selector}", selector)
+    nested = f"sum by (app) ({by_level} or {errors})"
+    assert vector(w.loki_query(f"({nested})", w.at(300))) == {(): 216.0, (("app", DEP),): 120.0}
+    assert isinstance(parse_logql(f"{errors} or {infos} or {errors}"), BinaryOperation)
+    status, text = w.loki_query(f"{errors} and {infos}", w.at(300))
+    assert status == 400 and "parse error" in text
+
+
+def test_label_filters_in_any_order_with_line_filters() -> None:
+    w = world(logs=MIXED_LOGS)
+    selector = f'{{namespace="{NS}", app="{DEP}"}}'
+    one = vector(w.loki_query(
+        f'sum(count_over_time({selector} |~ "panic" | detected_level = "unknown" [2m]))',
+        w.at(300)))
+    other = vector(w.loki_query(
+        f'sum(count_over_time({selector} | detected_level!~"error|info" |= "panic" [2m]))',
+        w.at(300)))
+    assert one == other == {(): 24.0}
+
+
+def test_scenarios_say_which_loki_they_run_on() -> None:
+    assert scenario().loki.detects_levels
+    assert not scenario(loki={"version": "2.9.8"}).loki.detects_levels
+    assert not scenario(loki={"discover_log_levels": False}).loki.detects_levels
+    with pytest.raises(ValueError, match="needs Loki 3.0"):
+        scenario(loki={"version": "2.9.8", "discover_log_levels": True})
+    with pytest.raises(ValueError, match="not a Loki version"):
+        scenario(loki={"version": "latest"})
+
+
+def test_the_loki_fake_reports_its_version() -> None:
+    clock = SimClock(T0)
+    for version in ("3.5.7", "2.9.8"):
+        with LocalServer(LokiFake(world(loki={"version": version}), clock)) as server:
+            answer = httpx.get(f"{server.url}/loki/api/v1/status/buildinfo")
+            assert answer.status_code == 200 and answer.json()["version"] == version
+
+
+def test_the_info_lines_scenario_would_fire_on_the_word_pattern() -> None:
+    """The scenario shows something: judged by the pattern alone, its info lines are a spike."""
+    import asyncio
+
+    from incident_detector.sim.replay import replay
+
+    path = SCENARIOS / "info-lines-that-mention-errors.yaml"
+    by_pattern = load_scenario(path).model_copy(update={"settings": {"error_match": "pattern"}})
+    result = asyncio.run(replay(by_pattern))
+    assert [n.record["revision"] for n in result.notifications] == [2]
+    assert asyncio.run(replay(load_scenario(path))).notifications == []

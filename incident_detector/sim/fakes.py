@@ -668,6 +668,11 @@ class LokiFake(_Fake):
     def handle(self, request: Request) -> Response:
         if request.path == "/ready":
             return _loki_text(200, "ready\n")
+        if request.path == "/loki/api/v1/status/buildinfo":
+            # As Loki answers it: the version decides whether lines have a detected_level.
+            return Response(200, {"version": self.world.scenario.loki.version, "revision": "sim",
+                                  "branch": "HEAD", "buildUser": "sim", "buildDate": "",
+                                  "goVersion": ""}, LOKI_JSON)
         if request.path not in ("/loki/api/v1/query", "/loki/api/v1/query_range"):
             return _loki_text(404, "404 page not found\n")
         if request.method not in ("GET", "POST"):

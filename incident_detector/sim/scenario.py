@@ -39,6 +39,10 @@ logs:
     per_minute: 12            # per pod; or [[t, per_minute], ...] breakpoints, linear in between
     line: 'level=error msg="charge failed" order_id={n} err="NPE at Pay.java:{n3}"'
     pod_label: true           # false: the streams carry no pod label (no pod identity)
+loki:                         # optional: the simulated Loki
+  version: 3.5.7              # what /loki/api/v1/status/buildinfo reports (default 3.5.7)
+  discover_log_levels: true   # default: true from 3.0 on, where Loki gives every line a
+                              # detected_level at ingestion; always false before 3.0
 expect:
   incidents:                  # [] for none
     - revision: 2
@@ -172,6 +176,43 @@ class LogSpec(_Strict):
         return ((self.from_, float(self.per_minute)),)
 
 
+DEFAULT_LOKI_VERSION = "3.5.7"
+_LOKI_MAJOR = re.compile(r"^v?([0-9]+)\.[0-9]+")
+
+
+class LokiSpec(_Strict):
+    """The simulated Loki: its version, and whether it discovers log levels at ingestion."""
+
+    version: str = DEFAULT_LOKI_VERSION
+    discover_log_levels: bool | None = None
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not _LOKI_MAJOR.match(value):
+            raise ValueError(f"{value!r} is not a Loki version such as 3.5.7 or 2.9.8")
+        return value
+
+    @model_validator(mode="after")
+    def _levels_need_loki_3(self) -> LokiSpec:
+        if self.discover_log_levels and self.major < 3:
+            raise ValueError("discover_log_levels needs Loki 3.0 or later")
+        return self
+
+    @property
+    def major(self) -> int:
+        found = _LOKI_MAJOR.match(self.version)
+        assert found is not None  # validated
+        return int(found.group(1))
+
+    @property
+    def detects_levels(self) -> bool:
+        """Whether lines get a detected_level (Loki 3's default)."""
+        if self.discover_log_levels is None:
+            return self.major >= 3
+        return self.discover_log_levels
+
+
 class ExpectedIncident(_Strict):
     revision: int
     signals: tuple[Signal, ...] = ()
@@ -198,6 +239,7 @@ class Scenario(_Strict):
     progress_deadline_exceeded_at: Seconds | None = None
     drain_seconds: Seconds = Field(default=DEFAULT_DRAIN_SECONDS, ge=0)
     logs: tuple[LogSpec, ...] = ()
+    loki: LokiSpec = Field(default_factory=LokiSpec)
     expect: Expectations
 
     @field_validator("namespace")

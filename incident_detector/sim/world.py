@@ -34,6 +34,7 @@ from .logql import (
     from_unix_nanos,
     to_unix_nanos,
 )
+from .levels import DETECTED_LEVEL, detect_level
 from .scenario import PLACEHOLDER, LogSpec, PodProblemSpec, Revision, Scenario
 
 # Kubernetes' alphabet for generated names (no vowels, no look-alike characters).
@@ -53,6 +54,7 @@ LIST_KINDS = {
     "pods": ("PodList", "v1"),
 }
 _NS_PER_MILLISECOND = 1_000_000
+_DIGIT_RUNS = re.compile(r"[0-9]+")
 _PROBLEMS_BEFORE_START = {PodProblem.IMAGE_PULL, PodProblem.ERR_IMAGE_PULL, PodProblem.CONFIG_ERROR}
 _PROBLEMS_WITH_RESTART = {PodProblem.CRASH_LOOP, PodProblem.OOM_KILLED}
 
@@ -274,9 +276,32 @@ class World:
         for labels, entries in written.values():
             # Stable: lines of one instant keep the order they were written in.
             entries.sort(key=lambda entry: entry[0])
-            streams.append(LogStream(labels, [t for t, _ in entries],
-                                     [line for _, line in entries]))
+            lines = [line for _, line in entries]
+            metadata = self._structured_metadata(labels, lines)
+            streams.append(LogStream(labels, [t for t, _ in entries], lines, metadata))
         return sorted(streams, key=lambda s: sorted(s.labels.items()))
+
+    def _structured_metadata(self, labels: dict[str, str],
+                             lines: list[str]) -> list[tuple[tuple[str, str], ...]] | None:
+        """What Loki stores with each line at ingestion: Loki 3 its ``detected_level``."""
+        if not self.scenario.loki.detects_levels:
+            return None
+        # A scenario repeats a few templates: one shared tuple per level, and one detection per
+        # line shape (digits play no part in it: no level name or keyword has one, and a run of
+        # digits stays a number in JSON and a value in logfmt).
+        shared: dict[str, tuple[tuple[str, str], ...]] = {}
+        levels: dict[str, str] = {}
+        out = []
+        for line in lines:
+            shape = _DIGIT_RUNS.sub("0", line)
+            level = levels.get(shape)
+            if level is None:
+                level = levels[shape] = detect_level(line, labels)
+            metadata = shared.get(level)
+            if metadata is None:
+                metadata = shared[level] = ((DETECTED_LEVEL, level),)
+            out.append(metadata)
+        return out
 
     def _write_pod_lines(self, written: _WrittenLines, spec: LogSpec, spec_index: int, pod: str,
                          start: float, end: float) -> int:
