@@ -4,16 +4,22 @@ Rules, in the order a person would check them:
 
 1. Only the Deployment's *current* revision is judged: it is what runs from now on and what a
    rollback would undo. Its ReplicaSet is the one owned by the Deployment (controller owner
-   reference) whose revision annotation equals the Deployment's.
-2. Error and pod-health signals count only while that ReplicaSet is younger than the rollout
-   window; a stuck rollout (``ProgressDeadlineExceeded``) counts for as long as it is current.
-3. Errors are attributed to the new revision by pod name (a pod's name starts with its
+   reference, same uid) whose revision annotation equals the Deployment's.
+2. A rollout begins when a ReplicaSet *becomes* the current revision: at its creation for a new
+   one, or, for one made current again (``kubectl rollout undo``, a GitOps revert), when the
+   controller rewrote its revision (``managedFields``) or the Progressing condition named it.
+   A Deployment's first revision has nothing before it to compare with or roll back to: it is
+   not a rollout.
+3. Error and pod-health signals count only inside the rollout window; a stuck rollout
+   (``ProgressDeadlineExceeded``) counts for as long as it is current.
+4. Errors are attributed to the new revision by pod name (a pod's name starts with its
    ReplicaSet's name) when the logs carry a pod label; errors of the old pods while they drain
    are not the new revision's fault. Without pod identity the workload's total is used, and the
    evidence says so.
-4. An error spike needs the threshold reached *and* a clear rise over the baseline (the rate of
+5. An error spike needs the threshold reached *and* a clear rise over the baseline (the rate of
    the same workload before the rollout): errors that were already there are not a regression.
-5. One incident per (namespace, deployment, revision), ever: ``already_notified`` is consulted.
+6. One incident per (namespace, deployment, revision, deployment uid), ever: ``already_notified``
+   is consulted.
 
 Anything unknown (Loki failed, baseline not fetched yet, pods not listed) gives "no verdict" for
 the signals that need it, never "no errors".
@@ -21,10 +27,11 @@ the signals that need it, never "no errors".
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable
-from dataclasses import dataclass
+from collections.abc import Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from types import MappingProxyType
 
 from .changes import template_changes
 from .model import (
@@ -36,6 +43,7 @@ from .model import (
     Incident,
     Pod,
     ReplicaSet,
+    RolloutStartSource,
     Signal,
 )
 
@@ -58,6 +66,10 @@ class Verdict(str, Enum):
     NO_VERDICT = "no_verdict"
 
 
+RolloutKey = tuple[str, str, int]
+NO_STARTS: Mapping[RolloutKey, datetime] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class WorkloadView:
     """Everything known about one Deployment at one tick. ``None`` means *unknown*."""
@@ -67,6 +79,29 @@ class WorkloadView:
     pods: tuple[Pod, ...] | None
     errors: tuple[ErrorSample, ...] | None
     baseline: Baseline | None = None
+    # The earliest start this process has seen per rollout (``rollout_key``; see ``rollout_start``).
+    seen_starts: Mapping[RolloutKey, datetime] = field(default_factory=lambda: NO_STARTS)
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """A ReplicaSet that became its Deployment's current revision, and what it replaced."""
+
+    deployment: Deployment
+    replicaset: ReplicaSet
+    started_at: datetime
+    start_source: RolloutStartSource
+    # The newest older revision: what a rollback goes to, and the "before".
+    previous: ReplicaSet
+
+    @property
+    def key(self) -> RolloutKey:
+        return rollout_key(self.replicaset)
+
+
+def rollout_key(rs: ReplicaSet) -> RolloutKey:
+    """A rollout's identity for per-rollout memory: a reused ReplicaSet has several rollouts."""
+    return (rs.namespace, rs.uid or rs.name, rs.revision or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +121,7 @@ class Assessment:
     attribution: Attribution | None
     baseline_per_minute: float | None
     reasons: tuple[str, ...] = ()
+    rollout_start_source: RolloutStartSource = RolloutStartSource.REPLICASET_CREATED
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,39 +130,134 @@ class Decision:
     incidents: tuple[Incident, ...] = ()
 
 
+def owned_by(rs: ReplicaSet, deployment: Deployment) -> bool:
+    """``rs`` is controlled by this Deployment object, not by an earlier one of the same name.
+
+    Garbage collection removes a deleted Deployment's ReplicaSets, but not at once: for a while
+    the old ones and the new Deployment coexist. An unknown uid on either side (an old recording)
+    falls back to the name.
+    """
+    if rs.deployment != deployment.name:
+        return False
+    return not (rs.deployment_uid and deployment.uid) or rs.deployment_uid == deployment.uid
+
+
 def current_replicaset(deployment: Deployment, replicasets: Iterable[ReplicaSet]) -> ReplicaSet | None:
     """The ReplicaSet of the Deployment's current revision, if it is known."""
     if deployment.revision is None:
         return None
     for rs in replicasets:
-        if rs.deployment == deployment.name and rs.revision == deployment.revision:
+        if rs.revision == deployment.revision and owned_by(rs, deployment):
             return rs
     return None
 
 
-def previous_revision(revision: int, replicasets: Iterable[ReplicaSet], deployment: str) -> ReplicaSet | None:
+def previous_revision(revision: int, replicasets: Iterable[ReplicaSet],
+                      deployment: Deployment) -> ReplicaSet | None:
     """The newest ReplicaSet of ``deployment`` below ``revision``: what a rollback goes to."""
     older = [rs for rs in replicasets
-             if rs.deployment == deployment and rs.revision is not None and rs.revision < revision]
+             if rs.revision is not None and rs.revision < revision and owned_by(rs, deployment)]
     return max(older, key=lambda rs: rs.revision or 0, default=None)
 
 
-def rollouts_to_judge(
-    deployments: Iterable[Deployment], replicasets: Iterable[ReplicaSet], *, now: datetime, rules: Rules
-) -> list[tuple[Deployment, ReplicaSet]]:
-    """Current revisions inside the rollout window: the ones that need error counts and a baseline.
+def rollout_start(deployment: Deployment, rs: ReplicaSet,
+                  *, seen: datetime | None = None) -> tuple[datetime, RolloutStartSource]:
+    """When ``rs`` became the current revision of ``deployment``, and which data said so.
 
-    One pass over the ReplicaSets (indexed by owner and revision), not one per Deployment: with
-    thousands of both, the nested scan was the largest cost of a tick.
+    A new ReplicaSet became current when it was created. A reused one keeps its old creation
+    time; the controller's last write of its revision annotation (``managedFields``) and the
+    Progressing condition that names it are the data that survive a restart. Both are upper
+    bounds (each later step of the rollout moves them), so the earliest wins, and so does an
+    earlier value this process saw itself (``seen``). Nothing is earlier than the creation.
     """
-    by_revision = {(rs.deployment, rs.revision): rs for rs in replicasets
-                   if rs.deployment is not None and rs.revision is not None}
+    if not rs.reused:
+        return rs.created_at, RolloutStartSource.REPLICASET_CREATED
+    bounds: list[tuple[datetime, RolloutStartSource]] = []
+    if rs.revision_written_at is not None:
+        bounds.append((rs.revision_written_at, RolloutStartSource.REVISION_ANNOTATION))
+    if deployment.progressing_replicaset == rs.name and deployment.progressing_updated_at is not None:
+        bounds.append((deployment.progressing_updated_at, RolloutStartSource.PROGRESSING_CONDITION))
+    if not bounds:
+        return rs.created_at, RolloutStartSource.REPLICASET_CREATED
+    at, source = min(bounds, key=lambda bound: bound[0])
+    if seen is not None and seen < at:
+        at = seen  # the source that gave the first sighting is not kept: its figure is
+    return max(at, rs.created_at), source
+
+
+def find_rollout(deployment: Deployment, replicasets: Iterable[ReplicaSet],
+                 *, seen_starts: Mapping[RolloutKey, datetime] = NO_STARTS) -> Rollout | None:
+    """The Deployment's current rollout; None when there is no current revision or when it is
+    the first one (nothing older owned by the Deployment: no "before", no rollback target)."""
+    replicasets = tuple(replicasets)
+    rs = current_replicaset(deployment, replicasets)
+    if rs is None or rs.revision is None:
+        return None
+    previous = previous_revision(rs.revision, replicasets, deployment)
+    if previous is None:
+        return None
+    started_at, source = rollout_start(deployment, rs, seen=seen_starts.get(rollout_key(rs)))
+    return Rollout(deployment=deployment, replicaset=rs, started_at=started_at,
+                   start_source=source, previous=previous)
+
+
+def in_window(started_at: datetime, *, now: datetime, rules: Rules) -> bool:
+    return 0 <= (now - started_at).total_seconds() <= rules.rollout_window_seconds
+
+
+def rollouts_to_judge(
+    deployments: Iterable[Deployment],
+    replicasets: Iterable[ReplicaSet],
+    *,
+    now: datetime,
+    rules: Rules,
+    seen_starts: Mapping[RolloutKey, datetime] = NO_STARTS,
+) -> list[Rollout]:
+    """Rollouts inside their window: the ones that need error counts and a baseline.
+
+    One pass over the ReplicaSets (grouped by owner), not one per Deployment: with thousands of
+    both, a nested scan was the largest cost of a tick.
+    """
+    by_owner: dict[str, list[ReplicaSet]] = {}
+    for rs in replicasets:
+        if rs.deployment is not None and rs.revision is not None:
+            by_owner.setdefault(rs.deployment, []).append(rs)
     out = []
     for dep in deployments:
-        rs = by_revision.get((dep.name, dep.revision)) if dep.revision is not None else None
-        if rs is not None and 0 <= (now - rs.created_at).total_seconds() <= rules.rollout_window_seconds:
-            out.append((dep, rs))
+        own = by_owner.get(dep.name)
+        rs = current_replicaset(dep, own) if own else None
+        if rs is None or (not rs.reused and not in_window(rs.created_at, now=now, rules=rules)):
+            continue  # the common case, decided without more work
+        rollout = find_rollout(dep, own or (), seen_starts=seen_starts)
+        if rollout is not None and in_window(rollout.started_at, now=now, rules=rules):
+            out.append(rollout)
     return out
+
+
+def baseline_batch(pending: Sequence[Rollout], *, span_seconds: float) -> list[Rollout]:
+    """The rollouts whose baselines one query fetches: the earliest first, and every other that
+    began within ``span_seconds`` of it. Their shared window ends at the earliest start, so it
+    lies before each of them; the others wait for a later query."""
+    ordered = sorted(pending, key=lambda r: r.started_at)
+    if not ordered:
+        return []
+    first = ordered[0].started_at
+    return [r for r in ordered if (r.started_at - first).total_seconds() <= span_seconds]
+
+
+def baseline_coverage(rollout: Rollout, *, end: datetime, lookback_seconds: int,
+                      minimum_seconds: int) -> int:
+    """Seconds of the baseline window ending at ``end`` in which the workload could log.
+
+    A Deployment created ten minutes ago logged for ten minutes, not for the whole lookback:
+    dividing its errors by the lookback would make its past look quieter than it was and an
+    unchanged rollout look like a spike. No pod of a Deployment is older than the Deployment (or,
+    when its creation is unknown, than its previous revision's ReplicaSet). At least
+    ``minimum_seconds``: a rate over less than the error window says little.
+    """
+    existed_since = rollout.deployment.created_at or rollout.previous.created_at
+    covered = (end - existed_since).total_seconds()
+    return int(min(lookback_seconds, max(minimum_seconds, covered)))
 
 
 def owns_pod(replicaset: str, pod_name: str) -> bool:
@@ -165,16 +296,18 @@ def assess(
     *,
     now: datetime,
     rules: Rules,
-    already_notified: Container[tuple[str, str, int]],
+    already_notified: Container[tuple[str, str, int, str]],
 ) -> tuple[Assessment | None, Incident | None]:
     """Judge one Deployment: (assessment, or None when there is nothing to judge; incident)."""
     dep = view.deployment
-    rs = current_replicaset(dep, view.replicasets)
-    if rs is None or rs.revision is None:
+    rollout = find_rollout(dep, view.replicasets, seen_starts=view.seen_starts)
+    if rollout is None:
         return None, None
-    age = (now - rs.created_at).total_seconds()
-    in_window = 0 <= age <= rules.rollout_window_seconds
-    if not in_window and not dep.progress_deadline_exceeded:
+    rs = rollout.replicaset
+    revision = rs.revision or 0
+    age = (now - rollout.started_at).total_seconds()
+    judging = in_window(rollout.started_at, now=now, rules=rules)
+    if not judging and not dep.progress_deadline_exceeded:
         return None, None
 
     signals: list[Signal] = []
@@ -184,7 +317,7 @@ def assess(
     split: ErrorSplit | None = None
 
     # Error spike.
-    if in_window:
+    if judging:
         if view.errors is None:
             unknown = True
             reasons.append("error counts unknown (Loki unavailable)")
@@ -207,12 +340,12 @@ def assess(
     problems: list[tuple[str, str]] = []
     new_pods: list[Pod] = []
     if view.pods is None:
-        if in_window:
+        if judging:
             unknown = True
             reasons.append("pods unknown")
     else:
         new_pods = [p for p in view.pods if p.replicaset == rs.name]
-        if in_window:
+        if judging:
             problems = [(p.name, problem.value) for p in new_pods for problem in p.problems]
             if problems:
                 signals.append(Signal.POD_HEALTH)
@@ -220,7 +353,7 @@ def assess(
     if dep.progress_deadline_exceeded:
         signals.append(Signal.PROGRESS_DEADLINE)
 
-    key = (dep.namespace, dep.name, rs.revision)
+    key = (dep.namespace, dep.name, revision, dep.uid)
     if signals and key in already_notified:
         verdict = Verdict.ALREADY_NOTIFIED
     elif signals:
@@ -233,27 +366,28 @@ def assess(
     assessment = Assessment(
         namespace=dep.namespace,
         deployment=dep.name,
-        revision=rs.revision,
+        revision=revision,
         replicaset=rs.name,
-        rollout_started_at=rs.created_at,
+        rollout_started_at=rollout.started_at,
         age_seconds=round(age, 3),
-        in_window=in_window,
+        in_window=judging,
         verdict=verdict,
         signals=tuple(signals),
         error_count=count,
         attribution=split.attribution if split else None,
         baseline_per_minute=view.baseline.per_minute if view.baseline else None,
         reasons=tuple(reasons),
+        rollout_start_source=rollout.start_source,
     )
     if verdict is not Verdict.INCIDENT:
         return assessment, None
 
-    previous = previous_revision(rs.revision, view.replicasets, dep.name)
+    previous = rollout.previous
     window_minutes = rules.error_window_seconds / 60.0
     others_in_window = tuple(sorted(
         r.revision for r in view.replicasets
-        if r.deployment == dep.name and r.revision is not None and r.revision != rs.revision
-        and 0 <= (now - r.created_at).total_seconds() <= rules.rollout_window_seconds
+        if r.revision is not None and r.revision != revision and owned_by(r, dep)
+        and in_window(rollout_start(dep, r)[0], now=now, rules=rules)
     ))
     evidence = Evidence(
         attribution=split.attribution if split else Attribution.WORKLOAD_TOTAL,
@@ -262,26 +396,30 @@ def assess(
         error_rate_per_minute=round((count or 0.0) / window_minutes, 2),
         baseline_per_minute=round(view.baseline.per_minute, 2) if view.baseline else None,
         baseline_window_seconds=view.baseline.window_seconds if view.baseline else None,
+        baseline_lookback_seconds=rules.baseline_lookback_seconds if view.baseline else None,
+        rollout_start_source=rollout.start_source,
         affected_pods=tuple(sorted(p.name for p in new_pods)),
         pod_problems=tuple(problems),
         progress_message=dep.progress_message if dep.progress_deadline_exceeded else None,
         other_revisions_in_window=others_in_window,
-        changes=template_changes(previous.template, rs.template) if previous else (),
+        changes=template_changes(previous.template, rs.template),
         gitops=dep.gitops,
     )
     incident = Incident(
         namespace=dep.namespace,
         deployment=dep.name,
-        revision=rs.revision,
+        revision=revision,
         replicaset=rs.name,
-        rollout_started_at=rs.created_at,
+        rollout_started_at=rollout.started_at,
         error_count=count or 0.0,
         threshold=rules.threshold,
         window_seconds=rules.error_window_seconds,
         detected_at=now,
-        previous_revision=previous.revision if previous else None,
+        previous_revision=previous.revision,
         signals=tuple(signals),
         evidence=evidence,
+        deployment_uid=dep.uid,
+        replicaset_uid=rs.uid,
     )
     return assessment, incident
 
@@ -291,7 +429,7 @@ def decide(
     *,
     now: datetime,
     rules: Rules,
-    already_notified: Container[tuple[str, str, int]],
+    already_notified: Container[tuple[str, str, int, str]],
 ) -> Decision:
     assessments: list[Assessment] = []
     incidents: list[Incident] = []

@@ -23,11 +23,16 @@ from . import render
 from .config import Settings
 from .correlator import (
     Assessment,
+    Rollout,
+    RolloutKey,
     Rules,
     WorkloadView,
-    current_replicaset,
+    baseline_batch,
+    baseline_coverage,
     decide,
+    find_rollout,
     owns_pod,
+    rollout_key,
     rollouts_to_judge,
 )
 from .errors import SourceError
@@ -59,6 +64,10 @@ CHANNEL_EVENT = "event"
 # an incident was notified, so it goes out only once Slack is done with (delivered or given up):
 # a replica that dies before Slack succeeds leaves no Event, and its successor notifies instead.
 REMOTE_CHANNELS = (CHANNEL_SLACK, CHANNEL_EVENT)
+# Above this many workloads in one query, a detector that watches every Deployment asks Loki for
+# every workload of the namespace instead of naming each: the answer is the same for the ones
+# judged, and a LogQL alternation of hundreds of names costs more to build, send and match.
+MAX_NAMED_WORKLOADS = 50
 # Attempts at reading Events back before incidents are released without that memory.
 READBACK_ATTEMPTS = 3
 
@@ -169,6 +178,7 @@ def _iso(value: datetime | None) -> str | None:
 def assessment_dict(a: Assessment) -> dict[str, Any]:
     return {"namespace": a.namespace, "deployment": a.deployment, "revision": a.revision,
             "replicaset": a.replicaset, "rollout_started_at": _iso(a.rollout_started_at),
+            "rollout_start_source": a.rollout_start_source.value,
             "age_seconds": a.age_seconds, "in_window": a.in_window, "verdict": a.verdict.value,
             "signals": [s.value for s in a.signals], "error_count": a.error_count,
             "attribution": a.attribution.value if a.attribution else None,
@@ -233,9 +243,12 @@ class Detector:
         self.ticks = 0
         self.started_at = clock()
         self._heartbeat = time.monotonic()
-        # Baselines never change once a rollout happened: fetched once per ReplicaSet, dropped
+        # Baselines never change once a rollout happened: fetched once per rollout, dropped
         # when the rollout leaves its window (so this stays as small as the set of rollouts).
-        self._baselines: dict[tuple[str, str], Baseline] = {}
+        self._baselines: dict[RolloutKey, Baseline] = {}
+        # The earliest start seen for each rollout of a reused ReplicaSet: the data that give it
+        # move later as the rollout proceeds (see correlator.rollout_start).
+        self._seen_starts: dict[RolloutKey, datetime] = {}
         self._missing_targets: set[tuple[str, str]] = set()
         self.outbox_wakeup = asyncio.Event()
 
@@ -278,6 +291,8 @@ class Detector:
             # Independent of observing: both at once; the decision below waits for both.
             await asyncio.gather(self._read_back_events(now, report), observing)
         views = [view for namespace_views in await observing for view in namespace_views]
+        if self.store.has_legacy:
+            self._adopt_legacy(views)
         decision = decide(views, now=now, rules=self.rules, already_notified=_KnownKeys(self.store))
         report.assessments = decision.assessments
         if decision.incidents and not self._readback_done:
@@ -296,6 +311,19 @@ class Detector:
         if report.incidents:
             self.outbox_wakeup.set()
 
+    def _adopt_legacy(self, views: Sequence[WorkloadView]) -> None:
+        """Give incidents stored before uids were recorded the uid of the Deployment they were
+        about (see Store.adopt_legacy), so that they are not raised again."""
+        for view in views:
+            rollout = find_rollout(view.deployment, view.replicasets, seen_starts=view.seen_starts)
+            if rollout is None:
+                continue
+            rs = rollout.replicaset
+            self.store.adopt_legacy(key=(rs.namespace, view.deployment.name, rs.revision or 0,
+                                         view.deployment.uid),
+                                    replicaset=rs.name, replicaset_uid=rs.uid,
+                                    replicaset_created_at=rs.created_at)
+
     async def _read_back_events(self, now: datetime, report: TickReport) -> None:
         """Remember the incidents whose Events exist: notified by an earlier pod or replica."""
         assert self.events is not None
@@ -311,8 +339,9 @@ class Detector:
                     self._readback_done = True
                 return
             for item in notified:
-                key = (item.namespace, item.deployment, item.revision)
+                key = item.key
                 if self.store.remember_foreign(key=key, replicaset=item.replicaset,
+                                               replicaset_uid=item.replicaset_uid,
                                                detected_at=item.notified_at, origin="event"):
                     found += 1
                 self.store.supersede(key, now=now, note="notified by another replica")
@@ -375,26 +404,28 @@ class Detector:
         if deployments is None or replicasets is None:
             return []  # nothing can be judged without both: "no verdict", not "healthy"
         selected = self._selected(namespace, deployments)
-        judged = rollouts_to_judge(selected, replicasets, now=now, rules=self.rules)
-        self._forget_baselines(namespace, {rs.name for _, rs in judged})
+        judged = rollouts_to_judge(selected, replicasets, now=now, rules=self.rules,
+                                   seen_starts=self._seen_starts)
+        self._remember_starts(namespace, judged, replicasets)
+        self._forget_baselines(namespace, {r.key for r in judged})
         counts: ErrorCounts | None = None
         pods: tuple[Pod, ...] | None = ()
         if judged:
             # Only the new revisions' pods matter: list just those (by pod-template-hash).
-            hashes = [rs.pod_template_hash for _, rs in judged]
+            hashes = [r.replicaset.pod_template_hash for r in judged]
             template_hashes = None if None in hashes else sorted(set(hashes))  # type: ignore[arg-type]
-            workloads = sorted({self.workload_of(dep) for dep, _ in judged})
+            workloads = self._workload_filter({self.workload_of(r.deployment) for r in judged})
             counts, pods, _ = await asyncio.gather(
                 self._call("loki", lambda: self.loki.count_errors(
                     namespace=namespace, workloads=workloads,
                     window_seconds=self.settings.error_window_seconds), now, report, "error counts"),
                 self._call("kubernetes", lambda: self.kube.list_pods(
                     namespace, template_hashes=template_hashes), now, report, "pods"),
-                asyncio.gather(*(self._fetch_baseline(dep, rs, now, report) for dep, rs in judged)),
+                self._fetch_baselines(namespace, judged, now, report),
             )
         # Only Deployments with something to judge get a view: a rollout in its window, or a
         # stuck rollout. The others cost one dictionary lookup each per tick.
-        to_judge = {dep.name for dep, _ in judged}
+        to_judge = {r.deployment.name for r in judged}
         to_judge.update(dep.name for dep in selected if dep.progress_deadline_exceeded)
         if not to_judge:
             return []
@@ -402,41 +433,82 @@ class Detector:
         for rs in replicasets:
             if rs.deployment in to_judge:
                 by_name.setdefault(rs.deployment, []).append(rs)
+        baselines = {r.deployment.name: self._baselines.get(r.key) for r in judged}
+        # Indexed once: with hundreds of rollouts at once, a scan of every pod and every sample
+        # per Deployment was the largest cost of a tick.
+        pods_of: dict[str | None, list[Pod]] = {}
+        for pod in pods or ():
+            pods_of.setdefault(pod.replicaset, []).append(pod)
+        errors_of: dict[str, list[ErrorSample]] = {}
+        for sample in counts.samples if counts is not None else ():
+            errors_of.setdefault(sample.workload, []).append(sample)
         views = []
         for dep in selected:
             if dep.name not in to_judge:
                 continue
             own = tuple(by_name.get(dep.name, ()))
-            own_names = {rs.name for rs in own}
             views.append(WorkloadView(
                 deployment=dep,
                 replicasets=own,
-                pods=None if pods is None else tuple(p for p in pods if p.replicaset in own_names),
-                errors=None if counts is None else counts.for_workload(self.workload_of(dep)),
-                baseline=self._current_baseline(namespace, dep, own),
+                pods=None if pods is None else tuple(
+                    pod for rs in own for pod in pods_of.get(rs.name, ())),
+                errors=None if counts is None else tuple(errors_of.get(self.workload_of(dep), ())),
+                baseline=baselines.get(dep.name),
+                seen_starts=self._seen_starts,
             ))
         return views
 
-    async def _fetch_baseline(self, dep: Deployment, rs: ReplicaSet, now: datetime,
-                              report: TickReport) -> None:
-        key = (dep.namespace, rs.name)
-        if key in self._baselines:
+    async def _fetch_baselines(self, namespace: str, judged: Sequence[Rollout], now: datetime,
+                               report: TickReport) -> None:
+        """The baselines of the rollouts that have none yet: one Loki query for many of them.
+
+        A base-image bump rolls hundreds of Deployments within a minute or two; one query per
+        rollout would flood Loki for many ticks. The rollouts that began within one error window
+        of the earliest share a window that ends at the earliest start (before each of them);
+        later ones wait for a later tick.
+        """
+        pending = [r for r in judged if r.key not in self._baselines]
+        if not pending:
             return
+        batch = baseline_batch(pending, span_seconds=self.rules.error_window_seconds)
+        end = batch[0].started_at
+        lookback = self.rules.baseline_lookback_seconds
+        workloads = {r.key: self.workload_of(r.deployment) for r in batch}
         counts = await self._call("loki", lambda: self.loki.count_errors(
-            namespace=dep.namespace, workloads=[self.workload_of(dep)],
-            window_seconds=self.rules.baseline_lookback_seconds, at=rs.created_at),
-            now, report, "baseline")
-        if counts is not None:
-            total = sum(s.count for s in counts.for_workload(self.workload_of(dep)))
-            self._baselines[key] = Baseline(total, self.rules.baseline_lookback_seconds)
+            namespace=namespace, workloads=self._workload_filter(set(workloads.values())),
+            window_seconds=lookback, at=end), now, report, "baseline")
+        if counts is None:
+            return
+        per_workload: dict[str, float] = {}
+        for sample in counts.samples:
+            per_workload[sample.workload] = per_workload.get(sample.workload, 0.0) + sample.count
+        for rollout in batch:
+            self._baselines[rollout.key] = Baseline(
+                per_workload.get(workloads[rollout.key], 0.0),
+                baseline_coverage(rollout, end=end, lookback_seconds=lookback,
+                                  minimum_seconds=self.rules.error_window_seconds))
 
-    def _current_baseline(self, namespace: str, dep: Deployment,
-                          own: Sequence[ReplicaSet]) -> Baseline | None:
-        rs = current_replicaset(dep, own)
-        return self._baselines.get((namespace, rs.name)) if rs is not None else None
+    def _workload_filter(self, workloads: set[str]) -> list[str] | None:
+        """The workloads a query names; None (all of the namespace) past MAX_NAMED_WORKLOADS
+        when every Deployment is watched anyway."""
+        if self.settings.watches_all_deployments and len(workloads) > MAX_NAMED_WORKLOADS:
+            return None
+        return sorted(workloads)
 
-    def _forget_baselines(self, namespace: str, keep: set[str]) -> None:
-        for key in [k for k in self._baselines if k[0] == namespace and k[1] not in keep]:
+    def _remember_starts(self, namespace: str, judged: Sequence[Rollout],
+                         replicasets: Sequence[ReplicaSet]) -> None:
+        for rollout in judged:
+            if rollout.replicaset.reused:
+                self._seen_starts.setdefault(rollout.key, rollout.started_at)
+        if self._seen_starts:
+            # Kept while the ReplicaSet still has that revision: a rollout that leaves its window
+            # must not come back when a later scale moves the data its start was read from.
+            alive = {rollout_key(rs) for rs in replicasets if rs.reused}
+            for key in [k for k in self._seen_starts if k[0] == namespace and k not in alive]:
+                del self._seen_starts[key]
+
+    def _forget_baselines(self, namespace: str, keep: set[RolloutKey]) -> None:
+        for key in [k for k in self._baselines if k[0] == namespace and k not in keep]:
             del self._baselines[key]
 
     async def _with_signatures(self, incident: Incident, workload_name: str,
@@ -474,6 +546,7 @@ class Detector:
             deliveries.append((CHANNEL_EVENT, self.events.body_for(
                 incident_record=record, note=render.event_note(incident))))
         stored = self.store.record_incident(key=incident.key, replicaset=incident.replicaset,
+                                            replicaset_uid=incident.replicaset_uid,
                                             detected_at=incident.detected_at, record=record,
                                             deliveries=deliveries)
         if stored:

@@ -36,6 +36,8 @@ EVENT_TYPE = "Warning"
 REPORTING_CONTROLLER = "incident-detector.dev/detector"
 REVISION_ANNOTATION = "incident-detector.dev/revision"
 REPLICASET_ANNOTATION = "incident-detector.dev/replicaset"
+DEPLOYMENT_UID_ANNOTATION = "incident-detector.dev/deployment-uid"
+REPLICASET_UID_ANNOTATION = "incident-detector.dev/replicaset-uid"
 
 EVENT_GROUP, EVENT_VERSION, EVENT_RESOURCE = "events.k8s.io", "v1", "events"
 EVENT_API_VERSION = f"{EVENT_GROUP}/{EVENT_VERSION}"
@@ -66,6 +68,13 @@ class NotifiedRevision(NamedTuple):
     revision: int
     replicaset: str  # "" when neither the annotations nor the note name it
     notified_at: datetime
+    # "" for an Event written before the detector recorded uids.
+    deployment_uid: str = ""
+    replicaset_uid: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, int, str]:
+        return (self.namespace, self.deployment, self.revision, self.deployment_uid)
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,16 +101,26 @@ def event_body(*, incident_record: Mapping[str, Any], note: str,
         raise ValueError(f"an incident record needs a detected_at time, got {detected_at!r}")
     if not reporting_instance:
         raise ValueError("an Event needs a reporting instance (the pod name)")
+    deployment_uid = _text(incident_record.get("deployment_uid")) or ""
+    replicaset_uid = _text(incident_record.get("replicaset_uid")) or ""
+    regarding = {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment,
+                 "namespace": namespace}
+    if deployment_uid:
+        # `kubectl describe deployment` selects Events by the involved object's uid: without
+        # it the Event exists but is not shown there.
+        regarding["uid"] = deployment_uid
     return {
         "apiVersion": EVENT_API_VERSION,
         "kind": "Event",
         "metadata": {
             "name": event_name(namespace=namespace, deployment=deployment, revision=revision,
-                               replicaset=replicaset),
+                               replicaset=replicaset, deployment_uid=deployment_uid),
             "namespace": namespace,
             "annotations": {
                 REVISION_ANNOTATION: str(revision),
                 REPLICASET_ANNOTATION: replicaset,
+                **({DEPLOYMENT_UID_ANNOTATION: deployment_uid} if deployment_uid else {}),
+                **({REPLICASET_UID_ANNOTATION: replicaset_uid} if replicaset_uid else {}),
             },
         },
         "eventTime": micro_time(event_time),
@@ -111,22 +130,22 @@ def event_body(*, incident_record: Mapping[str, Any], note: str,
         "reason": REASON,
         "type": EVENT_TYPE,
         "note": clip_utf8(note, EVENT_NOTE_MAX_BYTES),
-        "regarding": {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "name": deployment,
-            "namespace": namespace,
-        },
+        "regarding": regarding,
     }
 
 
-def event_name(*, namespace: str, deployment: str, revision: int, replicaset: str) -> str:
+def event_name(*, namespace: str, deployment: str, revision: int, replicaset: str,
+               deployment_uid: str = "") -> str:
     """``payments-api.rev2.3f0c9d1e2a4b``: the same for the same incident, a valid DNS subdomain.
 
-    The hash covers the whole incident, so names stay distinct when a long Deployment name is
-    cut to fit 253 characters.
+    The hash covers the whole incident, the Deployment's uid included: a Deployment created
+    again under the same name gets Events of its own instead of a 409 on the old one's. It also
+    keeps names distinct when a long Deployment name is cut to fit 253 characters.
     """
-    key = f"{namespace}/{deployment}/{revision}/{replicaset}".encode("utf-8", "replace")
+    key = f"{namespace}/{deployment}/{revision}/{replicaset}"
+    if deployment_uid:
+        key += f"/{deployment_uid}"
+    key = key.encode("utf-8", "replace")
     suffix = f".rev{revision}.{hashlib.sha256(key).hexdigest()[:NAME_HASH_CHARS]}"
     stem = _dns_subdomain(deployment)[: NAME_MAX_CHARS - len(suffix)].rstrip("-.")
     return (stem or "deployment") + suffix
@@ -192,7 +211,10 @@ def parse_notified_revision(item: Any) -> NotifiedRevision | None:
         return None
     return NotifiedRevision(namespace=namespace, deployment=deployment,
                             revision=int(revision_text), replicaset=replicaset,
-                            notified_at=notified_at)
+                            notified_at=notified_at,
+                            deployment_uid=(_text(annotations.get(DEPLOYMENT_UID_ANNOTATION))
+                                            or _text(regarding.get("uid")) or ""),
+                            replicaset_uid=_text(annotations.get(REPLICASET_UID_ANNOTATION)) or "")
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -255,12 +277,12 @@ class EventRecorder:
                        query=(("fieldSelector", f"reason={REASON}"),), timeout=self._timeout,
                        what=f"listing events in namespace {namespace!r}")
         items = parse_list(body, kind=EVENT_LIST_KIND)
-        earliest: dict[tuple[str, str, int], NotifiedRevision] = {}
+        earliest: dict[tuple[str, str, int, str], NotifiedRevision] = {}
         for item in items:
             notified = parse_notified_revision(item)
             if notified is None:
                 continue
-            key = (notified.namespace, notified.deployment, notified.revision)
+            key = notified.key
             if key not in earliest or notified.notified_at < earliest[key].notified_at:
                 earliest[key] = notified
         # Other controllers' Events, malformed ones, and later Events of a revision already seen.

@@ -41,6 +41,7 @@ from kubernetes.config.config_exception import ConfigException
 from .errors import SourceError, parse_retry_after, retryable_status
 from .model import (
     REVISION_ANNOTATION,
+    REVISION_HISTORY_ANNOTATION,
     Container,
     Deployment,
     EnvVar,
@@ -94,6 +95,14 @@ FLUX_HELMRELEASE_NAMESPACE_LABEL = "helm.toolkit.fluxcd.io/namespace"
 PROBE_FIELDS = (("liveness", "livenessProbe"), ("readiness", "readinessProbe"),
                 ("startup", "startupProbe"))
 INIT_CONTAINER_PREFIX = "init:"
+
+# The manager name of the Deployment and ReplicaSet controllers in managedFields.
+CONTROLLER_MANAGER = "kube-controller-manager"
+# The revision annotation as a managedFields (FieldsV1) path.
+_REVISION_FIELD = "f:" + REVISION_ANNOTATION
+# The ReplicaSet a Progressing condition's message names: 'ReplicaSet "x" is progressing.',
+# 'ReplicaSet "x" has successfully progressed.', 'Created new replica set "x"', ...
+_CONDITION_REPLICASET = re.compile(r'(?i)replica ?set "([a-z0-9][-a-z0-9.]*)"')
 
 # Revisions are positive int64 values; anything longer is not one (and int() of a string with
 # thousands of digits raises).
@@ -646,10 +655,15 @@ def parse_replicaset(item: dict) -> ReplicaSet | None:
     revision, revision_raw = _revision(metadata)
     status = _dict(item.get("status"))
     pod_template_hash = _str_map(metadata.get("labels")).get(POD_TEMPLATE_HASH_LABEL)
+    owner = controller_reference(metadata, kind="Deployment")
     return ReplicaSet(
         namespace=namespace,
         name=name,
-        deployment=controller_name(metadata, kind="Deployment"),
+        uid=_str(metadata.get("uid")) or "",
+        deployment=_str(owner.get("name")) if owner else None,
+        deployment_uid=(_str(owner.get("uid")) or "") if owner else "",
+        reused=REVISION_HISTORY_ANNOTATION in _str_map(metadata.get("annotations")),
+        revision_written_at=revision_written_at(metadata),
         revision=revision,
         revision_raw=revision_raw,
         created_at=created_at,
@@ -668,12 +682,19 @@ def parse_deployment(item: dict) -> Deployment | None:
         return None
     spec = _dict(item.get("spec"))
     template_labels = _str_map(_dict(_dict(spec.get("template")).get("metadata")).get("labels"))
-    deadline = _progress_deadline_condition(_dict(item.get("status")))
+    status = _dict(item.get("status"))
+    deadline = _progress_deadline_condition(status)
+    progressing = _condition(status, "Progressing")
+    named = _CONDITION_REPLICASET.search(_str(progressing.get("message")) or "")
     # The API defaults an omitted spec.replicas to 1.
     replicas = spec.get("replicas")
     return Deployment(
         namespace=namespace,
         name=name,
+        uid=_str(metadata.get("uid")) or "",
+        created_at=parse_timestamp(metadata.get("creationTimestamp")),
+        progressing_replicaset=named.group(1) if named else None,
+        progressing_updated_at=parse_timestamp(progressing.get("lastUpdateTime")) if named else None,
         revision=_revision(metadata)[0],
         replicas=_count(replicas) if replicas is not None else 1,
         pod_labels=tuple(sorted(template_labels.items())),
@@ -685,11 +706,37 @@ def parse_deployment(item: dict) -> Deployment | None:
 
 
 def _progress_deadline_condition(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    for condition in map(_dict, _list(status.get("conditions"))):
-        if (condition.get("type") == "Progressing" and condition.get("status") == "False"
-                and condition.get("reason") == "ProgressDeadlineExceeded"):
-            return condition
+    condition = _condition(status, "Progressing")
+    if condition.get("status") == "False" and condition.get("reason") == "ProgressDeadlineExceeded":
+        return condition
     return None
+
+
+def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    for condition in map(_dict, _list(status.get("conditions"))):
+        if condition.get("type") == kind:
+            return condition
+    return {}
+
+
+def revision_written_at(metadata: Mapping[str, Any]) -> datetime | None:
+    """When kube-controller-manager last wrote the revision annotation (``managedFields``).
+
+    The entry's time is that of the manager's last write to *any* field it owns in that entry
+    (the replica count too), so it is an upper bound of the moment the revision changed; the
+    correlator takes the earliest of the bounds it has.
+    """
+    latest: datetime | None = None
+    for entry in map(_dict, _list(metadata.get("managedFields"))):
+        if entry.get("manager") != CONTROLLER_MANAGER or entry.get("subresource"):
+            continue
+        annotations = _dict(_dict(_dict(entry.get("fieldsV1")).get("f:metadata")).get("f:annotations"))
+        if _REVISION_FIELD not in annotations:
+            continue
+        at = parse_timestamp(entry.get("time"))
+        if at is not None and (latest is None or at > latest):
+            latest = at
+    return latest
 
 
 def parse_pod(item: dict) -> Pod | None:
@@ -873,14 +920,18 @@ def _argocd_owner(app: str) -> GitOpsOwner | None:
     return GitOpsOwner(tool=GitOpsTool.ARGO_CD, app=app) if app else None
 
 
+def controller_reference(metadata: Mapping[str, Any], *, kind: str) -> Mapping[str, Any] | None:
+    """The owner reference with ``controller: true``, the given kind and a name."""
+    for owner in map(_dict, _list(metadata.get("ownerReferences"))):
+        if owner.get("controller") is True and owner.get("kind") == kind and _str(owner.get("name")):
+            return owner
+    return None
+
+
 def controller_name(metadata: Mapping[str, Any], *, kind: str) -> str | None:
     """Name of the owner reference with ``controller: true`` and the given kind."""
-    for owner in map(_dict, _list(metadata.get("ownerReferences"))):
-        if owner.get("controller") is True and owner.get("kind") == kind:
-            name = _str(owner.get("name"))
-            if name:
-                return name
-    return None
+    owner = controller_reference(metadata, kind=kind)
+    return _str(owner.get("name")) if owner else None
 
 
 def parse_timestamp(value: Any) -> datetime | None:

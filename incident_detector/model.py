@@ -12,6 +12,9 @@ from datetime import datetime
 from enum import Enum
 
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+# Written by the Deployment controller when it makes an existing ReplicaSet current again
+# (``kubectl rollout undo``, a GitOps revert): the revisions it had before.
+REVISION_HISTORY_ANNOTATION = "deployment.kubernetes.io/revision-history"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,15 @@ class ReplicaSet:
     template: PodTemplate = field(default_factory=PodTemplate)
     # The pod-template-hash label: its pods carry the same label (used to list only them).
     pod_template_hash: str | None = None
+    uid: str = ""
+    # metadata.uid of the controlling Deployment (from the owner reference).
+    deployment_uid: str = ""
+    # True when the controller made this ReplicaSet current again after another one (it carries
+    # the revision-history annotation): its creation is then not when its rollout began.
+    reused: bool = False
+    # When kube-controller-manager last wrote the ReplicaSet's revision annotation, from
+    # ``metadata.managedFields`` (None when the server strips them).
+    revision_written_at: datetime | None = None
 
 
 class GitOpsTool(str, Enum):
@@ -95,6 +107,12 @@ class Deployment:
     progress_deadline_exceeded: bool = False
     progress_message: str | None = None
     gitops: GitOpsOwner | None = None
+    uid: str = ""
+    created_at: datetime | None = None
+    # The Progressing condition names a ReplicaSet ("ReplicaSet \"x\" is progressing.") and
+    # says when it was last updated: an upper bound of when that ReplicaSet's rollout began.
+    progressing_replicaset: str | None = None
+    progressing_updated_at: datetime | None = None
 
     def pod_label(self, key: str) -> str | None:
         for name, value in self.pod_labels:
@@ -148,9 +166,6 @@ class ErrorCounts:
     window_seconds: int
     samples: tuple[ErrorSample, ...] = ()
 
-    def for_workload(self, workload: str) -> tuple[ErrorSample, ...]:
-        return tuple(s for s in self.samples if s.workload == workload)
-
 
 @dataclass(frozen=True, slots=True)
 class LogLine:
@@ -161,7 +176,11 @@ class LogLine:
 
 @dataclass(frozen=True, slots=True)
 class Baseline:
-    """Error lines of a workload over a lookback window that ends when a rollout started."""
+    """Error lines of a workload over a lookback window that ends when a rollout started.
+
+    ``window_seconds`` is the time the window really covers: the lookback, or less for a
+    workload that did not exist for all of it (its rate is per minute of existence).
+    """
 
     error_count: float
     window_seconds: int
@@ -177,6 +196,17 @@ class Signal(str, Enum):
     ERROR_SPIKE = "error_spike"
     POD_HEALTH = "pod_health"
     PROGRESS_DEADLINE = "progress_deadline"
+
+
+class RolloutStartSource(str, Enum):
+    """Which data said when a rollout began (the evidence names it)."""
+
+    # A new ReplicaSet: it became current when it was created.
+    REPLICASET_CREATED = "replicaset_created"
+    # A reused ReplicaSet: when the controller last wrote its revision annotation (managedFields).
+    REVISION_ANNOTATION = "revision_annotation"
+    # A reused ReplicaSet: the Deployment's Progressing condition naming it.
+    PROGRESSING_CONDITION = "progressing_condition"
 
 
 class Attribution(str, Enum):
@@ -221,6 +251,9 @@ class Evidence:
     error_rate_per_minute: float = 0.0
     baseline_per_minute: float | None = None
     baseline_window_seconds: int | None = None
+    # The configured lookback; more than ``baseline_window_seconds`` for a young workload.
+    baseline_lookback_seconds: int | None = None
+    rollout_start_source: RolloutStartSource = RolloutStartSource.REPLICASET_CREATED
     # Pods of the new ReplicaSet and the problems seen on them.
     affected_pods: tuple[str, ...] = ()
     pod_problems: tuple[tuple[str, str], ...] = ()  # (pod, problem)
@@ -249,7 +282,12 @@ class Incident:
     previous_revision: int | None
     signals: tuple[Signal, ...] = (Signal.ERROR_SPIKE,)
     evidence: Evidence = field(default_factory=Evidence)
+    # metadata.uid of the Deployment and the ReplicaSet: a Deployment deleted and created again
+    # under the same name is another object, with revisions of its own.
+    deployment_uid: str = ""
+    replicaset_uid: str = ""
 
     @property
-    def key(self) -> tuple[str, str, int]:
-        return (self.namespace, self.deployment, self.revision)
+    def key(self) -> tuple[str, str, int, str]:
+        """(namespace, deployment, revision, deployment uid): unique forever."""
+        return (self.namespace, self.deployment, self.revision, self.deployment_uid)

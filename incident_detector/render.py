@@ -360,6 +360,8 @@ def incident_record(incident: Incident) -> dict[str, Any]:
         "deployment": incident.deployment,
         "revision": int(incident.revision),
         "replicaset": incident.replicaset,
+        "deployment_uid": incident.deployment_uid,
+        "replicaset_uid": incident.replicaset_uid,
         "rollout_started_at": iso_utc(incident.rollout_started_at),
         "error_count": _number(incident.error_count),
         "threshold": incident.threshold,
@@ -380,6 +382,8 @@ def incident_record(incident: Incident) -> dict[str, Any]:
                 else _number(evidence.baseline_per_minute)
             ),
             "baseline_window_seconds": evidence.baseline_window_seconds,
+            "baseline_lookback_seconds": evidence.baseline_lookback_seconds,
+            "rollout_start_source": _value(evidence.rollout_start_source),
             "affected_pods": list(evidence.affected_pods),
             "pod_problems": [
                 {"pod": pod, "problem": _value(problem)} for pod, problem in evidence.pod_problems

@@ -17,24 +17,33 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-IncidentKey = tuple[str, str, int]
+# (namespace, deployment, revision, deployment uid). The uid is "" for rows written before
+# uids were recorded, until ``adopt_legacy`` gives them one.
+IncidentKey = tuple[str, str, int, str]
 
-_SCHEMA = """
+# The schema's version, kept in SQLite's user_version. 0: a new file, or one written before
+# versions were recorded (identity without uids); each step up is one function of MIGRATIONS.
+SCHEMA_VERSION = 2
+
+_TABLES = """
 CREATE TABLE IF NOT EXISTS incidents (
-    namespace   TEXT NOT NULL,
-    deployment  TEXT NOT NULL,
-    revision    INTEGER NOT NULL,
-    replicaset  TEXT NOT NULL,
-    detected_at TEXT NOT NULL,
-    origin      TEXT NOT NULL DEFAULT 'detected',
-    record      TEXT NOT NULL,
-    PRIMARY KEY (namespace, deployment, revision)
+    namespace       TEXT NOT NULL,
+    deployment      TEXT NOT NULL,
+    revision        INTEGER NOT NULL,
+    deployment_uid  TEXT NOT NULL DEFAULT '',
+    replicaset      TEXT NOT NULL,
+    replicaset_uid  TEXT NOT NULL DEFAULT '',
+    detected_at     TEXT NOT NULL,
+    origin          TEXT NOT NULL DEFAULT 'detected',
+    record          TEXT NOT NULL,
+    PRIMARY KEY (namespace, deployment, revision, deployment_uid)
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     namespace       TEXT NOT NULL,
     deployment      TEXT NOT NULL,
     revision        INTEGER NOT NULL,
+    deployment_uid  TEXT NOT NULL DEFAULT '',
     channel         TEXT NOT NULL,
     payload         TEXT NOT NULL,
     created_at      TEXT NOT NULL,
@@ -43,10 +52,53 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error      TEXT,
     delivered_at    TEXT,
     gave_up_at      TEXT,
-    UNIQUE (namespace, deployment, revision, channel)
+    UNIQUE (namespace, deployment, revision, deployment_uid, channel)
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered_at, gave_up_at, next_attempt_at);
 """
+
+_KEY = "namespace=? AND deployment=? AND revision=? AND deployment_uid=?"
+
+
+def _create_tables(db: sqlite3.Connection) -> None:
+    # Statement by statement: executescript would COMMIT the migration's transaction first.
+    for statement in _TABLES.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _migrate_to_2(db: sqlite3.Connection) -> None:
+    """Version 1 (the first schema, no user_version) keyed incidents by (namespace, deployment,
+    revision). Its rows are kept with an empty uid: the detector gives each one the uid of the
+    Deployment it was about when it sees that revision again (``Store.adopt_legacy``)."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "incidents" not in tables:
+        _create_tables(db)  # a new file
+        return
+    db.execute("ALTER TABLE incidents RENAME TO incidents_v1")
+    db.execute("ALTER TABLE outbox RENAME TO outbox_v1")
+    db.execute("DROP INDEX IF EXISTS outbox_pending")
+    _create_tables(db)
+    db.execute(
+        "INSERT INTO incidents (namespace, deployment, revision, replicaset, detected_at, origin,"
+        " record) SELECT namespace, deployment, revision, replicaset, detected_at, origin, record"
+        " FROM incidents_v1")
+    db.execute(
+        "INSERT INTO outbox (id, namespace, deployment, revision, channel, payload, created_at,"
+        " attempts, next_attempt_at, last_error, delivered_at, gave_up_at)"
+        " SELECT id, namespace, deployment, revision, channel, payload, created_at, attempts,"
+        " next_attempt_at, last_error, delivered_at, gave_up_at FROM outbox_v1")
+    db.execute("DROP TABLE incidents_v1")
+    db.execute("DROP TABLE outbox_v1")
+
+
+# MIGRATIONS[n] takes a file from version n to SCHEMA_VERSION step by step; version 1 never had
+# a number of its own (its files say 0), so 0 and 1 share the same step.
+MIGRATIONS = {0: _migrate_to_2, 1: _migrate_to_2}
+
+
+class StoreVersionError(RuntimeError):
+    """The file was written by a newer version of the detector."""
 
 
 def _ts(value: datetime) -> str:
@@ -89,8 +141,73 @@ class Store:
         self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self.migrated_from = self._migrate()
         self.path = target
+        # Rows from before uids were recorded: looked for only while some remain.
+        self._legacy = self._count_legacy()
+
+    def _migrate(self) -> int | None:
+        """Bring the file to SCHEMA_VERSION in one transaction; the version it had, if older."""
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version == SCHEMA_VERSION:
+            return None
+        if version > SCHEMA_VERSION:
+            raise StoreVersionError(
+                f"{self._db_path()} has schema version {version}; this detector knows up to "
+                f"{SCHEMA_VERSION}: use a newer detector or another STATE_PATH")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            MIGRATIONS[version](self._db)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        return version
+
+    def _db_path(self) -> str:
+        row = self._db.execute("PRAGMA database_list").fetchone()
+        return (row[2] if row else "") or ":memory:"
+
+    def _count_legacy(self) -> int:
+        return int(self._db.execute(
+            "SELECT COUNT(*) FROM incidents WHERE deployment_uid=''").fetchone()[0])
+
+    @property
+    def has_legacy(self) -> bool:
+        return self._legacy > 0
+
+    def adopt_legacy(self, *, key: IncidentKey, replicaset: str, replicaset_uid: str,
+                     replicaset_created_at: datetime) -> bool:
+        """Give a row without a uid the uid of the Deployment it was about, when it must be.
+
+        A row from before uids were recorded is about the Deployment seen now when it names the
+        same revision and ReplicaSet (or none) and was detected after that ReplicaSet existed; a
+        Deployment deleted and created again has a younger ReplicaSet and is left alone.
+        """
+        namespace, deployment, revision, uid = key
+        if not self._legacy or not uid:
+            return False
+        legacy = (namespace, deployment, revision, "")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            cursor = self._db.execute(
+                "UPDATE OR IGNORE incidents SET deployment_uid=?, replicaset_uid=?"
+                f" WHERE {_KEY} AND (replicaset=? OR replicaset='') AND detected_at>=?",
+                (uid, replicaset_uid, *legacy, replicaset, _ts(replicaset_created_at)))
+            adopted = cursor.rowcount == 1
+            if adopted:
+                self._db.execute(f"UPDATE OR IGNORE outbox SET deployment_uid=? WHERE {_KEY}",
+                                 (uid, *legacy))
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        if adopted:
+            self._legacy = self._count_legacy()
+        return adopted
 
     def close(self) -> None:
         self._db.close()
@@ -98,14 +215,13 @@ class Store:
     # Incidents -----------------------------------------------------------------------------
 
     def is_known(self, key: IncidentKey) -> bool:
-        row = self._db.execute(
-            "SELECT 1 FROM incidents WHERE namespace=? AND deployment=? AND revision=?", key
-        ).fetchone()
+        row = self._db.execute(f"SELECT 1 FROM incidents WHERE {_KEY}", key).fetchone()
         return row is not None
 
     def known_keys(self) -> set[IncidentKey]:
-        rows = self._db.execute("SELECT namespace, deployment, revision FROM incidents")
-        return {(ns, dep, int(rev)) for ns, dep, rev in rows}
+        rows = self._db.execute(
+            "SELECT namespace, deployment, revision, deployment_uid FROM incidents")
+        return {(ns, dep, int(rev), uid) for ns, dep, rev, uid in rows}
 
     def count_incidents(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM incidents").fetchone()[0])
@@ -117,6 +233,7 @@ class Store:
         replicaset: str,
         detected_at: datetime,
         record: dict[str, Any],
+        replicaset_uid: str = "",
         deliveries: Iterable[tuple[str, dict[str, Any]]],
     ) -> bool:
         """Remember an incident and queue its deliveries, atomically.
@@ -128,18 +245,19 @@ class Store:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             cursor = self._db.execute(
-                "INSERT OR IGNORE INTO incidents"
-                " (namespace, deployment, revision, replicaset, detected_at, record)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (*key, replicaset, now, json.dumps(record)),
+                "INSERT OR IGNORE INTO incidents (namespace, deployment, revision,"
+                " deployment_uid, replicaset, replicaset_uid, detected_at, record)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key, replicaset, replicaset_uid, now, json.dumps(record)),
             )
             if cursor.rowcount == 0:
                 self._db.execute("ROLLBACK")
                 return False
             for channel, payload in deliveries:
                 self._db.execute(
-                    "INSERT INTO outbox (namespace, deployment, revision, channel, payload,"
-                    " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO outbox (namespace, deployment, revision, deployment_uid,"
+                    " channel, payload, created_at, next_attempt_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (*key, channel, json.dumps(payload), now, now),
                 )
             self._db.execute("COMMIT")
@@ -150,26 +268,28 @@ class Store:
             raise
 
     def remember_foreign(self, *, key: IncidentKey, replicaset: str, detected_at: datetime,
-                         origin: str) -> bool:
+                         origin: str, replicaset_uid: str = "") -> bool:
         """Remember an incident another process already notified (read back from Events)."""
         cursor = self._db.execute(
-            "INSERT OR IGNORE INTO incidents"
-            " (namespace, deployment, revision, replicaset, detected_at, origin, record)"
-            " VALUES (?, ?, ?, ?, ?, ?, '{}')",
-            (*key, replicaset, _ts(detected_at), origin),
+            "INSERT OR IGNORE INTO incidents (namespace, deployment, revision, deployment_uid,"
+            " replicaset, replicaset_uid, detected_at, origin, record)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}')",
+            (*key, replicaset, replicaset_uid, _ts(detected_at), origin),
         )
+        if cursor.rowcount == 1 and not key[3]:
+            self._legacy += 1
         return cursor.rowcount == 1
 
     def recent_incidents(self, limit: int = 20) -> list[dict[str, Any]]:
         rows = self._db.execute(
-            "SELECT namespace, deployment, revision, replicaset, detected_at, origin, record"
-            " FROM incidents ORDER BY detected_at DESC LIMIT ?",
+            "SELECT namespace, deployment, revision, deployment_uid, replicaset, detected_at,"
+            " origin, record FROM incidents ORDER BY detected_at DESC LIMIT ?",
             (limit,),
         )
         out = []
-        for ns, dep, rev, rs, detected_at, origin, record in rows:
+        for ns, dep, rev, uid, rs, detected_at, origin, record in rows:
             item = {"namespace": ns, "deployment": dep, "revision": int(rev), "replicaset": rs,
-                    "detected_at": detected_at, "origin": origin}
+                    "deployment_uid": uid, "detected_at": detected_at, "origin": origin}
             summary = json.loads(record).get("summary")
             if summary:
                 item["summary"] = summary
@@ -180,17 +300,18 @@ class Store:
 
     def due(self, now: datetime, *, channels: Iterable[str] | None = None) -> list[OutboxItem]:
         rows = self._db.execute(
-            "SELECT id, namespace, deployment, revision, channel, payload, created_at, attempts,"
-            " last_error FROM outbox WHERE delivered_at IS NULL AND gave_up_at IS NULL"
+            "SELECT id, namespace, deployment, revision, deployment_uid, channel, payload,"
+            " created_at, attempts, last_error FROM outbox"
+            " WHERE delivered_at IS NULL AND gave_up_at IS NULL"
             " AND next_attempt_at <= ? ORDER BY id",
             (_ts(now),),
         ).fetchall()
         wanted = None if channels is None else set(channels)
         items = []
-        for id_, ns, dep, rev, channel, payload, created_at, attempts, last_error in rows:
+        for id_, ns, dep, rev, uid, channel, payload, created_at, attempts, last_error in rows:
             if wanted is not None and channel not in wanted:
                 continue
-            items.append(OutboxItem(id_, (ns, dep, int(rev)), channel, json.loads(payload),
+            items.append(OutboxItem(id_, (ns, dep, int(rev), uid), channel, json.loads(payload),
                                     _dt(created_at) or datetime.min, int(attempts), last_error))
         return items
 
@@ -215,7 +336,7 @@ class Store:
     def pending_channels(self, key: IncidentKey) -> set[str]:
         """Channels of an incident still waiting for delivery (neither delivered nor given up)."""
         rows = self._db.execute(
-            "SELECT channel FROM outbox WHERE namespace=? AND deployment=? AND revision=?"
+            f"SELECT channel FROM outbox WHERE {_KEY}"
             " AND delivered_at IS NULL AND gave_up_at IS NULL",
             key,
         )
@@ -224,8 +345,8 @@ class Store:
     def supersede(self, key: IncidentKey, *, now: datetime, note: str) -> int:
         """Close the pending rows of an incident another replica has already notified."""
         cursor = self._db.execute(
-            "UPDATE outbox SET delivered_at=?, last_error=? WHERE namespace=? AND deployment=?"
-            " AND revision=? AND delivered_at IS NULL AND gave_up_at IS NULL",
+            f"UPDATE outbox SET delivered_at=?, last_error=? WHERE {_KEY}"
+            " AND delivered_at IS NULL AND gave_up_at IS NULL",
             (_ts(now), note, *key),
         )
         return cursor.rowcount

@@ -9,10 +9,15 @@ from incident_detector.correlator import (
     Rules,
     Verdict,
     WorkloadView,
+    baseline_batch,
+    baseline_coverage,
     current_replicaset,
     decide,
+    find_rollout,
     is_clear_rise,
     previous_revision,
+    rollout_key,
+    rollout_start,
     rollouts_to_judge,
     split_errors,
 )
@@ -28,6 +33,7 @@ from incident_detector.model import (
     PodProblem,
     PodTemplate,
     ReplicaSet,
+    RolloutStartSource,
     Signal,
 )
 
@@ -77,7 +83,7 @@ OLD_POD = OLD + "-bkvvm"
 
 def test_spike_in_window_at_threshold_is_an_incident():
     d = judge(view(errors=[ErrorSample(DEP, NEW_POD, 5)]))
-    assert [i.key for i in d.incidents] == [(NS, DEP, 2)]
+    assert [i.key for i in d.incidents] == [(NS, DEP, 2, "")]
     assert d.incidents[0].signals == (Signal.ERROR_SPIKE,)
 
 
@@ -117,7 +123,7 @@ def test_no_rollout_only_an_old_revision():
 # --- dedupe ----------------------------------------------------------------------------------
 
 def test_already_notified_revision_is_not_repeated():
-    d = judge(view(errors=[ErrorSample(DEP, NEW_POD, 30)]), notified={(NS, DEP, 2)})
+    d = judge(view(errors=[ErrorSample(DEP, NEW_POD, 30)]), notified={(NS, DEP, 2, "")})
     assert d.incidents == ()
     assert d.assessments[0].verdict is Verdict.ALREADY_NOTIFIED
 
@@ -126,8 +132,8 @@ def test_new_bad_revision_after_an_incident_is_a_new_incident():
     v = view(deployment=dep(3),
              replicasets=[rs(OLD, 1, 86400), rs(NEW, 2, 500), rs("payments-api-5c8d7f9b4", 3, 60)],
              errors=[ErrorSample(DEP, "payments-api-5c8d7f9b4-aaaaa", 12)])
-    d = judge(v, notified={(NS, DEP, 2)})
-    assert [i.key for i in d.incidents] == [(NS, DEP, 3)]
+    d = judge(v, notified={(NS, DEP, 2, "")})
+    assert [i.key for i in d.incidents] == [(NS, DEP, 3, "")]
     assert d.incidents[0].previous_revision == 2
     assert d.incidents[0].evidence.other_revisions_in_window == (2,)
 
@@ -192,15 +198,27 @@ def test_replicaset_with_malformed_revision_is_skipped():
 
 def test_previous_revision_skips_unknown_revisions():
     sets = [rs("a", None, 9999), rs("b", 1, 5000), rs("c", 3, 10), rs("d", 2, 100)]
-    assert previous_revision(3, sets, DEP).name == "d"
-    assert previous_revision(1, sets, DEP) is None
+    assert previous_revision(3, sets, dep()).name == "d"
+    assert previous_revision(1, sets, dep()) is None
 
 
-def test_first_revision_has_no_previous():
-    v = view(deployment=dep(1), replicasets=[rs(NEW, 1, 60)], errors=[ErrorSample(DEP, NEW_POD, 50)])
+def test_a_first_revision_is_not_a_rollout():
+    # A new Deployment already failing is not a rollout regression: nothing to compare with,
+    # nothing to roll back to.
+    crashing = [Pod(NS, NEW_POD, NEW, problems=(PodProblem.CRASH_LOOP,))]
+    v = view(deployment=dep(1), replicasets=[rs(NEW, 1, 60)], pods=crashing,
+             errors=[ErrorSample(DEP, NEW_POD, 50)])
     d = judge(v)
-    assert d.incidents[0].previous_revision is None
-    assert d.incidents[0].evidence.changes == ()
+    assert d.incidents == () and d.assessments == ()
+    stuck = view(deployment=dep(1, progress_deadline_exceeded=True), replicasets=[rs(NEW, 1, 60)])
+    assert judge(stuck).incidents == ()
+
+
+def test_a_later_revision_with_no_older_replicaset_left_is_not_a_rollout():
+    # revisionHistoryLimit: 0 removed the old ReplicaSet: no "before" and no rollback target.
+    v = view(deployment=dep(4), replicasets=[rs(NEW, 4, 60)], errors=[ErrorSample(DEP, NEW_POD, 50)])
+    assert judge(v).incidents == ()
+    assert rollouts_to_judge([dep(4)], [rs(NEW, 4, 60)], now=NOW, rules=RULES) == []
 
 
 # --- baseline ---------------------------------------------------------------------------------
@@ -302,8 +320,9 @@ def test_incident_fields():
 
 def test_rollouts_to_judge_lists_current_revisions_in_window():
     sets = [rs(OLD, 1, 86400), rs(NEW, 2, 90)]
-    assert [(d.name, r.name) for d, r in rollouts_to_judge([dep()], sets, now=NOW, rules=RULES)] \
-        == [(DEP, NEW)]
+    judged = rollouts_to_judge([dep()], sets, now=NOW, rules=RULES)
+    assert [(r.deployment.name, r.replicaset.name, r.previous.name) for r in judged] \
+        == [(DEP, NEW, OLD)]
     assert rollouts_to_judge([dep(1)], sets, now=NOW, rules=RULES) == []
     assert current_replicaset(dep(5), sets) is None
 
@@ -324,7 +343,7 @@ samples = st.lists(st.builds(
        notified=st.booleans())
 def test_decide_properties(errors, age, baseline, notified):
     v = view(replicasets=[rs(OLD, 1, 86400), rs(NEW, 2, age)], errors=errors, baseline=baseline)
-    d = judge(v, notified={(NS, DEP, 2)} if notified else frozenset())
+    d = judge(v, notified={(NS, DEP, 2, "")} if notified else frozenset())
     # at most one incident per revision, never for a notified one, never outside the window
     assert len(d.incidents) <= 1
     if notified or not (0 <= age <= 600) or baseline is None:
@@ -336,3 +355,144 @@ def test_decide_properties(errors, age, baseline, notified):
     for a in d.assessments:
         if a.error_count is not None:
             assert a.error_count <= sum(s.count for s in errors) + 1e-6
+
+
+# --- when a rollout began: reused ReplicaSets ------------------------------------------------
+
+def reused(name: str, revision: int, *, created_age: float, written_age: float | None,
+           uid: str = "rs-uid") -> ReplicaSet:
+    """A ReplicaSet made current again (``kubectl rollout undo``): old creation, new revision."""
+    return ReplicaSet(namespace=NS, name=name, deployment=DEP, revision=revision, uid=uid,
+                      created_at=NOW - timedelta(seconds=created_age), reused=True,
+                      revision_written_at=None if written_age is None
+                      else NOW - timedelta(seconds=written_age),
+                      template=PodTemplate(containers=(Container(name="app", image="old"),)))
+
+
+def test_a_new_replicaset_began_at_its_creation():
+    assert rollout_start(dep(), rs(NEW, 2, 90)) == (NOW - timedelta(seconds=90),
+                                                    RolloutStartSource.REPLICASET_CREATED)
+
+
+def test_a_reused_replicaset_began_when_its_revision_was_written():
+    undo = reused(OLD, 3, created_age=3 * 86400, written_age=45)
+    assert rollout_start(dep(3), undo) == (NOW - timedelta(seconds=45),
+                                           RolloutStartSource.REVISION_ANNOTATION)
+
+
+def test_the_earliest_bound_wins_and_nothing_is_before_the_creation():
+    undo = reused(OLD, 3, created_age=86400, written_age=30)
+    progressing = dep(3, progressing_replicaset=OLD,
+                      progressing_updated_at=NOW - timedelta(seconds=50))
+    assert rollout_start(progressing, undo) == (NOW - timedelta(seconds=50),
+                                                RolloutStartSource.PROGRESSING_CONDITION)
+    # A condition naming another ReplicaSet says nothing about this one.
+    other = dep(3, progressing_replicaset=NEW, progressing_updated_at=NOW - timedelta(seconds=50))
+    assert rollout_start(other, undo)[1] is RolloutStartSource.REVISION_ANNOTATION
+    # What this process saw earlier beats both: they move later as the rollout proceeds.
+    seen = NOW - timedelta(seconds=70)
+    assert rollout_start(progressing, undo, seen=seen)[0] == seen
+    # Clock skew cannot put the start before the ReplicaSet existed.
+    young = reused(OLD, 3, created_age=20, written_age=None)
+    skewed = dep(3, progressing_replicaset=OLD, progressing_updated_at=NOW - timedelta(seconds=99))
+    assert rollout_start(skewed, young)[0] == NOW - timedelta(seconds=20)
+
+
+def test_a_reused_replicaset_without_managed_fields_falls_back_to_its_creation():
+    undo = reused(OLD, 3, created_age=86400, written_age=None)
+    assert rollout_start(dep(3), undo) == (NOW - timedelta(seconds=86400),
+                                           RolloutStartSource.REPLICASET_CREATED)
+
+
+def test_rollout_undo_to_a_bad_old_template_is_judged_and_raised():
+    # v1 (3 days old) -> v2 -> undo: revision 3 runs on v1's ReplicaSet again.
+    sets = [reused(OLD, 3, created_age=3 * 86400, written_age=60), rs(NEW, 2, 3600)]
+    judged = rollouts_to_judge([dep(3)], sets, now=NOW, rules=RULES)
+    assert [(r.replicaset.name, r.previous.revision) for r in judged] == [(OLD, 2)]
+    v = view(deployment=dep(3), replicasets=sets, errors=[ErrorSample(DEP, OLD + "-abcde", 40)])
+    [incident] = judge(v).incidents
+    assert incident.revision == 3 and incident.previous_revision == 2
+    assert incident.rollout_started_at == NOW - timedelta(seconds=60)
+    assert incident.evidence.rollout_start_source is RolloutStartSource.REVISION_ANNOTATION
+
+
+def test_a_reused_replicaset_outside_the_window_is_not_judged():
+    sets = [reused(OLD, 3, created_age=3 * 86400, written_age=3600), rs(NEW, 2, 7200)]
+    assert rollouts_to_judge([dep(3)], sets, now=NOW, rules=RULES) == []
+    # ...unless this process saw it begin inside the window (the data moved later since).
+    moved = [reused(OLD, 3, created_age=3 * 86400, written_age=60), rs(NEW, 2, 7200)]
+    seen = {rollout_key(moved[0]): NOW - timedelta(seconds=3600)}
+    assert rollouts_to_judge([dep(3)], moved, now=NOW, rules=RULES, seen_starts=seen) == []
+
+
+# --- identity: a Deployment created again is another Deployment ------------------------------
+
+def test_replicasets_of_a_deleted_deployment_of_the_same_name_are_not_its_own():
+    new_dep = dep(2, uid="uid-new")
+    stale = ReplicaSet(namespace=NS, name=OLD, deployment=DEP, revision=1, deployment_uid="uid-old",
+                       created_at=NOW - timedelta(days=2))
+    mine = ReplicaSet(namespace=NS, name=NEW, deployment=DEP, revision=2, deployment_uid="uid-new",
+                      created_at=NOW - timedelta(seconds=60))
+    # Its revision 2 has no older ReplicaSet of its own (revision 1 of the new object is gone).
+    assert find_rollout(new_dep, [stale, mine]) is None
+    first = ReplicaSet(namespace=NS, name="payments-api-aaaa", deployment=DEP, revision=1,
+                       deployment_uid="uid-new", created_at=NOW - timedelta(seconds=300))
+    rollout = find_rollout(new_dep, [stale, first, mine])
+    assert rollout is not None and rollout.previous.name == "payments-api-aaaa"
+
+
+def test_the_incident_key_carries_the_deployment_uid():
+    v = view(deployment=dep(uid="uid-new"), errors=[ErrorSample(DEP, NEW_POD, 50)])
+    [incident] = judge(v, notified={(NS, DEP, 2, "uid-old")}).incidents
+    assert incident.key == (NS, DEP, 2, "uid-new") and incident.deployment_uid == "uid-new"
+    assert judge(v, notified={(NS, DEP, 2, "uid-new")}).incidents == ()
+
+
+# --- baselines: coverage and batches ---------------------------------------------------------
+
+def test_a_young_deployment_baseline_covers_only_its_life():
+    young = dep(created_at=NOW - timedelta(seconds=390))
+    rollout = find_rollout(young, [rs(OLD, 1, 390), rs(NEW, 2, 90)])
+    end = NOW - timedelta(seconds=90)
+    assert baseline_coverage(rollout, end=end, lookback_seconds=1800, minimum_seconds=120) == 300
+    old = find_rollout(dep(created_at=NOW - timedelta(days=9)), [rs(OLD, 1, 86400), rs(NEW, 2, 90)])
+    assert baseline_coverage(old, end=end, lookback_seconds=1800, minimum_seconds=120) == 1800
+    # Unknown creation: the previous revision's ReplicaSet bounds it.
+    assert baseline_coverage(find_rollout(dep(), [rs(OLD, 1, 600), rs(NEW, 2, 90)]), end=end,
+                             lookback_seconds=1800, minimum_seconds=120) == 510
+    # Never less than the minimum, never more than the lookback.
+    brand_new = dep(created_at=NOW - timedelta(seconds=100))
+    assert baseline_coverage(find_rollout(brand_new, [rs(OLD, 1, 100), rs(NEW, 2, 90)]), end=end,
+                             lookback_seconds=1800, minimum_seconds=120) == 120
+    assert baseline_coverage(old, end=end, lookback_seconds=60, minimum_seconds=120) == 60
+
+
+def test_a_young_service_with_its_usual_errors_is_not_a_spike():
+    # 6 errors in its 5 minutes of life before the rollout = 1.2/min; 3 in the 2-minute window
+    # now is the same rate. Divided by the 30-minute lookback it would have looked like 0.2/min.
+    young = dep(created_at=NOW - timedelta(seconds=390))
+    rules = Rules(threshold=2, error_window_seconds=120, rollout_window_seconds=600)
+    v = view(deployment=young, replicasets=[rs(OLD, 1, 390), rs(NEW, 2, 90)],
+             errors=[ErrorSample(DEP, NEW_POD, 3)], baseline=Baseline(6, 300))
+    assert judge(v, rules=rules).incidents == ()
+    assert judge(replace_baseline(v, Baseline(6, 1800)), rules=rules).incidents != ()
+
+
+def replace_baseline(v: WorkloadView, baseline: Baseline) -> WorkloadView:
+    return WorkloadView(deployment=v.deployment, replicasets=v.replicasets, pods=v.pods,
+                        errors=v.errors, baseline=baseline)
+
+
+def test_baseline_batches_take_rollouts_close_to_the_earliest():
+    def rollout_at(name: str, age: float):
+        d = Deployment(namespace=NS, name=name, revision=2)
+        sets = [ReplicaSet(namespace=NS, name=f"{name}-a", deployment=name, revision=1,
+                           created_at=NOW - timedelta(days=1)),
+                ReplicaSet(namespace=NS, name=f"{name}-b", deployment=name, revision=2,
+                           created_at=NOW - timedelta(seconds=age))]
+        return find_rollout(d, sets)
+
+    rollouts = [rollout_at("a", 100), rollout_at("b", 300), rollout_at("c", 250), rollout_at("d", 150)]
+    batch = baseline_batch(rollouts, span_seconds=120)
+    assert [r.deployment.name for r in batch] == ["b", "c"]
+    assert baseline_batch([], span_seconds=120) == []

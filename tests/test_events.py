@@ -386,8 +386,8 @@ def test_read_back_from_the_recorded_list(apiserver):
     [request] = apiserver.requests
     assert (request.method, request.path) == ("GET", EVENTS_PATH)
     assert request.query == {"fieldSelector": [f"reason={REASON}"]}
-    # What the store takes: (namespace, deployment, revision, replicaset, time).
-    assert tuple(notified[0]) == (NAMESPACE, "payments-api", 2, REPLICASET, DETECTED_AT)
+    # What the store takes: (namespace, deployment, revision, replicaset, time, uids).
+    assert tuple(notified[0])[:5] == (NAMESPACE, "payments-api", 2, REPLICASET, DETECTED_AT)
 
 
 def test_foreign_events_are_ignored(apiserver):

@@ -133,8 +133,12 @@ def test_list_request_path_and_bearer_token(apiserver):
 def test_list_deployments(apiserver):
     [deployment] = run(client_for(apiserver).list_deployments(NAMESPACE))
 
-    assert deployment == Deployment(namespace=NAMESPACE, name="payments-api", revision=2,
-                                    replicas=2, pod_labels=(("app", "payments-api"),))
+    assert deployment == Deployment(
+        namespace=NAMESPACE, name="payments-api", revision=2, replicas=2,
+        pod_labels=(("app", "payments-api"),), uid="d55bf5fc-8fbd-4e15-bc0b-fe54391e63c5",
+        created_at=datetime(2026, 11, 23, 17, 53, 59, tzinfo=timezone.utc),
+        progressing_replicaset="payments-api-6874dc9bf7",
+        progressing_updated_at=datetime(2026, 11, 23, 17, 54, 10, tzinfo=timezone.utc))
     assert apiserver.paths == [("GET", DEPLOYMENTS_PATH)]
 
 
@@ -1443,3 +1447,66 @@ def test_a_large_list_is_read_page_by_page_then_watched(apiserver):
     assert all(q["limit"] == [str(LIST_PAGE_SIZE)] for q in pages)
     watch = apiserver.requests[3].query
     assert watch["watch"] == ["true"] and watch["resourceVersion"] == [LIST_VERSION]
+
+
+# ---------------------------------------------------------------------------------------------
+# What a rollout is, from the recorded undo and re-create (kube-apiserver v1.24).
+
+
+def recorded_body(name: str) -> Any:
+    return json.loads((Path(__file__).parent / "fixtures" / "kubernetes" / f"{name}.json")
+                      .read_text())["response"]["json"]
+
+
+def test_a_replicaset_made_current_again_by_an_undo():
+    # v1 -> v2 -> `kubectl rollout undo`: v1's ReplicaSet is revision 3, created long before.
+    by_name = {rs.name: rs for rs in map(parse_replicaset, recorded_body("replicasets_after_undo")["items"])}
+    undone, replaced = by_name["orders-8657856c47"], by_name["orders-568db7cb66"]
+    assert (undone.revision, undone.reused) == (3, True)
+    assert undone.created_at == datetime(2026, 11, 26, 10, 54, 29, tzinfo=timezone.utc)
+    # The controller's write of its revision annotation (managedFields), not its status entry.
+    assert undone.revision_written_at == datetime(2026, 11, 26, 10, 54, 37, tzinfo=timezone.utc)
+    assert (replaced.revision, replaced.reused) == (2, False)
+    assert undone.uid == "5839064e-5fa2-4ca6-a071-4db89fda2f5d"
+    assert undone.deployment_uid == replaced.deployment_uid == "d48d015e-dce4-4233-aa57-137560934a06"
+
+
+def test_the_progressing_condition_names_the_current_replicaset():
+    deployment = parse_deployment(recorded_body("deployment_after_undo"))
+    assert (deployment.revision, deployment.uid) == (3, "d48d015e-dce4-4233-aa57-137560934a06")
+    assert deployment.progressing_replicaset == "orders-8657856c47"
+    assert deployment.progressing_updated_at == datetime(2026, 11, 26, 10, 54, 37, tzinfo=timezone.utc)
+
+
+def test_the_undo_rollout_begins_when_the_revision_was_rewritten():
+    from incident_detector.correlator import find_rollout
+
+    deployment = parse_deployment(recorded_body("deployment_after_undo"))
+    replicasets = list(map(parse_replicaset, recorded_body("replicasets_after_undo")["items"]))
+    rollout = find_rollout(deployment, replicasets)
+    assert rollout is not None
+    assert rollout.replicaset.name == "orders-8657856c47" and rollout.previous.revision == 2
+    assert rollout.started_at == datetime(2026, 11, 26, 10, 54, 37, tzinfo=timezone.utc)
+
+
+def test_a_deployment_created_again_has_a_new_uid_and_starts_at_revision_one():
+    from incident_detector.correlator import find_rollout
+
+    recreated = parse_deployment(recorded_body("deployment_recreated"))
+    assert recreated.revision == 1
+    assert recreated.uid == "34599deb-88bd-4a55-8142-3b48f132ad74"
+    # The old object's ReplicaSets, not yet collected, are not its own: nothing to judge.
+    old = list(map(parse_replicaset, recorded_body("replicasets_after_undo")["items"]))
+    assert find_rollout(recreated, old) is None
+
+
+@given(st.lists(st.fixed_dictionaries({}, optional={
+    "manager": st.sampled_from(["kube-controller-manager", "kubectl", 5]),
+    "subresource": st.sampled_from(["status", ""]),
+    "time": st.sampled_from(["2026-11-26T10:54:37Z", "garbage", None]),
+    "fieldsV1": st.one_of(st.none(), st.just({"f:metadata": {"f:annotations": {
+        "f:deployment.kubernetes.io/revision": {}}}}), st.just({"f:metadata": 7})),
+})))
+def test_revision_written_at_never_raises(entries):
+    written = kube.revision_written_at({"managedFields": entries})
+    assert written is None or written.tzinfo is not None

@@ -476,7 +476,6 @@ def test_parse_vector_by_app_has_no_pod():
         recorded_body("query_vector_by_app"), namespace=NAMESPACE, window_seconds=120, keys=KEYS
     )
     assert counts.samples == (ErrorSample(workload=WORKLOAD, pod=None, count=30.0),)
-    assert counts.for_workload(WORKLOAD) == counts.samples
 
 
 def test_parse_vector_by_app_and_pod_with_custom_keys():

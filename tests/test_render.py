@@ -189,13 +189,14 @@ def test_duration_formatting():
 
 RECORD_KEYS = {
     "event", "schema", "namespace", "deployment", "revision", "replicaset",
-    "rollout_started_at", "error_count", "threshold", "window_seconds", "detected_at",
+    "deployment_uid", "replicaset_uid", "rollout_started_at", "error_count", "threshold", "window_seconds", "detected_at",
     "previous_revision", "signals", "summary", "recommended_action", "rollback_command",
     "evidence",
 }
 EVIDENCE_KEYS = {
     "attribution", "new_revision_errors", "other_errors", "error_rate_per_minute",
-    "baseline_per_minute", "baseline_window_seconds", "affected_pods", "pod_problems",
+    "baseline_per_minute", "baseline_window_seconds", "baseline_lookback_seconds",
+    "rollout_start_source", "affected_pods", "pod_problems",
     "progress_message", "other_revisions_in_window", "signatures", "changes", "gitops",
 }
 
@@ -213,6 +214,10 @@ def test_incident_record_keys_and_types():
     assert record["error_count"] == 28 and type(record["error_count"]) is int
     assert record["threshold"] == 5 and record["window_seconds"] == 120
     assert record["previous_revision"] == 1
+    assert record["deployment_uid"] == "" and record["replicaset_uid"] == ""
+    assert record["evidence"]["rollout_start_source"] == "replicaset_created"
+    assert render.incident_record(make_incident(deployment_uid="d-1", replicaset_uid="r-1"))[
+        "deployment_uid"] == "d-1"
     assert record["rollout_started_at"] == "2026-11-03T17:54:04Z"
     assert record["detected_at"] == "2026-11-03T17:55:34Z"
     assert record["signals"] == ["error_spike", "pod_health"]

@@ -2,10 +2,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from incident_detector.store import Store
+import sqlite3
+
+import pytest
+
+from incident_detector import store as store_module
+from incident_detector.store import Store, StoreVersionError
 
 T0 = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
-KEY = ("demo-aiops", "payments-api", 2)
+KEY = ("demo-aiops", "payments-api", 2, "uid-1")
 
 
 def record(store: Store, key=KEY, at=T0) -> bool:
@@ -51,10 +56,132 @@ def test_failed_delivery_is_retried_later_and_given_up_is_shown(tmp_path):
 def test_recent_incidents_newest_first_with_summary():
     store = Store(":memory:")
     record(store, at=T0)
-    record(store, key=("demo-aiops", "payments-api", 3), at=T0 + timedelta(minutes=5))
-    store.remember_foreign(key=("demo-aiops", "payments-api", 1), replicaset="x",
+    record(store, key=("demo-aiops", "payments-api", 3, "uid-1"), at=T0 + timedelta(minutes=5))
+    store.remember_foreign(key=("demo-aiops", "payments-api", 1, "uid-1"), replicaset="x",
                            detected_at=T0 - timedelta(days=1), origin="event")
     recent = store.recent_incidents()
     assert [r["revision"] for r in recent] == [3, 2, 1]
     assert recent[0]["summary"] == "bad" and recent[2]["origin"] == "event"
     assert store.count_incidents() == 3
+
+
+def test_a_deployment_created_again_has_incidents_of_its_own(tmp_path):
+    store = Store(tmp_path / "state.sqlite3")
+    record(store)
+    again = ("demo-aiops", "payments-api", 2, "uid-2")
+    assert not store.is_known(again)
+    assert record(store, key=again)
+    assert store.known_keys() == {KEY, again}
+    assert {item.key for item in store.due(T0)} == {KEY, again}
+
+
+# --- the migration from the first schema (no uids, no user_version) -------------------------
+
+FIRST_SCHEMA = """
+CREATE TABLE incidents (
+    namespace TEXT NOT NULL, deployment TEXT NOT NULL, revision INTEGER NOT NULL,
+    replicaset TEXT NOT NULL, detected_at TEXT NOT NULL,
+    origin TEXT NOT NULL DEFAULT 'detected', record TEXT NOT NULL,
+    PRIMARY KEY (namespace, deployment, revision));
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, namespace TEXT NOT NULL, deployment TEXT NOT NULL,
+    revision INTEGER NOT NULL, channel TEXT NOT NULL, payload TEXT NOT NULL,
+    created_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT NOT NULL,
+    last_error TEXT, delivered_at TEXT, gave_up_at TEXT,
+    UNIQUE (namespace, deployment, revision, channel));
+CREATE INDEX outbox_pending ON outbox (delivered_at, gave_up_at, next_attempt_at);
+INSERT INTO incidents VALUES ('demo-aiops', 'payments-api', 2, 'payments-api-6874dc9bf7',
+    '2026-11-23T18:00:00.000000Z', 'detected', '{"summary": "old"}');
+INSERT INTO incidents VALUES ('demo-aiops', 'payments-api', 5, '',
+    '2026-11-23T18:00:00.000000Z', 'event', '{}');
+INSERT INTO outbox (namespace, deployment, revision, channel, payload, created_at,
+    next_attempt_at) VALUES ('demo-aiops', 'payments-api', 2, 'slack', '{"text": "x"}',
+    '2026-11-23T18:00:00.000000Z', '2026-11-23T18:00:00.000000Z');
+"""
+
+
+def first_schema_file(tmp_path):
+    path = tmp_path / "v1.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(FIRST_SCHEMA)
+    db.close()
+    return path
+
+
+def test_a_file_of_the_first_schema_is_migrated_and_keeps_everything(tmp_path):
+    store = Store(first_schema_file(tmp_path))
+    assert store.migrated_from == 0
+    assert store.known_keys() == {("demo-aiops", "payments-api", 2, ""),
+                                  ("demo-aiops", "payments-api", 5, "")}
+    [pending] = store.due(T0)
+    assert pending.key == ("demo-aiops", "payments-api", 2, "") and pending.channel == "slack"
+    assert store.has_legacy
+    store.close()
+    again = Store(tmp_path / "v1.sqlite3")  # opened again: nothing left to migrate
+    assert again.migrated_from is None and again.count_incidents() == 2
+
+
+def test_an_old_incident_is_adopted_by_the_deployment_it_was_about(tmp_path):
+    store = Store(first_schema_file(tmp_path))
+    key = ("demo-aiops", "payments-api", 2, "uid-1")
+    # The same ReplicaSet, created before the incident was detected: the same Deployment.
+    assert store.adopt_legacy(key=key, replicaset="payments-api-6874dc9bf7", replicaset_uid="r1",
+                              replicaset_created_at=T0 - timedelta(minutes=3))
+    assert store.is_known(key)
+    [pending] = store.due(T0)
+    assert pending.key == key  # its undelivered notification follows it
+    # Done once: nothing more to adopt for that revision.
+    assert not store.adopt_legacy(key=key, replicaset="payments-api-6874dc9bf7",
+                                  replicaset_uid="r1", replicaset_created_at=T0)
+
+
+def test_a_deployment_created_again_does_not_adopt_the_old_ones_incident(tmp_path):
+    store = Store(first_schema_file(tmp_path))
+    key = ("demo-aiops", "payments-api", 2, "uid-new")
+    # Its ReplicaSet (same template, same name) was created after the old incident.
+    assert not store.adopt_legacy(key=key, replicaset="payments-api-6874dc9bf7",
+                                  replicaset_uid="r2", replicaset_created_at=T0 + timedelta(hours=1))
+    assert not store.is_known(key)
+    # Another ReplicaSet under the same revision number is another rollout.
+    assert not store.adopt_legacy(key=key, replicaset="payments-api-zzzz", replicaset_uid="r3",
+                                  replicaset_created_at=T0 - timedelta(hours=1))
+
+
+def test_a_read_back_event_without_uid_is_adopted_by_revision(tmp_path):
+    store = Store(first_schema_file(tmp_path))
+    key = ("demo-aiops", "payments-api", 5, "uid-1")
+    assert store.adopt_legacy(key=key, replicaset="payments-api-x", replicaset_uid="r5",
+                              replicaset_created_at=T0 - timedelta(minutes=1))
+    assert store.is_known(key)
+
+
+def test_a_file_from_a_newer_detector_is_refused_with_a_clear_error(tmp_path):
+    path = tmp_path / "future.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(StoreVersionError, match="schema version 99"):
+        Store(path)
+
+
+def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    # A step that fails half-way (a full disk, a killed process): the transaction undoes it.
+    path = first_schema_file(tmp_path)
+
+    class Boom(Exception):
+        pass
+
+    def explode(db):
+        db.execute("ALTER TABLE incidents RENAME TO incidents_v1")
+        raise Boom()
+
+    monkeypatch.setitem(store_module.MIGRATIONS, 0, explode)
+    with pytest.raises(Boom):
+        Store(path)
+    db = sqlite3.connect(path)
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "incidents" in tables and "incidents_v1" not in tables
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 0
+    db.close()
+    monkeypatch.undo()
+    assert Store(path).migrated_from == 0  # and the real step runs on the next start

@@ -74,6 +74,13 @@ _EVENT_FIELDS = _OBJECT_FIELDS + (
     "regarding.fieldPath",
 )
 _LEASE_FIELDS = _OBJECT_FIELDS
+# The field selectors of core/v1 Events: `kubectl describe` finds an object's Events with
+# involvedObject.{kind,name,namespace,uid}.
+_CORE_EVENT_FIELDS = _OBJECT_FIELDS + (
+    "reason", "type", "involvedObject.kind", "involvedObject.name",
+    "involvedObject.namespace", "involvedObject.uid", "involvedObject.apiVersion",
+    "involvedObject.resourceVersion", "involvedObject.fieldPath",
+)
 # Go's strconv.ParseBool, which the apiserver uses for query parameters such as ``watch``.
 _TRUE = ("1", "t", "T", "TRUE", "true", "True")
 _FALSE = ("0", "f", "F", "FALSE", "false", "False")
@@ -305,6 +312,10 @@ class KubeApiFake(_Fake):
             if (prefix, resource) == (f"apis/{EVENTS_GROUP}/v1", "events"):
                 self._refuse_watch(request, resource)
                 return self._events(request, namespace, name)
+            if (prefix, resource) == ("api/v1", "events") and name is None \
+                    and request.method == "GET":
+                self._refuse_watch(request, resource)
+                return self._core_events(request, namespace)
             if (prefix, resource) == (f"apis/{LEASES_GROUP}/v1", "leases"):
                 self._refuse_watch(request, resource)
                 return self._leases(request, namespace, name)
@@ -465,6 +476,14 @@ class KubeApiFake(_Fake):
                 store[name] = stored
             return Response(201, stored, KUBE_JSON)
 
+    def _core_events(self, request: Request, namespace: str) -> Response:
+        """The same Events through the core/v1 API, as the apiserver converts them (what
+        `kubectl describe` reads): ``regarding`` becomes ``involvedObject``, ``note`` ``message``."""
+        with self._lock:
+            store = {name: _core_event(event)
+                     for name, event in self.events.get(namespace, {}).items()}
+            return self._list_stored(request, store, "EventList", "v1", _CORE_EVENT_FIELDS)
+
     # Leases --------------------------------------------------------------------------------------
 
     def _leases(self, request: Request, namespace: str, name: str | None) -> Response:
@@ -614,6 +633,24 @@ def _json_lines(events: list[Body]) -> str:
 
 def _new_uid(namespace: str, name: str, counter: int) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sim://{namespace}/{name}/{counter}"))
+
+
+def _core_event(event: Body) -> Body:
+    """An events.k8s.io/v1 Event as core/v1 shows it (the fields `kubectl describe` uses)."""
+    regarding = event.get("regarding") or {}
+    return {
+        "kind": "Event", "apiVersion": "v1", "metadata": event["metadata"],
+        "involvedObject": {key: regarding[key] for key in
+                           ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion",
+                            "fieldPath") if key in regarding},
+        "reason": event.get("reason", ""), "message": event.get("note", ""),
+        "source": {"component": event.get("reportingController", "")},
+        "firstTimestamp": None, "lastTimestamp": None, "count": 0,
+        "type": event.get("type", ""), "eventTime": event.get("eventTime"),
+        "action": event.get("action", ""), "reportingComponent":
+        event.get("reportingController", ""), "reportingInstance":
+        event.get("reportingInstance", ""),
+    }
 
 
 def _event_problems(body: Body) -> list[tuple[str, str, str]]:

@@ -134,6 +134,10 @@ class Revision(_Strict):
     replicas: int = Field(default=2, ge=0, le=50)
     ready: bool = True
     pod_problems: tuple[PodProblemSpec, ...] = ()
+    # An earlier revision whose template this one re-applies (``kubectl rollout undo``, a GitOps
+    # revert): the controller makes that revision's ReplicaSet current again instead of creating
+    # one. ``image``, ``env`` and ``resources`` must then repeat that revision's.
+    reuses: int | None = None
 
     @field_validator("resources")
     @classmethod
@@ -292,6 +296,17 @@ class Scenario(_Strict):
         if any(b <= a for a, b in zip(times, times[1:])):
             raise ValueError("revisions: `at` times must be strictly increasing")
         known = set(revisions)
+        for index, revision in enumerate(self.revisions):
+            if revision.reuses is None:
+                continue
+            earlier = [r for r in self.revisions[:index] if r.revision == revision.reuses]
+            if not earlier:
+                raise ValueError(f"revisions[{index}].reuses: no earlier revision "
+                                 f"{revision.reuses}")
+            template = ("image", "env", "resources")
+            if any(getattr(earlier[0], f) != getattr(revision, f) for f in template):
+                raise ValueError(f"revisions[{index}]: a reused revision repeats the image, env "
+                                 f"and resources of revision {revision.reuses}")
         for index, spec in enumerate(self.logs):
             if spec.revision not in known:
                 raise ValueError(
@@ -321,6 +336,11 @@ class Scenario(_Strict):
             if revision.revision == number:
                 return revision
         raise KeyError(number)
+
+    def template_revision(self, number: int) -> int:
+        """The revision whose ReplicaSet runs revision ``number`` (itself unless reused)."""
+        revision = self.revision(number)
+        return revision.revision if revision.reuses is None else self.template_revision(revision.reuses)
 
     @property
     def workload(self) -> str:

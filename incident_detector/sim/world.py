@@ -24,7 +24,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ..model import REVISION_ANNOTATION, PodProblem
+from ..model import REVISION_ANNOTATION, REVISION_HISTORY_ANNOTATION, PodProblem
 from .logql import (
     DEFAULT_LOG_LIMIT,
     NS_PER_SECOND,
@@ -181,10 +181,13 @@ def _fill_line(template: str, *, pod: str, seed: str, index: int) -> str:
 class World:
     """One scenario laid out on the wall clock: t=0 of the scenario is ``t0``."""
 
-    def __init__(self, scenario: Scenario, *, t0: datetime) -> None:
+    def __init__(self, scenario: Scenario, *, t0: datetime, incarnation: str = "") -> None:
+        """``incarnation`` names another life of the same objects: a Deployment deleted and
+        created again under the same name has the same names but new uids."""
         if t0.tzinfo is None or t0.utcoffset() is None:
             raise ValueError("t0 must be an aware datetime")
         self.scenario = scenario
+        self.incarnation = incarnation
         self.t0 = t0.astimezone(timezone.utc)
         self._t0_ns = to_unix_nanos(self.t0)
         self.pod_labels = dict(scenario.pod_labels) or {"app": scenario.deployment}
@@ -209,11 +212,15 @@ class World:
         return (when - self.t0).total_seconds()
 
     def replicaset_name(self, revision: int) -> str:
-        return replicaset_name(self.scenario.deployment, revision)
+        """The ReplicaSet of a revision: a reused revision runs on the earlier one's."""
+        return replicaset_name(self.scenario.deployment, self.scenario.template_revision(revision))
 
     def pod_names(self, revision: int) -> list[str]:
         rs = self.replicaset_name(revision)
-        return [pod_name(rs, i) for i in range(self.scenario.revision(revision).replicas)]
+        spec = self.scenario.revision(revision)
+        # A ReplicaSet made current again starts new pods, with new names.
+        return [pod_name(rs, i if spec.reuses is None else f"{revision}-{i}")
+                for i in range(spec.replicas)]
 
     def current_revision(self, now: datetime) -> Revision | None:
         """The revision the Deployment's annotation names at ``now`` (None before it exists)."""
@@ -414,7 +421,7 @@ class World:
             metadata["generateName"] = generate_name
         metadata.update({
             "namespace": namespace,
-            "uid": _uid(kind, namespace, name),
+            "uid": self._uid(kind, namespace, name),
             # Filled in by objects(), which knows when the object last changed.
             "resourceVersion": "",
         })
@@ -428,10 +435,13 @@ class World:
             owner_kind, api_version, owner_name = owner
             metadata["ownerReferences"] = [{
                 "apiVersion": api_version, "kind": owner_kind, "name": owner_name,
-                "uid": _uid(owner_kind, namespace, owner_name),
+                "uid": self._uid(owner_kind, namespace, owner_name),
                 "controller": True, "blockOwnerDeletion": True,
             }]
         return metadata
+
+    def _uid(self, kind: str, namespace: str, name: str) -> str:
+        return _uid(kind, namespace, name, *((self.incarnation,) if self.incarnation else ()))
 
     def _container(self, revision: Revision) -> Body:
         container: Body = {"name": self.scenario.deployment, "image": revision.image}
@@ -534,17 +544,21 @@ class World:
         if namespace != self.scenario.namespace:
             return []
         t = self.seconds(now)
-        out = []
+        # Each ReplicaSet with the revisions it has run so far: several when reused.
+        uses: dict[int, list[Revision]] = {}
         for revision in self.scenario.revisions:
-            if revision.at > t:
-                continue
-            name = self.replicaset_name(revision.revision)
+            if revision.at <= t:
+                uses.setdefault(self.scenario.template_revision(revision.revision), []).append(revision)
+        out = []
+        for template, runs in uses.items():
+            first, latest = runs[0], runs[-1]
+            name = replicaset_name(self.scenario.deployment, template)
             hash_label = {POD_TEMPLATE_HASH_LABEL: pod_template_hash(self.scenario.deployment,
-                                                                     revision.revision)}
+                                                                     template)}
             labels = {**self.pod_labels, **hash_label}
-            _, alive_to = self._pod_lifetime(revision)
+            _, alive_to = self._pod_lifetime(latest)
             scaled_down = t >= alive_to
-            pods = [p for p in self._revision_pods(revision, t)]
+            pods = [p for run in runs for p in self._revision_pods(run, t)]
             ready = sum(1 for p in pods if _pod_ready(p))
             status: Body = {"replicas": len(pods)}
             if pods:
@@ -552,22 +566,38 @@ class World:
             if ready:
                 status["readyReplicas"] = ready
                 status["availableReplicas"] = ready
-            status["observedGeneration"] = 2 if scaled_down else 1
-            desired = 0 if scaled_down else revision.replicas
+            generation = 2 * len(runs) - (0 if scaled_down else 1)
+            status["observedGeneration"] = generation
+            desired = 0 if scaled_down else latest.replicas
+            annotations = {DESIRED_REPLICAS_ANNOTATION: str(latest.replicas),
+                           MAX_REPLICAS_ANNOTATION: str(latest.replicas + -(-latest.replicas // 4)),
+                           REVISION_ANNOTATION: str(latest.revision)}
+            if len(runs) > 1:
+                annotations[REVISION_HISTORY_ANNOTATION] = ",".join(
+                    str(run.revision) for run in runs[:-1])
+            metadata = self._metadata("ReplicaSet", name, first.at, labels=labels,
+                                      annotations=annotations,
+                                      owner=("Deployment", "apps/v1", self.scenario.deployment),
+                                      generation=generation)
+            # The controller's last write of its annotations and replica count: when it made the
+            # ReplicaSet current (again), or scaled it down after the next rollout.
+            written = alive_to if scaled_down else latest.at
+            metadata["managedFields"] = [{
+                "manager": "kube-controller-manager", "operation": "Update",
+                "apiVersion": "apps/v1", "time": kube_time(self.at(written)),
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:metadata": {"f:annotations": {
+                    ".": {}, **{f"f:{key}": {} for key in annotations}}},
+                    "f:spec": {"f:replicas": {}}},
+            }]
             out.append({
                 "kind": "ReplicaSet",
                 "apiVersion": "apps/v1",
-                "metadata": self._metadata(
-                    "ReplicaSet", name, revision.at, labels=labels,
-                    annotations={DESIRED_REPLICAS_ANNOTATION: str(revision.replicas),
-                                 MAX_REPLICAS_ANNOTATION: str(revision.replicas
-                                                              + -(-revision.replicas // 4)),
-                                 REVISION_ANNOTATION: str(revision.revision)},
-                    owner=("Deployment", "apps/v1", self.scenario.deployment),
-                    generation=2 if scaled_down else 1),
+                "metadata": metadata,
                 "spec": {"replicas": desired,
                          "selector": {"matchLabels": dict(labels)},
-                         "template": self._template(revision, dict(labels))},
+                         "template": self._template(self.scenario.revision(template),
+                                                    dict(labels))},
                 "status": status,
             })
         return out
@@ -585,8 +615,8 @@ class World:
             return []
         rs = self.replicaset_name(revision.revision)
         labels = {**self.pod_labels,
-                  POD_TEMPLATE_HASH_LABEL: pod_template_hash(self.scenario.deployment,
-                                                             revision.revision)}
+                  POD_TEMPLATE_HASH_LABEL: pod_template_hash(
+                      self.scenario.deployment, self.scenario.template_revision(revision.revision))}
         pods = []
         for index, name in enumerate(self.pod_names(revision.revision)):
             problem = _active_problem(revision.pod_problems, index, t)
