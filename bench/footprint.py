@@ -170,14 +170,19 @@ def kube_handler(cluster: SyntheticCluster, counter: Counter, *, page_size: int 
                 counter.add(f"list {resource}", len(body))
                 return Response(200, body)
         if path == f"/api/v1/namespaces/{NAMESPACE}/pods":
+            if watching:
+                out = json.dumps({"type": "BOOKMARK", "object": {
+                    "kind": "Pod", "apiVersion": "v1",
+                    "metadata": {"resourceVersion": "1000"}}}).encode() + b"\n"
+                counter.add("watch pods", len(out))
+                return Response(200, out)
             selector = request.param("labelSelector", "") or ""
             hashes = selector[selector.find("(") + 1:selector.rfind(")")].split(",") \
                 if " in (" in selector else list(cluster.pods_by_hash)
             items = [p for h in hashes for p in cluster.pods_by_hash.get(h.strip(), [])]
-            out = json.dumps({"kind": "PodList", "apiVersion": "v1",
-                              "metadata": {"resourceVersion": "1000"}, "items": items}).encode()
-            counter.add("list pods", len(out))
-            return Response(200, out)
+            body = list_page("PodList", items, request, {})
+            counter.add("list pods", len(body))
+            return Response(200, body)
         if path.endswith("/events"):
             if request.method == "POST":
                 counter.add("create event", 0)

@@ -143,6 +143,8 @@ class Pod:
     restarts: int = 0
     problems: tuple[PodProblem, ...] = ()
     created_at: datetime | None = None
+    # The pod-template-hash label: which revision of its Deployment the pod runs.
+    pod_template_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

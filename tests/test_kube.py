@@ -732,20 +732,21 @@ def test_an_idle_watch_costs_bytes_of_changes_not_of_objects(apiserver):
 # Pods: listed every time, only those of the revisions asked for.
 
 
-def test_list_pods_of_some_revisions_sends_a_set_based_selector(apiserver):
+def test_list_pods_of_some_revisions_returns_only_theirs(apiserver):
     pods = run(client_for(apiserver).list_pods(
         NAMESPACE, template_hashes=["77587766bd", "6874dc9bf7", "77587766bd"]))
 
     [request] = apiserver.requests
-    assert request.query == {"labelSelector": ["pod-template-hash in (6874dc9bf7,77587766bd)"]}
+    # Every pod of a Deployment is listed (and then watched); the revisions are picked here.
+    assert request.param("labelSelector") == "pod-template-hash"
     assert len(pods) == 3
+    assert {p.pod_template_hash for p in pods} == {"77587766bd", "6874dc9bf7"}
 
 
 def test_list_pods_of_the_new_revision_only(apiserver):
     pods = run(client_for(apiserver).list_pods(NAMESPACE, template_hashes=("6874dc9bf7",)))
 
     assert [(p.name, p.replicaset) for p in pods] == [("payments-api-6874dc9bf7-r66bl", NEW_RS)]
-    assert apiserver.requests[0].param("labelSelector") == "pod-template-hash in (6874dc9bf7)"
 
 
 @pytest.mark.parametrize("hashes", [[], (), [""]])
@@ -754,12 +755,24 @@ def test_list_pods_of_no_revision_makes_no_request(apiserver, hashes):
     assert apiserver.requests == []
 
 
-def test_pods_are_listed_every_time(apiserver):
+def test_pods_are_listed_once_then_watched_with_the_same_selector(apiserver):
     client = client_for(apiserver)
-    run(client.list_pods(NAMESPACE))
-    run(client.list_pods(NAMESPACE))
-    assert kinds_of_requests(apiserver) == ["list", "list"]
-    assert all(r.query == {} for r in apiserver.requests)
+    first = run(client.list_pods(NAMESPACE))
+    crashing = copy.deepcopy(next(p for p in recorded_items("pods_list.json")
+                                  if p["metadata"]["name"] == "payments-api-6874dc9bf7-r66bl"))
+    crashing["metadata"]["resourceVersion"] = "9001"
+    crashing["status"]["containerStatuses"][0]["restartCount"] = 9
+    apiserver.serve_watch(PODS_PATH, watch_event("MODIFIED", crashing), bookmark("9002", kind="Pod",
+                                                                                 api_version="v1"))
+    second = run(client.list_pods(NAMESPACE, template_hashes=["6874dc9bf7"]))
+
+    assert kinds_of_requests(apiserver) == ["list", "watch"]
+    assert all(r.param("labelSelector") == "pod-template-hash" for r in apiserver.requests)
+    assert apiserver.watch_versions(PODS_PATH) == [apiserver.body(PODS_PATH)["metadata"][
+        "resourceVersion"]]
+    assert len(first) == 3
+    [pod] = second
+    assert pod.restarts == 9  # the change the watch brought, without listing again
 
 
 # ---------------------------------------------------------------------------------------------
@@ -792,7 +805,7 @@ def test_required_permissions_cover_every_call(apiserver):
     assert len(REQUIRED_PERMISSIONS) == len(set(REQUIRED_PERMISSIONS))
     assert {("apps", "deployments", "list"), ("apps", "deployments", "watch"),
             ("apps", "replicasets", "list"), ("apps", "replicasets", "watch"),
-            ("", "pods", "list")} == set(REQUIRED_PERMISSIONS)
+            ("", "pods", "list"), ("", "pods", "watch")} == set(REQUIRED_PERMISSIONS)
 
 
 def test_namespaced_paths():
