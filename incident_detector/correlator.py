@@ -234,26 +234,50 @@ def rollouts_to_judge(
     return out
 
 
-def baseline_batch(pending: Sequence[Rollout], *, span_seconds: float) -> list[Rollout]:
-    """The rollouts whose baselines one query fetches: the earliest first, and every other that
-    began within ``span_seconds`` of it. Their shared window ends at the earliest start, so it
-    lies before each of them; the others wait for a later query."""
+@dataclass(frozen=True, slots=True)
+class BaselineBatch:
+    """Rollouts whose baselines one query fetches: errors over ``[end - seconds, end]``."""
+
+    end: datetime
+    seconds: int
+    rollouts: tuple[Rollout, ...]
+
+
+def baseline_batch(pending: Sequence[Rollout], *, span_seconds: float, lookback_seconds: int,
+                   minimum_seconds: int) -> BaselineBatch | None:
+    """The earliest pending rollout, and every other that one query can serve with it.
+
+    The window ends at the earliest start, so it lies before each rollout that began within
+    ``span_seconds`` of it. Its length is the time the workload existed in the lookback
+    (``baseline_coverage``): errors are counted and divided over the same time. Rollouts of
+    workloads whose coverage differs (a Deployment younger than the lookback) wait for a later
+    query, as do the later ones: at most one baseline query per namespace and tick.
+    """
     ordered = sorted(pending, key=lambda r: r.started_at)
     if not ordered:
-        return []
-    first = ordered[0].started_at
-    return [r for r in ordered if (r.started_at - first).total_seconds() <= span_seconds]
+        return None
+    end = ordered[0].started_at
+
+    def coverage(rollout: Rollout) -> int:
+        return baseline_coverage(rollout, end=end, lookback_seconds=lookback_seconds,
+                                 minimum_seconds=minimum_seconds)
+
+    seconds = coverage(ordered[0])
+    batch = tuple(r for r in ordered if (r.started_at - end).total_seconds() <= span_seconds
+                  and coverage(r) == seconds)
+    return BaselineBatch(end=end, seconds=seconds, rollouts=batch)
 
 
 def baseline_coverage(rollout: Rollout, *, end: datetime, lookback_seconds: int,
                       minimum_seconds: int) -> int:
-    """Seconds of the baseline window ending at ``end`` in which the workload could log.
+    """Seconds before ``end`` in which the workload could log: the baseline's window.
 
     A Deployment created ten minutes ago logged for ten minutes, not for the whole lookback:
     dividing its errors by the lookback would make its past look quieter than it was and an
-    unchanged rollout look like a spike. No pod of a Deployment is older than the Deployment (or,
-    when its creation is unknown, than its previous revision's ReplicaSet). At least
-    ``minimum_seconds``: a rate over less than the error window says little.
+    unchanged rollout look like a spike; counting over the whole lookback would count the pods
+    of a deleted Deployment of the same name. No pod of a Deployment is older than the
+    Deployment (or, when its creation is unknown, than its previous revision's ReplicaSet). At
+    least ``minimum_seconds``: a rate over less than the error window says little.
     """
     existed_since = rollout.deployment.created_at or rollout.previous.created_at
     covered = (end - existed_since).total_seconds()

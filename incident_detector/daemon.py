@@ -28,7 +28,6 @@ from .correlator import (
     Rules,
     WorkloadView,
     baseline_batch,
-    baseline_coverage,
     decide,
     find_rollout,
     owns_pod,
@@ -463,30 +462,27 @@ class Detector:
         """The baselines of the rollouts that have none yet: one Loki query for many of them.
 
         A base-image bump rolls hundreds of Deployments within a minute or two; one query per
-        rollout would flood Loki for many ticks. The rollouts that began within one error window
-        of the earliest share a window that ends at the earliest start (before each of them);
-        later ones wait for a later tick.
+        rollout would flood Loki for many ticks. See correlator.baseline_batch for which rollouts
+        share the query; the others wait for a later tick.
         """
         pending = [r for r in judged if r.key not in self._baselines]
-        if not pending:
+        batch = baseline_batch(pending, span_seconds=self.rules.error_window_seconds,
+                               lookback_seconds=self.rules.baseline_lookback_seconds,
+                               minimum_seconds=self.rules.error_window_seconds)
+        if batch is None:
             return
-        batch = baseline_batch(pending, span_seconds=self.rules.error_window_seconds)
-        end = batch[0].started_at
-        lookback = self.rules.baseline_lookback_seconds
-        workloads = {r.key: self.workload_of(r.deployment) for r in batch}
+        workloads = {r.key: self.workload_of(r.deployment) for r in batch.rollouts}
         counts = await self._call("loki", lambda: self.loki.count_errors(
             namespace=namespace, workloads=self._workload_filter(set(workloads.values())),
-            window_seconds=lookback, at=end), now, report, "baseline")
+            window_seconds=batch.seconds, at=batch.end), now, report, "baseline")
         if counts is None:
             return
         per_workload: dict[str, float] = {}
         for sample in counts.samples:
             per_workload[sample.workload] = per_workload.get(sample.workload, 0.0) + sample.count
-        for rollout in batch:
-            self._baselines[rollout.key] = Baseline(
-                per_workload.get(workloads[rollout.key], 0.0),
-                baseline_coverage(rollout, end=end, lookback_seconds=lookback,
-                                  minimum_seconds=self.rules.error_window_seconds))
+        for rollout in batch.rollouts:
+            self._baselines[rollout.key] = Baseline(per_workload.get(workloads[rollout.key], 0.0),
+                                                    batch.seconds)
 
     def _workload_filter(self, workloads: set[str]) -> list[str] | None:
         """The workloads a query names; None (all of the namespace) past MAX_NAMED_WORKLOADS

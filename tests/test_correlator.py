@@ -483,16 +483,23 @@ def replace_baseline(v: WorkloadView, baseline: Baseline) -> WorkloadView:
                         errors=v.errors, baseline=baseline)
 
 
-def test_baseline_batches_take_rollouts_close_to_the_earliest():
-    def rollout_at(name: str, age: float):
-        d = Deployment(namespace=NS, name=name, revision=2)
+def test_baseline_batches_take_rollouts_close_to_the_earliest_with_the_same_coverage():
+    def rollout_at(name: str, age: float, created_age: float = 86400):
+        d = Deployment(namespace=NS, name=name, revision=2,
+                       created_at=NOW - timedelta(seconds=created_age))
         sets = [ReplicaSet(namespace=NS, name=f"{name}-a", deployment=name, revision=1,
-                           created_at=NOW - timedelta(days=1)),
+                           created_at=NOW - timedelta(seconds=created_age)),
                 ReplicaSet(namespace=NS, name=f"{name}-b", deployment=name, revision=2,
                            created_at=NOW - timedelta(seconds=age))]
         return find_rollout(d, sets)
 
-    rollouts = [rollout_at("a", 100), rollout_at("b", 300), rollout_at("c", 250), rollout_at("d", 150)]
-    batch = baseline_batch(rollouts, span_seconds=120)
-    assert [r.deployment.name for r in batch] == ["b", "c"]
-    assert baseline_batch([], span_seconds=120) == []
+    rollouts = [rollout_at("a", 100), rollout_at("b", 300), rollout_at("c", 250),
+                rollout_at("d", 150), rollout_at("young", 260, created_age=700)]
+    batch = baseline_batch(rollouts, span_seconds=120, lookback_seconds=1800, minimum_seconds=120)
+    assert [r.deployment.name for r in batch.rollouts] == ["b", "c"]
+    assert batch.end == NOW - timedelta(seconds=300) and batch.seconds == 1800
+    # The young one (400 s of life before that end) waits: its window is not the others'.
+    later = baseline_batch([rollout_at("young", 260, created_age=700), rollout_at("d", 150)],
+                           span_seconds=120, lookback_seconds=1800, minimum_seconds=120)
+    assert [r.deployment.name for r in later.rollouts] == ["young"] and later.seconds == 440
+    assert baseline_batch([], span_seconds=120, lookback_seconds=1800, minimum_seconds=120) is None

@@ -23,7 +23,7 @@ def test_the_suite_is_large_enough():
 def test_scenario(path: Path):
     scenario = load_scenario(path)
     result = asyncio.run(replay(scenario))
-    got = [n.record["revision"] for n in result.notifications]
+    got = [n.revision for n in result.notifications]
     want = [e.revision for e in scenario.expect.incidents]
     assert got == want, f"{path.name}: notified revisions {got}, expected {want}"
     assert result.degraded_ticks == 0

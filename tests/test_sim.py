@@ -36,6 +36,7 @@ from incident_detector.sim.logql import (
 from incident_detector.sim.world import (
     NAME_ALPHABET,
     World,
+    kube_time,
     line_times,
     pod_name,
     replicaset_name,
@@ -1291,3 +1292,49 @@ def test_the_info_lines_scenario_would_fire_on_the_word_pattern() -> None:
     result = asyncio.run(replay(by_pattern))
     assert [n.record["revision"] for n in result.notifications] == [2]
     assert asyncio.run(replay(load_scenario(path))).notifications == []
+
+
+# --- reused ReplicaSets and a Deployment created again ----------------------------------------
+
+def _objects(world, resource: str, t: float) -> list[dict]:
+    return world.objects(resource, world.scenario.namespace, world.at(t))
+
+
+def test_an_undo_makes_the_old_replicaset_current_again_as_the_controller_does():
+    scenario = load_scenario(SCENARIOS / "rollout-undo-to-a-bad-old-template.yaml")
+    world = World(scenario, t0=T0)
+    replicasets = {rs["metadata"]["name"]: rs for rs in _objects(world, "replicasets", 100)}
+    assert len(replicasets) == 2  # no ReplicaSet is created by the undo
+    undone = replicasets[world.replicaset_name(1)]
+    annotations = undone["metadata"]["annotations"]
+    assert annotations["deployment.kubernetes.io/revision"] == "3"
+    assert annotations["deployment.kubernetes.io/revision-history"] == "1"
+    assert undone["metadata"]["creationTimestamp"] == kube_time(world.at(-259200))
+    [written] = undone["metadata"]["managedFields"]
+    assert written["manager"] == "kube-controller-manager" and written["time"] == kube_time(world.at(60))
+    deployment = world.deployment(scenario.namespace, world.at(100))
+    progressing = [c for c in deployment["status"]["conditions"] if c["type"] == "Progressing"][0]
+    assert world.replicaset_name(1) in progressing["message"]
+    # Its new pods have names of their own, and the old ones are long gone.
+    pods = [p["metadata"]["name"] for p in _objects(world, "pods", 100)]
+    assert set(world.pod_names(3)) <= set(pods) and not set(world.pod_names(1)) & set(pods)
+
+
+def test_a_deployment_created_again_has_new_uids_and_counts_revisions_from_one():
+    scenario = load_scenario(SCENARIOS / "deployment-created-again.yaml")
+    world = World(scenario, t0=T0)
+    before = world.deployment(scenario.namespace, world.at(650))
+    after = world.deployment(scenario.namespace, world.at(950))
+    assert before["metadata"]["uid"] != after["metadata"]["uid"]
+    assert after["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
+    assert after["metadata"]["creationTimestamp"] == kube_time(world.at(700))
+    # The old object's ReplicaSets and pods went with it; the new ones point at the new uid.
+    replicasets = _objects(world, "replicasets", 950)
+    assert {rs["metadata"]["name"] for rs in replicasets} == {world.replicaset_name(3),
+                                                              world.replicaset_name(4)}
+    assert {rs["metadata"]["ownerReferences"][0]["uid"] for rs in replicasets} == \
+        {after["metadata"]["uid"]}
+    assert not [p for p in _objects(world, "pods", 720)
+                if p["metadata"]["name"].startswith(world.replicaset_name(2))]
+    assert world.scenario_revision(replicaset=world.replicaset_name(4), revision=2) == 4
+    assert world.scenario_revision(replicaset=world.replicaset_name(2), revision=2) == 2

@@ -44,6 +44,9 @@ class Notification:
     at_seconds: float
     record: dict[str, Any]
     slack: dict[str, Any] | None = None
+    # The scenario's number of the notified revision (not the Kubernetes one: a Deployment
+    # created again counts from 1 again); None when it names no revision of the scenario.
+    revision: int | None = None
 
 
 @dataclass
@@ -131,6 +134,7 @@ async def replay(scenario: Scenario, *, t0: datetime = SCENARIO_EPOCH) -> Replay
                 clock.now += step
         store.close()
         slack_messages = list(cluster.slack_sink.messages)
+        world = cluster.world
     records = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
     for index, record in enumerate(records):
         detected = datetime.fromisoformat(record["detected_at"].replace("Z", "+00:00"))
@@ -138,6 +142,8 @@ async def replay(scenario: Scenario, *, t0: datetime = SCENARIO_EPOCH) -> Replay
             at_seconds=(detected - t0).total_seconds(),
             record=record,
             slack=slack_messages[index] if index < len(slack_messages) else None,
+            revision=world.scenario_revision(replicaset=record["replicaset"],
+                                             revision=record["revision"]),
         ))
     return result
 

@@ -30,7 +30,14 @@ revisions:
     ready: true               # optional; false: pods run but never pass their readiness probe
     pod_problems:             # optional; for each pod the entry with the latest `from` <= now holds
       - {from: 90, problem: CrashLoopBackOff, restarts: 4, pods: 1}
+  - revision: 3               # optional `reuses: N`: `kubectl rollout undo` to revision N's
+    at: 300                   # template; its ReplicaSet becomes current again (same image, env
+    reuses: 1                 # and resources as N), keeping its old creationTimestamp
+    image: payments-api:1.4.2
 progress_deadline_exceeded_at: 400   # optional: Progressing turns False/ProgressDeadlineExceeded
+recreated_at: 500             # optional: the Deployment is deleted and created again; revisions
+                              # from then on are the new object's (new uid), which Kubernetes
+                              # numbers from 1 again; expect.incidents names scenario revisions
 drain_seconds: 30             # optional (default 30): old pods live this long after the next `at`
 logs:
   - revision: 2               # lines written by each pod of this revision while it lives
@@ -241,6 +248,11 @@ class Scenario(_Strict):
     deployment_annotations: dict[str, str] = Field(default_factory=dict)
     revisions: tuple[Revision, ...] = Field(min_length=1)
     progress_deadline_exceeded_at: Seconds | None = None
+    # The Deployment is deleted at this time and created again at once under the same name
+    # (helm uninstall && install, kubectl delete + apply): the revisions from then on belong to a
+    # new object with a new uid, which Kubernetes numbers from 1 again (``kube_revision``). The
+    # revision numbers of this file stay distinct: they name the scenario's revisions.
+    recreated_at: Seconds | None = None
     drain_seconds: Seconds = Field(default=DEFAULT_DRAIN_SECONDS, ge=0)
     logs: tuple[LogSpec, ...] = ()
     loki: LokiSpec = Field(default_factory=LokiSpec)
@@ -319,10 +331,19 @@ class Scenario(_Strict):
                 raise ValueError(
                     f"expect.incidents[{index}].revision: "
                     f"no revision {incident.revision} in revisions")
-            if incident.revision in seen:
+            if incident.revision in seen:  # scenario revision numbers are distinct
                 raise ValueError(f"expect.incidents[{index}]: revision {incident.revision} is "
                                  "listed twice (one incident per revision, ever)")
             seen.add(incident.revision)
+        if self.recreated_at is not None:
+            generations = {self.generation_of(r) for r in self.revisions}
+            if generations != {0, 1}:
+                raise ValueError("recreated_at: revisions are needed before it and from it on")
+            for index, revision in enumerate(self.revisions):
+                if revision.reuses is not None and self.generation_of(
+                        self.revision(revision.reuses)) != self.generation_of(revision):
+                    raise ValueError(f"revisions[{index}].reuses: the re-created Deployment "
+                                     "has no ReplicaSet of the deleted one")
         deadline = self.progress_deadline_exceeded_at
         if deadline is not None and deadline < times[0]:
             raise ValueError("progress_deadline_exceeded_at is before the Deployment exists")
@@ -336,6 +357,22 @@ class Scenario(_Strict):
             if revision.revision == number:
                 return revision
         raise KeyError(number)
+
+    def generation_of(self, revision: Revision) -> int:
+        """0 for the Deployment object that existed first, 1 for the one created again."""
+        return int(self.recreated_at is not None and revision.at >= self.recreated_at)
+
+    def object_revisions(self, revision: Revision) -> tuple[Revision, ...]:
+        """The revisions of the same Deployment object as ``revision``, in order."""
+        generation = self.generation_of(revision)
+        return tuple(r for r in self.revisions if self.generation_of(r) == generation)
+
+    def kube_revision(self, number: int) -> int:
+        """The deployment.kubernetes.io/revision of scenario revision ``number``: counted again
+        from 1 by a Deployment created again."""
+        revision = self.revision(number)
+        earlier = [r for r in self.revisions if self.generation_of(r) < self.generation_of(revision)]
+        return number - (earlier[-1].revision if earlier else 0)
 
     def template_revision(self, number: int) -> int:
         """The revision whose ReplicaSet runs revision ``number`` (itself unless reused)."""

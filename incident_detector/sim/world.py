@@ -222,6 +222,15 @@ class World:
         return [pod_name(rs, i if spec.reuses is None else f"{revision}-{i}")
                 for i in range(spec.replicas)]
 
+    def scenario_revision(self, *, replicaset: str, revision: int) -> int | None:
+        """The scenario's number of the revision an incident names (its ReplicaSet and its
+        Kubernetes revision), None if no revision matches."""
+        for candidate in self.scenario.revisions:
+            if (self.replicaset_name(candidate.revision) == replicaset
+                    and self.scenario.kube_revision(candidate.revision) == revision):
+                return candidate.revision
+        return None
+
     def current_revision(self, now: datetime) -> Revision | None:
         """The revision the Deployment's annotation names at ``now`` (None before it exists)."""
         t = self.seconds(now)
@@ -232,11 +241,14 @@ class World:
         return current
 
     def _pod_lifetime(self, revision: Revision) -> tuple[float, float]:
-        revisions = self.scenario.revisions
+        revisions = self.scenario.object_revisions(revision)
         index = revisions.index(revision)
         end = math.inf
         if index + 1 < len(revisions):
             end = revisions[index + 1].at + self.scenario.drain_seconds
+        recreated = self.scenario.recreated_at
+        if recreated is not None and revision.at < recreated:
+            end = min(end, recreated)  # deleted with its Deployment
         return revision.at + POD_START_DELAY_SECONDS, end
 
     def _progress_deadline_exceeded(self, t: float, current: Revision) -> bool:
@@ -409,19 +421,23 @@ class World:
             times.update(problem.from_ for problem in revision.pod_problems)
         if self.scenario.progress_deadline_exceeded_at is not None:
             times.add(self.scenario.progress_deadline_exceeded_at)
+        if self.scenario.recreated_at is not None:
+            times.add(self.scenario.recreated_at)
         return sorted(t for t in times if math.isfinite(t))
 
     def _metadata(self, kind: str, name: str, created: float, *,
                   labels: dict[str, str], annotations: dict[str, str] | None = None,
                   owner: tuple[str, str, str] | None = None, generation: int | None = None,
-                  generate_name: str | None = None) -> Body:
+                  generate_name: str | None = None, of: Revision) -> Body:
+        """Metadata of an object of the Deployment object that ``of`` is a revision of."""
+        life = self.scenario.generation_of(of)
         namespace = self.scenario.namespace
         metadata: Body = {"name": name}
         if generate_name:
             metadata["generateName"] = generate_name
         metadata.update({
             "namespace": namespace,
-            "uid": self._uid(kind, namespace, name),
+            "uid": self._uid(kind, namespace, name, life),
             # Filled in by objects(), which knows when the object last changed.
             "resourceVersion": "",
         })
@@ -435,13 +451,14 @@ class World:
             owner_kind, api_version, owner_name = owner
             metadata["ownerReferences"] = [{
                 "apiVersion": api_version, "kind": owner_kind, "name": owner_name,
-                "uid": self._uid(owner_kind, namespace, owner_name),
+                "uid": self._uid(owner_kind, namespace, owner_name, life),
                 "controller": True, "blockOwnerDeletion": True,
             }]
         return metadata
 
-    def _uid(self, kind: str, namespace: str, name: str) -> str:
-        return _uid(kind, namespace, name, *((self.incarnation,) if self.incarnation else ()))
+    def _uid(self, kind: str, namespace: str, name: str, life: int = 0) -> str:
+        salts = ((self.incarnation,) if self.incarnation else ()) + ((life,) if life else ())
+        return _uid(kind, namespace, name, *salts)
 
     def _container(self, revision: Revision) -> Body:
         container: Body = {"name": self.scenario.deployment, "image": revision.image}
@@ -474,9 +491,10 @@ class World:
         if namespace != self.scenario.namespace or current is None:
             return None
         t = self.seconds(now)
-        first = self.scenario.revisions[0]
+        revisions = self.scenario.object_revisions(current)
+        first = revisions[0]
         rs = self.replicaset_name(current.revision)
-        generation = self.scenario.revisions.index(current) + 1
+        generation = revisions.index(current) + 1
         pods = self._pods(namespace, now)
         ready = sum(1 for pod in pods if _pod_ready(pod))
         updated = sum(1 for pod in pods if pod["metadata"]["name"].startswith(rs + "-"))
@@ -520,14 +538,14 @@ class World:
             status["unavailableReplicas"] = len(pods) - ready
         status["conditions"] = [available, progressing]
         labels = {**self.pod_labels, **self.scenario.deployment_labels}
-        annotations = {REVISION_ANNOTATION: str(current.revision),
+        annotations = {REVISION_ANNOTATION: str(self.scenario.kube_revision(current.revision)),
                        **self.scenario.deployment_annotations}
         return {
             "kind": "Deployment",
             "apiVersion": "apps/v1",
             "metadata": self._metadata("Deployment", self.scenario.deployment, first.at,
                                        labels=labels, annotations=annotations,
-                                       generation=generation),
+                                       generation=generation, of=current),
             "spec": {
                 "replicas": current.replicas,
                 "selector": {"matchLabels": dict(self.pod_labels)},
@@ -546,7 +564,11 @@ class World:
         t = self.seconds(now)
         # Each ReplicaSet with the revisions it has run so far: several when reused.
         uses: dict[int, list[Revision]] = {}
-        for revision in self.scenario.revisions:
+        current = self.current_revision(now)
+        if current is None:
+            return []
+        # A deleted Deployment's ReplicaSets are gone with it (garbage collection).
+        for revision in self.scenario.object_revisions(current):
             if revision.at <= t:
                 uses.setdefault(self.scenario.template_revision(revision.revision), []).append(revision)
         out = []
@@ -571,14 +593,14 @@ class World:
             desired = 0 if scaled_down else latest.replicas
             annotations = {DESIRED_REPLICAS_ANNOTATION: str(latest.replicas),
                            MAX_REPLICAS_ANNOTATION: str(latest.replicas + -(-latest.replicas // 4)),
-                           REVISION_ANNOTATION: str(latest.revision)}
+                           REVISION_ANNOTATION: str(self.scenario.kube_revision(latest.revision))}
             if len(runs) > 1:
                 annotations[REVISION_HISTORY_ANNOTATION] = ",".join(
-                    str(run.revision) for run in runs[:-1])
+                    str(self.scenario.kube_revision(run.revision)) for run in runs[:-1])
             metadata = self._metadata("ReplicaSet", name, first.at, labels=labels,
                                       annotations=annotations,
                                       owner=("Deployment", "apps/v1", self.scenario.deployment),
-                                      generation=generation)
+                                      generation=generation, of=latest)
             # The controller's last write of its annotations and replica count: when it made the
             # ReplicaSet current (again), or scaled it down after the next rollout.
             written = alive_to if scaled_down else latest.at
@@ -626,7 +648,7 @@ class World:
                 "apiVersion": "v1",
                 "metadata": self._metadata("Pod", name, alive_from, labels=dict(labels),
                                            owner=("ReplicaSet", "apps/v1", rs),
-                                           generate_name=rs + "-"),
+                                           generate_name=rs + "-", of=revision),
                 "spec": self._admitted_pod_spec(revision, name, index),
                 "status": status,
             })
