@@ -239,6 +239,31 @@ def _proc_kib(pid: int, key: str) -> int:
     return 0
 
 
+def start_daemon(*, kube_url: str, loki_url: str, workdir: Path,
+                 poll_interval: float = POLL_INTERVAL) -> tuple[subprocess.Popen, Path, int, datetime]:
+    """``python -m incident_detector`` watching every Deployment of NAMESPACE through a
+    kubeconfig for ``kube_url``, logging JSON at debug level to ``workdir/daemon.log``:
+    (process, log path, HTTP port, start time)."""
+    kubeconfig = workdir / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "bench",
+        "clusters": [{"name": "bench", "cluster": {"server": kube_url}}],
+        "users": [{"name": "bench", "user": {"token": "bench"}}],
+        "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}]}))
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("KUBERNETES_", "LOKI_", "SLACK_", "NAMESPACE", "TARGET_"))}
+    env.update(KUBECONFIG=str(kubeconfig), LOKI_URL=loki_url, NAMESPACE=NAMESPACE,
+               TARGET_DEPLOYMENT="*", POLL_INTERVAL_SECONDS=str(poll_interval),
+               HTTP_HOST="127.0.0.1", HTTP_PORT=str(port),
+               STATE_PATH=str(workdir / "state.sqlite3"), LOG_LEVEL="debug", LOG_FORMAT="json")
+    log_path = workdir / "daemon.log"
+    started = datetime.now(timezone.utc)
+    proc = subprocess.Popen([sys.executable, "-m", "incident_detector"], env=env,
+                            stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+    return proc, log_path, port, started
+
+
 def measure(size: int) -> dict:
     cluster = build_cluster(size, datetime.now(timezone.utc))
     counter = Counter()
@@ -249,24 +274,8 @@ def measure(size: int) -> dict:
     with LocalServer(kube_handler(cluster, counter, page_size=LIST_PAGE_SIZE)) as kube, \
             LocalServer(loki_handler(cluster, counter)) as loki, \
             tempfile.TemporaryDirectory() as tmp:
-        kubeconfig = Path(tmp) / "kubeconfig"
-        kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "bench",
-            "clusters": [{"name": "bench", "cluster": {"server": kube.url}}],
-            "users": [{"name": "bench", "user": {"token": "bench"}}],
-            "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}]}))
-        port = _free_port()
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("KUBERNETES_", "LOKI_", "SLACK_", "NAMESPACE", "TARGET_"))}
-        env.update(KUBECONFIG=str(kubeconfig), LOKI_URL=loki.url, NAMESPACE=NAMESPACE,
-                   TARGET_DEPLOYMENT="*", POLL_INTERVAL_SECONDS=str(POLL_INTERVAL),
-                   HTTP_HOST="127.0.0.1", HTTP_PORT=str(port),
-                   STATE_PATH=str(Path(tmp) / "state.sqlite3"), LOG_LEVEL="debug",
-                   LOG_FORMAT="json")
-        log_path = Path(tmp) / "daemon.log"
-        started = datetime.now(timezone.utc)
-        proc = subprocess.Popen([sys.executable, "-m", "incident_detector"], env=env,
-                                stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+        proc, log_path, port, started = start_daemon(kube_url=kube.url, loki_url=loki.url,
+                                                     workdir=Path(tmp))
         status_url = f"http://127.0.0.1:{port}/status"
         try:
             # Start-up is read from the daemon's own log (the timestamp of its first "tick"

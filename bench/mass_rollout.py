@@ -25,16 +25,12 @@ from __future__ import annotations
 import copy
 import gc
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import unquote
-
-import httpx
 
 from incident_detector.kube import LIST_PAGE_SIZE
 from incident_detector.sim.server import LocalServer, Request, Response
@@ -44,12 +40,12 @@ from .footprint import (
     Counter,
     SyntheticCluster,
     _first_tick_seconds,
-    _free_port,
     _item,
     _proc_cpu_seconds,
     _proc_kib,
     _stamp,
     kube_handler,
+    start_daemon,
 )
 
 TICKS = 30
@@ -178,24 +174,8 @@ def measure(size: int) -> dict:
     with LocalServer(kube_handler(cluster, counter, page_size=LIST_PAGE_SIZE)) as kube, \
             LocalServer(loki_handler(new_pods, counter)) as loki, \
             tempfile.TemporaryDirectory() as tmp:
-        kubeconfig = Path(tmp) / "kubeconfig"
-        kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "bench",
-            "clusters": [{"name": "bench", "cluster": {"server": kube.url}}],
-            "users": [{"name": "bench", "user": {"token": "bench"}}],
-            "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}]}))
-        port = _free_port()
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("KUBERNETES_", "LOKI_", "SLACK_", "NAMESPACE", "TARGET_"))}
-        env.update(KUBECONFIG=str(kubeconfig), LOKI_URL=loki.url, NAMESPACE=NAMESPACE,
-                   TARGET_DEPLOYMENT="*", POLL_INTERVAL_SECONDS=str(POLL_INTERVAL),
-                   HTTP_HOST="127.0.0.1", HTTP_PORT=str(port),
-                   STATE_PATH=str(Path(tmp) / "state.sqlite3"), LOG_LEVEL="debug",
-                   LOG_FORMAT="json")
-        log_path = Path(tmp) / "daemon.log"
-        started = datetime.now(timezone.utc)
-        proc = subprocess.Popen([sys.executable, "-m", "incident_detector"], env=env,
-                                stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+        proc, log_path, _, started = start_daemon(kube_url=kube.url, loki_url=loki.url,
+                                                  workdir=Path(tmp), poll_interval=POLL_INTERVAL)
         try:
             startup = _first_tick_seconds(log_path, started, proc)
             # Ticks are read from the daemon's own log ("tick" lines, with the tick's CPU time):
