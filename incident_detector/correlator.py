@@ -81,6 +81,9 @@ class WorkloadView:
     baseline: Baseline | None = None
     # The earliest start this process has seen per rollout (``rollout_key``; see ``rollout_start``).
     seen_starts: Mapping[RolloutKey, datetime] = field(default_factory=lambda: NO_STARTS)
+    # The current rollout when the caller already found it (``rollouts_to_judge``), so that a
+    # tick with hundreds of rollouts does not look for each twice; None: ``assess`` finds it.
+    rollout: Rollout | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +199,8 @@ def find_rollout(deployment: Deployment, replicasets: Iterable[ReplicaSet],
     previous = previous_revision(rs.revision, replicasets, deployment)
     if previous is None:
         return None
-    started_at, source = rollout_start(deployment, rs, seen=seen_starts.get(rollout_key(rs)))
+    seen = seen_starts.get(rollout_key(rs)) if seen_starts else None
+    started_at, source = rollout_start(deployment, rs, seen=seen)
     return Rollout(deployment=deployment, replicaset=rs, started_at=started_at,
                    start_source=source, previous=previous)
 
@@ -324,7 +328,7 @@ def assess(
 ) -> tuple[Assessment | None, Incident | None]:
     """Judge one Deployment: (assessment, or None when there is nothing to judge; incident)."""
     dep = view.deployment
-    rollout = find_rollout(dep, view.replicasets, seen_starts=view.seen_starts)
+    rollout = view.rollout or find_rollout(dep, view.replicasets, seen_starts=view.seen_starts)
     if rollout is None:
         return None, None
     rs = rollout.replicaset

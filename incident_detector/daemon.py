@@ -299,10 +299,9 @@ class Detector:
             # the incidents stay in Kubernetes and Loki and are raised at a later tick.
             report.problems.append("event: incidents held until Events are read back")
             return
-        workloads = {(v.deployment.namespace, v.deployment.name): self.workload_of(v.deployment)
-                     for v in views}
+        deployments = {(v.deployment.namespace, v.deployment.name): v.deployment for v in views}
         for incident in decision.incidents:
-            workload = workloads[(incident.namespace, incident.deployment)]
+            workload = self.workload_of(deployments[(incident.namespace, incident.deployment)])
             incident = await self._with_signatures(incident, workload, report)
             if self._record(incident):
                 report.incidents.append(incident.key)
@@ -407,13 +406,20 @@ class Detector:
                                    seen_starts=self._seen_starts)
         self._remember_starts(namespace, judged, replicasets)
         self._forget_baselines(namespace, {r.key for r in judged})
+        # Only Deployments with something to judge get a view: a rollout in its window, or a
+        # stuck rollout. The others cost one dictionary lookup each per tick.
+        rollouts = {r.deployment.name: r for r in judged}
+        workload_of = {dep.name: self.workload_of(dep) for dep in selected
+                       if dep.name in rollouts or dep.progress_deadline_exceeded}
+        if not workload_of:
+            return []
         counts: ErrorCounts | None = None
         pods: tuple[Pod, ...] | None = ()
         if judged:
             # Only the new revisions' pods matter: list just those (by pod-template-hash).
             hashes = [r.replicaset.pod_template_hash for r in judged]
             template_hashes = None if None in hashes else sorted(set(hashes))  # type: ignore[arg-type]
-            workloads = self._workload_filter({self.workload_of(r.deployment) for r in judged})
+            workloads = self._workload_filter({workload_of[r.deployment.name] for r in judged})
             counts, pods, _ = await asyncio.gather(
                 self._call("loki", lambda: self.loki.count_errors(
                     namespace=namespace, workloads=workloads,
@@ -422,17 +428,10 @@ class Detector:
                     namespace, template_hashes=template_hashes), now, report, "pods"),
                 self._fetch_baselines(namespace, judged, now, report),
             )
-        # Only Deployments with something to judge get a view: a rollout in its window, or a
-        # stuck rollout. The others cost one dictionary lookup each per tick.
-        to_judge = {r.deployment.name for r in judged}
-        to_judge.update(dep.name for dep in selected if dep.progress_deadline_exceeded)
-        if not to_judge:
-            return []
         by_name: dict[str, list[ReplicaSet]] = {}
         for rs in replicasets:
-            if rs.deployment in to_judge:
+            if rs.deployment in workload_of:
                 by_name.setdefault(rs.deployment, []).append(rs)
-        baselines = {r.deployment.name: self._baselines.get(r.key) for r in judged}
         # Indexed once: with hundreds of rollouts at once, a scan of every pod and every sample
         # per Deployment was the largest cost of a tick.
         pods_of: dict[str | None, list[Pod]] = {}
@@ -443,17 +442,19 @@ class Detector:
             errors_of.setdefault(sample.workload, []).append(sample)
         views = []
         for dep in selected:
-            if dep.name not in to_judge:
+            if dep.name not in workload_of:
                 continue
             own = tuple(by_name.get(dep.name, ()))
+            rollout = rollouts.get(dep.name)
             views.append(WorkloadView(
                 deployment=dep,
                 replicasets=own,
                 pods=None if pods is None else tuple(
                     pod for rs in own for pod in pods_of.get(rs.name, ())),
-                errors=None if counts is None else tuple(errors_of.get(self.workload_of(dep), ())),
-                baseline=baselines.get(dep.name),
+                errors=None if counts is None else tuple(errors_of.get(workload_of[dep.name], ())),
+                baseline=self._baselines.get(rollout.key) if rollout else None,
                 seen_starts=self._seen_starts,
+                rollout=rollout,
             ))
         return views
 
