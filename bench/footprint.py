@@ -34,8 +34,8 @@ from threading import Lock
 
 import httpx
 
-from incident_detector.kube import LIST_PAGE_SIZE
 from incident_detector.sim.server import LocalServer, Request, Response
+from incident_detector.sources.kube import LIST_PAGE_SIZE
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "kubernetes"
 NAMESPACE = "bench"

@@ -32,8 +32,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import unquote
 
-from incident_detector.kube import LIST_PAGE_SIZE
 from incident_detector.sim.server import LocalServer, Request, Response
+from incident_detector.sources.kube import LIST_PAGE_SIZE
 
 from .footprint import (
     NAMESPACE,

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import httpx
 
-from . import kube
 from .logs import configure_logging
 from .main import build_detector, install_signal_handlers, run_daemon
-from .render import slack_text
+from .notify.render import slack_text
 from .sim.replay import SCENARIO_EPOCH, scenario_settings, simulated_cluster
 from .sim.scenario import Scenario, load_scenario
+from .sources import kube
 
 # Start a little before the last rollout so the demo shows the calm before the incident.
 LEAD_IN_SECONDS = 30.0

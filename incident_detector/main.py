@@ -18,12 +18,15 @@ import kubernetes.client
 import structlog
 import uvicorn
 
-from . import events, kube, leader, loki, slack
 from .config import Settings
-from .daemon import Clock, Detector, StdoutSink, utcnow
 from .errors import SourceError
-from .store import Store
-from .web import make_app
+from .notify import events, slack
+from .run import leader
+from .run.daemon import Clock, Detector, utcnow
+from .run.outbox import StdoutSink
+from .run.store import Store
+from .sources import kube, loki
+from .web.app import make_app
 
 log = structlog.get_logger("incident_detector")
 
@@ -142,7 +145,7 @@ async def run_daemon(detector: Detector, settings: Settings, *, stop: asyncio.Ev
     if on_ready is not None and not on_ready.done():
         on_ready.set_result(endpoint)
     ticks = asyncio.create_task(detector.run(stop), name="ticks")
-    outbox = asyncio.create_task(detector.run_outbox(stop), name="outbox")
+    outbox = asyncio.create_task(detector.outbox.run(stop), name="outbox")
     # The elector stops last: it releases the Lease only once this replica sends nothing more.
     election_stop = asyncio.Event()
     election = asyncio.create_task(detector.leadership.run(election_stop), name="election") \
@@ -176,7 +179,7 @@ async def run_daemon(detector: Detector, settings: Settings, *, stop: asyncio.Ev
 async def run_once(detector: Detector) -> int:
     """One tick and its deliveries; non-zero when a source failed (for scripts and debugging)."""
     report = await detector.tick()
-    await asyncio.wait_for(detector.deliver_due(), timeout=60)
+    await asyncio.wait_for(detector.outbox.deliver_due(), timeout=60)
     for problem in report.problems:
         log.error("once.problem", problem=problem)
     return 1 if report.degraded else 0

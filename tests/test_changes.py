@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from incident_detector.changes import (
+from incident_detector.judge.changes import (
     HIDDEN,
     MORE_KIND,
     SECRET_NAME_PATTERN,

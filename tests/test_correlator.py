@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from incident_detector.correlator import (
+from incident_detector.judge.correlator import (
     Rules,
     Verdict,
     WorkloadView,

@@ -10,14 +10,14 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
-from incident_detector import kube
+from incident_detector.sources import kube
 from incident_detector.main import build_detector
 from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
 from incident_detector.sim.replay import SCENARIO_EPOCH, ManualClock, scenario_settings
 from incident_detector.sim.scenario import load_scenario
 from incident_detector.sim.server import LocalServer, Request, Response
 from incident_detector.sim.world import World
-from incident_detector.store import Store
+from incident_detector.run.store import Store
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 NAMESPACE_IN_PATH = re.compile(r"/namespaces/([^/]+)/")
@@ -70,7 +70,7 @@ def test_every_deployment_of_several_namespaces_at_a_constant_cost_per_tick():
                     kube_router.requests.clear()
                     loki_router.requests.clear()
                     await detector.tick()
-                    await detector.deliver_due()
+                    await detector.outbox.deliver_due()
                     per_namespace_kube = {}
                     for ns, path in kube_router.requests:
                         if "/events" in path:
@@ -148,7 +148,7 @@ def test_two_replicas_one_notifies_and_the_standby_takes_over_without_repeating(
                     if t % 20 == 0:
                         for detector in alive.values():
                             await detector.tick()
-                            await detector.deliver_due()
+                            await detector.outbox.deliver_due()
                     # The leader dies right after the first incident went out.
                     if "a" in alive and len(sink.messages) == 1 and a.is_leader():
                         del alive["a"]

@@ -23,9 +23,9 @@ from apiserver import (
     load_recording,
 )
 from factories import make_incident
-from incident_detector import render
+from incident_detector.notify import render
 from incident_detector.errors import SourceError
-from incident_detector.events import (
+from incident_detector.notify.events import (
     ACTION,
     EVENT_PERMISSIONS,
     REASON,
@@ -39,7 +39,7 @@ from incident_detector.events import (
     event_name,
     parse_notified_revision,
 )
-from incident_detector.kube import api_client_for
+from incident_detector.sources.kube import api_client_for
 from incident_detector.model import Evidence, Incident, Signal
 
 TOKEN = "s3cr3t-event-token-0123456789"

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from incident_detector import kube
+from incident_detector.sources import kube
 from incident_detector.main import build_detector
 from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
 from incident_detector.sim.replay import SCENARIO_EPOCH, ManualClock, scenario_settings
 from incident_detector.sim.scenario import load_scenario
 from incident_detector.sim.server import LocalServer, Request, Response
 from incident_detector.sim.world import World
-from incident_detector.store import Store
+from incident_detector.run.store import Store
 
 SCENARIO = Path(__file__).parent / "scenarios" / "second-bad-revision-after-incident.yaml"
 TICKS = 100
@@ -132,7 +132,7 @@ def test_random_faults_everywhere_nothing_lost_nothing_repeated(seed: int):
                         tracemalloc.start(5)
                         before = _own_memory()
                     reports.append(await detector.tick())
-                    await detector.deliver_due()
+                    await detector.outbox.deliver_due()
                     clock.now += timedelta(seconds=settings.poll_interval_seconds)
                 after = _own_memory()
                 tracemalloc.stop()

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import httpx
 
-from incident_detector import kube
+from incident_detector.sources import kube
 from incident_detector.main import build_detector
 from incident_detector.sim.fakes import KubeApiFake, LokiFake
 from incident_detector.sim.replay import SCENARIO_EPOCH, ManualClock, scenario_settings
 from incident_detector.sim.scenario import load_scenario
 from incident_detector.sim.server import LocalServer
 from incident_detector.sim.world import World
-from incident_detector.store import Store
+from incident_detector.run.store import Store
 
 SCENARIO = load_scenario(Path(__file__).parent / "scenarios" / "bad-rollout-sharp-spike.yaml")
 TICK = timedelta(seconds=20)
@@ -63,7 +63,7 @@ def test_a_deployment_created_again_is_judged_again_and_describe_shows_each_inci
                                       stdout=out, clock=clock, store=Store(store_path)) as detector:
                 for _ in range(15):
                     await detector.tick()
-                    await detector.deliver_due()
+                    await detector.outbox.deliver_due()
                     clock.now += TICK
                 deployments.append(current_deployment(first, clock))
                 assert await asyncio.to_thread(describe_events, k.url, deployments[0])
@@ -74,7 +74,7 @@ def test_a_deployment_created_again_is_judged_again_and_describe_shows_each_inci
                 clock.now = again.t0
                 for _ in range(15):
                     await detector.tick()
-                    await detector.deliver_due()
+                    await detector.outbox.deliver_due()
                     clock.now += TICK
                 deployments.append(current_deployment(again, clock))
                 for deployment in deployments:

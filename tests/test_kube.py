@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,9 @@ from apiserver import (
 
     watch_event,
 )
-from incident_detector import kube
+from incident_detector.sources import kube
 from incident_detector.errors import SourceError
-from incident_detector.kube import (
+from incident_detector.sources.kube import (
     REQUIRED_PERMISSIONS,
     RESTART_THRESHOLD,
     WATCH_SECONDS,
@@ -48,6 +48,7 @@ from incident_detector.kube import (
     KubeClient,
     api_client_for,
     api_client_from_environment,
+    micro_time,
     detect_gitops,
     namespaced_path,
     parse_deployment,
@@ -834,9 +835,9 @@ IMPORTS_PROBE = """
 import asyncio, json, sys
 from datetime import datetime, timezone
 from incident_detector.errors import SourceError
-from incident_detector.events import EventRecorder, event_body
-from incident_detector.kube import KubeClient, api_client_for
-from incident_detector.leader import LeaderElector
+from incident_detector.notify.events import EventRecorder, event_body
+from incident_detector.sources.kube import KubeClient, api_client_for
+from incident_detector.run.leader import LeaderElector
 
 api = api_client_for("http://127.0.0.1:1")
 kube = KubeClient(api=api, timeout=1.0)
@@ -868,7 +869,7 @@ def test_no_typed_api_class_or_model_is_imported():
 
     for when in ("built", "called"):
         loaded = set(modules[when])
-        assert "incident_detector.leader" in loaded
+        assert "incident_detector.run.leader" in loaded
         assert sorted(loaded.intersection(TYPED_API_MODULES)) == [], when
         models = [m for m in loaded if m.startswith("kubernetes.client.models.")]
         assert len(models) < MAX_MODEL_MODULES, (when, len(models))
@@ -1492,7 +1493,7 @@ def test_the_progressing_condition_names_the_current_replicaset():
 
 
 def test_the_undo_rollout_begins_when_the_revision_was_rewritten():
-    from incident_detector.correlator import find_rollout
+    from incident_detector.judge.correlator import find_rollout
 
     deployment = parse_deployment(recorded_body("deployment_after_undo"))
     replicasets = list(map(parse_replicaset, recorded_body("replicasets_after_undo")["items"]))
@@ -1503,7 +1504,7 @@ def test_the_undo_rollout_begins_when_the_revision_was_rewritten():
 
 
 def test_a_deployment_created_again_has_a_new_uid_and_starts_at_revision_one():
-    from incident_detector.correlator import find_rollout
+    from incident_detector.judge.correlator import find_rollout
 
     recreated = parse_deployment(recorded_body("deployment_recreated"))
     assert recreated.revision == 1
@@ -1523,3 +1524,15 @@ def test_a_deployment_created_again_has_a_new_uid_and_starts_at_revision_one():
 def test_revision_written_at_never_raises(entries):
     written = kube.revision_written_at({"managedFields": entries})
     assert written is None or written.tzinfo is not None
+
+
+LEASE_T0 = datetime(2026, 11, 23, 17, 56, 7, tzinfo=timezone.utc)
+
+
+def test_micro_time_always_has_six_fractional_digits():
+    assert micro_time(LEASE_T0) == "2026-11-23T17:56:07.000000Z"
+    assert micro_time(LEASE_T0.replace(microsecond=120)) == "2026-11-23T17:56:07.000120Z"
+    assert micro_time(datetime(2026, 11, 23, 17, 56, 7)) == "2026-11-23T17:56:07.000000Z"
+    plus_two = timezone(timedelta(hours=2))
+    assert micro_time(datetime(2026, 11, 23, 19, 56, 7, tzinfo=plus_two)) == \
+        "2026-11-23T17:56:07.000000Z"

@@ -14,8 +14,7 @@ from structlog.testing import capture_logs
 
 from apiserver import LEASES_PATH, NAMESPACE, Response, StatefulApiServer, load_recording
 from incident_detector.errors import SourceError
-from incident_detector.kube import api_client_for
-from incident_detector.leader import (
+from incident_detector.run.leader import (
     LEASE_NAME,
     LEASE_PERMISSIONS,
     LeaderElector,
@@ -24,9 +23,9 @@ from incident_detector.leader import (
     decide_lease,
     lease_body,
     lease_expiry,
-    micro_time,
     parse_lease,
 )
+from incident_detector.sources.kube import api_client_for, micro_time
 
 TOKEN = "s3cr3t-lease-token-0123456789"
 LEASE_PATH = f"{LEASES_PATH}/{LEASE_NAME}"
@@ -122,15 +121,6 @@ def test_lease_expiry():
     assert lease_expiry(record(OTHER, renew=None), lease_duration=15) == T0 + seconds(15)
     assert lease_expiry(record(OTHER, renew=None, acquire=None), lease_duration=15) is None
     assert lease_expiry(record(OTHER), lease_duration=15.5) == T0 + seconds(15.5)
-
-
-def test_micro_time_always_has_six_fractional_digits():
-    assert micro_time(T0) == "2026-11-23T17:56:07.000000Z"
-    assert micro_time(T0.replace(microsecond=120)) == "2026-11-23T17:56:07.000120Z"
-    assert micro_time(datetime(2026, 11, 23, 17, 56, 7)) == "2026-11-23T17:56:07.000000Z"
-    plus_two = timezone(timedelta(hours=2))
-    assert micro_time(datetime(2026, 11, 23, 19, 56, 7, tzinfo=plus_two)) == \
-        "2026-11-23T17:56:07.000000Z"
 
 
 def test_lease_body_is_the_recorded_wire_format():

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from incident_detector.config import ConfigError, DEFAULT_ERROR_PATTERN, Settings, load_settings
 from incident_detector.errors import SourceError
-from incident_detector.loki import (
+from incident_detector.sources.loki import (
     MAX_LINE_CHARS,
     LabelKeys,
     LokiClient,
@@ -1108,7 +1108,7 @@ def test_sample_errors_maps_failures_like_count_errors():
 # --- error lines by level (Loki 3's detected_level) ----------------------------------------------
 
 from incident_detector.config import DEFAULT_ERROR_LEVELS  # noqa: E402
-from incident_detector.loki import (  # noqa: E402
+from incident_detector.sources.loki import (  # noqa: E402
     BUILDINFO_PATH,
     ErrorMatch,
     error_lines_queries,

@@ -464,9 +464,9 @@ def test_rbac_has_no_wildcard_and_no_dangerous_verb(install: str) -> None:
 def test_rbac_grants_what_the_code_calls_and_nothing_more(install: str) -> None:
     # Each module that calls the API declares its calls; each module's tests check its
     # declaration against the requests it actually makes.
-    from incident_detector.events import EVENT_PERMISSIONS
-    from incident_detector.kube import REQUIRED_PERMISSIONS
-    from incident_detector.leader import LEASE_PERMISSIONS
+    from incident_detector.notify.events import EVENT_PERMISSIONS
+    from incident_detector.sources.kube import REQUIRED_PERMISSIONS
+    from incident_detector.run.leader import LEASE_PERMISSIONS
 
     required = set(REQUIRED_PERMISSIONS) | set(EVENT_PERMISSIONS) | set(LEASE_PERMISSIONS)
     granted = set().union(*(rule_grants(rule) for rule in role_rules(install)))

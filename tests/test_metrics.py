@@ -9,9 +9,9 @@ import io
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from incident_detector import kube
+from incident_detector.sources import kube
 from incident_detector.main import build_detector
-from incident_detector.metrics import DetectorMetrics
+from incident_detector.run.metrics import DetectorMetrics
 from incident_detector.sim.replay import (
     SCENARIO_EPOCH,
     ManualClock,
@@ -20,8 +20,8 @@ from incident_detector.sim.replay import (
 )
 from incident_detector.sim.scenario import load_scenario
 from incident_detector.sim.server import LocalServer, Response
-from incident_detector.store import Store
-from incident_detector.web import make_app
+from incident_detector.run.store import Store
+from incident_detector.web.app import make_app
 
 from harness import SCENARIO
 
@@ -66,7 +66,7 @@ def run_scenario(*, slack: str = "sink", loki_down: bool = False, ticks: int = 1
                 clock.now = INTO_THE_ROLLOUT
                 for _ in range(ticks):
                     await detector.tick()
-                    await detector.deliver_due()
+                    await detector.outbox.deliver_due()
                 return scrape(detector)
 
     return asyncio.run(run())

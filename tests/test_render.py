@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from factories import make_incident
-from incident_detector import render
+from incident_detector.notify import render
 from incident_detector.model import (
     Attribution,
     ErrorSignature,

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from incident_detector.model import ErrorSignature
-from incident_detector.signatures import (
+from incident_detector.judge.signatures import (
     EXAMPLE_MAX_CHARS,
     FINGERPRINT_MAX_CHARS,
     fingerprint,

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from kubernetes.client.rest import ApiException
 
 from incident_detector.config import DEFAULT_ERROR_PATTERN
-from incident_detector.loki import (
+from incident_detector.sources.loki import (
     LabelKeys,
     error_count_query,
     error_lines_query,
@@ -1136,7 +1136,7 @@ def test_the_slack_sink_keeps_every_message() -> None:
 # --- log levels: Loki 3's detected_level, and a Loki 2 without it ----------------------------------
 
 from incident_detector.config import DEFAULT_ERROR_LEVELS  # noqa: E402
-from incident_detector.loki import ErrorMatch, error_lines_queries  # noqa: E402
+from incident_detector.sources.loki import ErrorMatch, error_lines_queries  # noqa: E402
 from incident_detector.sim.levels import detect_level  # noqa: E402
 from incident_detector.sim.logql import BinaryOperation  # noqa: E402
 

@@ -10,12 +10,12 @@ import respx
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from incident_detector import render
+from incident_detector.notify import render
 from factories import make_incident
 from incident_detector.errors import SourceError
 from incident_detector.model import Evidence, Signal
 from incident_detector.retry import Backoff
-from incident_detector.slack import SlackNotifier, make_http_client
+from incident_detector.notify.slack import SlackNotifier, make_http_client
 
 # A recognisable token: it must never show up anywhere but in the request itself.
 TOKEN = "XoXoSeCrEtT0kEn4242"

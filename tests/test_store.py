@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
-from incident_detector import store as store_module
-from incident_detector.store import Store, StoreVersionError
+from incident_detector.run import store as store_module
+from incident_detector.run.store import Store, StoreVersionError
 
 T0 = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
 KEY = ("demo-aiops", "payments-api", 2, "uid-1")

@@ -8,7 +8,7 @@ import time
 
 from starlette.testclient import TestClient
 
-from incident_detector import kube
+from incident_detector.sources import kube
 from incident_detector.config import load_settings
 from incident_detector.main import build_detector
 from incident_detector.sim.replay import (
@@ -18,8 +18,8 @@ from incident_detector.sim.replay import (
     simulated_cluster,
 )
 from incident_detector.sim.scenario import load_scenario
-from incident_detector.store import Store
-from incident_detector.web import make_app
+from incident_detector.run.store import Store
+from incident_detector.web.app import make_app
 
 from harness import SCENARIO
 

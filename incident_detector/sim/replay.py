@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings, load_settings
-from ..store import Store
+from ..run.store import Store
 from .fakes import KubeApiFake, LokiFake, SlackSink
 from .scenario import Scenario, load_scenario
 from .server import LocalServer
@@ -113,8 +113,8 @@ def simulated_cluster(scenario: Scenario, *, clock: Any, t0: datetime = SCENARIO
 
 
 async def replay(scenario: Scenario, *, t0: datetime = SCENARIO_EPOCH) -> ReplayResult:
-    from .. import kube
     from ..main import build_detector
+    from ..sources import kube
 
     clock = ManualClock(t0)
     result = ReplayResult(scenario)
@@ -128,7 +128,7 @@ async def replay(scenario: Scenario, *, t0: datetime = SCENARIO_EPOCH) -> Replay
             end = t0 + timedelta(seconds=scenario.duration)
             while clock.now <= end:
                 report = await detector.tick()
-                await detector.deliver_due()
+                await detector.outbox.deliver_due()
                 result.ticks += 1
                 result.degraded_ticks += int(report.degraded)
                 clock.now += step
@@ -149,7 +149,7 @@ async def replay(scenario: Scenario, *, t0: datetime = SCENARIO_EPOCH) -> Replay
 
 
 def format_result(result: ReplayResult) -> str:
-    from ..render import slack_text
+    from ..notify.render import slack_text
 
     lines = [f"scenario: {result.scenario.description}",
              f"ticks: {result.ticks} (degraded: {result.degraded_ticks})"]

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..model import REVISION_ANNOTATION, REVISION_HISTORY_ANNOTATION, PodProblem
+from .levels import DETECTED_LEVEL, detect_level
 from .logql import (
     DEFAULT_LOG_LIMIT,
     NS_PER_SECOND,
@@ -34,7 +35,6 @@ from .logql import (
     from_unix_nanos,
     to_unix_nanos,
 )
-from .levels import DETECTED_LEVEL, detect_level
 from .scenario import PLACEHOLDER, LogSpec, PodProblemSpec, Revision, Scenario
 
 # Kubernetes' alphabet for generated names (no vowels, no look-alike characters).

@@ -22,9 +22,15 @@ from typing import Any, NamedTuple
 import kubernetes.client
 import structlog
 
-from .errors import SourceError
-from .kube import SOURCE, namespaced_path, parse_list, parse_timestamp, request
-from .leader import micro_time
+from ..errors import SourceError
+from ..sources.kube import (
+    SOURCE,
+    micro_time,
+    namespaced_path,
+    parse_list,
+    parse_timestamp,
+    request,
+)
 from .render import EVENT_NOTE_MAX_BYTES
 
 log = structlog.get_logger(__name__)

@@ -18,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from .model import Signal
+from ..model import Signal
 
 PREFIX = "incident_detector"
 SOURCES = ("kubernetes", "loki", "slack", "event")

@@ -16,15 +16,15 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from .changes import MORE_KIND
-from .model import (
+from ..judge.changes import MORE_KIND
+from ..model import (
     Attribution,
     GitOpsOwner,
     GitOpsTool,
     Incident,
     Signal,
 )
-from .redact import redact
+from ..redact import redact
 
 SCHEMA_VERSION = 1
 

@@ -1,27 +1,25 @@
 """The loop: every tick, read Kubernetes and Loki, decide, record, notify.
 
 ``Detector.tick()`` is one complete pass and the unit of failure: a source that fails marks the
-tick degraded (logged when the failure starts and when it ends, not on every tick) and the
-correlator gets "unknown" instead of "nothing", so no incident is raised from a partial view.
-Incidents are written to the store with their deliveries before anything is sent; the outbox
-worker sends them, retrying with capped backoff across ticks and restarts.
+tick degraded (``health``: logged when the failure starts and when it ends, not on every tick)
+and the correlator gets "unknown" instead of "nothing", so no incident is raised from a partial
+view. Incidents are written to the store with their deliveries before anything is sent; the
+outbox worker (``outbox``) sends them, retrying with capped backoff across ticks and restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol, TextIO, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
-from . import render
-from .config import Settings
-from .correlator import (
+from ..config import Settings
+from ..judge.correlator import (
     Assessment,
     Rollout,
     RolloutKey,
@@ -34,9 +32,8 @@ from .correlator import (
     rollout_key,
     rollouts_to_judge,
 )
-from .errors import SourceError
-from .metrics import DetectorMetrics
-from .model import (
+from ..judge.signatures import top_signatures
+from ..model import (
     Baseline,
     Deployment,
     ErrorCounts,
@@ -46,9 +43,11 @@ from .model import (
     Pod,
     ReplicaSet,
 )
-from .retry import Backoff
-from .signatures import top_signatures
-from .store import OutboxItem, Store
+from ..retry import Backoff
+from .health import Sources, iso
+from .metrics import DetectorMetrics
+from .outbox import EventSink, Outbox, Sender, StdoutSink
+from .store import Store
 
 log = structlog.get_logger("incident_detector")
 
@@ -56,13 +55,6 @@ T = TypeVar("T")
 Clock = Callable[[], datetime]
 
 WORKLOAD_NAME_LABELS = ("app.kubernetes.io/name", "app")
-CHANNEL_STDOUT = "stdout"
-CHANNEL_SLACK = "slack"
-CHANNEL_EVENT = "event"
-# Channels sent by the outbox worker, in this order. The Event is the cross-replica record that
-# an incident was notified, so it goes out only once Slack is done with (delivered or given up):
-# a replica that dies before Slack succeeds leaves no Event, and its successor notifies instead.
-REMOTE_CHANNELS = (CHANNEL_SLACK, CHANNEL_EVENT)
 # Above this many workloads in one query, a detector that watches every Deployment asks Loki for
 # every workload of the namespace instead of naming each: the answer is the same for the ones
 # judged, and a LogQL alternation of hundreds of names costs more to build, send and match.
@@ -89,62 +81,10 @@ class LokiSource(Protocol):
                             start: datetime, end: datetime, limit: int = 200) -> tuple[LogLine, ...]: ...
 
 
-class Sender(Protocol):
-    async def send(self, payload: dict[str, Any]) -> None: ...
-
-
-class EventSink(Sender, Protocol):
-    def body_for(self, *, incident_record: dict[str, Any], note: str) -> dict[str, Any]: ...
-    async def notified_revisions(self, namespace: str) -> list[Any]: ...
-
-
 class Leadership(Protocol):
     @property
     def is_leader(self) -> bool: ...
     def status(self) -> dict[str, Any]: ...
-
-
-@dataclass
-class SourceHealth:
-    """Last success and last error of one dependency; logs only when its state changes."""
-
-    name: str
-    failing: bool = False
-    last_success_at: datetime | None = None
-    last_error_at: datetime | None = None
-    last_error: str | None = None
-    consecutive_failures: int = 0
-    # Not called again before this time (the server's Retry-After, or the backoff schedule).
-    retry_at: datetime | None = None
-
-    def succeeded(self, now: datetime) -> None:
-        if self.failing:
-            log.info("source.recovered", source=self.name, failing_since=_iso(self.last_error_at))
-        self.failing = False
-        self.consecutive_failures = 0
-        self.retry_at = None
-        self.last_success_at = now
-
-    def failed(self, now: datetime, error: SourceError, *, backoff: Backoff | None = None) -> None:
-        if not self.failing:
-            log.warning("source.failed", source=self.name, reason=error.reason, error=error.message,
-                        retryable=error.retryable)
-        self.failing = True
-        self.consecutive_failures += 1
-        self.last_error_at = now
-        self.last_error = f"{error.reason}: {error.message}"
-        if backoff is not None:
-            wait = error.retry_after if error.retry_after is not None \
-                else backoff.delay(self.consecutive_failures)
-            self.retry_at = now + timedelta(seconds=wait)
-
-    def backing_off(self, now: datetime) -> bool:
-        return self.retry_at is not None and now < self.retry_at
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"ok": not self.failing, "last_success_at": _iso(self.last_success_at),
-                "last_error_at": _iso(self.last_error_at), "last_error": self.last_error,
-                "consecutive_failures": self.consecutive_failures}
 
 
 @dataclass
@@ -161,8 +101,8 @@ class TickReport:
     role: str = "leader"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"role": self.role, "started_at": _iso(self.started_at),
-                "finished_at": _iso(self.finished_at),
+        return {"role": self.role, "started_at": iso(self.started_at),
+                "finished_at": iso(self.finished_at),
                 "duration_seconds": self.duration_seconds, "cpu_seconds": self.cpu_seconds,
                 "degraded": self.degraded,
                 "problems": self.problems,
@@ -170,29 +110,14 @@ class TickReport:
                               for k in self.incidents]}
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value else None
-
-
 def assessment_dict(a: Assessment) -> dict[str, Any]:
     return {"namespace": a.namespace, "deployment": a.deployment, "revision": a.revision,
-            "replicaset": a.replicaset, "rollout_started_at": _iso(a.rollout_started_at),
+            "replicaset": a.replicaset, "rollout_started_at": iso(a.rollout_started_at),
             "rollout_start_source": a.rollout_start_source.value,
             "age_seconds": a.age_seconds, "in_window": a.in_window, "verdict": a.verdict.value,
             "signals": [s.value for s in a.signals], "error_count": a.error_count,
             "attribution": a.attribution.value if a.attribution else None,
             "baseline_per_minute": a.baseline_per_minute, "reasons": list(a.reasons)}
-
-
-class StdoutSink:
-    """Writes each incident as one JSON object on one line: what `kubectl logs` shows."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
-        self.stream.flush()
 
 
 class Detector:
@@ -221,11 +146,15 @@ class Detector:
         self.events = events
         self.leadership = leadership
         self.clock = clock
-        self.delivery_backoff = delivery_backoff
-        self.source_backoff = source_backoff
         # One registry per detector (never prometheus_client's global one); served on /metrics.
         self.metrics = metrics if metrics is not None else DetectorMetrics()
         self.metrics.read_state_from(store=store, is_leader=self.is_leader)
+        self.sources = Sources(("kubernetes", "loki", "slack", "event"), metrics=self.metrics,
+                               backoff=source_backoff)
+        self.outbox = Outbox(store=store, stdout=stdout, slack=slack, events=events,
+                             sources=self.sources, metrics=self.metrics, clock=clock,
+                             is_leader=self.is_leader, backoff=delivery_backoff,
+                             max_age=timedelta(minutes=settings.notify_max_age_minutes))
         self.rules = Rules(
             threshold=settings.error_threshold,
             error_window_seconds=settings.error_window_seconds,
@@ -233,7 +162,6 @@ class Detector:
             baseline_factor=settings.baseline_factor,
             baseline_lookback_seconds=int(settings.baseline_lookback_minutes * 60),
         )
-        self.health = {name: SourceHealth(name) for name in ("kubernetes", "loki", "slack", "event")}
         # Events are read back (what other replicas or earlier pods notified) before this
         # replica notifies anything: at start, and each time it becomes the leader.
         self._readback_attempts = 0
@@ -249,7 +177,6 @@ class Detector:
         # move later as the rollout proceeds (see correlator.rollout_start).
         self._seen_starts: dict[RolloutKey, datetime] = {}
         self._missing_targets: set[tuple[str, str]] = set()
-        self.outbox_wakeup = asyncio.Event()
 
     # One tick ------------------------------------------------------------------------------
 
@@ -303,11 +230,11 @@ class Detector:
         for incident in decision.incidents:
             workload = self.workload_of(deployments[(incident.namespace, incident.deployment)])
             incident = await self._with_signatures(incident, workload, report)
-            if self._record(incident):
+            if self.outbox.record(incident):
                 report.incidents.append(incident.key)
-        self._deliver_stdout()
+        self.outbox.deliver_stdout()
         if report.incidents:
-            self.outbox_wakeup.set()
+            self.outbox.wakeup.set()
 
     def _adopt_legacy(self, views: Sequence[WorkloadView]) -> None:
         """Give incidents stored before uids were recorded the uid of the Deployment they were
@@ -348,21 +275,7 @@ class Detector:
 
     async def _call(self, source: str, call: Callable[[], Awaitable[T]], now: datetime,
                     report: TickReport, what: str) -> T | None:
-        """Call a source; on failure mark it failing, back off, and return None ("unknown")."""
-        health = self.health[source]
-        if health.backing_off(now):
-            report.problems.append(f"{source}: {what}: backing off after: {health.last_error}")
-            return None
-        self.metrics.source_called(source)
-        try:
-            value = await call()
-        except SourceError as exc:
-            self.metrics.source_failed(source, exc.reason)
-            health.failed(now, exc, backoff=self.source_backoff if exc.retryable else None)
-            report.problems.append(f"{source}: {what}: {exc.reason}: {exc.message}")
-            return None
-        health.succeeded(now)
-        return value
+        return await self.sources.call(source, call, now=now, problems=report.problems, what=what)
 
     def workload_of(self, deployment: Deployment) -> str:
         """The value of the workload label on the Deployment's log streams."""
@@ -532,78 +445,7 @@ class Detector:
         signatures = top_signatures(lines, before=[line.line for line in before or ()])
         return replace(incident, evidence=replace(incident.evidence, signatures=signatures))
 
-    # Recording and delivery ----------------------------------------------------------------
-
-    def _record(self, incident: Incident) -> bool:
-        record = render.incident_record(incident)
-        deliveries: list[tuple[str, dict[str, Any]]] = [(CHANNEL_STDOUT, record)]
-        if self.slack is not None:
-            deliveries.append((CHANNEL_SLACK, render.slack_payload(incident)))
-        if self.events is not None:
-            deliveries.append((CHANNEL_EVENT, self.events.body_for(
-                incident_record=record, note=render.event_note(incident))))
-        stored = self.store.record_incident(key=incident.key, replicaset=incident.replicaset,
-                                            replicaset_uid=incident.replicaset_uid,
-                                            detected_at=incident.detected_at, record=record,
-                                            deliveries=deliveries)
-        if stored:
-            self.metrics.incident_recorded(s.value for s in incident.signals)
-            log.warning("incident.detected", namespace=incident.namespace,
-                        deployment=incident.deployment, revision=incident.revision,
-                        signals=[s.value for s in incident.signals])
-        return stored
-
-    def _deliver_stdout(self) -> None:
-        for item in self.store.due(self.clock(), channels=[CHANNEL_STDOUT]):
-            self.stdout.write(item.payload)
-            self.store.mark_delivered(item.id, self.clock())
-
-    async def deliver_due(self) -> int:
-        """Send every outbox row that is due (leader only). Returns how many were delivered."""
-        if not self.is_leader():
-            return 0
-        self._deliver_stdout()
-        delivered = 0
-        for channel in REMOTE_CHANNELS:
-            for item in self.store.due(self.clock(), channels=[channel]):
-                if channel == CHANNEL_EVENT and CHANNEL_SLACK in self.store.pending_channels(item.key):
-                    continue  # the Event waits for Slack (see REMOTE_CHANNELS)
-                if await self._deliver(item):
-                    delivered += 1
-        return delivered
-
-    async def _deliver(self, item: OutboxItem) -> bool:
-        now = self.clock()
-        max_age = timedelta(minutes=self.settings.notify_max_age_minutes)
-        sender = {CHANNEL_SLACK: self.slack, CHANNEL_EVENT: self.events}.get(item.channel)
-        if sender is None:
-            self.store.mark_given_up(item.id, now=now, error=f"{item.channel} is not configured")
-            return False
-        self.metrics.source_called(item.channel)
-        try:
-            await sender.send(item.payload)
-        except SourceError as exc:
-            self.metrics.source_failed(item.channel, exc.reason)
-            self.health[item.channel].failed(now, exc)
-            too_old = now - item.created_at >= max_age
-            if not exc.retryable or too_old:
-                self.store.mark_given_up(item.id, now=now, error=f"{exc.reason}: {exc.message}")
-                log.error("notify.given_up", channel=item.channel, namespace=item.key[0],
-                          deployment=item.key[1], revision=item.key[2], reason=exc.reason,
-                          error=exc.message, attempts=item.attempts + 1,
-                          why="not retryable" if not exc.retryable else "too old")
-            else:
-                wait = exc.retry_after or self.delivery_backoff.delay(item.attempts + 1)
-                self.store.mark_failed(item.id, now=now, error=f"{exc.reason}: {exc.message}",
-                                       retry_at=now + timedelta(seconds=wait))
-            return False
-        self.store.mark_delivered(item.id, self.clock())
-        self.health[item.channel].succeeded(now)
-        log.info("notify.delivered", channel=item.channel, namespace=item.key[0],
-                 deployment=item.key[1], revision=item.key[2], attempts=item.attempts + 1)
-        return True
-
-    # The two loops -------------------------------------------------------------------------
+    # The loop (the outbox worker runs next to it: ``outbox.run``) --------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick every POLL_INTERVAL_SECONDS until ``stop`` is set; the sleep wakes at once on stop."""
@@ -621,25 +463,6 @@ class Detector:
                 await asyncio.wait_for(stop.wait(), timeout=remaining)
             except asyncio.TimeoutError:
                 pass
-
-    async def run_outbox(self, stop: asyncio.Event) -> None:
-        """Deliver due notifications; wake on new incidents, on retry times and on stop."""
-        while not stop.is_set():
-            self.outbox_wakeup.clear()
-            try:
-                await self.deliver_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("outbox.crashed")
-            waiter = asyncio.ensure_future(self.outbox_wakeup.wait())
-            stopper = asyncio.ensure_future(stop.wait())
-            try:
-                await asyncio.wait({waiter, stopper}, timeout=1.0,
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                stopper.cancel()
 
     # Health and status ---------------------------------------------------------------------
 
@@ -660,13 +483,14 @@ class Detector:
             else {"role": "leader", "election": "off"},
             "alive": self.alive(),
             "ready": self.ready(),
-            "started_at": _iso(self.started_at),
+            "started_at": iso(self.started_at),
             "ticks": self.ticks,
             "settings": self.settings.public(),
             "last_tick": self.last_tick.as_dict() if self.last_tick else None,
-            "sources": {name: h.as_dict() for name, h in self.health.items()
-                        if (name != "slack" or self.slack is not None)
-                        and (name != "event" or self.events is not None)},
+            "sources": self.sources.as_dict(
+                name for name in self.sources.health
+                if (name != "slack" or self.slack is not None)
+                and (name != "event" or self.events is not None)),
             "rollouts": [assessment_dict(a) for a in
                          (self.last_tick.assessments if self.last_tick else ())],
             "incidents": self.store.recent_incidents(),

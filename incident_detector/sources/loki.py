@@ -30,11 +30,11 @@ from typing import Any
 import httpx
 import structlog
 
-from .config import DEFAULT_ERROR_LEVELS, Settings
-from .errors import SourceError, parse_retry_after, retryable_status
-from .model import ErrorCounts, ErrorSample, LogLine
-from .redact import REDACTED, redact
-from .retry import Backoff, Sleep, call_with_retries
+from ..config import DEFAULT_ERROR_LEVELS, Settings
+from ..errors import SourceError, parse_retry_after, retryable_status
+from ..model import ErrorCounts, ErrorSample, LogLine
+from ..redact import REDACTED, redact
+from ..retry import Backoff, Sleep, call_with_retries
 
 log = structlog.get_logger(__name__)
 

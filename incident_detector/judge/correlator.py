@@ -33,8 +33,7 @@ from datetime import datetime
 from enum import Enum
 from types import MappingProxyType
 
-from .changes import template_changes
-from .model import (
+from ..model import (
     Attribution,
     Baseline,
     Deployment,
@@ -46,6 +45,7 @@ from .model import (
     RolloutStartSource,
     Signal,
 )
+from .changes import template_changes
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,8 +39,8 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from .errors import SourceError, parse_retry_after, retryable_status
-from .model import (
+from ..errors import SourceError, parse_retry_after, retryable_status
+from ..model import (
     REVISION_ANNOTATION,
     REVISION_HISTORY_ANNOTATION,
     Container,
@@ -945,6 +945,18 @@ def controller_name(metadata: Mapping[str, Any], *, kind: str) -> str | None:
     """Name of the owner reference with ``controller: true`` and the given kind."""
     owner = controller_reference(metadata, kind=kind)
     return _str(owner.get("name")) if owner else None
+
+
+def micro_time(moment: datetime) -> str:
+    """A ``metav1.MicroTime``: RFC 3339 in UTC with exactly six fractional digits.
+
+    The API server parses these fields with the layout ``2006-01-02T15:04:05.000000Z07:00``, which
+    rejects ``datetime.isoformat()`` output whenever the microseconds are zero (no fraction).
+    A naive datetime is taken as UTC.
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_timestamp(value: Any) -> datetime | None:

@@ -32,8 +32,8 @@ from typing import Any
 import kubernetes.client
 import structlog
 
-from .errors import SourceError
-from .kube import SOURCE, namespaced_path, parse_timestamp, request
+from ..errors import SourceError
+from ..sources.kube import SOURCE, micro_time, namespaced_path, parse_timestamp, request
 
 log = structlog.get_logger(__name__)
 
@@ -60,18 +60,6 @@ def utcnow() -> datetime:
 
 # --------------------------------------------------------------------------------------------
 # Wire helpers shared with the Event notifier.
-
-
-def micro_time(moment: datetime) -> str:
-    """A ``metav1.MicroTime``: RFC 3339 in UTC with exactly six fractional digits.
-
-    The API server parses these fields with the layout ``2006-01-02T15:04:05.000000Z07:00``, which
-    rejects ``datetime.isoformat()`` output whenever the microseconds are zero (no fraction).
-    A naive datetime is taken as UTC.
-    """
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # --------------------------------------------------------------------------------------------

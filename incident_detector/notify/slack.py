@@ -18,8 +18,8 @@ import httpx
 import structlog
 from pydantic import SecretStr
 
-from .errors import SourceError, parse_retry_after
-from .retry import Backoff, Sleep, call_with_retries
+from ..errors import SourceError, parse_retry_after
+from ..retry import Backoff, Sleep, call_with_retries
 
 log = structlog.get_logger(__name__)
 

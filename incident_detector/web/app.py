@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .metrics import DetectorMetrics
+from ..run.metrics import DetectorMetrics
 
 
 class StatusSource(Protocol):

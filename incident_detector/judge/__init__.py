@@ -1,0 +1,1 @@
+"""Decide, purely: functions of plain data and an injected ``now``, no I/O."""

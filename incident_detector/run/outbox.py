@@ -1,0 +1,175 @@
+"""The outbox: an incident is recorded with one row per channel before anything is sent, and a
+worker sends the rows that are due, retrying with capped backoff across ticks and restarts.
+
+stdout is written by the tick itself (it cannot fail in a way a retry would fix); Slack and the
+Kubernetes Event by the worker, the Event only once Slack is done with the incident (see
+``REMOTE_CHANNELS``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TextIO
+
+import structlog
+
+from ..errors import SourceError
+from ..model import Incident
+from ..notify import render
+from ..retry import Backoff
+from .health import Sources
+from .metrics import DetectorMetrics
+from .store import OutboxItem, Store
+
+log = structlog.get_logger("incident_detector")
+
+CHANNEL_STDOUT = "stdout"
+CHANNEL_SLACK = "slack"
+CHANNEL_EVENT = "event"
+# Channels sent by the outbox worker, in this order. The Event is the cross-replica record that
+# an incident was notified, so it goes out only once Slack is done with (delivered or given up):
+# a replica that dies before Slack succeeds leaves no Event, and its successor notifies instead.
+REMOTE_CHANNELS = (CHANNEL_SLACK, CHANNEL_EVENT)
+# How long the worker sleeps when nothing wakes it: retry times come due on their own.
+IDLE_SECONDS = 1.0
+
+Clock = Callable[[], datetime]
+
+
+class Sender(Protocol):
+    async def send(self, payload: dict[str, Any]) -> None: ...
+
+
+class EventSink(Sender, Protocol):
+    def body_for(self, *, incident_record: dict[str, Any], note: str) -> dict[str, Any]: ...
+    async def notified_revisions(self, namespace: str) -> list[Any]: ...
+
+
+class StdoutSink:
+    """Writes each incident as one JSON object on one line: what `kubectl logs` shows."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+
+class Outbox:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        stdout: StdoutSink,
+        slack: Sender | None,
+        events: EventSink | None,
+        sources: Sources,
+        metrics: DetectorMetrics,
+        clock: Clock,
+        is_leader: Callable[[], bool],
+        max_age: timedelta,
+        backoff: Backoff = Backoff(base=2.0, cap=300.0),
+    ) -> None:
+        self.store = store
+        self.stdout = stdout
+        self.slack = slack
+        self.events = events
+        self.sources = sources
+        self.metrics = metrics
+        self.clock = clock
+        self.is_leader = is_leader
+        self.max_age = max_age
+        self.backoff = backoff
+        self.wakeup = asyncio.Event()
+
+    def record(self, incident: Incident) -> bool:
+        """Store the incident with its deliveries, in one transaction; False if already known."""
+        record = render.incident_record(incident)
+        deliveries: list[tuple[str, dict[str, Any]]] = [(CHANNEL_STDOUT, record)]
+        if self.slack is not None:
+            deliveries.append((CHANNEL_SLACK, render.slack_payload(incident)))
+        if self.events is not None:
+            deliveries.append((CHANNEL_EVENT, self.events.body_for(
+                incident_record=record, note=render.event_note(incident))))
+        stored = self.store.record_incident(key=incident.key, replicaset=incident.replicaset,
+                                            replicaset_uid=incident.replicaset_uid,
+                                            detected_at=incident.detected_at, record=record,
+                                            deliveries=deliveries)
+        if stored:
+            self.metrics.incident_recorded(s.value for s in incident.signals)
+            log.warning("incident.detected", namespace=incident.namespace,
+                        deployment=incident.deployment, revision=incident.revision,
+                        signals=[s.value for s in incident.signals])
+        return stored
+
+    def deliver_stdout(self) -> None:
+        for item in self.store.due(self.clock(), channels=[CHANNEL_STDOUT]):
+            self.stdout.write(item.payload)
+            self.store.mark_delivered(item.id, self.clock())
+
+    async def deliver_due(self) -> int:
+        """Send every outbox row that is due (leader only). Returns how many were delivered."""
+        if not self.is_leader():
+            return 0
+        self.deliver_stdout()
+        delivered = 0
+        for channel in REMOTE_CHANNELS:
+            for item in self.store.due(self.clock(), channels=[channel]):
+                if channel == CHANNEL_EVENT and CHANNEL_SLACK in self.store.pending_channels(item.key):
+                    continue  # the Event waits for Slack (see REMOTE_CHANNELS)
+                if await self._deliver(item):
+                    delivered += 1
+        return delivered
+
+    async def _deliver(self, item: OutboxItem) -> bool:
+        now = self.clock()
+        sender = {CHANNEL_SLACK: self.slack, CHANNEL_EVENT: self.events}.get(item.channel)
+        if sender is None:
+            self.store.mark_given_up(item.id, now=now, error=f"{item.channel} is not configured")
+            return False
+        self.metrics.source_called(item.channel)
+        try:
+            await sender.send(item.payload)
+        except SourceError as exc:
+            self.metrics.source_failed(item.channel, exc.reason)
+            self.sources[item.channel].failed(now, exc)
+            too_old = now - item.created_at >= self.max_age
+            if not exc.retryable or too_old:
+                self.store.mark_given_up(item.id, now=now, error=f"{exc.reason}: {exc.message}")
+                log.error("notify.given_up", channel=item.channel, namespace=item.key[0],
+                          deployment=item.key[1], revision=item.key[2], reason=exc.reason,
+                          error=exc.message, attempts=item.attempts + 1,
+                          why="not retryable" if not exc.retryable else "too old")
+            else:
+                wait = exc.retry_after or self.backoff.delay(item.attempts + 1)
+                self.store.mark_failed(item.id, now=now, error=f"{exc.reason}: {exc.message}",
+                                       retry_at=now + timedelta(seconds=wait))
+            return False
+        self.store.mark_delivered(item.id, self.clock())
+        self.sources[item.channel].succeeded(now)
+        log.info("notify.delivered", channel=item.channel, namespace=item.key[0],
+                 deployment=item.key[1], revision=item.key[2], attempts=item.attempts + 1)
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver due notifications; wake on new incidents, on retry times and on stop."""
+        while not stop.is_set():
+            self.wakeup.clear()
+            try:
+                await self.deliver_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox.crashed")
+            waiter = asyncio.ensure_future(self.wakeup.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({waiter, stopper}, timeout=IDLE_SECONDS,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                stopper.cancel()

@@ -1,0 +1,1 @@
+"""Read the world: the adapters of Kubernetes and Loki (the only code that speaks their HTTP)."""
