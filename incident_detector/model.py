@@ -288,6 +288,9 @@ class Incident:
     # under the same name is another object, with revisions of its own.
     deployment_uid: str = ""
     replicaset_uid: str = ""
+    # How sure the detector is, in [0, 1], and why (judge.confidence); None until scored.
+    confidence: float | None = None
+    confidence_reasons: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[str, str, int, str]:

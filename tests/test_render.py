@@ -189,9 +189,10 @@ def test_duration_formatting():
 
 RECORD_KEYS = {
     "event", "schema", "namespace", "deployment", "revision", "replicaset",
-    "deployment_uid", "replicaset_uid", "rollout_started_at", "error_count", "threshold", "window_seconds", "detected_at",
+    "deployment_uid", "replicaset_uid", "rollout_started_at", "error_count", "threshold",
+    "window_seconds", "detected_at",
     "previous_revision", "signals", "summary", "recommended_action", "rollback_command",
-    "evidence",
+    "confidence", "confidence_reasons", "evidence",
 }
 EVIDENCE_KEYS = {
     "attribution", "new_revision_errors", "other_errors", "error_rate_per_minute",
@@ -526,3 +527,16 @@ def test_impact_says_how_many_how_fast_and_for_how_long():
     impact = text.split("Impact", 1)[1].split("Recommended action", 1)[0]
     assert "/min" in impact
     assert "has been live for" in impact
+
+
+def test_the_confidence_and_its_reasons_are_in_the_record_and_in_slack():
+    from incident_detector.judge.confidence import scored
+
+    incident = scored(make_incident())
+    record = render.incident_record(incident)
+    assert record["confidence"] == incident.confidence and 0 < record["confidence"] <= 1
+    assert record["confidence_reasons"] == list(incident.confidence_reasons)
+    text = render.slack_text(render.slack_payload(incident))
+    assert f"Confidence {incident.confidence:.2f}: +0.20 the detection rules held" in text
+    unscored = render.incident_record(make_incident())
+    assert unscored["confidence"] is None and unscored["confidence_reasons"] == []

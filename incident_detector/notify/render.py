@@ -372,6 +372,8 @@ def incident_record(incident: Incident) -> dict[str, Any]:
         "summary": summary(incident),
         "recommended_action": recommended_action(incident),
         "rollback_command": rollback_command(incident),
+        "confidence": incident.confidence,
+        "confidence_reasons": list(incident.confidence_reasons),
         "evidence": {
             "attribution": _value(evidence.attribution),
             "new_revision_errors": _number(evidence.new_revision_errors),
@@ -469,6 +471,9 @@ def _signal_lines(incident: Incident) -> list[str]:
                                     SLACK_EXAMPLE_MAX_CHARS)
                 line += f": {mrkdwn_escape(message)}"
             lines.append(line)
+    if incident.confidence is not None:
+        lines.append(f"• Confidence {incident.confidence:.2f}: "
+                     + mrkdwn_escape("; ".join(incident.confidence_reasons)))
     return lines
 
 

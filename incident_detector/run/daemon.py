@@ -32,6 +32,7 @@ from ..judge.correlator import (
     rollout_key,
     rollouts_to_judge,
 )
+from ..judge.confidence import scored
 from ..judge.signatures import top_signatures
 from ..model import (
     Baseline,
@@ -229,7 +230,8 @@ class Detector:
         deployments = {(v.deployment.namespace, v.deployment.name): v.deployment for v in views}
         for incident in decision.incidents:
             workload = self.workload_of(deployments[(incident.namespace, incident.deployment)])
-            incident = await self._with_signatures(incident, workload, report)
+            # Scored once its signatures are known: whether they are new weighs in.
+            incident = scored(await self._with_signatures(incident, workload, report))
             if self.outbox.record(incident):
                 report.incidents.append(incident.key)
         self.outbox.deliver_stdout()
