@@ -111,6 +111,9 @@ def first_schema_file(tmp_path):
 def test_a_file_of_the_first_schema_is_migrated_and_keeps_everything(tmp_path):
     store = Store(first_schema_file(tmp_path))
     assert store.migrated_from == 0
+    tables = {name for (name,) in store.connection.execute(
+        "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"incidents", "outbox", "actions", "audit"} <= tables
     assert store.known_keys() == {("demo-aiops", "payments-api", 2, ""),
                                   ("demo-aiops", "payments-api", 5, "")}
     [pending] = store.due(T0)
@@ -175,7 +178,7 @@ def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path, monkeypatch):
         db.execute("ALTER TABLE incidents RENAME TO incidents_v1")
         raise Boom()
 
-    monkeypatch.setitem(store_module.MIGRATIONS, 0, explode)
+    monkeypatch.setitem(store_module.MIGRATIONS, 0, (explode, 2))
     with pytest.raises(Boom):
         Store(path)
     db = sqlite3.connect(path)
@@ -185,3 +188,16 @@ def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path, monkeypatch):
     db.close()
     monkeypatch.undo()
     assert Store(path).migrated_from == 0  # and the real step runs on the next start
+
+
+def test_a_file_of_version_2_gains_the_journal_and_the_audit_trail(tmp_path):
+    path = tmp_path / "v2.sqlite3"
+    store = Store(path)
+    record(store)
+    store.connection.execute("DROP TABLE actions")
+    store.connection.execute("DROP TABLE audit")
+    store.connection.execute("PRAGMA user_version=2")
+    store.close()
+    again = Store(path)
+    assert again.migrated_from == 2 and again.is_known(KEY)
+    assert again.connection.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == 0

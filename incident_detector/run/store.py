@@ -23,7 +23,7 @@ IncidentKey = tuple[str, str, int, str]
 
 # The schema's version, kept in SQLite's user_version. 0: a new file, or one written before
 # versions were recorded (identity without uids); each step up is one function of MIGRATIONS.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -55,6 +55,35 @@ CREATE TABLE IF NOT EXISTS outbox (
     UNIQUE (namespace, deployment, revision, deployment_uid, channel)
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered_at, gave_up_at, next_attempt_at);
+""" + """
+CREATE TABLE IF NOT EXISTS actions (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    namespace       TEXT NOT NULL,
+    deployment      TEXT NOT NULL,
+    revision        INTEGER NOT NULL,
+    deployment_uid  TEXT NOT NULL DEFAULT '',
+    action          TEXT NOT NULL,
+    params          TEXT NOT NULL DEFAULT '{}',
+    precondition    TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    decided_by      TEXT,
+    result          TEXT,
+    UNIQUE (namespace, deployment, revision, deployment_uid, action)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    at              TEXT NOT NULL,
+    who             TEXT NOT NULL,
+    action          TEXT NOT NULL,
+    target          TEXT NOT NULL,
+    decision        TEXT NOT NULL,
+    reason          TEXT NOT NULL,
+    dry_run         INTEGER NOT NULL,
+    result          TEXT,
+    action_id       INTEGER
+);
 """
 
 _KEY = "namespace=? AND deployment=? AND revision=? AND deployment_uid=?"
@@ -92,22 +121,27 @@ def _migrate_to_2(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE outbox_v1")
 
 
-# MIGRATIONS[n] takes a file from version n to SCHEMA_VERSION step by step; version 1 never had
-# a number of its own (its files say 0), so 0 and 1 share the same step.
-MIGRATIONS = {0: _migrate_to_2, 1: _migrate_to_2}
+def _migrate_to_3(db: sqlite3.Connection) -> None:
+    """Version 3 adds the remediation journal (``actions``) and the ``audit`` trail."""
+    _create_tables(db)  # CREATE ... IF NOT EXISTS: only the new tables are made
+
+
+# MIGRATIONS[n] takes a file from version n to the next version it names; version 1 never had a
+# number of its own (its files say 0), so 0 and 1 share the same step.
+MIGRATIONS = {0: (_migrate_to_2, 2), 1: (_migrate_to_2, 2), 2: (_migrate_to_3, 3)}
 
 
 class StoreVersionError(RuntimeError):
     """The file was written by a newer version of the detector."""
 
 
-def _ts(value: datetime) -> str:
+def db_time(value: datetime) -> str:
     # Fixed-width ISO 8601 in UTC: SQLite compares these as text (due rows), so every value has
     # microseconds; the Z reads like the incident record.
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _dt(value: str | None) -> datetime | None:
+def from_db_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
@@ -157,7 +191,10 @@ class Store:
                 f"{SCHEMA_VERSION}: use a newer detector or another STATE_PATH")
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            MIGRATIONS[version](self._db)
+            step = version
+            while step != SCHEMA_VERSION:
+                migrate, step = MIGRATIONS[step]
+                migrate(self._db)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._db.execute("COMMIT")
         except BaseException:
@@ -195,7 +232,7 @@ class Store:
             cursor = self._db.execute(
                 "UPDATE OR IGNORE incidents SET deployment_uid=?, replicaset_uid=?"
                 f" WHERE {_KEY} AND (replicaset=? OR replicaset='') AND detected_at>=?",
-                (uid, replicaset_uid, *legacy, replicaset, _ts(replicaset_created_at)))
+                (uid, replicaset_uid, *legacy, replicaset, db_time(replicaset_created_at)))
             adopted = cursor.rowcount == 1
             if adopted:
                 self._db.execute(f"UPDATE OR IGNORE outbox SET deployment_uid=? WHERE {_KEY}",
@@ -211,6 +248,11 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The one connection, for the other tables' owners (``journal``) in the same file."""
+        return self._db
 
     # Incidents -----------------------------------------------------------------------------
 
@@ -241,7 +283,7 @@ class Store:
         Returns False (and writes nothing) when the key is already known: the caller then sends
         nothing, which is what makes "one incident per revision" hold across restarts.
         """
-        now = _ts(detected_at)
+        now = db_time(detected_at)
         try:
             self._db.execute("BEGIN IMMEDIATE")
             cursor = self._db.execute(
@@ -274,7 +316,7 @@ class Store:
             "INSERT OR IGNORE INTO incidents (namespace, deployment, revision, deployment_uid,"
             " replicaset, replicaset_uid, detected_at, origin, record)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}')",
-            (*key, replicaset, replicaset_uid, _ts(detected_at), origin),
+            (*key, replicaset, replicaset_uid, db_time(detected_at), origin),
         )
         if cursor.rowcount == 1 and not key[3]:
             self._legacy += 1
@@ -304,7 +346,7 @@ class Store:
             " created_at, attempts, last_error FROM outbox"
             " WHERE delivered_at IS NULL AND gave_up_at IS NULL"
             " AND next_attempt_at <= ? ORDER BY id",
-            (_ts(now),),
+            (db_time(now),),
         ).fetchall()
         wanted = None if channels is None else set(channels)
         items = []
@@ -312,25 +354,25 @@ class Store:
             if wanted is not None and channel not in wanted:
                 continue
             items.append(OutboxItem(id_, (ns, dep, int(rev), uid), channel, json.loads(payload),
-                                    _dt(created_at) or datetime.min, int(attempts), last_error))
+                                    from_db_time(created_at) or datetime.min, int(attempts), last_error))
         return items
 
     def mark_delivered(self, item_id: int, now: datetime) -> None:
         self._db.execute(
             "UPDATE outbox SET delivered_at=?, attempts=attempts+1, last_error=NULL WHERE id=?",
-            (_ts(now), item_id),
+            (db_time(now), item_id),
         )
 
     def mark_failed(self, item_id: int, *, now: datetime, error: str, retry_at: datetime) -> None:
         self._db.execute(
             "UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt_at=? WHERE id=?",
-            (error[:500], _ts(retry_at), item_id),
+            (error[:500], db_time(retry_at), item_id),
         )
 
     def mark_given_up(self, item_id: int, *, now: datetime, error: str) -> None:
         self._db.execute(
             "UPDATE outbox SET attempts=attempts+1, last_error=?, gave_up_at=? WHERE id=?",
-            (error[:500], _ts(now), item_id),
+            (error[:500], db_time(now), item_id),
         )
 
     def pending_channels(self, key: IncidentKey) -> set[str]:
@@ -347,7 +389,7 @@ class Store:
         cursor = self._db.execute(
             f"UPDATE outbox SET delivered_at=?, last_error=? WHERE {_KEY}"
             " AND delivered_at IS NULL AND gave_up_at IS NULL",
-            (_ts(now), note, *key),
+            (db_time(now), note, *key),
         )
         return cursor.rowcount
 
