@@ -96,6 +96,23 @@ class GitOpsOwner:
 
 
 @dataclass(frozen=True, slots=True)
+class RolloutStatus:
+    """How far the Deployment controller got with the Deployment's current spec."""
+
+    generation: int = 0
+    observed_generation: int = 0
+    updated_replicas: int = 0
+    ready_replicas: int = 0
+    available_replicas: int = 0
+
+    def converged(self, desired: int) -> bool:
+        """The controller saw the current spec and every desired replica runs it, ready."""
+        return (self.observed_generation >= self.generation
+                and self.updated_replicas == desired
+                and self.ready_replicas >= desired and self.available_replicas >= desired)
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     namespace: str
     name: str
@@ -113,6 +130,10 @@ class Deployment:
     # says when it was last updated: an upper bound of when that ReplicaSet's rollout began.
     progressing_replicaset: str | None = None
     progressing_updated_at: datetime | None = None
+    # What a write to the Deployment is conditioned on, and whether its rollout converged.
+    resource_version: str = ""
+    paused: bool = False
+    rollout: RolloutStatus | None = None
 
     def pod_label(self, key: str) -> str | None:
         for name, value in self.pod_labels:

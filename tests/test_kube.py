@@ -67,6 +67,7 @@ from incident_detector.model import (
     Pod,
     PodProblem,
     ReplicaSet,
+    RolloutStatus,
 )
 
 TOKEN = "s3cr3t-bearer-token-0123456789"
@@ -139,7 +140,10 @@ def test_list_deployments(apiserver):
         pod_labels=(("app", "payments-api"),), uid="d55bf5fc-8fbd-4e15-bc0b-fe54391e63c5",
         created_at=datetime(2026, 11, 23, 17, 53, 59, tzinfo=timezone.utc),
         progressing_replicaset="payments-api-6874dc9bf7",
-        progressing_updated_at=datetime(2026, 11, 23, 17, 54, 10, tzinfo=timezone.utc))
+        progressing_updated_at=datetime(2026, 11, 23, 17, 54, 10, tzinfo=timezone.utc),
+        resource_version="224", paused=False,
+        rollout=RolloutStatus(generation=2, observed_generation=2, updated_replicas=1))
+    assert not deployment.rollout.converged(deployment.replicas)
     assert apiserver.paths == [("GET", DEPLOYMENTS_PATH)]
 
 
@@ -1536,3 +1540,19 @@ def test_micro_time_always_has_six_fractional_digits():
     plus_two = timezone(timedelta(hours=2))
     assert micro_time(datetime(2026, 11, 23, 19, 56, 7, tzinfo=plus_two)) == \
         "2026-11-23T17:56:07.000000Z"
+
+
+def test_a_deployment_says_what_a_write_is_conditioned_on_and_whether_it_converged():
+    undone = parse_deployment(recorded_body("deployment_after_undo"))
+    assert undone.resource_version == "8474" and undone.paused is False
+    # observedGeneration 3 of 3, but 2 of 3 updated and none available: not converged.
+    assert undone.rollout == RolloutStatus(generation=3, observed_generation=3, updated_replicas=2)
+    assert not undone.rollout.converged(undone.replicas)
+    done = RolloutStatus(generation=4, observed_generation=4, updated_replicas=3,
+                         ready_replicas=3, available_replicas=3)
+    assert done.converged(3)
+    assert not RolloutStatus(generation=5, observed_generation=4, updated_replicas=3,
+                             ready_replicas=3, available_replicas=3).converged(3)
+    paused = copy.deepcopy(recorded_body("deployment_after_undo"))
+    paused["spec"]["paused"] = True
+    assert parse_deployment(paused).paused

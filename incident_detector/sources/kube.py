@@ -52,6 +52,7 @@ from ..model import (
     PodProblem,
     PodTemplate,
     ReplicaSet,
+    RolloutStatus,
 )
 
 log = structlog.get_logger(__name__)
@@ -707,6 +708,15 @@ def parse_deployment(item: dict) -> Deployment | None:
         created_at=parse_timestamp(metadata.get("creationTimestamp")),
         progressing_replicaset=named.group(1) if named else None,
         progressing_updated_at=parse_timestamp(progressing.get("lastUpdateTime")) if named else None,
+        resource_version=_str(metadata.get("resourceVersion")) or "",
+        paused=spec.get("paused") is True,
+        rollout=RolloutStatus(
+            generation=_count(metadata.get("generation")),
+            observed_generation=_count(status.get("observedGeneration")),
+            updated_replicas=_count(status.get("updatedReplicas")),
+            ready_replicas=_count(status.get("readyReplicas")),
+            available_replicas=_count(status.get("availableReplicas")),
+        ),
         revision=_revision(metadata)[0],
         replicas=_count(replicas) if replicas is not None else 1,
         pod_labels=tuple(sorted(template_labels.items())),
