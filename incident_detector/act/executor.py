@@ -1,0 +1,504 @@
+"""The remediation writes, each the API call kubectl makes, each guarded by a precondition.
+
+Every write carries what was seen when the incident was raised, so that a decision taken on an
+old view of the cluster cannot land on a newer one:
+
+- ``rollback``: a JSON patch whose first op tests ``/metadata/resourceVersion``, as
+  ``kubectl rollout undo --to-revision`` sends it (the target ReplicaSet's template without its
+  ``pod-template-hash`` label);
+- ``restart`` and ``pause``: kubectl's strategic merge patches, which have no test op, so the
+  patch carries ``metadata.resourceVersion`` and the API server refuses it with 409 if it moved;
+- ``scale``: a merge patch of the ``scale`` subresource with the same ``resourceVersion``, as
+  ``kubectl scale --resource-version`` sends it;
+- ``delete_pod`` / ``delete_stuck_pods``: DELETE with ``preconditions.uid``, so that a pod
+  recreated under the same name is left alone.
+
+``dry_run=True`` sends ``dryRun=All``: the API server validates and admits the write for real and
+persists nothing. Outcomes come back as an ``ActionResult``; transport failures, 429 and 5xx are
+raised as a retryable ``SourceError`` (the write is idempotent: retrying it is safe), and nothing
+else escapes.
+
+The low-level request is ``kube.request``'s, with the content type a patch needs and the Status
+of a refusal kept (a 422 of a failed ``test`` op is told apart from an invalid template by it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import kubernetes.client
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from ..errors import SourceError
+from ..model import REVISION_ANNOTATION
+from ..sources.kube import (
+    AUTH_SETTINGS,
+    JSON_MEDIA_TYPE,
+    POD_TEMPLATE_HASH_LABEL,
+    SOURCE,
+    _redact,
+    _status_body,
+    _status_error,
+    _transport_error,
+    namespaced_path,
+    parse_timestamp,
+    request,
+)
+
+# Action names, as the guardrails, the audit trail and the Slack buttons spell them.
+ROLLBACK, RESTART, PAUSE, SCALE = "rollback", "restart", "pause", "scale"
+DELETE_POD, DELETE_STUCK_PODS = "delete-pod", "delete-stuck-pods"
+
+# Outcomes of an action.
+APPLIED, DRY_RUN_OK, ALREADY_DONE = "applied", "dry_run_ok", "already_done"
+STALE, FORBIDDEN, FAILED = "stale", "forbidden", "failed"
+OUTCOMES = frozenset({APPLIED, DRY_RUN_OK, ALREADY_DONE, STALE, FORBIDDEN, FAILED})
+
+# What each action asks of RBAC, as (API group, resource, verb): the remediation overlay in
+# k8s/ must grant exactly these. "get" on deployments is the one refetch after a stale refusal,
+# to say what changed; "list" on pods is how delete-stuck-pods finds them.
+_DEPLOYMENT_PATCH = (("apps", "deployments", "patch"), ("apps", "deployments", "get"))
+ACTION_PERMISSIONS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    ROLLBACK: _DEPLOYMENT_PATCH,
+    RESTART: _DEPLOYMENT_PATCH,
+    PAUSE: _DEPLOYMENT_PATCH,
+    SCALE: (("apps", "deployments/scale", "patch"), ("apps", "deployments", "get")),
+    DELETE_POD: (("", "pods", "delete"),),
+    DELETE_STUCK_PODS: (("", "pods", "list"), ("", "pods", "delete")),
+}
+
+# Patch media types (kube-apiserver answers 415 to a PATCH sent as plain application/json).
+JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+
+DRY_RUN_ALL = "All"
+RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
+
+# Annotations kubectl keeps from the Deployment instead of copying them from the ReplicaSet on
+# a rollback (k8s.io/kubectl/pkg/polymorphichelpers/rollback.go, annotationsToSkip).
+ROLLBACK_SKIPPED_ANNOTATIONS = frozenset({
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION_ANNOTATION,
+    "deployment.kubernetes.io/revision-history",
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+    "deprecated.deployment.rollback.to",
+})
+
+_DEPLOYMENT = dict(group="apps", version="v1", resource="deployments")
+_PODS = dict(group="", version="v1", resource="pods")
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """What one action did. ``target`` is ``namespace/name`` (``namespace/selector`` for
+    delete-stuck-pods); ``resource_version_after`` is the object's version in the answer."""
+
+    action: str
+    target: str
+    dry_run: bool
+    outcome: str
+    message: str
+    resource_version_after: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StuckPod:
+    name: str
+    uid: str
+    # When the pod should have been gone, with the slack given (see ``stuck_pods``).
+    overdue_since: datetime
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure: the bodies, and the choice of stuck pods.
+
+
+def rollback_template(template: Mapping[str, Any]) -> dict[str, Any]:
+    """A ReplicaSet's ``spec.template`` as kubectl puts it back on the Deployment: a copy with
+    the ``pod-template-hash`` label removed (the controller adds it to the ReplicaSet it makes),
+    everything else untouched."""
+    restored = copy.deepcopy(dict(template))
+    metadata = restored.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("labels"), dict):
+        metadata["labels"] = {k: v for k, v in metadata["labels"].items()
+                              if k != POD_TEMPLATE_HASH_LABEL}
+    return restored
+
+
+def rollback_annotations(deployment_annotations: Mapping[str, str],
+                         replicaset_annotations: Mapping[str, str]) -> dict[str, str]:
+    """The Deployment's annotations after a rollback, as kubectl computes them: its own values of
+    the skipped (controller-owned) annotations, and the target ReplicaSet's values of the rest."""
+    kept = {k: v for k, v in deployment_annotations.items() if k in ROLLBACK_SKIPPED_ANNOTATIONS}
+    copied = {k: v for k, v in replicaset_annotations.items()
+              if k not in ROLLBACK_SKIPPED_ANNOTATIONS}
+    return {**kept, **copied}
+
+
+def rollback_patch(template: Mapping[str, Any], *, resource_version: str,
+                   annotations: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The JSON patch of ``kubectl rollout undo``, guarded by a ``test`` op on the version seen.
+    With ``annotations`` (``rollback_annotations``), they replace the Deployment's, as kubectl
+    does; without, the annotations are left alone."""
+    ops: list[dict[str, Any]] = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+        {"op": "replace", "path": "/spec/template", "value": rollback_template(template)},
+    ]
+    if annotations is not None:
+        ops.append({"op": "replace", "path": "/metadata/annotations", "value": dict(annotations)})
+    return ops
+
+
+def restart_patch(*, now: datetime, resource_version: str) -> dict[str, Any]:
+    """``kubectl rollout restart``'s patch (RFC 3339 seconds in UTC, as kubectl writes it), plus
+    the resourceVersion that makes the API server refuse it if the Deployment moved."""
+    return {"metadata": {"resourceVersion": resource_version},
+            "spec": {"template": {"metadata": {"annotations": {
+                RESTARTED_AT_ANNOTATION: rfc3339_seconds(now)}}}}}
+
+
+def rfc3339_seconds(moment: datetime) -> str:
+    """``2026-11-26T10:54:41Z``: Go's ``time.RFC3339`` of a UTC time (a naive one is UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pause_patch(*, resource_version: str) -> dict[str, Any]:
+    return {"metadata": {"resourceVersion": resource_version}, "spec": {"paused": True}}
+
+
+def scale_patch(*, replicas: int, resource_version: str) -> dict[str, Any]:
+    return {"metadata": {"resourceVersion": resource_version}, "spec": {"replicas": replicas}}
+
+
+def delete_options(*, uid: str, dry_run: bool,
+                   grace_period_seconds: int | None = None) -> dict[str, Any]:
+    """The DeleteOptions body. ``dryRun`` must be here: when a DELETE has a body, kube-apiserver
+    decodes the options from it alone and ignores the query string."""
+    options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1",
+                               "preconditions": {"uid": uid}}
+    if grace_period_seconds is not None:
+        options["gracePeriodSeconds"] = grace_period_seconds
+    if dry_run:
+        options["dryRun"] = [DRY_RUN_ALL]
+    return options
+
+
+def stuck_pods(pods: Iterable[Any], *, now: datetime) -> tuple[StuckPod, ...]:
+    """The pods (raw API objects) stuck ``Terminating``: a ``deletionTimestamp`` that is past by
+    more than the pod's ``deletionGracePeriodSeconds``.
+
+    The API server sets ``deletionTimestamp`` to the time of the delete *plus* the grace period,
+    so the pod is already late at that moment; one more grace period of slack leaves a kubelet
+    that is merely slow to report the time to do so, since a force delete of a pod that is still
+    running lets its replacement run beside it. Pods with finalizers are left out: a force delete
+    does not remove finalizers, their controller has to. Sorted by name.
+    """
+    found: list[StuckPod] = []
+    for pod in pods:
+        metadata = pod.get("metadata") if isinstance(pod, Mapping) else None
+        if not isinstance(metadata, Mapping):
+            continue
+        name, uid = metadata.get("name"), metadata.get("uid")
+        deleting_at = parse_timestamp(metadata.get("deletionTimestamp"))
+        if not isinstance(name, str) or not name or not isinstance(uid, str) or not uid \
+                or deleting_at is None or metadata.get("finalizers"):
+            continue
+        grace = metadata.get("deletionGracePeriodSeconds")
+        if not isinstance(grace, int) or isinstance(grace, bool) or grace < 0:
+            grace = 0
+        try:
+            overdue_since = deleting_at + timedelta(seconds=grace)
+        except OverflowError:
+            continue
+        if now > overdue_since:
+            found.append(StuckPod(name=name, uid=uid, overdue_since=overdue_since))
+    return tuple(sorted(found, key=lambda p: p.name))
+
+
+def is_failed_test(status: int, body: Mapping[str, Any]) -> bool:
+    """Whether a 422 is a JSON patch ``test`` op that failed (the view was stale) rather than an
+    invalid object: kube-apiserver answers the former with a bare ``Invalid`` Status, no field
+    causes and no details, and the latter naming the object and each invalid field."""
+    if status != 422:
+        return False
+    details = body.get("details")
+    details = details if isinstance(details, Mapping) else {}
+    message = body.get("message")
+    if isinstance(message, str) and "test" in message.lower() and "fail" in message.lower():
+        return True
+    return body.get("reason") == "Invalid" and not details.get("causes") \
+        and not details.get("name")
+
+
+# ---------------------------------------------------------------------------------------------
+# The executor.
+
+
+# Whether a refetched Deployment already has what an action would set.
+Done = Callable[[Mapping[str, Any]], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One answer that is not a transport failure nor a 429/5xx."""
+
+    status: int
+    body: Mapping[str, Any]
+
+
+class KubeExecutor:
+    """Runs the remediation actions through ``api``; one request per action (plus one GET to say
+    what changed when a precondition fails)."""
+
+    def __init__(self, *, api: kubernetes.client.ApiClient, timeout: float) -> None:
+        self._api = api
+        self._timeout = timeout
+
+    # -- Deployment actions ---------------------------------------------------------------------
+
+    async def rollback(self, namespace: str, deployment: str, *, to_template: Mapping[str, Any],
+                       resource_version: str, dry_run: bool,
+                       annotations: Mapping[str, str] | None = None) -> ActionResult:
+        """Put ``to_template`` (the target ReplicaSet's ``spec.template``) back on the
+        Deployment. A rollback already in place (the precondition failed because it ran
+        before) comes back ``already_done``."""
+        wanted = rollback_template(to_template)
+        return await self._patch_deployment(
+            ROLLBACK, namespace, deployment,
+            body=rollback_patch(to_template, resource_version=resource_version,
+                                annotations=annotations),
+            content_type=JSON_PATCH, resource_version=resource_version, dry_run=dry_run,
+            done=lambda current: _dict(current.get("spec")).get("template") == wanted)
+
+    async def restart(self, namespace: str, deployment: str, *, resource_version: str,
+                      now: datetime, dry_run: bool) -> ActionResult:
+        """``kubectl rollout restart``, stamped ``now`` (so a resumed restart sends the same
+        patch and is recognised as done)."""
+        stamp = rfc3339_seconds(now)
+        return await self._patch_deployment(
+            RESTART, namespace, deployment,
+            body=restart_patch(now=now, resource_version=resource_version),
+            content_type=STRATEGIC_MERGE_PATCH, resource_version=resource_version,
+            dry_run=dry_run,
+            done=lambda current: _template_annotations(current).get(RESTARTED_AT_ANNOTATION)
+            == stamp)
+
+    async def pause(self, namespace: str, deployment: str, *, resource_version: str,
+                    dry_run: bool) -> ActionResult:
+        """``kubectl rollout pause``."""
+        return await self._patch_deployment(
+            PAUSE, namespace, deployment, body=pause_patch(resource_version=resource_version),
+            content_type=STRATEGIC_MERGE_PATCH, resource_version=resource_version,
+            dry_run=dry_run, done=lambda current: _dict(current.get("spec")).get("paused") is True)
+
+    async def scale(self, namespace: str, deployment: str, *, replicas: int,
+                    resource_version: str, dry_run: bool) -> ActionResult:
+        """``kubectl scale --resource-version``: a merge patch of the scale subresource (the
+        Scale's resourceVersion is the Deployment's)."""
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            return ActionResult(SCALE, f"{namespace}/{deployment}", dry_run, FAILED,
+                                f"not a replica count: {replicas!r}")
+        return await self._patch_deployment(
+            SCALE, namespace, deployment,
+            body=scale_patch(replicas=replicas, resource_version=resource_version),
+            content_type=MERGE_PATCH, resource_version=resource_version, dry_run=dry_run,
+            subresource="scale",
+            done=lambda current: _dict(current.get("spec")).get("replicas") == replicas)
+
+    async def _patch_deployment(self, action: str, namespace: str, deployment: str, *,
+                                body: Any, content_type: str, resource_version: str,
+                                dry_run: bool, done: Done,
+                                subresource: str | None = None) -> ActionResult:
+        target = f"{namespace}/{deployment}"
+        path = namespaced_path(**_DEPLOYMENT, namespace=namespace, name=deployment)
+        if subresource:
+            path = f"{path}/{subresource}"
+        what = f"{action} of deployment {deployment!r} in namespace {namespace!r}"
+        answer = await asyncio.to_thread(self._write, "PATCH", path, body=body,
+                                         content_type=content_type, dry_run=dry_run, what=what)
+        if 200 <= answer.status <= 299:
+            return _success(action, target, dry_run, answer, what)
+        if answer.status == 409 or is_failed_test(answer.status, answer.body):
+            return await self._stale(action, namespace, deployment, dry_run=dry_run,
+                                     seen=resource_version, done=done)
+        return _refusal(action, target, dry_run, answer, what)
+
+    async def _stale(self, action: str, namespace: str, deployment: str, *, dry_run: bool,
+                     seen: str, done: Done) -> ActionResult:
+        """The precondition failed: one GET to say what the Deployment is now."""
+        target = f"{namespace}/{deployment}"
+        path = namespaced_path(**_DEPLOYMENT, namespace=namespace, name=deployment)
+        try:
+            raw = await asyncio.to_thread(
+                request, self._api, "GET", path, timeout=self._timeout,
+                what=f"reading deployment {deployment!r} in namespace {namespace!r}")
+        except SourceError as exc:
+            if exc.status == 404:
+                return ActionResult(action, target, dry_run, STALE,
+                                    f"deployment {target} no longer exists (it was at "
+                                    f"resourceVersion {seen} when the incident was raised)")
+            return ActionResult(action, target, dry_run, STALE,
+                                f"deployment {target} changed since resourceVersion {seen} "
+                                f"(what it is now is unknown: {exc.message})")
+        current = _json_object(raw)
+        metadata = _dict(current.get("metadata"))
+        now_version = metadata.get("resourceVersion")
+        revision = _dict(metadata.get("annotations")).get(REVISION_ANNOTATION)
+        changed = (f"deployment {target} changed since the incident: resourceVersion {seen} "
+                   f"then, {now_version} now, at revision {revision}")
+        if done(current):
+            return ActionResult(action, target, dry_run, ALREADY_DONE,
+                                f"{changed}, and it already has what the {action} would set",
+                                _str(now_version))
+        return ActionResult(action, target, dry_run, STALE,
+                            f"{changed}; refused rather than applied to a newer state",
+                            _str(now_version))
+
+    # -- Pod actions ---------------------------------------------------------------------------
+
+    async def delete_pod(self, namespace: str, pod: str, *, uid: str,
+                         dry_run: bool) -> ActionResult:
+        """Delete one pod (its controller makes a new one), only if it is still the pod ``uid``."""
+        return await self._delete_pod(DELETE_POD, namespace, pod, uid=uid, dry_run=dry_run,
+                                      grace_period_seconds=None)
+
+    async def delete_stuck_pods(self, namespace: str, *, selector: str, now: datetime,
+                                dry_run: bool) -> ActionResult:
+        """Force-delete (grace period 0, uid precondition) the pods matching ``selector`` that
+        are stuck Terminating (``stuck_pods``)."""
+        target = f"{namespace}/{selector}"
+        path = namespaced_path(**_PODS, namespace=namespace)
+        try:
+            raw = await asyncio.to_thread(
+                request, self._api, "GET", path, query=[("labelSelector", selector)],
+                timeout=self._timeout,
+                what=f"listing pods {selector!r} in namespace {namespace!r}")
+        except SourceError as exc:
+            if exc.retryable:
+                raise
+            outcome = FORBIDDEN if exc.status == 403 else FAILED
+            return ActionResult(DELETE_STUCK_PODS, target, dry_run, outcome, exc.message)
+        items = _json_object(raw).get("items")
+        chosen = stuck_pods(items if isinstance(items, list) else [], now=now)
+        if not chosen:
+            return ActionResult(DELETE_STUCK_PODS, target, dry_run, ALREADY_DONE,
+                                f"no pod matching {selector!r} in namespace {namespace!r} is "
+                                f"stuck Terminating")
+        results = [await self._delete_pod(DELETE_STUCK_PODS, namespace, pod.name, uid=pod.uid,
+                                          dry_run=dry_run, grace_period_seconds=0)
+                   for pod in chosen]
+        for worst in (FORBIDDEN, FAILED):
+            if any(r.outcome == worst for r in results):
+                break
+        else:
+            worst = DRY_RUN_OK if dry_run else APPLIED
+            if all(r.outcome in (ALREADY_DONE, STALE) for r in results):
+                worst = ALREADY_DONE
+        message = "; ".join(f"{r.target.split('/', 1)[1]}: {r.outcome} ({r.message})"
+                            for r in results)
+        return ActionResult(DELETE_STUCK_PODS, target, dry_run, worst,
+                            f"{len(chosen)} pod(s) stuck Terminating: {message}")
+
+    async def _delete_pod(self, action: str, namespace: str, pod: str, *, uid: str,
+                          dry_run: bool, grace_period_seconds: int | None) -> ActionResult:
+        target = f"{namespace}/{pod}"
+        path = namespaced_path(**_PODS, namespace=namespace, name=pod)
+        what = f"{action} of pod {pod!r} in namespace {namespace!r}"
+        answer = await asyncio.to_thread(
+            self._write, "DELETE", path, content_type=JSON_MEDIA_TYPE, dry_run=dry_run, what=what,
+            body=delete_options(uid=uid, dry_run=dry_run,
+                                grace_period_seconds=grace_period_seconds))
+        if 200 <= answer.status <= 299:
+            return _success(action, target, dry_run, answer, what)
+        if answer.status == 404:
+            return ActionResult(action, target, dry_run, ALREADY_DONE,
+                                f"pod {target} is already gone")
+        if answer.status == 409:
+            # The uid precondition failed: the name now belongs to a new pod.
+            return ActionResult(action, target, dry_run, STALE,
+                                f"pod {target} was replaced by a new pod of the same name (uid "
+                                f"{uid} is gone); the new one is left alone")
+        return _refusal(action, target, dry_run, answer, what)
+
+    # -- the request -----------------------------------------------------------------------------
+
+    def _write(self, method: str, path: str, *, body: Any, content_type: str, dry_run: bool,
+               what: str) -> _Answer:
+        """``kube.request`` with ``content_type``, answering any 2xx-4xx but 429 (transport
+        failures, 429 and 5xx raise a retryable ``SourceError``). Blocking."""
+        headers = {"Accept": JSON_MEDIA_TYPE, "Content-Type": content_type}
+        query = [("dryRun", DRY_RUN_ALL)] if dry_run else []
+        response = None
+        try:
+            serialized = self._api.param_serialize(method, path, query_params=query,
+                                                   header_params=headers, body=body,
+                                                   auth_settings=AUTH_SETTINGS)
+            response = self._api.call_api(*serialized, _request_timeout=self._timeout)
+            data = response.read()
+        except ApiException as exc:
+            raise SourceError(SOURCE, "connection",
+                              _redact(self._api, f"{what}: TLS with {self._api.configuration.host}"
+                                                 f" failed ({exc.reason})"),
+                              retryable=True) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _transport_error(self._api, exc, what, timeout=self._timeout) from None
+        finally:
+            if response is not None:
+                response.response.release_conn()
+        if response.status == 429 or response.status >= 500:
+            raise _status_error(self._api, response.status, headers=response.headers, body=data,
+                                what=what)
+        if 200 <= response.status <= 299:
+            return _Answer(response.status, _json_object(data))
+        status = dict(_status_body(data))
+        if isinstance(status.get("message"), str):
+            status["message"] = _redact(self._api, status["message"])
+        return _Answer(response.status, status)
+
+
+def _success(action: str, target: str, dry_run: bool, answer: _Answer, what: str) -> ActionResult:
+    version = _str(_dict(answer.body.get("metadata")).get("resourceVersion"))
+    if dry_run:
+        return ActionResult(action, target, True, DRY_RUN_OK,
+                            f"{what}: accepted by the API server with dryRun=All (nothing "
+                            f"persisted)", version)
+    return ActionResult(action, target, False, APPLIED, f"{what}: applied", version)
+
+
+def _refusal(action: str, target: str, dry_run: bool, answer: _Answer, what: str
+             ) -> ActionResult:
+    message = _str(answer.body.get("message")) or f"HTTP {answer.status} from the API server"
+    outcome = FORBIDDEN if answer.status == 403 else FAILED
+    return ActionResult(action, target, dry_run, outcome, f"{what}: {message}")
+
+
+def _json_object(data: bytes) -> Mapping[str, Any]:
+    try:
+        decoded = json.loads(data)
+    except ValueError:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
+
+
+def _template_annotations(deployment: Mapping[str, Any]) -> Mapping[str, Any]:
+    template = _dict(_dict(deployment.get("spec")).get("template"))
+    return _dict(_dict(template.get("metadata")).get("annotations"))
+
+
+def _dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
