@@ -1,0 +1,133 @@
+"""One-time approval tokens: each worth one click, one decision per incident, gone when expired."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from incident_detector.act.approvals import ApprovalTokens, Grant
+
+NOW = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_a_token_is_consumed_exactly_once():
+    tokens = ApprovalTokens(clock=Clock())
+    token = tokens.issue("ns/app/uid/rev-2", "rollback")
+    assert tokens.consume(token) == Grant("ns/app/uid/rev-2", "rollback")
+    assert tokens.consume(token) is None
+    incident_key, action = Grant("k", "a")  # a plain pair for whoever unpacks it
+    assert (incident_key, action) == ("k", "a")
+
+
+def test_tokens_are_unguessable_and_distinct():
+    tokens = ApprovalTokens(clock=Clock())
+    issued = {tokens.issue("k", "rollback") for _ in range(200)}
+    assert len(issued) == 200
+    assert all(len(t) >= 43 and "k" != t for t in issued)
+    assert tokens.consume("k") is None and tokens.consume("") is None
+
+
+def test_consuming_one_token_closes_the_incidents_question():
+    tokens = ApprovalTokens(clock=Clock())
+    approve, reject = tokens.issue("incident-a", "rollback"), tokens.issue("incident-a", "rollback")
+    restart = tokens.issue("incident-a", "restart")
+    other = tokens.issue("incident-b", "rollback")
+    assert tokens.consume(reject) == Grant("incident-a", "rollback")
+    assert tokens.consume(approve) is None and tokens.consume(restart) is None
+    assert tokens.consume(other) == Grant("incident-b", "rollback")
+
+
+def test_peek_does_not_consume():
+    tokens = ApprovalTokens(clock=Clock())
+    token = tokens.issue("k", "rollback")
+    assert tokens.peek(token) == tokens.peek(token) == Grant("k", "rollback")
+    assert tokens.consume(token) == Grant("k", "rollback")
+    assert tokens.peek(token) is None
+
+
+def test_tokens_expire():
+    clock = Clock()
+    tokens = ApprovalTokens(clock=clock, ttl=timedelta(minutes=30))
+    token = tokens.issue("k", "rollback")
+    clock.now += timedelta(minutes=29, seconds=59)
+    assert tokens.peek(token) is not None
+    clock.now += timedelta(seconds=1)
+    assert tokens.peek(token) is None and tokens.consume(token) is None
+    assert tokens.open_count() == 0
+
+
+def test_expired_tokens_are_forgotten_when_new_ones_are_issued():
+    clock = Clock()
+    tokens = ApprovalTokens(clock=clock, ttl=timedelta(minutes=1))
+    for n in range(10):
+        tokens.issue(f"k{n}", "rollback")
+    clock.now += timedelta(minutes=2)
+    tokens.issue("fresh", "rollback")
+    assert tokens.open_count() == 1
+
+
+def test_close_withdraws_an_incidents_tokens():
+    tokens = ApprovalTokens(clock=Clock())
+    a, b = tokens.issue("k", "rollback"), tokens.issue("k", "restart")
+    tokens.issue("other", "rollback")
+    assert tokens.close("k") == 2
+    assert tokens.consume(a) is None and tokens.consume(b) is None
+    assert tokens.open_count() == 1
+
+
+def test_only_the_digest_is_kept():
+    tokens = ApprovalTokens(clock=Clock())
+    token = tokens.issue("k", "rollback")
+    assert token not in repr(vars(tokens))
+
+
+def test_ttl_must_be_positive():
+    with pytest.raises(ValueError):
+        ApprovalTokens(clock=Clock(), ttl=timedelta(0))
+
+
+def test_many_threads_racing_for_one_token_make_one_winner():
+    tokens = ApprovalTokens(clock=Clock())
+    for _ in range(20):
+        token = tokens.issue("k", "rollback")
+        start = threading.Barrier(16)
+        won: list[Grant] = []
+
+        def click() -> None:
+            start.wait()
+            grant = tokens.consume(token)
+            if grant is not None:
+                won.append(grant)
+
+        threads = [threading.Thread(target=click) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert won == [Grant("k", "rollback")]
+
+
+def test_concurrent_tasks_make_one_winner():
+    tokens = ApprovalTokens(clock=Clock())
+    token = tokens.issue("k", "rollback")
+
+    async def click() -> Grant | None:
+        await asyncio.sleep(0)
+        return tokens.consume(token)
+
+    async def race() -> list[Grant | None]:
+        return await asyncio.gather(*(click() for _ in range(50)))
+
+    results = asyncio.run(race())
+    assert [r for r in results if r is not None] == [Grant("k", "rollback")]
