@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -29,7 +30,13 @@ ALL_DEPLOYMENTS = "*"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
-SECRET_FIELDS = frozenset({"slack_webhook_url", "loki_bearer_token", "loki_password"})
+SECRET_FIELDS = frozenset({"slack_webhook_url", "loki_bearer_token", "loki_password",
+                           "slack_signing_secret", "slack_bot_token"})
+# What remediation may do (act/guardrails.Action has the same values).
+REMEDIATION_ACTIONS = ("rollback", "restart", "pause", "scale", "delete-pod", "delete-stuck-pods")
+# Slack ids: users start with U or W (Enterprise Grid), conversations with C, G or D.
+_SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 
 
 def _split_list(value: Any) -> Any:
@@ -100,6 +107,39 @@ class Settings(BaseSettings):
     slack_webhook_url: SecretStr | None = None
     slack_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     slack_max_attempts: int = Field(default=5, ge=1, le=20)
+    # Verifies the interactive payloads (approval clicks); without it that endpoint answers 404.
+    slack_signing_secret: SecretStr | None = None
+    # Slack user ids allowed to approve or reject an action.
+    slack_approvers: Annotated[tuple[str, ...], NoDecode] = ()
+    # A Slack app's bot token and channel: messages go through chat.postMessage, follow-ups
+    # are thread replies. Both or neither.
+    slack_bot_token: SecretStr | None = None
+    slack_channel_id: str | None = Field(default=None, validate_default=True)
+
+    # Remediation (off by default: a read-only detector stays read-only). The fields are
+    # validated in this order and the later checks read the earlier values, so REMEDIATION_MODE,
+    # whose check reads the Slack settings and both confidences, comes after them.
+    auto_confidence: float = Field(default=0.8, ge=0, le=1)
+    approval_confidence: float = Field(default=0.6, ge=0, le=1, validate_default=True)
+    remediation_mode: Literal["off", "approve", "auto"] = "off"
+    # Where actions may run: ALLOWED_NAMESPACES empty means every watched NAMESPACE; an
+    # excluded namespace is never acted on.
+    excluded_namespaces: Annotated[tuple[str, ...], NoDecode] = ("kube-system", "kube-public")
+    allowed_namespaces: Annotated[tuple[str, ...], NoDecode] = Field(default=(),
+                                                                     validate_default=True)
+    allowed_actions: Annotated[tuple[str, ...], NoDecode] = ("rollback",)
+    # No second action on the same Deployment within this time; at most this many per hour.
+    remediation_cooldown_minutes: float = Field(default=30, ge=0, le=7 * 24 * 60)
+    max_actions_per_hour: int = Field(default=3, ge=1, le=1000)
+    scale_min: int = Field(default=1, ge=0, le=1000)
+    scale_max: int = Field(default=20, ge=1, le=1000, validate_default=True)
+    # Every write is sent with dryRun=All: validated by the API server, nothing persisted.
+    dry_run: bool = False
+    verify_timeout_seconds: float = Field(default=300, ge=10, le=6 * 3600)
+    # The detector's own Deployment, never acted on. SELF_NAMESPACE empty means unknown: then a
+    # Deployment of that name is refused in every namespace.
+    self_deployment: str = "incident-detector"
+    self_namespace: str | None = None
 
     # HTTP server and logs.
     http_host: str = "0.0.0.0"
@@ -203,6 +243,144 @@ class Settings(BaseSettings):
         if value is not None and not re.match(r"^https?://[^\s/]+", value.get_secret_value()):
             # The value is a secret: say what is wrong without repeating it.
             raise ValueError("must be an http(s) URL (value not shown: it is a secret)")
+        return value
+
+    @field_validator("slack_approvers", "excluded_namespaces", "allowed_namespaces",
+                     "allowed_actions", mode="before")
+    @classmethod
+    def _remediation_lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("slack_signing_secret", "slack_bot_token", "slack_channel_id",
+                     "self_namespace", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("slack_signing_secret", "slack_bot_token")
+    @classmethod
+    def _secret_header_safe(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.match(r"^[\x21-\x7e]+$", value.get_secret_value()):
+            raise ValueError("must be printable ASCII without spaces "
+                             "(value not shown: it is a secret)")
+        return value
+
+    @field_validator("slack_approvers")
+    @classmethod
+    def _valid_approvers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for user in value:
+            if not _SLACK_USER_ID.match(user):
+                raise ValueError(f"{user!r} is not a Slack user id (like U012AB3CD)")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("slack_channel_id")
+    @classmethod
+    def _channel_with_token(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not _SLACK_CHANNEL_ID.match(value):
+            raise ValueError(f"{value!r} is not a Slack channel id (like C012AB3CD)")
+        has_token = info.data.get("slack_bot_token") is not None
+        if value is None and has_token:
+            raise ValueError("is required with SLACK_BOT_TOKEN (they go together)")
+        if value is not None and not has_token and "slack_bot_token" in info.data:
+            raise ValueError("needs SLACK_BOT_TOKEN (they go together)")
+        return value
+
+    @field_validator("approval_confidence")
+    @classmethod
+    def _approval_below_auto(cls, value: float, info: ValidationInfo) -> float:
+        auto = info.data.get("auto_confidence")
+        if auto is not None and value > auto:
+            raise ValueError(f"must be at most AUTO_CONFIDENCE ({auto})")
+        return value
+
+    @field_validator("remediation_mode")
+    @classmethod
+    def _mode_has_what_it_needs(cls, value: str, info: ValidationInfo) -> str:
+        """``approve`` always asks, so it needs SLACK_SIGNING_SECRET (to verify the clicks),
+        SLACK_APPROVERS (someone allowed to click) and a place to post the buttons
+        (SLACK_WEBHOOK_URL, or SLACK_BOT_TOKEN with SLACK_CHANNEL_ID). ``auto`` asks only for
+        confidences in [APPROVAL_CONFIDENCE, AUTO_CONFIDENCE): it needs the same, unless that
+        band is empty (APPROVAL_CONFIDENCE equal to AUTO_CONFIDENCE), in which case it only
+        ever acts or notifies and runs without Slack approvals.
+        """
+        if value == "off":
+            return value
+        if value == "auto":
+            auto = info.data.get("auto_confidence")
+            approval = info.data.get("approval_confidence")
+            if auto is None or approval is None or approval >= auto:
+                return value
+        missing = []
+        if info.data.get("slack_signing_secret") is None:
+            missing.append("SLACK_SIGNING_SECRET")
+        if not info.data.get("slack_approvers"):
+            missing.append("SLACK_APPROVERS")
+        if info.data.get("slack_webhook_url") is None and info.data.get("slack_channel_id") is None:
+            missing.append("SLACK_WEBHOOK_URL or SLACK_BOT_TOKEN with SLACK_CHANNEL_ID")
+        if missing:
+            why = ("approve asks before every action" if value == "approve" else
+                   "auto asks for approval between APPROVAL_CONFIDENCE and AUTO_CONFIDENCE "
+                   "(set them equal never to ask)")
+            raise ValueError(f"{why}, which needs {'; '.join(missing)}")
+        return value
+
+    @field_validator("excluded_namespaces")
+    @classmethod
+    def _valid_excluded(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _DNS_LABEL.match(name):
+                raise ValueError(f"{name!r} is not a valid namespace name")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("allowed_namespaces")
+    @classmethod
+    def _valid_allowed(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        watched = info.data.get("namespace")
+        excluded = info.data.get("excluded_namespaces") or ()
+        for name in value:
+            if not _DNS_LABEL.match(name):
+                raise ValueError(f"{name!r} is not a valid namespace name")
+            # A typo here would silently allow nothing; a contradiction would hide which wins.
+            if watched is not None and name not in watched:
+                raise ValueError(f"{name!r} is not watched (NAMESPACE): the detector acts only "
+                                 f"where it watches")
+            if name in excluded:
+                raise ValueError(f"{name!r} is also in EXCLUDED_NAMESPACES: remove it from one "
+                                 f"of the two")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("allowed_actions")
+    @classmethod
+    def _valid_actions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        actions = tuple(dict.fromkeys(action.lower() for action in value))
+        if not actions:
+            raise ValueError("must name at least one action (REMEDIATION_MODE=off allows none)")
+        unknown = [action for action in actions if action not in REMEDIATION_ACTIONS]
+        if unknown:
+            raise ValueError(f"{', '.join(map(repr, unknown))}: the actions are "
+                             f"{', '.join(REMEDIATION_ACTIONS)}")
+        return actions
+
+    @field_validator("scale_max")
+    @classmethod
+    def _scale_range(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("scale_min")
+        if low is not None and value < low:
+            raise ValueError(f"must be at least SCALE_MIN ({low})")
+        return value
+
+    @field_validator("self_deployment")
+    @classmethod
+    def _valid_self_deployment(cls, value: str) -> str:
+        if not _DNS_SUBDOMAIN.match(value):
+            raise ValueError(f"{value!r} is not a valid Deployment name")
+        return value
+
+    @field_validator("self_namespace")
+    @classmethod
+    def _valid_self_namespace(cls, value: str | None) -> str | None:
+        if value is not None and not _DNS_LABEL.match(value):
+            raise ValueError(f"{value!r} is not a valid namespace name")
         return value
 
     @model_validator(mode="after")

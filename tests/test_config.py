@@ -96,3 +96,115 @@ def test_process_exits_2_with_one_line_per_bad_variable():
     assert [line.split(":")[1].strip() for line in lines] == \
         ["LOKI_URL", "ERROR_THRESHOLD", "SLACK_WEBHOOK_URL"]
     assert "SUPERSECRETTOKEN" not in proc.stderr + proc.stdout
+
+
+# Remediation.
+SLACK_APP = {"SLACK_SIGNING_SECRET": "8f742231b10e8888abcd99yyyzzz85a5",
+             "SLACK_APPROVERS": "U012AB3CD", "SLACK_WEBHOOK_URL": SECRET_URL}
+
+
+def test_remediation_defaults_are_read_only():
+    s = load_settings(BASE)
+    assert s.remediation_mode == "off" and not s.dry_run
+    assert (s.auto_confidence, s.approval_confidence) == (0.8, 0.6)
+    assert s.allowed_namespaces == () and s.excluded_namespaces == ("kube-system", "kube-public")
+    assert s.allowed_actions == ("rollback",)
+    assert (s.remediation_cooldown_minutes, s.max_actions_per_hour) == (30, 3)
+    assert (s.scale_min, s.scale_max, s.verify_timeout_seconds) == (1, 20, 300)
+    assert s.slack_signing_secret is None and s.slack_bot_token is None
+    assert s.slack_approvers == () and s.slack_channel_id is None
+    assert (s.self_deployment, s.self_namespace) == ("incident-detector", None)
+
+
+def test_remediation_lists_and_values():
+    s = load_settings({**BASE, **SLACK_APP, "NAMESPACE": "a,b", "REMEDIATION_MODE": "approve",
+                       "ALLOWED_NAMESPACES": "b, b", "EXCLUDED_NAMESPACES": "",
+                       "ALLOWED_ACTIONS": "Rollback,delete-pod,scale",
+                       "SLACK_APPROVERS": "U012AB3CD, W0ABC", "DRY_RUN": "true",
+                       "SELF_NAMESPACE": "a", "SCALE_MIN": "3", "SCALE_MAX": "3"})
+    assert s.remediation_mode == "approve" and s.dry_run
+    assert s.allowed_namespaces == ("b",) and s.excluded_namespaces == ()
+    assert s.allowed_actions == ("rollback", "delete-pod", "scale")
+    assert s.slack_approvers == ("U012AB3CD", "W0ABC")
+    assert s.self_namespace == "a" and (s.scale_min, s.scale_max) == (3, 3)
+    assert load_settings({**BASE, "SELF_NAMESPACE": ""}).self_namespace is None
+
+
+@pytest.mark.parametrize("env, variable, words", [
+    ({"REMEDIATION_MODE": "yolo"}, "REMEDIATION_MODE", "off"),
+    ({"AUTO_CONFIDENCE": "1.5"}, "AUTO_CONFIDENCE", "1"),
+    ({"APPROVAL_CONFIDENCE": "-0.1"}, "APPROVAL_CONFIDENCE", "0"),
+    ({"APPROVAL_CONFIDENCE": "0.9"}, "APPROVAL_CONFIDENCE", "at most AUTO_CONFIDENCE (0.8)"),
+    ({"AUTO_CONFIDENCE": "0.5"}, "APPROVAL_CONFIDENCE", "at most AUTO_CONFIDENCE (0.5)"),
+    ({"ALLOWED_NAMESPACES": "elsewhere"}, "ALLOWED_NAMESPACES", "not watched"),
+    ({"ALLOWED_NAMESPACES": "Bad_Name"}, "ALLOWED_NAMESPACES", "not a valid namespace"),
+    ({"NAMESPACE": "kube-system", "ALLOWED_NAMESPACES": "kube-system"}, "ALLOWED_NAMESPACES",
+     "also in EXCLUDED_NAMESPACES"),
+    ({"EXCLUDED_NAMESPACES": "ok,NOT OK"}, "EXCLUDED_NAMESPACES", "not a valid namespace"),
+    ({"ALLOWED_ACTIONS": "rollback,nuke"}, "ALLOWED_ACTIONS", "'nuke'"),
+    ({"ALLOWED_ACTIONS": " , "}, "ALLOWED_ACTIONS", "at least one action"),
+    ({"REMEDIATION_COOLDOWN_MINUTES": "-1"}, "REMEDIATION_COOLDOWN_MINUTES", "0"),
+    ({"MAX_ACTIONS_PER_HOUR": "0"}, "MAX_ACTIONS_PER_HOUR", "1"),
+    ({"SCALE_MIN": "5", "SCALE_MAX": "4"}, "SCALE_MAX", "at least SCALE_MIN (5)"),
+    ({"SCALE_MIN": "30"}, "SCALE_MAX", "at least SCALE_MIN (30)"),
+    ({"SCALE_MIN": "-1"}, "SCALE_MIN", "0"),
+    ({"DRY_RUN": "perhaps"}, "DRY_RUN", "bool"),
+    ({"VERIFY_TIMEOUT_SECONDS": "1"}, "VERIFY_TIMEOUT_SECONDS", "10"),
+    ({"SLACK_APPROVERS": "alice"}, "SLACK_APPROVERS", "not a Slack user id"),
+    ({"SLACK_BOT_TOKEN": "xoxb-1"}, "SLACK_CHANNEL_ID", "required with SLACK_BOT_TOKEN"),
+    ({"SLACK_CHANNEL_ID": "C0123"}, "SLACK_CHANNEL_ID", "needs SLACK_BOT_TOKEN"),
+    ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_CHANNEL_ID": "#alerts"}, "SLACK_CHANNEL_ID",
+     "not a Slack channel id"),
+    ({"SELF_DEPLOYMENT": "Not Valid"}, "SELF_DEPLOYMENT", "not a valid Deployment"),
+    ({"SELF_NAMESPACE": "Not_Valid"}, "SELF_NAMESPACE", "not a valid namespace"),
+])
+def test_each_bad_remediation_variable_is_named(env, variable, words):
+    lines = errors_of({**BASE, **env})
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"invalid configuration: {variable}:") and words in lines[0], lines
+
+
+@pytest.mark.parametrize("env, missing", [
+    ({"REMEDIATION_MODE": "approve"},
+     ["SLACK_SIGNING_SECRET", "SLACK_APPROVERS", "SLACK_WEBHOOK_URL or SLACK_BOT_TOKEN"]),
+    ({**SLACK_APP, "REMEDIATION_MODE": "approve", "SLACK_SIGNING_SECRET": ""},
+     ["SLACK_SIGNING_SECRET"]),
+    ({**SLACK_APP, "REMEDIATION_MODE": "approve", "SLACK_APPROVERS": ""}, ["SLACK_APPROVERS"]),
+    ({**SLACK_APP, "REMEDIATION_MODE": "approve", "SLACK_WEBHOOK_URL": ""},
+     ["SLACK_WEBHOOK_URL or SLACK_BOT_TOKEN with SLACK_CHANNEL_ID"]),
+    # auto asks between the two confidences: it needs the same as approve.
+    ({"REMEDIATION_MODE": "auto", "SLACK_APPROVERS": "U012AB3CD"}, ["SLACK_SIGNING_SECRET"]),
+])
+def test_a_mode_that_asks_needs_slack_approvals(env, missing):
+    (line,) = errors_of({**BASE, **env})
+    assert line.startswith("invalid configuration: REMEDIATION_MODE:"), line
+    assert all(name in line for name in missing), line
+    assert "8f742231" not in line and "SUPERSECRETTOKEN" not in line
+
+
+@pytest.mark.parametrize("env", [
+    {**SLACK_APP, "REMEDIATION_MODE": "approve"},
+    {**SLACK_APP, "REMEDIATION_MODE": "auto"},
+    {**SLACK_APP, "SLACK_WEBHOOK_URL": "", "SLACK_BOT_TOKEN": "xoxb-1-2",
+     "SLACK_CHANNEL_ID": "C0123ABC", "REMEDIATION_MODE": "approve"},
+    # An empty ask band: auto only acts or notifies, and needs no approvals.
+    {"REMEDIATION_MODE": "auto", "APPROVAL_CONFIDENCE": "0.8"},
+    {"REMEDIATION_MODE": "auto", "AUTO_CONFIDENCE": "0.9", "APPROVAL_CONFIDENCE": "0.9"},
+    {"REMEDIATION_MODE": "off", "SLACK_SIGNING_SECRET": ""},
+])
+def test_modes_with_what_they_need(env):
+    assert load_settings({**BASE, **env}).remediation_mode == env["REMEDIATION_MODE"]
+
+
+def test_remediation_secrets_are_never_echoed():
+    secret = "s3cr3t with space"
+    lines = errors_of({**BASE, "SLACK_SIGNING_SECRET": secret, "SLACK_BOT_TOKEN": secret,
+                       "SLACK_CHANNEL_ID": "C0123"})
+    assert "s3cr3t" not in "\n".join(lines)
+    assert {line.split(":")[1].strip() for line in lines} >= {"SLACK_SIGNING_SECRET",
+                                                              "SLACK_BOT_TOKEN"}
+    s = load_settings({**BASE, **SLACK_APP, "SLACK_BOT_TOKEN": "xoxb-TOPSECRET",
+                       "SLACK_CHANNEL_ID": "C0123"})
+    shown = repr(s.public()) + repr(s)
+    assert "TOPSECRET" not in shown and "8f742231" not in shown
+    assert s.public()["slack_signing_secret"] == "set" and s.public()["slack_bot_token"] == "set"
