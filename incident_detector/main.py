@@ -23,10 +23,16 @@ from .errors import SourceError
 from .notify import events, slack
 from .run import leader
 from .run.daemon import Clock, Detector, utcnow
+from .act.approvals import ApprovalTokens
+from .act.executor import KubeExecutor
+from .act.guardrails import policy_from_settings
+from .act.remediation import Remediator
+from .run.journal import Journal
 from .run.outbox import StdoutSink
 from .run.store import Store
 from .sources import kube, loki
 from .web.app import make_app
+from .web.slack_actions import slack_action_routes
 
 log = structlog.get_logger("incident_detector")
 
@@ -59,6 +65,13 @@ async def build_detector(
         renew_interval=settings.lease_duration_seconds / 3, timeout=settings.kube_timeout_seconds,
         clock=clock,
     ) if settings.leader_election else None
+    remediator = None
+    if settings.remediation_mode != "off":
+        remediator = Remediator(
+            policy=policy_from_settings(settings), journal=Journal(store.connection),
+            executor=KubeExecutor(api=kube_api, timeout=settings.kube_timeout_seconds),
+            tokens=ApprovalTokens(clock=clock), stdout=StdoutSink(stdout), slack=slack_notifier,
+            clock=clock, verify_timeout_seconds=settings.verify_timeout_seconds)
     try:
         detector = Detector(
             settings=settings,
@@ -78,9 +91,12 @@ async def build_detector(
             if settings.kube_events else None,
             leadership=elector,
             clock=clock,
+            remediator=remediator,
         )
         yield detector
     finally:
+        if remediator is not None:
+            await remediator.close()
         await loki_http.aclose()
         if slack_http is not None:
             await slack_http.aclose()
@@ -107,8 +123,20 @@ class HttpEndpoint:
         return f"http://{host}:{self.port}"
 
 
+def slack_routes(detector: Detector, settings: Settings) -> list:
+    """The Slack interactivity endpoint, when remediation can ask (otherwise: none, 404)."""
+    remediator = detector.remediator
+    if remediator is None or settings.slack_signing_secret is None:
+        return []
+    return slack_action_routes(
+        signing_secret=settings.slack_signing_secret.get_secret_value(),
+        approvers=frozenset(settings.slack_approvers), tokens=remediator.tokens,
+        on_decision=remediator.on_decision, clock=detector.clock, pending=remediator.running)
+
+
 async def start_http(detector: Detector, settings: Settings) -> tuple[_EmbeddedServer, asyncio.Task, HttpEndpoint]:
-    config = uvicorn.Config(make_app(detector), host=settings.http_host, port=settings.http_port,
+    config = uvicorn.Config(make_app(detector, extra_routes=slack_routes(detector, settings)),
+                            host=settings.http_host, port=settings.http_port,
                             log_config=None, access_log=False, lifespan="off")
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(), name="http")

@@ -289,6 +289,23 @@ class Evidence:
 
 
 @dataclass(frozen=True, slots=True)
+class RemediationView:
+    """What happens to an incident's fix: decided by the guardrails, shown with the incident."""
+
+    action: str
+    to_revision: int | None
+    # act, ask, notify_only or refuse (act.guardrails.Outcome)
+    outcome: str
+    reason: str
+    guardrail: str
+    dry_run: bool
+    journal_id: int | None = None
+    # The Slack buttons' one-time tokens (ask only). Never in the JSON record or a log line.
+    approve_token: str | None = field(default=None, repr=False)
+    reject_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Incident:
     """One bad revision of one Deployment. Its key is unique forever."""
 
@@ -312,6 +329,7 @@ class Incident:
     # How sure the detector is, in [0, 1], and why (judge.confidence); None until scored.
     confidence: float | None = None
     confidence_reasons: tuple[str, ...] = ()
+    remediation: RemediationView | None = None
 
     @property
     def key(self) -> tuple[str, str, int, str]:

@@ -192,7 +192,7 @@ RECORD_KEYS = {
     "deployment_uid", "replicaset_uid", "rollout_started_at", "error_count", "threshold",
     "window_seconds", "detected_at",
     "previous_revision", "signals", "summary", "recommended_action", "rollback_command",
-    "confidence", "confidence_reasons", "evidence",
+    "confidence", "confidence_reasons", "remediation", "evidence",
 }
 EVIDENCE_KEYS = {
     "attribution", "new_revision_errors", "other_errors", "error_rate_per_minute",

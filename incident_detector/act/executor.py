@@ -66,7 +66,8 @@ OUTCOMES = frozenset({APPLIED, DRY_RUN_OK, ALREADY_DONE, STALE, FORBIDDEN, FAILE
 # to say what changed; "list" on pods is how delete-stuck-pods finds them.
 _DEPLOYMENT_PATCH = (("apps", "deployments", "patch"), ("apps", "deployments", "get"))
 ACTION_PERMISSIONS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    ROLLBACK: _DEPLOYMENT_PATCH,
+    # ...and the target ReplicaSet's template, read just before the write.
+    ROLLBACK: (*_DEPLOYMENT_PATCH, ("apps", "replicasets", "get")),
     RESTART: _DEPLOYMENT_PATCH,
     PAUSE: _DEPLOYMENT_PATCH,
     SCALE: (("apps", "deployments/scale", "patch"), ("apps", "deployments", "get")),
@@ -364,6 +365,20 @@ class KubeExecutor:
         return ActionResult(action, target, dry_run, STALE,
                             f"{changed}; refused rather than applied to a newer state",
                             _str(now_version))
+
+    async def replicaset_template(self, namespace: str, replicaset: str) -> dict[str, Any]:
+        """The ``spec.template`` of a ReplicaSet as the API returns it: what a rollback puts
+        back on the Deployment."""
+        path = namespaced_path(group="apps", version="v1", resource="replicasets",
+                               namespace=namespace, name=replicaset)
+        body = await asyncio.to_thread(
+            request, self._api, "GET", path, timeout=self._timeout,
+            what=f"reading replicaset {replicaset!r} in namespace {namespace!r}")
+        template = _dict(_json_object(body).get("spec")).get("template")
+        if not isinstance(template, dict):
+            raise SourceError(SOURCE, "unexpected_shape",
+                              f"replicaset {replicaset!r} has no spec.template", retryable=False)
+        return template
 
     # -- Pod actions ---------------------------------------------------------------------------
 

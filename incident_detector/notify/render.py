@@ -374,6 +374,15 @@ def incident_record(incident: Incident) -> dict[str, Any]:
         "rollback_command": rollback_command(incident),
         "confidence": incident.confidence,
         "confidence_reasons": list(incident.confidence_reasons),
+        # What happens to the fix (REMEDIATION_MODE); the buttons' tokens never appear here.
+        "remediation": None if incident.remediation is None else {
+            "action": incident.remediation.action,
+            "to_revision": incident.remediation.to_revision,
+            "decision": incident.remediation.outcome,
+            "reason": incident.remediation.reason,
+            "guardrail": incident.remediation.guardrail,
+            "dry_run": incident.remediation.dry_run,
+        },
         "evidence": {
             "attribution": _value(evidence.attribution),
             "new_revision_errors": _number(evidence.new_revision_errors),
@@ -586,6 +595,36 @@ def _context(texts: list[str]) -> dict[str, Any]:
     return {"type": "context", "elements": elements}
 
 
+REMEDIATION_HEADINGS = {
+    "act": "Remediation: rolling back now",
+    "ask": "Remediation: waiting for an approval",
+    "notify_only": "Remediation: not proposed",
+    "refuse": "Remediation: refused by a guardrail",
+}
+
+
+def _remediation_blocks(incident: Incident) -> list[dict[str, Any]]:
+    """The decision on the fix, and the Approve / Reject buttons when it asks. A button's
+    ``action_id`` starts with ``approve`` or ``reject``; its value is a one-time token."""
+    remediation = incident.remediation
+    assert remediation is not None
+    heading = REMEDIATION_HEADINGS.get(remediation.outcome, "Remediation")
+    if remediation.dry_run:
+        heading += " (dry run: validated by the API server, nothing persisted)"
+    blocks: list[dict[str, Any]] = [_section(heading, [f"• {mrkdwn_escape(remediation.reason)}"])]
+    if remediation.approve_token and remediation.reject_token:
+        target = f"revision {remediation.to_revision}" if remediation.to_revision else "before"
+        blocks.append({"type": "actions", "block_id": "remediation", "elements": [
+            {"type": "button", "action_id": f"approve_{remediation.action}", "style": "danger",
+             "text": {"type": "plain_text", "text": f"Approve: Roll back to {target}"},
+             "value": remediation.approve_token},
+            {"type": "button", "action_id": "reject",
+             "text": {"type": "plain_text", "text": "Reject"},
+             "value": remediation.reject_token},
+        ]})
+    return blocks
+
+
 def slack_payload(incident: Incident) -> dict[str, Any]:
     """An incoming-webhook body: Block Kit blocks plus a plain ``text`` fallback."""
     decision = _decision(incident)
@@ -603,6 +642,8 @@ def slack_payload(incident: Incident) -> dict[str, Any]:
         _section("Impact", _impact_lines(incident)),
         _section("Recommended action", _action_lines(incident)),
     ]
+    if incident.remediation is not None:
+        blocks.extend(_remediation_blocks(incident))
     evidence = incident.evidence
     if evidence.signatures or evidence.changes:
         blocks.append({"type": "divider"})

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import structlog
 
@@ -46,9 +46,13 @@ from ..model import (
 )
 from ..retry import Backoff
 from .health import Sources, iso
+from .journal import Journal
 from .metrics import DetectorMetrics
 from .outbox import EventSink, Outbox, Sender, StdoutSink
 from .store import Store
+
+if TYPE_CHECKING:  # act/ builds on run/: only the type is needed here
+    from ..act.remediation import Remediator
 
 log = structlog.get_logger("incident_detector")
 
@@ -137,6 +141,7 @@ class Detector:
         delivery_backoff: Backoff = Backoff(base=2.0, cap=300.0),
         source_backoff: Backoff = Backoff(base=1.0, cap=60.0),
         metrics: DetectorMetrics | None = None,
+        remediator: Remediator | None = None,
     ) -> None:
         self.settings = settings
         self.kube = kube
@@ -147,6 +152,10 @@ class Detector:
         self.events = events
         self.leadership = leadership
         self.clock = clock
+        self.remediator = remediator
+        self._resumed = False
+        # The remediation journal and audit trail (empty while REMEDIATION_MODE=off).
+        self.journal = Journal(store.connection)
         # One registry per detector (never prometheus_client's global one); served on /metrics.
         self.metrics = metrics if metrics is not None else DetectorMetrics()
         self.metrics.read_state_from(store=store, is_leader=self.is_leader)
@@ -212,6 +221,10 @@ class Detector:
         return report
 
     async def _leader_tick(self, now: datetime, report: TickReport) -> None:
+        if self.remediator is not None and not self._resumed:
+            # What a previous leader (or process) approved or began, carried on once.
+            self._resumed = True
+            await self.remediator.resume()
         observing = asyncio.gather(*(self._observe(ns, now, report)
                                      for ns in self.settings.namespace))
         if not self._readback_done:
@@ -227,16 +240,29 @@ class Detector:
             # the incidents stay in Kubernetes and Loki and are raised at a later tick.
             report.problems.append("event: incidents held until Events are read back")
             return
-        deployments = {(v.deployment.namespace, v.deployment.name): v.deployment for v in views}
+        by_key = {(v.deployment.namespace, v.deployment.name): v for v in views}
         for incident in decision.incidents:
-            workload = self.workload_of(deployments[(incident.namespace, incident.deployment)])
+            view = by_key[(incident.namespace, incident.deployment)]
             # Scored once its signatures are known: whether they are new weighs in.
-            incident = scored(await self._with_signatures(incident, workload, report))
+            incident = scored(await self._with_signatures(
+                incident, self.workload_of(view.deployment), report))
+            rollout = view.rollout or find_rollout(view.deployment, view.replicasets,
+                                                   seen_starts=view.seen_starts)
+            if self.remediator is not None and rollout is not None:
+                # Decided and written down before the incident's messages are: the Slack
+                # message carries the buttons when it asks.
+                incident = self.remediator.plan(incident, rollout)
             if self.outbox.record(incident):
                 report.incidents.append(incident.key)
         self.outbox.deliver_stdout()
         if report.incidents:
             self.outbox.wakeup.set()
+        if self.remediator is not None:
+            window_minutes = self.rules.error_window_seconds / 60.0
+            await self.remediator.follow(
+                {key: view.deployment for key, view in by_key.items()},
+                {(a.namespace, a.deployment): None if a.error_count is None
+                 else a.error_count / window_minutes for a in decision.assessments})
 
     def _adopt_legacy(self, views: Sequence[WorkloadView]) -> None:
         """Give incidents stored before uids were recorded the uid of the Deployment they were
@@ -498,6 +524,9 @@ class Detector:
             "incidents": self.store.recent_incidents(),
             "outbox": {"pending": outbox.pending, "delivered": outbox.delivered,
                        "given_up": list(outbox.given_up)},
+            "remediation": {"mode": self.settings.remediation_mode,
+                            "dry_run": self.settings.dry_run,
+                            "audit": self.journal.audit_summary()},
         }
 
 

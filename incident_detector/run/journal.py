@@ -5,8 +5,9 @@ compare-and-set updates (``advance``): two approvals racing, a retry after a tim
 restart between "approved" and "executed" can never run it twice. At most one action of each
 kind per incident, ever (the journal's unique key).
 
-    proposed ──approve──> approved ──begin──> executing ──finish──> done | failed | stale
-        └──reject──> rejected      (a refusal is recorded as refused, never executed)
+    proposed ──approve──> approved ──begin──> executing ──> done ──verify──> verified | unverified
+        └──reject──> rejected                          └──> dry_run | failed | stale
+    (a refusal is recorded as refused, never executed)
 
 Every request, approval, rejection, refusal, execution and verification is one audit row; the
 detector never deletes one.
@@ -25,8 +26,11 @@ from .store import IncidentKey, db_time, from_db_time
 
 PROPOSED, APPROVED, EXECUTING = "proposed", "approved", "executing"
 DONE, FAILED, STALE, REJECTED, REFUSED = "done", "failed", "stale", "rejected", "refused"
-STATES = (PROPOSED, APPROVED, EXECUTING, DONE, FAILED, STALE, REJECTED, REFUSED)
-FINAL_STATES = frozenset({DONE, FAILED, STALE, REJECTED, REFUSED})
+# After DONE (written for real): the verification's verdict. A dry run ends at DRY_RUN.
+VERIFIED, UNVERIFIED, DRY_RUN = "verified", "unverified", "dry_run"
+STATES = (PROPOSED, APPROVED, EXECUTING, DONE, FAILED, STALE, REJECTED, REFUSED, VERIFIED,
+          UNVERIFIED, DRY_RUN)
+FINAL_STATES = frozenset({FAILED, STALE, REJECTED, REFUSED, VERIFIED, UNVERIFIED, DRY_RUN})
 
 _COLUMNS = ("id, namespace, deployment, revision, deployment_uid, action, params, precondition,"
             " state, created_at, updated_at, decided_by, result")

@@ -6,14 +6,18 @@ a probe slow.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
+from ..run.journal import Journal
 from ..run.metrics import DetectorMetrics
+
+AUDIT_PAGE_MAX = 500
 
 
 class StatusSource(Protocol):
@@ -21,9 +25,11 @@ class StatusSource(Protocol):
     def ready(self) -> bool: ...
     def status(self) -> dict: ...
     metrics: DetectorMetrics
+    journal: Journal
 
 
-def make_app(detector: StatusSource) -> Starlette:
+def make_app(detector: StatusSource, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The app; ``extra_routes`` are the Slack interactivity endpoint when it is on."""
     async def healthz(request: Request) -> PlainTextResponse:
         # Liveness: the loop is ticking. A failing dependency does not make the process dead.
         if detector.alive():
@@ -44,9 +50,22 @@ def make_app(detector: StatusSource) -> Starlette:
         body, content_type = detector.metrics.exposition(request.headers.get("accept"))
         return Response(body, media_type=content_type)
 
+    async def audit(request: Request) -> JSONResponse:
+        # The audit trail, newest first; ?limit=N (at most 500) and ?before=ID page back.
+        try:
+            limit = min(AUDIT_PAGE_MAX, max(1, int(request.query_params.get("limit", "100"))))
+            before = request.query_params.get("before")
+            before_id = int(before) if before is not None else None
+        except ValueError:
+            return JSONResponse({"error": "limit and before are integers"}, status_code=400)
+        rows = detector.journal.audit_rows(limit=limit, before_id=before_id)
+        return JSONResponse({"audit": [row.as_dict() for row in rows]})
+
     return Starlette(routes=[
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/status", status, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/api/audit", audit, methods=["GET"]),
+        *extra_routes,
     ])

@@ -1,0 +1,199 @@
+"""Closing the loop through the real detector, in-process on a simulated clock: an incident's
+Slack message carries Approve/Reject buttons, a signed click (as Slack sends it) runs the rollback
+once through the real client against the loopback apiserver, everything is audited, and the
+result is verified. The loopback apiserver answers the detector's reads from the simulated world
+and records its writes."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from incident_detector.main import build_detector, slack_routes
+from incident_detector.run.journal import DONE, PROPOSED, REJECTED, UNVERIFIED
+from incident_detector.run.store import Store
+from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
+from incident_detector.sim.replay import SCENARIO_EPOCH, ManualClock, scenario_settings
+from incident_detector.sim.scenario import load_scenario
+from incident_detector.sim.server import LocalServer, Request, Response
+from incident_detector.sim.world import World
+from incident_detector.sources import kube
+from incident_detector.web.app import make_app
+from test_slack_actions import click_body, signed_headers
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+APPROVER = "U0APPROVER"
+TICK = timedelta(seconds=20)
+
+
+class WritingApiServer:
+    """The simulated world for reads; writes to a Deployment are recorded and answered 200 with
+    the Deployment as it is (the world does not change: the verification then fails, honestly)."""
+
+    def __init__(self, world: World, clock: ManualClock) -> None:
+        self.reads = KubeApiFake(world, clock)
+        self.world = world
+        self.writes: list[Request] = []
+
+    def __call__(self, request: Request) -> Response:
+        if request.method == "PATCH":
+            self.writes.append(request)
+            body = self.world.deployment(self.world.scenario.namespace, self.reads.clock())
+            return Response(200, body, "application/json")
+        return self.reads(request)
+
+
+def run_flow(tmp_path, *, mode: str = "approve", clicks: list[tuple[str, str]] = (),
+             scenario_name: str = "bad-rollout-sharp-spike.yaml", **extra: Any) -> dict:
+    scenario = load_scenario(SCENARIOS / scenario_name)
+    clock = ManualClock(SCENARIO_EPOCH)
+    world = World(scenario, t0=SCENARIO_EPOCH)
+    api = WritingApiServer(world, clock)
+    sink = SlackSink()
+    out = io.StringIO()
+    seen: dict[str, Any] = {"answers": []}
+
+    async def run() -> None:
+        with LocalServer(api) as k, LocalServer(LokiFake(world, clock)) as lk, \
+                LocalServer(sink) as sl:
+            settings = scenario_settings(
+                scenario, loki_url=lk.url, slack_url=sl.url + "/services/T/B/X",
+                remediation_mode=mode, slack_signing_secret=SECRET, slack_approvers=APPROVER,
+                verify_timeout_seconds=60, **extra)
+            async with build_detector(settings=settings, kube_api=kube.api_client_for(k.url),
+                                      stdout=out, clock=clock,
+                                      store=Store(tmp_path / "state.sqlite3")) as detector:
+                app = make_app(detector, extra_routes=slack_routes(detector, settings))
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://d") as web:
+                    while not sink.messages and clock.now < world.at(scenario.duration):
+                        await detector.tick()
+                        await detector.outbox.deliver_due()
+                        clock.now += TICK
+                    seen["message"] = sink.messages[0] if sink.messages else None
+                    for kind, user in clicks:
+                        token = _button(seen["message"], kind)
+                        body = click_body(token, user=user,
+                                          action_id="approve_rollback" if kind == "approve"
+                                          else "reject", response_url=sl.url + "/response")
+                        answer = await web.post("/integrations/slack/actions", content=body,
+                                                headers=signed_headers(body, at=clock.now,
+                                                                       secret=SECRET))
+                        seen["answers"].append((answer.status_code, answer.text))
+                        await asyncio.wait(set(detector.remediator.running) or
+                                           {asyncio.ensure_future(asyncio.sleep(0))})
+                        await asyncio.sleep(0.05)
+                    for _ in range(5):  # verification follows, tick after tick
+                        await detector.tick()
+                        clock.now += TICK
+                    await asyncio.sleep(0)
+                    seen["audit"] = (await web.get("/api/audit")).json()["audit"]
+                    seen["status"] = (await web.get("/status")).json()
+                    seen["journal"] = detector.journal.recent(since=SCENARIO_EPOCH)
+
+    asyncio.run(run())
+    seen["lines"] = [json.loads(line) for line in out.getvalue().splitlines()]
+    seen["writes"] = api.writes
+    seen["sink"] = sink.messages
+    return seen
+
+
+def _button(message: dict | None, kind: str) -> str | None:
+    for block in (message or {}).get("blocks", ()):
+        if block.get("type") == "actions":
+            for element in block["elements"]:
+                if element["action_id"].startswith(kind):
+                    return element["value"]
+    return None
+
+
+def test_approve_runs_the_rollback_once_audits_it_and_verifies_it(tmp_path):
+    seen = run_flow(tmp_path, clicks=[("approve", APPROVER), ("approve", APPROVER)])
+    message = seen["message"]
+    assert _button(message, "approve") and _button(message, "reject")
+    incident = next(line for line in seen["lines"] if line["event"] == "incident")
+    assert incident["remediation"]["decision"] == "ask"
+    assert incident["remediation"]["to_revision"] == 1
+    assert _button(message, "approve") not in json.dumps(incident)  # tokens stay in Slack
+
+    # Exactly one write: the JSON patch kubectl sends, guarded by the resourceVersion seen.
+    [write] = seen["writes"]
+    assert write.headers["content-type"].startswith("application/json-patch+json")
+    patch = json.loads(write.body)
+    assert patch[0]["op"] == "test" and patch[0]["path"] == "/metadata/resourceVersion"
+    assert patch[1]["op"] == "replace" and patch[1]["path"] == "/spec/template"
+    assert patch[1]["value"]["spec"]["containers"][0]["image"].endswith(":1.4.2")
+    assert "pod-template-hash" not in patch[1]["value"]["metadata"]["labels"]
+    # The second click is answered politely and does nothing.
+    assert [status for status, _ in seen["answers"]] == [200, 200]
+    assert "already" in seen["answers"][1][1].lower()
+
+    decisions = [row["decision"] for row in reversed(seen["audit"])]
+    assert decisions == ["requested", "approved", "executed", "verified"]
+    assert seen["audit"][-2]["who"] == APPROVER and seen["audit"][-3]["result"] == "applied"
+    actions = [line for line in seen["lines"] if line["event"] == "action"]
+    assert [a["decision"] for a in actions] == ["requested", "approved", "executed"]
+    assert all({"who", "when", "action", "target", "decision", "reason", "dry_run", "result"}
+               <= set(a) for a in actions)
+    # The simulated world does not apply writes: the bad revision stays, so verification fails.
+    [verification] = [line for line in seen["lines"] if line["event"] == "verification"]
+    assert verification["result"] == "fail" and verification["deployment"] == "payments-api"
+    assert seen["journal"][0].state == UNVERIFIED
+    assert any("Verification FAIL" in (m.get("text") or "") for m in seen["sink"])
+    # The original message was updated through the response_url: who decided, and the outcome.
+    assert any("approved by <@U0APPROVER>" in (m.get("text") or "") for m in seen["sink"])
+    assert seen["status"]["remediation"]["audit"]["executed"] == 1
+
+
+def test_reject_closes_the_question_and_changes_nothing(tmp_path):
+    seen = run_flow(tmp_path, clicks=[("reject", APPROVER), ("approve", APPROVER)])
+    assert seen["writes"] == []
+    assert seen["journal"][0].state == REJECTED
+    assert [row["decision"] for row in reversed(seen["audit"])] == ["requested", "rejected"]
+
+
+def test_a_click_by_someone_else_is_refused_and_recorded(tmp_path):
+    seen = run_flow(tmp_path, clicks=[("approve", "U0STRANGER")])
+    assert seen["writes"] == []
+    assert seen["journal"][0].state == PROPOSED
+    assert [row["decision"] for row in reversed(seen["audit"])] == ["requested", "refused"]
+
+
+def test_dry_run_validates_the_write_and_persists_nothing(tmp_path):
+    seen = run_flow(tmp_path, clicks=[("approve", APPROVER)], dry_run="true")
+    [write] = seen["writes"]
+    assert write.param("dryRun") == "All"
+    assert seen["journal"][0].state == "dry_run"
+    assert not [line for line in seen["lines"] if line["event"] == "verification"]
+
+
+def test_auto_mode_acts_on_its_own_when_confident_enough(tmp_path):
+    seen = run_flow(tmp_path, mode="auto", auto_confidence="0.7", approval_confidence="0.6")
+    assert len(seen["writes"]) == 1
+    assert _button(seen["message"], "approve") is None  # nobody is asked
+    decisions = [row["decision"] for row in reversed(seen["audit"])]
+    assert decisions[:2] == ["approved", "executed"] and seen["audit"][-1]["who"] == "detector"
+
+
+def test_a_gitops_managed_deployment_is_refused_and_says_where_to_roll_back(tmp_path):
+    seen = run_flow(tmp_path, scenario_name="argocd-managed.yaml")
+    incident = next(line for line in seen["lines"] if line["event"] == "incident")
+    assert incident["remediation"]["decision"] == "refuse"
+    assert incident["remediation"]["guardrail"] == "gitops"
+    assert "Argo CD" in incident["remediation"]["reason"]
+    assert _button(seen["message"], "approve") is None and seen["writes"] == []
+
+
+def test_with_remediation_off_nothing_is_proposed(tmp_path):
+    seen = run_flow(tmp_path, mode="off")
+    incident = next(line for line in seen["lines"] if line["event"] == "incident")
+    assert incident["remediation"] is None and _button(seen["message"], "approve") is None
+    assert seen["audit"] == [] and seen["writes"] == []
+    assert DONE not in {entry.state for entry in seen["journal"]}
