@@ -1,4 +1,4 @@
-"""The deployment files: k8s/ manifests, the two kustomizations, and the Dockerfile.
+"""The deployment files: k8s/ manifests, the kustomizations, and the Dockerfile.
 
 Every manifest is loaded into the official Kubernetes client model for its kind, so a misspelled
 field or a wrongly typed value fails here instead of at `kubectl apply`. The rest checks what the
@@ -21,11 +21,13 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
-from incident_detector.config import SECRET_FIELDS, Settings, load_settings
+from incident_detector.config import SECRET_FIELDS, ConfigError, Settings, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 K8S_DIR = REPO_ROOT / "k8s"
+NAMESPACED_DIR = K8S_DIR / "namespaced"
 CLUSTER_WIDE_DIR = K8S_DIR / "cluster-wide"
+REMEDIATION_DIR = K8S_DIR / "remediation"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 KUSTOMIZATION_FILE = "kustomization.yaml"
@@ -51,10 +53,15 @@ MODEL_BY_KIND: dict[tuple[str, str], str] = {
 }
 CLUSTER_SCOPED_KINDS = frozenset({"ClusterRole", "ClusterRoleBinding"})
 
-# The two installs: each is a kustomization root that `kubectl apply -k` takes.
-INSTALLS: dict[str, Path] = {"namespaced": K8S_DIR, "cluster-wide": CLUSTER_WIDE_DIR}
+# The installs: each is a kustomization root that `kubectl apply -k` takes. The remediation one
+# is the namespaced install plus a Role for the writes its enabled actions need.
+INSTALLS: dict[str, Path] = {
+    "namespaced": K8S_DIR, "cluster-wide": CLUSTER_WIDE_DIR, "remediation": REMEDIATION_DIR,
+}
+# The read-only roles of the installs that only watch (the remediation install reuses the
+# namespaced one's and adds REMEDIATION_ROLE_FILE, checked on its own below).
 ROLE_FILES: dict[str, tuple[Path, ...]] = {
-    "namespaced": (K8S_DIR / "role.yaml",),
+    "namespaced": (NAMESPACED_DIR / "role.yaml",),
     # Reads and Events in every namespace; the Lease only in the detector's own namespace.
     "cluster-wide": (CLUSTER_WIDE_DIR / "clusterrole.yaml", CLUSTER_WIDE_DIR / "lease-role.yaml"),
 }
@@ -69,6 +76,20 @@ ALLOWED_PERMISSIONS = frozenset(
     | {("coordination.k8s.io", "leases", verb) for verb in ("get", "update", "create")}
 )
 FORBIDDEN_VERBS = frozenset({"delete", "deletecollection", "escalate", "bind", "impersonate"})
+# Never granted, not even by the remediation overlay: these would let the account widen its
+# own rights or act as someone else.
+PRIVILEGE_VERBS = frozenset({"escalate", "bind", "impersonate"})
+# Verbs that change a workload: the read-only installs grant none of them.
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+REMEDIATION_ROLE_FILE = REMEDIATION_DIR / "remediation-role.yaml"
+REMEDIATION_BINDING_FILE = REMEDIATION_DIR / "remediation-rolebinding.yaml"
+REMEDIATION_ROLE = "incident-detector-remediation"
+# What the Secret holds for remediation: the secret itself comes from the environment of the
+# test only (never from a manifest), as a Secret would provide it.
+DUMMY_SECRET_ENV = {
+    "SLACK_SIGNING_SECRET": "8f742231b10e8888abcd99yyyzzz85a5",
+    "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T000/B000/XXXX",
+}
 
 # Environment variables the daemon reads outside config.Settings (yet): POD_NAME is the
 # leader-election identity, STATE_PATH the SQLite file. A name that becomes a Settings field is
@@ -201,6 +222,62 @@ def role_rules(install: str) -> list[dict[str, Any]]:
     return rules
 
 
+def merge_by_name(base: Any, patch: Any) -> Any:
+    """A strategic merge patch, for the shapes the overlays use: maps merge, and lists of named
+    entries (containers, env) merge entry by entry on ``name``; other lists are replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        merged = dict(base)
+        for key, value in patch.items():
+            merged[key] = merge_by_name(base[key], value) if key in base else value
+        return merged
+    named = (isinstance(base, list) and isinstance(patch, list)
+             and all(isinstance(item, dict) and "name" in item for item in [*base, *patch]))
+    if named:
+        patched = {item["name"]: item for item in patch}
+        merged_list = [merge_by_name(item, patched.pop(item["name"])) if item["name"] in patched
+                       else item for item in base]
+        return [*patched.values(), *merged_list]
+    return patch
+
+
+def deployment_patches(install: str) -> list[dict[str, Any]]:
+    """The bodies of an install's inline patches on the Deployment (none for the base)."""
+    bodies = []
+    for patch in kustomization(INSTALLS[install]).get("patches", []):
+        assert patch["target"] == {"kind": "Deployment", "name": deployment()["metadata"]["name"]}
+        bodies.append(yaml.safe_load(patch["patch"]))
+    return bodies
+
+
+def patched_deployment(install: str) -> dict[str, Any]:
+    """The Deployment as the install renders it: the base with the install's patches applied."""
+    result = deployment()
+    for body in deployment_patches(install):
+        result = merge_by_name(result, body)
+    return result
+
+
+def patched_env(install: str) -> dict[str, dict[str, Any]]:
+    [patched] = patched_deployment(install)["spec"]["template"]["spec"]["containers"]
+    names = [var["name"] for var in patched["env"]]
+    assert len(names) == len(set(names)), f"duplicate env vars: {names}"
+    return {var["name"]: var for var in patched["env"]}
+
+
+def overlay_env(install: str) -> dict[str, dict[str, Any]]:
+    """Only the env entries an install's patches set."""
+    env: dict[str, dict[str, Any]] = {}
+    for body in deployment_patches(install):
+        for patched in body["spec"]["template"]["spec"]["containers"]:
+            assert patched["name"] == container()["name"]
+            env.update({var["name"]: var for var in patched.get("env", [])})
+    return env
+
+
+def literal_env(env: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {name: var["value"] for name, var in env.items() if "value" in var}
+
+
 # --- every manifest parses into its client model ---------------------------------------------
 
 
@@ -269,24 +346,33 @@ def test_every_manifest_is_installed_except_the_secret_example() -> None:
 @pytest.mark.parametrize("install", sorted(INSTALLS))
 def test_install_has_one_of_each_and_binds_its_role_to_the_service_account(install: str) -> None:
     docs = install_documents(install)
-    # (role kind, binding kind) pairs: cluster-wide adds a namespaced Role for the Lease.
-    pairs = [("Role", "RoleBinding")] if install == "namespaced" else \
-        [("ClusterRole", "ClusterRoleBinding"), ("Role", "RoleBinding")]
+    # (role kind, binding kind) pairs: cluster-wide adds a namespaced Role for the Lease, the
+    # remediation install a second Role for its writes.
+    pairs = {
+        "namespaced": [("Role", "RoleBinding")],
+        "cluster-wide": [("ClusterRole", "ClusterRoleBinding"), ("Role", "RoleBinding")],
+        "remediation": [("Role", "RoleBinding"), ("Role", "RoleBinding")],
+    }[install]
     kinds = sorted(doc["kind"] for doc in docs)
     assert kinds == sorted(["ServiceAccount", "Deployment", "Service",
                             *(kind for pair in pairs for kind in pair)])
     account = only(docs, "ServiceAccount")["metadata"]["name"]
-    for role_kind, binding_kind in pairs:
-        role = only(docs, role_kind)
-        binding = only(docs, binding_kind)
-        assert binding["roleRef"] == {
-            "apiGroup": "rbac.authorization.k8s.io", "kind": role_kind,
-            "name": role["metadata"]["name"],
-        }
+    roles = {(doc["kind"], doc["metadata"]["name"]) for doc in docs
+             if doc["kind"] in ("Role", "ClusterRole")}
+    bindings = [doc for doc in docs if doc["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    assert len(roles) == len(bindings) == len(pairs), "one binding per role, names unique"
+    bound = set()
+    for binding in bindings:
+        role_kind = binding["kind"].removesuffix("Binding")
+        assert binding["roleRef"]["apiGroup"] == "rbac.authorization.k8s.io"
+        assert binding["roleRef"]["kind"] == role_kind
+        assert (role_kind, binding["roleRef"]["name"]) in roles, binding["roleRef"]
+        bound.add((role_kind, binding["roleRef"]["name"]))
         [subject] = binding["subjects"]
         assert subject["kind"] == "ServiceAccount" and subject["name"] == account
         # Left to kustomize, which sets it to the kustomization's namespace.
         assert subject.get("namespace", NAMESPACE) == NAMESPACE
+    assert bound == roles
     pod_spec = only(docs, "Deployment")["spec"]["template"]["spec"]
     assert pod_spec["serviceAccountName"] == account
 
@@ -330,9 +416,15 @@ def test_kustomize_build_renders_every_object_in_the_namespace(install: str) -> 
             assert doc["metadata"]["namespace"] == NAMESPACE
         for subject in doc.get("subjects", []):
             assert subject["namespace"] == NAMESPACE
-    env = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    rendered_deployment = only(docs, "Deployment")
+    env = rendered_deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     names = [var["name"] for var in env]
-    assert sorted(names) == sorted(env_by_name())
+    assert len(names) == len(set(names)), names
+    # kustomize's own merge agrees with the one these tests apply to the base.
+    assert {var["name"]: var for var in env} == patched_env(install)
+    expected_spec = patched_deployment(install)["spec"]
+    assert rendered_deployment["spec"]["replicas"] == expected_spec["replicas"]
+    assert rendered_deployment["spec"].get("strategy") == expected_spec.get("strategy")
 
 
 # --- the Deployment --------------------------------------------------------------------------
@@ -505,6 +597,149 @@ def test_every_rbac_rule_is_explained_by_a_comment(install: str) -> None:
     assert len(rule_starts) == len(role_rules(install))
     for index in rule_starts:
         assert index > 0 and lines[index - 1].lstrip().startswith("#"), lines[index]
+
+
+# --- the remediation overlay -----------------------------------------------------------------
+
+
+def remediation_role() -> dict[str, Any]:
+    [role] = load_documents(REMEDIATION_ROLE_FILE)
+    assert role["kind"] == "Role" and role["metadata"]["name"] == REMEDIATION_ROLE
+    return role
+
+
+def enabled_actions() -> tuple[str, ...]:
+    """ALLOWED_ACTIONS as the overlay sets it, read the way the daemon reads it."""
+    return load_settings(remediation_settings_env()).allowed_actions
+
+
+def remediation_settings_env() -> dict[str, str]:
+    """The overlay's literal env over the base's, plus the Secret's keys approve mode needs."""
+    return {**literal_env(patched_env("remediation")), **DUMMY_SECRET_ENV}
+
+
+def test_remediation_install_is_the_namespaced_install_plus_its_own_rbac() -> None:
+    namespaced = set(install_files(K8S_DIR))
+    remediation = set(install_files(REMEDIATION_DIR))
+    assert namespaced <= remediation
+    assert remediation - namespaced == {REMEDIATION_ROLE_FILE.resolve(),
+                                        REMEDIATION_BINDING_FILE.resolve()}
+    [binding] = load_documents(REMEDIATION_BINDING_FILE)
+    assert binding["roleRef"]["name"] == REMEDIATION_ROLE
+    [subject] = binding["subjects"]
+    assert subject["name"] == only(install_documents("namespaced"), "ServiceAccount")[
+        "metadata"]["name"]
+
+
+def test_remediation_role_grants_exactly_what_the_enabled_actions_call() -> None:
+    # The executor declares each action's calls; its tests check the declaration against the
+    # requests each action makes. The Role must grant their union for ALLOWED_ACTIONS: less
+    # and an approved action fails with 403, more and a disabled action could still write.
+    from incident_detector.act.executor import ACTION_PERMISSIONS
+
+    actions = enabled_actions()
+    assert actions, "the overlay enables no action"
+    required = {permission for action in actions for permission in ACTION_PERMISSIONS[action]}
+    granted = set().union(*(rule_grants(rule) for rule in remediation_role()["rules"]))
+    assert granted == required, (granted - required, required - granted)
+
+
+def test_remediation_overlay_enables_rollback_only() -> None:
+    assert enabled_actions() == ("rollback",)
+    verbs = {verb for _, _, verb in
+             set().union(*(rule_grants(rule) for rule in remediation_role()["rules"]))}
+    assert "delete" not in verbs, "rollback deletes nothing"
+
+
+def test_remediation_role_has_no_wildcard_and_no_privilege_verb() -> None:
+    for rule in remediation_role()["rules"]:
+        assert "nonResourceURLs" not in rule
+        for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+            assert not any("*" in value for value in rule.get(key, [])), (key, rule)
+        assert not PRIVILEGE_VERBS & set(rule["verbs"]), rule
+        # Pods/exec, secrets and the like are never part of an action.
+        assert not {"secrets", "pods/exec", "roles", "rolebindings"} & set(rule["resources"])
+
+
+def test_every_remediation_rule_is_explained_by_a_comment() -> None:
+    lines = REMEDIATION_ROLE_FILE.read_text().splitlines()
+    rule_starts = [index for index, line in enumerate(lines)
+                   if line.lstrip().startswith("- apiGroups:")]
+    assert len(rule_starts) == len(remediation_role()["rules"])
+    for index in rule_starts:
+        assert lines[index - 1].lstrip().startswith("#"), lines[index]
+
+
+@pytest.mark.parametrize("install", sorted(ROLE_FILES))
+def test_the_watching_installs_stay_read_only(install: str) -> None:
+    # The remediation install reuses the namespaced Role unchanged: its writes are in its own
+    # Role only, so deleting that Role (or not applying the overlay) leaves a read-only detector.
+    for rule in role_rules(install):
+        writes = WRITE_VERBS & set(rule["verbs"])
+        if writes:
+            # The only writes: an Event per incident, and the leader-election Lease.
+            assert set(rule["resources"]) <= {"events", "leases"}, rule
+            assert not writes & {"patch", "delete", "deletecollection"}, rule
+
+
+def test_remediation_install_reuses_the_read_only_role_unchanged() -> None:
+    docs = install_documents("remediation")
+    roles = {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == "Role"}
+    assert set(roles) == {APP_NAME, REMEDIATION_ROLE}
+    assert roles[APP_NAME]["rules"] == role_rules("namespaced")
+
+
+def test_remediation_env_names_settings_fields_and_secrets_come_from_the_secret() -> None:
+    env = overlay_env("remediation")
+    assert env
+    for name, var in env.items():
+        assert name == name.upper() and name.lower() in Settings.model_fields, name
+        if name.lower() in SECRET_FIELDS:
+            assert "value" not in var, f"{name} must not be inline"
+            ref = var["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == SECRET_NAME and ref["optional"] is True
+    assert env["SLACK_SIGNING_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == \
+        "slack-signing-secret"
+    example_keys = set(only(load_documents(SECRET_EXAMPLE), "Secret")["stringData"])
+    assert {"slack-signing-secret", "slack-bot-token"} <= example_keys
+
+
+def test_remediation_env_over_the_base_validates_in_approve_mode() -> None:
+    settings = load_settings(remediation_settings_env())
+    assert settings.remediation_mode == "approve"
+    assert settings.allowed_actions == ("rollback",)
+    assert settings.leader_election is False
+    assert settings.slack_approvers == ("U00000000",)
+    assert settings.dry_run is False
+    assert settings.namespace == (NAMESPACE,)
+
+
+def test_remediation_without_the_signing_secret_does_not_start() -> None:
+    # The Secret key is optional for Kubernetes; the daemon refuses approve mode without it.
+    env = {key: value for key, value in remediation_settings_env().items()
+           if key != "SLACK_SIGNING_SECRET"}
+    with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET"):
+        load_settings(env)
+
+
+def test_remediation_runs_one_replica_without_leader_election() -> None:
+    # Approval tokens and the journal live in each replica's own process and SQLite file: a
+    # click must reach the replica that asked, so there is exactly one, also during a rollout.
+    spec = patched_deployment("remediation")["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    assert patched_env("remediation")["LEADER_ELECTION"] == {
+        "name": "LEADER_ELECTION", "value": "false"}
+    text = (REMEDIATION_DIR / KUSTOMIZATION_FILE).read_text()
+    assert "SQLite" in text and "replica that asked" in text, "the comment says why"
+    assert "REPLACE" in text, "the SLACK_APPROVERS placeholder says to replace it"
+
+
+@pytest.mark.parametrize("install", sorted(INSTALLS))
+def test_patched_deployment_deserializes_without_losing_fields(install: str) -> None:
+    patched = patched_deployment(install)
+    round_trip = ApiClient().sanitize_for_serialization(deserialize(patched))
+    assert fields_lost(patched, round_trip) == []
 
 
 # --- Dockerfile ------------------------------------------------------------------------------
