@@ -1,8 +1,9 @@
 """Closing the loop through the real detector, in-process on a simulated clock: an incident's
 Slack message carries Approve/Reject buttons, a signed click (as Slack sends it) runs the rollback
 once through the real client against the loopback apiserver, everything is audited, and the
-result is verified. The loopback apiserver answers the detector's reads from the simulated world
-and records its writes."""
+result is verified. The simulated apiserver carries a rollback out as the Deployment controller
+does (the earlier revision's ReplicaSet becomes current again), so the verification sees the
+errors stop."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ from typing import Any
 import httpx
 
 from incident_detector.main import build_detector, slack_routes
-from incident_detector.run.journal import DONE, PROPOSED, REJECTED, UNVERIFIED
+from incident_detector.run.journal import DONE, PROPOSED, REJECTED, VERIFIED
 from incident_detector.run.store import Store
 from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
 from incident_detector.sim.replay import SCENARIO_EPOCH, ManualClock, scenario_settings
 from incident_detector.sim.scenario import load_scenario
-from incident_detector.sim.server import LocalServer, Request, Response
+from incident_detector.sim.server import LocalServer
 from incident_detector.sim.world import World
 from incident_detector.sources import kube
 from incident_detector.web.app import make_app
@@ -33,35 +34,19 @@ APPROVER = "U0APPROVER"
 TICK = timedelta(seconds=20)
 
 
-class WritingApiServer:
-    """The simulated world for reads; writes to a Deployment are recorded and answered 200 with
-    the Deployment as it is (the world does not change: the verification then fails, honestly)."""
-
-    def __init__(self, world: World, clock: ManualClock) -> None:
-        self.reads = KubeApiFake(world, clock)
-        self.world = world
-        self.writes: list[Request] = []
-
-    def __call__(self, request: Request) -> Response:
-        if request.method == "PATCH":
-            self.writes.append(request)
-            body = self.world.deployment(self.world.scenario.namespace, self.reads.clock())
-            return Response(200, body, "application/json")
-        return self.reads(request)
-
-
 def run_flow(tmp_path, *, mode: str = "approve", clicks: list[tuple[str, str]] = (),
              scenario_name: str = "bad-rollout-sharp-spike.yaml", **extra: Any) -> dict:
     scenario = load_scenario(SCENARIOS / scenario_name)
     clock = ManualClock(SCENARIO_EPOCH)
     world = World(scenario, t0=SCENARIO_EPOCH)
-    api = WritingApiServer(world, clock)
+    loki = LokiFake(world, clock)
+    api = KubeApiFake(world, clock, on_world_change=lambda changed: setattr(loki, "world", changed))
     sink = SlackSink()
     out = io.StringIO()
     seen: dict[str, Any] = {"answers": []}
 
     async def run() -> None:
-        with LocalServer(api) as k, LocalServer(LokiFake(world, clock)) as lk, \
+        with LocalServer(api) as k, LocalServer(loki) as lk, \
                 LocalServer(sink) as sl:
             settings = scenario_settings(
                 scenario, loki_url=lk.url, slack_url=sl.url + "/services/T/B/X",
@@ -90,7 +75,7 @@ def run_flow(tmp_path, *, mode: str = "approve", clicks: list[tuple[str, str]] =
                         await asyncio.wait(set(detector.remediator.running) or
                                            {asyncio.ensure_future(asyncio.sleep(0))})
                         await asyncio.sleep(0.05)
-                    for _ in range(5):  # verification follows, tick after tick
+                    for _ in range(8):  # verification follows, tick after tick
                         await detector.tick()
                         clock.now += TICK
                     await asyncio.sleep(0)
@@ -142,11 +127,14 @@ def test_approve_runs_the_rollback_once_audits_it_and_verifies_it(tmp_path):
     assert [a["decision"] for a in actions] == ["requested", "approved", "executed"]
     assert all({"who", "when", "action", "target", "decision", "reason", "dry_run", "result"}
                <= set(a) for a in actions)
-    # The simulated world does not apply writes: the bad revision stays, so verification fails.
+    # Revision 1's ReplicaSet is current again (as revision 3), its pods are fine: PASS.
     [verification] = [line for line in seen["lines"] if line["event"] == "verification"]
-    assert verification["result"] == "fail" and verification["deployment"] == "payments-api"
-    assert seen["journal"][0].state == UNVERIFIED
-    assert any("Verification FAIL" in (m.get("text") or "") for m in seen["sink"])
+    assert verification["result"] == "pass" and verification["deployment"] == "payments-api"
+    assert verification["error_rate_after"] <= verification["error_rate_before"]
+    assert seen["journal"][0].state == VERIFIED
+    assert any("Verification PASS" in (m.get("text") or "") for m in seen["sink"])
+    # No new incident for the rollback's own revision.
+    assert [line["revision"] for line in seen["lines"] if line["event"] == "incident"] == [2]
     # The original message was updated through the response_url: who decided, and the outcome.
     assert any("approved by <@U0APPROVER>" in (m.get("text") or "") for m in seen["sink"])
     assert seen["status"]["remediation"]["audit"]["executed"] == 1
@@ -171,6 +159,7 @@ def test_dry_run_validates_the_write_and_persists_nothing(tmp_path):
     [write] = seen["writes"]
     assert write.param("dryRun") == "All"
     assert seen["journal"][0].state == "dry_run"
+    assert [line["revision"] for line in seen["lines"] if line["event"] == "incident"] == [2]
     assert not [line for line in seen["lines"] if line["event"] == "verification"]
 
 

@@ -1338,3 +1338,41 @@ def test_a_deployment_created_again_has_new_uids_and_counts_revisions_from_one()
                 if p["metadata"]["name"].startswith(world.replicaset_name(2))]
     assert world.scenario_revision(replicaset=world.replicaset_name(4), revision=2) == 4
     assert world.scenario_revision(replicaset=world.replicaset_name(2), revision=2) == 2
+
+
+def test_the_simulated_apiserver_carries_out_a_rollback_as_the_controller_does():
+    scenario = load_scenario(SCENARIOS / "bad-rollout-sharp-spike.yaml")
+    clock_now = {"t": T0 + timedelta(seconds=200)}
+    world = World(scenario, t0=T0)
+    changed: list[World] = []
+    fake = KubeApiFake(world, lambda: clock_now["t"], on_world_change=changed.append)
+    with LocalServer(fake) as server:
+        path = f"{server.url}/apis/apps/v1/namespaces/{scenario.namespace}/deployments/{scenario.deployment}"
+        before = httpx.get(path).json()
+        template = httpx.get(f"{server.url}/apis/apps/v1/namespaces/{scenario.namespace}/"
+                             f"replicasets/{world.replicaset_name(1)}").json()["spec"]["template"]
+        headers = {"Content-Type": "application/json-patch+json"}
+
+        def patch(version: str, *, dry_run: bool = False) -> httpx.Response:
+            ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": version},
+                   {"op": "replace", "path": "/spec/template", "value": template}]
+            return httpx.patch(path + ("?dryRun=All" if dry_run else ""), json=ops,
+                               headers=headers)
+
+        assert patch("1").status_code == 422  # stale precondition, as the API server answers
+        assert patch(before["metadata"]["resourceVersion"], dry_run=True).status_code == 200
+        assert changed == []  # a dry run changes nothing
+        assert httpx.patch(path, json={"spec": {"paused": True}}).status_code == 405
+        answer = patch(before["metadata"]["resourceVersion"])
+        assert answer.status_code == 200
+        after = answer.json()
+        # Revision 1's ReplicaSet is current again, as revision 3 (what `rollout undo` does).
+        assert after["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
+        assert after["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":1.4.2")
+        [world_after] = changed
+        replicasets = {rs["metadata"]["name"]: rs for rs in
+                       world_after.objects("replicasets", scenario.namespace, clock_now["t"])}
+        assert replicasets[world.replicaset_name(1)]["metadata"]["annotations"][
+            "deployment.kubernetes.io/revision-history"] == "1"
+        # The precondition seen before is stale now.
+        assert patch(before["metadata"]["resourceVersion"]).status_code == 422

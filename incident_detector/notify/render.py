@@ -686,6 +686,9 @@ def slack_text(payload: dict[str, Any]) -> str:
             if lines:
                 lines.append("")
             lines.extend(_text_lines(block["text"]["text"]))
+        elif kind == "actions":  # buttons, as a person sees them
+            lines.append("  ".join(f"[ {e.get('text', {}).get('text', '')} ]"
+                                   for e in block.get("elements", ())))
         elif kind == "context":
             texts = [_mrkdwn_unescape(e.get("text", "")) for e in block.get("elements", ())]
             lines.append("")

@@ -43,6 +43,7 @@ Clock = Callable[[], datetime]
 Faults = Callable[[Request], "Response | None"]
 
 KUBE_JSON = "application/json"
+JSON_PATCH = "application/json-patch+json"
 LOKI_JSON = "application/json; charset=UTF-8"
 PLAIN_TEXT = "text/plain; charset=utf-8"
 EVENTS_GROUP = "events.k8s.io"
@@ -277,9 +278,14 @@ class KubeApiFake(_Fake):
     """
 
     def __init__(self, world: World, clock: Clock, *, faults: Faults | None = None,
-                 watch_window: timedelta = DEFAULT_WATCH_WINDOW) -> None:
+                 watch_window: timedelta = DEFAULT_WATCH_WINDOW,
+                 on_world_change: Callable[[World], None] | None = None) -> None:
         super().__init__(faults)
         self.world = world
+        # Told of the world a write made (a rollback adds a revision): the Loki fake follows.
+        self.on_world_change = on_world_change
+        # The writes the fake accepted (rollbacks, dry runs included), for whoever watches it.
+        self.writes: list[Request] = []
         self.clock = clock
         self.watch_window = watch_window
         # Collection GETs per path: plain lists, and watches.
@@ -327,6 +333,8 @@ class KubeApiFake(_Fake):
 
     def _world_objects(self, request: Request, world_resource: WorldResource, resource: str,
                        namespace: str, name: str | None) -> Response:
+        if request.method == "PATCH" and resource == "deployments" and name is not None:
+            return self._rollback(request, namespace, name)
         if request.method != "GET":
             return _method_not_allowed()
         if _parse_bool(request.param("watch"), "watch"):
@@ -341,6 +349,51 @@ class KubeApiFake(_Fake):
         listing = self.world.list_body(resource, namespace, now)
         listing["items"] = _selected(listing["items"], request, world_resource.fields)
         return Response(200, listing, KUBE_JSON)
+
+    def _rollback(self, request: Request, namespace: str, name: str) -> Response:
+        """``kubectl rollout undo``, carried out as the Deployment controller does: a JSON patch
+        that puts an earlier revision's template back makes that revision's ReplicaSet current
+        again, as a new revision (the world gains a revision that ``reuses`` it). The patch's
+        ``test`` of the resourceVersion is enforced (422 when stale, as the API server answers);
+        ``dryRun=All`` validates and changes nothing. Other writes are not simulated (405)."""
+        now = self.clock()
+        current = self.world.deployment(namespace, now)
+        if current is None or current["metadata"]["name"] != name:
+            return _not_found("apps", "deployments", name)
+        if (request.headers.get("content-type") or "").split(";")[0].strip() != JSON_PATCH:
+            return _method_not_allowed()
+        try:
+            ops = json.loads(request.body or b"null")
+            tests = [op["value"] for op in ops if op.get("op") == "test"
+                     and op.get("path") == "/metadata/resourceVersion"]
+            [template] = [op["value"] for op in ops if op.get("op") == "replace"
+                          and op.get("path") == "/spec/template"]
+            image = template["spec"]["containers"][0]["image"]
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            raise BadRequest("not a rollback: a JSON patch replacing /spec/template") from None
+        if any(value != current["metadata"]["resourceVersion"] for value in tests):
+            return _status(422, "Invalid",
+                           "the server rejected our request due to an error in our request")
+        scenario = self.world.scenario
+        latest = self.world.current_revision(now)
+        earlier = [r for r in scenario.revisions if r.image == image and r is not latest
+                   and r.reuses is None]
+        if not earlier or latest is None:
+            return _status(422, "Invalid", f"no earlier revision runs {image}")
+        self.writes.append(request)
+        if request.param("dryRun") == "All":
+            return Response(200, current, KUBE_JSON)
+        target = earlier[-1]
+        undo = target.model_copy(update={
+            "revision": max(r.revision for r in scenario.revisions) + 1,
+            "at": max(self.world.seconds(now), latest.at + 0.001), "reuses": target.revision,
+            "pod_problems": ()})
+        world = World(scenario.model_copy(update={"revisions": (*scenario.revisions, undo)}),
+                      t0=self.world.t0, incarnation=self.world.incarnation)
+        self.world = world
+        if self.on_world_change is not None:
+            self.on_world_change(world)
+        return Response(200, world.deployment(namespace, now), KUBE_JSON)
 
     def _watch(self, request: Request, world_resource: WorldResource, resource: str,
                namespace: str, name: str | None) -> Response:

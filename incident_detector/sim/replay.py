@@ -106,8 +106,10 @@ def simulated_cluster(scenario: Scenario, *, clock: Any, t0: datetime = SCENARIO
     """Loopback kube-apiserver, Loki and Slack serving ``scenario`` as seen at ``clock()``."""
     world = World(scenario, t0=t0)
     sink = SlackSink()
-    with LocalServer(KubeApiFake(world, clock)) as kube_server, \
-            LocalServer(LokiFake(world, clock)) as loki_server, \
+    loki = LokiFake(world, clock)
+    # A rollback written to the apiserver adds a revision to the world; Loki serves the same one.
+    kube = KubeApiFake(world, clock, on_world_change=lambda changed: setattr(loki, "world", changed))
+    with LocalServer(kube) as kube_server, LocalServer(loki) as loki_server, \
             LocalServer(sink) as slack_server:
         yield SimulatedCluster(world, kube_server, loki_server, slack_server, sink)
 
