@@ -21,6 +21,7 @@ import uvicorn
 from .config import Settings
 from .errors import SourceError
 from .notify import events, slack
+from .notify.slack_bot import SlackBotNotifier
 from .run import leader
 from .run.daemon import Clock, Detector, utcnow
 from .act.approvals import ApprovalTokens
@@ -55,7 +56,12 @@ async def build_detector(
     store = store or Store(settings.state_path)
     loki_http = loki.make_http_client(settings)
     slack_http, slack_notifier = None, None
-    if settings.slack_webhook_url is not None:  # without a webhook, Slack is simply off
+    if settings.slack_bot_token is not None and settings.slack_channel_id:
+        # A Slack app: chat.postMessage, follow-ups in the incident's thread.
+        slack_notifier = SlackBotNotifier(token=settings.slack_bot_token,
+                                          channel=settings.slack_channel_id,
+                                          timeout=settings.slack_timeout_seconds)
+    elif settings.slack_webhook_url is not None:  # without either, Slack is simply off
         slack_http = slack.make_http_client(timeout=settings.slack_timeout_seconds)
         slack_notifier = slack.SlackNotifier(http=slack_http, webhook_url=settings.slack_webhook_url,
                                              max_attempts=settings.slack_max_attempts)

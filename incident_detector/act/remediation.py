@@ -33,6 +33,7 @@ import structlog
 from ..errors import SourceError
 from ..judge.correlator import Rollout
 from ..model import Deployment, Incident, RemediationView
+from ..notify.slack_bot import THREAD_KEY, thread_key
 from ..run.journal import (
     APPROVED,
     DONE,
@@ -275,7 +276,7 @@ class Remediator:
                         f"{_target(entry)} to revision {entry.params.get('to_revision')}: "
                         + "; ".join(verdict.reasons))
                 try:
-                    await self.slack.send({"text": text})
+                    await self.slack.send({"text": text, THREAD_KEY: thread_key(entry.key)})
                 except SourceError as exc:
                     log.warning("verification.slack_failed", reason=exc.reason)
 

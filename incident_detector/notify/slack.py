@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from ..errors import SourceError, parse_retry_after
 from ..retry import Backoff, Sleep, call_with_retries
+from .slack_bot import without_private_keys
 
 log = structlog.get_logger(__name__)
 
@@ -90,7 +91,7 @@ class SlackNotifier:
     async def _post(self, payload: dict[str, Any]) -> None:
         url = self._webhook_url.get_secret_value()
         try:
-            response = await self._http.post(url, json=payload)
+            response = await self._http.post(url, json=without_private_keys(payload))
         # ``from None``: the httpx exception (and its request URL) must not travel along.
         except httpx.TimeoutException as exc:
             raise SourceError(

@@ -19,6 +19,7 @@ import structlog
 from ..errors import SourceError
 from ..model import Incident
 from ..notify import render
+from ..notify.slack_bot import THREAD_KEY, thread_key
 from ..retry import Backoff
 from .health import Sources
 from .metrics import DetectorMetrics
@@ -91,7 +92,9 @@ class Outbox:
         record = render.incident_record(incident)
         deliveries: list[tuple[str, dict[str, Any]]] = [(CHANNEL_STDOUT, record)]
         if self.slack is not None:
-            deliveries.append((CHANNEL_SLACK, render.slack_payload(incident)))
+            # Named by its thread: a bot token's follow-ups reply to it (notify.slack_bot).
+            deliveries.append((CHANNEL_SLACK, {**render.slack_payload(incident),
+                                               THREAD_KEY: thread_key(incident.key)}))
         if self.events is not None:
             deliveries.append((CHANNEL_EVENT, self.events.body_for(
                 incident_record=record, note=render.event_note(incident))))
