@@ -71,13 +71,16 @@ async def build_detector(
         renew_interval=settings.lease_duration_seconds / 3, timeout=settings.kube_timeout_seconds,
         clock=clock,
     ) if settings.leader_election else None
+    recorder = events.EventRecorder(api=kube_api, timeout=settings.kube_timeout_seconds,
+                                    reporting_instance=settings.pod_name) \
+        if settings.kube_events else None
     remediator = None
     if settings.remediation_mode != "off":
         remediator = Remediator(
             policy=policy_from_settings(settings), journal=Journal(store.connection),
             executor=KubeExecutor(api=kube_api, timeout=settings.kube_timeout_seconds),
             tokens=ApprovalTokens(clock=clock), stdout=StdoutSink(stdout), slack=slack_notifier,
-            clock=clock, verify_timeout_seconds=settings.verify_timeout_seconds)
+            clock=clock, verify_timeout_seconds=settings.verify_timeout_seconds, events=recorder)
     try:
         detector = Detector(
             settings=settings,
@@ -92,9 +95,7 @@ async def build_detector(
             store=store,
             stdout=StdoutSink(stdout),
             slack=slack_notifier,
-            events=events.EventRecorder(api=kube_api, timeout=settings.kube_timeout_seconds,
-                                        reporting_instance=settings.pod_name)
-            if settings.kube_events else None,
+            events=recorder,
             leadership=elector,
             clock=clock,
             remediator=remediator,

@@ -461,3 +461,22 @@ def test_the_recorder_needs_only_the_event_permissions(apiserver):
     used = {("events.k8s.io", "events", verbs[r.method]) for r in apiserver.requests}
     assert used == set(EVENT_PERMISSIONS)
     assert {r.path for r in apiserver.requests} == {EVENTS_PATH}
+
+
+def test_the_verification_event_names_the_deployment_and_the_verdict():
+    from incident_detector.notify.events import verification_event_body
+
+    fields = dict(namespace=NAMESPACE, deployment="payments-api", deployment_uid="uid-1",
+                  action_id=7, note="Verification PASS: ...", at=DETECTED_AT,
+                  reporting_instance="detector-0")
+    passed = verification_event_body(passed=True, **fields)
+    failed = verification_event_body(passed=False, **fields)
+    assert (passed["reason"], passed["type"]) == ("RemediationVerified", "Normal")
+    assert (failed["reason"], failed["type"]) == ("RemediationNotVerified", "Warning")
+    assert passed["regarding"]["uid"] == "uid-1" and passed["action"] == "Verify"
+    # One name per action: a retried create is a 409, not a second Event.
+    assert passed["metadata"]["name"] == failed["metadata"]["name"]
+    assert passed["metadata"]["name"] != verification_event_body(
+        passed=True, **{**fields, "action_id": 8})["metadata"]["name"]
+    # Not an incident: the read-back, which selects the incidents' reason, ignores it.
+    assert parse_notified_revision(passed) is None

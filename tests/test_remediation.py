@@ -26,6 +26,7 @@ from incident_detector.sim.server import LocalServer
 from incident_detector.sim.world import World
 from incident_detector.sources import kube
 from incident_detector.web.app import make_app
+from test_identity import describe_events
 from test_slack_actions import click_body, signed_headers
 
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -82,6 +83,10 @@ def run_flow(tmp_path, *, mode: str = "approve", clicks: list[tuple[str, str]] =
                     seen["audit"] = (await web.get("/api/audit")).json()["audit"]
                     seen["status"] = (await web.get("/status")).json()
                     seen["journal"] = detector.journal.recent(since=SCENARIO_EPOCH)
+                    seen["described"] = await asyncio.to_thread(describe_events, k.url,
+                                                                api.world.deployment(
+                                                                    scenario.namespace,
+                                                                    clock.now))
 
     asyncio.run(run())
     seen["lines"] = [json.loads(line) for line in out.getvalue().splitlines()]
@@ -133,6 +138,9 @@ def test_approve_runs_the_rollback_once_audits_it_and_verifies_it(tmp_path):
     assert verification["error_rate_after"] <= verification["error_rate_before"]
     assert seen["journal"][0].state == VERIFIED
     assert any("Verification PASS" in (m.get("text") or "") for m in seen["sink"])
+    # kubectl describe deployment shows the incident and the verification.
+    assert [e["reason"] for e in seen["described"]] == ["RolloutRegression",
+                                                        "RemediationVerified"]
     # No new incident for the rollback's own revision.
     assert [line["revision"] for line in seen["lines"] if line["event"] == "incident"] == [2]
     # The original message was updated through the response_url: who decided, and the outcome.

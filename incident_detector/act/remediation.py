@@ -33,6 +33,7 @@ import structlog
 from ..errors import SourceError
 from ..judge.correlator import Rollout
 from ..model import Deployment, Incident, RemediationView
+from ..notify.events import EventRecorder
 from ..notify.slack_bot import THREAD_KEY, thread_key
 from ..run.journal import (
     APPROVED,
@@ -76,7 +77,9 @@ class Sender(Protocol):
 class Remediator:
     def __init__(self, *, policy: Policy, journal: Journal, executor: KubeExecutor,
                  tokens: ApprovalTokens, stdout: Writer, slack: Sender | None, clock: Clock,
-                 verify_timeout_seconds: float, http: httpx.AsyncClient | None = None) -> None:
+                 verify_timeout_seconds: float, http: httpx.AsyncClient | None = None,
+                 events: EventRecorder | None = None) -> None:
+        self.events = events
         self.policy = policy
         self.journal = journal
         self.executor = executor
@@ -271,10 +274,19 @@ class Remediator:
             self.journal.audit(at=now, who=DETECTOR, action=entry.action, target=_target(entry),
                                decision="verified", reason="; ".join(verdict.reasons),
                                dry_run=False, result=verdict.result.value, action_id=entry.id)
+            text = (f"Verification {verdict.result.value.upper()}: {entry.action} of "
+                    f"{_target(entry)} to revision {entry.params.get('to_revision')}: "
+                    + "; ".join(verdict.reasons))
+            if self.events is not None:
+                body = self.events.verification_body(
+                    namespace=entry.key[0], deployment=entry.key[1], deployment_uid=entry.key[3],
+                    action_id=entry.id, passed=verdict.result is VerificationResult.PASS,
+                    note=text, at=now)
+                try:
+                    await self.events.send(body)
+                except SourceError as exc:  # the audit row and the JSON line are the record
+                    log.warning("verification.event_failed", reason=exc.reason)
             if self.slack is not None:
-                text = (f"Verification {verdict.result.value.upper()}: {entry.action} of "
-                        f"{_target(entry)} to revision {entry.params.get('to_revision')}: "
-                        + "; ".join(verdict.reasons))
                 try:
                     await self.slack.send({"text": text, THREAD_KEY: thread_key(entry.key)})
                 except SourceError as exc:

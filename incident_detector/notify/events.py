@@ -87,6 +87,37 @@ class NotifiedRevision(NamedTuple):
 # The Event body (pure).
 
 
+VERIFIED_REASON, UNVERIFIED_REASON = "RemediationVerified", "RemediationNotVerified"
+VERIFY_ACTION = "Verify"
+
+
+def verification_event_body(*, namespace: str, deployment: str, deployment_uid: str,
+                            action_id: int, passed: bool, note: str, at: datetime,
+                            reporting_instance: str) -> dict[str, Any]:
+    """The Event on the Deployment that says whether a remediation worked (``kubectl describe``
+    shows it next to the incident's). Its name is the action's, so a retry is a 409."""
+    key = f"{namespace}/{deployment}/{deployment_uid}/verify/{action_id}".encode()
+    suffix = f".verify.{hashlib.sha256(key).hexdigest()[:NAME_HASH_CHARS]}"
+    stem = _dns_subdomain(deployment)[: NAME_MAX_CHARS - len(suffix)].rstrip("-.")
+    regarding = {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment,
+                 "namespace": namespace}
+    if deployment_uid:
+        regarding["uid"] = deployment_uid
+    return {
+        "apiVersion": EVENT_API_VERSION,
+        "kind": "Event",
+        "metadata": {"name": (stem or "deployment") + suffix, "namespace": namespace},
+        "eventTime": micro_time(at),
+        "reportingController": REPORTING_CONTROLLER,
+        "reportingInstance": reporting_instance[:REPORTING_INSTANCE_MAX_CHARS],
+        "action": VERIFY_ACTION,
+        "reason": VERIFIED_REASON if passed else UNVERIFIED_REASON,
+        "type": "Normal" if passed else EVENT_TYPE,
+        "note": clip_utf8(note, EVENT_NOTE_MAX_BYTES),
+        "regarding": regarding,
+    }
+
+
 def event_body(*, incident_record: Mapping[str, Any], note: str,
                reporting_instance: str) -> dict[str, Any]:
     """The ``events.k8s.io/v1`` Event for an incident record (``render.incident_record``).
@@ -248,6 +279,10 @@ class EventRecorder:
         """``event_body`` with this replica as the reporting instance."""
         return event_body(incident_record=incident_record, note=note,
                           reporting_instance=self._reporting_instance)
+
+    def verification_body(self, **fields: Any) -> dict[str, Any]:
+        """``verification_event_body`` with this replica as the reporting instance."""
+        return verification_event_body(**fields, reporting_instance=self._reporting_instance)
 
     async def send(self, payload: Mapping[str, Any]) -> None:
         """Create the Event ``payload`` (an ``event_body``); an existing one counts as sent.
