@@ -96,26 +96,12 @@ def verification_event_body(*, namespace: str, deployment: str, deployment_uid: 
                             reporting_instance: str) -> dict[str, Any]:
     """The Event on the Deployment that says whether a remediation worked (``kubectl describe``
     shows it next to the incident's). Its name is the action's, so a retry is a 409."""
-    key = f"{namespace}/{deployment}/{deployment_uid}/verify/{action_id}".encode()
-    suffix = f".verify.{hashlib.sha256(key).hexdigest()[:NAME_HASH_CHARS]}"
-    stem = _dns_subdomain(deployment)[: NAME_MAX_CHARS - len(suffix)].rstrip("-.")
-    regarding = {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment,
-                 "namespace": namespace}
-    if deployment_uid:
-        regarding["uid"] = deployment_uid
-    return {
-        "apiVersion": EVENT_API_VERSION,
-        "kind": "Event",
-        "metadata": {"name": (stem or "deployment") + suffix, "namespace": namespace},
-        "eventTime": micro_time(at),
-        "reportingController": REPORTING_CONTROLLER,
-        "reportingInstance": reporting_instance[:REPORTING_INSTANCE_MAX_CHARS],
-        "action": VERIFY_ACTION,
-        "reason": VERIFIED_REASON if passed else UNVERIFIED_REASON,
-        "type": "Normal" if passed else EVENT_TYPE,
-        "note": clip_utf8(note, EVENT_NOTE_MAX_BYTES),
-        "regarding": regarding,
-    }
+    key = f"{namespace}/{deployment}/{deployment_uid}/verify/{action_id}"
+    return _deployment_event(
+        name=_named(deployment, "verify", key), namespace=namespace, deployment=deployment,
+        deployment_uid=deployment_uid, at=at, reporting_instance=reporting_instance,
+        action=VERIFY_ACTION, reason=VERIFIED_REASON if passed else UNVERIFIED_REASON,
+        event_type="Normal" if passed else EVENT_TYPE, note=note)
 
 
 def event_body(*, incident_record: Mapping[str, Any], note: str,
@@ -140,32 +126,44 @@ def event_body(*, incident_record: Mapping[str, Any], note: str,
         raise ValueError("an Event needs a reporting instance (the pod name)")
     deployment_uid = _text(incident_record.get("deployment_uid")) or ""
     replicaset_uid = _text(incident_record.get("replicaset_uid")) or ""
+    return _deployment_event(
+        name=event_name(namespace=namespace, deployment=deployment, revision=revision,
+                        replicaset=replicaset, deployment_uid=deployment_uid),
+        namespace=namespace, deployment=deployment, deployment_uid=deployment_uid,
+        at=event_time, reporting_instance=reporting_instance, action=ACTION, reason=REASON,
+        event_type=EVENT_TYPE, note=note,
+        annotations={
+            REVISION_ANNOTATION: str(revision),
+            REPLICASET_ANNOTATION: replicaset,
+            **({DEPLOYMENT_UID_ANNOTATION: deployment_uid} if deployment_uid else {}),
+            **({REPLICASET_UID_ANNOTATION: replicaset_uid} if replicaset_uid else {}),
+        })
+
+
+def _deployment_event(*, name: str, namespace: str, deployment: str, deployment_uid: str,
+                      at: datetime, reporting_instance: str, action: str, reason: str,
+                      event_type: str, note: str,
+                      annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """An ``events.k8s.io/v1`` Event regarding a Deployment, with what the API server requires."""
     regarding = {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment,
                  "namespace": namespace}
     if deployment_uid:
         # `kubectl describe deployment` selects Events by the involved object's uid: without
         # it the Event exists but is not shown there.
         regarding["uid"] = deployment_uid
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if annotations:
+        metadata["annotations"] = dict(annotations)
     return {
         "apiVersion": EVENT_API_VERSION,
         "kind": "Event",
-        "metadata": {
-            "name": event_name(namespace=namespace, deployment=deployment, revision=revision,
-                               replicaset=replicaset, deployment_uid=deployment_uid),
-            "namespace": namespace,
-            "annotations": {
-                REVISION_ANNOTATION: str(revision),
-                REPLICASET_ANNOTATION: replicaset,
-                **({DEPLOYMENT_UID_ANNOTATION: deployment_uid} if deployment_uid else {}),
-                **({REPLICASET_UID_ANNOTATION: replicaset_uid} if replicaset_uid else {}),
-            },
-        },
-        "eventTime": micro_time(event_time),
+        "metadata": metadata,
+        "eventTime": micro_time(at),
         "reportingController": REPORTING_CONTROLLER,
         "reportingInstance": reporting_instance[:REPORTING_INSTANCE_MAX_CHARS],
-        "action": ACTION,
-        "reason": REASON,
-        "type": EVENT_TYPE,
+        "action": action,
+        "reason": reason,
+        "type": event_type,
         "note": clip_utf8(note, EVENT_NOTE_MAX_BYTES),
         "regarding": regarding,
     }
@@ -182,8 +180,13 @@ def event_name(*, namespace: str, deployment: str, revision: int, replicaset: st
     key = f"{namespace}/{deployment}/{revision}/{replicaset}"
     if deployment_uid:
         key += f"/{deployment_uid}"
-    key = key.encode("utf-8", "replace")
-    suffix = f".rev{revision}.{hashlib.sha256(key).hexdigest()[:NAME_HASH_CHARS]}"
+    return _named(deployment, f"rev{revision}", key)
+
+
+def _named(deployment: str, kind: str, key: str) -> str:
+    """``DEPLOYMENT.KIND.HASH``: a valid DNS subdomain, the same for the same ``key``."""
+    digest = hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:NAME_HASH_CHARS]
+    suffix = f".{kind}.{digest}"
     stem = _dns_subdomain(deployment)[: NAME_MAX_CHARS - len(suffix)].rstrip("-.")
     return (stem or "deployment") + suffix
 
