@@ -79,37 +79,55 @@ def build_cluster(size: int, now: datetime) -> SyntheticCluster:
         deployments.append(dep)
         for revision in (1, 2, 3):
             pod_hash = f"{i:04d}{revision}abcde"[:10]
-            rs = copy.deepcopy(rs_t)
             created = now - (timedelta(seconds=60) if recent and revision == 3
                              else timedelta(days=4 - revision))
-            rs["metadata"].update(
-                name=f"{name}-{pod_hash}", namespace=NAMESPACE, uid=f"uid-r-{i}-{revision}",
-                creationTimestamp=_stamp(created),
-                labels={"app": name, "pod-template-hash": pod_hash},
-                annotations={"deployment.kubernetes.io/revision": str(revision)},
-                ownerReferences=[{"apiVersion": "apps/v1", "kind": "Deployment", "name": name,
-                                  "uid": f"uid-d-{i}", "controller": True,
-                                  "blockOwnerDeletion": True}])
-            replicasets.append(rs)
+            replicasets.append(replicaset_item(rs_t, deployment=name, index=i, revision=revision,
+                                               pod_hash=pod_hash, created=created))
             if revision == 3:
-                pods = []
-                for p in range(2):
-                    pod = copy.deepcopy(pod_t)
-                    pod["metadata"].update(
-                        name=f"{name}-{pod_hash}-p{p}xyz", namespace=NAMESPACE,
-                        labels={"app": name, "pod-template-hash": pod_hash},
-                        ownerReferences=[{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                                          "name": f"{name}-{pod_hash}", "uid": f"uid-r-{i}-3",
-                                          "controller": True, "blockOwnerDeletion": True}])
-                    for status in pod["status"].get("containerStatuses", []):
-                        status["state"] = {"running": {"startedAt": _stamp(now)}}
-                        status["restartCount"] = 0
-                    pods.append(pod)
+                pods = running_pods(pod_t, deployment=name, index=i, revision=revision,
+                                    pod_hash=pod_hash, started=now)
                 pods_by_hash[pod_hash] = pods
                 if recent:
                     in_window.append((name, pods[0]["metadata"]["name"]))
 
     return SyntheticCluster(deployments, replicasets, pods_by_hash, in_window)
+
+
+def replicaset_item(template: dict, *, deployment: str, index: int, revision: int, pod_hash: str,
+                    created: datetime) -> dict:
+    """A ReplicaSet cloned from the recorded one: revision ``revision`` of Deployment ``index``."""
+    rs = copy.deepcopy(template)
+    rs["metadata"].update(
+        name=f"{deployment}-{pod_hash}", namespace=NAMESPACE, uid=f"uid-r-{index}-{revision}",
+        creationTimestamp=_stamp(created),
+        labels={"app": deployment, "pod-template-hash": pod_hash},
+        annotations={"deployment.kubernetes.io/revision": str(revision)},
+        ownerReferences=[{"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment,
+                          "uid": f"uid-d-{index}", "controller": True,
+                          "blockOwnerDeletion": True}])
+    return rs
+
+
+def running_pods(template: dict, *, deployment: str, index: int, revision: int, pod_hash: str,
+                 started: datetime, count: int = 2) -> list[dict]:
+    """``count`` running pods of that ReplicaSet, cloned from the recorded pod."""
+    pods = []
+    for p in range(count):
+        pod = copy.deepcopy(template)
+        pod["metadata"].update(
+            name=f"{deployment}-{pod_hash}-p{p}xyz", namespace=NAMESPACE,
+            labels={"app": deployment, "pod-template-hash": pod_hash},
+            ownerReferences=[{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                              "name": f"{deployment}-{pod_hash}",
+                              "uid": f"uid-r-{index}-{revision}", "controller": True,
+                              "blockOwnerDeletion": True}])
+        for status in pod["status"].get("containerStatuses", []):
+            status["state"] = {"running": {"startedAt": _stamp(started)}}
+            status["restartCount"] = 0
+            status.pop("lastState", None)
+        pod["status"]["phase"] = "Running"
+        pods.append(pod)
+    return pods
 
 
 def list_page(kind: str, items: list[dict], request: Request, cache: dict) -> bytes:

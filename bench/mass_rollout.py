@@ -45,6 +45,8 @@ from .footprint import (
     _proc_kib,
     _stamp,
     kube_handler,
+    replicaset_item,
+    running_pods,
     start_daemon,
 )
 
@@ -91,38 +93,16 @@ def build_mass_rollout(size: int, now: datetime) -> tuple[SyntheticCluster, dict
         dep["spec"]["template"]["metadata"]["labels"] = {"app": name}
         for revision in (1, 2):
             pod_hash = f"{i:04d}{revision}abcde"[:10]
-            rs_name = f"{name}-{pod_hash}"
-            rs = copy.deepcopy(rs_t)
             created = started if revision == 2 else now - timedelta(days=4)
-            rs["metadata"].update(
-                name=rs_name, namespace=NAMESPACE, uid=f"uid-r-{i}-{revision}",
-                creationTimestamp=_stamp(created),
-                labels={"app": name, "pod-template-hash": pod_hash},
-                annotations={"deployment.kubernetes.io/revision": str(revision)},
-                ownerReferences=[{"apiVersion": "apps/v1", "kind": "Deployment", "name": name,
-                                  "uid": f"uid-d-{i}", "controller": True,
-                                  "blockOwnerDeletion": True}])
-            replicasets.append(rs)
+            replicasets.append(replicaset_item(rs_t, deployment=name, index=i, revision=revision,
+                                               pod_hash=pod_hash, created=created))
             if revision == 2:
                 for condition in dep["status"].get("conditions", []):
                     if condition["type"] == "Progressing":
-                        condition.update(message=f'ReplicaSet "{rs_name}" is progressing.',
+                        condition.update(message=f'ReplicaSet "{name}-{pod_hash}" is progressing.',
                                          lastUpdateTime=_stamp(started))
-                pods = []
-                for p in range(2):
-                    pod = copy.deepcopy(pod_t)
-                    pod["metadata"].update(
-                        name=f"{rs_name}-p{p}xyz", namespace=NAMESPACE,
-                        labels={"app": name, "pod-template-hash": pod_hash},
-                        ownerReferences=[{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                                          "name": rs_name, "uid": f"uid-r-{i}-2",
-                                          "controller": True, "blockOwnerDeletion": True}])
-                    for status in pod["status"].get("containerStatuses", []):
-                        status["state"] = {"running": {"startedAt": _stamp(started)}}
-                        status["restartCount"] = 0
-                        status.pop("lastState", None)
-                    pod["status"]["phase"] = "Running"
-                    pods.append(pod)
+                pods = running_pods(pod_t, deployment=name, index=i, revision=revision,
+                                    pod_hash=pod_hash, started=started)
                 pods_by_hash[pod_hash] = pods
                 new_pods[name] = [p["metadata"]["name"] for p in pods]
         deployments.append(dep)

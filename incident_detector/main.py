@@ -21,19 +21,12 @@ import uvicorn
 from .config import Settings
 from .errors import SourceError
 from .notify import events, slack
-from .notify.slack_bot import SlackBotNotifier
 from .run import leader
 from .run.daemon import Clock, Detector, utcnow
-from .act.approvals import ApprovalTokens
-from .act.executor import KubeExecutor
-from .act.guardrails import policy_from_settings
-from .act.remediation import Remediator
-from .run.journal import Journal
 from .run.outbox import StdoutSink
 from .run.store import Store
 from .sources import kube, loki
 from .web.app import make_app
-from .web.slack_actions import slack_action_routes
 
 log = structlog.get_logger("incident_detector")
 
@@ -57,7 +50,10 @@ async def build_detector(
     loki_http = loki.make_http_client(settings)
     slack_http, slack_notifier = None, None
     if settings.slack_bot_token is not None and settings.slack_channel_id:
-        # A Slack app: chat.postMessage, follow-ups in the incident's thread.
+        # A Slack app: chat.postMessage, follow-ups in the incident's thread. Imported here:
+        # slack_sdk's Web API client costs megabytes that a webhook install never needs.
+        from .notify.slack_bot import SlackBotNotifier
+
         slack_notifier = SlackBotNotifier(token=settings.slack_bot_token,
                                           channel=settings.slack_channel_id,
                                           timeout=settings.slack_timeout_seconds)
@@ -76,6 +72,13 @@ async def build_detector(
         if settings.kube_events else None
     remediator = None
     if settings.remediation_mode != "off":
+        # Imported only when remediation is on: a read-only detector does not load act/.
+        from .act.approvals import ApprovalTokens
+        from .act.executor import KubeExecutor
+        from .act.guardrails import policy_from_settings
+        from .act.remediation import Remediator
+        from .run.journal import Journal
+
         remediator = Remediator(
             policy=policy_from_settings(settings), journal=Journal(store.connection),
             executor=KubeExecutor(api=kube_api, timeout=settings.kube_timeout_seconds),
@@ -135,6 +138,8 @@ def slack_routes(detector: Detector, settings: Settings) -> list:
     remediator = detector.remediator
     if remediator is None or settings.slack_signing_secret is None:
         return []
+    from .web.slack_actions import slack_action_routes
+
     return slack_action_routes(
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         approvers=frozenset(settings.slack_approvers), tokens=remediator.tokens,

@@ -11,7 +11,8 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from incident_detector.errors import SourceError
-from incident_detector.notify.slack_bot import THREAD_KEY, SlackBotNotifier, thread_key
+from incident_detector.notify.slack import THREAD_KEY, thread_key
+from incident_detector.notify.slack_bot import SlackBotNotifier
 from incident_detector.sim.server import LocalServer, Request, Response
 
 TOKEN = "xoxb-0000-canary-bot-token"

@@ -34,7 +34,7 @@ from ..errors import SourceError
 from ..judge.correlator import Rollout
 from ..model import Deployment, Incident, RemediationView
 from ..notify.events import EventRecorder
-from ..notify.slack_bot import THREAD_KEY, thread_key
+from ..notify.slack import THREAD_KEY, thread_key
 from ..run.journal import (
     APPROVED,
     DONE,

@@ -20,7 +20,6 @@ from pydantic import SecretStr
 
 from ..errors import SourceError, parse_retry_after
 from ..retry import Backoff, Sleep, call_with_retries
-from .slack_bot import without_private_keys
 
 log = structlog.get_logger(__name__)
 
@@ -28,6 +27,19 @@ SOURCE = "slack"
 # Slack answers errors with a short text body ("invalid_payload", "no_service", ...).
 BODY_EXCERPT_CHARS = 200
 REDACTED = "[redacted]"
+# A payload's private key naming its thread (an incident's follow-ups reply in its thread when
+# the bot token delivers, see slack_bot); never sent to Slack.
+THREAD_KEY = "_thread"
+
+
+def thread_key(key: tuple[Any, ...]) -> str:
+    """The text that names an incident's thread."""
+    return "/".join(str(part) for part in key)
+
+
+def without_private_keys(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload as Slack may see it: keys of ours (``_thread``) removed."""
+    return {key: value for key, value in payload.items() if not key.startswith("_")}
 
 
 def _user_agent() -> str:

@@ -23,25 +23,15 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from ..errors import SourceError, parse_retry_after
+from .slack import THREAD_KEY, without_private_keys
 
 log = structlog.get_logger(__name__)
 
 SOURCE = "slack"
-THREAD_KEY = "_thread"
 SLACK_API = "https://slack.com/api/"
 # Slack's error codes that a later attempt may get past.
 RETRYABLE_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable",
                               "request_timeout"})
-
-
-def thread_key(key: tuple[Any, ...]) -> str:
-    """The text that names an incident's thread."""
-    return "/".join(str(part) for part in key)
-
-
-def without_private_keys(payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload as Slack may see it: keys of ours (``_thread``) removed."""
-    return {key: value for key, value in payload.items() if not key.startswith("_")}
 
 
 class SlackBotNotifier:

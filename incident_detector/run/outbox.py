@@ -19,7 +19,7 @@ import structlog
 from ..errors import SourceError
 from ..model import Incident
 from ..notify import render
-from ..notify.slack_bot import THREAD_KEY, thread_key
+from ..notify.slack import THREAD_KEY, thread_key
 from ..retry import Backoff
 from .health import Sources
 from .metrics import DetectorMetrics
