@@ -1,8 +1,17 @@
-"""Fixtures shared by the test modules that talk to a fake kube-apiserver."""
+"""Fixtures shared by the test modules that talk to a fake kube-apiserver; hypothesis profiles."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import settings
+
+# Locally every run explores new examples (and a failure is kept in .hypothesis to replay); in
+# CI (CI=true) the examples are the same on every run, so a verdict does not depend on the draw.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 from apiserver import StatefulApiServer
 from harness import make_cluster

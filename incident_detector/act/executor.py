@@ -43,13 +43,13 @@ from ..sources.kube import (
     JSON_MEDIA_TYPE,
     POD_TEMPLATE_HASH_LABEL,
     SOURCE,
-    _redact,
-    _status_body,
-    _status_error,
-    _transport_error,
     namespaced_path,
     parse_timestamp,
+    redact_credentials,
     request,
+    status_body,
+    status_error,
+    transport_error,
 )
 
 # Action names, as the guardrails, the audit trail and the Slack buttons spell them.
@@ -462,23 +462,22 @@ class KubeExecutor:
             response = self._api.call_api(*serialized, _request_timeout=self._timeout)
             data = response.read()
         except ApiException as exc:
-            raise SourceError(SOURCE, "connection",
-                              _redact(self._api, f"{what}: TLS with {self._api.configuration.host}"
-                                                 f" failed ({exc.reason})"),
+            message = f"{what}: TLS with {self._api.configuration.host} failed ({exc.reason})"
+            raise SourceError(SOURCE, "connection", redact_credentials(self._api, message),
                               retryable=True) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise _transport_error(self._api, exc, what, timeout=self._timeout) from None
+            raise transport_error(self._api, exc, what, timeout=self._timeout) from None
         finally:
             if response is not None:
                 response.response.release_conn()
         if response.status == 429 or response.status >= 500:
-            raise _status_error(self._api, response.status, headers=response.headers, body=data,
+            raise status_error(self._api, response.status, headers=response.headers, body=data,
                                 what=what)
         if 200 <= response.status <= 299:
             return _Answer(response.status, _json_object(data))
-        status = dict(_status_body(data))
+        status = dict(status_body(data))
         if isinstance(status.get("message"), str):
-            status["message"] = _redact(self._api, status["message"])
+            status["message"] = redact_credentials(self._api, status["message"])
         return _Answer(response.status, status)
 
 

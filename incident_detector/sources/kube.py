@@ -367,7 +367,7 @@ class WatchedList(Generic[T]):
             self._relist_expired(since)
             return
         except SourceError as exc:
-            raise SourceError(exc.source, exc.reason, _redact(self._api, f"{what}: {exc.message}"),
+            raise SourceError(exc.source, exc.reason, redact_credentials(self._api, f"{what}: {exc.message}"),
                               retryable=exc.retryable, status=exc.status) from None
         for name, obj in changes.items():
             if obj is None:
@@ -504,35 +504,35 @@ def request(api: kubernetes.client.ApiClient, method: str, path: str, *,
     except ApiException as exc:
         # The client turns urllib3's SSLError into an ApiException without a status.
         raise SourceError(SOURCE, "connection",
-                          _redact(api, f"{what}: TLS with {api.configuration.host} failed "
+                          redact_credentials(api, f"{what}: TLS with {api.configuration.host} failed "
                                        f"({exc.reason})"),
                           retryable=True) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise _transport_error(api, exc, what, timeout=timeout) from None
+        raise transport_error(api, exc, what, timeout=timeout) from None
     finally:
         if response is not None:
             response.response.release_conn()
     if not 200 <= response.status <= 299:
-        raise _status_error(api, response.status, headers=response.headers, body=data, what=what)
+        raise status_error(api, response.status, headers=response.headers, body=data, what=what)
     return data
 
 
-def _status_error(api: kubernetes.client.ApiClient, status: int, *, headers: Any, body: bytes,
-                  what: str) -> SourceError:
-    status_body = _status_body(body)
-    reason = _str(status_body.get("reason")) or f"http_{status}"
-    message = _str(status_body.get("message")) or f"HTTP {status} from the API server"
+def status_error(api: kubernetes.client.ApiClient, status: int, *, headers: Any, body: bytes,
+                 what: str) -> SourceError:
+    answer = status_body(body)
+    reason = _str(answer.get("reason")) or f"http_{status}"
+    message = _str(answer.get("message")) or f"HTTP {status} from the API server"
     retry_after = parse_retry_after(_header(headers, "Retry-After"))
     if retry_after is None:
         # The API server also puts its hint in the Status body (same cap as the header).
-        seconds = _count(_dict(status_body.get("details")).get("retryAfterSeconds"))
+        seconds = _count(_dict(answer.get("details")).get("retryAfterSeconds"))
         retry_after = parse_retry_after(str(seconds)) if seconds else None
-    return SourceError(SOURCE, reason, _redact(api, f"{what}: {message}"),
+    return SourceError(SOURCE, reason, redact_credentials(api, f"{what}: {message}"),
                        retryable=retryable_status(status), retry_after=retry_after,
                        status=status)
 
 
-def _transport_error(api: kubernetes.client.ApiClient, exc: BaseException, what: str, *,
+def transport_error(api: kubernetes.client.ApiClient, exc: BaseException, what: str, *,
                      timeout: float) -> SourceError:
     cause = exc
     if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
@@ -542,19 +542,19 @@ def _transport_error(api: kubernetes.client.ApiClient, exc: BaseException, what:
     # timeout, so it is told apart first.
     if isinstance(cause, urllib3.exceptions.NewConnectionError):
         return SourceError(SOURCE, "connection",
-                           _redact(api, f"{what}: cannot connect to the API server at {host}"),
+                           redact_credentials(api, f"{what}: cannot connect to the API server at {host}"),
                            retryable=True)
     if isinstance(cause, (urllib3.exceptions.TimeoutError, TimeoutError)):
         return SourceError(SOURCE, "timeout",
-                           _redact(api, f"{what}: no answer from {host} within {timeout:g} s"),
+                           redact_credentials(api, f"{what}: no answer from {host} within {timeout:g} s"),
                            retryable=True)
     return SourceError(SOURCE, "connection",
-                       _redact(api, f"{what}: connection to {host} failed "
+                       redact_credentials(api, f"{what}: connection to {host} failed "
                                     f"({type(cause).__name__})"),
                        retryable=True)
 
 
-def _redact(api: kubernetes.client.ApiClient, text: str) -> str:
+def redact_credentials(api: kubernetes.client.ApiClient, text: str) -> str:
     """Removes the credentials ``api`` holds from text that came from elsewhere."""
     for secret in _credentials(api.configuration):
         text = text.replace(secret, "[redacted]")
@@ -575,7 +575,7 @@ def _credentials(configuration: kubernetes.client.Configuration) -> list[str]:
     return sorted(set(secrets), key=len, reverse=True)
 
 
-def _status_body(body: Any) -> Mapping[str, Any]:
+def status_body(body: Any) -> Mapping[str, Any]:
     """The ``Status`` object of an error response, or an empty mapping when there is none."""
     if isinstance(body, bytes):
         body = body.decode("utf-8", errors="replace")
