@@ -7,11 +7,14 @@ hundred bytes each), because a tick may hold thousands of them.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+# Argo CD keeps its Applications here unless "apps in any namespace" is used.
+ARGOCD_DEFAULT_NAMESPACE = "argocd"
 # Written by the Deployment controller when it makes an existing ReplicaSet current again
 # (``kubectl rollout undo``, a GitOps revert): the revisions it had before.
 REVISION_HISTORY_ANNOTATION = "deployment.kubernetes.io/revision-history"
@@ -93,6 +96,23 @@ class GitOpsOwner:
     app: str
     # Namespace of the Argo CD Application or Flux Kustomization/HelmRelease, when known.
     app_namespace: str | None = None
+
+    @property
+    def name(self) -> str:
+        return "Argo CD" if self.tool == GitOpsTool.ARGO_CD else "Flux"
+
+    def rollback_commands(self) -> tuple[str, ...]:
+        """The commands that roll back through the GitOps tool (first one preferred)."""
+        if self.tool == GitOpsTool.ARGO_CD:
+            app = self.app
+            if self.app_namespace and self.app_namespace != ARGOCD_DEFAULT_NAMESPACE:
+                # Applications outside Argo CD's own namespace are addressed as NAMESPACE/NAME.
+                app = f"{self.app_namespace}/{self.app}"
+            return (f"argocd app rollback {shlex.quote(app)}",)
+        namespace = f" -n {shlex.quote(self.app_namespace)}" if self.app_namespace else ""
+        app = shlex.quote(self.app)
+        return (f"flux suspend kustomization {app}{namespace}",
+                f"flux suspend helmrelease {app}{namespace}")
 
 
 @dataclass(frozen=True, slots=True)

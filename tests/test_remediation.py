@@ -22,7 +22,7 @@ from incident_detector.run.store import Store
 from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
 from incident_detector.sim.replay import SCENARIO_EPOCH, ManualClock, scenario_settings
 from incident_detector.sim.scenario import load_scenario
-from incident_detector.sim.server import LocalServer
+from incident_detector.sim.server import LocalServer, Request, Response
 from incident_detector.sim.world import World
 from incident_detector.sources import kube
 from incident_detector.web.app import make_app
@@ -36,6 +36,7 @@ TICK = timedelta(seconds=20)
 
 
 def run_flow(tmp_path, *, mode: str = "approve", clicks: list[tuple[str, str]] = (),
+             failing_writes: int = 0,
              scenario_name: str = "bad-rollout-sharp-spike.yaml", **extra: Any) -> dict:
     scenario = load_scenario(SCENARIOS / scenario_name)
     clock = ManualClock(SCENARIO_EPOCH)
@@ -47,7 +48,16 @@ def run_flow(tmp_path, *, mode: str = "approve", clicks: list[tuple[str, str]] =
     seen: dict[str, Any] = {"answers": []}
 
     async def run() -> None:
-        with LocalServer(api) as k, LocalServer(loki) as lk, \
+        def apiserver(request: Request) -> Response:
+            # The first writes meet an apiserver that is down (503): retryable.
+            if request.method == "PATCH" and seen.setdefault("failed", 0) < failing_writes:
+                seen["failed"] += 1
+                return Response(503, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                      "reason": "ServiceUnavailable", "code": 503,
+                                      "message": "etcd is unavailable"})
+            return api(request)
+
+        with LocalServer(apiserver) as k, LocalServer(loki) as lk, \
                 LocalServer(sink) as sl:
             settings = scenario_settings(
                 scenario, loki_url=lk.url, slack_url=sl.url + "/services/T/B/X",
@@ -194,3 +204,11 @@ def test_with_remediation_off_nothing_is_proposed(tmp_path):
     assert incident["remediation"] is None and _button(seen["message"], "approve") is None
     assert seen["audit"] == [] and seen["writes"] == []
     assert DONE not in {entry.state for entry in seen["journal"]}
+
+
+def test_a_write_that_fails_on_its_way_is_tried_again_at_a_later_tick(tmp_path):
+    seen = run_flow(tmp_path, clicks=[("approve", APPROVER)], failing_writes=1)
+    assert seen["failed"] == 1 and len(seen["writes"]) == 1  # then applied, once
+    executed = [row for row in reversed(seen["audit"]) if row["decision"] == "executed"]
+    assert [row["result"] for row in executed] == ["error", "applied"]
+    assert seen["journal"][0].state == VERIFIED

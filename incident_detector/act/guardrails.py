@@ -56,8 +56,6 @@ from ..config import Settings
 from ..model import GitOpsOwner, GitOpsTool
 
 HOUR = timedelta(hours=1)
-# Argo CD installs its Applications here unless "apps in any namespace" is used.
-ARGOCD_DEFAULT_NAMESPACE = "argocd"
 
 
 class Action(str, Enum):
@@ -263,13 +261,10 @@ def _refusal(proposal: Proposal, policy: Policy, history: tuple[PastAction, ...]
 def _gitops_reason(target: str, action: Action, owner: GitOpsOwner) -> str:
     where = f" in {owner.app_namespace}" if owner.app_namespace else ""
     if owner.tool == GitOpsTool.ARGO_CD:
-        app = owner.app
-        if owner.app_namespace and owner.app_namespace != ARGOCD_DEFAULT_NAMESPACE:
-            # Applications outside Argo CD's own namespace are addressed as NAMESPACE/NAME.
-            app = f"{owner.app_namespace}/{owner.app}"
         return (f"{target} is managed by the Argo CD application {owner.app}{where}, which would "
                 f"revert a {action.value} at its next sync: roll back through Argo CD "
-                f"application {owner.app} (argocd app rollback {app}) or revert the commit in Git.")
+                f"application {owner.app} ({owner.rollback_commands()[0]}) or revert the commit "
+                f"in Git.")
     return (f"{target} is managed by the Flux object {owner.app}{where}, which would revert a "
             f"{action.value} at its next reconciliation: revert the commit in Git, or suspend "
             f"{owner.app} in Flux first (flux suspend).")

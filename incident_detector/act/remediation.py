@@ -111,13 +111,14 @@ class Remediator:
         entry = self.journal.propose(key=incident.key, action=Action.ROLLBACK.value,
                                      params=params, precondition=deployment.resource_version,
                                      now=now, state=state)
+        new = entry is not None
         if entry is None:  # already planned (an earlier tick or process): show what it became
             entry = self.journal.find(incident.key, Action.ROLLBACK.value)
         view = RemediationView(action=Action.ROLLBACK.value, to_revision=previous.revision,
                                outcome=decision.outcome.value, reason=decision.reason,
                                guardrail=decision.guardrail, dry_run=decision.dry_run,
                                journal_id=entry.id if entry else None)
-        if entry is not None and entry.created_at == now:
+        if new and entry is not None:
             self._audit(entry, who=DETECTOR, decision=_audit_decision(decision.outcome),
                         reason=decision.reason, dry_run=decision.dry_run)
         if entry is not None and entry.state == PROPOSED and decision.outcome is Outcome.ASK:
@@ -128,12 +129,10 @@ class Remediator:
             self._start(entry.id)
         return replace(incident, remediation=view)
 
-    def _proposal(self, incident: Incident, deployment: Deployment,
-                  approved_by: str | None = None) -> Proposal:
+    def _proposal(self, incident: Incident, deployment: Deployment) -> Proposal:
         return Proposal(action=Action.ROLLBACK, namespace=incident.namespace,
                         deployment=incident.deployment, confidence=incident.confidence,
-                        paused=deployment.paused, gitops=deployment.gitops,
-                        approved_by=approved_by)
+                        paused=deployment.paused, gitops=deployment.gitops)
 
     def _history(self, now: datetime) -> list[PastAction]:
         return [PastAction(namespace=e.key[0], deployment=e.key[1], action=Action(e.action),
@@ -147,13 +146,11 @@ class Remediator:
         now = self.clock()
         entry = self.journal.get(int(decision.incident_key)) \
             if decision.incident_key and decision.incident_key.isdigit() else None
-        if decision.kind == "refused_user":
-            self.journal.audit(at=now, who=decision.who, action=entry.action if entry else "?",
-                               target=_target(entry) if entry else "?", decision="refused",
-                               reason="not one of SLACK_APPROVERS", dry_run=self.policy.dry_run,
-                               action_id=entry.id if entry else None)
-            return
         if entry is None:
+            return
+        if decision.kind == "refused_user":
+            self._audit(entry, who=decision.who, decision="refused",
+                        reason="not one of SLACK_APPROVERS", dry_run=self.policy.dry_run)
             return
         if decision.kind == "reject":
             if self.journal.advance(entry.id, expected=[PROPOSED], to=REJECTED, now=now,
@@ -162,13 +159,13 @@ class Remediator:
                             reason="rejected in Slack", dry_run=self.policy.dry_run)
             await self._answer(decision, f"Rejected by <@{decision.who}>: nothing was changed.")
             return
-        # Approve: the same guardrails as the loop, now with the approver's name.
-        deployment = Deployment(namespace=entry.key[0], name=entry.key[1], revision=None,
-                                paused=bool(entry.params.get("paused")))
-        incident_like = _IncidentLike(entry)
+        # Approve: the same guardrails as the loop, now with the approver's name, on what was
+        # seen when the incident was raised (a change since makes the write itself stale).
+        confidence = entry.params.get("confidence")
         proposal = Proposal(action=Action.ROLLBACK, namespace=entry.key[0],
-                            deployment=entry.key[1], confidence=incident_like.confidence,
-                            paused=deployment.paused, approved_by=decision.who)
+                            deployment=entry.key[1],
+                            confidence=float(confidence) if confidence is not None else None,
+                            paused=bool(entry.params.get("paused")), approved_by=decision.who)
         verdict = decide(proposal, policy=self.policy, history=self._history(now), now=now)
         if verdict.outcome is not Outcome.ACT:
             if self.journal.advance(entry.id, expected=[PROPOSED], to=REFUSED, now=now,
@@ -213,7 +210,8 @@ class Remediator:
                                                   resource_version=entry.precondition,
                                                   dry_run=dry_run)
         except SourceError as exc:
-            # Retryable: back to approved, the next resume or tick tries again.
+            # Retryable: back to approved, with the error as its result; ``follow`` tries again
+            # at a later tick.
             state = APPROVED if exc.retryable else FAILED
             self.journal.advance(entry.id, expected=[EXECUTING], to=state, now=self.clock(),
                                  result=f"{exc.reason}: {exc.message}")
@@ -243,8 +241,12 @@ class Remediator:
 
     async def follow(self, deployments: Mapping[tuple[str, str], Deployment],
                      error_rates: Mapping[tuple[str, str], float | None]) -> None:
-        """Each tick: the verdict on every executed action still being verified."""
+        """Each tick: retry the writes that failed on their way (Kubernetes unreachable), and
+        the verdict on every executed action still being verified."""
         now = self.clock()
+        for entry in self.journal.unfinished():
+            if entry.state == APPROVED and entry.result is not None:  # a failed attempt
+                self._start(entry.id)
         for entry in self.journal.recent(since=now - HISTORY):
             if entry.state != DONE:
                 continue
@@ -317,14 +319,6 @@ class Remediator:
                                  json={"replace_original": True, "text": text})
         except httpx.HTTPError as exc:
             log.warning("slack.response_url_failed", error=type(exc).__name__)
-
-
-class _IncidentLike:
-    """The confidence an entry was planned with (an approval decides on the same figure)."""
-
-    def __init__(self, entry: JournalEntry) -> None:
-        value = entry.params.get("confidence")
-        self.confidence = float(value) if isinstance(value, int | float) else None
 
 
 def _target(entry: JournalEntry) -> str:

@@ -44,7 +44,6 @@ SLACK_EXAMPLE_MAX_CHARS = 300
 SLACK_LINE_MAX_CHARS = 1000
 SLACK_PODS_LISTED = 5
 # Argo CD installs its Applications here unless "apps in any namespace" is used.
-ARGOCD_DEFAULT_NAMESPACE = "argocd"
 
 
 # --- small formatting helpers -------------------------------------------------------------
@@ -174,34 +173,11 @@ def _target(incident: Incident) -> str:
     return f"revision {incident.previous_revision}"
 
 
-def _argocd_app(owner: GitOpsOwner) -> str:
-    # Applications outside Argo CD's own namespace are addressed as NAMESPACE/NAME.
-    if owner.app_namespace and owner.app_namespace != ARGOCD_DEFAULT_NAMESPACE:
-        return f"{owner.app_namespace}/{owner.app}"
-    return owner.app
-
-
-def gitops_commands(owner: GitOpsOwner) -> tuple[str, ...]:
-    """The commands that roll back through the GitOps tool (first one preferred)."""
-    if owner.tool == GitOpsTool.ARGO_CD:
-        return (f"argocd app rollback {shlex.quote(_argocd_app(owner))}",)
-    namespace = f" -n {shlex.quote(owner.app_namespace)}" if owner.app_namespace else ""
-    app = shlex.quote(owner.app)
-    return (
-        f"flux suspend kustomization {app}{namespace}",
-        f"flux suspend helmrelease {app}{namespace}",
-    )
-
-
-def _gitops_name(owner: GitOpsOwner) -> str:
-    return "Argo CD" if owner.tool == GitOpsTool.ARGO_CD else "Flux"
-
-
 def _gitops_advice(incident: Incident, owner: GitOpsOwner) -> str:
     where = f" in {owner.app_namespace}" if owner.app_namespace else ""
     undo = rollback_command(incident)
     if owner.tool == GitOpsTool.ARGO_CD:
-        (rollback,) = gitops_commands(owner)
+        (rollback,) = owner.rollback_commands()
         return (
             f"{incident.deployment} is managed by the Argo CD application {owner.app}{where}: "
             f"a manual kubectl undo would be reverted at its next sync. "
@@ -209,7 +185,7 @@ def _gitops_advice(incident: Incident, owner: GitOpsOwner) -> str:
             f"version and needs auto-sync off), or revert the commit in Git. "
             f"Last resort, with auto-sync disabled: {undo}"
         )
-    suspend_kustomization, suspend_helmrelease = gitops_commands(owner)
+    suspend_kustomization, suspend_helmrelease = owner.rollback_commands()
     return (
         f"{incident.deployment} is managed by the Flux object {owner.app}{where}: "
         f"a manual kubectl undo would be reverted at its next reconciliation. "
@@ -435,7 +411,7 @@ def incident_record(incident: Incident) -> dict[str, Any]:
 def _decision(incident: Incident) -> str:
     how = "roll back"
     if incident.evidence.gitops is not None:
-        how = f"roll back via {_gitops_name(incident.evidence.gitops)}"
+        how = f"roll back via {incident.evidence.gitops.name}"
     return (
         f":rotating_light: {incident.deployment} rev {incident.revision} broke in "
         f"{incident.namespace}: {how}"
@@ -544,17 +520,17 @@ def _action_lines(incident: Incident) -> list[str]:
     undo = rollback_command(incident)
     if owner is None:
         return [f"Roll back to {_target(incident)}:", _code_block(undo)]
-    tool = _gitops_name(owner)
+    tool = owner.name
     app = mrkdwn_escape(owner.app)
     if owner.tool == GitOpsTool.ARGO_CD:
         return [
             f"Managed by Argo CD app {app}: a manual undo would be reverted at the next sync.",
             "Roll back through Argo CD (auto-sync must be off), or revert the commit in Git:",
-            _code_block(gitops_commands(owner)[0]),
+            _code_block(owner.rollback_commands()[0]),
             "Last resort, with auto-sync disabled:",
             _code_block(undo),
         ]
-    suspend_kustomization, suspend_helmrelease = gitops_commands(owner)
+    suspend_kustomization, suspend_helmrelease = owner.rollback_commands()
     return [
         f"Managed by {tool} {app}: a manual undo would be reverted at the next reconciliation.",
         "Revert the commit in Git. To undo by hand, suspend it first (Kustomization or "

@@ -102,7 +102,8 @@ class TickReport:
     degraded: bool = False
     problems: list[str] = field(default_factory=list)
     assessments: tuple[Assessment, ...] = ()
-    incidents: list[tuple[str, str, int]] = field(default_factory=list)
+    # Keys of the incidents recorded: (namespace, deployment, revision, deployment uid).
+    incidents: list[tuple[str, str, int, str]] = field(default_factory=list)
     role: str = "leader"
 
     def as_dict(self) -> dict[str, Any]:
@@ -268,7 +269,8 @@ class Detector:
         """Give incidents stored before uids were recorded the uid of the Deployment they were
         about (see Store.adopt_legacy), so that they are not raised again."""
         for view in views:
-            rollout = find_rollout(view.deployment, view.replicasets, seen_starts=view.seen_starts)
+            rollout = view.rollout or find_rollout(view.deployment, view.replicasets,
+                                                   seen_starts=view.seen_starts)
             if rollout is None:
                 continue
             rs = rollout.replicaset
