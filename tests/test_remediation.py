@@ -88,6 +88,11 @@ def run_flow(tmp_path, *, mode: str = "approve", clicks: list[tuple[str, str]] =
                         await asyncio.sleep(0.05)
                     for _ in range(8):  # verification follows, tick after tick
                         await detector.tick()
+                        # A write retried by this tick runs as a task of its own: let it end
+                        # before the clock moves, as the seconds between real ticks would.
+                        running = detector.remediator.running if detector.remediator else ()
+                        if running:
+                            await asyncio.wait(set(running))
                         clock.now += TICK
                     await asyncio.sleep(0)
                     seen["audit"] = (await web.get("/api/audit")).json()["audit"]
