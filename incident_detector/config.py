@@ -31,7 +31,8 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 SECRET_FIELDS = frozenset({"slack_webhook_url", "loki_bearer_token", "loki_password",
-                           "slack_signing_secret", "slack_bot_token"})
+                           "slack_signing_secret", "slack_bot_token", "alertmanager_token"})
+PRIORITIES = ("P1", "P2", "P3", "P4")
 # What remediation may do (act/guardrails.Action has the same values).
 REMEDIATION_ACTIONS = ("rollback", "restart", "pause", "scale", "delete-pod", "delete-stuck-pods")
 # Slack ids: users start with U or W (Enterprise Grid), conversations with C, G or D.
@@ -141,6 +142,25 @@ class Settings(BaseSettings):
     self_deployment: str = "incident-detector"
     self_namespace: str | None = None
 
+    # Rules (judge.rules): priorities and the action per kind of problem. Unset: the built-in set.
+    rules_file: str | None = None
+
+    # Alertmanager intake: POST /webhooks/alertmanager answers 404 until a token is set.
+    alertmanager_token: SecretStr | None = None
+    # Alert labels that name the workload, each list tried in order (Prometheus label names:
+    # kube-state-metrics' ``label_app_kubernetes_io_name`` style, so no dots or slashes).
+    alert_namespace_labels: Annotated[tuple[str, ...], NoDecode] = ("namespace",)
+    alert_deployment_labels: Annotated[tuple[str, ...], NoDecode] = ("deployment",)
+    alert_pod_labels: Annotated[tuple[str, ...], NoDecode] = ("pod",)
+    alert_workload_labels: Annotated[tuple[str, ...], NoDecode] = (
+        "service", "app", "app_kubernetes_io_name")
+
+    # Error triage: the watched namespaces' error lines grouped by signature (one sampled Loki
+    # query per namespace per tick; 0 lines turns it off), and the priorities that notify.
+    triage_sample_lines: int = Field(default=500, ge=0, le=5000)
+    triage_max_groups: int = Field(default=1000, ge=10, le=100_000)
+    notify_priorities: Annotated[tuple[str, ...], NoDecode] = ("P1",)
+
     # HTTP server and logs.
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=0, le=65535)
@@ -246,13 +266,15 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("slack_approvers", "excluded_namespaces", "allowed_namespaces",
-                     "allowed_actions", mode="before")
+                     "allowed_actions", "alert_namespace_labels", "alert_deployment_labels",
+                     "alert_pod_labels", "alert_workload_labels", "notify_priorities",
+                     mode="before")
     @classmethod
     def _remediation_lists(cls, value: Any) -> Any:
         return _split_list(value)
 
     @field_validator("slack_signing_secret", "slack_bot_token", "slack_channel_id",
-                     "self_namespace", mode="before")
+                     "self_namespace", "alertmanager_token", "rules_file", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -360,6 +382,32 @@ class Settings(BaseSettings):
             raise ValueError(f"{', '.join(map(repr, unknown))}: the actions are "
                              f"{', '.join(REMEDIATION_ACTIONS)}")
         return actions
+
+    @field_validator("alert_namespace_labels", "alert_deployment_labels", "alert_pod_labels",
+                     "alert_workload_labels")
+    @classmethod
+    def _alert_label_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", name):
+                raise ValueError(f"{name!r} is not a valid Prometheus label name")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("notify_priorities")
+    @classmethod
+    def _valid_priorities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        priorities = tuple(dict.fromkeys(p.upper() for p in value))
+        unknown = [p for p in priorities if p not in PRIORITIES]
+        if unknown:
+            raise ValueError(f"{', '.join(map(repr, unknown))}: the priorities are "
+                             f"{', '.join(PRIORITIES)}")
+        return priorities
+
+    @field_validator("alertmanager_token")
+    @classmethod
+    def _alertmanager_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.match(r"^[\x21-\x7e]+$", value.get_secret_value()):
+            raise ValueError("must be printable ASCII without spaces (value not shown: it is a secret)")
+        return value
 
     @field_validator("scale_max")
     @classmethod

@@ -215,6 +215,8 @@ class LogLine:
     at: datetime
     line: str
     pod: str | None = None
+    # The value of the workload label of the line's stream (``app`` by default), when it has one.
+    workload: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +241,74 @@ class Signal(str, Enum):
     ERROR_SPIKE = "error_spike"
     POD_HEALTH = "pod_health"
     PROGRESS_DEADLINE = "progress_deadline"
+    # A firing Alertmanager alert mapped to the Deployment.
+    ALERT = "alert"
+
+
+class Priority(str, Enum):
+    """How urgent: P1 wakes someone up, P4 can wait for the next working day (judge.rules)."""
+
+    P1 = "P1"
+    P2 = "P2"
+    P3 = "P3"
+    P4 = "P4"
+
+
+class IncidentKind(str, Enum):
+    """What raised an incident: a bad revision, or an alert with no rollout to blame."""
+
+    ROLLOUT = "rollout"
+    ALERT = "alert"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert of an Alertmanager webhook notification (payload version 4).
+
+    ``ends_at`` is None while Alertmanager does not know an end (it sends the zero time
+    ``0001-01-01T00:00:00Z``). An alert's firing period is identified by its fingerprint and
+    ``starts_at``: the same alert firing again later is a new period.
+    """
+
+    fingerprint: str
+    status: str  # "firing" or "resolved"
+    starts_at: datetime
+    ends_at: datetime | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    generator_url: str = ""
+    group_key: str = ""
+    receiver: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label("alertname") or ""
+
+    @property
+    def firing(self) -> bool:
+        return self.status == "firing"
+
+    def label(self, key: str) -> str | None:
+        for name, value in self.labels:
+            if name == key:
+                return value
+        return None
+
+    def annotation(self, key: str) -> str | None:
+        for name, value in self.annotations:
+            if name == key:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertTarget:
+    """The Deployment an alert is about, and which of its labels said so."""
+
+    namespace: str
+    deployment: str
+    # e.g. "deployment", "pod", "service", "app": the label that named the workload.
+    mapped_by: str
 
 
 class RolloutStartSource(str, Enum):
@@ -306,6 +376,8 @@ class Evidence:
     signatures: tuple[ErrorSignature, ...] = ()
     changes: tuple[TemplateChange, ...] = ()
     gitops: GitOpsOwner | None = None
+    # Firing Alertmanager alerts mapped to the Deployment while its rollout was in its window.
+    alerts: tuple[Alert, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +422,11 @@ class Incident:
     confidence: float | None = None
     confidence_reasons: tuple[str, ...] = ()
     remediation: RemediationView | None = None
+    # How urgent, and the rule of RULES_FILE (or the built-in set) that said so; None until
+    # the rules were applied.
+    priority: Priority | None = None
+    rule: str | None = None
+    kind: IncidentKind = IncidentKind.ROLLOUT
 
     @property
     def key(self) -> tuple[str, str, int, str]:

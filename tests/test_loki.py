@@ -558,6 +558,7 @@ def test_parse_streams_recorded_body():
         line='level=error msg="charge failed" order_id=7531 '
         'err="NullPointerException at PaymentService.charge(PaymentService.java:88)"',
         pod=pod,
+        workload="payments-api",
     )
     assert all(line.pod == pod and line.at.tzinfo is not None for line in lines)
     assert [line.at for line in lines] == sorted((line.at for line in lines), reverse=True)

@@ -23,7 +23,7 @@ IncidentKey = tuple[str, str, int, str]
 
 # The schema's version, kept in SQLite's user_version. 0: a new file, or one written before
 # versions were recorded (identity without uids); each step up is one function of MIGRATIONS.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -84,6 +84,51 @@ CREATE TABLE IF NOT EXISTS audit (
     result          TEXT,
     action_id       INTEGER
 );
+""" + """
+CREATE TABLE IF NOT EXISTS alerts (
+    fingerprint     TEXT NOT NULL,
+    starts_at       TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    ends_at         TEXT,
+    labels          TEXT NOT NULL,
+    annotations     TEXT NOT NULL,
+    generator_url   TEXT NOT NULL DEFAULT '',
+    group_key       TEXT NOT NULL DEFAULT '',
+    receiver        TEXT NOT NULL DEFAULT '',
+    received_at     TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    namespace       TEXT,
+    deployment      TEXT,
+    mapped_by       TEXT,
+    unmapped_reason TEXT,
+    incident        TEXT,
+    PRIMARY KEY (fingerprint, starts_at)
+);
+CREATE INDEX IF NOT EXISTS alerts_updated ON alerts (updated_at);
+CREATE TABLE IF NOT EXISTS notices (
+    key             TEXT PRIMARY KEY,
+    kind            TEXT NOT NULL,
+    namespace       TEXT NOT NULL,
+    deployment      TEXT NOT NULL,
+    detected_at     TEXT NOT NULL,
+    closed_at       TEXT,
+    record          TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS error_groups (
+    namespace       TEXT NOT NULL,
+    fingerprint     TEXT NOT NULL,
+    workloads       TEXT NOT NULL,
+    example         TEXT NOT NULL,
+    count           INTEGER NOT NULL,
+    first_seen      TEXT NOT NULL,
+    last_seen       TEXT NOT NULL,
+    priority        TEXT NOT NULL,
+    rule            TEXT,
+    notified_at     TEXT,
+    PRIMARY KEY (namespace, fingerprint)
+);
+CREATE INDEX IF NOT EXISTS error_groups_last_seen ON error_groups (last_seen);
 """
 
 _KEY = "namespace=? AND deployment=? AND revision=? AND deployment_uid=?"
@@ -126,9 +171,16 @@ def _migrate_to_3(db: sqlite3.Connection) -> None:
     _create_tables(db)  # CREATE ... IF NOT EXISTS: only the new tables are made
 
 
+def _migrate_to_4(db: sqlite3.Connection) -> None:
+    """Version 4 adds the Alertmanager ``alerts``, the ``notices`` (incidents that are not about
+    one revision: alert incidents, error groups) and the triage's ``error_groups``."""
+    _create_tables(db)
+
+
 # MIGRATIONS[n] takes a file from version n to the next version it names; version 1 never had a
 # number of its own (its files say 0), so 0 and 1 share the same step.
-MIGRATIONS = {0: (_migrate_to_2, 2), 1: (_migrate_to_2, 2), 2: (_migrate_to_3, 3)}
+MIGRATIONS = {0: (_migrate_to_2, 2), 1: (_migrate_to_2, 2), 2: (_migrate_to_3, 3),
+              3: (_migrate_to_4, 4)}
 
 
 class StoreVersionError(RuntimeError):

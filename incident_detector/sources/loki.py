@@ -353,7 +353,7 @@ def _read_streams(
             if at is None:
                 skipped.append(_Skipped("bad_timestamp", workload, pod, _describe(entry[0])))
                 continue
-            lines.append(LogLine(at=at, line=_clean_line(entry[1]), pod=pod))
+            lines.append(LogLine(at=at, line=_clean_line(entry[1]), pod=pod, workload=workload))
     # sort is stable: entries of the same instant keep Loki's order.
     lines.sort(key=lambda line: line.at, reverse=True)
     return tuple(lines), tuple(skipped)
