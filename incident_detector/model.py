@@ -186,6 +186,21 @@ class Pod:
     created_at: datetime | None = None
     # The pod-template-hash label: which revision of its Deployment the pod runs.
     pod_template_hash: str | None = None
+    # metadata.uid: a deletion is conditioned on it (the pod seen, not a successor of its name).
+    uid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WarningEvent:
+    """A ``type: Warning`` core/v1 Event of the namespace (BackOff, FailedScheduling, Unhealthy...)."""
+
+    reason: str
+    message: str
+    # The object it is about: kind and name (a Pod, a ReplicaSet, the Deployment).
+    object_kind: str
+    object_name: str
+    count: int = 1
+    last_seen: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
