@@ -1,0 +1,579 @@
+"""How urgent a problem is and what to do about it: the rules of ``RULES_FILE`` and a built-in set.
+
+Pure: no I/O, no clock, no logging. ``parse_rules`` turns the text of a rules file into a
+``RuleSet`` (or raises ``RulesError`` naming the file, the rule and the field), ``classify`` picks
+the first enabled rule that matches a ``Subject`` and answers with a ``RuleVerdict``. Reading the
+file, reloading it when it changes and saying so is ``run.rules_file``'s business.
+
+A rules file::
+
+    rules:
+      - name: payment-npe
+        match: {log_pattern: "NullPointerException at PaymentService"}
+        priority: P2
+        remediation: {action: none}
+        enabled: true
+    include_defaults: true        # optional; false: only the file's rules are tried
+
+Matching (``RuleMatch.matches``):
+
+- every key given in ``match`` must hold (AND); ``match: {}`` matches everything (a catch-all);
+  a rule without ``match`` is an error, so a forgotten key cannot silently catch everything;
+- ``log_pattern``: a Python regular expression, searched (``re.search``, case-sensitive unless
+  the pattern says ``(?i)``) in each of the subject's log lines; one line matching is enough;
+- ``alertname``: a string or a list of strings (any of them), compared exactly;
+- ``alert_labels``: a mapping label -> value; every label must be present with exactly that
+  value. The alert's name counts as its ``alertname`` label, as in Alertmanager;
+- ``pod_reason``: a ``model.PodProblem`` value (``CrashLoopBackOff``, ``OOMKilled``, ...) or a
+  list of them; the subject matches when any of its pods' problems is among them;
+- ``signal``: a ``model.Signal`` value (``error_spike``, ``pod_health``, ``progress_deadline``,
+  ``alert``) or a list of them; the subject matches when any of its signals is among them.
+
+A key the subject has nothing for (no log lines, no alert) does not hold. An empty list is an
+error: it would match nothing, which is what ``enabled: false`` says more clearly.
+
+Order: the file's rules are tried first, in file order, then the built-in set (``DEFAULT_RULES``)
+so that a file of one rule keeps the common cases handled, unless the file says
+``include_defaults: false``. First match wins. When nothing matches (only possible without the
+defaults, whose last rule is a catch-all) the verdict is the fallback: rule ``default``, P3, no
+action.
+
+The built-in set, in order:
+
+===================  ================================================  ========  ============
+rule                 match                                             priority  action
+===================  ================================================  ========  ============
+rollout-regression   signal error_spike, pod_health, progress_deadline  P1       rollback
+crash-loop           pod_reason CrashLoopBackOff                        P1       delete-pod
+oom-killed           pod_reason OOMKilled                               P1       none
+image-pull           pod_reason ImagePullBackOff, ErrImagePull          P2       none
+default              (everything)                                       P3       none
+===================  ================================================  ========  ============
+
+A bad rollout comes first on purpose: when a new revision crash-loops, rolling it back is the
+fix, deleting its pods is not. ``crash-loop`` therefore only decides for problems that no
+rollout explains (an alert about a pod, say).
+
+A rule only *chooses* an action. Whether it may run (``REMEDIATION_MODE``, ``ALLOWED_ACTIONS``,
+namespaces, GitOps, the cooldown, the hourly cap, approvals) is ``act.guardrails.decide``'s
+business, unchanged: a rule can lower what the guardrails allow (``action: none``, a longer
+``cooldown``), never raise it. A rule's ``cooldown`` shorter than ``REMEDIATION_COOLDOWN_MINUTES``
+therefore has no effect; whoever applies it takes the longer of the two.
+
+Validation: unknown keys anywhere (the allowed ones are listed), YAML syntax errors (with the
+line), duplicate keys in a mapping, a missing, empty or duplicate ``name``, a ``priority`` not
+P1..P4 (lowercase is accepted), an ``action`` not ``none`` nor one of
+``config.REMEDIATION_ACTIONS``, a regular expression that does not compile, a ``cooldown`` that is
+neither a number of seconds >= 0 nor a duration like ``90s``, ``10m``, ``1h``, ``1h30m``,
+``enabled`` not a boolean, ``params`` not a mapping of the action's own parameters (``scale``
+needs ``replicas``, a positive integer; the other actions take none), pod reasons and signals
+that do not exist (case does not matter: they are stored as spelled in ``model``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from ..config import REMEDIATION_ACTIONS
+from ..model import PodProblem, Priority, Signal
+
+BUILT_IN = "built-in"
+NO_ACTION = "none"
+ACTIONS = (NO_ACTION, *REMEDIATION_ACTIONS)
+FALLBACK_RULE = "default"
+
+TOP_LEVEL_KEYS = ("rules", "include_defaults")
+RULE_KEYS = ("name", "match", "priority", "remediation", "enabled")
+MATCH_KEYS = ("log_pattern", "alertname", "alert_labels", "pod_reason", "signal")
+REMEDIATION_KEYS = ("action", "cooldown", "params")
+# The parameters each action takes; an action not listed takes none.
+ACTION_PARAMS: dict[str, tuple[str, ...]] = {"scale": ("replicas",)}
+REQUIRED_PARAMS: dict[str, tuple[str, ...]] = {"scale": ("replicas",)}
+
+_POD_REASONS = {problem.value.lower(): problem.value for problem in PodProblem}
+_SIGNALS = {signal.value.lower(): signal.value for signal in Signal}
+_RULE_INDEX = re.compile(r"#\d+")
+_DURATION = re.compile(r"(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?")
+
+
+# --- what is classified, and the answer ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What is being classified: an incident or an alert, seen through what rules can match."""
+
+    # Error lines, or the examples of the error signatures.
+    log_lines: tuple[str, ...] = ()
+    alertname: str | None = None
+    alert_labels: tuple[tuple[str, str], ...] = ()
+    # model.PodProblem values, e.g. "CrashLoopBackOff", "OOMKilled".
+    pod_reasons: tuple[str, ...] = ()
+    # model.Signal values: error_spike, pod_health, progress_deadline, alert.
+    signals: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RuleVerdict:
+    # The rule's name ("default" for the fallback).
+    rule: str
+    priority: Priority
+    # "none" or one of config.REMEDIATION_ACTIONS.
+    action: str
+    # None: the rule says nothing, REMEDIATION_COOLDOWN_MINUTES alone applies.
+    cooldown_seconds: float | None
+    # e.g. (("replicas", 3),) for a scale.
+    params: tuple[tuple[str, Any], ...]
+    # "built-in" or the path of the rules file.
+    source: str
+
+
+class RulesError(ValueError):
+    """An invalid rules file, with where: the file, the rule and the field.
+
+    ``rule`` is the rule's name, or ``#N`` for the N-th rule (from 1) when it has no usable name;
+    None for what is not inside a rule (the YAML itself, the top level). ``field`` is a dotted
+    path inside the rule (``match.pod_reason``) or a top-level key; None when no field is to blame.
+    """
+
+    def __init__(self, message: str, *, file: str, rule: str | None = None,
+                 field: str | None = None) -> None:
+        self.file = file
+        self.rule = rule
+        self.field = field
+        self.message = message
+        where = [f"invalid rules file {file}"]
+        if rule is not None:
+            where.append(f"rule {rule}" if _RULE_INDEX.fullmatch(rule) else f"rule {rule!r}")
+        if field is not None:
+            where.append(f"field {field}")
+        super().__init__(f"{', '.join(where)}: {message}")
+
+
+# --- the rules -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleMatch:
+    """What a rule matches; an empty tuple or None means the key was not given."""
+
+    log_pattern: re.Pattern[str] | None = None
+    alertname: tuple[str, ...] = ()
+    alert_labels: tuple[tuple[str, str], ...] = ()
+    pod_reason: tuple[str, ...] = ()
+    signal: tuple[str, ...] = ()
+
+    @property
+    def catch_all(self) -> bool:
+        return (self.log_pattern is None and not self.alertname and not self.alert_labels
+                and not self.pod_reason and not self.signal)
+
+    def matches(self, subject: Subject) -> bool:
+        """Every key given holds for ``subject`` (see the module's docstring)."""
+        if self.log_pattern is not None:
+            pattern = self.log_pattern
+            if not any(pattern.search(line) for line in subject.log_lines):
+                return False
+        if self.alertname and subject.alertname not in self.alertname:
+            return False
+        if self.alert_labels:
+            labels = dict(subject.alert_labels)
+            if subject.alertname is not None:
+                labels.setdefault("alertname", subject.alertname)
+            if any(labels.get(name) != value for name, value in self.alert_labels):
+                return False
+        if self.pod_reason and not any(reason in self.pod_reason
+                                       for reason in subject.pod_reasons):
+            return False
+        if self.signal and not any(signal in self.signal for signal in subject.signals):
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class RuleRemediation:
+    action: str = NO_ACTION
+    cooldown_seconds: float | None = None
+    params: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    match: RuleMatch
+    priority: Priority
+    remediation: RuleRemediation = RuleRemediation()
+    enabled: bool = True
+    # "built-in" or the path of the file the rule came from.
+    source: str = BUILT_IN
+
+    def verdict(self) -> RuleVerdict:
+        return RuleVerdict(rule=self.name, priority=self.priority,
+                           action=self.remediation.action,
+                           cooldown_seconds=self.remediation.cooldown_seconds,
+                           params=self.remediation.params, source=self.source)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """The rules of one source, and whether the built-in set is tried after them."""
+
+    rules: tuple[Rule, ...]
+    source: str
+    include_defaults: bool = True
+
+    @property
+    def effective(self) -> tuple[Rule, ...]:
+        """Every rule ``classify`` tries, in order."""
+        if self.include_defaults:
+            return self.rules + DEFAULT_RULES.rules
+        return self.rules
+
+
+def _built_in(name: str, priority: Priority, action: str, **match: Any) -> Rule:
+    return Rule(name=name, match=RuleMatch(**match), priority=priority,
+                remediation=RuleRemediation(action=action), source=BUILT_IN)
+
+
+DEFAULT_RULES = RuleSet(
+    rules=(
+        _built_in("rollout-regression", Priority.P1, "rollback",
+                  signal=(Signal.ERROR_SPIKE.value, Signal.POD_HEALTH.value,
+                          Signal.PROGRESS_DEADLINE.value)),
+        _built_in("crash-loop", Priority.P1, "delete-pod",
+                  pod_reason=(PodProblem.CRASH_LOOP.value,)),
+        _built_in("oom-killed", Priority.P1, NO_ACTION, pod_reason=(PodProblem.OOM_KILLED.value,)),
+        _built_in("image-pull", Priority.P2, NO_ACTION,
+                  pod_reason=(PodProblem.IMAGE_PULL.value, PodProblem.ERR_IMAGE_PULL.value)),
+        _built_in(FALLBACK_RULE, Priority.P3, NO_ACTION),
+    ),
+    source=BUILT_IN,
+    include_defaults=False,
+)
+
+FALLBACK = RuleVerdict(rule=FALLBACK_RULE, priority=Priority.P3, action=NO_ACTION,
+                       cooldown_seconds=None, params=(), source=BUILT_IN)
+
+
+def classify(rules: RuleSet, subject: Subject) -> RuleVerdict:
+    """The verdict of the first enabled rule that matches ``subject``; the fallback otherwise."""
+    for rule in rules.effective:
+        if rule.enabled and rule.match.matches(subject):
+            return rule.verdict()
+    return FALLBACK
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`, overridable on purpose
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # unhashable: the base class reports it with its line
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found the key {key!r} twice", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_rules(text: str, *, source: str) -> RuleSet:
+    """The rules of a rules file's text; ``source`` (the path) names the file in errors.
+
+    Raises ``RulesError`` for anything invalid, and nothing else.
+    """
+    def error(message: str, field: str | None = None) -> RulesError:
+        return RulesError(message, file=source, field=field)
+
+    try:
+        document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as exc:
+        raise error(f"not valid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise error("not valid YAML: nested too deeply") from None
+    if not isinstance(document, dict):
+        raise error("the file must be a mapping with a list under rules:, "
+                    f"found {_kind(document)}")
+    _check_keys(document, TOP_LEVEL_KEYS, lambda message, field: error(message, field), prefix="")
+    if "rules" not in document:
+        raise error("is required (a list of rules, possibly empty)", "rules")
+    raw_rules = document["rules"]
+    if not isinstance(raw_rules, list):
+        raise error(f"must be a list of rules, found {_kind(raw_rules)}", "rules")
+    include_defaults = document.get("include_defaults", True)
+    if not isinstance(include_defaults, bool):
+        raise error(f"must be true or false, found {_kind(include_defaults)}",
+                    "include_defaults")
+
+    rules: list[Rule] = []
+    names: dict[str, int] = {}
+    for index, raw in enumerate(raw_rules, start=1):
+        rule = _parse_rule(raw, index=index, source=source)
+        if rule.name in names:
+            raise RulesError(f"{rule.name!r} is already the name of rule #{names[rule.name]}",
+                             file=source, rule=f"#{index}", field="name")
+        names[rule.name] = index
+        rules.append(rule)
+    return RuleSet(rules=tuple(rules), source=source, include_defaults=include_defaults)
+
+
+class _RuleContext:
+    """Builds the errors of one rule: the file and the rule are always named."""
+
+    def __init__(self, source: str, label: str) -> None:
+        self.source = source
+        self.label = label
+
+    def __call__(self, message: str, field: str | None) -> RulesError:
+        return RulesError(message, file=self.source, rule=self.label, field=field)
+
+
+def _parse_rule(raw: Any, *, index: int, source: str) -> Rule:
+    error = _RuleContext(source, f"#{index}")
+    if not isinstance(raw, dict):
+        raise error(f"a rule must be a mapping, found {_kind(raw)}", None)
+    # The name first, so that every later error names the rule as its author knows it.
+    name = raw.get("name")
+    if "name" not in raw:
+        raise error("is required", "name")
+    if not isinstance(name, str):
+        hint = " (YAML reads yes, no, on, off as booleans: quote it)" if isinstance(
+            name, bool) else ""
+        raise error(f"must be a string, found {_kind(name)}{hint}", "name")
+    if not name.strip():
+        raise error("must not be empty", "name")
+    error.label = name.strip()
+    _check_keys(raw, RULE_KEYS, error, prefix="")
+
+    if "match" not in raw:
+        raise error("is required (match: {} matches everything)", "match")
+    match = _parse_match(raw["match"], error)
+
+    if "priority" not in raw:
+        raise error(f"is required (one of {', '.join(p.value for p in Priority)})", "priority")
+    priority = _parse_priority(raw["priority"], error)
+
+    remediation = RuleRemediation()
+    if "remediation" in raw:
+        remediation = _parse_remediation(raw["remediation"], error)
+
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise error(f"must be true or false, found {_kind(enabled)}", "enabled")
+    return Rule(name=name.strip(), match=match, priority=priority, remediation=remediation,
+                enabled=enabled, source=source)
+
+
+def _parse_match(raw: Any, error: _RuleContext) -> RuleMatch:
+    if not isinstance(raw, dict):
+        raise error(f"must be a mapping of {', '.join(MATCH_KEYS)} (or {{}} for everything), "
+                    f"found {_kind(raw)}", "match")
+    _check_keys(raw, MATCH_KEYS, error, prefix="match.")
+    pattern = None
+    if "log_pattern" in raw:
+        pattern = _parse_pattern(raw["log_pattern"], error)
+    alertname = ()
+    if "alertname" in raw:
+        alertname = _strings(raw["alertname"], error, "match.alertname", "alert name")
+    labels: tuple[tuple[str, str], ...] = ()
+    if "alert_labels" in raw:
+        labels = _parse_labels(raw["alert_labels"], error)
+    pod_reason = ()
+    if "pod_reason" in raw:
+        pod_reason = _known(raw["pod_reason"], error, "match.pod_reason", _POD_REASONS,
+                            "pod problem")
+    signal = ()
+    if "signal" in raw:
+        signal = _known(raw["signal"], error, "match.signal", _SIGNALS, "signal")
+    return RuleMatch(log_pattern=pattern, alertname=alertname, alert_labels=labels,
+                     pod_reason=pod_reason, signal=signal)
+
+
+def _parse_pattern(raw: Any, error: _RuleContext) -> re.Pattern[str]:
+    field = "match.log_pattern"
+    if not isinstance(raw, str):
+        raise error(f"must be a regular expression (a string), found {_kind(raw)}", field)
+    if not raw:
+        raise error("must not be empty (it would match every line; leave the key out)", field)
+    try:
+        return re.compile(raw)
+    except re.error as exc:
+        raise error(f"not a valid regular expression: {exc}", field) from None
+    except (OverflowError, RecursionError) as exc:
+        raise error(f"not a usable regular expression: {exc}", field) from None
+
+
+def _parse_labels(raw: Any, error: _RuleContext) -> tuple[tuple[str, str], ...]:
+    if not isinstance(raw, dict):
+        raise error(f"must be a mapping of label to value, found {_kind(raw)}",
+                    "match.alert_labels")
+    if not raw:
+        raise error("must name at least one label (leave the key out to match any alert)",
+                    "match.alert_labels")
+    labels = []
+    for name, value in raw.items():
+        if not isinstance(name, str) or not name:
+            raise error(f"a label name must be a non-empty string, found {_kind(name)}",
+                        "match.alert_labels")
+        field = f"match.alert_labels.{name}"
+        # Label values are strings; a bare number in YAML means its digits.
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise error(f"must be a string (quote it), found {_kind(value)}", field)
+        labels.append((name, value))
+    return tuple(sorted(labels))
+
+
+def _strings(raw: Any, error: _RuleContext, field: str, what: str) -> tuple[str, ...]:
+    values = raw if isinstance(raw, list) else [raw]
+    if not values:
+        raise error(f"an empty list matches nothing: give at least one {what} or leave the "
+                    "key out", field)
+    out = []
+    for value in values:
+        if not isinstance(value, str) or not value:
+            raise error(f"must be a {what} or a list of them, found {_kind(value)}", field)
+        out.append(value)
+    return tuple(dict.fromkeys(out))
+
+
+def _known(raw: Any, error: _RuleContext, field: str, allowed: Mapping[str, str],
+           what: str) -> tuple[str, ...]:
+    canonical = []
+    for value in _strings(raw, error, field, what):
+        if value.lower() not in allowed:
+            raise error(f"{value!r} is not a {what}; the {what}s are "
+                        f"{', '.join(allowed.values())}", field)
+        canonical.append(allowed[value.lower()])
+    return tuple(dict.fromkeys(canonical))
+
+
+def _parse_priority(raw: Any, error: _RuleContext) -> Priority:
+    names = ", ".join(p.value for p in Priority)
+    if isinstance(raw, str) and raw.strip().upper() in Priority.__members__:
+        return Priority[raw.strip().upper()]
+    raise error(f"must be one of {names}, found {_kind(raw)}", "priority")
+
+
+def _parse_remediation(raw: Any, error: _RuleContext) -> RuleRemediation:
+    if not isinstance(raw, dict):
+        raise error(f"must be a mapping of {', '.join(REMEDIATION_KEYS)}, found {_kind(raw)}",
+                    "remediation")
+    _check_keys(raw, REMEDIATION_KEYS, error, prefix="remediation.")
+    if "action" not in raw:
+        raise error(f"is required (one of {', '.join(ACTIONS)})", "remediation.action")
+    action = raw["action"]
+    # YAML reads a bare `none` as the string "none" but `null` / `~` as None: both mean none.
+    if action is None:
+        action = NO_ACTION
+    if isinstance(action, str):
+        action = action.strip().lower()
+    if not isinstance(action, str) or action not in ACTIONS:
+        raise error(f"must be one of {', '.join(ACTIONS)}, found {_kind(action)}",
+                    "remediation.action")
+    cooldown = None
+    if "cooldown" in raw:
+        cooldown = _parse_cooldown(raw["cooldown"], error)
+    params = _parse_params(raw.get("params", {}), action, error)
+    return RuleRemediation(action=action, cooldown_seconds=cooldown, params=params)
+
+
+def _parse_cooldown(raw: Any, error: _RuleContext) -> float:
+    field = "remediation.cooldown"
+    usage = "a number of seconds or a duration such as 90s, 10m, 1h, 1h30m"
+    if isinstance(raw, bool):
+        raise error(f"must be {usage}, found {_kind(raw)}", field)
+    if isinstance(raw, int | float):
+        if not math.isfinite(raw) or raw < 0:
+            raise error(f"must be {usage}, at least 0, found {_kind(raw)}", field)
+        return float(raw)
+    if isinstance(raw, str):
+        text = raw.strip()
+        found = _DURATION.fullmatch(text) if text else None
+        if found is not None and any(found.groupdict().values()):
+            hours, minutes, seconds = (found.group(unit) for unit in ("h", "m", "s"))
+            return (int(hours or 0) * 3600.0 + int(minutes or 0) * 60.0
+                    + float(seconds or 0))
+    raise error(f"must be {usage}, found {_kind(raw)}", field)
+
+
+def _parse_params(raw: Any, action: str, error: _RuleContext) -> tuple[tuple[str, Any], ...]:
+    if not isinstance(raw, dict):
+        raise error(f"must be a mapping of parameter to value, found {_kind(raw)}",
+                    "remediation.params")
+    allowed = ACTION_PARAMS.get(action, ())
+    for key in raw:
+        if key not in allowed:
+            takes = (f"takes {', '.join(allowed)}" if allowed else "takes no parameters")
+            raise error(f"unknown key {key!r}: the action {action} {takes}",
+                        f"remediation.params.{key}" if isinstance(key, str)
+                        else "remediation.params")
+    for key in REQUIRED_PARAMS.get(action, ()):
+        if key not in raw:
+            raise error(f"is required for the action {action}", f"remediation.params.{key}")
+    for key, value in raw.items():
+        if not isinstance(value, str | int | float | bool) or value is None:
+            raise error(f"must be a plain value, found {_kind(value)}",
+                        f"remediation.params.{key}")
+    if action == "scale":
+        replicas = raw["replicas"]
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            raise error(f"must be a positive integer, found {_kind(replicas)}",
+                        "remediation.params.replicas")
+    return tuple(sorted(raw.items()))
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _check_keys(raw: Mapping[Any, Any], allowed: tuple[str, ...], error: Any, *,
+                prefix: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            where = f"{prefix}{key}" if isinstance(key, str) else (prefix.rstrip(".") or None)
+            raise error(f"unknown key {key!r}; the keys are {', '.join(allowed)}", where)
+
+
+def _kind(value: Any) -> str:
+    """A short description of what was found, for an error message."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return f"{shown!r}"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__} ({str(value)[:40]})"
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    text = f"{context}, {problem}" if context else str(problem)
+    if mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {text}"
+    return text
