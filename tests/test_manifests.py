@@ -45,6 +45,7 @@ MODEL_BY_KIND: dict[tuple[str, str], str] = {
     ("v1", "ServiceAccount"): "V1ServiceAccount",
     ("v1", "Service"): "V1Service",
     ("v1", "Secret"): "V1Secret",
+    ("v1", "ConfigMap"): "V1ConfigMap",
     ("apps/v1", "Deployment"): "V1Deployment",
     ("rbac.authorization.k8s.io/v1", "Role"): "V1Role",
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "V1RoleBinding",
@@ -354,7 +355,7 @@ def test_install_has_one_of_each_and_binds_its_role_to_the_service_account(insta
         "remediation": [("Role", "RoleBinding"), ("Role", "RoleBinding")],
     }[install]
     kinds = sorted(doc["kind"] for doc in docs)
-    assert kinds == sorted(["ServiceAccount", "Deployment", "Service",
+    assert kinds == sorted(["ServiceAccount", "Deployment", "Service", "ConfigMap",
                             *(kind for pair in pairs for kind in pair)])
     account = only(docs, "ServiceAccount")["metadata"]["name"]
     roles = {(doc["kind"], doc["metadata"]["name"]) for doc in docs
@@ -457,12 +458,30 @@ def test_security_context_locks_the_container_down() -> None:
 def test_writable_paths_are_emptydir_volumes() -> None:
     volumes = deployment()["spec"]["template"]["spec"]["volumes"]
     empty_dirs = {volume["name"] for volume in volumes if "emptyDir" in volume}
-    assert empty_dirs == {volume["name"] for volume in volumes}
+    config_maps = {volume["name"] for volume in volumes if "configMap" in volume}
+    assert empty_dirs | config_maps == {volume["name"] for volume in volumes}
     mounts = {mount["mountPath"]: mount["name"] for mount in container()["volumeMounts"]}
     state_dir = str(Path(env_by_name()["STATE_PATH"]["value"]).parent)
     assert mounts[state_dir] in empty_dirs
     assert mounts["/tmp"] in empty_dirs
-    assert set(mounts.values()) == empty_dirs
+    assert set(mounts.values()) == empty_dirs | config_maps
+    for mount in container()["volumeMounts"]:
+        if mount["name"] in config_maps:
+            assert mount.get("readOnly") is True, mount
+
+
+def test_rules_configmap_is_mounted_as_a_directory_and_rules_file_points_into_it() -> None:
+    # A subPath mount never sees a ConfigMap update: the rules would only reload on restart.
+    [volume] = [volume for volume in deployment()["spec"]["template"]["spec"]["volumes"]
+                if "configMap" in volume]
+    [mount] = [mount for mount in container()["volumeMounts"] if mount["name"] == volume["name"]]
+    assert "subPath" not in mount and "subPathExpr" not in mount
+    rules_file = Path(env_by_name()["RULES_FILE"]["value"])
+    assert rules_file.parent == Path(mount["mountPath"])
+    [config_map] = [doc for doc in install_documents("namespaced") if doc["kind"] == "ConfigMap"]
+    assert config_map["metadata"]["name"] == volume["configMap"]["name"]
+    assert rules_file.name in config_map["data"]
+    assert "items" not in volume["configMap"], "every key of the ConfigMap is a file"
 
 
 def test_probes_hit_healthz_and_readyz_on_the_http_port() -> None:
