@@ -126,6 +126,7 @@ CREATE TABLE IF NOT EXISTS error_groups (
     priority        TEXT NOT NULL,
     rule            TEXT,
     notified_at     TEXT,
+    sampled         INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (namespace, fingerprint)
 );
 CREATE INDEX IF NOT EXISTS error_groups_last_seen ON error_groups (last_seen);
