@@ -103,6 +103,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     mapped_by       TEXT,
     unmapped_reason TEXT,
     incident        TEXT,
+    closed_at       TEXT,
     PRIMARY KEY (fingerprint, starts_at)
 );
 CREATE INDEX IF NOT EXISTS alerts_updated ON alerts (updated_at);
