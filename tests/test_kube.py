@@ -40,9 +40,11 @@ from apiserver import (
 )
 from incident_detector.sources import kube
 from incident_detector.errors import SourceError
+from incident_detector.sim.server import Response
 from incident_detector.sources.kube import (
     REQUIRED_PERMISSIONS,
     RESTART_THRESHOLD,
+    WARNING_EVENT_PERMISSIONS,
     WATCH_SECONDS,
     LIST_PAGE_SIZE,
     KubeClient,
@@ -161,6 +163,24 @@ def test_crash_looping_pod_belongs_to_the_new_replicaset(apiserver):
     assert {p.replicaset for p in pods if p is not pod} == {OLD_RS}
     assert all(p.problems == () and p.phase == "Pending" for p in pods if p is not pod)
     assert ("GET", PODS_PATH) in apiserver.paths
+
+
+def test_each_pod_carries_its_uid_from_the_recorded_list(apiserver):
+    pods = run(client_for(apiserver).list_pods(NAMESPACE))
+
+    assert {pod.name: pod.uid for pod in pods} == {
+        "payments-api-6874dc9bf7-r66bl": "ee8d9145-b4fd-479d-b83b-84c032b462e0",
+        "payments-api-77587766bd-bkvvm": "22b4bc3b-7115-4ff2-bf93-97c420e60f12",
+        "payments-api-77587766bd-xjn7b": "80476d97-28cf-4f5e-a0a8-8c2978b3c23d",
+    }
+
+
+def test_a_pod_without_a_uid_has_an_empty_one():
+    [item, *_] = recorded_items("pods_list.json")
+    del item["metadata"]["uid"]
+    assert parse_pod(item).uid == ""
+    item["metadata"]["uid"] = 42
+    assert parse_pod(item).uid == ""
 
 
 def test_lists_are_parsed_from_json_without_building_typed_models(apiserver):
@@ -798,7 +818,11 @@ def test_required_permissions_cover_every_call(apiserver):
     client = client_for(apiserver)
     list_methods = [name for name, member in inspect.getmembers(KubeClient)
                     if not name.startswith("_") and inspect.iscoroutinefunction(member)]
-    assert set(list_methods) == {"list_deployments", "list_replicasets", "list_pods"}
+    assert set(list_methods) == {"list_deployments", "list_replicasets", "list_pods",
+                                 "list_warning_events"}
+    apiserver.serve(f"/api/v1/namespaces/{NAMESPACE}/events", Response(body={
+        "kind": "EventList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
+        "items": []}))
 
     # Twice: the second call of a watched collection is a watch.
     for name in list_methods * 2:
@@ -806,11 +830,13 @@ def test_required_permissions_cover_every_call(apiserver):
     run(client.list_pods(NAMESPACE, template_hashes=["6874dc9bf7"]))
 
     seen = {permission_of(request) for request in apiserver.requests}
-    assert seen == set(REQUIRED_PERMISSIONS)
+    assert seen == set(REQUIRED_PERMISSIONS) | set(WARNING_EVENT_PERMISSIONS)
     assert len(REQUIRED_PERMISSIONS) == len(set(REQUIRED_PERMISSIONS))
     assert {("apps", "deployments", "list"), ("apps", "deployments", "watch"),
             ("apps", "replicasets", "list"), ("apps", "replicasets", "watch"),
             ("", "pods", "list"), ("", "pods", "watch")} == set(REQUIRED_PERMISSIONS)
+    # Optional: without it the brief goes without Events, detection does not depend on it.
+    assert WARNING_EVENT_PERMISSIONS == (("", "events", "list"),)
 
 
 def test_namespaced_paths():
@@ -854,7 +880,8 @@ async def call_each() -> None:
         "namespace": "ns", "deployment": "d", "replicaset": "d-1", "revision": 2,
         "detected_at": datetime.now(timezone.utc)})
     for call in (kube.list_deployments("ns"), kube.list_replicasets("ns"), kube.list_pods("ns"),
-                 events.send(payload), events.notified_revisions("ns")):
+                 kube.list_warning_events("ns"), events.send(payload),
+                 events.notified_revisions("ns")):
         try:
             await call
         except SourceError:

@@ -16,6 +16,9 @@ last ``resourceVersion`` (``WatchedList``): decoding every object every tick wou
 of CPU per 1.7 MB of JSON, while the watch returns only what changed. Pods (those that carry a
 ``pod-template-hash`` label: a Deployment's) are kept the same way from the first tick that has a
 rollout to judge, and only the pods of the revisions asked for are returned.
+
+Warning Events (core/v1, ``type=Warning``) are read on demand for the on-call brief: one
+request, through the same ``request`` path and error mapping as the lists.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from ..model import (
     PodTemplate,
     ReplicaSet,
     RolloutStatus,
+    WarningEvent,
 )
 
 log = structlog.get_logger(__name__)
@@ -151,6 +155,18 @@ LIST_CALLS = (DEPLOYMENTS, REPLICASETS, PODS)
 REQUIRED_PERMISSIONS: tuple[tuple[str, str, str], ...] = tuple(
     (call.group, call.resource, verb) for call in LIST_CALLS for verb in call.verbs
 )
+
+# core/v1 Events, read for the on-call brief. Kept out of REQUIRED_PERMISSIONS: without this
+# permission the brief goes without Events (a 403, not retried), detection is unaffected.
+EVENTS = ListCall(group="", version="v1", resource="events", list_kind="EventList")
+WARNING_EVENT_PERMISSIONS: tuple[tuple[str, str, str], ...] = tuple(
+    (EVENTS.group, EVENTS.resource, verb) for verb in EVENTS.verbs
+)
+# The server-side filter: kubelets and controllers write far more Normal Events than Warnings.
+WARNING_EVENTS_SELECTOR = "type=Warning"
+WARNING = "Warning"
+# A Warning's message in the brief: one line, at most this many characters.
+EVENT_MESSAGE_MAX_CHARS = 300
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,6 +286,33 @@ class KubeClient:
         if wanted is None:
             return pods
         return tuple(pod for pod in pods if pod.pod_template_hash in wanted)
+
+    async def list_warning_events(self, namespace: str, *,
+                                  limit: int = 200) -> tuple[WarningEvent, ...]:
+        """The ``type=Warning`` core/v1 Events of ``namespace``, newest ``last_seen`` first
+        (those without any time last), at most ``limit`` of them.
+
+        One request (``fieldSelector=type=Warning&limit=...``), not watched and not paged: the
+        brief wants a bounded sample, read when it is written. The apiserver pages in key
+        order (by name), not by time, so with more than ``limit`` Warnings in the namespace the
+        page holds ``limit`` of them, not necessarily the newest. A 403 (no ``list`` on
+        ``events``) is a non-retryable ``SourceError`` like every other read.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        return await asyncio.to_thread(self._warning_events, namespace, limit)
+
+    def _warning_events(self, namespace: str, limit: int) -> tuple[WarningEvent, ...]:
+        what = f"listing warning events in namespace {namespace!r}"
+        body = request(self._api, "GET", EVENTS.path(namespace), what=what, timeout=self._timeout,
+                       query=(("fieldSelector", WARNING_EVENTS_SELECTOR), ("limit", limit)))
+        items, _, more = parse_list_page(body, kind=EVENTS.list_kind)
+        events = _parsed(items, parse_warning_event, resource=EVENTS.resource,
+                         namespace=namespace)
+        if more:
+            log.debug("kube.warning_events_truncated", namespace=namespace, limit=limit)
+        # A server that ignored the limit still gives the brief no more than it asked for.
+        return newest_first(events)[:limit]
 
 
 T = TypeVar("T", Deployment, ReplicaSet, Pod)
@@ -780,7 +823,57 @@ def parse_pod(item: dict) -> Pod | None:
         problems=container_problems(statuses),
         created_at=parse_timestamp(metadata.get("creationTimestamp")),
         pod_template_hash=_str_map(metadata.get("labels")).get(POD_TEMPLATE_HASH_LABEL) or None,
+        uid=_str(metadata.get("uid")) or "",
     )
+
+
+def parse_warning_event(item: dict) -> WarningEvent | None:
+    """A core/v1 Event of ``type: Warning``; None for any other type (a server or proxy that
+    ignored the field selector) or an Event that says nothing (no reason and no message).
+
+    ``count`` and ``last_seen`` come from whichever fields the writer filled: the legacy
+    recorder (kubelet, controllers) sets ``count`` and ``lastTimestamp``; an events.k8s.io
+    writer sets ``eventTime`` and, once it repeats, ``series``.
+    """
+    item = _dict(item)
+    if item.get("type") != WARNING:
+        return None
+    reason = (_str(item.get("reason")) or "").strip()
+    message = one_line(_str(item.get("message")) or "", limit=EVENT_MESSAGE_MAX_CHARS)
+    if not reason and not message:
+        return None
+    involved = _dict(item.get("involvedObject"))
+    series = _dict(item.get("series"))
+    count = _count(item.get("count")) or _count(series.get("count")) or 1
+    last_seen = None
+    for value in (item.get("lastTimestamp"), item.get("eventTime"),
+                  series.get("lastObservedTime"), item.get("firstTimestamp")):
+        last_seen = parse_timestamp(value)
+        if last_seen is not None:
+            break
+    return WarningEvent(reason=reason, message=message,
+                        object_kind=_str(involved.get("kind")) or "",
+                        object_name=_str(involved.get("name")) or "",
+                        count=count, last_seen=last_seen)
+
+
+def newest_first(events: Iterable[WarningEvent]) -> tuple[WarningEvent, ...]:
+    """Newest ``last_seen`` first, Events without one last; equal times keep their order
+    (``sorted`` is stable, ``reverse=True`` included)."""
+    undated = datetime.min.replace(tzinfo=timezone.utc)
+    return tuple(sorted(events, key=lambda e: e.last_seen or undated, reverse=True))
+
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def one_line(text: str, *, limit: int) -> str:
+    """``text`` with every run of whitespace (newlines included) made one space, cut to
+    ``limit`` characters with an ellipsis when longer."""
+    text = _WHITESPACE.sub(" ", text).strip()
+    if len(text) <= limit:
+        return text
+    return text[:limit - 1].rstrip() + "…"
 
 
 def container_problems(statuses: Iterable[Mapping[str, Any]]) -> tuple[PodProblem, ...]:
