@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,6 +27,7 @@ from incident_detector.model import PodProblem, Signal
 from incident_detector.sim.fakes import FailFirst, KubeApiFake, LokiFake, SlackSink
 from incident_detector.sim.scenario import Scenario, ScenarioError, load_scenario, scenario_paths
 from incident_detector.sim.server import LocalServer, Response
+from incident_detector.sources.kube import KubeClient, api_client_for
 from incident_detector.sim.logql import (
     NO_MATCHER_TEXT,
     LogQLError,
@@ -36,6 +38,7 @@ from incident_detector.sim.logql import (
 from incident_detector.sim.world import (
     NAME_ALPHABET,
     World,
+    back_off_occurrences,
     kube_time,
     line_times,
     pod_name,
@@ -1023,6 +1026,164 @@ def test_events_are_created_listed_and_validated(kube: Any) -> None:
                             params={"fieldSelector": "note=x"})
     assert unsupported.status_code == 400 and "field label not supported" in unsupported.text
     assert len(fake.events[NS]) == 2
+
+
+def warnings_at(w: World, at: float) -> list[dict[str, Any]]:
+    return w.warning_events(NS, w.at(at))
+
+
+def pods_by_name(w: World, at: float) -> dict[str, dict[str, Any]]:
+    return {p["metadata"]["name"]: p for p in w.pods_list(NS, w.at(at))["items"]}
+
+
+def test_the_kubelet_back_off_schedule() -> None:
+    assert back_off_occurrences(100, 100) == (1, 100)
+    assert back_off_occurrences(100, 109.9) == (1, 100)
+    # 10 s, then doubling: 110, 130, 170, 250, 410, then every 5 min.
+    assert [back_off_occurrences(100, t)[0] for t in (110, 130, 169, 170, 250, 410)] == \
+        [2, 3, 3, 4, 5, 6]
+    assert back_off_occurrences(100, 709) == (6, 410)
+    assert back_off_occurrences(100, 710) == (7, 710)
+    assert back_off_occurrences(100, 100 + 86400)[0] == 6 + (86400 - 310) // 300
+
+
+def test_a_crash_loop_is_a_back_off_warning_about_each_failing_pod() -> None:
+    crash = with_problems({"from": 90, "problem": "CrashLoopBackOff", "restarts": 4, "pods": 1})
+    assert warnings_at(crash, 89) == []
+    [event] = warnings_at(crash, 300)
+    pod = pods_by_name(crash, 300)[event["involvedObject"]["name"]]
+    metadata = pod["metadata"]
+    assert metadata["name"] == crash.pod_names(2)[0]  # only the first pod has the problem
+    assert event["type"] == "Warning" and event["reason"] == "BackOff"
+    assert event["message"] == (f"Back-off restarting failed container {DEP} in pod "
+                                f"{metadata['name']}_{NS}({metadata['uid']})")
+    assert event["involvedObject"] == {
+        "kind": "Pod", "namespace": NS, "name": metadata["name"], "uid": metadata["uid"],
+        "apiVersion": "v1", "resourceVersion": metadata["resourceVersion"],
+        "fieldPath": f"spec.containers{{{DEP}}}"}
+    node = pod["spec"]["nodeName"]
+    assert event["source"] == {"component": "kubelet", "host": node}
+    assert (event["reportingComponent"], event["reportingInstance"]) == ("kubelet", node)
+    assert event["metadata"]["name"].startswith(metadata["name"] + ".")
+    assert event["metadata"]["namespace"] == NS and event["eventTime"] is None
+    # First written when the problem began, counted again on the back-off schedule.
+    assert event["firstTimestamp"] == event["metadata"]["creationTimestamp"] == \
+        kube_time(crash.at(90))
+    assert (event["count"], event["lastTimestamp"]) == (5, kube_time(crash.at(240)))
+    assert event["metadata"]["resourceVersion"] == resource_version_at(crash.at(240))
+    later = warnings_at(crash, 600)[0]
+    assert later["metadata"]["name"] == event["metadata"]["name"]
+    assert later["count"] == 6 and later["metadata"]["resourceVersion"] > \
+        event["metadata"]["resourceVersion"]
+    assert warnings_at(crash, 300) == [event]  # a pure function of the time
+    assert crash.warning_events("elsewhere", crash.at(300)) == []
+
+
+@pytest.mark.parametrize("problem, expected", [
+    ("OOMKilled", [("BackOff", "Back-off restarting failed container payments-api in pod ")]),
+    ("ErrImagePull", [
+        ("Failed", 'Failed to pull image "payments-api:1.5.0": rpc error: code = NotFound'),
+        ("Failed", "Error: ErrImagePull")]),
+    ("ImagePullBackOff", [
+        ("Failed", 'Failed to pull image "payments-api:1.5.0": rpc error: code = NotFound'),
+        ("Failed", "Error: ErrImagePull"),
+        ("BackOff", 'Back-off pulling image "payments-api:1.5.0"'),
+        ("Failed", "Error: ImagePullBackOff")]),
+    ("CreateContainerConfigError", [
+        ("Failed", f'Error: configmap "{DEP}-config" not found')]),
+])
+def test_each_pod_problem_has_the_kubelet_s_warnings(problem: str,
+                                                     expected: list[tuple[str, str]]) -> None:
+    w = with_problems({"from": 65, "problem": problem})
+    events = warnings_at(w, 120)
+    assert {e["involvedObject"]["name"] for e in events} == set(w.pod_names(2))
+    for pod in w.pod_names(2):
+        mine = [e for e in events if e["involvedObject"]["name"] == pod]
+        assert [(e["reason"], e["message"][:len(prefix)]) for e, (_, prefix)
+                in zip(mine, expected)] == expected
+        assert len(mine) == len(expected)
+        assert len({e["metadata"]["name"] for e in mine}) == len(mine)
+    if problem == "CreateContainerConfigError":
+        # The ConfigMap the Event names is the one the container's waiting state names.
+        waiting = statuses(w, 120)[0]["containerStatuses"][0]["state"]["waiting"]["message"]
+        assert events[0]["message"] == f"Error: {waiting}"
+
+
+def test_pods_that_are_gone_or_healthy_have_no_warnings() -> None:
+    fixed = world(revisions=[
+        {"revision": 1, "at": -86400, "image": "payments-api:1.4.2", "replicas": 2},
+        {"revision": 2, "at": 60, "image": "payments-api:1.5.0", "replicas": 2,
+         "pod_problems": [{"from": 90, "problem": "CrashLoopBackOff"}]},
+        {"revision": 3, "at": 300, "image": "payments-api:1.5.1", "replicas": 2},
+    ])
+    assert len(warnings_at(fixed, 320)) == 2  # revision 2's pods are still draining
+    assert warnings_at(fixed, 300 + 30) == []  # gone with them
+    assert warnings_at(world(), 300) == []
+
+
+@pytest.fixture
+def crashing_kube() -> Any:
+    clock = SimClock(T0 + timedelta(seconds=300))
+    fake = KubeApiFake(with_problems({"from": 90, "problem": "CrashLoopBackOff", "restarts": 4}),
+                       clock)
+    with LocalServer(fake) as server:
+        configuration = k8s.Configuration()
+        configuration.host = server.url
+        with k8s.ApiClient(configuration) as api:
+            yield fake, server, api, clock
+
+
+def test_core_events_list_the_kubelet_s_warnings_and_the_stored_events(crashing_kube: Any) -> None:
+    fake, server, api, clock = crashing_kube
+    url = f"{server.url}/apis/events.k8s.io/v1/namespaces/{NS}/events"
+    assert httpx.post(url, json=event(name="payments-api.1")).status_code == 201
+    assert httpx.post(url, json=event(name="payments-api.2", type="Normal",
+                                      reason="Noted")).status_code == 201
+
+    core = k8s.CoreV1Api(api)
+    everything = core.list_namespaced_event(NS).items
+    assert [e.metadata.name for e in everything] == sorted(e.metadata.name for e in everything)
+    assert len(everything) == 4
+    warnings = core.list_namespaced_event(NS, field_selector="type=Warning").items
+    assert sorted((e.involved_object.kind, e.reason) for e in warnings) == [
+        ("Deployment", "RolloutRegression"), ("Pod", "BackOff"), ("Pod", "BackOff")]
+    assert all(e.type == "Warning" for e in warnings)
+    assert core.list_namespaced_event(NS, field_selector="type=Normal").items[0].reason == "Noted"
+    # kubectl describe pod: the pod's Events by its kind, name, namespace and uid.
+    pod = core.list_namespaced_pod(NS).items[-1]
+    selector = (f"involvedObject.kind=Pod,involvedObject.name={pod.metadata.name},"
+                f"involvedObject.namespace={NS},involvedObject.uid={pod.metadata.uid}")
+    [described] = core.list_namespaced_event(NS, field_selector=selector).items
+    assert described.count == 5 and pod.metadata.uid in described.message
+    assert described.last_timestamp == T0 + timedelta(seconds=240)
+    assert core.list_namespaced_event("elsewhere").items == []
+
+
+def test_core_events_are_paged_by_limit_and_continue(crashing_kube: Any) -> None:
+    _, server, _, _ = crashing_kube
+    url = f"{server.url}/api/v1/namespaces/{NS}/events"
+    first = httpx.get(url, params={"fieldSelector": "type=Warning", "limit": "1"}).json()
+    assert len(first["items"]) == 1
+    assert first["metadata"]["remainingItemCount"] == 1
+    second = httpx.get(url, params={"fieldSelector": "type=Warning", "limit": "1",
+                                    "continue": first["metadata"]["continue"]}).json()
+    assert len(second["items"]) == 1 and "continue" not in second["metadata"]
+    assert first["items"][0]["metadata"]["name"] < second["items"][0]["metadata"]["name"]
+    for params in ({"limit": "many"}, {"continue": "not-a-token"}):
+        refused = httpx.get(url, params=params)
+        assert refused.status_code == 400 and refused.json()["reason"] == "BadRequest"
+
+
+def test_the_kube_source_reads_the_fake_s_warnings(crashing_kube: Any) -> None:
+    fake, server, _, clock = crashing_kube
+    client = KubeClient(api=api_client_for(server.url), timeout=5.0)
+    found = asyncio.run(client.list_warning_events(NS))
+    assert [(e.reason, e.object_kind, e.count) for e in found] == [("BackOff", "Pod", 5)] * 2
+    assert {e.object_name for e in found} == set(fake.world.pod_names(2))
+    assert all(e.last_seen == T0 + timedelta(seconds=240) for e in found)
+    assert fake.lists[f"/api/v1/namespaces/{NS}/events"] == 1
+    clock.now += timedelta(minutes=10)
+    assert {e.count for e in asyncio.run(client.list_warning_events(NS, limit=1))} == {7}
 
 
 def lease(holder: str) -> k8s.V1Lease:

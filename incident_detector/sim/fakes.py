@@ -3,7 +3,8 @@
 - ``KubeApiFake(world, clock)``: Deployments, ReplicaSets and pods of the simulated world, listed
   (with label and field selectors) or watched, plus a real little store of ``events.k8s.io/v1``
   Events and ``coordination.k8s.io/v1`` Leases with the apiserver's validation, conflicts and
-  compare-and-swap on ``resourceVersion``.
+  compare-and-swap on ``resourceVersion``. core/v1 Events list both the stored Events and the
+  kubelet's Warning Events about the world's failing pods.
 - ``LokiFake(world, clock)``: ``/loki/api/v1/query``, ``/loki/api/v1/query_range`` and ``/ready``.
 - ``SlackSink()``: an incoming webhook that keeps every message it accepts.
 
@@ -440,11 +441,22 @@ class KubeApiFake(_Fake):
 
     def _list_stored(self, request: Request, store: dict[str, Body], kind: str,
                      api_version: str, fields: tuple[str, ...]) -> Response:
+        """The selected objects of ``store``, a page at a time when the client sends ``limit``
+        (the ``continue`` token is the offset of the next page, ``remainingItemCount`` says how
+        many follow, as the apiserver does for a list without a label selector)."""
         items = [{k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
                  for obj in store.values()]
-        body = {"kind": kind, "apiVersion": api_version,
-                "metadata": {"resourceVersion": str(self._resource_version)},
-                "items": _selected(items, request, fields)}
+        selected = _selected(items, request, fields)
+        metadata: Body = {"resourceVersion": str(self._resource_version)}
+        limit = _parse_limit(request.param("limit"))
+        start = _parse_continue(request.param("continue"))
+        if limit or start:
+            end = start + limit if limit else len(selected)
+            if end < len(selected):
+                metadata["continue"] = str(end)
+                metadata["remainingItemCount"] = len(selected) - end
+            selected = selected[start:end]
+        body = {"kind": kind, "apiVersion": api_version, "metadata": metadata, "items": selected}
         return Response(200, body, KUBE_JSON)
 
     def _prepare_create(self, request: Request, namespace: str, group: str,
@@ -530,11 +542,18 @@ class KubeApiFake(_Fake):
             return Response(201, stored, KUBE_JSON)
 
     def _core_events(self, request: Request, namespace: str) -> Response:
-        """The same Events through the core/v1 API, as the apiserver converts them (what
-        `kubectl describe` reads): ``regarding`` becomes ``involvedObject``, ``note`` ``message``."""
+        """core/v1 Events (what `kubectl describe` and `kubectl get events` read): the stored
+        events.k8s.io Events as the apiserver converts them (``regarding`` becomes
+        ``involvedObject``, ``note`` ``message``), and the Warning Events the kubelet writes about
+        the world's pods that have a problem now (``World.warning_events``). Listed by name, as
+        the apiserver lists from etcd, so that ``limit`` pages as it would."""
+        kubelet = self.world.warning_events(namespace, self.clock())
         with self._lock:
             store = {name: _core_event(event)
                      for name, event in self.events.get(namespace, {}).items()}
+            for event in kubelet:
+                store.setdefault(event["metadata"]["name"], event)
+            store = dict(sorted(store.items()))
             return self._list_stored(request, store, "EventList", "v1", _CORE_EVENT_FIELDS)
 
     # Leases --------------------------------------------------------------------------------------
@@ -627,6 +646,24 @@ def _parse_bool(value: str | None, name: str) -> bool:
     if value in _TRUE:
         return True
     raise BadRequest(f'invalid value for query parameter "{name}": {value[:40]!r} is not a boolean')
+
+
+def _parse_limit(value: str | None) -> int:
+    """``limit``: 0 (absent, zero or negative) lists everything, as the apiserver does."""
+    if value is None or value == "":
+        return 0
+    if not re.fullmatch(r"-?[0-9]{1,18}", value):
+        raise BadRequest(f'invalid value for query parameter "limit": {value[:40]!r} is not an '
+                         "integer")
+    return max(int(value), 0)
+
+
+def _parse_continue(value: str | None) -> int:
+    if not value:
+        return 0
+    if not re.fullmatch(r"[0-9]{1,18}", value):
+        raise BadRequest("continue key is not valid: the token was not issued by this server")
+    return int(value)
 
 
 def _parse_timeout(value: str | None) -> None:

@@ -6,6 +6,8 @@
   kube-apiserver returns (same keys and nesting as the recordings in ``tests/fixtures``), each
   with an honest ``metadata.resourceVersion``: the instant of its last change, so that a watch
   can be answered by comparing two instants;
+- the core/v1 Warning Events the kubelets write about the pods that have a problem
+  (``warning_events``);
 - the log lines the pods write, generated once, deterministically, and kept sorted per stream;
 - the answers of Loki to the subset of LogQL the detector speaks (see ``logql``).
 
@@ -57,6 +59,11 @@ _NS_PER_MILLISECOND = 1_000_000
 _DIGIT_RUNS = re.compile(r"[0-9]+")
 _PROBLEMS_BEFORE_START = {PodProblem.IMAGE_PULL, PodProblem.ERR_IMAGE_PULL, PodProblem.CONFIG_ERROR}
 _PROBLEMS_WITH_RESTART = {PodProblem.CRASH_LOOP, PodProblem.OOM_KILLED}
+# The kubelet retries a failing container start (and an image pull) after 10 s, doubling the wait
+# up to 5 min; each retry that fails again is one more occurrence (count) of its Event.
+BACK_OFF_INITIAL_SECONDS = 10.0
+BACK_OFF_MAX_SECONDS = 300.0
+KUBELET = "kubelet"
 
 Body = dict[str, Any]
 # Stream labels (as a key) -> the labels and the (unix ns, line) entries written so far.
@@ -109,6 +116,18 @@ def time_of_resource_version(resource_version: int) -> datetime:
 def kube_time(when: datetime) -> str:
     """Kubernetes' metav1.Time: RFC 3339, whole seconds, UTC."""
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def back_off_occurrences(first: float, t: float) -> tuple[int, float]:
+    """``(count, time of the latest)`` of an Event first written at ``first`` and written again
+    on the kubelet's back-off schedule until ``t`` (``t >= first``)."""
+    count, last, wait = 1, first, BACK_OFF_INITIAL_SECONDS
+    while wait < BACK_OFF_MAX_SECONDS and last + wait <= t:
+        count, last, wait = count + 1, last + wait, min(wait * 2, BACK_OFF_MAX_SECONDS)
+    if wait >= BACK_OFF_MAX_SECONDS and last + wait <= t:
+        more = int((t - last) // wait)
+        count, last = count + more, last + more * wait
+    return count, last
 
 
 # --- log lines ----------------------------------------------------------------------------------
@@ -385,6 +404,73 @@ class World:
                 since = self.at(changes[index])
             obj["metadata"]["resourceVersion"] = resource_version_at(since)
         return objects
+
+    def warning_events(self, namespace: str, now: datetime) -> list[Body]:
+        """The core/v1 ``type: Warning`` Events the kubelet has written by ``now`` about the pods
+        that have a problem at ``now``, as ``GET /api/v1/namespaces/NS/events`` lists them.
+
+        Each (pod, reason, message) is one Event object, first written when the problem began
+        (or the pod started, if later) and counted again on the kubelet's back-off schedule
+        (``back_off_occurrences``): ``count``, ``lastTimestamp`` and ``resourceVersion`` follow
+        the clock. A crash loop and an OOM kill both show as ``BackOff`` (the kill itself is in
+        the container's last state, not in an Event); an image that cannot be pulled as the
+        kubelet's ``Failed``/``BackOff`` pair of Events; a missing ConfigMap as ``Failed``.
+        Events of pods that are gone are not kept (the real ones live for an hour).
+        """
+        if namespace != self.scenario.namespace:
+            return []
+        t = self.seconds(now)
+        pods = {pod["metadata"]["name"]: pod for pod in self.objects("pods", namespace, now)}
+        events = []
+        for revision in self.scenario.revisions:
+            alive_from, alive_to = self._pod_lifetime(revision)
+            if not alive_from <= t < alive_to:
+                continue
+            for index, name in enumerate(self.pod_names(revision.revision)):
+                problem = _active_problem(revision.pod_problems, index, t)
+                pod = pods.get(name)
+                if problem is None or pod is None:
+                    continue
+                first = max(alive_from, problem.from_)
+                for reason, message in _kubelet_warnings(problem.problem, pod):
+                    events.append(self._kubelet_event(pod, reason, message, first, t))
+        return events
+
+    def _kubelet_event(self, pod: Body, reason: str, message: str, first: float,
+                       t: float) -> Body:
+        metadata, spec = pod["metadata"], pod["spec"]
+        container = spec["containers"][0]["name"]
+        node = spec.get("nodeName", "")
+        count, last = back_off_occurrences(first, t)
+        name = f"{metadata['name']}.{_digest('event', metadata['uid'], reason, message).hex()[:16]}"
+        first_at, last_at = kube_time(self.at(first)), kube_time(self.at(last))
+        return {
+            "kind": "Event",
+            "apiVersion": "v1",
+            "metadata": {
+                "name": name,
+                "namespace": metadata["namespace"],
+                "uid": self._uid("Event", metadata["namespace"], name),
+                "resourceVersion": resource_version_at(self.at(last)),
+                "creationTimestamp": first_at,
+            },
+            "involvedObject": {
+                "kind": "Pod", "namespace": metadata["namespace"], "name": metadata["name"],
+                "uid": metadata["uid"], "apiVersion": "v1",
+                "resourceVersion": metadata["resourceVersion"],
+                "fieldPath": f"spec.containers{{{container}}}",
+            },
+            "reason": reason,
+            "message": message,
+            "source": {"component": KUBELET, "host": node},
+            "firstTimestamp": first_at,
+            "lastTimestamp": last_at,
+            "count": count,
+            "type": "Warning",
+            "eventTime": None,
+            "reportingComponent": KUBELET,
+            "reportingInstance": node,
+        }
 
     def deployment(self, namespace: str, now: datetime) -> Body | None:
         """The Deployment as ``GET .../deployments/NAME`` returns it; None before it exists."""
@@ -759,6 +845,29 @@ def _active_problem(problems: tuple[PodProblemSpec, ...], index: int,
             if active is None or problem.from_ >= active.from_:
                 active = problem
     return active
+
+
+def _kubelet_warnings(problem: PodProblem, pod: Body) -> list[tuple[str, str]]:
+    """(reason, message) of the Warning Events the kubelet writes about a pod with ``problem``,
+    in the words of the kubelet (pkg/kubelet/events and the image puller)."""
+    metadata = pod["metadata"]
+    container = pod["spec"]["containers"][0]
+    name, image = container["name"], container["image"]
+    if problem in _PROBLEMS_WITH_RESTART:
+        return [("BackOff", f"Back-off restarting failed container {name} in pod "
+                            f"{metadata['name']}_{metadata['namespace']}({metadata['uid']})")]
+    if problem in (PodProblem.ERR_IMAGE_PULL, PodProblem.IMAGE_PULL):
+        pulls = [("Failed", f'Failed to pull image "{image}": rpc error: code = NotFound desc = '
+                            f'failed to pull and unpack image "{image}": not found'),
+                 ("Failed", "Error: ErrImagePull")]
+        if problem is PodProblem.ERR_IMAGE_PULL:
+            return pulls
+        return [*pulls, ("BackOff", f'Back-off pulling image "{image}"'),
+                ("Failed", "Error: ImagePullBackOff")]
+    if problem is PodProblem.CONFIG_ERROR:
+        # The same ConfigMap the container's waiting message names (_pod_status).
+        return [("Failed", f'Error: configmap "{name}-config" not found')]
+    return []
 
 
 def _pod_ready(pod: Body) -> bool:
