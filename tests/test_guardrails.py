@@ -264,6 +264,85 @@ def test_proposal_takes_a_scale_target_only_for_a_scale():
         Proposal("nuke", NS, "x", 0.5)
 
 
+# A rule chose the action: it can only make the guardrails stricter, never looser.
+RULE_HOUR = 3600.0
+
+
+@pytest.mark.parametrize("prop, policy, history, expected", [
+    # Its action is checked against ALLOWED_ACTIONS like any other.
+    (proposal(Action.RESTART, cooldown_seconds=RULE_HOUR),
+     replace(AUTO, allowed_actions=frozenset({Action.ROLLBACK})), (),
+     ("refuse", "action_not_allowed")),
+    (proposal(Action.DELETE_POD, cooldown_seconds=0.0),
+     replace(AUTO, allowed_actions=frozenset({Action.ROLLBACK, Action.RESTART})), (),
+     ("refuse", "action_not_allowed")),
+    # A shorter cooldown than the policy's does not shorten it (30 minutes here).
+    (proposal(cooldown_seconds=60.0), AUTO, (past(10),), ("refuse", "cooldown")),
+    (proposal(cooldown_seconds=0.0), AUTO, (past(29.99),), ("refuse", "cooldown")),
+    (proposal(cooldown_seconds=1799.0), AUTO, (past(29.99),), ("refuse", "cooldown")),
+    (proposal(cooldown_seconds=60.0), AUTO, (past(30),), ("act", "auto_confidence")),
+    # The same as the policy's changes nothing.
+    (proposal(cooldown_seconds=1800.0), AUTO, (past(29.99),), ("refuse", "cooldown")),
+    (proposal(cooldown_seconds=1800.0), AUTO, (past(30),), ("act", "auto_confidence")),
+    # A longer one lengthens it, until exactly its end.
+    (proposal(cooldown_seconds=RULE_HOUR), AUTO, (past(45),), ("refuse", "cooldown")),
+    (proposal(cooldown_seconds=RULE_HOUR), AUTO, (past(59.99),), ("refuse", "cooldown")),
+    (proposal(cooldown_seconds=RULE_HOUR), AUTO, (past(60),), ("act", "auto_confidence")),
+    (proposal(cooldown_seconds=RULE_HOUR), replace(AUTO, cooldown=timedelta(0)), (past(1),),
+     ("refuse", "cooldown")),
+    (proposal(Action.RESTART, cooldown_seconds=RULE_HOUR), AUTO,
+     (past(50, action=Action.DELETE_POD),), ("refuse", "cooldown")),
+    (proposal(cooldown_seconds=float("inf")), AUTO, (past(24 * 60),), ("refuse", "cooldown")),
+    # Only on its own Deployment, and a rehearsal still does not count.
+    (proposal(cooldown_seconds=RULE_HOUR), AUTO, (past(45, deployment="other"),),
+     ("act", "auto_confidence")),
+    (proposal(cooldown_seconds=RULE_HOUR), AUTO, (past(45, dry_run=True),),
+     ("act", "auto_confidence")),
+    # GitOps, paused and excluded namespaces refuse whatever the rule says.
+    (proposal(Action.RESTART, gitops=ARGO, cooldown_seconds=0.0), AUTO, (), ("refuse", "gitops")),
+    (proposal(Action.SCALE, gitops=FLUX, cooldown_seconds=RULE_HOUR), AUTO, (),
+     ("refuse", "gitops")),
+    (proposal(Action.DELETE_POD, paused=True, cooldown_seconds=0.0), AUTO, (),
+     ("refuse", "paused")),
+    (proposal(Action.RESTART, namespace="kube-system", cooldown_seconds=0.0),
+     replace(AUTO, allowed_namespaces=frozenset({"kube-system"})), (),
+     ("refuse", "excluded_namespace")),
+    (proposal(Action.RESTART, namespace="other", cooldown_seconds=0.0), AUTO, (),
+     ("refuse", "namespace_not_allowed")),
+    (proposal(Action.RESTART, deployment="incident-detector", namespace="ops",
+              cooldown_seconds=0.0), AUTO, (), ("refuse", "own_deployment")),
+    # ...and the hourly cap, and an approver not allowed.
+    (proposal(cooldown_seconds=0.0), AUTO, tuple(past(5, deployment=f"d{i}") for i in range(3)),
+     ("refuse", "hourly_cap")),
+    (proposal(cooldown_seconds=0.0, approved_by="U999"), APPROVE, (), ("refuse", "approver")),
+    # A rule does not make the detector act where it would only ask or tell.
+    (proposal(cooldown_seconds=0.0, confidence=0.7), AUTO, (), ("ask", "below_auto_confidence")),
+    (proposal(cooldown_seconds=0.0), APPROVE, (), ("ask", "approve_mode")),
+    (proposal(cooldown_seconds=0.0), OFF, (), ("notify_only", "mode_off")),
+])
+def test_a_rule_never_loosens_a_guardrail(prop, policy, history, expected):
+    assert outcome(prop, policy, history) == expected
+
+
+def test_the_cooldown_reason_names_the_one_that_applied():
+    longer = run(proposal(cooldown_seconds=RULE_HOUR), AUTO, (past(45),)).reason
+    assert "the rule's cooldown (60 minutes, longer than REMEDIATION_COOLDOWN_MINUTES 30)" \
+        in longer
+    shorter = run(proposal(cooldown_seconds=60.0), AUTO, (past(10),)).reason
+    assert "REMEDIATION_COOLDOWN_MINUTES (30) ago" in shorter
+    assert "the rule's shorter cooldown of 1 minutes does not shorten it" in shorter
+    same = run(proposal(cooldown_seconds=1800.0), AUTO, (past(10),)).reason
+    assert same == run(proposal(), AUTO, (past(10),)).reason
+    for reason in (longer, shorter, same):
+        assert reason.endswith(".")
+
+
+@pytest.mark.parametrize("cooldown", [-1.0, float("nan"), "600", True])
+def test_a_rule_cooldown_must_be_seconds(cooldown):
+    with pytest.raises(ValueError):
+        proposal(cooldown_seconds=cooldown)
+
+
 def test_actions_match_the_settings():
     assert tuple(action.value for action in Action) == REMEDIATION_ACTIONS
 
@@ -451,3 +530,18 @@ def test_more_confidence_never_does_less(prop, policy, history, a, b):
     assert (lower.outcome == Outcome.REFUSE) == (higher.outcome == Outcome.REFUSE)
     if lower.outcome != Outcome.REFUSE:
         assert rank[lower.outcome] <= rank[higher.outcome]
+
+
+rule_cooldowns = st.one_of(st.none(), st.floats(0, 4 * 3600), st.just(float("inf")))
+
+
+@given(proposals(), policies(), histories, rule_cooldowns)
+def test_a_rule_cooldown_never_allows_more(prop, policy, history, cooldown):
+    without = decide(prop, policy=policy, history=history, now=NOW)
+    with_rule = decide(replace(prop, cooldown_seconds=cooldown), policy=policy, history=history,
+                       now=NOW)
+    full(with_rule)
+    if without.outcome == Outcome.REFUSE:
+        assert with_rule.outcome == Outcome.REFUSE
+    if with_rule.outcome != Outcome.REFUSE:
+        assert with_rule.outcome == without.outcome

@@ -22,8 +22,9 @@ with a one-sentence ``reason`` and a short machine name, ``guardrail``, for the 
   ``paused``                the Deployment is paused: someone holds it on purpose
   ``scale_range``           a scale outside ``SCALE_MIN..SCALE_MAX``
   ``approver``              an approval by someone not in ``SLACK_APPROVERS``
-  ``cooldown``              an action on the same Deployment less than
-                            ``REMEDIATION_COOLDOWN_MINUTES`` ago
+  ``cooldown``              an action on the same Deployment less than the cooldown ago:
+                            ``REMEDIATION_COOLDOWN_MINUTES``, or the rule's
+                            ``cooldown_seconds`` when that is longer
   ``hourly_cap``            ``MAX_ACTIONS_PER_HOUR`` actions in the last hour, all Deployments
   ========================  ===============================================================
 
@@ -33,6 +34,11 @@ with a one-sentence ``reason`` and a short machine name, ``guardrail``, for the 
   person approved (``approved_by``). An approval turns only an ``ask`` into ``act``: it never
   overrides a refusal, and it does not make an action that nobody was asked about (``notify_only``)
   run.
+
+A rule that chose the action can only make the guardrails stricter, never looser: its action is
+checked against ``ALLOWED_ACTIONS`` like any other, and its cooldown (``cooldown_seconds``) only
+counts when it is longer than ``REMEDIATION_COOLDOWN_MINUTES`` (the reason says which one
+applied); a shorter one changes nothing.
 
 The history is the actions already run (or started), dry-run or not. An entry counts for the
 cooldown and the hourly cap unless it was a dry run and the policy is not: a rehearsal with
@@ -46,6 +52,7 @@ Every decision carries ``dry_run`` from the policy, so whoever executes it knows
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -96,11 +103,21 @@ class Proposal:
     scale_to: int | None = None
     # The Slack user id that approved it, for a click; None when the loop proposes.
     approved_by: str | None = None
+    # The cooldown of the rule that chose the action, in seconds (None: the rule set none). It
+    # only counts when longer than the policy's: a rule can make the cooldown stricter, not
+    # shorter. ``math.inf``: never again on this Deployment within the history looked at.
+    cooldown_seconds: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "action", Action(self.action))
         if (self.action == Action.SCALE) != (self.scale_to is not None):
             raise ValueError("scale_to is required for a scale and only for a scale")
+        cooldown = self.cooldown_seconds
+        if cooldown is not None and (isinstance(cooldown, bool)
+                                     or not isinstance(cooldown, (int, float))
+                                     or math.isnan(cooldown) or cooldown < 0):
+            raise ValueError(f"cooldown_seconds must be a number of seconds >= 0, not "
+                             f"{cooldown!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,17 +262,34 @@ def _refusal(proposal: Proposal, policy: Policy, history: tuple[PastAction, ...]
                  if past.namespace == namespace and past.deployment == name]
     if on_target:
         last = max(on_target)
-        if now - last < policy.cooldown:
-            minutes = policy.cooldown.total_seconds() / 60
-            return ("cooldown",
-                    f"{target} was acted on at {last.isoformat()}, less than "
-                    f"REMEDIATION_COOLDOWN_MINUTES ({minutes:g}) ago.")
+        cooldown_reason = _cooldown_reason(policy.cooldown, proposal.cooldown_seconds,
+                                           elapsed=now - last)
+        if cooldown_reason is not None:
+            return ("cooldown", f"{target} was acted on at {last.isoformat()}, {cooldown_reason}")
     in_last_hour = sum(1 for past in counted if past.at > now - HOUR)
     if in_last_hour >= policy.max_actions_per_hour:
         return ("hourly_cap",
                 f"{in_last_hour} actions ran in the last hour, as many as "
                 f"MAX_ACTIONS_PER_HOUR ({policy.max_actions_per_hour}) allows.")
     return None
+
+
+def _cooldown_reason(policy_cooldown: timedelta, rule_seconds: float | None, *,
+                     elapsed: timedelta) -> str | None:
+    """Why the cooldown still holds after ``elapsed`` (None: it is over): the longer of the
+    policy's and the rule's, named."""
+    policy_seconds = policy_cooldown.total_seconds()
+    minutes = policy_seconds / 60
+    if rule_seconds is not None and rule_seconds > policy_seconds:
+        if elapsed.total_seconds() >= rule_seconds:
+            return None
+        return (f"less than the rule's cooldown ({rule_seconds / 60:g} minutes, longer than "
+                f"REMEDIATION_COOLDOWN_MINUTES {minutes:g}) ago.")
+    if elapsed >= policy_cooldown:
+        return None
+    shorter = "" if rule_seconds is None or rule_seconds >= policy_seconds else (
+        f" (the rule's shorter cooldown of {rule_seconds / 60:g} minutes does not shorten it)")
+    return f"less than REMEDIATION_COOLDOWN_MINUTES ({minutes:g}) ago{shorter}."
 
 
 def _gitops_reason(target: str, action: Action, owner: GitOpsOwner) -> str:
