@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from incident_detector.act.verify import VerificationResult, verify
+from incident_detector.act.guardrails import Action
+from incident_detector.act.verify import (
+    VerificationResult,
+    verify,
+    verify_action,
+    verify_paused,
+)
 from incident_detector.model import Deployment, RolloutStatus
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=timezone.utc)
@@ -20,9 +26,9 @@ UNSEEN = RolloutStatus(generation=5, observed_generation=4, updated_replicas=3,
                        ready_replicas=3, available_replicas=3)
 
 
-def deployment(rollout: RolloutStatus | None) -> Deployment:
+def deployment(rollout: RolloutStatus | None, *, paused: bool = False) -> Deployment:
     return Deployment(namespace="demo-aiops", name="payments-api", revision=3, replicas=3,
-                      rollout=rollout)
+                      rollout=rollout, paused=paused)
 
 
 @pytest.mark.parametrize(("rollout", "rate", "baseline", "after", "expected"), [
@@ -74,3 +80,56 @@ def test_pass_needs_convergence_and_fail_needs_the_deadline(rate, baseline, afte
         assert after >= 300
     if after < 300:
         assert result.result is not VerificationResult.FAIL
+
+
+# A pause is verified by the Deployment being paused: its rollout and errors do not matter.
+@pytest.mark.parametrize(("paused", "rollout", "after", "expected"), [
+    (True, DONE, 0, VerificationResult.PASS),
+    (True, HALFWAY, 30, VerificationResult.PASS),   # a paused rollout need not converge
+    (True, None, 30, VerificationResult.PASS),
+    (True, HALFWAY, 400, VerificationResult.PASS),
+    (False, DONE, 30, VerificationResult.PENDING),  # the watch has not seen it yet
+    (False, DONE, 299.9, VerificationResult.PENDING),
+    (False, DONE, 300, VerificationResult.FAIL),
+    (False, None, 301, VerificationResult.FAIL),
+])
+def test_pause_verdicts(paused, rollout, after, expected):
+    result = verify_paused(deployment=deployment(rollout, paused=paused), acted_at=T0,
+                           now=T0 + timedelta(seconds=after), timeout_seconds=300)
+    assert result.result is expected, result.reasons
+    assert (result.error_rate_before, result.error_rate_after) == (None, None)
+    if expected is VerificationResult.FAIL:
+        assert result.reasons == ("deployment not paused", "not verified within 300s")
+
+
+# Each action gets the check that fits what it changed.
+@pytest.mark.parametrize(("action", "rollout", "paused", "rate", "expected"), [
+    # Converged, errors still above the baseline: the actions that change what runs fail...
+    (Action.ROLLBACK, DONE, False, 5.0, VerificationResult.FAIL),
+    (Action.RESTART, DONE, False, 5.0, VerificationResult.FAIL),
+    (Action.SCALE, DONE, False, 5.0, VerificationResult.FAIL),
+    (Action.DELETE_POD, DONE, False, 5.0, VerificationResult.FAIL),
+    # ...removing stuck pods is judged on convergence alone...
+    (Action.DELETE_STUCK_PODS, DONE, False, 5.0, VerificationResult.PASS),
+    (Action.DELETE_STUCK_PODS, HALFWAY, False, 0.0, VerificationResult.FAIL),
+    # ...and a pause on the Deployment being paused.
+    (Action.PAUSE, HALFWAY, True, 5.0, VerificationResult.PASS),
+    (Action.PAUSE, DONE, False, 0.0, VerificationResult.FAIL),
+    # Errors back under the baseline and converged: pass.
+    (Action.RESTART, DONE, False, 0.5, VerificationResult.PASS),
+    (Action.DELETE_POD, DONE, False, 0.5, VerificationResult.PASS),
+])
+def test_verify_action_chooses_the_check(action, rollout, paused, rate, expected):
+    result = verify_action(action.value, deployment=deployment(rollout, paused=paused),
+                           error_rate_per_minute=rate, baseline_per_minute=1.0, acted_at=T0,
+                           now=T0 + timedelta(seconds=300), timeout_seconds=300)
+    assert result.result is expected, result.reasons
+
+
+def test_stuck_pods_say_the_errors_were_not_judged():
+    result = verify_action(Action.DELETE_STUCK_PODS.value, deployment=deployment(DONE),
+                           error_rate_per_minute=9.0, baseline_per_minute=1.0, acted_at=T0,
+                           now=T0 + timedelta(seconds=30), timeout_seconds=300)
+    assert result.result is VerificationResult.PASS
+    assert result.reasons == ("rollout converged: 3/3 replicas updated and ready",
+                              "errors not judged for this action: judged on the rollout alone")

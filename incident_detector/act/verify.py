@@ -5,6 +5,13 @@ replica is updated, ready and available) *and* the now current revision's error 
 under the baseline taken before the bad rollout. FAIL when that has not happened by the
 deadline. PENDING in between. Every verdict carries its figures, for the Slack follow-up, the
 Event and the JSON line.
+
+What "worked" means depends on the action (``verify_action`` chooses):
+
+- rollback, restart, scale, delete-pod: ``verify``, convergence and errors as above;
+- pause: ``verify_paused``, the Deployment is paused (a paused rollout does not converge, and
+  the errors of the revision it holds are not what a pause changes);
+- delete-stuck-pods: ``verify`` on convergence alone (the pods it removed wrote no errors).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from datetime import datetime
 from enum import Enum
 
 from ..model import Deployment
+from .guardrails import Action
 
 
 class VerificationResult(str, Enum):
@@ -34,14 +42,50 @@ class Verification:
     seconds_since_action: float
 
 
+def verify_action(action: str, *, deployment: Deployment, error_rate_per_minute: float | None,
+                  baseline_per_minute: float | None, acted_at: datetime, now: datetime,
+                  timeout_seconds: float) -> Verification:
+    """The verdict for ``action`` (an ``Action`` value): the check that fits what it changed."""
+    if action == Action.PAUSE.value:
+        return verify_paused(deployment=deployment, acted_at=acted_at, now=now,
+                             timeout_seconds=timeout_seconds)
+    judge_errors = action != Action.DELETE_STUCK_PODS.value
+    return verify(deployment=deployment, error_rate_per_minute=error_rate_per_minute,
+                  baseline_per_minute=baseline_per_minute, acted_at=acted_at, now=now,
+                  timeout_seconds=timeout_seconds, judge_errors=judge_errors)
+
+
+def verify_paused(*, deployment: Deployment, acted_at: datetime, now: datetime,
+                  timeout_seconds: float) -> Verification:
+    """PASS when ``deployment`` is paused, FAIL when it is still not by the deadline."""
+    elapsed = (now - acted_at).total_seconds()
+    status = deployment.rollout
+    if deployment.paused:
+        result = VerificationResult.PASS
+        reasons = ("deployment paused: the controller rolls out nothing until it is resumed",)
+    elif elapsed >= timeout_seconds:
+        result = VerificationResult.FAIL
+        reasons = ("deployment not paused", f"not verified within {timeout_seconds:g}s")
+    else:
+        result = VerificationResult.PENDING
+        reasons = ("deployment not paused yet",)
+    return Verification(
+        result=result, reasons=reasons, desired_replicas=deployment.replicas,
+        ready_replicas=status.ready_replicas if status else 0,
+        updated_replicas=status.updated_replicas if status else 0,
+        error_rate_before=None, error_rate_after=None, seconds_since_action=round(elapsed, 3))
+
+
 def verify(*, deployment: Deployment, error_rate_per_minute: float | None,
            baseline_per_minute: float | None, acted_at: datetime, now: datetime,
-           timeout_seconds: float) -> Verification:
+           timeout_seconds: float, judge_errors: bool = True) -> Verification:
     """The verdict on ``deployment`` ``now``, after an action taken at ``acted_at``.
 
     ``error_rate_per_minute`` is the current revision's rate now (None: Loki did not answer);
     ``baseline_per_minute`` the rate before the bad rollout (None: never known, and then the
     errors cannot be judged: convergence alone decides, and the reasons say so).
+    ``judge_errors=False``: convergence alone decides, whatever the errors (an action that does
+    not change what the pods run).
     """
     elapsed = (now - acted_at).total_seconds()
     status = deployment.rollout
@@ -56,8 +100,11 @@ def verify(*, deployment: Deployment, error_rate_per_minute: float | None,
         reasons.append(f"rollout not converged: {status.updated_replicas}/{desired} updated, "
                        f"{status.ready_replicas}/{desired} ready, generation "
                        f"{status.observed_generation}/{status.generation} observed")
-    if baseline_per_minute is None:
+    if not judge_errors:
         errors_ok: bool | None = True
+        reasons.append("errors not judged for this action: judged on the rollout alone")
+    elif baseline_per_minute is None:
+        errors_ok = True
         reasons.append("no baseline to compare the errors with: judged on the rollout alone")
     elif error_rate_per_minute is None:
         errors_ok = None
