@@ -1,29 +1,40 @@
 """Closing the loop: propose the fix for an incident, ask or act within the guardrails, carry it
 out, verify it, and keep the record.
 
-For a rollout regression the fix is a rollback to the previous revision. ``plan`` decides, with
-``guardrails.decide``, what happens to it and writes the decision down (journal and audit) before
+The fix is an ``Action`` on the incident's Deployment: for a rollout regression a rollback to the
+previous revision, unless a rule chose another (``Fix``: restart, pause, scale, delete-pod,
+delete-stuck-pods, or none at all). ``plan`` turns the incident and the rule's choice into a
+``PlanRequest``; ``propose`` (which an alert incident calls directly) decides with
+``guardrails.decide`` what happens to it and writes the decision down (journal and audit) before
 anything is sent or done:
 
 - ``ask``: one-time tokens for the Approve and Reject buttons of the incident's Slack message;
   a click comes back through ``on_decision`` and goes through the very same guardrails;
-- ``act``: the rollback runs at once, in the background;
-- ``refuse`` / ``notify_only``: recorded with the reason, shown in the incident.
+- ``act``: the action runs at once, in the background;
+- ``refuse`` / ``notify_only``: recorded with the reason, shown in the incident. A request that
+  cannot be carried out (no pod to delete, no replica count to scale to, an action the detector
+  does not know) is refused the same way, never raised.
 
-An execution moves the journal entry approved -> executing by compare-and-set, so a second
-click, a racing replica or a restart cannot run it twice; the write itself carries the
-Deployment's resourceVersion seen when the incident was raised, so a Deployment that changed
-since (a fix deployed, a rollback already done) refuses it as stale. After a real write,
-``follow`` checks every tick whether the rollout converged and the errors came back under the
-baseline (``verify``), until ``VERIFY_TIMEOUT_SECONDS``. Every step is one audit row and one
-JSON line on stdout (``"event": "action"`` or ``"event": "verification"``).
+A rule only chooses: its action must be in ``ALLOWED_ACTIONS`` like any other, and its
+cooldown only counts when it is longer than ``REMEDIATION_COOLDOWN_MINUTES``.
+
+The journal entry keeps what the execution needs (the target ReplicaSet, the pod and its uid,
+the replica count, the pod selector) and what the guardrails looked at, so that an approval,
+a retry or a restart rebuilds the same action from the record. An execution moves the entry
+approved -> executing by compare-and-set, so a second click, a racing replica or a restart cannot
+run it twice; the write itself carries what was seen when the incident was raised (the
+Deployment's resourceVersion, the pod's uid), so a Deployment that changed since (a fix deployed,
+a rollback already done) refuses it as stale. After a real write, ``follow`` checks every tick
+whether it worked (``verify.verify_action``: converged and errors under the baseline; paused for
+a pause), until ``VERIFY_TIMEOUT_SECONDS``. Every step is one audit row and one JSON line on stdout
+(``"event": "action"`` or ``"event": "verification"``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -32,7 +43,16 @@ import structlog
 
 from ..errors import SourceError
 from ..judge.correlator import Rollout
-from ..model import Deployment, Incident, RemediationView
+from ..model import (
+    Deployment,
+    GitOpsOwner,
+    GitOpsTool,
+    Incident,
+    Pod,
+    PodProblem,
+    RemediationView,
+    ReplicaSet,
+)
 from ..notify.events import EventRecorder
 from ..notify.slack import THREAD_KEY, thread_key
 from ..run.journal import (
@@ -53,17 +73,30 @@ from ..run.journal import (
 from ..web.slack_actions import Decision
 from .approvals import ApprovalTokens
 from .executor import ALREADY_DONE, APPLIED, DRY_RUN_OK, ActionResult, KubeExecutor
-from .guardrails import Action, Outcome, PastAction, Policy, Proposal, decide
-from .verify import VerificationResult, verify
+from .executor import FAILED as WRITE_FAILED
+from .guardrails import (
+    CHANGES_DEPLOYMENT,
+    Action,
+    GuardrailDecision,
+    Outcome,
+    PastAction,
+    Policy,
+    Proposal,
+    decide,
+)
+from .verify import VerificationResult, verify_action
 
 log = structlog.get_logger("incident_detector")
 
 DETECTOR = "detector"
+# What a rule says when it wants nothing done.
+NO_ACTION = "none"
 # How far back the guardrails look for earlier actions (cooldown and hourly cap).
 HISTORY = timedelta(hours=24)
 RESPONSE_URL_TIMEOUT_SECONDS = 5.0
 
 Clock = Callable[[], datetime]
+JournalKey = tuple[str, str, int, str]
 
 
 class Writer(Protocol):
@@ -72,6 +105,42 @@ class Writer(Protocol):
 
 class Sender(Protocol):
     async def send(self, payload: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """What a rule chose for an incident."""
+
+    # An ``Action`` value, or "none" (nothing is proposed).
+    action: str
+    # The rule's cooldown: only a longer one than the policy's counts (guardrails).
+    cooldown_seconds: float | None = None
+    # The action's own parameters, e.g. (("replicas", 4),) for a scale.
+    params: tuple[tuple[str, Any], ...] = ()
+    rule: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRequest:
+    """Everything needed to propose one action on one Deployment."""
+
+    # (namespace, deployment, revision, deployment uid): the journal key (one action of each kind
+    # per key, ever).
+    key: JournalKey
+    # As seen when the incident was raised: its resourceVersion is the writes' precondition.
+    deployment: Deployment
+    action: Action
+    detected_at: datetime
+    confidence: float | None = None
+    baseline_per_minute: float | None = None
+    # rollback: the target revision's ReplicaSet.
+    to_replicaset: ReplicaSet | None = None
+    # delete-pod: the pod (its name and uid).
+    pod: Pod | None = None
+    # The action's own parameters (``replicas`` for a scale).
+    params: tuple[tuple[str, Any], ...] = ()
+    cooldown_seconds: float | None = None
+    rule: str | None = None
 
 
 class Remediator:
@@ -93,31 +162,57 @@ class Remediator:
 
     # Deciding ----------------------------------------------------------------------------
 
-    def plan(self, incident: Incident, rollout: Rollout) -> Incident:
-        """Decide what happens to the rollback of ``incident``, write it down, and return the
-        incident carrying that decision (and the buttons' tokens when it asks)."""
+    def plan(self, incident: Incident, rollout: Rollout, *, fix: Fix | None = None,
+             pods: Sequence[Pod] = ()) -> Incident:
+        """Decide what happens to the fix of ``incident`` (``fix``: a rule's choice; None: the
+        rollback to the previous revision), write it down, and return the incident carrying
+        that decision (and the buttons' tokens when it asks). ``pods``: the Deployment's pods as
+        seen at this tick, where a delete-pod finds the uid of the pod it deletes."""
         if self.policy.mode == "off":
             return incident
+        fix = fix if fix is not None else Fix(Action.ROLLBACK.value)
+        if fix.action == NO_ACTION:
+            return incident
+        try:
+            action = Action(fix.action)
+        except ValueError:
+            return replace(incident, remediation=self._unknown_action(incident.key, fix.action,
+                                                                      rule=fix.rule))
+        request = PlanRequest(
+            key=incident.key, deployment=rollout.deployment, action=action,
+            detected_at=incident.detected_at, confidence=incident.confidence,
+            baseline_per_minute=incident.evidence.baseline_per_minute,
+            to_replicaset=rollout.previous if action is Action.ROLLBACK else None,
+            pod=problem_pod(incident, pods) if action is Action.DELETE_POD else None,
+            params=fix.params, cooldown_seconds=fix.cooldown_seconds, rule=fix.rule)
+        return replace(incident, remediation=self.propose(request))
+
+    def propose(self, request: PlanRequest) -> RemediationView:
+        """Decide ``request`` with the guardrails, write it down (journal and audit) before
+        anything else, issue the buttons' tokens when it asks, start it when it acts."""
         now = self.clock()
-        deployment = rollout.deployment
-        previous = rollout.previous
-        proposal = self._proposal(incident, deployment)
-        decision = decide(proposal, policy=self.policy, history=self._history(now), now=now)
+        try:
+            action = Action(request.action)
+        except ValueError:
+            return self._unknown_action(request.key, str(request.action), rule=request.rule)
+        to_revision = request.to_replicaset.revision \
+            if action is Action.ROLLBACK and request.to_replicaset is not None else None
+        if self.policy.mode == "off":  # only reads and tells: nothing is written down
+            decision = GuardrailDecision(
+                Outcome.NOTIFY_ONLY,
+                "Remediation is off (REMEDIATION_MODE=off): the detector only tells.",
+                "mode_off", self.policy.dry_run)
+            return _view(action, to_revision, decision, entry=None)
+        decision = self._decide(request, action, now)
         state = {Outcome.ACT: APPROVED, Outcome.ASK: PROPOSED}.get(decision.outcome, REFUSED)
-        params = {"to_revision": previous.revision, "to_replicaset": previous.name,
-                  "confidence": incident.confidence, "paused": deployment.paused,
-                  "baseline_per_minute": incident.evidence.baseline_per_minute,
-                  "dry_run": decision.dry_run, "incident": incident.detected_at.isoformat()}
-        entry = self.journal.propose(key=incident.key, action=Action.ROLLBACK.value,
-                                     params=params, precondition=deployment.resource_version,
-                                     now=now, state=state)
+        entry = self.journal.propose(key=request.key, action=action.value,
+                                     params=_params(request, action, decision),
+                                     precondition=request.deployment.resource_version, now=now,
+                                     state=state)
         new = entry is not None
         if entry is None:  # already planned (an earlier tick or process): show what it became
-            entry = self.journal.find(incident.key, Action.ROLLBACK.value)
-        view = RemediationView(action=Action.ROLLBACK.value, to_revision=previous.revision,
-                               outcome=decision.outcome.value, reason=decision.reason,
-                               guardrail=decision.guardrail, dry_run=decision.dry_run,
-                               journal_id=entry.id if entry else None)
+            entry = self.journal.find(request.key, action.value)
+        view = _view(action, to_revision, decision, entry=entry)
         if new and entry is not None:
             self._audit(entry, who=DETECTOR, decision=_audit_decision(decision.outcome),
                         reason=decision.reason, dry_run=decision.dry_run)
@@ -127,19 +222,55 @@ class Remediator:
                            reject_token=self.tokens.issue(subject, "reject"))
         if entry is not None and entry.state == APPROVED:
             self._start(entry.id)
-        return replace(incident, remediation=view)
+        return view
 
-    def _proposal(self, incident: Incident, deployment: Deployment) -> Proposal:
-        return Proposal(action=Action.ROLLBACK, namespace=incident.namespace,
-                        deployment=incident.deployment, confidence=incident.confidence,
-                        paused=deployment.paused, gitops=deployment.gitops)
+    def _decide(self, request: PlanRequest, action: Action, now: datetime) -> GuardrailDecision:
+        """The guardrails' decision, or a refusal of a request that cannot be carried out."""
+        impossible = _impossible(request, action)
+        if impossible is not None:
+            guardrail, reason = impossible
+            return GuardrailDecision(Outcome.REFUSE, reason, guardrail, self.policy.dry_run)
+        try:
+            proposal = Proposal(
+                action=action, namespace=request.key[0], deployment=request.key[1],
+                confidence=request.confidence, paused=request.deployment.paused,
+                gitops=request.deployment.gitops,
+                scale_to=_replicas(request.params) if action is Action.SCALE else None,
+                cooldown_seconds=request.cooldown_seconds)
+        except ValueError as exc:  # a rule's cooldown that is not a number of seconds
+            return GuardrailDecision(Outcome.REFUSE, f"The request is not valid: {exc}.",
+                                     "invalid_request", self.policy.dry_run)
+        return decide(proposal, policy=self.policy, history=self._history(now), now=now)
+
+    def _unknown_action(self, key: JournalKey, action: str, *, rule: str | None
+                        ) -> RemediationView:
+        """An action the detector does not know: refused and audited, not journaled (nothing
+        could ever run it)."""
+        by = f" (rule {rule})" if rule else ""
+        reason = (f"The action {action!r}{by} is not one the detector knows "
+                  f"({', '.join(a.value for a in Action)}).")
+        row = self.journal.audit(at=self.clock(), who=DETECTOR, action=action,
+                                 target=f"{key[0]}/{key[1]}", decision="refused", reason=reason,
+                                 dry_run=self.policy.dry_run)
+        self.stdout.write({"event": "action", **row.as_dict(), "revision": key[2],
+                           "to_revision": None, "rule": rule})
+        return RemediationView(action=action, to_revision=None, outcome=Outcome.REFUSE.value,
+                               reason=reason, guardrail="unknown_action",
+                               dry_run=self.policy.dry_run)
 
     def _history(self, now: datetime) -> list[PastAction]:
-        return [PastAction(namespace=e.key[0], deployment=e.key[1], action=Action(e.action),
-                           at=e.updated_at, dry_run=bool(e.params.get("dry_run")))
-                for e in self.journal.recent(since=now - HISTORY)
-                if e.state in (APPROVED, EXECUTING, DONE, DRY_RUN, VERIFIED, UNVERIFIED, STALE,
-                               FAILED)]
+        history = []
+        for e in self.journal.recent(since=now - HISTORY):
+            if e.state not in (APPROVED, EXECUTING, DONE, DRY_RUN, VERIFIED, UNVERIFIED, STALE,
+                               FAILED):
+                continue
+            try:
+                action = Action(e.action)
+            except ValueError:  # not written by this version: still an action on the target
+                action = Action.ROLLBACK
+            history.append(PastAction(namespace=e.key[0], deployment=e.key[1], action=action,
+                                      at=e.updated_at, dry_run=bool(e.params.get("dry_run"))))
+        return history
 
     async def on_decision(self, decision: Decision) -> None:
         """A verified Slack click: Approve goes through the guardrails again, Reject closes."""
@@ -161,12 +292,13 @@ class Remediator:
             return
         # Approve: the same guardrails as the loop, now with the approver's name, on what was
         # seen when the incident was raised (a change since makes the write itself stale).
-        confidence = entry.params.get("confidence")
-        proposal = Proposal(action=Action.ROLLBACK, namespace=entry.key[0],
-                            deployment=entry.key[1],
-                            confidence=float(confidence) if confidence is not None else None,
-                            paused=bool(entry.params.get("paused")), approved_by=decision.who)
-        verdict = decide(proposal, policy=self.policy, history=self._history(now), now=now)
+        try:
+            proposal = _recorded_proposal(entry, approved_by=decision.who)
+        except (ValueError, TypeError) as exc:
+            verdict = GuardrailDecision(Outcome.REFUSE, f"The recorded action is not valid: {exc}.",
+                                        "invalid_request", self.policy.dry_run)
+        else:
+            verdict = decide(proposal, policy=self.policy, history=self._history(now), now=now)
         if verdict.outcome is not Outcome.ACT:
             if self.journal.advance(entry.id, expected=[PROPOSED], to=REFUSED, now=now,
                                     who=decision.who, result=verdict.guardrail):
@@ -202,13 +334,8 @@ class Remediator:
                 return None
             # Resumed after a restart: the write may have landed; its precondition tells.
         dry_run = bool(entry.params.get("dry_run"))
-        namespace, deployment = entry.key[0], entry.key[1]
         try:
-            template = await self.executor.replicaset_template(
-                namespace, str(entry.params.get("to_replicaset")))
-            result = await self.executor.rollback(namespace, deployment, to_template=template,
-                                                  resource_version=entry.precondition,
-                                                  dry_run=dry_run)
+            result = await self._write(entry, dry_run=dry_run)
         except SourceError as exc:
             # Retryable: back to approved, with the error as its result; ``follow`` tries again
             # at a later tick.
@@ -225,6 +352,40 @@ class Remediator:
         self._audit(entry, who=DETECTOR, decision="executed", dry_run=dry_run,
                     reason=result.message, result=result.outcome)
         return result
+
+    async def _write(self, entry: JournalEntry, *, dry_run: bool) -> ActionResult:
+        """The executor's call for ``entry.action``, with what was recorded: the Deployment's
+        resourceVersion seen, the pod's uid, the replica count, the selector."""
+        namespace, deployment = entry.key[0], entry.key[1]
+        params, version = entry.params, entry.precondition
+        action = entry.action
+        if action == Action.ROLLBACK.value:
+            template = await self.executor.replicaset_template(
+                namespace, str(params.get("to_replicaset")))
+            return await self.executor.rollback(namespace, deployment, to_template=template,
+                                                resource_version=version, dry_run=dry_run)
+        if action == Action.RESTART.value:
+            # Stamped with the proposal's time, which the record keeps: a resumed restart sends
+            # the very same patch, and the executor recognises it as done.
+            return await self.executor.restart(namespace, deployment, resource_version=version,
+                                               now=entry.created_at, dry_run=dry_run)
+        if action == Action.PAUSE.value:
+            return await self.executor.pause(namespace, deployment, resource_version=version,
+                                             dry_run=dry_run)
+        if action == Action.SCALE.value:
+            replicas = params.get("replicas")
+            return await self.executor.scale(namespace, deployment, replicas=replicas,
+                                             resource_version=version, dry_run=dry_run)
+        if action == Action.DELETE_POD.value:
+            return await self.executor.delete_pod(namespace, str(params.get("pod")),
+                                                  uid=str(params.get("pod_uid")),
+                                                  dry_run=dry_run)
+        if action == Action.DELETE_STUCK_PODS.value:
+            return await self.executor.delete_stuck_pods(namespace,
+                                                         selector=str(params.get("selector")),
+                                                         now=self.clock(), dry_run=dry_run)
+        return ActionResult(action, _target(entry), dry_run, WRITE_FAILED,
+                            f"unknown action {action!r}: nothing was written")
 
     async def resume(self) -> None:
         """At start: carry on with what a previous process approved or began."""
@@ -253,11 +414,11 @@ class Remediator:
             deployment = deployments.get((entry.key[0], entry.key[1]))
             if deployment is None:
                 continue
-            verdict = verify(deployment=deployment,
-                             error_rate_per_minute=error_rates.get((entry.key[0], entry.key[1])),
-                             baseline_per_minute=entry.params.get("baseline_per_minute"),
-                             acted_at=entry.updated_at, now=now,
-                             timeout_seconds=self.verify_timeout_seconds)
+            verdict = verify_action(
+                entry.action, deployment=deployment,
+                error_rate_per_minute=error_rates.get((entry.key[0], entry.key[1])),
+                baseline_per_minute=entry.params.get("baseline_per_minute"),
+                acted_at=entry.updated_at, now=now, timeout_seconds=self.verify_timeout_seconds)
             if verdict.result is VerificationResult.PENDING:
                 continue
             state = VERIFIED if verdict.result is VerificationResult.PASS else UNVERIFIED
@@ -267,7 +428,7 @@ class Remediator:
             record = {"event": "verification", "result": verdict.result.value,
                       "action": entry.action, "namespace": entry.key[0],
                       "deployment": entry.key[1], "revision": entry.key[2],
-                      "to_revision": entry.params.get("to_revision"),
+                      "to_revision": _to_revision(entry),
                       "replicas": verdict.desired_replicas, "ready": verdict.ready_replicas,
                       "error_rate_before": verdict.error_rate_before,
                       "error_rate_after": verdict.error_rate_after,
@@ -276,8 +437,7 @@ class Remediator:
             self.journal.audit(at=now, who=DETECTOR, action=entry.action, target=_target(entry),
                                decision="verified", reason="; ".join(verdict.reasons),
                                dry_run=False, result=verdict.result.value, action_id=entry.id)
-            text = (f"Verification {verdict.result.value.upper()}: {entry.action} of "
-                    f"{_target(entry)} to revision {entry.params.get('to_revision')}: "
+            text = (f"Verification {verdict.result.value.upper()}: {_what(entry)}: "
                     + "; ".join(verdict.reasons))
             if self.events is not None:
                 body = self.events.verification_body(
@@ -308,7 +468,8 @@ class Remediator:
                                  decision=decision, reason=reason, dry_run=dry_run,
                                  result=result, action_id=entry.id)
         self.stdout.write({"event": "action", **row.as_dict(), "revision": entry.key[2],
-                           "to_revision": entry.params.get("to_revision")})
+                           "to_revision": _to_revision(entry),
+                           "rule": entry.params.get("rule")})
 
     async def _answer(self, decision: Decision, text: str) -> None:
         """Replace the original message's buttons with who decided, when, and the outcome."""
@@ -321,8 +482,144 @@ class Remediator:
             log.warning("slack.response_url_failed", error=type(exc).__name__)
 
 
+# Building a request --------------------------------------------------------------------------
+
+
+def problem_pod(incident: Incident, pods: Sequence[Pod]) -> Pod | None:
+    """The pod a delete-pod deletes: one the incident names with a problem and that is still
+    seen (with its uid), a crash-looping one first, then in the incident's order."""
+    seen = {pod.name: pod for pod in pods
+            if pod.namespace == incident.namespace and pod.uid}
+    named = [(name, problem) for name, problem in incident.evidence.pod_problems if name in seen]
+    named.sort(key=lambda item: item[1] != PodProblem.CRASH_LOOP.value)  # stable
+    return seen[named[0][0]] if named else None
+
+
+def pod_selector(deployment: Deployment) -> str:
+    """A label selector of the Deployment's pods: every label of its pod template."""
+    return ",".join(f"{name}={value}" for name, value in deployment.pod_labels)
+
+
+def _impossible(request: PlanRequest, action: Action) -> tuple[str, str] | None:
+    """(guardrail, reason) when ``request`` cannot be carried out as asked."""
+    target = f"{request.key[0]}/{request.key[1]}"
+    if action in CHANGES_DEPLOYMENT and not request.deployment.resource_version:
+        return ("no_precondition",
+                f"The resourceVersion of {target} is unknown, so a {action.value} could not be "
+                f"guarded against a newer state of it.")
+    if action is Action.ROLLBACK and request.to_replicaset is None:
+        return ("no_target", f"{target} has no earlier revision to roll back to.")
+    if action is Action.DELETE_POD and (request.pod is None or not request.pod.uid):
+        return ("no_pod",
+                f"No pod of {target} with a problem is known (with its uid) to delete.")
+    if action is Action.SCALE and _replicas(request.params) is None:
+        return ("no_replicas",
+                f"A scale of {target} needs a replica count (params.replicas, a whole number "
+                f">= 0).")
+    if action is Action.DELETE_STUCK_PODS and not request.deployment.pod_labels:
+        # An empty selector would match every pod of the namespace.
+        return ("no_selector",
+                f"{target} has no pod labels to find its pods by, so no pod is deleted.")
+    return None
+
+
+def _replicas(params: Sequence[tuple[str, Any]]) -> int | None:
+    """The replica count of a scale's params: a whole number >= 0, or None."""
+    try:
+        value = dict(params).get("replicas")
+    except (TypeError, ValueError):  # not (name, value) pairs
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def _params(request: PlanRequest, action: Action, decision: GuardrailDecision) -> dict[str, Any]:
+    """What the journal keeps: what the guardrails looked at, and what the write needs."""
+    deployment = request.deployment
+    params: dict[str, Any] = {
+        "confidence": request.confidence, "paused": deployment.paused,
+        "gitops": _gitops_record(deployment.gitops),
+        "baseline_per_minute": request.baseline_per_minute, "dry_run": decision.dry_run,
+        "incident": request.detected_at.isoformat(),
+        "rule": None if request.rule is None else str(request.rule),
+        # As given when it is a number (a refused request may carry anything else).
+        "cooldown_seconds": _seconds(request.cooldown_seconds),
+    }
+    if action is Action.ROLLBACK and request.to_replicaset is not None:
+        params.update(to_revision=request.to_replicaset.revision,
+                      to_replicaset=request.to_replicaset.name)
+    elif action is Action.DELETE_POD and request.pod is not None:
+        params.update(pod=request.pod.name, pod_uid=request.pod.uid)
+    elif action is Action.SCALE:
+        params.update(replicas=_replicas(request.params))
+    elif action is Action.DELETE_STUCK_PODS:
+        params.update(selector=pod_selector(deployment))
+    return params
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _gitops_record(owner: GitOpsOwner | None) -> dict[str, Any] | None:
+    if owner is None:
+        return None
+    return {"tool": owner.tool.value, "app": owner.app, "app_namespace": owner.app_namespace}
+
+
+def _recorded_proposal(entry: JournalEntry, *, approved_by: str) -> Proposal:
+    """The proposal as it was made, rebuilt from the journal, now approved by someone."""
+    params = entry.params
+    action = Action(entry.action)
+    confidence = params.get("confidence")
+    gitops = params.get("gitops")
+    cooldown = params.get("cooldown_seconds")
+    return Proposal(
+        action=action, namespace=entry.key[0], deployment=entry.key[1],
+        confidence=float(confidence) if confidence is not None else None,
+        paused=bool(params.get("paused")),
+        gitops=GitOpsOwner(GitOpsTool(gitops["tool"]), gitops["app"], gitops.get("app_namespace"))
+        if isinstance(gitops, dict) else None,
+        scale_to=params.get("replicas") if action is Action.SCALE else None,
+        approved_by=approved_by,
+        cooldown_seconds=float(cooldown) if cooldown is not None else None)
+
+
+# Telling -------------------------------------------------------------------------------------
+
+
+def _view(action: Action, to_revision: int | None, decision: GuardrailDecision, *,
+          entry: JournalEntry | None) -> RemediationView:
+    return RemediationView(action=action.value, to_revision=to_revision,
+                           outcome=decision.outcome.value, reason=decision.reason,
+                           guardrail=decision.guardrail, dry_run=decision.dry_run,
+                           journal_id=entry.id if entry else None)
+
+
 def _target(entry: JournalEntry) -> str:
     return f"{entry.key[0]}/{entry.key[1]}"
+
+
+def _to_revision(entry: JournalEntry) -> int | None:
+    return entry.params.get("to_revision") if entry.action == Action.ROLLBACK.value else None
+
+
+def _what(entry: JournalEntry) -> str:
+    """``rollback of ns/name to revision 1``, ``delete-pod of ns/name (pod x)``, ..."""
+    what = f"{entry.action} of {_target(entry)}"
+    params = entry.params
+    if entry.action == Action.ROLLBACK.value:
+        return f"{what} to revision {params.get('to_revision')}"
+    if entry.action == Action.SCALE.value:
+        return f"{what} to {params.get('replicas')} replicas"
+    if entry.action == Action.DELETE_POD.value:
+        return f"{what} (pod {params.get('pod')})"
+    if entry.action == Action.DELETE_STUCK_PODS.value:
+        return f"{what} (pods {params.get('selector')} stuck Terminating)"
+    return what
 
 
 def _audit_decision(outcome: Outcome) -> str:
@@ -330,9 +627,23 @@ def _audit_decision(outcome: Outcome) -> str:
             Outcome.NOTIFY_ONLY: "notify_only"}[outcome]
 
 
+def _order(entry: JournalEntry) -> str:
+    """What was approved, as an order: ``Roll back ns/name to revision 1``, ``Restart ns/name``."""
+    target, params = _target(entry), entry.params
+    return {
+        Action.ROLLBACK.value: f"Roll back {target} to revision {params.get('to_revision')}",
+        Action.RESTART.value: f"Restart {target}",
+        Action.PAUSE.value: f"Pause {target}",
+        Action.SCALE.value: f"Scale {target} to {params.get('replicas')} replicas",
+        Action.DELETE_POD.value: f"Delete pod {entry.key[0]}/{params.get('pod')} of {target}",
+        Action.DELETE_STUCK_PODS.value: (f"Delete the pods of {target} stuck Terminating "
+                                         f"({params.get('selector')})"),
+    }.get(entry.action, f"{entry.action} of {target}")
+
+
 def _outcome_text(entry: JournalEntry, result: ActionResult | None, *, who: str,
                   when: datetime) -> str:
-    what = f"Roll back {_target(entry)} to revision {entry.params.get('to_revision')}"
+    what = _order(entry)
     stamp = when.strftime("%H:%M:%S UTC")
     if result is None:
         return f"{what}: approved by <@{who}> at {stamp}; the write failed and will be retried."
