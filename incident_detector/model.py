@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
@@ -442,8 +442,55 @@ class Incident:
     priority: Priority | None = None
     rule: str | None = None
     kind: IncidentKind = IncidentKind.ROLLOUT
+    # The rule's action for it ("none": no action of the rule's; the rollback stays the advice).
+    rule_action: str | None = None
 
     @property
     def key(self) -> tuple[str, str, int, str]:
         """(namespace, deployment, revision, deployment uid): unique forever."""
         return (self.namespace, self.deployment, self.revision, self.deployment_uid)
+
+
+@dataclass(frozen=True, slots=True)
+class LastRollout:
+    """A Deployment's most recent rollout, for a brief: when, and what it changed."""
+
+    revision: int
+    replicaset: str
+    started_at: datetime
+    previous_revision: int | None
+    changes: tuple[TemplateChange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AlertIncident:
+    """A firing alert on a Deployment with no rollout in its window: the brief an on-call
+    engineer needs, a priority and the recommended action (judge.alert_brief).
+
+    One per alert fingerprint and firing period (``key``); the alert resolving closes it.
+    """
+
+    alert: Alert
+    target: AlertTarget
+    detected_at: datetime
+    priority: Priority
+    rule: str
+    # The rule's action ("none": nothing to run, investigate) and the exact command for it.
+    action: str
+    command: str | None
+    deployment_uid: str = ""
+    revision: int | None = None
+    pods: tuple[Pod, ...] = ()
+    warning_events: tuple[WarningEvent, ...] = ()
+    last_rollout: LastRollout | None = None
+    signatures: tuple[ErrorSignature, ...] = ()
+    remediation: RemediationView | None = None
+
+    @property
+    def key(self) -> str:
+        return alert_key(self.alert)
+
+
+def alert_key(alert: Alert) -> str:
+    """An alert's firing period, as text: ``alert/<fingerprint>/<startsAt in UTC>``."""
+    return f"alert/{alert.fingerprint}/{alert.starts_at.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"

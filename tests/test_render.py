@@ -192,13 +192,14 @@ RECORD_KEYS = {
     "deployment_uid", "replicaset_uid", "rollout_started_at", "error_count", "threshold",
     "window_seconds", "detected_at",
     "previous_revision", "signals", "summary", "recommended_action", "rollback_command",
-    "confidence", "confidence_reasons", "remediation", "evidence",
+    "confidence", "confidence_reasons", "remediation", "evidence", "kind", "priority", "rule",
 }
 EVIDENCE_KEYS = {
     "attribution", "new_revision_errors", "other_errors", "error_rate_per_minute",
     "baseline_per_minute", "baseline_window_seconds", "baseline_lookback_seconds",
     "rollout_start_source", "affected_pods", "pod_problems",
     "progress_message", "other_revisions_in_window", "signatures", "changes", "gitops",
+    "alerts",
 }
 
 
@@ -211,6 +212,7 @@ def test_incident_record_keys_and_types():
     assert set(record["evidence"]) == EVIDENCE_KEYS
     assert record["event"] == "incident"
     assert record["schema"] == render.SCHEMA_VERSION == 1
+    assert record["kind"] == "rollout" and record["priority"] is None
     assert record["revision"] == 2 and type(record["revision"]) is int
     assert record["error_count"] == 28 and type(record["error_count"]) is int
     assert record["threshold"] == 5 and record["window_seconds"] == 120

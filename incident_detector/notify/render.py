@@ -17,11 +17,14 @@ from enum import Enum
 from typing import Any
 
 from ..judge.changes import MORE_KIND
+from ..judge.commands import action_command
 from ..model import (
+    Alert,
     Attribution,
     GitOpsOwner,
     GitOpsTool,
     Incident,
+    RemediationView,
     Signal,
 )
 from ..redact import redact
@@ -196,8 +199,23 @@ def _gitops_advice(incident: Incident, owner: GitOpsOwner) -> str:
     )
 
 
+def rule_command(incident: Incident) -> str | None:
+    """The command of the rule's action when it is one other than the rollback."""
+    action = incident.rule_action
+    if action in (None, "none", "rollback"):
+        return None
+    pod = next((name for name, problem in incident.evidence.pod_problems), None)
+    return action_command(action, namespace=incident.namespace, deployment=incident.deployment,
+                          pod=pod)
+
+
 def recommended_action(incident: Incident) -> str:
     owner = incident.evidence.gitops
+    command = rule_command(incident)
+    if command is not None:
+        return (f"{ACTION_ADVICE.get(incident.rule_action or '', 'Run')} (rule "
+                f"{incident.rule}): {command}; or roll back to {_target(incident)}: "
+                f"{rollback_command(incident)}")
     if owner is not None:
         return _gitops_advice(incident, owner)
     return (
@@ -241,7 +259,25 @@ def _signal_phrases(incident: Incident) -> list[str]:
             phrases.append(_pod_health_phrase(incident))
         elif signal == Signal.PROGRESS_DEADLINE:
             phrases.append("progress deadline exceeded")
+        elif signal == Signal.ALERT:
+            phrases.append(_alerts_phrase(incident.evidence.alerts))
     return phrases or [_error_phrase(incident)]
+
+
+def _alerts_phrase(alerts: tuple[Alert, ...]) -> str:
+    names = list(dict.fromkeys(alert.name or alert.fingerprint for alert in alerts))
+    return f"alert {', '.join(names)} firing" if len(names) == 1 \
+        else f"alerts {', '.join(names)} firing"
+
+
+def alert_dict(alert: Alert) -> dict[str, Any]:
+    """An alert in a JSON record; label and annotation values redacted like any outside text."""
+    return {"name": alert.name, "fingerprint": alert.fingerprint, "status": alert.status,
+            "starts_at": iso_utc(alert.starts_at),
+            "ends_at": iso_utc(alert.ends_at) if alert.ends_at else None,
+            "labels": {k: redact(v) for k, v in alert.labels},
+            "annotations": {k: redact(v) for k, v in alert.annotations},
+            "generator_url": redact(alert.generator_url) if alert.generator_url else None}
 
 
 def _headline(incident: Incident) -> str:
@@ -332,6 +368,9 @@ def incident_record(incident: Incident) -> dict[str, Any]:
     return {
         "event": "incident",
         "schema": SCHEMA_VERSION,
+        "kind": _value(incident.kind),
+        "priority": _value(incident.priority) if incident.priority else None,
+        "rule": incident.rule,
         "namespace": incident.namespace,
         "deployment": incident.deployment,
         "revision": int(incident.revision),
@@ -401,6 +440,7 @@ def incident_record(incident: Incident) -> dict[str, Any]:
                     "app_namespace": gitops.app_namespace,
                 }
             ),
+            "alerts": [alert_dict(alert) for alert in evidence.alerts],
         },
     }
 
@@ -412,8 +452,9 @@ def _decision(incident: Incident) -> str:
     how = "roll back"
     if incident.evidence.gitops is not None:
         how = f"roll back via {incident.evidence.gitops.name}"
+    priority = f"[{_value(incident.priority)}] " if incident.priority else ""
     return (
-        f":rotating_light: {incident.deployment} rev {incident.revision} broke in "
+        f":rotating_light: {priority}{incident.deployment} rev {incident.revision} broke in "
         f"{incident.namespace}: {how}"
     )
 
@@ -449,6 +490,15 @@ def _signal_lines(incident: Incident) -> list[str]:
             )
         elif signal == Signal.POD_HEALTH:
             lines.append(f"• Pod health: {mrkdwn_escape(_pod_health_phrase(incident))}")
+        elif signal == Signal.ALERT:
+            for alert in evidence.alerts:
+                line = (f"• Alert {mrkdwn_escape(alert.name or alert.fingerprint)} firing since "
+                        f"{_clock(alert.starts_at)}")
+                about = alert.annotation("summary") or alert.annotation("description")
+                if about:
+                    line += ": " + mrkdwn_escape(_truncate(_one_line(redact(about)),
+                                                           SLACK_EXAMPLE_MAX_CHARS))
+                lines.append(line)
         elif signal == Signal.PROGRESS_DEADLINE:
             line = "• Progress deadline exceeded"
             if evidence.progress_message:
@@ -456,6 +506,9 @@ def _signal_lines(incident: Incident) -> list[str]:
                                     SLACK_EXAMPLE_MAX_CHARS)
                 line += f": {mrkdwn_escape(message)}"
             lines.append(line)
+    if incident.priority is not None:
+        lines.append(f"• Priority {_value(incident.priority)}"
+                     + (f" (rule {mrkdwn_escape(incident.rule)})" if incident.rule else ""))
     if incident.confidence is not None:
         lines.append(f"• Confidence {incident.confidence:.2f}: "
                      + mrkdwn_escape("; ".join(incident.confidence_reasons)))
@@ -518,6 +571,11 @@ def _impact_lines(incident: Incident) -> list[str]:
 def _action_lines(incident: Incident) -> list[str]:
     owner = incident.evidence.gitops
     undo = rollback_command(incident)
+    command = rule_command(incident)
+    if command is not None:
+        return [f"{ACTION_ADVICE.get(incident.rule_action or '', 'Run')} (rule "
+                f"{mrkdwn_escape(incident.rule or '')}):", _code_block(command),
+                f"Or roll back to {_target(incident)}:", _code_block(undo)]
     if owner is None:
         return [f"Roll back to {_target(incident)}:", _code_block(undo)]
     tool = owner.name
@@ -571,28 +629,48 @@ def _context(texts: list[str]) -> dict[str, Any]:
     return {"type": "context", "elements": elements}
 
 
+# How each action reads: in advice, on the Approve button, and while it runs.
+ACTION_ADVICE = {
+    "rollback": "Roll back", "restart": "Restart the rollout", "pause": "Pause the rollout",
+    "scale": "Scale", "delete-pod": "Delete the crash-looping pod (its controller recreates it)",
+    "delete-stuck-pods": "Delete the pods stuck Terminating",
+}
+ACTION_BUTTONS = {
+    "restart": "Restart", "pause": "Pause the rollout", "scale": "Scale",
+    "delete-pod": "Delete the pod", "delete-stuck-pods": "Delete the stuck pods",
+}
+ACTION_RUNNING = {
+    "rollback": "rolling back now", "restart": "restarting now", "pause": "pausing now",
+    "scale": "scaling now", "delete-pod": "deleting the pod now",
+    "delete-stuck-pods": "deleting the stuck pods now",
+}
 REMEDIATION_HEADINGS = {
-    "act": "Remediation: rolling back now",
     "ask": "Remediation: waiting for an approval",
     "notify_only": "Remediation: not proposed",
     "refuse": "Remediation: refused by a guardrail",
 }
 
 
-def _remediation_blocks(incident: Incident) -> list[dict[str, Any]]:
+def remediation_blocks(remediation: RemediationView) -> list[dict[str, Any]]:
     """The decision on the fix, and the Approve / Reject buttons when it asks. A button's
     ``action_id`` starts with ``approve`` or ``reject``; its value is a one-time token."""
-    remediation = incident.remediation
-    assert remediation is not None
-    heading = REMEDIATION_HEADINGS.get(remediation.outcome, "Remediation")
+    if remediation.outcome == "act":
+        heading = f"Remediation: {ACTION_RUNNING.get(remediation.action, 'acting now')}"
+    else:
+        heading = REMEDIATION_HEADINGS.get(remediation.outcome, "Remediation")
     if remediation.dry_run:
         heading += " (dry run: validated by the API server, nothing persisted)"
     blocks: list[dict[str, Any]] = [_section(heading, [f"• {mrkdwn_escape(remediation.reason)}"])]
     if remediation.approve_token and remediation.reject_token:
-        target = f"revision {remediation.to_revision}" if remediation.to_revision else "before"
+        if remediation.action == "rollback":
+            target = f"revision {remediation.to_revision}" if remediation.to_revision \
+                else "before"
+            label = f"Approve: Roll back to {target}"
+        else:
+            label = f"Approve: {ACTION_BUTTONS.get(remediation.action, remediation.action)}"
         blocks.append({"type": "actions", "block_id": "remediation", "elements": [
             {"type": "button", "action_id": f"approve_{remediation.action}", "style": "danger",
-             "text": {"type": "plain_text", "text": f"Approve: Roll back to {target}"},
+             "text": {"type": "plain_text", "text": _truncate(label, 75)},
              "value": remediation.approve_token},
             {"type": "button", "action_id": "reject",
              "text": {"type": "plain_text", "text": "Reject"},
@@ -619,7 +697,7 @@ def slack_payload(incident: Incident) -> dict[str, Any]:
         _section("Recommended action", _action_lines(incident)),
     ]
     if incident.remediation is not None:
-        blocks.extend(_remediation_blocks(incident))
+        blocks.extend(remediation_blocks(incident.remediation))
     evidence = incident.evidence
     if evidence.signatures or evidence.changes:
         blocks.append({"type": "divider"})
