@@ -503,3 +503,52 @@ def test_baseline_batches_take_rollouts_close_to_the_earliest_with_the_same_cove
                            span_seconds=120, lookback_seconds=1800, minimum_seconds=120)
     assert [r.deployment.name for r in later.rollouts] == ["young"] and later.seconds == 440
     assert baseline_batch([], span_seconds=120, lookback_seconds=1800, minimum_seconds=120) is None
+
+
+# --- alerts as signals of a rollout ----------------------------------------------------------
+
+def _alert(name: str, started_seconds_ago: float, status: str = "firing"):
+    from incident_detector.model import Alert
+
+    return Alert(fingerprint=f"fp-{name}", status=status,
+                 starts_at=NOW - timedelta(seconds=started_seconds_ago),
+                 labels=(("alertname", name), ("namespace", NS), ("deployment", DEP)))
+
+
+def with_alerts(v: WorkloadView, *alerts) -> WorkloadView:
+    from dataclasses import replace
+
+    return replace(v, alerts=tuple(alerts))
+
+
+def test_an_alert_that_began_after_the_rollout_is_a_signal_of_it():
+    decision = judge(with_alerts(view(), _alert("HighLatency", 30)))
+    (incident,) = decision.incidents
+    assert incident.signals == (Signal.ALERT,)
+    assert [a.name for a in incident.evidence.alerts] == ["HighLatency"]
+
+
+def test_an_alert_firing_since_before_the_rollout_is_not_its_signal():
+    decision = judge(with_alerts(view(), _alert("DiskFull", 3600)))
+    assert decision.incidents == ()
+    (assessment,) = decision.assessments
+    assert any("firing since before the rollout" in r for r in assessment.reasons)
+
+
+def test_a_resolved_alert_is_not_a_signal():
+    assert judge(with_alerts(view(), _alert("HighLatency", 30, status="resolved"))).incidents == ()
+
+
+def test_an_alert_outside_the_rollout_window_is_not_a_signal_of_that_rollout():
+    old = view(replicasets=(rs(OLD, 1, 86400, image="payments-api:1.4.2"), rs(NEW, 2, 3600)))
+    assert judge(with_alerts(old, _alert("HighLatency", 30))).incidents == ()
+
+
+def test_an_alert_joins_the_other_signals_and_the_incident_is_raised_once():
+    v = with_alerts(view(errors=errs(**{NEW_POD.replace("-", "_"): 9})), _alert("HighLatency", 30),
+                    _alert("Errors", 10))
+    (incident,) = judge(v).incidents
+    assert incident.signals == (Signal.ERROR_SPIKE, Signal.ALERT)
+    assert [a.name for a in incident.evidence.alerts] == ["HighLatency", "Errors"]
+    key = (NS, DEP, 2, "")
+    assert judge(v, notified={key}).incidents == ()

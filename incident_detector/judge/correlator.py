@@ -34,6 +34,7 @@ from enum import Enum
 from types import MappingProxyType
 
 from ..model import (
+    Alert,
     Attribution,
     Baseline,
     Deployment,
@@ -84,6 +85,8 @@ class WorkloadView:
     # The current rollout when the caller already found it (``rollouts_to_judge``), so that a
     # tick with hundreds of rollouts does not look for each twice; None: ``assess`` finds it.
     rollout: Rollout | None = None
+    # Firing Alertmanager alerts mapped to this Deployment (judge.alert_map).
+    alerts: tuple[Alert, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +317,12 @@ def split_errors(samples: Iterable[ErrorSample], rs: ReplicaSet) -> ErrorSplit:
     return ErrorSplit(Attribution.PER_POD, mine, others)
 
 
+def rollout_alerts(alerts: Iterable[Alert], started_at: datetime) -> tuple[Alert, ...]:
+    """The firing alerts that began at or after a rollout's start, oldest first."""
+    return tuple(sorted((a for a in alerts if a.firing and a.starts_at >= started_at),
+                        key=lambda a: (a.starts_at, a.fingerprint)))
+
+
 def is_clear_rise(count: float, baseline: Baseline, rules: Rules) -> bool:
     expected = baseline.per_minute * rules.error_window_seconds / 60.0
     return count >= rules.baseline_factor * expected and count - expected >= rules.threshold
@@ -381,6 +390,16 @@ def assess(
     if dep.progress_deadline_exceeded:
         signals.append(Signal.PROGRESS_DEADLINE)
 
+    # Alerts: one that began firing once the rollout had begun is a signal of it; one firing
+    # since before was not caused by it (it stays an alert of its own).
+    alerts = rollout_alerts(view.alerts, rollout.started_at) if judging else ()
+    if alerts:
+        signals.append(Signal.ALERT)
+    for alert in view.alerts:
+        if judging and alert not in alerts:
+            reasons.append(f"alert {alert.name or alert.fingerprint} firing since before the "
+                           "rollout: not counted")
+
     key = (dep.namespace, dep.name, revision, dep.uid)
     if signals and key in already_notified:
         verdict = Verdict.ALREADY_NOTIFIED
@@ -432,6 +451,7 @@ def assess(
         other_revisions_in_window=others_in_window,
         changes=template_changes(previous.template, rs.template),
         gitops=dep.gitops,
+        alerts=alerts,
     )
     incident = Incident(
         namespace=dep.namespace,
