@@ -109,6 +109,36 @@ class Outbox:
                         signals=[s.value for s in incident.signals])
         return stored
 
+    def record_notice(self, *, key: str, kind: str, namespace: str, deployment: str,
+                      detected_at: datetime, record: dict[str, Any],
+                      slack_payload: dict[str, Any] | None) -> bool:
+        """Store a notice (an alert incident, an error group) with its deliveries: stdout and
+        Slack, no Event (Events are the record of rollout incidents); False if already known."""
+        stored = self.store.record_notice(
+            key=key, kind=kind, namespace=namespace, deployment=deployment,
+            detected_at=detected_at, record=record,
+            deliveries=self._notice_deliveries(key, record, slack_payload))
+        if stored:
+            self.wakeup.set()
+        return stored
+
+    def close_notice(self, *, key: str, closed_at: datetime, record: dict[str, Any],
+                     text: str) -> bool:
+        """Close a notice with one follow-up (a reply in its Slack thread); once."""
+        closed = self.store.close_notice(
+            key=key, closed_at=closed_at, record=record,
+            deliveries=self._notice_deliveries(key, record, {"text": text}))
+        if closed:
+            self.wakeup.set()
+        return closed
+
+    def _notice_deliveries(self, key: str, record: dict[str, Any],
+                           slack_payload: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+        deliveries: list[tuple[str, dict[str, Any]]] = [(CHANNEL_STDOUT, record)]
+        if self.slack is not None and slack_payload is not None:
+            deliveries.append((CHANNEL_SLACK, {**slack_payload, THREAD_KEY: key}))
+        return deliveries
+
     def deliver_stdout(self) -> None:
         for item in self.store.due(self.clock(), channels=[CHANNEL_STDOUT]):
             self.stdout.write(item.payload)

@@ -392,6 +392,83 @@ class Store:
             out.append(item)
         return out
 
+    # Notices: incidents that are not about one revision (alert incidents, error groups) -----
+
+    def record_notice(self, *, key: str, kind: str, namespace: str, deployment: str,
+                      detected_at: datetime, record: dict[str, Any],
+                      deliveries: Iterable[tuple[str, dict[str, Any]]]) -> bool:
+        """Remember a notice and queue its deliveries, atomically; False when already known.
+
+        Its outbox rows carry revision 0 (no revision is ever 0) and the notice's key where a
+        rollout incident has the Deployment's uid.
+        """
+        now = db_time(detected_at)
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO notices (key, kind, namespace, deployment, detected_at,"
+                " record) VALUES (?, ?, ?, ?, ?, ?)",
+                (key, kind, namespace, deployment, now, json.dumps(record)))
+            if cursor.rowcount == 0:
+                self._db.execute("ROLLBACK")
+                return False
+            self._queue(namespace, deployment, key, now, deliveries)
+            self._db.execute("COMMIT")
+            return True
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def close_notice(self, *, key: str, closed_at: datetime, record: dict[str, Any],
+                     deliveries: Iterable[tuple[str, dict[str, Any]]]) -> bool:
+        """Close an open notice and queue its follow-up, atomically; False when it is not open
+        (unknown, or already closed: the follow-up goes out once)."""
+        now = db_time(closed_at)
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT namespace, deployment FROM notices"
+                                   " WHERE key=? AND closed_at IS NULL", (key,)).fetchone()
+            if row is None:
+                self._db.execute("ROLLBACK")
+                return False
+            self._db.execute("UPDATE notices SET closed_at=?, record=json_set(record,"
+                             " '$.closed', json(?)) WHERE key=?", (now, json.dumps(record), key))
+            self._queue(row[0], row[1], f"{key}/closed", now, deliveries)
+            self._db.execute("COMMIT")
+            return True
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def notice(self, key: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT kind, namespace, deployment, detected_at, closed_at, record"
+                               " FROM notices WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return None
+        kind, ns, dep, detected_at, closed_at, record = row
+        return {"key": key, "kind": kind, "namespace": ns, "deployment": dep,
+                "detected_at": detected_at, "closed_at": closed_at, "record": json.loads(record)}
+
+    def recent_notices(self, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT key, kind, namespace, deployment, detected_at, closed_at,"
+            " json_extract(record, '$.summary'), json_extract(record, '$.priority')"
+            " FROM notices ORDER BY detected_at DESC LIMIT ?", (limit,))
+        return [{"key": key, "kind": kind, "namespace": ns, "deployment": dep,
+                 "detected_at": detected_at, "closed_at": closed_at, "summary": summary,
+                 "priority": priority}
+                for key, kind, ns, dep, detected_at, closed_at, summary, priority in rows]
+
+    def _queue(self, namespace: str, deployment: str, key: str, now: str,
+               deliveries: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        for channel, payload in deliveries:
+            self._db.execute(
+                "INSERT OR IGNORE INTO outbox (namespace, deployment, revision, deployment_uid,"
+                " channel, payload, created_at, next_attempt_at) VALUES (?, ?, 0, ?, ?, ?, ?, ?)",
+                (namespace, deployment, key, channel, json.dumps(payload), now, now))
+
     # Outbox --------------------------------------------------------------------------------
 
     def due(self, now: datetime, *, channels: Iterable[str] | None = None) -> list[OutboxItem]:
