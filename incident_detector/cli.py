@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from datetime import datetime, timezone
 from importlib import metadata
 
 import structlog
@@ -13,6 +14,10 @@ from .config import ConfigError, load_settings
 from .logs import configure_logging
 
 EXIT_CONFIG = 2
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def version() -> str:
@@ -62,5 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     structlog.get_logger("incident_detector").info(
         "starting", version=version(), once=args.once, settings=settings.public())
+    if settings.rules_file is not None:
+        # An invalid rules file stops the start like an invalid variable, before any client
+        # is made (the daemon loads it again when it builds the detector).
+        from .judge.rules import RulesError
+        from .run.rules_file import RulesFile
+
+        try:
+            RulesFile(settings.rules_file, clock=_utcnow)
+        except RulesError as exc:
+            print(f"invalid configuration: RULES_FILE: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
     from .main import main_async
     return asyncio.run(main_async(settings, once=args.once))

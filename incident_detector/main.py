@@ -23,7 +23,9 @@ from .errors import SourceError
 from .notify import events, slack
 from .run import leader
 from .run.daemon import Clock, Detector, utcnow
+from .judge.rules import RulesError
 from .run.outbox import StdoutSink
+from .run.rules_file import RulesFile
 from .run.store import Store
 from .sources import kube, loki
 from .web.app import make_app
@@ -45,6 +47,8 @@ async def build_detector(
     store: Store | None = None,
 ) -> AsyncIterator[Detector]:
     """Build the detector and its clients; close them on exit."""
+    # First: an invalid RULES_FILE stops the start (RulesError) before anything is opened.
+    rules = RulesFile(settings.rules_file, clock=clock)
     own_store = store is None
     store = store or Store(settings.state_path)
     loki_http = loki.make_http_client(settings)
@@ -102,7 +106,30 @@ async def build_detector(
             leadership=elector,
             clock=clock,
             remediator=remediator,
+            rules=rules,
         )
+        if settings.alertmanager_token is not None:
+            # Imported only when the intake is on, like remediation.
+            from .judge.alert_map import AlertLabels
+            from .run.alert_desk import AlertDesk
+            from .run.alert_inbox import AlertInbox
+
+            detector.alert_desk = AlertDesk(
+                inbox=AlertInbox(store.connection),
+                labels=AlertLabels.from_settings(settings), outbox=detector.outbox,
+                rules=lambda: detector.rule_set, watched_namespaces=settings.namespace,
+                error_window_seconds=settings.error_window_seconds,
+                sample_lines=settings.signature_sample_lines, remediator=remediator)
+        if settings.triage_sample_lines > 0:
+            from datetime import timedelta
+
+            from .run.triage import Triage
+
+            detector.triage = Triage(
+                connection=store.connection, loki=detector.loki,
+                sample_lines=settings.triage_sample_lines, max_groups=settings.triage_max_groups,
+                prioritize=detector.prioritize_line, notify_priorities=settings.notify_priorities,
+                first_window=timedelta(seconds=settings.error_window_seconds))
         yield detector
     finally:
         if remediator is not None:
@@ -133,6 +160,23 @@ class HttpEndpoint:
         return f"http://{host}:{self.port}"
 
 
+def web_routes(detector: Detector, settings: Settings) -> list:
+    """Every route beyond the read-only ones: Slack, Alertmanager, the JSON API."""
+    routes = slack_routes(detector, settings)
+    if detector.alert_desk is not None:
+        from .web.alertmanager import alertmanager_routes
+
+        routes += alertmanager_routes(token=settings.alertmanager_token,
+                                      inbox=detector.alert_desk.inbox,
+                                      is_leader=detector.is_leader, clock=detector.clock,
+                                      on_received=detector.wake)
+    if detector.triage is not None:
+        from .web.api import api_routes
+
+        routes += api_routes(triage=detector.triage)
+    return routes
+
+
 def slack_routes(detector: Detector, settings: Settings) -> list:
     """The Slack interactivity endpoint, when remediation can ask (otherwise: none, 404)."""
     remediator = detector.remediator
@@ -147,7 +191,7 @@ def slack_routes(detector: Detector, settings: Settings) -> list:
 
 
 async def start_http(detector: Detector, settings: Settings) -> tuple[_EmbeddedServer, asyncio.Task, HttpEndpoint]:
-    config = uvicorn.Config(make_app(detector, extra_routes=slack_routes(detector, settings)),
+    config = uvicorn.Config(make_app(detector, extra_routes=web_routes(detector, settings)),
                             host=settings.http_host, port=settings.http_port,
                             log_config=None, access_log=False, lifespan="off")
     server = _EmbeddedServer(config)
@@ -231,9 +275,13 @@ async def main_async(settings: Settings, *, once: bool, stdout: TextIO = sys.std
     except SourceError as exc:
         print(f"invalid configuration: Kubernetes: {exc.message}", file=sys.stderr)
         return 2
-    async with build_detector(settings=settings, kube_api=api, stdout=stdout) as detector:
-        if once:
-            return await run_once(detector)
-        stop = asyncio.Event()
-        install_signal_handlers(stop)
-        return await run_daemon(detector, settings, stop=stop)
+    try:
+        async with build_detector(settings=settings, kube_api=api, stdout=stdout) as detector:
+            if once:
+                return await run_once(detector)
+            stop = asyncio.Event()
+            install_signal_handlers(stop)
+            return await run_daemon(detector, settings, stop=stop)
+    except RulesError as exc:
+        print(f"invalid configuration: RULES_FILE: {exc}", file=sys.stderr)
+        return 2

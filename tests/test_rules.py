@@ -88,8 +88,10 @@ def test_built_in_set_order_and_verdicts() -> None:
     # A crash-looping new revision is rolled back, not restarted.
     (Subject(signals=("pod_health",), pod_reasons=("CrashLoopBackOff",)),
      "rollout-regression", Priority.P1, "rollback"),
+    # An alert during a rollout is a signal of it: a rollout regression too. (Alert incidents,
+    # with no rollout to blame, carry no signal: their pods' problems decide.)
     (Subject(signals=("alert",), pod_reasons=("CrashLoopBackOff",)),
-     "crash-loop", Priority.P1, "delete-pod"),
+     "rollout-regression", Priority.P1, "rollback"),
     (Subject(pod_reasons=("CrashLoopBackOff",)), "crash-loop", Priority.P1, "delete-pod"),
     (Subject(pod_reasons=(PodProblem.CRASH_LOOP,)), "crash-loop", Priority.P1, "delete-pod"),
     (Subject(pod_reasons=("OOMKilled",)), "oom-killed", Priority.P1, "none"),
@@ -100,7 +102,9 @@ def test_built_in_set_order_and_verdicts() -> None:
     (Subject(pod_reasons=("ImagePullBackOff", "OOMKilled")), "oom-killed", Priority.P1, "none"),
     (Subject(pod_reasons=("CreateContainerConfigError",)), "default", Priority.P3, "none"),
     (Subject(pod_reasons=("Restarting",)), "default", Priority.P3, "none"),
-    (Subject(signals=("alert",)), "default", Priority.P3, "none"),
+    (Subject(signals=("alert",)), "rollout-regression", Priority.P1, "rollback"),
+    (Subject(alertname="KubePodCrashLooping", pod_reasons=("CrashLoopBackOff",)),
+     "crash-loop", Priority.P1, "delete-pod"),
     (Subject(alertname="HighErrorRate"), "default", Priority.P3, "none"),
     (Subject(log_lines=(NPE,)), "default", Priority.P3, "none"),
     (Subject(), "default", Priority.P3, "none"),

@@ -245,7 +245,7 @@ DEFAULT_RULES = RuleSet(
     rules=(
         _built_in("rollout-regression", Priority.P1, "rollback",
                   signal=(Signal.ERROR_SPIKE.value, Signal.POD_HEALTH.value,
-                          Signal.PROGRESS_DEADLINE.value)),
+                          Signal.PROGRESS_DEADLINE.value, Signal.ALERT.value)),
         _built_in("crash-loop", Priority.P1, "delete-pod",
                   pod_reason=(PodProblem.CRASH_LOOP.value,)),
         _built_in("oom-killed", Priority.P1, NO_ACTION, pod_reason=(PodProblem.OOM_KILLED.value,)),

@@ -33,6 +33,8 @@ from ..judge.correlator import (
     rollouts_to_judge,
 )
 from ..judge.confidence import scored
+from ..judge.correlator import Verdict, rollout_alerts
+from ..judge.rules import DEFAULT_RULES, RuleSet, RuleVerdict, Subject, classify
 from ..judge.signatures import top_signatures
 from ..model import (
     Baseline,
@@ -42,8 +44,13 @@ from ..model import (
     Incident,
     LogLine,
     Pod,
+    Priority,
     ReplicaSet,
+    Signal,
+    alert_key,
 )
+from ..notify import triage_render
+from ..notify.slack import thread_key
 from ..retry import Backoff
 from .health import Sources, iso
 from .journal import Journal
@@ -53,6 +60,10 @@ from .store import Store
 
 if TYPE_CHECKING:  # act/ builds on run/: only the type is needed here
     from ..act.remediation import Remediator
+    from .alert_desk import AlertDesk, NamespaceAlerts
+    from .alert_inbox import StoredAlert
+    from .rules_file import RulesFile
+    from .triage import Triage
 
 log = structlog.get_logger("incident_detector")
 
@@ -64,6 +75,8 @@ WORKLOAD_NAME_LABELS = ("app.kubernetes.io/name", "app")
 # every workload of the namespace instead of naming each: the answer is the same for the ones
 # judged, and a LogQL alternation of hundreds of names costs more to build, send and match.
 MAX_NAMED_WORKLOADS = 50
+# A tick woken early (alerts arrived) comes at least this long after the previous one began.
+MIN_WAKE_SECONDS = 1.0
 # Attempts at reading Events back before incidents are released without that memory.
 READBACK_ATTEMPTS = 3
 
@@ -104,6 +117,8 @@ class TickReport:
     assessments: tuple[Assessment, ...] = ()
     # Keys of the incidents recorded: (namespace, deployment, revision, deployment uid).
     incidents: list[tuple[str, str, int, str]] = field(default_factory=list)
+    # Keys of the alert incidents recorded (``alert/<fingerprint>/<start>``).
+    alert_incidents: list[str] = field(default_factory=list)
     role: str = "leader"
 
     def as_dict(self) -> dict[str, Any]:
@@ -113,7 +128,8 @@ class TickReport:
                 "degraded": self.degraded,
                 "problems": self.problems,
                 "incidents": [{"namespace": k[0], "deployment": k[1], "revision": k[2]}
-                              for k in self.incidents]}
+                              for k in self.incidents],
+                "alert_incidents": list(self.alert_incidents)}
 
 
 def assessment_dict(a: Assessment) -> dict[str, Any]:
@@ -143,6 +159,9 @@ class Detector:
         source_backoff: Backoff = Backoff(base=1.0, cap=60.0),
         metrics: DetectorMetrics | None = None,
         remediator: Remediator | None = None,
+        rules: RulesFile | None = None,
+        alert_desk: AlertDesk | None = None,
+        triage: Triage | None = None,
     ) -> None:
         self.settings = settings
         self.kube = kube
@@ -154,6 +173,10 @@ class Detector:
         self.leadership = leadership
         self.clock = clock
         self.remediator = remediator
+        # The rules in force (RULES_FILE, reloaded when it changes; the built-in set without).
+        self.rules_file = rules
+        self.alert_desk = alert_desk
+        self.triage = triage
         self._resumed = False
         # The remediation journal and audit trail (empty while REMEDIATION_MODE=off).
         self.journal = Journal(store.connection)
@@ -188,6 +211,7 @@ class Detector:
         # move later as the rollout proceeds (see correlator.rollout_start).
         self._seen_starts: dict[RolloutKey, datetime] = {}
         self._missing_targets: set[tuple[str, str]] = set()
+        self._wakeup = asyncio.Event()
 
     # One tick ------------------------------------------------------------------------------
 
@@ -226,12 +250,17 @@ class Detector:
             # What a previous leader (or process) approved or began, carried on once.
             self._resumed = True
             await self.remediator.resume()
-        observing = asyncio.gather(*(self._observe(ns, now, report)
+        if self.rules_file is not None and self.rules_file.reload_if_changed() \
+                and self.triage is not None:
+            self.triage.reprioritize(self.prioritize_line)
+        alerts = self.alert_desk.load() if self.alert_desk is not None else {}
+        observing = asyncio.gather(*(self._observe(ns, now, report, alerts.get(ns, ()))
                                      for ns in self.settings.namespace))
         if not self._readback_done:
             # Independent of observing: both at once; the decision below waits for both.
             await asyncio.gather(self._read_back_events(now, report), observing)
-        views = [view for namespace_views in await observing for view in namespace_views]
+        observed = await observing
+        views = [view for namespace_views, _ in observed for view in namespace_views]
         if self.store.has_legacy:
             self._adopt_legacy(views)
         decision = decide(views, now=now, rules=self.rules, already_notified=_KnownKeys(self.store))
@@ -247,14 +276,22 @@ class Detector:
             # Scored once its signatures are known: whether they are new weighs in.
             incident = scored(await self._with_signatures(
                 incident, self.workload_of(view.deployment), report))
+            verdict = classify(self.rule_set, rollout_subject(incident))
+            incident = replace(incident, priority=verdict.priority, rule=verdict.rule,
+                               rule_action=verdict.action)
             rollout = view.rollout or find_rollout(view.deployment, view.replicasets,
                                                    seen_starts=view.seen_starts)
-            if self.remediator is not None and rollout is not None:
+            if self.remediator is not None and rollout is not None and verdict.action != "none":
                 # Decided and written down before the incident's messages are: the Slack
                 # message carries the buttons when it asks.
-                incident = self.remediator.plan(incident, rollout)
+                incident = self.remediator.plan(incident, rollout, fix=_fix(verdict),
+                                                pods=view.pods or ())
             if self.outbox.record(incident):
                 report.incidents.append(incident.key)
+        if self.alert_desk is not None:
+            await self._alerts(now, report, decision.assessments, by_key, observed)
+        if self.triage is not None:
+            await self._triage(now, report)
         self.outbox.deliver_stdout()
         if report.incidents:
             self.outbox.wakeup.set()
@@ -264,6 +301,70 @@ class Detector:
                 {key: view.deployment for key, view in by_key.items()},
                 {(a.namespace, a.deployment): None if a.error_count is None
                  else a.error_count / window_minutes for a in decision.assessments})
+
+    @property
+    def rule_set(self) -> RuleSet:
+        return self.rules_file.rules if self.rules_file is not None else DEFAULT_RULES
+
+    def prioritize_line(self, example: str) -> tuple[Priority, str | None]:
+        """The priority the rules give an error line (triage), and the rule that gave it."""
+        verdict = classify(self.rule_set, Subject(log_lines=(example,)))
+        return verdict.priority, verdict.rule
+
+    async def _alerts(self, now: datetime, report: TickReport, assessments: Sequence[Any],
+                      by_key: dict[tuple[str, str], WorkloadView],
+                      observed: Sequence[tuple[list[WorkloadView], NamespaceAlerts | None]]) -> None:
+        """Alerts that are signals of a rollout go with it; the others are alert incidents."""
+        assert self.alert_desk is not None
+        taken: set[str] = set()
+        for assessment in assessments:
+            if Signal.ALERT not in assessment.signals or assessment.verdict not in (
+                    Verdict.INCIDENT, Verdict.ALREADY_NOTIFIED):
+                continue
+            view = by_key[(assessment.namespace, assessment.deployment)]
+            signals = rollout_alerts(view.alerts, assessment.rollout_started_at)
+            key = (assessment.namespace, assessment.deployment, assessment.revision,
+                   view.deployment.uid)
+            self.alert_desk.attach(signals, thread_key(key))
+            taken.update(alert_key(alert) for alert in signals)
+
+        async def call(source: str, what: str, thunk: Callable[[], Awaitable[T]]) -> T | None:
+            return await self._call(source, thunk, now, report, what)
+
+        for namespace, (_, found) in zip(self.settings.namespace, observed):
+            if found is None:
+                continue
+            report.alert_incidents.extend(await self.alert_desk.raise_incidents(
+                namespace, found, taken=taken, seen_starts=self._seen_starts, now=now,
+                call=call, kube=self.kube, loki=self.loki, workload_of=self.workload_of))
+        self.alert_desk.close_resolved(now)
+
+    async def _triage(self, now: datetime, report: TickReport) -> None:
+        """Error lines of each namespace grouped by signature; new groups of the priorities in
+        NOTIFY_PRIORITIES are notified, once each."""
+        assert self.triage is not None
+
+        async def call(thunk: Callable[[], Awaitable[T]]) -> T | None:
+            return await self._call("loki", thunk, now, report, "triage")
+
+        workloads = None
+        if not self.settings.watches_all_deployments:
+            workloads = sorted({self.settings.loki_label_app} if len(
+                self.settings.target_deployment) == 1 else set(self.settings.target_deployment))
+        for namespace in self.settings.namespace:
+            due = await self.triage.read(namespace, workloads=workloads, now=now, call=call)
+            notified = []
+            for group in due:
+                key = triage_render.group_key(group)
+                if self.outbox.record_notice(
+                        key=key, kind="error_group", namespace=group.namespace,
+                        deployment=",".join(group.workloads), detected_at=now,
+                        record=triage_render.group_record(group, now=now),
+                        slack_payload=triage_render.slack_payload(group, now=now)) or \
+                        self.store.notice(key) is not None:
+                    notified.append((group.namespace, group.fingerprint))
+            if notified:
+                self.triage.mark_notified(notified, now=now)
 
     def _adopt_legacy(self, views: Sequence[WorkloadView]) -> None:
         """Give incidents stored before uids were recorded the uid of the Deployment they were
@@ -335,7 +436,9 @@ class Detector:
                 log.info("deployment.found", namespace=namespace, deployment=name)
         return chosen
 
-    async def _observe(self, namespace: str, now: datetime, report: TickReport) -> list[WorkloadView]:
+    async def _observe(self, namespace: str, now: datetime, report: TickReport,
+                       alerts: Sequence[StoredAlert] = ()
+                       ) -> tuple[list[WorkloadView], NamespaceAlerts | None]:
         deployments, replicasets = await asyncio.gather(
             self._call("kubernetes", lambda: self.kube.list_deployments(namespace), now, report,
                        "deployments"),
@@ -343,8 +446,12 @@ class Detector:
                        "replicasets"),
         )
         if deployments is None or replicasets is None:
-            return []  # nothing can be judged without both: "no verdict", not "healthy"
+            # Nothing can be judged without both: "no verdict", not "healthy"; the alerts wait.
+            return [], None
         selected = self._selected(namespace, deployments)
+        found = None
+        if self.alert_desk is not None and alerts:
+            found = self.alert_desk.map_namespace(namespace, alerts, selected, replicasets)
         judged = rollouts_to_judge(selected, replicasets, now=now, rules=self.rules,
                                    seen_starts=self._seen_starts)
         self._remember_starts(namespace, judged, replicasets)
@@ -355,7 +462,7 @@ class Detector:
         workload_of = {dep.name: self.workload_of(dep) for dep in selected
                        if dep.name in rollouts or dep.progress_deadline_exceeded}
         if not workload_of:
-            return []
+            return [], found
         counts: ErrorCounts | None = None
         pods: tuple[Pod, ...] | None = ()
         if judged:
@@ -398,8 +505,9 @@ class Detector:
                 baseline=self._baselines.get(rollout.key) if rollout else None,
                 seen_starts=self._seen_starts,
                 rollout=rollout,
+                alerts=tuple(found.alerts_of.get(dep.name, ())) if found is not None else (),
             ))
-        return views
+        return views, found
 
     async def _fetch_baselines(self, namespace: str, judged: Sequence[Rollout], now: datetime,
                                report: TickReport) -> None:
@@ -489,10 +597,20 @@ class Detector:
             except Exception:  # a bug must not stop detection: log it with its traceback
                 log.exception("tick.crashed")
             remaining = max(0.0, interval - (time.monotonic() - started))
+            self._wakeup.clear()
+            waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wakeup.wait())}
             try:
-                await asyncio.wait_for(stop.wait(), timeout=remaining)
-            except asyncio.TimeoutError:
-                pass
+                await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            if self._wakeup.is_set() and not stop.is_set():
+                # Woken early (alerts arrived): at most one extra tick per MIN_WAKE_SECONDS.
+                await asyncio.sleep(max(0.0, MIN_WAKE_SECONDS - (time.monotonic() - started)))
+
+    def wake(self) -> None:
+        """Tick now rather than at the end of the interval (called when alerts arrive)."""
+        self._wakeup.set()
 
     # Health and status ---------------------------------------------------------------------
 
@@ -524,12 +642,34 @@ class Detector:
             "rollouts": [assessment_dict(a) for a in
                          (self.last_tick.assessments if self.last_tick else ())],
             "incidents": self.store.recent_incidents(),
+            "notices": self.store.recent_notices(),
+            "rules": self.rules_file.status() if self.rules_file is not None
+            else {"source": DEFAULT_RULES.source, "rules": len(DEFAULT_RULES.rules)},
             "outbox": {"pending": outbox.pending, "delivered": outbox.delivered,
                        "given_up": list(outbox.given_up)},
             "remediation": {"mode": self.settings.remediation_mode,
                             "dry_run": self.settings.dry_run,
                             "audit": self.journal.audit_summary()},
         }
+
+
+def rollout_subject(incident: Incident) -> Subject:
+    """What the rules see of a rollout incident."""
+    alerts = incident.evidence.alerts
+    return Subject(
+        log_lines=tuple(s.example for s in incident.evidence.signatures),
+        alertname=alerts[0].name if alerts else None,
+        alert_labels=alerts[0].labels if alerts else (),
+        pod_reasons=tuple(dict.fromkeys(str(getattr(problem, "value", problem))
+                                        for _, problem in incident.evidence.pod_problems)),
+        signals=tuple(s.value for s in incident.signals))
+
+
+def _fix(verdict: RuleVerdict) -> Any:
+    from ..act.remediation import Fix
+
+    return Fix(action=verdict.action, cooldown_seconds=verdict.cooldown_seconds,
+               params=verdict.params, rule=verdict.rule)
 
 
 class _KnownKeys:
