@@ -42,3 +42,17 @@ def test_scenario(path: Path):
         text = str(notification.slack)
         for part in ("Signal", "Correlation to rollout", "Impact", "Recommended action"):
             assert part in text
+    # Alert incidents: one per alert firing period, each with its brief; resolved ones closed
+    # with one follow-up.
+    got_alerts = [n.record["alert"]["name"] for n in result.alert_notifications]
+    want_alerts = [e.alert for e in scenario.expect.alert_incidents]
+    assert got_alerts == want_alerts, f"{path.name}: alert incidents {got_alerts}, expected {want_alerts}"
+    resolved = [r["alert"] for r in result.resolved]
+    assert resolved == [e.alert for e in scenario.expect.alert_incidents if e.resolved]
+    for notification, expected in zip(result.alert_notifications, scenario.expect.alert_incidents):
+        record = notification.record
+        assert record["kind"] == "alert" and record["priority"] in ("P1", "P2", "P3", "P4")
+        if expected.priority is not None:
+            assert record["priority"] == expected.priority.value
+        assert notification.slack is not None
+        assert "Recommended action" in str(notification.slack)

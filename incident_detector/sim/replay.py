@@ -29,6 +29,8 @@ from .world import World
 # Scenario t=0 is pinned to a fixed wall time so that replays are byte-for-byte repeatable.
 SCENARIO_EPOCH = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
 SLACK_PATH = "/services/T000/B000/replay"
+# The bearer token the simulated Alertmanager sends, for scenarios with ``alerts:``.
+ALERTMANAGER_TOKEN = "replay-alertmanager-token"
 
 
 class ManualClock:
@@ -52,7 +54,11 @@ class Notification:
 @dataclass
 class ReplayResult:
     scenario: Scenario
+    # Rollout incidents; alert incidents and their "resolved" follow-ups apart.
     notifications: list[Notification] = field(default_factory=list)
+    alert_notifications: list[Notification] = field(default_factory=list)
+    error_groups: list[Notification] = field(default_factory=list)
+    resolved: list[dict[str, Any]] = field(default_factory=list)
     ticks: int = 0
     degraded_ticks: int = 0
 
@@ -67,6 +73,9 @@ class ReplayResult:
                  "incident": n.record, "slack": n.slack}
                 for n in self.notifications
             ],
+            "alert_incidents": [{"at_seconds": n.at_seconds, "incident": n.record,
+                                 "slack": n.slack} for n in self.alert_notifications],
+            "resolved": self.resolved,
         }
 
 
@@ -115,35 +124,64 @@ def simulated_cluster(scenario: Scenario, *, clock: Any, t0: datetime = SCENARIO
 
 
 async def replay(scenario: Scenario, *, t0: datetime = SCENARIO_EPOCH) -> ReplayResult:
-    from ..main import build_detector
+    import httpx
+
+    from ..main import build_detector, web_routes
     from ..sources import kube
+    from ..web.app import make_app
+    from .alertmanager import webhook_body
 
     clock = ManualClock(t0)
     result = ReplayResult(scenario)
     out = io.StringIO()
     with simulated_cluster(scenario, clock=clock, t0=t0) as cluster:
-        settings = scenario_settings(scenario, loki_url=cluster.loki.url, slack_url=cluster.slack_url)
+        extra = {"alertmanager_token": ALERTMANAGER_TOKEN} if scenario.alerts else {}
+        settings = scenario_settings(scenario, loki_url=cluster.loki.url,
+                                     slack_url=cluster.slack_url, **extra)
         store = Store(":memory:")
         async with build_detector(settings=settings, kube_api=kube.api_client_for(cluster.kube.url),
                                   stdout=out, clock=clock, store=store) as detector:
+            app = make_app(detector, extra_routes=web_routes(detector, settings))
+            web = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://d")
             step = timedelta(seconds=settings.poll_interval_seconds)
             end = t0 + timedelta(seconds=scenario.duration)
             while clock.now <= end:
+                # Alertmanager re-sends a group's alerts at each group_interval: here every tick.
+                body = webhook_body(scenario.alerts, t0=t0, now=clock.now)
+                if body is not None:
+                    answer = await web.post("/webhooks/alertmanager", json=body, headers={
+                        "Authorization": f"Bearer {ALERTMANAGER_TOKEN}"})
+                    answer.raise_for_status()
                 report = await detector.tick()
                 await detector.outbox.deliver_due()
                 result.ticks += 1
                 result.degraded_ticks += int(report.degraded)
                 clock.now += step
+            await web.aclose()
         store.close()
         slack_messages = list(cluster.slack_sink.messages)
         world = cluster.world
+    # Each incident and each follow-up is one stdout line and one Slack message, in the order
+    # they were recorded (the outbox sends both channels in that order).
     records = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
-    for index, record in enumerate(records):
+    notified = [r for r in records if r.get("event") in ("incident", "resolved")]
+    for index, record in enumerate(notified):
+        slack = slack_messages[index] if index < len(slack_messages) else None
+        if record["event"] == "resolved":
+            result.resolved.append(record)
+            continue
         detected = datetime.fromisoformat(record["detected_at"].replace("Z", "+00:00"))
+        at_seconds = (detected - t0).total_seconds()
+        if record.get("kind") == "alert":
+            result.alert_notifications.append(Notification(at_seconds, record, slack))
+            continue
+        if record.get("kind") == "error_group":
+            result.error_groups.append(Notification(at_seconds, record, slack))
+            continue
         result.notifications.append(Notification(
-            at_seconds=(detected - t0).total_seconds(),
+            at_seconds=at_seconds,
             record=record,
-            slack=slack_messages[index] if index < len(slack_messages) else None,
+            slack=slack,
             revision=world.scenario_revision(replicaset=record["replicaset"],
                                              revision=record["revision"]),
         ))

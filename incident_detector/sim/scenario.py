@@ -50,7 +50,17 @@ loki:                         # optional: the simulated Loki
   version: 3.5.7              # what /loki/api/v1/status/buildinfo reports (default 3.5.7)
   discover_log_levels: true   # default: true from 3.0 on, where Loki gives every line a
                               # detected_level at ingestion; always false before 3.0
+alerts:                       # optional: what Alertmanager posts to /webhooks/alertmanager
+  - name: HighErrorRate       # the alertname label
+    at: 120                   # firing from then on (its startsAt), posted at every tick
+    resolved_at: 900          # optional: posted as resolved from then on (its endsAt)
+    labels: {namespace: demo-aiops, deployment: payments-api, severity: critical}
+    annotations: {summary: 5xx above 5%}
 expect:
+  alert_incidents:            # optional: the alert incidents (no rollout in the window)
+    - alert: HighErrorRate
+      priority: P1            # optional
+      resolved: true          # optional: a "resolved after ..." follow-up went out
   incidents:                  # [] for none
     - revision: 2
       signals: [error_spike]  # each of these must be among the incident's signals
@@ -80,7 +90,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..config import SECRET_FIELDS, Settings
-from ..model import Attribution, PodProblem, Signal
+from ..model import Attribution, PodProblem, Priority, Signal
 
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 DEFAULT_DRAIN_SECONDS = 30.0
@@ -224,6 +234,28 @@ class LokiSpec(_Strict):
         return self.discover_log_levels
 
 
+class AlertSpec(_Strict):
+    name: str = Field(min_length=1)
+    at: Seconds
+    resolved_at: Seconds | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _order(self) -> AlertSpec:
+        if self.resolved_at is not None and self.resolved_at <= self.at:
+            raise ValueError("resolved_at must be after at")
+        if "alertname" in self.labels:
+            raise ValueError("labels: alertname is the alert's name: use `name`")
+        return self
+
+
+class ExpectedAlertIncident(_Strict):
+    alert: str
+    priority: Priority | None = None
+    resolved: bool = False
+
+
 class ExpectedIncident(_Strict):
     revision: int
     signals: tuple[Signal, ...] = ()
@@ -233,6 +265,7 @@ class ExpectedIncident(_Strict):
 
 class Expectations(_Strict):
     incidents: tuple[ExpectedIncident, ...]
+    alert_incidents: tuple[ExpectedAlertIncident, ...] = ()
 
 
 class Scenario(_Strict):
@@ -256,6 +289,7 @@ class Scenario(_Strict):
     drain_seconds: Seconds = Field(default=DEFAULT_DRAIN_SECONDS, ge=0)
     logs: tuple[LogSpec, ...] = ()
     loki: LokiSpec = Field(default_factory=LokiSpec)
+    alerts: tuple[AlertSpec, ...] = ()
     expect: Expectations
 
     @field_validator("namespace")

@@ -1,0 +1,174 @@
+"""Alerts through the real detector, in-process on a simulated clock: Alertmanager's webhook
+(signed with the token, as its ``http_config.authorization`` sends it) records them, the tick
+maps them, ties them to a rollout or raises an alert incident with its brief, closes it when the
+alert resolves, and keeps unmapped alerts visible. Rules give priorities and actions; an action
+goes through the same guardrails and approvals as a rollback."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from incident_detector.main import build_detector, web_routes
+from incident_detector.run.store import Store
+from incident_detector.sim.alertmanager import webhook_body
+from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
+from incident_detector.sim.replay import SCENARIO_EPOCH, ManualClock, scenario_settings
+from incident_detector.sim.scenario import AlertSpec, load_scenario
+from incident_detector.sim.server import LocalServer
+from incident_detector.sim.world import World
+from incident_detector.sources import kube
+from incident_detector.web.app import make_app
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+TOKEN = "am-token-0123456789abcdef"
+TICK = timedelta(seconds=20)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def run(tmp_path: Path, scenario_name: str, *, alerts: tuple[AlertSpec, ...] | None = None,
+        ticks: int = 12, restart_after: int | None = None, **extra: Any) -> dict[str, Any]:
+    """Ticks of the scenario; its alerts (or ``alerts``) posted to the webhook before each."""
+    scenario = load_scenario(SCENARIOS / scenario_name)
+    specs = scenario.alerts if alerts is None else alerts
+    clock = ManualClock(SCENARIO_EPOCH)
+    world = World(scenario, t0=SCENARIO_EPOCH)
+    loki = LokiFake(world, clock)
+    api = KubeApiFake(world, clock)
+    sink = SlackSink()
+    out = io.StringIO()
+    seen: dict[str, Any] = {"answers": []}
+
+    async def one_process(first: int, last: int) -> None:
+        with LocalServer(api) as k, LocalServer(loki) as lk, LocalServer(sink) as sl:
+            settings = scenario_settings(scenario, loki_url=lk.url,
+                                         slack_url=sl.url + "/services/T/B/X",
+                                         alertmanager_token=TOKEN, **extra)
+            async with build_detector(settings=settings, kube_api=kube.api_client_for(k.url),
+                                      stdout=out, clock=clock,
+                                      store=Store(tmp_path / "state.sqlite3")) as detector:
+                app = make_app(detector, extra_routes=web_routes(detector, settings))
+                async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                             base_url="http://d") as web:
+                    for _ in range(first, last):
+                        body = webhook_body(specs, t0=SCENARIO_EPOCH, now=clock.now)
+                        if body is not None:
+                            answer = await web.post("/webhooks/alertmanager", json=body,
+                                                    headers=AUTH)
+                            seen["answers"].append(answer.status_code)
+                        await detector.tick()
+                        await detector.outbox.deliver_due()
+                        clock.now += TICK
+                    seen["alerts"] = (await web.get("/api/alerts")).json()
+                    seen["status"] = (await web.get("/status")).json()
+
+    async def main() -> None:
+        if restart_after is None:
+            await one_process(0, ticks)
+        else:  # the same state file, a new process
+            await one_process(0, restart_after)
+            await one_process(restart_after, ticks)
+
+    asyncio.run(main())
+    seen["lines"] = [json.loads(line) for line in out.getvalue().splitlines()]
+    seen["incidents"] = [r for r in seen["lines"] if r.get("event") == "incident"]
+    seen["resolved"] = [r for r in seen["lines"] if r.get("event") == "resolved"]
+    seen["slack"] = sink.messages
+    seen["writes"] = api.writes
+    return seen
+
+
+def test_an_alert_with_no_rollout_is_one_alert_incident_with_its_brief(tmp_path):
+    seen = run(tmp_path, "alert-without-rollout.yaml")
+    assert set(seen["answers"]) == {200}
+    (incident,) = seen["incidents"]
+    assert (incident["kind"], incident["priority"], incident["rule"]) == ("alert", "P1",
+                                                                          "crash-loop")
+    assert incident["mapped_by"] == "pod" and incident["deployment"] == "checkout"
+    assert incident["command"].startswith("kubectl delete pod checkout-")
+    evidence = incident["evidence"]
+    assert any("CrashLoopBackOff" in p["problems"] for p in evidence["pods"])
+    assert evidence["warning_events"] and evidence["warning_events"][0]["reason"] == "BackOff"
+    assert evidence["last_rollout"]["revision"] == 2
+    assert evidence["signatures"]
+    (message,) = seen["slack"]
+    assert message["text"].startswith(":rotating_light: [P1] KubePodCrashLooping")
+    # Read-only by default: nothing written to the cluster, the recommendation only.
+    assert seen["writes"] == [] and incident["remediation"] is None
+    assert any(n["key"] == incident["key"] for n in seen["status"]["notices"])
+
+
+def test_a_restart_does_not_raise_the_same_alert_again(tmp_path):
+    seen = run(tmp_path, "alert-without-rollout.yaml", ticks=14, restart_after=10)
+    assert len(seen["incidents"]) == 1 and len(seen["slack"]) == 1
+
+
+def test_a_resolved_alert_closes_its_incident_with_one_follow_up(tmp_path):
+    seen = run(tmp_path, "alert-resolved.yaml", ticks=55)
+    (incident,) = seen["incidents"]
+    (resolved,) = seen["resolved"]
+    assert resolved["key"] == incident["key"] and resolved["firing_seconds"] == 840
+    assert [m["text"] for m in seen["slack"]][-1] == \
+        "Resolved after 14m: CheckoutQueueBacklog on checkout in shop."
+    assert len(seen["slack"]) == 2
+
+
+def test_an_alert_during_a_rollout_is_named_by_the_rollout_incident(tmp_path):
+    seen = run(tmp_path, "alert-during-rollout.yaml", ticks=14)
+    (incident,) = seen["incidents"]
+    assert (incident["kind"], incident["revision"], incident["priority"]) == ("rollout", 2, "P1")
+    assert "alert" in incident["signals"]
+    assert [a["name"] for a in incident["evidence"]["alerts"]] == ["CheckoutLatencyHigh"]
+    assert "CheckoutLatencyHigh" in str(seen["slack"][0])
+    (alert,) = seen["alerts"]["alerts"]
+    assert alert["incident"] == "shop/checkout/2/" + incident["deployment_uid"]
+
+
+def test_unmapped_alerts_are_recorded_and_shown_not_dropped(tmp_path):
+    specs = (AlertSpec(name="Watchdog", at=0),
+             AlertSpec(name="NodeDiskFull", at=0, labels={"namespace": "kube-system"}),
+             AlertSpec(name="Typo", at=0, labels={"namespace": "shop", "deployment": "chekout"}))
+    seen = run(tmp_path, "alert-resolved.yaml", alerts=specs, ticks=3)
+    assert seen["incidents"] == []
+    reasons = {a["name"]: a["unmapped_reason"] for a in seen["alerts"]["alerts"]}
+    assert set(reasons) == {"Watchdog", "NodeDiskFull", "Typo"}
+    assert all(reasons.values())
+
+
+def test_a_rule_file_sets_the_priority_and_the_action(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n"
+        "  - name: backlog\n"
+        "    match: {alertname: CheckoutQueueBacklog}\n"
+        "    priority: P2\n"
+        "    remediation: {action: restart, cooldown: 1h}\n")
+    seen = run(tmp_path, "alert-resolved.yaml", ticks=8, rules_file=str(rules))
+    (incident,) = seen["incidents"]
+    assert (incident["priority"], incident["rule"], incident["action"]) == ("P2", "backlog",
+                                                                            "restart")
+    assert incident["command"] == "kubectl rollout restart deployment/checkout -n shop"
+    assert seen["status"]["rules"]["source"] == str(rules)
+
+
+def test_an_invalid_rules_file_stops_the_start_with_exit_code_2(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - name: x\n    match: {pod_reason: CrashLoop}\n    priority: P1\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOKI_", "SLACK_", "RULES_"))}
+    env.update({"LOKI_URL": "http://127.0.0.1:1", "NAMESPACE": "shop",
+                "TARGET_DEPLOYMENT": "checkout", "RULES_FILE": str(rules), "LOG_LEVEL": "error"})
+    # A process of its own: the CLI configures logging for the whole process.
+    proc = subprocess.run([sys.executable, "-m", "incident_detector"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "RULES_FILE" in proc.stderr and str(rules) in proc.stderr
+    assert "rule 'x'" in proc.stderr and "match.pod_reason" in proc.stderr
