@@ -74,6 +74,7 @@ ALLOWED_PERMISSIONS = frozenset(
      for group, resource in (("apps", "deployments"), ("apps", "replicasets"), ("", "pods"))
      for verb in ("get", "list", "watch")}
     | {("events.k8s.io", "events", "create"), ("events.k8s.io", "events", "list")}
+    | {("", "events", "list")}
     | {("coordination.k8s.io", "leases", verb) for verb in ("get", "update", "create")}
 )
 FORBIDDEN_VERBS = frozenset({"delete", "deletecollection", "escalate", "bind", "impersonate"})
@@ -576,10 +577,11 @@ def test_rbac_grants_what_the_code_calls_and_nothing_more(install: str) -> None:
     # Each module that calls the API declares its calls; each module's tests check its
     # declaration against the requests it actually makes.
     from incident_detector.notify.events import EVENT_PERMISSIONS
-    from incident_detector.sources.kube import REQUIRED_PERMISSIONS
+    from incident_detector.sources.kube import REQUIRED_PERMISSIONS, WARNING_EVENT_PERMISSIONS
     from incident_detector.run.leader import LEASE_PERMISSIONS
 
-    required = set(REQUIRED_PERMISSIONS) | set(EVENT_PERMISSIONS) | set(LEASE_PERMISSIONS)
+    required = set(REQUIRED_PERMISSIONS) | set(EVENT_PERMISSIONS) | set(LEASE_PERMISSIONS) \
+        | set(WARNING_EVENT_PERMISSIONS)
     granted = set().union(*(rule_grants(rule) for rule in role_rules(install)))
     assert required <= granted, required - granted
     assert granted <= ALLOWED_PERMISSIONS, granted - ALLOWED_PERMISSIONS
