@@ -169,11 +169,11 @@ def web_routes(detector: Detector, settings: Settings) -> list:
         routes += alertmanager_routes(token=settings.alertmanager_token,
                                       inbox=detector.alert_desk.inbox,
                                       is_leader=detector.is_leader, clock=detector.clock,
-                                      on_received=detector.wake)
+                                      on_received=detector.alerts_received)
     if detector.triage is not None:
         from .web.api import api_routes
 
-        routes += api_routes(triage=detector.triage)
+        routes += api_routes(triage=detector.triage, clock=detector.clock)
     return routes
 
 

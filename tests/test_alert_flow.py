@@ -70,6 +70,7 @@ def run(tmp_path: Path, scenario_name: str, *, alerts: tuple[AlertSpec, ...] | N
                         clock.now += TICK
                     seen["alerts"] = (await web.get("/api/alerts")).json()
                     seen["status"] = (await web.get("/status")).json()
+                    seen["metrics"] = (await web.get("/metrics")).text
 
     async def main() -> None:
         if restart_after is None:
@@ -105,6 +106,11 @@ def test_an_alert_with_no_rollout_is_one_alert_incident_with_its_brief(tmp_path)
     # Read-only by default: nothing written to the cluster, the recommendation only.
     assert seen["writes"] == [] and incident["remediation"] is None
     assert any(n["key"] == incident["key"] for n in seen["status"]["notices"])
+    metrics = seen["metrics"]
+    assert 'incident_detector_notices_total{kind="alert",priority="P1"} 1.0' in metrics
+    firing = [line for line in metrics.splitlines()
+              if line.startswith('incident_detector_alerts_received_total{status="firing"}')]
+    assert firing and float(firing[0].split()[-1]) == len(seen["answers"])
 
 
 def test_a_restart_does_not_raise_the_same_alert_again(tmp_path):
@@ -172,3 +178,157 @@ def test_an_invalid_rules_file_stops_the_start_with_exit_code_2(tmp_path):
     assert proc.returncode == 2
     assert "RULES_FILE" in proc.stderr and str(rules) in proc.stderr
     assert "rule 'x'" in proc.stderr and "match.pod_reason" in proc.stderr
+
+
+CRASH_LOOP_ALERT = """
+description: A pod of payments-api crash loops hours after its rollout; the alert names it.
+namespace: demo-aiops
+deployment: payments-api
+duration: 600
+pod_labels: {app: payments-api}
+revisions:
+  - {revision: 1, at: -172800, image: registry.local/payments-api:1.4.1, replicas: 2}
+  - revision: 2
+    at: -7200
+    image: registry.local/payments-api:1.4.2
+    replicas: 2
+    pod_problems:
+      - {from: 60, problem: CrashLoopBackOff, restarts: 5, pods: 1}
+alerts:
+  - name: KubePodCrashLooping
+    at: 100
+    labels: {namespace: demo-aiops, deployment: payments-api, severity: warning}
+expect:
+  incidents: []
+  alert_incidents: [{alert: KubePodCrashLooping, priority: P1}]
+"""
+
+
+def test_an_alert_incident_proposes_the_rules_action_through_the_same_approvals(tmp_path):
+    from test_remediation_actions import PODS_PATH, WritingApiServer, button
+    from test_slack_actions import click_body, signed_headers
+
+    secret, approver = "8f742231b10e8888abcd99yyyzzz85a5", "U0APPROVER"
+    path = tmp_path / "crash-loop-alert.yaml"
+    path.write_text(CRASH_LOOP_ALERT)
+    scenario = load_scenario(path)
+    clock = ManualClock(SCENARIO_EPOCH)
+    world = World(scenario, t0=SCENARIO_EPOCH)
+    loki, api, sink, out = LokiFake(world, clock), KubeApiFake(world, clock), SlackSink(), \
+        io.StringIO()
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        with LocalServer(WritingApiServer(api)) as k, LocalServer(loki) as lk, \
+                LocalServer(sink) as sl:
+            settings = scenario_settings(
+                scenario, loki_url=lk.url, slack_url=sl.url + "/services/T/B/X",
+                alertmanager_token=TOKEN, remediation_mode="approve", slack_signing_secret=secret,
+                slack_approvers=approver, allowed_actions="rollback,delete-pod")
+            async with build_detector(settings=settings, kube_api=kube.api_client_for(k.url),
+                                      stdout=out, clock=clock,
+                                      store=Store(tmp_path / "state.sqlite3")) as detector:
+                app = make_app(detector, extra_routes=web_routes(detector, settings))
+                async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                             base_url="http://d") as web:
+                    for _ in range(10):
+                        body = webhook_body(scenario.alerts, t0=SCENARIO_EPOCH, now=clock.now)
+                        if body is not None:
+                            await web.post("/webhooks/alertmanager", json=body, headers=AUTH)
+                        await detector.tick()
+                        await detector.outbox.deliver_due()
+                        clock.now += TICK
+                    seen["before_click"] = list(api.writes)
+                    action_id, token = button(sink.messages[0], "approve")
+                    seen["action_id"] = action_id
+                    click = click_body(token, user=approver, action_id=action_id,
+                                       response_url=sl.url + "/response")
+                    answer = await web.post("/integrations/slack/actions", content=click,
+                                            headers=signed_headers(click, at=clock.now,
+                                                                   secret=secret))
+                    seen["answer"] = answer.status_code
+                    await asyncio.sleep(0.05)
+                    while detector.remediator.running:
+                        await asyncio.wait(set(detector.remediator.running))
+                    seen["audit"] = (await web.get("/api/audit")).json()["audit"]
+
+    asyncio.run(main())
+    incident = next(json.loads(line) for line in out.getvalue().splitlines()
+                    if json.loads(line).get("event") == "incident")
+    assert (incident["kind"], incident["rule"], incident["action"]) == ("alert", "crash-loop",
+                                                                        "delete-pod")
+    assert incident["remediation"]["decision"] == "ask"
+    assert seen["before_click"] == []  # nothing is done before somebody approves
+    assert seen["action_id"] == "approve_delete-pod" and seen["answer"] == 200
+    (write,) = api.writes
+    crash_looping = [p["name"] for p in incident["evidence"]["pods"]
+                     if "CrashLoopBackOff" in p["problems"]]
+    assert write.method == "DELETE" and write.path == PODS_PATH + crash_looping[0]
+    assert write.json()["preconditions"]["uid"]
+    decisions = [row["decision"] for row in reversed(seen["audit"])]
+    assert decisions[:3] == ["requested", "approved", "executed"]
+
+
+NEW_ERROR_AFTER_AN_HOUR = """
+description: An hour into watching, checkout starts failing on a dependency it never failed on.
+namespace: shop
+deployment: checkout
+duration: 4200
+pod_labels: {app: checkout}
+revisions:
+  - {revision: 1, at: -172800, image: registry.local/checkout:2.3.8, replicas: 2}
+  - {revision: 2, at: -86400, image: registry.local/checkout:2.3.9, replicas: 2}
+logs:
+  - {revision: 2, from: -600, per_minute: 2, line: 'level=error msg="cache miss storm" key=k{n}'}
+  - {revision: 2, from: 3700, per_minute: 6, line: 'level=error msg="payment gateway down" host=pay-gw status=503 order_id={n}'}
+expect:
+  incidents: []
+"""
+
+
+def test_a_new_error_group_of_a_notified_priority_is_notified_once(tmp_path):
+    path = tmp_path / "scenarios" / "new-error.yaml"
+    path.parent.mkdir()
+    path.write_text(NEW_ERROR_AFTER_AN_HOUR)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n"
+                     "  - name: gateway-down\n"
+                     "    match: {log_pattern: 'payment gateway down'}\n"
+                     "    priority: P1\n")
+    scenario = load_scenario(path)
+    clock = ManualClock(SCENARIO_EPOCH)
+    world = World(scenario, t0=SCENARIO_EPOCH)
+    loki, api, sink, out = LokiFake(world, clock), KubeApiFake(world, clock), SlackSink(), \
+        io.StringIO()
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        with LocalServer(api) as k, LocalServer(loki) as lk, LocalServer(sink) as sl:
+            settings = scenario_settings(scenario, loki_url=lk.url,
+                                         slack_url=sl.url + "/services/T/B/X",
+                                         rules_file=str(rules))
+            async with build_detector(settings=settings, kube_api=kube.api_client_for(k.url),
+                                      stdout=out, clock=clock,
+                                      store=Store(tmp_path / "state.sqlite3")) as detector:
+                app = make_app(detector, extra_routes=web_routes(detector, settings))
+                async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                             base_url="http://d") as web:
+                    while clock.now <= SCENARIO_EPOCH + timedelta(seconds=3900):
+                        await detector.tick()
+                        await detector.outbox.deliver_due()
+                        clock.now += TICK
+                    seen["errors"] = (await web.get("/api/errors?namespace=shop")).json()
+                    seen["new_p1"] = (await web.get("/api/errors?priority=P1&new=true")).json()
+
+    asyncio.run(main())
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    (notice,) = [r for r in lines if r.get("kind") == "error_group"]
+    assert (notice["priority"], notice["rule"], notice["workloads"]) == ("P1", "gateway-down",
+                                                                        ["checkout"])
+    assert "payment gateway down" in notice["example"]
+    (message,) = sink.messages
+    assert message["text"].startswith("New error (P1, rule gateway-down) in checkout in shop")
+    # The error seen from the start is grouped too, P3 and not new: nothing was notified for it.
+    groups = {g["rule"]: g for g in seen["errors"]["errors"]}
+    assert groups["default"]["priority"] == "P3" and groups["default"]["new"] is False
+    assert [g["rule"] for g in seen["new_p1"]["errors"]] == ["gateway-down"]

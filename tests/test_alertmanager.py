@@ -56,9 +56,11 @@ class World:
         self.leader = True
         self.clock = Clock(NOW)
         self.woken = 0
+        self.summaries: list = []
 
-    def wake(self) -> None:
+    def wake(self, summary) -> None:
         self.woken += 1
+        self.summaries.append(summary)
 
     def app(self, token: str | None = TOKEN) -> Starlette:
         return Starlette(routes=alertmanager_routes(
@@ -96,6 +98,8 @@ def test_bearer_token_as_alertmanager_sends_it(client, world):
     assert stored.alert.name == "KubePodCrashLooping"
     assert stored.received_at == NOW
     assert world.woken == 1
+    (summary,) = world.summaries
+    assert (summary.received, summary.firing, summary.resolved) == (1, 1, 0)
 
 
 def test_basic_auth_with_the_token_as_password_any_user(client, world):
@@ -148,7 +152,7 @@ def test_the_body_may_be_exactly_the_limit(client):
 
 
 def test_a_failing_wake_up_does_not_fail_the_request(world):
-    def broken() -> None:
+    def broken(summary) -> None:
         raise RuntimeError("loop gone")
 
     app = Starlette(routes=alertmanager_routes(token=SecretStr(TOKEN), inbox=world.inbox,

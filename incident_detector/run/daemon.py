@@ -608,8 +608,10 @@ class Detector:
                 # Woken early (alerts arrived): at most one extra tick per MIN_WAKE_SECONDS.
                 await asyncio.sleep(max(0.0, MIN_WAKE_SECONDS - (time.monotonic() - started)))
 
-    def wake(self) -> None:
-        """Tick now rather than at the end of the interval (called when alerts arrive)."""
+    def alerts_received(self, summary: Any) -> None:
+        """Alertmanager's webhook recorded alerts: count them, and tick now rather than at the
+        end of the interval."""
+        self.metrics.alerts_taken_in(firing=summary.firing, resolved=summary.resolved)
         self._wakeup.set()
 
     # Health and status ---------------------------------------------------------------------

@@ -18,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from ..model import Signal
+from ..model import Priority, Signal
 
 PREFIX = "incident_detector"
 SOURCES = ("kubernetes", "loki", "slack", "event")
@@ -62,6 +62,15 @@ class DetectorMetrics:
             f"{PREFIX}_incidents",
             "Incidents recorded, by signal (an incident counts once under each of its signals).",
             ["signal"], registry=self.registry)
+        self.notices = Counter(
+            f"{PREFIX}_notices",
+            "Incidents that are not about one revision (alert incidents, new error groups), "
+            "by kind and priority.",
+            ["kind", "priority"], registry=self.registry)
+        self.alerts_received = Counter(
+            f"{PREFIX}_alerts_received",
+            "Alerts taken in from Alertmanager's webhook, by status.",
+            ["status"], registry=self.registry)
         # Every series a dashboard or an alert refers to exists from the first scrape, at zero.
         for role in ROLES:
             self.tick_duration.labels(role=role)
@@ -71,6 +80,11 @@ class DetectorMetrics:
             self.source_requests.labels(source=source)
         for signal in Signal:
             self.incidents.labels(signal=signal.value)
+        for kind in ("alert", "error_group"):
+            for priority in Priority:
+                self.notices.labels(kind=kind, priority=priority.value)
+        for status in ("firing", "resolved"):
+            self.alerts_received.labels(status=status)
 
     # Updated by the loop ---------------------------------------------------------------------
 
@@ -87,6 +101,13 @@ class DetectorMetrics:
     def incident_recorded(self, signals: Iterable[str]) -> None:
         for signal in signals:
             self.incidents.labels(signal=signal).inc()
+
+    def notice_recorded(self, kind: str, priority: str | None) -> None:
+        self.notices.labels(kind=kind, priority=priority or "none").inc()
+
+    def alerts_taken_in(self, *, firing: int, resolved: int) -> None:
+        self.alerts_received.labels(status="firing").inc(firing)
+        self.alerts_received.labels(status="resolved").inc(resolved)
 
     # Read at scrape time ---------------------------------------------------------------------
 

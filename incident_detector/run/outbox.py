@@ -119,6 +119,7 @@ class Outbox:
             detected_at=detected_at, record=record,
             deliveries=self._notice_deliveries(key, record, slack_payload))
         if stored:
+            self.metrics.notice_recorded(kind, record.get("priority"))
             self.wakeup.set()
         return stored
 

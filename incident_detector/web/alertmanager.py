@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..run.alert_inbox import AlertInbox
+from ..run.alert_inbox import AlertInbox, ReceiveSummary
 from ..sources.alerts import STATUSES, PayloadError, parse_webhook
 
 log = structlog.get_logger("incident_detector")
@@ -55,7 +55,7 @@ _LENGTH = re.compile(r"[0-9]{1,19}")
 
 def alertmanager_routes(*, token: SecretStr | None, inbox: AlertInbox,
                         is_leader: Callable[[], bool], clock: Clock,
-                        on_received: Callable[[], None] | None = None,
+                        on_received: Callable[[ReceiveSummary], None] | None = None,
                         max_body_bytes: int = MAX_BODY_BYTES) -> list[Route]:
     """The intake and the listing; the intake answers 404 while ``token`` is None."""
     secret = token.get_secret_value().encode("utf-8") if token is not None else None
@@ -111,7 +111,7 @@ def alertmanager_routes(*, token: SecretStr | None, inbox: AlertInbox,
                  truncated=notification.truncated_alerts)
         if on_received is not None:
             try:
-                on_received()
+                on_received(summary)
             except Exception as exc:  # noqa: BLE001 - the alerts are recorded: still a 200
                 log.error("alertmanager.wake_failed", error=type(exc).__name__)
         return JSONResponse({"received": summary.received, "firing": summary.firing,
