@@ -3,8 +3,12 @@
 As in test_remediation: the real daemon tick, the real Remediator built by ``build_detector``
 (the constructor ``main`` uses), the real Kubernetes client against the loopback apiserver,
 signed Slack clicks through the real Starlette endpoint, the journal and audit in a real store.
-Each test hands the rule's choice to ``Remediator.plan`` where the daemon calls it (``choose``),
-so that it does not depend on which rules are loaded, or calls ``plan``/``propose`` directly.
+Each test writes a rules file (``RULES_FILE``); the daemon classifies the incident with it and
+hands the rule's choice to ``Remediator.plan`` itself. What no rules file can say (an action the
+detector does not know, a scale without a replica count, a second action for the same incident,
+no pod at all) is asked of ``Remediator.plan``/``propose`` directly, with the Deployment and its
+ReplicaSets read through the detector's own Kubernetes client and the incident rebuilt from the
+JSON line the daemon printed.
 
 The simulated apiserver only carries out rollbacks; ``WritingApiServer`` in front of it accepts
 the other writes as kube-apiserver would (a restart's strategic merge patch against the
@@ -20,8 +24,8 @@ import io
 import json
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +33,9 @@ import httpx
 
 from incident_detector.act.guardrails import Action
 from incident_detector.act.remediation import Fix, PlanRequest, pod_selector, problem_pod
+from incident_detector.judge.correlator import Rollout, find_rollout
 from incident_detector.main import build_detector, slack_routes
-from incident_detector.model import Deployment, Evidence, Pod
+from incident_detector.model import Deployment, Evidence, Incident, Pod, PodProblem, Signal
 from incident_detector.run.journal import PROPOSED, REFUSED, UNVERIFIED
 from incident_detector.run.store import Store
 from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
@@ -50,7 +55,8 @@ SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 APPROVER = "U0APPROVER"
 TICK = timedelta(seconds=20)
 NAMESPACE = "demo-aiops"
-DEPLOYMENT_PATH = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/payments-api"
+DEPLOYMENT = "payments-api"
+DEPLOYMENT_PATH = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{DEPLOYMENT}"
 PODS_PATH = f"/api/v1/namespaces/{NAMESPACE}/pods/"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
@@ -119,35 +125,45 @@ class Flow:
     out: io.StringIO
     slack_url: str
     namespace: str
-    seen: dict[str, Any] = field(default_factory=dict)
 
     @property
     def remediator(self):
         return self.detector.remediator
 
-    def pods(self) -> tuple[Pod, ...]:
-        """The pods as the detector's pod list sees them now, with their uids."""
-        pods = []
-        for raw in self.api.world.objects("pods", self.namespace, self.clock()):
-            pod = kube.parse_pod(raw)
-            if pod is not None:
-                pods.append(replace(pod, uid=raw["metadata"]["uid"]))
-        return tuple(pods)
+    def pod_uids(self) -> dict[str, str]:
+        """Every pod's uid, as the simulated apiserver holds it."""
+        return {raw["metadata"]["name"]: raw["metadata"]["uid"]
+                for raw in self.api.world.objects("pods", self.namespace, self.clock())}
 
-    def plan(self, incident, rollout, **kwargs):
-        """``Remediator.plan`` itself, as the daemon will call it with a rule's choice."""
-        return type(self.remediator).plan(self.remediator, incident, rollout, **kwargs)
+    async def rollout(self) -> Rollout:
+        """The Deployment's current rollout, read through the detector's Kubernetes client."""
+        kube_client = self.detector.kube
+        deployments = await kube_client.list_deployments(self.namespace)
+        replicasets = await kube_client.list_replicasets(self.namespace)
+        [deployment] = [d for d in deployments if d.name == DEPLOYMENT]
+        rollout = find_rollout(deployment, replicasets)
+        assert rollout is not None
+        return rollout
 
-    def choose(self, fix: Fix) -> None:
-        """Hand the rule's choice to ``plan`` where the daemon calls it."""
-        plan = self.remediator.plan
-
-        def with_fix(incident, rollout, **kwargs):
-            self.seen["incident"], self.seen["rollout"] = incident, rollout
-            kwargs.update(fix=fix, pods=self.pods())
-            return plan(incident, rollout, **kwargs)
-
-        self.remediator.plan = with_fix
+    def incident(self, rollout: Rollout) -> Incident:
+        """The incident the daemon raised, rebuilt from the JSON line it printed; it must be
+        about ``rollout``."""
+        [line] = self.lines("incident")
+        assert (line["deployment_uid"], line["revision"], line["replicaset_uid"]) == (
+            rollout.deployment.uid, rollout.replicaset.revision, rollout.replicaset.uid)
+        evidence = line["evidence"]
+        return make_incident(
+            namespace=line["namespace"], deployment=line["deployment"],
+            revision=line["revision"], replicaset=line["replicaset"],
+            deployment_uid=line["deployment_uid"], replicaset_uid=line["replicaset_uid"],
+            rollout_started_at=datetime.fromisoformat(line["rollout_started_at"]),
+            detected_at=datetime.fromisoformat(line["detected_at"]),
+            previous_revision=rollout.previous.revision, confidence=line["confidence"],
+            signals=tuple(Signal(signal) for signal in line["signals"]),
+            evidence=Evidence(
+                baseline_per_minute=evidence["baseline_per_minute"],
+                pod_problems=tuple((p["pod"], PodProblem(p["problem"]))
+                                   for p in evidence["pod_problems"])))
 
     async def until_message(self, limit: timedelta = timedelta(minutes=10)) -> dict | None:
         end = self.clock.now + limit
@@ -188,8 +204,13 @@ class Flow:
         return self.detector.journal.recent(since=SCENARIO_EPOCH - timedelta(days=1))
 
 
-def run(tmp_path: Path, script: Callable[[Flow], Awaitable[None]], *,
+def run(tmp_path: Path, script: Callable[[Flow], Awaitable[None]], *, rules: str | None,
         scenario_name: str = SPIKE, mode: str = "approve", **extra: Any) -> None:
+    """``rules``: the text of the rules file (RULES_FILE); None: the built-in set."""
+    if rules is not None:
+        rules_path = tmp_path / "rules.yaml"
+        rules_path.write_text(rules)
+        extra["rules_file"] = str(rules_path)
     scenario = load_scenario(SCENARIOS / scenario_name)
     clock = ManualClock(SCENARIO_EPOCH)
     world = World(scenario, t0=SCENARIO_EPOCH)
@@ -229,11 +250,20 @@ def button(message: dict | None, kind: str) -> tuple[str, str] | None:
     return None
 
 
+RESTART_ON_SPIKE = """\
+rules:
+  - name: restart-on-npe
+    match: {signal: error_spike}
+    priority: P2
+    remediation: {action: restart}
+"""
+
+
 def test_a_rule_choosing_restart_restarts_on_approval_audits_and_verifies(tmp_path):
     async def script(flow: Flow) -> None:
-        flow.choose(Fix("restart", rule="restart-on-npe"))
         message = await flow.until_message()
         [incident] = flow.lines("incident")
+        assert (incident["priority"], incident["rule"]) == ("P2", "restart-on-npe")
         assert incident["remediation"]["action"] == "restart"
         assert incident["remediation"]["decision"] == "ask"
         assert incident["remediation"]["to_revision"] is None
@@ -276,14 +306,23 @@ def test_a_rule_choosing_restart_restarts_on_approval_audits_and_verifies(tmp_pa
         assert any(t.startswith("Restart demo-aiops/payments-api: approved by <@U0APPROVER>")
                    for t in texts)
 
-    run(tmp_path, script, allowed_actions="rollback,restart")
+    run(tmp_path, script, rules=RESTART_ON_SPIKE, allowed_actions="rollback,restart")
 
 
 def test_a_rule_choosing_none_proposes_nothing(tmp_path):
+    # Before the built-in rollout-regression, which would choose the rollback.
+    rules = """\
+rules:
+  - name: tell-only
+    match: {signal: error_spike}
+    priority: P4
+    remediation: {action: none}
+"""
+
     async def script(flow: Flow) -> None:
-        flow.choose(Fix("none", rule="oom-killed"))
         message = await flow.until_message()
         [incident] = flow.lines("incident")
+        assert (incident["priority"], incident["rule"]) == ("P4", "tell-only")
         assert incident["remediation"] is None
         assert button(message, "approve") is None and button(message, "reject") is None
         for _ in range(3):
@@ -291,18 +330,27 @@ def test_a_rule_choosing_none_proposes_nothing(tmp_path):
         assert await flow.audit() == [] and flow.journal() == []
         assert flow.api.writes == [] and flow.lines("action") == []
 
-    run(tmp_path, script, allowed_actions="rollback,restart,delete-pod")
+    run(tmp_path, script, rules=rules, allowed_actions="rollback,restart,delete-pod")
 
 
 def test_delete_pod_deletes_the_crash_looping_pod_with_its_uid(tmp_path):
+    # Tried before the built-in rollout-regression (pod_health), which would roll back.
+    rules = """\
+rules:
+  - name: delete-crash-looping-pod
+    match: {pod_reason: CrashLoopBackOff}
+    priority: P2
+    remediation: {action: delete-pod}
+"""
+
     async def script(flow: Flow) -> None:
-        flow.choose(Fix("delete-pod", rule="crash-loop"))
         message = await flow.until_message()
         [incident] = flow.lines("incident")
+        assert (incident["priority"], incident["rule"]) == ("P2", "delete-crash-looping-pod")
         assert incident["remediation"]["action"] == "delete-pod"
         assert incident["remediation"]["decision"] == "ask", incident["remediation"]
-        looping = {pod for pod, problem in flow.seen["incident"].evidence.pod_problems
-                   if problem == "CrashLoopBackOff"}
+        looping = {problem["pod"] for problem in incident["evidence"]["pod_problems"]
+                   if problem["problem"] == "CrashLoopBackOff"}
         assert looping
         action_id, token = button(message, "approve")
         assert action_id == "approve_delete-pod"
@@ -314,12 +362,13 @@ def test_delete_pod_deletes_the_crash_looping_pod_with_its_uid(tmp_path):
         assert write.method == "DELETE" and write.path.startswith(PODS_PATH)
         name = write.path[len(PODS_PATH):]
         assert name in looping
-        uids = {pod.name: pod.uid for pod in flow.pods()}
+        uids = flow.pod_uids()
         options = write.json()
         assert options["preconditions"] == {"uid": uids[name]} and uids[name]
         assert "gracePeriodSeconds" not in options and "dryRun" not in options
         [entry] = flow.journal()
         assert (entry.params["pod"], entry.params["pod_uid"]) == (name, uids[name])
+        assert entry.params["rule"] == "delete-crash-looping-pod"
 
         audit = await flow.audit()
         assert [row["decision"] for row in audit] == ["requested", "approved", "executed",
@@ -328,43 +377,92 @@ def test_delete_pod_deletes_the_crash_looping_pod_with_its_uid(tmp_path):
         [verification] = flow.lines("verification")
         assert verification["action"] == "delete-pod" and verification["to_revision"] is None
 
-    run(tmp_path, script, scenario_name=CRASH_LOOP, allowed_actions="rollback,delete-pod")
+    run(tmp_path, script, rules=rules, scenario_name=CRASH_LOOP,
+        allowed_actions="rollback,delete-pod")
 
 
-def test_delete_pod_without_a_pod_to_delete_is_refused_with_the_reason(tmp_path):
+def test_delete_pod_for_an_incident_naming_no_pod_is_refused_with_the_reason(tmp_path):
+    # An error spike of pods that are all healthy: no pod has a problem to delete it for.
+    rules = """\
+rules:
+  - name: delete-erroring-pod
+    match: {signal: error_spike}
+    priority: P2
+    remediation: {action: delete-pod}
+"""
+
     async def script(flow: Flow) -> None:
-        flow.choose(Fix("delete-pod", rule="crash-loop"))
-        flow.pods = lambda: ()  # the pods are not known (the pod list failed, say)
         message = await flow.until_message()
         [incident] = flow.lines("incident")
+        assert incident["evidence"]["pod_problems"] == []
+        assert incident["remediation"]["action"] == "delete-pod"
         assert incident["remediation"]["decision"] == "refuse"
         assert incident["remediation"]["guardrail"] == "no_pod"
         assert button(message, "approve") is None
         [row] = await flow.audit()
         assert (row["decision"], row["action"]) == ("refused", "delete-pod")
         assert "No pod of demo-aiops/payments-api" in row["reason"]
-        assert [entry.state for entry in flow.journal()] == [REFUSED]
+        [entry] = flow.journal()
+        assert (entry.state, entry.params["rule"]) == (REFUSED, "delete-erroring-pod")
         assert flow.api.writes == []
 
-    run(tmp_path, script, scenario_name=CRASH_LOOP, allowed_actions="delete-pod")
+    run(tmp_path, script, rules=rules, allowed_actions="delete-pod")
+
+
+def test_delete_pod_without_a_pod_to_delete_is_refused_with_the_reason(tmp_path):
+    # The daemon proposes nothing here (the rule says none); the request is made below.
+    rules = """\
+rules:
+  - name: tell-only
+    match: {pod_reason: CrashLoopBackOff}
+    priority: P1
+    remediation: {action: none}
+"""
+
+    async def script(flow: Flow) -> None:
+        await flow.until_message()
+        assert flow.journal() == []
+        rollout = await flow.rollout()
+        incident = flow.incident(rollout)
+        # It names crash-looping pods that the pod list does see...
+        seen = await flow.detector.kube.list_pods(flow.namespace)
+        assert problem_pod(incident, seen) is not None
+        # ...but the pods are not known here (the pod list failed, say).
+        planned = flow.remediator.plan(incident, rollout,
+                                       fix=Fix("delete-pod", rule="crash-loop"), pods=())
+        view = planned.remediation
+        assert (view.action, view.outcome, view.guardrail) == ("delete-pod", "refuse", "no_pod")
+        assert view.approve_token is None and view.reject_token is None
+        [row] = await flow.audit()
+        assert (row["decision"], row["action"]) == ("refused", "delete-pod")
+        assert "No pod of demo-aiops/payments-api" in row["reason"]
+        assert [entry.state for entry in flow.journal()] == [REFUSED]
+        for _ in range(2):
+            await flow.tick()
+        assert flow.api.writes == []
+
+    run(tmp_path, script, rules=rules, scenario_name=CRASH_LOOP, allowed_actions="delete-pod")
 
 
 def test_a_rule_action_not_in_allowed_actions_is_refused_and_audited(tmp_path):
     async def script(flow: Flow) -> None:
-        flow.choose(Fix("restart", rule="restart-on-npe"))
         message = await flow.until_message()
         [incident] = flow.lines("incident")
+        assert incident["rule"] == "restart-on-npe"
         assert incident["remediation"]["decision"] == "refuse"
         assert incident["remediation"]["guardrail"] == "action_not_allowed"
         assert "ALLOWED_ACTIONS (rollback)" in incident["remediation"]["reason"]
         assert button(message, "approve") is None
+        # What no rules file can say (its parser refuses both), asked of plan directly.
+        rollout = await flow.rollout()
+        planned = flow.incident(rollout)
         # An action the detector does not know at all: refused too, never raised.
-        view = flow.plan(flow.seen["incident"], flow.seen["rollout"],
+        view = flow.remediator.plan(planned, rollout,
                                     fix=Fix("reboot-node", rule="typo")).remediation
         assert (view.outcome, view.guardrail) == ("refuse", "unknown_action")
         # A scale with no replica count cannot be carried out.
-        view = flow.plan(flow.seen["incident"], flow.seen["rollout"],
-                         fix=Fix("scale", rule="scale-out")).remediation
+        view = flow.remediator.plan(planned, rollout,
+                                    fix=Fix("scale", rule="scale-out")).remediation
         assert (view.outcome, view.guardrail) == ("refuse", "no_replicas")
         for _ in range(3):
             await flow.tick()
@@ -376,20 +474,30 @@ def test_a_rule_action_not_in_allowed_actions_is_refused_and_audited(tmp_path):
         assert [entry.state for entry in flow.journal()] == [REFUSED, REFUSED]
         assert flow.api.writes == []
 
-    run(tmp_path, script)  # ALLOWED_ACTIONS: rollback only, the default
+    run(tmp_path, script, rules=RESTART_ON_SPIKE)  # ALLOWED_ACTIONS: rollback only, the default
 
 
 def test_a_rule_longer_cooldown_blocks_a_second_action(tmp_path):
+    rules = """\
+rules:
+  - name: restart-on-npe
+    match: {signal: error_spike}
+    priority: P2
+    remediation: {action: restart, cooldown: 1h}
+"""
+
     async def script(flow: Flow) -> None:
-        flow.choose(Fix("restart", rule="restart-on-npe", cooldown_seconds=3600))
         message = await flow.until_message()
         _, token = button(message, "approve")
+        [entry] = flow.journal()
+        assert (entry.action, entry.params["cooldown_seconds"]) == ("restart", 3600.0)
         # Asked at the same time, approved after the restart ran: the recorded cooldown of
         # its rule (an hour) is checked again at the click.
-        incident, rollout = flow.seen["incident"], flow.seen["rollout"]
-        scale = flow.plan(incident, rollout, fix=Fix(
-            "scale", params=(("replicas", 3),), cooldown_seconds=3600, rule="scale-out"),
-            pods=flow.pods()).remediation
+        rollout = await flow.rollout()
+        incident = flow.incident(rollout)
+        scale = flow.remediator.plan(incident, rollout, fix=Fix(
+            "scale", params=(("replicas", 3),), cooldown_seconds=3600,
+            rule="scale-out")).remediation
         assert scale.outcome == "ask"
         await flow.click(token, kind="approve", action="restart")
         assert len(flow.api.writes) == 1
@@ -398,16 +506,15 @@ def test_a_rule_longer_cooldown_blocks_a_second_action(tmp_path):
         assert answer.status_code == 200
 
         # A new proposal now: the rule's hour holds...
-        deployment = rollout.deployment
         paused = flow.remediator.propose(PlanRequest(
-            key=incident.key, deployment=deployment, action=Action.PAUSE,
+            key=incident.key, deployment=rollout.deployment, action=Action.PAUSE,
             detected_at=incident.detected_at, confidence=incident.confidence,
             cooldown_seconds=3600, rule="hold-it"))
         assert (paused.outcome, paused.guardrail) == ("refuse", "cooldown")
         assert "the rule's cooldown (60 minutes, longer than REMEDIATION_COOLDOWN_MINUTES 1)" \
             in paused.reason
         # ...while the policy's minute alone (or a rule's shorter one) is over.
-        rollback = flow.plan(incident, rollout, fix=Fix(
+        rollback = flow.remediator.plan(incident, rollout, fix=Fix(
             "rollback", cooldown_seconds=30, rule="short")).remediation
         assert rollback.outcome == "ask", rollback.reason
         assert rollback.to_revision == 1
@@ -426,16 +533,26 @@ def test_a_rule_longer_cooldown_blocks_a_second_action(tmp_path):
         assert states["rollback"] == PROPOSED
         assert any((m.get("text") or "").startswith("Not done: ") for m in flow.sink.messages)
 
-    run(tmp_path, script, allowed_actions="rollback,restart,scale,pause",
+    run(tmp_path, script, rules=rules, allowed_actions="rollback,restart,scale,pause",
         remediation_cooldown_minutes=1, max_actions_per_hour=10)
 
 
 def test_auto_mode_runs_a_rule_choice_at_once_and_verifies_it_as_fits(tmp_path):
+    # Only this rule: the incident's other signals must not reach a built-in one.
+    rules = """\
+rules:
+  - name: stuck
+    match: {}
+    priority: P2
+    remediation: {action: delete-stuck-pods}
+include_defaults: false
+"""
+
     async def script(flow: Flow) -> None:
-        flow.choose(Fix("delete-stuck-pods", rule="stuck"))
         message = await flow.until_message()
         assert button(message, "approve") is None  # nobody is asked
         [incident] = flow.lines("incident")
+        assert (incident["priority"], incident["rule"]) == ("P2", "stuck")
         assert (incident["remediation"]["action"], incident["remediation"]["decision"]) == (
             "delete-stuck-pods", "act")
         for _ in range(3):
@@ -444,7 +561,7 @@ def test_auto_mode_runs_a_rule_choice_at_once_and_verifies_it_as_fits(tmp_path):
         # so nothing is deleted, and the rollout (converged) alone decides the verdict.
         assert flow.api.writes == []
         [entry] = flow.journal()
-        assert entry.params["selector"] == "app=payments-api"
+        assert (entry.params["selector"], entry.params["rule"]) == ("app=payments-api", "stuck")
         audit = await flow.audit()
         assert [row["decision"] for row in audit] == ["approved", "executed", "verified"]
         assert audit[1]["result"] == "already_done" and audit[2]["result"] == "pass"
@@ -455,8 +572,8 @@ def test_auto_mode_runs_a_rule_choice_at_once_and_verifies_it_as_fits(tmp_path):
         assert "errors not judged for this action: judged on the rollout alone" \
             in verification["reasons"]
 
-    run(tmp_path, script, mode="auto", auto_confidence="0.5", approval_confidence="0.4",
-        allowed_actions="delete-stuck-pods")
+    run(tmp_path, script, rules=rules, mode="auto", auto_confidence="0.5",
+        approval_confidence="0.4", allowed_actions="delete-stuck-pods")
 
 
 # Choosing the pod, and the selector: plain functions.
