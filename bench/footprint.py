@@ -216,10 +216,20 @@ def kube_handler(cluster: SyntheticCluster, counter: Counter, *, page_size: int 
 
 def loki_handler(cluster: SyntheticCluster, counter: Counter):
     def handle(request: Request) -> Response:
+        now = time.time()
+        if request.path == "/loki/api/v1/query_range":
+            # The error triage's sample of the namespace: a few error lines of the rolling pods.
+            counter.add("loki triage", 0)
+            result = [{"stream": {"app": workload, "pod": pod},
+                       "values": [[str(int(now * 1e9) - k * 1_000_000_000),
+                                   f'level=error msg="request failed" id={k}']
+                                  for k in range(5)]}
+                      for workload, pod in cluster.workloads_in_window]
+            return Response(200, {"status": "success",
+                                  "data": {"resultType": "streams", "result": result}})
         if request.path != "/loki/api/v1/query":
             counter.add("loki other", 0)
             return Response(404, "not found", "text/plain")
-        now = time.time()
         result = [{"metric": {"app": workload, "pod": pod}, "value": [now, "1"]}
                   for workload, pod in cluster.workloads_in_window]
         body = {"status": "success", "data": {"resultType": "vector", "result": result}}
