@@ -7,11 +7,13 @@ goes through the same guardrails and approvals as a rollback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from incident_detector.run.store import Store
 from incident_detector.sim.alertmanager import webhook_body
 from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
 from incident_detector.sim.replay import SCENARIO_EPOCH, ManualClock, scenario_settings
-from incident_detector.sim.scenario import AlertSpec, load_scenario
+from incident_detector.sim.scenario import AlertSpec, Scenario, load_scenario
 from incident_detector.sim.server import LocalServer
 from incident_detector.sim.world import World
 from incident_detector.sources import kube
@@ -35,42 +37,67 @@ TICK = timedelta(seconds=20)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def run(tmp_path: Path, scenario_name: str, *, alerts: tuple[AlertSpec, ...] | None = None,
-        ticks: int = 12, restart_after: int | None = None, **extra: Any) -> dict[str, Any]:
-    """Ticks of the scenario; its alerts (or ``alerts``) posted to the webhook before each."""
-    scenario = load_scenario(SCENARIOS / scenario_name)
-    specs = scenario.alerts if alerts is None else alerts
-    clock = ManualClock(SCENARIO_EPOCH)
-    world = World(scenario, t0=SCENARIO_EPOCH)
-    loki = LokiFake(world, clock)
-    api = KubeApiFake(world, clock)
-    sink = SlackSink()
-    out = io.StringIO()
-    seen: dict[str, Any] = {"answers": []}
+class Sim:
+    """One scenario's simulated cluster (loopback apiserver, Loki, Slack) on a manual clock,
+    and the real detector over it, as often as a test starts one (a restart is a second)."""
 
-    async def one_process(first: int, last: int) -> None:
-        with LocalServer(api) as k, LocalServer(loki) as lk, LocalServer(sink) as sl:
-            settings = scenario_settings(scenario, loki_url=lk.url,
-                                         slack_url=sl.url + "/services/T/B/X",
-                                         alertmanager_token=TOKEN, **extra)
+    def __init__(self, tmp_path: Path, scenario: Scenario, *,
+                 apiserver: Callable[[KubeApiFake], Any] | None = None) -> None:
+        self.tmp_path = tmp_path
+        self.scenario = scenario
+        self.clock = ManualClock(SCENARIO_EPOCH)
+        self.world = World(scenario, t0=SCENARIO_EPOCH)
+        self.loki = LokiFake(self.world, self.clock)
+        self.api = KubeApiFake(self.world, self.clock)
+        self.apiserver = apiserver(self.api) if apiserver is not None else self.api
+        self.sink = SlackSink()
+        self.out = io.StringIO()
+        self.answers: list[int] = []
+
+    @contextlib.asynccontextmanager
+    async def daemon(self, **extra: Any) -> AsyncIterator[tuple[Any, httpx.AsyncClient, str]]:
+        """(detector, a client of its web app, the Slack sink's URL)."""
+        with LocalServer(self.apiserver) as k, LocalServer(self.loki) as lk, \
+                LocalServer(self.sink) as sl:
+            settings = scenario_settings(self.scenario, loki_url=lk.url,
+                                         slack_url=sl.url + "/services/T/B/X", **extra)
             async with build_detector(settings=settings, kube_api=kube.api_client_for(k.url),
-                                      stdout=out, clock=clock,
-                                      store=Store(tmp_path / "state.sqlite3")) as detector:
+                                      stdout=self.out, clock=self.clock,
+                                      store=Store(self.tmp_path / "state.sqlite3")) as detector:
                 app = make_app(detector, extra_routes=web_routes(detector, settings))
                 async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                              base_url="http://d") as web:
-                    for _ in range(first, last):
-                        body = webhook_body(specs, t0=SCENARIO_EPOCH, now=clock.now)
-                        if body is not None:
-                            answer = await web.post("/webhooks/alertmanager", json=body,
-                                                    headers=AUTH)
-                            seen["answers"].append(answer.status_code)
-                        await detector.tick()
-                        await detector.outbox.deliver_due()
-                        clock.now += TICK
-                    seen["alerts"] = (await web.get("/api/alerts")).json()
-                    seen["status"] = (await web.get("/status")).json()
-                    seen["metrics"] = (await web.get("/metrics")).text
+                    yield detector, web, sl.url
+
+    async def tick(self, detector: Any, web: httpx.AsyncClient,
+                   specs: tuple[AlertSpec, ...] = ()) -> None:
+        """Alertmanager posts the alerts begun by now, then one tick and its deliveries."""
+        body = webhook_body(specs, t0=SCENARIO_EPOCH, now=self.clock.now)
+        if body is not None:
+            answer = await web.post("/webhooks/alertmanager", json=body, headers=AUTH)
+            self.answers.append(answer.status_code)
+        await detector.tick()
+        await detector.outbox.deliver_due()
+        self.clock.now += TICK
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.out.getvalue().splitlines()]
+
+
+def run(tmp_path: Path, scenario_name: str, *, alerts: tuple[AlertSpec, ...] | None = None,
+        ticks: int = 12, restart_after: int | None = None, **extra: Any) -> dict[str, Any]:
+    """Ticks of the scenario; its alerts (or ``alerts``) posted to the webhook before each."""
+    sim = Sim(tmp_path, load_scenario(SCENARIOS / scenario_name))
+    specs = sim.scenario.alerts if alerts is None else alerts
+    seen: dict[str, Any] = {}
+
+    async def one_process(first: int, last: int) -> None:
+        async with sim.daemon(alertmanager_token=TOKEN, **extra) as (detector, web, _):
+            for _ in range(first, last):
+                await sim.tick(detector, web, specs)
+            seen["alerts"] = (await web.get("/api/alerts")).json()
+            seen["status"] = (await web.get("/status")).json()
+            seen["metrics"] = (await web.get("/metrics")).text
 
     async def main() -> None:
         if restart_after is None:
@@ -80,11 +107,12 @@ def run(tmp_path: Path, scenario_name: str, *, alerts: tuple[AlertSpec, ...] | N
             await one_process(restart_after, ticks)
 
     asyncio.run(main())
-    seen["lines"] = [json.loads(line) for line in out.getvalue().splitlines()]
+    seen["answers"] = sim.answers
+    seen["lines"] = sim.lines()
     seen["incidents"] = [r for r in seen["lines"] if r.get("event") == "incident"]
     seen["resolved"] = [r for r in seen["lines"] if r.get("event") == "resolved"]
-    seen["slack"] = sink.messages
-    seen["writes"] = api.writes
+    seen["slack"] = sim.sink.messages
+    seen["writes"] = sim.api.writes
     return seen
 
 
@@ -211,50 +239,32 @@ def test_an_alert_incident_proposes_the_rules_action_through_the_same_approvals(
     secret, approver = "8f742231b10e8888abcd99yyyzzz85a5", "U0APPROVER"
     path = tmp_path / "crash-loop-alert.yaml"
     path.write_text(CRASH_LOOP_ALERT)
-    scenario = load_scenario(path)
-    clock = ManualClock(SCENARIO_EPOCH)
-    world = World(scenario, t0=SCENARIO_EPOCH)
-    loki, api, sink, out = LokiFake(world, clock), KubeApiFake(world, clock), SlackSink(), \
-        io.StringIO()
+    sim = Sim(tmp_path, load_scenario(path), apiserver=WritingApiServer)
     seen: dict[str, Any] = {}
 
     async def main() -> None:
-        with LocalServer(WritingApiServer(api)) as k, LocalServer(loki) as lk, \
-                LocalServer(sink) as sl:
-            settings = scenario_settings(
-                scenario, loki_url=lk.url, slack_url=sl.url + "/services/T/B/X",
-                alertmanager_token=TOKEN, remediation_mode="approve", slack_signing_secret=secret,
-                slack_approvers=approver, allowed_actions="rollback,delete-pod")
-            async with build_detector(settings=settings, kube_api=kube.api_client_for(k.url),
-                                      stdout=out, clock=clock,
-                                      store=Store(tmp_path / "state.sqlite3")) as detector:
-                app = make_app(detector, extra_routes=web_routes(detector, settings))
-                async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                             base_url="http://d") as web:
-                    for _ in range(10):
-                        body = webhook_body(scenario.alerts, t0=SCENARIO_EPOCH, now=clock.now)
-                        if body is not None:
-                            await web.post("/webhooks/alertmanager", json=body, headers=AUTH)
-                        await detector.tick()
-                        await detector.outbox.deliver_due()
-                        clock.now += TICK
-                    seen["before_click"] = list(api.writes)
-                    action_id, token = button(sink.messages[0], "approve")
-                    seen["action_id"] = action_id
-                    click = click_body(token, user=approver, action_id=action_id,
-                                       response_url=sl.url + "/response")
-                    answer = await web.post("/integrations/slack/actions", content=click,
-                                            headers=signed_headers(click, at=clock.now,
-                                                                   secret=secret))
-                    seen["answer"] = answer.status_code
-                    await asyncio.sleep(0.05)
-                    while detector.remediator.running:
-                        await asyncio.wait(set(detector.remediator.running))
-                    seen["audit"] = (await web.get("/api/audit")).json()["audit"]
+        async with sim.daemon(alertmanager_token=TOKEN, remediation_mode="approve",
+                              slack_signing_secret=secret, slack_approvers=approver,
+                              allowed_actions="rollback,delete-pod") as (detector, web, slack):
+            for _ in range(10):
+                await sim.tick(detector, web, sim.scenario.alerts)
+            seen["before_click"] = list(sim.api.writes)
+            action_id, token = button(sim.sink.messages[0], "approve")
+            seen["action_id"] = action_id
+            click = click_body(token, user=approver, action_id=action_id,
+                               response_url=slack + "/response")
+            answer = await web.post("/integrations/slack/actions", content=click,
+                                    headers=signed_headers(click, at=sim.clock.now,
+                                                           secret=secret))
+            seen["answer"] = answer.status_code
+            await asyncio.sleep(0.05)
+            while detector.remediator.running:
+                await asyncio.wait(set(detector.remediator.running))
+            seen["audit"] = (await web.get("/api/audit")).json()["audit"]
 
     asyncio.run(main())
-    incident = next(json.loads(line) for line in out.getvalue().splitlines()
-                    if json.loads(line).get("event") == "incident")
+    api = sim.api
+    incident = next(line for line in sim.lines() if line.get("event") == "incident")
     assert (incident["kind"], incident["rule"], incident["action"]) == ("alert", "crash-loop",
                                                                         "delete-pod")
     assert incident["remediation"]["decision"] == "ask"
@@ -295,38 +305,23 @@ def test_a_new_error_group_of_a_notified_priority_is_notified_once(tmp_path):
                      "  - name: gateway-down\n"
                      "    match: {log_pattern: 'payment gateway down'}\n"
                      "    priority: P1\n")
-    scenario = load_scenario(path)
-    clock = ManualClock(SCENARIO_EPOCH)
-    world = World(scenario, t0=SCENARIO_EPOCH)
-    loki, api, sink, out = LokiFake(world, clock), KubeApiFake(world, clock), SlackSink(), \
-        io.StringIO()
+    sim = Sim(tmp_path, load_scenario(path))
     seen: dict[str, Any] = {}
 
     async def main() -> None:
-        with LocalServer(api) as k, LocalServer(loki) as lk, LocalServer(sink) as sl:
-            settings = scenario_settings(scenario, loki_url=lk.url,
-                                         slack_url=sl.url + "/services/T/B/X",
-                                         rules_file=str(rules))
-            async with build_detector(settings=settings, kube_api=kube.api_client_for(k.url),
-                                      stdout=out, clock=clock,
-                                      store=Store(tmp_path / "state.sqlite3")) as detector:
-                app = make_app(detector, extra_routes=web_routes(detector, settings))
-                async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                             base_url="http://d") as web:
-                    while clock.now <= SCENARIO_EPOCH + timedelta(seconds=3900):
-                        await detector.tick()
-                        await detector.outbox.deliver_due()
-                        clock.now += TICK
-                    seen["errors"] = (await web.get("/api/errors?namespace=shop")).json()
-                    seen["new_p1"] = (await web.get("/api/errors?priority=P1&new=true")).json()
+        async with sim.daemon(rules_file=str(rules)) as (detector, web, _):
+            while sim.clock.now <= SCENARIO_EPOCH + timedelta(seconds=3900):
+                await sim.tick(detector, web)
+            seen["errors"] = (await web.get("/api/errors?namespace=shop")).json()
+            seen["new_p1"] = (await web.get("/api/errors?priority=P1&new=true")).json()
 
     asyncio.run(main())
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    lines = sim.lines()
     (notice,) = [r for r in lines if r.get("kind") == "error_group"]
     assert (notice["priority"], notice["rule"], notice["workloads"]) == ("P1", "gateway-down",
                                                                         ["checkout"])
     assert "payment gateway down" in notice["example"]
-    (message,) = sink.messages
+    (message,) = sim.sink.messages
     assert message["text"].startswith("New error (P1, rule gateway-down) in checkout in shop")
     # The error seen from the start is grouped too, P3 and not new: nothing was notified for it.
     groups = {g["rule"]: g for g in seen["errors"]["errors"]}

@@ -26,7 +26,7 @@ from typing import Any
 from ..judge.alert_map import Unmapped
 from ..model import Alert, AlertTarget
 from ..sources.alerts import AlertNotification
-from .store import db_time, from_db_time
+from .store import db_time, from_db_time, transaction
 
 DEFAULT_KEEP_DAYS = 7
 DEFAULT_MAX_ROWS = 10_000
@@ -105,8 +105,7 @@ class AlertInbox:
         """Record every alert of a notification, all or none."""
         stamp = db_time(now)
         new = stale = 0
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
+        with transaction(self._db):
             for alert in notification.alerts:
                 key = (alert.fingerprint, db_time(alert.starts_at))
                 row = self._db.execute(f"SELECT status FROM alerts WHERE {_KEY}", key).fetchone()
@@ -130,11 +129,6 @@ class AlertInbox:
                      db_time(alert.ends_at) if alert.ends_at else None,
                      _pairs_json(alert.labels), _pairs_json(alert.annotations),
                      alert.generator_url, alert.group_key, alert.receiver, stamp, stamp))
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
         return ReceiveSummary(received=len(notification.alerts), firing=notification.firing,
                               resolved=notification.resolved, new=new, stale=stale)
 
@@ -213,8 +207,7 @@ class AlertInbox:
         one not heard of for days was lost upstream (or its resolution was not sent).
         """
         cutoff = db_time(now - timedelta(days=keep_days))
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
+        with transaction(self._db):
             deleted = self._db.execute(
                 "DELETE FROM alerts WHERE updated_at < ? AND NOT (status='resolved'"
                 " AND incident IS NOT NULL AND closed_at IS NULL)", (cutoff,)).rowcount
@@ -222,11 +215,6 @@ class AlertInbox:
                 "DELETE FROM alerts WHERE rowid IN (SELECT rowid FROM alerts"
                 f" ORDER BY CASE WHEN {_OPEN} THEN 0 ELSE 1 END, updated_at DESC"
                 " LIMIT -1 OFFSET ?)", (max(0, max_rows),)).rowcount
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
         return deleted
 
 

@@ -9,9 +9,10 @@ succeeds; the window in which a crash can repeat a send is that one statement.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -136,6 +137,21 @@ CREATE INDEX IF NOT EXISTS error_groups_last_seen ON error_groups (last_seen);
 _KEY = "namespace=? AND deployment=? AND revision=? AND deployment_uid=?"
 
 
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, taken at once (BEGIN IMMEDIATE: no upgrade from a read lock that
+    could fail half-way), committed when the block ends, rolled back when it raises. A block
+    that returns early without writing commits nothing."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 def _create_tables(db: sqlite3.Connection) -> None:
     # Statement by statement: executescript would COMMIT the migration's transaction first.
     for statement in _TABLES.split(";"):
@@ -243,18 +259,12 @@ class Store:
             raise StoreVersionError(
                 f"{self._db_path()} has schema version {version}; this detector knows up to "
                 f"{SCHEMA_VERSION}: use a newer detector or another STATE_PATH")
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
+        with transaction(self._db):
             step = version
             while step != SCHEMA_VERSION:
                 migrate, step = MIGRATIONS[step]
                 migrate(self._db)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
         return version
 
     def _db_path(self) -> str:
@@ -281,8 +291,7 @@ class Store:
         if not self._legacy or not uid:
             return False
         legacy = (namespace, deployment, revision, "")
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
+        with transaction(self._db):
             cursor = self._db.execute(
                 "UPDATE OR IGNORE incidents SET deployment_uid=?, replicaset_uid=?"
                 f" WHERE {_KEY} AND (replicaset=? OR replicaset='') AND detected_at>=?",
@@ -291,11 +300,6 @@ class Store:
             if adopted:
                 self._db.execute(f"UPDATE OR IGNORE outbox SET deployment_uid=? WHERE {_KEY}",
                                  (uid, *legacy))
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
         if adopted:
             self._legacy = self._count_legacy()
         return adopted
@@ -338,8 +342,7 @@ class Store:
         nothing, which is what makes "one incident per revision" hold across restarts.
         """
         now = db_time(detected_at)
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
+        with transaction(self._db):
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO incidents (namespace, deployment, revision,"
                 " deployment_uid, replicaset, replicaset_uid, detected_at, record)"
@@ -347,7 +350,6 @@ class Store:
                 (*key, replicaset, replicaset_uid, now, json.dumps(record)),
             )
             if cursor.rowcount == 0:
-                self._db.execute("ROLLBACK")
                 return False
             for channel, payload in deliveries:
                 self._db.execute(
@@ -356,12 +358,7 @@ class Store:
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (*key, channel, json.dumps(payload), now, now),
                 )
-            self._db.execute("COMMIT")
             return True
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
 
     def remember_foreign(self, *, key: IncidentKey, replicaset: str, detected_at: datetime,
                          origin: str, replicaset_uid: str = "") -> bool:
@@ -403,44 +400,30 @@ class Store:
         rollout incident has the Deployment's uid.
         """
         now = db_time(detected_at)
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
+        with transaction(self._db):
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO notices (key, kind, namespace, deployment, detected_at,"
                 " record) VALUES (?, ?, ?, ?, ?, ?)",
                 (key, kind, namespace, deployment, now, json.dumps(record)))
             if cursor.rowcount == 0:
-                self._db.execute("ROLLBACK")
                 return False
             self._queue(namespace, deployment, key, now, deliveries)
-            self._db.execute("COMMIT")
             return True
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
 
     def close_notice(self, *, key: str, closed_at: datetime, record: dict[str, Any],
                      deliveries: Iterable[tuple[str, dict[str, Any]]]) -> bool:
         """Close an open notice and queue its follow-up, atomically; False when it is not open
         (unknown, or already closed: the follow-up goes out once)."""
         now = db_time(closed_at)
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
+        with transaction(self._db):
             row = self._db.execute("SELECT namespace, deployment FROM notices"
                                    " WHERE key=? AND closed_at IS NULL", (key,)).fetchone()
             if row is None:
-                self._db.execute("ROLLBACK")
                 return False
             self._db.execute("UPDATE notices SET closed_at=?, record=json_set(record,"
                              " '$.closed', json(?)) WHERE key=?", (now, json.dumps(record), key))
             self._queue(row[0], row[1], f"{key}/closed", now, deliveries)
-            self._db.execute("COMMIT")
             return True
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
 
     def notice(self, key: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT kind, namespace, deployment, detected_at, closed_at, record"

@@ -44,7 +44,7 @@ from ..judge.triage import (
     to_notify,
 )
 from ..model import LogLine, Priority
-from .store import db_time, from_db_time
+from .store import db_time, from_db_time, transaction
 
 log = structlog.get_logger(__name__)
 
@@ -288,8 +288,7 @@ class Triage:
         evicted = list(evicted)
         if not changed and not evicted:
             return
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
+        with transaction(self._db):
             self._db.executemany(
                 f"INSERT INTO error_groups ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (namespace, fingerprint) DO UPDATE SET workloads=excluded.workloads,"
@@ -312,8 +311,3 @@ class Triage:
                     "DELETE FROM error_groups WHERE rowid NOT IN (SELECT rowid FROM error_groups"
                     " ORDER BY last_seen DESC, namespace DESC, fingerprint DESC LIMIT ?)",
                     (self._max_groups,))
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise

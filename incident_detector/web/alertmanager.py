@@ -37,6 +37,7 @@ from starlette.routing import Route
 
 from ..run.alert_inbox import AlertInbox, ReceiveSummary
 from ..sources.alerts import STATUSES, PayloadError, parse_webhook
+from .bodies import read_capped
 
 log = structlog.get_logger("incident_detector")
 
@@ -90,7 +91,7 @@ def alertmanager_routes(*, token: SecretStr | None, inbox: AlertInbox,
             if int(declared) > max_body_bytes:
                 return refuse(413, "body_too_large", peer,
                               error=f"body over {max_body_bytes} bytes")
-        body = await _read_capped(request, max_body_bytes)
+        body = await read_capped(request, max_body_bytes)
         if body is None:
             return refuse(413, "body_too_large", peer, error=f"body over {max_body_bytes} bytes")
 
@@ -161,16 +162,6 @@ def _credentials_problem(header: str | None, secret: bytes) -> str | None:
         return "unsupported_scheme"
     # compare_digest takes as long whatever the first differing byte: no timing oracle.
     return None if hmac.compare_digest(offered, secret) else "wrong_credentials"
-
-
-async def _read_capped(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it is longer than ``limit`` (a chunked body has no length)."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
 
 
 def _bad_param(error: str) -> JSONResponse:

@@ -44,6 +44,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..act.approvals import ApprovalTokens
+from .bodies import read_capped
 
 log = structlog.get_logger("incident_detector")
 
@@ -138,16 +139,6 @@ def _plain(status: int, text: str, headers: dict[str, str] | None = None) -> Pla
     return PlainTextResponse(text + "\n", status_code=status, headers=headers)
 
 
-async def _read_capped(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it is longer than ``limit`` (a chunked body has no length)."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
 def _parse_payload(body: str) -> dict[str, Any] | None:
     """The block_actions payload of a verified body, or None when it is anything else."""
     fields = parse_qs(body, keep_blank_values=True)
@@ -235,7 +226,7 @@ def slack_action_routes(
         media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media_type != FORM_CONTENT_TYPE:
             return refuse(415, "unsupported_media_type", f"expected {FORM_CONTENT_TYPE}", address)
-        raw = await _read_capped(request, max_body_bytes)
+        raw = await read_capped(request, max_body_bytes)
         if raw is None:
             return refuse(413, "body_too_large", "request body too large", address)
 
