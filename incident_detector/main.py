@@ -24,6 +24,7 @@ from .notify import events, slack
 from .run import leader
 from .run.daemon import Clock, Detector, utcnow
 from .judge.rules import RulesError
+from .run.live import LiveFeed
 from .run.outbox import StdoutSink
 from .run.rules_file import RulesFile
 from .run.store import Store
@@ -74,6 +75,8 @@ async def build_detector(
     recorder = events.EventRecorder(api=kube_api, timeout=settings.kube_timeout_seconds,
                                     reporting_instance=settings.pod_name) \
         if settings.kube_events else None
+    # What the dashboard's pages follow live: incidents, verdicts, and every audit row.
+    live = LiveFeed()
     remediator = None
     if settings.remediation_mode != "off":
         # Imported only when remediation is on: a read-only detector does not load act/.
@@ -84,7 +87,9 @@ async def build_detector(
         from .run.journal import Journal
 
         remediator = Remediator(
-            policy=policy_from_settings(settings), journal=Journal(store.connection),
+            policy=policy_from_settings(settings),
+            journal=Journal(store.connection,
+                            on_audit=lambda row: live.publish("action", row.as_dict())),
             executor=KubeExecutor(api=kube_api, timeout=settings.kube_timeout_seconds),
             tokens=ApprovalTokens(clock=clock), stdout=StdoutSink(stdout), slack=slack_notifier,
             clock=clock, verify_timeout_seconds=settings.verify_timeout_seconds, events=recorder)
@@ -107,6 +112,7 @@ async def build_detector(
             clock=clock,
             remediator=remediator,
             rules=rules,
+            live=live,
         )
         if settings.alertmanager_token is not None:
             # Imported only when the intake is on, like remediation.

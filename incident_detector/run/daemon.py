@@ -53,7 +53,8 @@ from ..notify import triage_render
 from ..notify.slack import thread_key
 from ..retry import Backoff
 from .health import Sources, iso
-from .journal import Journal
+from .journal import AuditRow, Journal
+from .live import LiveFeed, RolloutSeries
 from .metrics import DetectorMetrics
 from .outbox import EventSink, Outbox, Sender, StdoutSink
 from .store import Store
@@ -162,6 +163,7 @@ class Detector:
         rules: RulesFile | None = None,
         alert_desk: AlertDesk | None = None,
         triage: Triage | None = None,
+        live: LiveFeed | None = None,
     ) -> None:
         self.settings = settings
         self.kube = kube
@@ -178,8 +180,12 @@ class Detector:
         self.alert_desk = alert_desk
         self.triage = triage
         self._resumed = False
+        # What the dashboard reads: the live feed of events, and each rollout's error rate.
+        self.live = live if live is not None else LiveFeed()
+        self.series = RolloutSeries()
+        self._verdicts: dict[tuple[str, str, int], str] = {}
         # The remediation journal and audit trail (empty while REMEDIATION_MODE=off).
-        self.journal = Journal(store.connection)
+        self.journal = Journal(store.connection, on_audit=self._audited)
         # One registry per detector (never prometheus_client's global one); served on /metrics.
         self.metrics = metrics if metrics is not None else DetectorMetrics()
         self.metrics.read_state_from(store=store, is_leader=self.is_leader)
@@ -188,7 +194,8 @@ class Detector:
         self.outbox = Outbox(store=store, stdout=stdout, slack=slack, events=events,
                              sources=self.sources, metrics=self.metrics, clock=clock,
                              is_leader=self.is_leader, backoff=delivery_backoff,
-                             max_age=timedelta(minutes=settings.notify_max_age_minutes))
+                             max_age=timedelta(minutes=settings.notify_max_age_minutes),
+                             on_notice=self._noticed)
         self.rules = Rules(
             threshold=settings.error_threshold,
             error_window_seconds=settings.error_window_seconds,
@@ -265,6 +272,7 @@ class Detector:
             self._adopt_legacy(views)
         decision = decide(views, now=now, rules=self.rules, already_notified=_KnownKeys(self.store))
         report.assessments = decision.assessments
+        self._publish_assessments(now, decision.assessments)
         if decision.incidents and not self._readback_done:
             # Without knowing what was already notified, notifying could repeat an incident;
             # the incidents stay in Kubernetes and Loki and are raised at a later tick.
@@ -288,6 +296,11 @@ class Detector:
                                                 pods=view.pods or ())
             if self.outbox.record(incident):
                 report.incidents.append(incident.key)
+                self.live.publish("incident", {
+                    "kind": incident.kind.value, "namespace": incident.namespace,
+                    "deployment": incident.deployment, "revision": incident.revision,
+                    "priority": incident.priority.value if incident.priority else None,
+                    "at": iso(incident.detected_at)})
         if self.alert_desk is not None:
             await self._alerts(now, report, decision.assessments, by_key, observed)
         if self.triage is not None:
@@ -301,6 +314,35 @@ class Detector:
                 {key: view.deployment for key, view in by_key.items()},
                 {(a.namespace, a.deployment): None if a.error_count is None
                  else a.error_count / window_minutes for a in decision.assessments})
+
+    def _publish_assessments(self, now: datetime, assessments: Sequence[Assessment]) -> None:
+        """Each rollout's error rate for the chart, and a verdict that changed, to the feed."""
+        window_minutes = self.rules.error_window_seconds / 60.0
+        keys = []
+        for a in assessments:
+            key = (a.namespace, a.deployment, a.revision)
+            keys.append(key)
+            self.series.add(key, now, None if a.error_count is None
+                            else round(a.error_count / window_minutes, 3))
+            if self._verdicts.get(key) != a.verdict.value:
+                self._verdicts[key] = a.verdict.value
+                self.live.publish("verdict", {"namespace": a.namespace,
+                                              "deployment": a.deployment,
+                                              "revision": a.revision,
+                                              "verdict": a.verdict.value, "at": iso(now)})
+        self.series.keep(keys)
+        for key in [k for k in self._verdicts if k not in set(keys)]:
+            del self._verdicts[key]
+
+    def _noticed(self, key: str, record: dict[str, Any]) -> None:
+        self.live.publish("incident", {"kind": record.get("kind"), "key": key,
+                                       "namespace": record.get("namespace"),
+                                       "deployment": record.get("deployment"),
+                                       "priority": record.get("priority"),
+                                       "at": record.get("detected_at")})
+
+    def _audited(self, row: AuditRow) -> None:
+        self.live.publish("action", row.as_dict())
 
     @property
     def rule_set(self) -> RuleSet:

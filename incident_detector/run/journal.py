@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -71,8 +71,11 @@ class AuditRow:
 
 
 class Journal:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, *,
+                 on_audit: Callable[[AuditRow], None] | None = None) -> None:
         self._db = db
+        # Told of every audit row once it is written (the dashboard's live feed).
+        self._on_audit = on_audit
 
     # The journal -------------------------------------------------------------------------
 
@@ -137,8 +140,11 @@ class Journal:
             "INSERT INTO audit (at, who, action, target, decision, reason, dry_run, result,"
             " action_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (db_time(at), who, action, target, decision, reason, int(dry_run), result, action_id))
-        return AuditRow(cursor.lastrowid or 0, at, who, action, target, decision, reason,
-                        dry_run, result, action_id)
+        row = AuditRow(cursor.lastrowid or 0, at, who, action, target, decision, reason,
+                       dry_run, result, action_id)
+        if self._on_audit is not None:
+            self._on_audit(row)
+        return row
 
     def audit_rows(self, *, limit: int = 100, before_id: int | None = None) -> list[AuditRow]:
         """Newest first; ``before_id`` pages further back."""

@@ -74,6 +74,7 @@ class Outbox:
         is_leader: Callable[[], bool],
         max_age: timedelta,
         backoff: Backoff = Backoff(base=2.0, cap=300.0),
+        on_notice: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.store = store
         self.stdout = stdout
@@ -86,6 +87,8 @@ class Outbox:
         self.max_age = max_age
         self.backoff = backoff
         self.wakeup = asyncio.Event()
+        # Told of each notice recorded (the dashboard's live feed).
+        self.on_notice = on_notice
 
     def record(self, incident: Incident) -> bool:
         """Store the incident with its deliveries, in one transaction; False if already known."""
@@ -120,6 +123,8 @@ class Outbox:
             deliveries=self._notice_deliveries(key, record, slack_payload))
         if stored:
             self.metrics.notice_recorded(kind, record.get("priority"))
+            if self.on_notice is not None:
+                self.on_notice(key, record)
             self.wakeup.set()
         return stored
 
