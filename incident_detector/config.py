@@ -31,7 +31,8 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 SECRET_FIELDS = frozenset({"slack_webhook_url", "loki_bearer_token", "loki_password",
-                           "slack_signing_secret", "slack_bot_token", "alertmanager_token"})
+                           "slack_signing_secret", "slack_bot_token", "alertmanager_token",
+                           "dashboard_token"})
 PRIORITIES = ("P1", "P2", "P3", "P4")
 # What remediation may do (act/guardrails.Action has the same values).
 REMEDIATION_ACTIONS = ("rollback", "restart", "pause", "scale", "delete-pod", "delete-stuck-pods")
@@ -161,6 +162,12 @@ class Settings(BaseSettings):
     triage_max_groups: int = Field(default=1000, ge=10, le=100_000)
     notify_priorities: Annotated[tuple[str, ...], NoDecode] = ("P1",)
 
+    # The dashboard is read-only until one of these is set: a token (each write names its user:
+    # "name:secret", or a bare secret for the user "dashboard"), or the header an authenticating
+    # proxy in front of it sets to the user's name (e.g. oauth2-proxy's X-Forwarded-User).
+    dashboard_token: SecretStr | None = None
+    auth_proxy_header: str | None = None
+
     # HTTP server and logs.
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=0, le=65535)
@@ -274,7 +281,8 @@ class Settings(BaseSettings):
         return _split_list(value)
 
     @field_validator("slack_signing_secret", "slack_bot_token", "slack_channel_id",
-                     "self_namespace", "alertmanager_token", "rules_file", mode="before")
+                     "self_namespace", "alertmanager_token", "rules_file", "dashboard_token",
+                     "auth_proxy_header", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -402,7 +410,14 @@ class Settings(BaseSettings):
                              f"{', '.join(PRIORITIES)}")
         return priorities
 
-    @field_validator("alertmanager_token")
+    @field_validator("auth_proxy_header")
+    @classmethod
+    def _header_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z0-9-]+$", value):
+            raise ValueError(f"{value!r} is not an HTTP header name")
+        return value
+
+    @field_validator("alertmanager_token", "dashboard_token")
     @classmethod
     def _alertmanager_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not re.match(r"^[\x21-\x7e]+$", value.get_secret_value()):
