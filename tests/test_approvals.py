@@ -99,8 +99,9 @@ def test_ttl_must_be_positive():
 
 def test_many_threads_racing_for_one_token_make_one_winner():
     tokens = ApprovalTokens(clock=Clock())
-    for _ in range(20):
-        token = tokens.issue("k", "rollback")
+    for n in range(20):
+        # A question of its own each round: an answered one cannot be asked again.
+        token = tokens.issue(f"k{n}", "rollback")
         start = threading.Barrier(16)
         won: list[Grant] = []
 
@@ -115,7 +116,7 @@ def test_many_threads_racing_for_one_token_make_one_winner():
             thread.start()
         for thread in threads:
             thread.join()
-        assert won == [Grant("k", "rollback")]
+        assert won == [Grant(f"k{n}", "rollback")]
 
 
 def test_concurrent_tasks_make_one_winner():
@@ -131,3 +132,51 @@ def test_concurrent_tasks_make_one_winner():
 
     results = asyncio.run(race())
     assert [r for r in results if r is not None] == [Grant("k", "rollback")]
+
+
+def test_an_answered_question_is_not_reopened_by_issuing_again():
+    # The dashboard issues a fresh pair each time the incident page is shown: a page rendered
+    # after (or while) the question was answered must not bring it back.
+    tokens = ApprovalTokens(clock=Clock())
+    approve = tokens.issue("7", "approve")
+    assert not tokens.is_closed("7")
+    assert tokens.consume(approve) == Grant("7", "approve")
+    assert tokens.is_closed("7")
+    again, reject = tokens.issue("7", "approve"), tokens.issue("7", "reject")
+    assert again != approve and len(again) >= 43  # looks like any token...
+    assert tokens.peek(again) is None and tokens.consume(reject) is None  # ...but is spent
+    assert tokens.open_count() == 0
+    # Other questions are not affected.
+    assert tokens.consume(tokens.issue("8", "approve")) == Grant("8", "approve")
+
+
+def test_a_question_closed_elsewhere_is_not_reopened_either():
+    tokens = ApprovalTokens(clock=Clock())
+    tokens.issue("7", "approve")
+    tokens.close("7")
+    assert tokens.is_closed("7") and tokens.consume(tokens.issue("7", "approve")) is None
+
+
+def test_closed_questions_are_forgotten_with_the_tokens_lifetime():
+    clock = Clock()
+    tokens = ApprovalTokens(clock=clock, ttl=timedelta(hours=1))
+    tokens.consume(tokens.issue("7", "approve"))
+    clock.now += timedelta(minutes=59)
+    assert tokens.is_closed("7")
+    clock.now += timedelta(minutes=1)
+    assert not tokens.is_closed("7")
+    # A day later the journal's state is what says the question was answered.
+    assert tokens.consume(tokens.issue("7", "approve")) == Grant("7", "approve")
+
+
+def test_a_token_may_live_shorter_than_the_default_but_not_longer():
+    clock = Clock()
+    tokens = ApprovalTokens(clock=clock, ttl=timedelta(hours=1))
+    short = tokens.issue("a", "approve", ttl=timedelta(minutes=5))
+    capped = tokens.issue("b", "approve", ttl=timedelta(days=3))
+    clock.now += timedelta(minutes=5)
+    assert tokens.peek(short) is None and tokens.peek(capped) is not None
+    clock.now += timedelta(minutes=55)
+    assert tokens.peek(capped) is None
+    with pytest.raises(ValueError):
+        tokens.issue("c", "approve", ttl=timedelta(0))

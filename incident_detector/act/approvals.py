@@ -6,6 +6,16 @@ out its binding exactly once, and closes the whole question at the same time, so
 Reject the Approve button of the same incident does nothing (and the other way round). Tokens
 also expire, so a forgotten message cannot be approved days later.
 
+A question once answered stays answered: ``issue`` for a closed question hands out a token that
+is already spent (a click on it is "already decided"), so a page rendered or a message built
+after the decision, or while the decision is still being carried out, cannot reopen it. The
+journal's state is the durable record; the closed questions are remembered here for the
+tokens' lifetime, which is as long as any token of theirs could have been clicked.
+
+Tokens for a page (the dashboard issues a pair each time an incident page is shown to a signed-in
+user) may be given a shorter lifetime than the default, so that page views do not pile up tokens
+for a day.
+
 Tokens are kept only as their SHA-256 digest: a dump of this store (or, later, of the database)
 does not hold a token that could still be clicked.
 
@@ -60,15 +70,29 @@ class ApprovalTokens:
         self._ttl = ttl
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}  # token digest -> binding and expiry
+        self._closed: dict[str, datetime] = {}  # incident key -> until when it is remembered
 
-    def issue(self, incident_key: str, action: str) -> str:
-        """A fresh, unguessable token bound to (incident_key, action)."""
+    def issue(self, incident_key: str, action: str, *, ttl: timedelta | None = None) -> str:
+        """A fresh, unguessable token bound to (incident_key, action), valid for ``ttl`` (at most
+        the store's own). For a question already answered the token is born spent."""
+        if ttl is not None and ttl <= timedelta(0):
+            raise ValueError("ttl must be positive")
+        lifetime = self._ttl if ttl is None else min(ttl, self._ttl)
         token = secrets.token_urlsafe(TOKEN_BYTES)
         now = self._clock()
         with self._lock:
             self._forget_expired(now)
-            self._entries[_digest(token)] = _Entry(Grant(incident_key, action), now + self._ttl)
+            if incident_key not in self._closed:
+                self._entries[_digest(token)] = _Entry(Grant(incident_key, action),
+                                                       now + lifetime)
         return token
+
+    def is_closed(self, incident_key: str) -> bool:
+        """Whether the question was answered (a token consumed, or closed) and is remembered."""
+        now = self._clock()
+        with self._lock:
+            until = self._closed.get(incident_key)
+            return until is not None and until > now
 
     def consume(self, token: str) -> Grant | None:
         """The token's binding, exactly once; None when unknown, expired or already used.
@@ -106,6 +130,7 @@ class ApprovalTokens:
             return len(self._entries)
 
     def _close(self, incident_key: str) -> int:
+        self._closed[incident_key] = self._clock() + self._ttl
         stale = [d for d, e in self._entries.items() if e.grant.incident_key == incident_key]
         for digest in stale:
             del self._entries[digest]
@@ -115,3 +140,6 @@ class ApprovalTokens:
         expired = [d for d, e in self._entries.items() if e.expires_at <= now]
         for digest in expired:
             del self._entries[digest]
+        forgotten = [key for key, until in self._closed.items() if until <= now]
+        for key in forgotten:
+            del self._closed[key]
