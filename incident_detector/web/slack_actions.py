@@ -71,18 +71,37 @@ _LENGTH = re.compile(r"[0-9]{1,19}")
 DecisionKind = Literal["approve", "reject", "refused_user"]
 
 
+DecisionSource = Literal["slack", "dashboard"]
+
+
 @dataclass(frozen=True)
 class Decision:
-    """A verified click, as the rest of the detector sees it."""
+    """A verified click (in Slack, or on the dashboard), as the rest of the detector sees it."""
 
     kind: DecisionKind
     incident_key: str | None  # None for a refused click whose token was unknown
     action: str | None
-    who: str  # Slack user ID
+    # A Slack user ID; for the dashboard, "dashboard:" and the user its token or proxy names.
+    who: str
     when: datetime
     # As given in the verified payload (the signature covers it). Kept out of repr so that
     # logging a Decision cannot leak it.
     response_url: str | None = field(default=None, repr=False)
+    # Where the decision was made: a Slack click is checked against SLACK_APPROVERS; a dashboard
+    # user was already authenticated by DASHBOARD_TOKEN or the authenticating proxy.
+    source: DecisionSource = "slack"
+
+
+def decision_from_token(tokens: ApprovalTokens, token: object, *, kind: DecisionKind, who: str,
+                        when: datetime, response_url: str | None = None,
+                        source: DecisionSource = "slack") -> Decision | None:
+    """Spend a one-time token and turn what it was bound to into a ``Decision``; None when the
+    token is unknown, expired or already used (the question was already decided)."""
+    grant = tokens.consume(token) if isinstance(token, str) and token else None
+    if grant is None:
+        return None
+    return Decision(kind=kind, incident_key=grant.incident_key, action=grant.action, who=who,
+                    when=when, response_url=response_url, source=source)
 
 
 OnDecision = Callable[[Decision], Awaitable[None]]
@@ -270,20 +289,21 @@ def slack_action_routes(
                               "remediation for this detector, so nothing was done. Please ask "
                               "one of the approvers.")
 
-        grant = tokens.consume(token) if isinstance(token, str) else None
-        if grant is None:
+        decision = decision_from_token(tokens, token, kind=kind, who=who, when=now,
+                                       response_url=response_url)
+        if decision is None:
             log.info("slack_action_already_decided", who=who, attempted=kind)
             return _ephemeral("This question has already been decided (or has expired). "
                               "Nothing more was done.")
 
-        schedule(Decision(kind=kind, incident_key=grant.incident_key, action=grant.action,
-                          who=who, when=now, response_url=response_url))
-        log.info("slack_action_decided", kind=kind, who=who, incident_key=grant.incident_key,
-                 action=grant.action)
+        schedule(decision)
+        log.info("slack_action_decided", kind=kind, who=who, incident_key=decision.incident_key,
+                 action=decision.action)
         if kind == "approve":
-            text = f"Approved by <@{who}>: {grant.action} of {grant.incident_key} is starting."
+            text = (f"Approved by <@{who}>: {decision.action} of {decision.incident_key} "
+                    f"is starting.")
         else:
-            text = f"Rejected by <@{who}>: nothing will be done for {grant.incident_key}."
+            text = f"Rejected by <@{who}>: nothing will be done for {decision.incident_key}."
         return _ephemeral(text)
 
     return [Route(PATH, slack_actions, methods=["POST"])]
