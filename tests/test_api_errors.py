@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -77,7 +78,7 @@ def triage():
 
 @pytest.fixture
 def client(triage):
-    app = Starlette(routes=api_routes(triage=triage, clock=lambda: NOW))
+    app = Starlette(routes=api_routes(detector=SimpleNamespace(triage=triage), clock=lambda: NOW))
     with TestClient(app) as client:
         yield client
 
@@ -168,6 +169,6 @@ def test_bad_parameters_are_a_400_that_says_why(client, query, reason):
 
 
 def test_only_get():
-    app = Starlette(routes=api_routes(triage=None, clock=lambda: NOW))  # type: ignore[arg-type]
+    app = Starlette(routes=api_routes(detector=SimpleNamespace(triage=None), clock=lambda: NOW))
     with TestClient(app) as client:
         assert client.post(ERRORS_PATH).status_code == 405

@@ -441,3 +441,16 @@ def alert_intake(db: sqlite3.Connection) -> dict[str, Any]:
         "SELECT MAX(updated_at), COUNT(CASE WHEN status = 'firing' THEN 1 END) FROM alerts"
     ).fetchone()
     return {"last_received_at": last, "firing": int(firing or 0)}
+
+
+def rollout_incident(db: sqlite3.Connection, *, namespace: str, deployment: str,
+                     revision: int) -> dict[str, Any] | None:
+    """The newest incident of a rollout (its id, confidence and priority), by the incidents'
+    primary key."""
+    row = db.execute(
+        "SELECT rowid, json_extract(record, '$.confidence'), json_extract(record, '$.priority')"
+        " FROM incidents WHERE namespace=? AND deployment=? AND revision=?"
+        " ORDER BY detected_at DESC LIMIT 1", (namespace, deployment, revision)).fetchone()
+    if row is None:
+        return None
+    return {"id": f"r{row[0]}", "confidence": row[1], "priority": row[2]}
