@@ -20,7 +20,8 @@ A decision is checked cheapest first:
                                           when sent, must still be this host)
   fields missing or malformed       400
   token of another question/button  400  (the token is not spent)
-  token unknown, expired or used    409 / "already decided", nothing happens
+  token unknown, expired or used    "already decided" (303 with ?flash=already_decided, or 409
+                                    in JSON); nothing happens
   valid token                       the decision (``Remediator.on_decision``), then 303 back to
                                     the incident page with ``?flash=<outcome>``, or JSON when
                                     the client asks for it (Accept: application/json)
@@ -366,8 +367,7 @@ class DashboardActions:
                      journal_id=journal_id)
             return self._answer(request, "already_decided", journal_id, state=None,
                                 status_code=409)
-        log.info("dashboard_decision", kind=kind, who=who, journal_id=journal_id,
-                 action=decision.action)
+        log.info("dashboard_decision", kind=kind, who=who, journal_id=journal_id)
         # Run as the remediator's own task: shutdown waits for it, and a client that goes away
         # does not cut a write in half.
         task = asyncio.get_running_loop().create_task(remediator.on_decision(decision))
