@@ -209,13 +209,13 @@ class DashboardActions:
         tokens = self.remediator.tokens
         if tokens.is_closed(subject):  # answered, its journal entry not moved yet
             return None
-        root = request.scope.get("root_path", "")
+        # Absolute paths, as every link of the pages: the dashboard is served at the root.
         context: dict[str, Any] = {
             "journal_id": entry.id, "action": entry.action,
             "label": action_label(entry.action, entry.params),
             "target": f"{entry.key[0]}/{entry.key[1]}",
             "dry_run": bool(entry.params.get("dry_run")),
-            "post_url": root + DECISION_PATH.format(
+            "post_url": DECISION_PATH.format(
                 id=quote(_page_id(request, incident, entry.id), safe="")),
             "user": None, "csrf": None, "approve_token": None, "reject_token": None,
             "login_url": None, "logout_url": None,
@@ -224,14 +224,14 @@ class DashboardActions:
         if identity is None:
             # No token for a reader who cannot use it.
             if self.auth.token_login:
-                context["login_url"] = (root + LOGIN_PATH + "?"
-                                        + urlencode({"next": root + request.url.path}))
+                context["login_url"] = (LOGIN_PATH + "?"
+                                        + urlencode({"next": request.url.path}))
             return context
         context.update(
             user=identity.user, csrf=self.auth.csrf_token(request),
             approve_token=tokens.issue(subject, "approve", ttl=self.page_token_ttl),
             reject_token=tokens.issue(subject, "reject", ttl=self.page_token_ttl),
-            logout_url=root + LOGOUT_PATH if identity.via == "session" else None)
+            logout_url=LOGOUT_PATH if identity.via == "session" else None)
         return context
 
     def _proposed_entry(self, incident: Mapping[str, Any]) -> JournalEntry | None:
@@ -298,7 +298,7 @@ class DashboardActions:
             log.warning("dashboard_logout_refused", reason="csrf", peer=_peer(request))
             return PlainTextResponse("the form is stale or came from another site\n",
                                      status_code=403)
-        response = RedirectResponse(request.scope.get("root_path", "") + "/", status_code=303)
+        response = RedirectResponse("/", status_code=303)
         self.auth.end_session(request, response)
         if identity is not None:
             log.info("dashboard_logout", user=identity.user, peer=_peer(request))
@@ -392,8 +392,7 @@ class DashboardActions:
             return JSONResponse({"result": outcome, "message": FLASH_MESSAGES[outcome],
                                  "journal_id": int(journal_id), "state": state},
                                 status_code=status_code)
-        page = (request.scope.get("root_path", "") + "/incidents/"
-                + quote(request.path_params["id"], safe=""))
+        page = "/incidents/" + quote(request.path_params["id"], safe="")
         return RedirectResponse(f"{page}?{urlencode({'flash': outcome})}", status_code=303)
 
 
