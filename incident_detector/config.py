@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     # whose check reads the Slack settings and both confidences, comes after them.
     auto_confidence: float = Field(default=0.8, ge=0, le=1)
     approval_confidence: float = Field(default=0.6, ge=0, le=1, validate_default=True)
+    # The dashboard is read-only until one of these is set: a token (each write names its user:
+    # "name:secret", or a bare secret for the user "dashboard"), or the header an authenticating
+    # proxy in front of it sets to the user's name (e.g. oauth2-proxy's X-Forwarded-User).
+    dashboard_token: SecretStr | None = None
+    auth_proxy_header: str | None = None
     remediation_mode: Literal["off", "approve", "auto"] = "off"
     # Where actions may run: ALLOWED_NAMESPACES empty means every watched NAMESPACE; an
     # excluded namespace is never acted on.
@@ -161,12 +166,6 @@ class Settings(BaseSettings):
     triage_sample_lines: int = Field(default=500, ge=0, le=5000)
     triage_max_groups: int = Field(default=1000, ge=10, le=100_000)
     notify_priorities: Annotated[tuple[str, ...], NoDecode] = ("P1",)
-
-    # The dashboard is read-only until one of these is set: a token (each write names its user:
-    # "name:secret", or a bare secret for the user "dashboard"), or the header an authenticating
-    # proxy in front of it sets to the user's name (e.g. oauth2-proxy's X-Forwarded-User).
-    dashboard_token: SecretStr | None = None
-    auth_proxy_header: str | None = None
 
     # HTTP server and logs.
     http_host: str = "0.0.0.0"
@@ -328,7 +327,8 @@ class Settings(BaseSettings):
     def _mode_has_what_it_needs(cls, value: str, info: ValidationInfo) -> str:
         """``approve`` always asks, so it needs SLACK_SIGNING_SECRET (to verify the clicks),
         SLACK_APPROVERS (someone allowed to click) and a place to post the buttons
-        (SLACK_WEBHOOK_URL, or SLACK_BOT_TOKEN with SLACK_CHANNEL_ID). ``auto`` asks only for
+        (SLACK_WEBHOOK_URL, or SLACK_BOT_TOKEN with SLACK_CHANNEL_ID), unless approvals are made
+        on the dashboard (DASHBOARD_TOKEN or AUTH_PROXY_HEADER). ``auto`` asks only for
         confidences in [APPROVAL_CONFIDENCE, AUTO_CONFIDENCE): it needs the same, unless that
         band is empty (APPROVAL_CONFIDENCE equal to AUTO_CONFIDENCE), in which case it only
         ever acts or notifies and runs without Slack approvals.
@@ -340,6 +340,8 @@ class Settings(BaseSettings):
             approval = info.data.get("approval_confidence")
             if auto is None or approval is None or approval >= auto:
                 return value
+        if info.data.get("dashboard_token") is not None or info.data.get("auth_proxy_header"):
+            return value  # approvals on the dashboard, by its authenticated users
         missing = []
         if info.data.get("slack_signing_secret") is None:
             missing.append("SLACK_SIGNING_SECRET")
@@ -351,7 +353,8 @@ class Settings(BaseSettings):
             why = ("approve asks before every action" if value == "approve" else
                    "auto asks for approval between APPROVAL_CONFIDENCE and AUTO_CONFIDENCE "
                    "(set them equal never to ask)")
-            raise ValueError(f"{why}, which needs {'; '.join(missing)}")
+            raise ValueError(f"{why}, which needs {'; '.join(missing)} (Slack approvals), or "
+                             "DASHBOARD_TOKEN or AUTH_PROXY_HEADER (approvals on the dashboard)")
         return value
 
     @field_validator("excluded_namespaces")
@@ -409,6 +412,19 @@ class Settings(BaseSettings):
             raise ValueError(f"{', '.join(map(repr, unknown))}: the priorities are "
                              f"{', '.join(PRIORITIES)}")
         return priorities
+
+    @field_validator("dashboard_token")
+    @classmethod
+    def _dashboard_token_form(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            # The one parser of the value (the dashboard's); its errors never quote the secret.
+            from .web.auth import parse_dashboard_token
+
+            try:
+                parse_dashboard_token(value.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(str(exc).removeprefix("DASHBOARD_TOKEN ")) from None
+        return value
 
     @field_validator("auth_proxy_header")
     @classmethod

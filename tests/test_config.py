@@ -208,3 +208,21 @@ def test_remediation_secrets_are_never_echoed():
     shown = repr(s.public()) + repr(s)
     assert "TOPSECRET" not in shown and "8f742231" not in shown
     assert s.public()["slack_signing_secret"] == "set" and s.public()["slack_bot_token"] == "set"
+
+
+def test_approve_mode_may_ask_on_the_dashboard_instead_of_slack():
+    with_token = load_settings({**BASE, "REMEDIATION_MODE": "approve",
+                                "DASHBOARD_TOKEN": "alice:0123456789abcdef"})
+    assert with_token.remediation_mode == "approve"
+    behind_proxy = load_settings({**BASE, "REMEDIATION_MODE": "approve",
+                                  "AUTH_PROXY_HEADER": "X-Forwarded-User"})
+    assert behind_proxy.auth_proxy_header == "X-Forwarded-User"
+    (line,) = errors_of({**BASE, "REMEDIATION_MODE": "approve"})
+    assert "SLACK_SIGNING_SECRET" in line and "DASHBOARD_TOKEN or AUTH_PROXY_HEADER" in line
+    assert any("header name" in e for e in errors_of({**BASE, "AUTH_PROXY_HEADER": "X User"}))
+
+
+def test_a_malformed_dashboard_token_stops_the_start_without_showing_it():
+    errors = errors_of({**BASE, "DASHBOARD_TOKEN": "not a name:SECRETVALUE"})
+    assert errors and errors[0].startswith("invalid configuration: DASHBOARD_TOKEN:")
+    assert "SECRETVALUE" not in " ".join(errors)

@@ -545,3 +545,25 @@ def test_a_rule_cooldown_never_allows_more(prop, policy, history, cooldown):
         assert with_rule.outcome == Outcome.REFUSE
     if with_rule.outcome != Outcome.REFUSE:
         assert with_rule.outcome == without.outcome
+
+
+def test_a_dashboard_approval_counts_by_its_own_authentication_not_slack_approvers():
+    from incident_detector.act.guardrails import Outcome, Policy, Proposal, decide
+    from datetime import datetime, timezone
+
+    now = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
+    policy = Policy(mode="approve", approvers=frozenset({"U0APPROVER"}),
+                    allowed_namespaces=frozenset({"ns"}))
+    by_slack = Proposal(action="rollback", namespace="ns", deployment="api", confidence=0.9,
+                        approved_by="dashboard:alice")
+    assert decide(by_slack, policy=policy, history=(), now=now).guardrail == "approver"
+    by_dashboard = Proposal(action="rollback", namespace="ns", deployment="api",
+                            confidence=0.9, approved_by="dashboard:alice",
+                            approver_authenticated=True)
+    verdict = decide(by_dashboard, policy=policy, history=(), now=now)
+    assert verdict.outcome is Outcome.ACT and "dashboard:alice" in verdict.reason
+    # Everything else still refuses it.
+    excluded = Proposal(action="rollback", namespace="kube-system", deployment="api",
+                        confidence=0.9, approved_by="dashboard:alice",
+                        approver_authenticated=True)
+    assert decide(excluded, policy=policy, history=(), now=now).outcome is Outcome.REFUSE

@@ -21,7 +21,9 @@ with a one-sentence ``reason`` and a short machine name, ``guardrail``, for the 
                             not reverted by them and stays possible
   ``paused``                the Deployment is paused: someone holds it on purpose
   ``scale_range``           a scale outside ``SCALE_MIN..SCALE_MAX``
-  ``approver``              an approval by someone not in ``SLACK_APPROVERS``
+  ``approver``              a Slack approval by someone not in ``SLACK_APPROVERS`` (a
+                            dashboard user is authenticated by the dashboard's own token
+                            or proxy header instead)
   ``cooldown``              an action on the same Deployment less than the cooldown ago:
                             ``REMEDIATION_COOLDOWN_MINUTES``, or the rule's
                             ``cooldown_seconds`` when that is longer
@@ -101,8 +103,11 @@ class Proposal:
     gitops: GitOpsOwner | None = None
     # The replica count of a scale, and only of a scale.
     scale_to: int | None = None
-    # The Slack user id that approved it, for a click; None when the loop proposes.
+    # Who approved it, for a click; None when the loop proposes.
     approved_by: str | None = None
+    # The approver was authenticated by the dashboard (DASHBOARD_TOKEN or AUTH_PROXY_HEADER), a
+    # write permission of its own: SLACK_APPROVERS lists Slack users, and applies to Slack clicks.
+    approver_authenticated: bool = False
     # The cooldown of the rule that chose the action, in seconds (None: the rule set none). It
     # only counts when longer than the policy's: a rule can make the cooldown stricter, not
     # shorter. ``math.inf``: never again on this Deployment within the history looked at.
@@ -252,7 +257,8 @@ def _refusal(proposal: Proposal, policy: Policy, history: tuple[PastAction, ...]
         return ("scale_range",
                 f"Scaling {target} to {proposal.scale_to} replicas is outside SCALE_MIN..SCALE_MAX "
                 f"({policy.scale_min}..{policy.scale_max}).")
-    if proposal.approved_by is not None and proposal.approved_by not in policy.approvers:
+    if proposal.approved_by is not None and not proposal.approver_authenticated \
+            and proposal.approved_by not in policy.approvers:
         return ("approver",
                 f"{proposal.approved_by} is not in SLACK_APPROVERS, so the approval does not "
                 f"count.")

@@ -287,13 +287,16 @@ class Remediator:
             if self.journal.advance(entry.id, expected=[PROPOSED], to=REJECTED, now=now,
                                     who=decision.who):
                 self._audit(entry, who=decision.who, decision="rejected",
-                            reason="rejected in Slack", dry_run=self.policy.dry_run)
+                            reason="rejected in Slack" if decision.source == "slack"
+                            else "rejected on the dashboard", dry_run=self.policy.dry_run)
             await self._answer(decision, f"Rejected by <@{decision.who}>: nothing was changed.")
             return
         # Approve: the same guardrails as the loop, now with the approver's name, on what was
         # seen when the incident was raised (a change since makes the write itself stale).
         try:
-            proposal = _recorded_proposal(entry, approved_by=decision.who)
+            proposal = _recorded_proposal(
+                entry, approved_by=decision.who,
+                approver_authenticated=decision.source == "dashboard")
         except (ValueError, TypeError) as exc:
             verdict = GuardrailDecision(Outcome.REFUSE, f"The recorded action is not valid: {exc}.",
                                         "invalid_request", self.policy.dry_run)
@@ -570,7 +573,8 @@ def _gitops_record(owner: GitOpsOwner | None) -> dict[str, Any] | None:
     return {"tool": owner.tool.value, "app": owner.app, "app_namespace": owner.app_namespace}
 
 
-def _recorded_proposal(entry: JournalEntry, *, approved_by: str) -> Proposal:
+def _recorded_proposal(entry: JournalEntry, *, approved_by: str,
+                       approver_authenticated: bool = False) -> Proposal:
     """The proposal as it was made, rebuilt from the journal, now approved by someone."""
     params = entry.params
     action = Action(entry.action)
@@ -584,7 +588,7 @@ def _recorded_proposal(entry: JournalEntry, *, approved_by: str) -> Proposal:
         gitops=GitOpsOwner(GitOpsTool(gitops["tool"]), gitops["app"], gitops.get("app_namespace"))
         if isinstance(gitops, dict) else None,
         scale_to=params.get("replicas") if action is Action.SCALE else None,
-        approved_by=approved_by,
+        approved_by=approved_by, approver_authenticated=approver_authenticated,
         cooldown_seconds=float(cooldown) if cooldown is not None else None)
 
 
