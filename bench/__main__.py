@@ -2,7 +2,7 @@
 
 import sys
 
-from . import detection, footprint, mass_rollout
+from . import dashboard, detection, footprint, mass_rollout
 
 print("== Detection quality over the scenario suite (bench/detection.py)")
 detection.main([])
@@ -12,4 +12,7 @@ footprint.main([])
 print()
 print("== A mass rollout: 500 Deployments rolling at once, one bad (bench/mass_rollout.py)")
 mass_rollout.main([])
+print()
+print("== The dashboard's overview with 500 Deployments and 1,000 incidents (bench/dashboard.py)")
+dashboard.main([])
 sys.exit(0)

@@ -42,13 +42,13 @@ _ID = re.compile(r"^([rn])([1-9][0-9]{0,17})$")
 # rollout incident is its verified action's time (a lookup in the actions' unique key).
 _KEYS = """
 SELECT 'r' AS src, i.rowid AS rid, 'rollout' AS kind, i.namespace AS namespace,
-       i.deployment AS deployment, i.detected_at AS detected_at{priority_r},
+       i.deployment AS deployment, i.detected_at AS detected_at,
        (SELECT MAX(a.updated_at) FROM actions a WHERE a.namespace = i.namespace
           AND a.deployment = i.deployment AND a.revision = i.revision
-          AND a.deployment_uid = i.deployment_uid AND a.state = 'verified') AS closed_at
+          AND a.deployment_uid = i.deployment_uid AND a.state = 'verified') AS closed_at{priority_r}
   FROM incidents i
 UNION ALL
-SELECT 'n', n.rowid, n.kind, n.namespace, n.deployment, n.detected_at{priority_n}, n.closed_at
+SELECT 'n', n.rowid, n.kind, n.namespace, n.deployment, n.detected_at, n.closed_at{priority_n}
   FROM notices n
 """
 # The chosen rows in full, from their own table.
@@ -70,27 +70,24 @@ _PRIORITY_ORDER = ("CASE priority WHEN 'P1' THEN 1 WHEN 'P2' THEN 2 WHEN 'P3' TH
                    " WHEN 'P4' THEN 4 ELSE 5 END")
 
 
-# A record's priority read from its head: the stored JSON begins with event, schema, kind and
+# A record's priority is read from its head: the stored JSON begins with event, schema, kind and
 # priority (notify.render.incident_record, alert_record, triage_render.group_record), and parsing
-# a whole record of a few kilobytes for it cost most of the overview's time with a thousand
-# incidents. Anything else at the head (an old record, a null priority) is parsed as JSON.
-_HEAD = 200
-_PRIORITY_AT = "instr(substr({r}, 1, {head}), '\"priority\": \"P')"
-_PRIORITY = ("CASE WHEN {at} > 0 AND substr({r}, {at} + 13, 2) IN ('P1', 'P2', 'P3', 'P4')"
-             " THEN substr({r}, {at} + 13, 2) ELSE json_extract({r}, '$.priority') END")
-
-
-def priority_of(record: str) -> str:
-    """The SQL expression of the priority of the record column ``record``."""
-    at = _PRIORITY_AT.format(r=record, head=_HEAD)
-    return _PRIORITY.format(r=record, at=at)
+# whole records of a few kilobytes for it cost most of the overview's time with a thousand
+# incidents. A record without one there (read back from another replica's Event: ``{}``) has none.
+_HEAD = 120
+# After the key, with or without a space (json_set, when a notice closes, writes it compact).
+_VALUE = "substr(ltrim(substr(head, instr(head, '\"priority\":') + 11, 6), ' \"'), 1, 2)"
+_PRIORITY_FROM_HEAD = (f"CASE WHEN instr(head, '\"priority\":') > 0 AND {_VALUE} IN"
+                       f" ('P1', 'P2', 'P3', 'P4') THEN {_VALUE} END")
 
 
 def _keys(*, priority: bool) -> str:
     if not priority:
         return _KEYS.format(priority_r="", priority_n="")
-    return _KEYS.format(priority_r=f", {priority_of('i.record')} AS priority",
-                        priority_n=f", {priority_of('n.record')}")
+    union = _KEYS.format(priority_r=f", substr(i.record, 1, {_HEAD}) AS head",
+                         priority_n=f", substr(n.record, 1, {_HEAD})")
+    return ("SELECT src, rid, kind, namespace, deployment, detected_at, closed_at,"
+            f" {_PRIORITY_FROM_HEAD} AS priority FROM ({union})")
 
 
 def _select(db: sqlite3.Connection, *, where: list[str], args: Sequence[Any], order: str,

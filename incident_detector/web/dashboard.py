@@ -40,7 +40,7 @@ HERE = Path(__file__).parent
 # Charts drawn on the overview; the other rollouts (a mass rollout of hundreds) are rows of a
 # table, at most TABLE_ROWS of them: a page stays small whatever the cluster's size.
 MAX_CHARTS = 48
-TABLE_ROWS = 200
+TABLE_ROWS = 100
 CHART_WIDTH, CHART_HEIGHT = 320, 90
 # A comment line on an idle stream, so that proxies and the browser keep it open.
 HEARTBEAT_SECONDS = 15.0
@@ -92,11 +92,10 @@ def _percent(value: Any) -> str:
     return "—" if _missing(value) else f"{float(value) * 100:.0f}%"
 
 
-def chart_of(rollout: dict[str, Any]) -> Markup:
+def chart_of(rollout: dict[str, Any], points: Any) -> Markup:
+    """The rollout's chart; ``points`` are its SeriesPoints (``queries.series``)."""
     band = rollout["band"]
     started = rollout["rollout_started_at"]
-    points = [(datetime.fromisoformat(p["at"].replace("Z", "+00:00")), p["per_minute"])
-              for p in rollout["points"] if p["at"]]
     svg = error_rate_svg(
         points, baseline_per_minute=rollout["baseline_per_minute"],
         band_upper=band[1] if band else None,
@@ -143,7 +142,8 @@ def dashboard_routes(*, detector: Any, decision_context: DecisionContext | None 
     async def overview(request: Request) -> Response:
         view = queries.overview(detector, now=now_of())
         rollouts = view["rollouts"]
-        charted = [{**r, "svg": chart_of(r)} for r in rollouts[:MAX_CHARTS]]
+        charted = [{**r, "svg": chart_of(r, queries.series(detector, r))}
+                   for r in rollouts[:MAX_CHARTS]]
         rest = rollouts[MAX_CHARTS:]
         return page(request, "overview.html", {
             **view, "title": "Overview", "charted": charted, "rest": rest[:TABLE_ROWS],

@@ -20,24 +20,35 @@ QUEUE_SIZE = 50
 # Verdicts first by how much they need someone, then by the current error rate.
 _VERDICT_ORDER = {"incident": 0, "already_notified": 1, "no_verdict": 2, "healthy": 3}
 # A word for every verdict and state, so that no status is shown by colour alone.
-VERDICT_WORDS = {"incident": "Failing", "already_notified": "Failing (notified)",
-                 "healthy": "Healthy", "no_verdict": "No verdict yet"}
+VERDICT_WORDS = {"incident": "✖ Failing", "already_notified": "✖ Failing (notified)",
+                 "healthy": "✔ Healthy", "no_verdict": "… No verdict yet"}
 SOURCE_NAMES = (("kubernetes", "Kubernetes"), ("loki", "Loki"), ("slack", "Slack"),
                 ("event", "Kubernetes Events"), ("alertmanager", "Alertmanager"))
 
 
-def _rate(points: Sequence[dict[str, Any]]) -> float:
+def _rate(points: Sequence[Any]) -> float:
+    """The latest error rate measured (0 when none was)."""
     for point in reversed(points):
-        if point["per_minute"] is not None:
-            return float(point["per_minute"])
+        if point.per_minute is not None:
+            return float(point.per_minute)
     return 0.0
 
 
-def rollouts(detector: Any) -> list[dict[str, Any]]:
+def series(detector: Any, rollout: dict[str, Any]) -> tuple[Any, ...]:
+    """A rollout's error-rate points as the loop keeps them (``run.live.SeriesPoint``)."""
+    return detector.series.get((rollout["namespace"], rollout["deployment"],
+                                rollout["revision"]))
+
+
+def rollouts(detector: Any, *, points: bool = True) -> list[dict[str, Any]]:
     """The rollouts of the last tick, each with its error-rate series and the lines of its
     chart: the baseline per minute, the band (0 .. baseline x BASELINE_FACTOR) and the
     threshold per minute (ERROR_THRESHOLD over the error window). Those needing someone
-    first."""
+    first.
+
+    ``points=False`` leaves the series out (``series`` gives it raw): the overview draws only
+    some of hundreds of rollouts, and writing every point as text cost most of its time.
+    """
     tick = detector.last_tick
     if tick is None:
         return []
@@ -47,24 +58,22 @@ def rollouts(detector: Any) -> list[dict[str, Any]]:
     db = detector.store.connection
     out = []
     for a in tick.assessments:
-        key = (a.namespace, a.deployment, a.revision)
-        points = [{"at": iso(p.at), "per_minute": p.per_minute} for p in detector.series.get(key)]
+        raw = detector.series.get((a.namespace, a.deployment, a.revision))
+        verdict = a.verdict.value
         baseline = a.baseline_per_minute
         found = None
-        if a.verdict.value in ("incident", "already_notified"):
+        if verdict in ("incident", "already_notified"):
             found = reads.rollout_incident(db, namespace=a.namespace, deployment=a.deployment,
                                            revision=a.revision)
-        out.append({
+        item = {
             "id": f"{a.namespace}/{a.deployment}/{a.revision}",
             "namespace": a.namespace, "deployment": a.deployment, "revision": a.revision,
             "replicaset": a.replicaset, "rollout_started_at": iso(a.rollout_started_at),
             "age_seconds": round(a.age_seconds, 1), "in_window": a.in_window,
-            "verdict": a.verdict.value, "verdict_text": VERDICT_WORDS.get(a.verdict.value,
-                                                                           a.verdict.value),
+            "verdict": verdict, "verdict_text": VERDICT_WORDS.get(verdict, verdict),
             "signals": [s.value for s in a.signals], "error_count": a.error_count,
             "reasons": list(a.reasons),
-            "points": points,
-            "per_minute": _rate(points),
+            "per_minute": _rate(raw),
             "baseline_per_minute": baseline,
             "band": [0.0, round(baseline * rules.baseline_factor, 3)]
             if baseline is not None else None,
@@ -72,7 +81,10 @@ def rollouts(detector: Any) -> list[dict[str, Any]]:
             "incident": found["id"] if found else None,
             "confidence": found["confidence"] if found else None,
             "priority": found["priority"] if found else None,
-        })
+        }
+        if points:
+            item["points"] = [{"at": iso(p.at), "per_minute": p.per_minute} for p in raw]
+        out.append(item)
     out.sort(key=lambda r: (_VERDICT_ORDER.get(r["verdict"], 9), -r["per_minute"],
                             r["namespace"], r["deployment"], r["revision"]))
     return out
@@ -128,7 +140,7 @@ def overview(detector: Any, *, now: datetime) -> dict[str, Any]:
         "now": iso(now),
         "sources": sources(detector),
         "leader": leader(detector),
-        "rollouts": rollouts(detector),
+        "rollouts": rollouts(detector, points=False),
         "queue": reads.queue(detector.store.connection, since=now - QUEUE_WINDOW,
                              limit=QUEUE_SIZE),
         "stats": stats(detector, now=now),
