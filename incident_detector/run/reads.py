@@ -166,8 +166,8 @@ def _where(filters: Filters) -> tuple[list[str], list[Any]]:
 def _item(row: Sequence[Any]) -> dict[str, Any]:
     values = dict(zip(_COLUMNS, row))
     src, rid = values.pop("src"), values.pop("rid")
-    values["id"] = f"{src}{rid}"
-    values["status"] = "closed" if values["closed_at"] else "open"
+    values = {"id": f"{src}{rid}", **values,
+              "status": "closed" if values["closed_at"] else "open"}
     if values["revision"] is not None:
         values["revision"] = int(values["revision"])
     return values
