@@ -40,7 +40,6 @@ from incident_detector.sources import kube
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
 
 # The demo's scenario: payments-api's revision 2 goes out at t=60 s and throws from t=75 s; the
 # Deployment last changes at t=90 s (its pods ready), so an incident raised after that carries
@@ -194,8 +193,21 @@ def bad_rollout() -> str:
 
 
 @pytest.fixture(scope="session")
-def take_screenshot():
-    return screenshot
+def take_screenshot(tmp_path_factory):
+    """``take_screenshot(page, name)``: the README's pictures, ``docs/screenshots/<name>.png``
+    with ``make screenshots`` (UPDATE_SCREENSHOTS=1); a temporary folder otherwise, so that
+    ``make test`` leaves the checkout as it found it."""
+    folder = SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1" \
+        else tmp_path_factory.mktemp("screenshots")
+
+    def take(page, name: str) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path))
+        assert path.stat().st_size > 1000, f"{path} is empty"
+        return path
+
+    return take
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +217,7 @@ def browser():
     if not CHROMIUM.exists():
         message = (f"{CHROMIUM} is missing: the browser tests need Debian's chromium "
                    "(apt-get install chromium; .ci/run installs it)")
-        if os.environ.get("CI"):
+        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     from playwright.sync_api import sync_playwright
@@ -219,19 +231,53 @@ def browser():
             chromium.close()
 
 
+@contextlib.contextmanager
+def fresh_page(browser, *, viewport: dict[str, int] = DESKTOP):
+    """A page in a context of its own: no cookies, nobody logged in."""
+    context = browser.new_context(viewport=viewport)
+    context.set_default_timeout(10_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def new_page():
+    """``with new_page(browser) as page:``, for module fixtures and second visitors."""
+    return fresh_page
+
+
 @pytest.fixture
 def page(browser):
     """A fresh desktop-sized page (its own cookies) per test."""
-    context = browser.new_context(viewport=DESKTOP)
-    context.set_default_timeout(10_000)
-    page = context.new_page()
-    yield page
-    context.close()
+    with fresh_page(browser) as page:
+        yield page
 
 
-def screenshot(page, name: str) -> Path:
-    """``docs/screenshots/<name>.png``, for the README."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=False)
-    return path
+def incident_link(page):
+    """The link of the first incident in the overview's queue (``#queue [data-incident]``: the
+    link itself, or the element holding it)."""
+    entry = page.locator("#queue [data-incident]").first
+    entry.wait_for()
+    if entry.evaluate("e => e.tagName") == "A":
+        return entry
+    return entry.locator("a[href]").first
+
+
+@pytest.fixture(scope="session")
+def open_incident():
+    """``open_incident(page, url)``: the overview, then the first incident's page by its link;
+    returns the incident page's URL."""
+    def follow(page, url: str) -> str:
+        answer = page.goto(f"{url}/")
+        assert answer is not None and answer.status == 200, \
+            f"GET / answers {answer and answer.status}: is the dashboard wired in main.py?"
+        link = incident_link(page)
+        href = link.get_attribute("href")
+        assert href, "the queue's incident has no link"
+        with page.expect_navigation():
+            link.click()
+        return page.url.split("#")[0].split("?")[0]
+
+    return follow
