@@ -89,16 +89,24 @@ def test_each_page_reads_by_keyboard_fits_a_phone_and_is_pictured(
     hrefs = [urlsplit(href).path for href in
              nav.evaluate_all("links => links.map(a => a.getAttribute('href') || '')")]
     assert set(NAV_PATHS) <= set(hrefs), f"the nav links to {hrefs}, not to all of {NAV_PATHS}"
-    reached = set()
+    reached, unmarked = set(), []
     for _ in range(40):
         page.keyboard.press("Tab")
-        href = page.evaluate("document.activeElement && document.activeElement.getAttribute"
-                             "('href')")
+        # Where the focus is, and whether it shows (an outline or a ring, not nothing).
+        href, shown = page.evaluate("""() => {
+            const e = document.activeElement, style = e && getComputedStyle(e);
+            return [e && e.getAttribute('href'),
+                    !!style && (style.outlineStyle !== 'none' && style.outlineWidth !== '0px'
+                                || style.boxShadow !== 'none')];
+        }""")
         if href is not None:
             reached.add(urlsplit(href).path)
+            if not shown:
+                unmarked.append(href)
         if set(NAV_PATHS) <= reached:
             break
     assert set(NAV_PATHS) <= reached, f"Tab reaches only {sorted(reached)}"
+    assert unmarked == [], f"links whose focus does not show: {unmarked}"
     # What acts is a <button> (or a link with an href), never a clickable <div> or <span>.
     fakes = page.evaluate("""() => [...document.querySelectorAll(
         '[role=button]:not(button), [onclick]:not(button):not(a[href]), a:not([href])')]
