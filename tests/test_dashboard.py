@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from incident_detector.run.live import LiveFeed
@@ -287,6 +289,19 @@ def test_api_bad_parameters_are_400_json(client, query):
     assert answer.status_code == 400 and answer.json()["error"]
 
 
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(params=st.dictionaries(
+    st.sampled_from(["namespace", "deployment", "kind", "priority", "status", "since", "limit",
+                     "before", "other"]),
+    st.text(max_size=12), max_size=4))
+def test_any_query_is_an_answer_or_a_400_never_a_crash(client, params):
+    answer = client.get("/api/incidents", params=params)
+    assert answer.status_code in (200, 400), (params, answer.text)
+    body = answer.json()
+    assert ("incidents" in body) if answer.status_code == 200 else body["error"]
+
+
 async def _serve(app) -> tuple[uvicorn.Server, asyncio.Task, str]:
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False,
                             lifespan="off")
@@ -353,6 +368,25 @@ def test_server_sent_events_deliver_what_is_published_after_connecting(world):
     assert [int(e["id"]) for e in fresh] == [before.id + 1, before.id + 2]
     assert [e["event"] for e in missed] == ["incident", "verdict"]
     assert left == 0
+
+
+def test_an_idle_stream_gets_a_heartbeat_comment(world):
+    async def main() -> str:
+        app = make_app(world, extra_routes=dashboard_routes(detector=world,
+                                                            heartbeat_seconds=0.05))
+        server, task, url = await _serve(app)
+        try:
+            async with httpx.AsyncClient(timeout=10) as http:
+                async with http.stream("GET", url + "/events") as response:
+                    async for line in response.aiter_lines():
+                        if line.startswith(":"):
+                            return line
+        finally:
+            server.should_exit = True
+            await task
+        return ""
+
+    assert asyncio.run(main()) == ": heartbeat"
 
 
 def test_static_assets_are_small_and_local():

@@ -120,11 +120,13 @@ def _last_event_id(request: Request) -> int | None:
 
 
 def dashboard_routes(*, detector: Any, decision_context: DecisionContext | None = None,
-                     clock: Callable[[], datetime] | None = None) -> list[BaseRoute]:
+                     clock: Callable[[], datetime] | None = None,
+                     heartbeat_seconds: float = HEARTBEAT_SECONDS) -> list[BaseRoute]:
     """The dashboard's routes, for ``make_app(extra_routes=...)``.
 
     ``decision_context(request, incident)`` may give the incident page a ``decision`` (the
-    approve/reject forms of ``_decision.html``); None shows none.
+    approve/reject forms of ``_decision.html``); None shows none. ``clock`` defaults to the
+    detector's.
     """
     pages = templates()
     now_of = clock or getattr(detector, "clock", None) or _clock
@@ -213,7 +215,7 @@ def dashboard_routes(*, detector: Any, decision_context: DecisionContext | None 
                         yield _sse(event)
                 while True:
                     try:
-                        event = await asyncio.wait_for(queue.get(), timeout=HEARTBEAT_SECONDS)
+                        event = await asyncio.wait_for(queue.get(), timeout=heartbeat_seconds)
                     except asyncio.TimeoutError:
                         yield b": heartbeat\n\n"
                         continue
