@@ -176,10 +176,22 @@ def web_routes(detector: Detector, settings: Settings) -> list:
                                       inbox=detector.alert_desk.inbox,
                                       is_leader=detector.is_leader, clock=detector.clock,
                                       on_received=detector.alerts_received)
-    if detector.triage is not None:
-        from .web.api import api_routes
+    # The dashboard and its JSON API; its writes (approve, reject) only with DASHBOARD_TOKEN or
+    # AUTH_PROXY_HEADER, through the same one-time tokens, guardrails and audit as Slack.
+    from .web import queries
+    from .web.actions import DashboardActions
+    from .web.api import api_routes
+    from .web.auth import DashboardAuth
+    from .web.dashboard import dashboard_routes, templates
 
-        routes += api_routes(triage=detector.triage, clock=detector.clock)
+    actions = DashboardActions(
+        auth=DashboardAuth.from_settings(settings, clock=detector.clock),
+        remediator=detector.remediator, clock=detector.clock, templates=templates(),
+        page_context=lambda request: {"leader": queries.leader(detector)})
+    routes += actions.routes()
+    routes += api_routes(detector=detector, clock=detector.clock)
+    routes += dashboard_routes(detector=detector, decision_context=actions.decision_context,
+                               clock=detector.clock)
     return routes
 
 

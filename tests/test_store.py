@@ -201,3 +201,30 @@ def test_a_file_of_version_2_gains_the_journal_and_the_audit_trail(tmp_path):
     again = Store(path)
     assert again.migrated_from == 2 and again.is_known(KEY)
     assert again.connection.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == 0
+
+
+def test_schema_4_files_gain_a_priority_column_read_from_their_records(tmp_path):
+
+    from incident_detector.run.store import SCHEMA_VERSION, _create_tables
+
+    path = tmp_path / "v4.sqlite3"
+    db = sqlite3.connect(path)
+    _create_tables(db)  # the tables as schema 4 made them
+    db.execute("INSERT INTO incidents (namespace, deployment, revision, deployment_uid,"
+               " replicaset, detected_at, record) VALUES ('ns', 'api', 2, 'u', 'api-1',"
+               " '2026-11-23T18:00:00.000000Z', '{\"kind\": \"rollout\", \"priority\": \"P1\"}')")
+    db.execute("INSERT INTO notices (key, kind, namespace, deployment, detected_at, record)"
+               " VALUES ('alert/f/t', 'alert', 'ns', 'api', '2026-11-23T18:00:00.000000Z', '{}')")
+    db.execute("PRAGMA user_version=4")
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.migrated_from == 4 and SCHEMA_VERSION == 5
+    rows = store.connection.execute(
+        "SELECT priority FROM incidents UNION ALL SELECT priority FROM notices").fetchall()
+    assert rows == [("P1",), (None,)]
+    # New rows carry theirs.
+    assert store.record_notice(key="alert/g/t", kind="alert", namespace="ns", deployment="api",
+                               detected_at=T0, record={"priority": "P3"}, deliveries=())
+    assert store.connection.execute(
+        "SELECT priority FROM notices WHERE key='alert/g/t'").fetchone() == ("P3",)

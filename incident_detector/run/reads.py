@@ -37,30 +37,31 @@ STATUSES = ("open", "closed")
 _NEWEST_FIRST = "detected_at DESC, src DESC, rid DESC"
 _ID = re.compile(r"^([rn])([1-9][0-9]{0,17})$")
 
-# Every incident's sort and filter columns, cheap to read: the record's JSON is opened only for
-# the priority, and only when a filter or an order needs it (``_keys``). The closing of a
-# rollout incident is its verified action's time (a lookup in the actions' unique key).
+# Every incident's sort and filter columns, cheap to read: no record's JSON is opened (the
+# priority has a column of its own, schema 5). The closing of a rollout incident is its verified
+# action's time (a lookup in the actions' unique key).
 _KEYS = """
 SELECT 'r' AS src, i.rowid AS rid, 'rollout' AS kind, i.namespace AS namespace,
        i.deployment AS deployment, i.detected_at AS detected_at,
        (SELECT MAX(a.updated_at) FROM actions a WHERE a.namespace = i.namespace
           AND a.deployment = i.deployment AND a.revision = i.revision
-          AND a.deployment_uid = i.deployment_uid AND a.state = 'verified') AS closed_at{priority_r}
+          AND a.deployment_uid = i.deployment_uid AND a.state = 'verified') AS closed_at,
+       i.priority AS priority
   FROM incidents i
 UNION ALL
-SELECT 'n', n.rowid, n.kind, n.namespace, n.deployment, n.detected_at, n.closed_at{priority_n}
+SELECT 'n', n.rowid, n.kind, n.namespace, n.deployment, n.detected_at, n.closed_at, n.priority
   FROM notices n
 """
 # The chosen rows in full, from their own table.
 _DETAILS = {
     "r": "SELECT 'r', rowid, 'rollout', namespace, deployment, revision, deployment_uid,"
          " namespace || '/' || deployment || '/' || revision || '/' || deployment_uid,"
-         " detected_at, json_extract(record, '$.priority'), json_extract(record, '$.rule'),"
+         " detected_at, priority, json_extract(record, '$.rule'),"
          " json_extract(record, '$.summary'), json_extract(record, '$.confidence'), origin"
          " FROM incidents WHERE rowid IN ({marks})",
     "n": "SELECT 'n', rowid, kind, namespace, deployment, json_extract(record, '$.revision'),"
          " json_extract(record, '$.deployment_uid'), key, detected_at,"
-         " json_extract(record, '$.priority'), json_extract(record, '$.rule'),"
+         " priority, json_extract(record, '$.rule'),"
          " json_extract(record, '$.summary'), NULL, 'detected'"
          " FROM notices WHERE rowid IN ({marks})",
 }
@@ -70,31 +71,11 @@ _PRIORITY_ORDER = ("CASE priority WHEN 'P1' THEN 1 WHEN 'P2' THEN 2 WHEN 'P3' TH
                    " WHEN 'P4' THEN 4 ELSE 5 END")
 
 
-# A record's priority is read from its head: the stored JSON begins with event, schema, kind and
-# priority (notify.render.incident_record, alert_record, triage_render.group_record), and parsing
-# whole records of a few kilobytes for it cost most of the overview's time with a thousand
-# incidents. A record without one there (read back from another replica's Event: ``{}``) has none.
-_HEAD = 120
-# After the key, with or without a space (json_set, when a notice closes, writes it compact).
-_VALUE = "substr(ltrim(substr(head, instr(head, '\"priority\":') + 11, 6), ' \"'), 1, 2)"
-_PRIORITY_FROM_HEAD = (f"CASE WHEN instr(head, '\"priority\":') > 0 AND {_VALUE} IN"
-                       f" ('P1', 'P2', 'P3', 'P4') THEN {_VALUE} END")
-
-
-def _keys(*, priority: bool) -> str:
-    if not priority:
-        return _KEYS.format(priority_r="", priority_n="")
-    union = _KEYS.format(priority_r=f", substr(i.record, 1, {_HEAD}) AS head",
-                         priority_n=f", substr(n.record, 1, {_HEAD})")
-    return ("SELECT src, rid, kind, namespace, deployment, detected_at, closed_at,"
-            f" {_PRIORITY_FROM_HEAD} AS priority FROM ({union})")
-
-
 def _select(db: sqlite3.Connection, *, where: list[str], args: Sequence[Any], order: str,
-            limit: int, priority: bool) -> list[tuple[Any, ...]]:
+            limit: int) -> list[tuple[Any, ...]]:
     """Filter and order the cheap keys, then read the chosen rows in full (in that order)."""
     clause = f" WHERE {' AND '.join(where)}" if where else ""
-    chosen = db.execute(f"SELECT src, rid, closed_at FROM ({_keys(priority=priority)}){clause}"
+    chosen = db.execute(f"SELECT src, rid, closed_at FROM ({_KEYS}){clause}"
                         f" ORDER BY {order} LIMIT ?", (*args, limit)).fetchall()
     closed = {(src, rid): closed_at for src, rid, closed_at in chosen}
     rows: dict[tuple[str, int], tuple[Any, ...]] = {}
@@ -187,8 +168,7 @@ def incidents(db: sqlite3.Connection, *, filters: Filters = Filters(), before: s
             raise BadQuery(f"before names no incident: {before}")
         clauses.append("(detected_at, src, rid) < (?, ?, ?)")
         args += [row[0], src, rid]
-    rows = _select(db, where=clauses, args=args, order=_NEWEST_FIRST, limit=limit + 1,
-                   priority=filters.priority is not None)
+    rows = _select(db, where=clauses, args=args, order=_NEWEST_FIRST, limit=limit + 1)
     items = [_item(row) for row in rows[:limit]]
     return Page(items, items[-1]["id"] if len(rows) > limit else None)
 
@@ -197,7 +177,7 @@ def queue(db: sqlite3.Connection, *, since: datetime, limit: int = 50) -> list[d
     """The open incidents detected since ``since``, most urgent first (P1 before P2, newest
     first within a priority): the overview's priority queue."""
     rows = _select(db, where=["closed_at IS NULL", "detected_at >= ?"], args=[db_time(since)],
-                   order=f"{_PRIORITY_ORDER}, {_NEWEST_FIRST}", limit=limit, priority=True)
+                   order=f"{_PRIORITY_ORDER}, {_NEWEST_FIRST}", limit=limit)
     return [_item(row) for row in rows]
 
 
@@ -206,7 +186,7 @@ def incident(db: sqlite3.Connection, incident_id: str) -> dict[str, Any] | None:
     there is no such incident (BadQuery when the id cannot be one)."""
     src, rid = parse_id(incident_id)
     rows = _select(db, where=["src = ?", "rid = ?"], args=[src, rid], order=_NEWEST_FIRST,
-                   limit=1, priority=False)
+                   limit=1)
     if src == "r":
         record_row = db.execute("SELECT record, replicaset FROM incidents WHERE rowid = ?",
                                 (rid,)).fetchone()
@@ -407,7 +387,7 @@ def stats(db: sqlite3.Connection, *, now: datetime, open_since: timedelta = time
     by_priority = {priority: 0 for priority in PRIORITIES}
     total = 0
     for kind, priority, count in db.execute(
-            f"SELECT kind, priority, COUNT(*) FROM ({_keys(priority=True)}) WHERE detected_at >= ?"
+            f"SELECT kind, priority, COUNT(*) FROM ({_KEYS}) WHERE detected_at >= ?"
             " GROUP BY kind, priority", (today,)):
         total += count
         by_kind[kind] = by_kind.get(kind, 0) + count
@@ -420,7 +400,7 @@ def stats(db: sqlite3.Connection, *, now: datetime, open_since: timedelta = time
         "SELECT COUNT(CASE WHEN gave_up_at >= ? THEN 1 END), COUNT(gave_up_at) FROM outbox",
         (today,)).fetchone()
     (open_count,) = db.execute(
-        f"SELECT COUNT(*) FROM ({_keys(priority=False)})"
+        f"SELECT COUNT(*) FROM ({_KEYS})"
         " WHERE closed_at IS NULL AND detected_at >= ?",
         (db_time(now - open_since),)).fetchone()
     return {"day_started_at": today,
