@@ -23,7 +23,7 @@ import pytest
 import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.testclient import TestClient
@@ -38,6 +38,7 @@ from incident_detector.sim.scenario import load_scenario
 from incident_detector.sim.server import LocalServer
 from incident_detector.sim.world import World
 from incident_detector.sources import kube
+from incident_detector.web.dashboard import dashboard_routes
 from incident_detector.web.actions import (
     FLASH_MESSAGES,
     TEMPLATES,
@@ -482,13 +483,8 @@ def test_logging_out_needs_the_csrf_value():
         assert auth.user(make_request(cookie=cookie)) is None
 
 
-def test_the_login_page_renders_with_the_pages_base_when_it_is_there():
-    try:
-        from incident_detector.web.dashboard import templates
-    except ImportError:
-        pytest.skip("web/dashboard.py (the pages) is not there yet")
-    if not (TEMPLATES / "base.html").exists():
-        pytest.skip("base.html (the pages' layout) is not written yet")
+def test_the_login_page_renders_with_the_pages_base():
+    from incident_detector.web.dashboard import templates
     from starlette.routing import Mount
     from starlette.staticfiles import StaticFiles
 
@@ -524,7 +520,6 @@ def test_behind_a_proxy_there_is_no_login_form():
 
 # --- the decision, through the real detector --------------------------------------------------
 
-PAGE_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
 HIDDEN = re.compile(r'<input type="hidden" name="(\w+)" value="([^"]*)">')
 
 
@@ -544,7 +539,7 @@ Flow = Callable[[httpx.AsyncClient, dict[str, Any]], Awaitable[None]]
 def run_with_dashboard(tmp_path, flow: Flow, *, dashboard_token: str | None = TOKEN,
                        **extra: Any) -> dict[str, Any]:
     """The bad rollout through the real detector until it asks; then ``flow`` with a client
-    of the app (the dashboard's routes and a tiny incident page); what happened after."""
+    of the app (the dashboard's pages and its write routes); what happened after."""
     scenario = load_scenario(SCENARIOS / "bad-rollout-sharp-spike.yaml")
     clock = ManualClock(SCENARIO_EPOCH)
     world = World(scenario, t0=SCENARIO_EPOCH)
@@ -568,21 +563,12 @@ def run_with_dashboard(tmp_path, flow: Flow, *, dashboard_token: str | None = TO
                 auth = DashboardAuth.from_settings(settings, clock=clock)
                 actions = DashboardActions(auth=auth, remediator=remediator, clock=clock)
 
-                async def incident_page(request: Request) -> Response:
-                    entries = detector.journal.recent(since=SCENARIO_EPOCH)
-                    incident = {"id": request.path_params["id"],
-                                "namespace": scenario.namespace,
-                                "deployment": scenario.deployment, "revision": 2,
-                                "remediation": {"journal_id": entries[0].id if entries
-                                                else None}}
-                    decision = actions.decision_context(request, incident)
-                    body = PAGE_ENV.get_template("_decision.html").render(decision=decision) \
-                        if decision else "<p>Nothing to decide.</p>"
-                    flash = flash_message(request)
-                    return HTMLResponse(f"<main>{flash or ''}{body}</main>")
-
+                # Wired as main.web_routes wires them: the real incident page, whose
+                # decision part comes from these actions.
                 app = make_app(detector, extra_routes=[
-                    *actions.routes(), Route("/incidents/{id}", incident_page)])
+                    *actions.routes(),
+                    *dashboard_routes(detector=detector,
+                                      decision_context=actions.decision_context, clock=clock)])
                 transport = httpx.ASGITransport(app=app)
                 async with httpx.AsyncClient(transport=transport, base_url=f"http://{HOST}",
                                              follow_redirects=False) as web:
@@ -649,7 +635,7 @@ def test_approving_from_the_page_rolls_back_once_and_the_audit_says_who(tmp_path
         assert as_json.status_code == 409 and as_json.json()["result"] == "already_decided"
         # The question is answered: the page offers no more buttons, and issues no tokens.
         page = (await web.get("/incidents/r1")).text
-        assert forms(page) == {} and "Nothing to decide" in page
+        assert forms(page) == {} and 'id="decision"' not in page and 'id="approve"' not in page
 
     seen = run_with_dashboard(tmp_path, flow)
     [write] = seen["writes"]
@@ -746,7 +732,7 @@ def test_without_a_dashboard_token_the_dashboard_is_read_only(tmp_path):
     async def flow(web: httpx.AsyncClient, seen: dict[str, Any]) -> None:
         assert seen["actions"].routes() == [] and not seen["auth"].enabled
         page = (await web.get("/incidents/r1")).text
-        assert forms(page) == {} and "Nothing to decide" in page and "<form" not in page
+        assert forms(page) == {} and 'id="decision"' not in page and 'id="approve"' not in page
         for path in ("/incidents/r1/decision", "/login", "/logout"):
             answer = await web.post(path, data={"journal_id": str(seen["entry"].id),
                                                 "kind": "approve", "token": "x", "csrf": "y"})
@@ -801,3 +787,19 @@ def test_with_the_production_policy_a_dashboard_approval_rolls_back(tmp_path):
 
     seen = run_with_dashboard(tmp_path, flow)
     assert len(seen["writes"]) == 1
+
+
+def test_the_incident_page_says_what_became_of_the_decision(tmp_path):
+    from incident_detector.web.actions import FLASH_MESSAGES
+
+    async def flow(web: httpx.AsyncClient, seen: dict[str, Any]) -> None:
+        page = await web.get("/incidents/r1?flash=done")
+        seen["done"] = page.text
+        seen["status"] = page.status_code
+        seen["made_up"] = (await web.get("/incidents/r1?flash=%3Cscript%3E")).text
+
+    seen = run_with_dashboard(tmp_path, flow)
+    assert FLASH_MESSAGES["done"] in seen["done"] or \
+        FLASH_MESSAGES["done"].replace("'", "&#39;") in seen["done"]
+    assert seen["status"] == 200 and 'id="flash"' in seen["done"]
+    assert "<script>" not in seen["made_up"] and 'id="flash"' not in seen["made_up"]

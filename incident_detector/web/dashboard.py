@@ -33,6 +33,7 @@ from starlette.templating import Jinja2Templates
 
 from ..run import reads
 from . import queries
+from .actions import flash_message
 from .api import BadParameter, _new_only, _priority, _text
 from .chart import error_rate_svg
 
@@ -161,7 +162,9 @@ def dashboard_routes(*, detector: Any, decision_context: DecisionContext | None 
         decision = decision_context(request, found) if decision_context is not None else None
         return page(request, "incident.html", {"title": f"Incident {incident_id}",
                                                "incident": found, "record": found["record"],
-                                               "decision": decision})
+                                               "decision": decision,
+                                               # What became of a decision just posted.
+                                               "flash": flash_message(request)})
 
     async def errors(request: Request) -> Response:
         try:
