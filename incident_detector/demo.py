@@ -86,6 +86,8 @@ async def _demo(scenario: Scenario, *, speed: float, hold: float) -> int:
             _say(f"Cluster  : simulated kube-apiserver {cluster.kube.url}, Loki {cluster.loki.url}, "
                  f"Slack sink {cluster.slack.url} (time runs {speed:g}x)")
             _say(f"Status   : {endpoint.url}/status")
+            _say(f"Dashboard: {endpoint.url}/  (`.venv/bin/incident-detector demo --hold 600` keeps "
+                 "it open after the demo)")
             _say("Incidents are printed below as one JSON line each, as `kubectl logs` shows them.\n")
             deadline = time.monotonic() + scenario.duration / speed + 5
             while len(cluster.slack_sink.messages) < max(expected, 1) and time.monotonic() < deadline \
@@ -108,7 +110,8 @@ async def _demo(scenario: Scenario, *, speed: float, hold: float) -> int:
             _say(json.dumps({k: status[k] for k in ("alive", "ready", "ticks", "rollouts", "incidents",
                                                      "outbox")}, indent=2))
             if hold > 0:
-                _say(f"\nServing {endpoint.url}/status for {hold:g} more seconds (Ctrl+C stops).")
+                _say(f"\nServing the dashboard {endpoint.url}/ and /status for {hold:g} more seconds "
+                     "(Ctrl+C stops).")
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=hold)
                 except asyncio.TimeoutError:
