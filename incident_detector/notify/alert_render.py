@@ -34,6 +34,7 @@ from .render import (
     iso_utc,
     mrkdwn_escape,
     remediation_blocks,
+    signature_dict,
 )
 
 SLACK_PODS_SHOWN = 8
@@ -125,9 +126,7 @@ def alert_record(incident: AlertIncident) -> dict[str, Any]:
                 "changes": [{"kind": c.kind, "container": c.container, "detail": c.detail}
                             for c in last.changes],
             },
-            "signatures": [{"fingerprint": redact(s.fingerprint), "count": s.count,
-                            "example": redact(s.example), "new": s.new}
-                           for s in incident.signatures],
+            "signatures": [signature_dict(s) for s in incident.signatures],
         },
     }
 

@@ -11,7 +11,6 @@ this second pass keeps every renderer safe whatever builds the incident.
 from __future__ import annotations
 
 import math
-import shlex
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
@@ -21,6 +20,7 @@ from ..judge.commands import action_command
 from ..model import (
     Alert,
     Attribution,
+    ErrorSignature,
     GitOpsOwner,
     GitOpsTool,
     Incident,
@@ -160,14 +160,11 @@ def _code_block(text: str) -> str:
 
 def rollback_command(incident: Incident) -> str:
     """The kubectl undo; without a known previous revision kubectl's default (previous) applies."""
-    command = [
-        "kubectl", "rollout", "undo",
-        f"deployment/{incident.deployment}",
-        "-n", incident.namespace,
-    ]
-    if incident.previous_revision is not None:
-        command.append(f"--to-revision={incident.previous_revision}")
-    return " ".join(shlex.quote(part) for part in command)
+    command = action_command("rollback", namespace=incident.namespace,
+                             deployment=incident.deployment,
+                             to_revision=incident.previous_revision)
+    assert command is not None  # a rollback needs nothing more than the Deployment
+    return command
 
 
 def _target(incident: Incident) -> str:
@@ -268,6 +265,12 @@ def _alerts_phrase(alerts: tuple[Alert, ...]) -> str:
     names = list(dict.fromkeys(alert.name or alert.fingerprint for alert in alerts))
     return f"alert {', '.join(names)} firing" if len(names) == 1 \
         else f"alerts {', '.join(names)} firing"
+
+
+def signature_dict(signature: ErrorSignature) -> dict[str, Any]:
+    """An error signature in a JSON record, redacted again as every outside text is."""
+    return {"fingerprint": redact(signature.fingerprint), "count": signature.count,
+            "example": redact(signature.example), "new": signature.new}
 
 
 def alert_dict(alert: Alert) -> dict[str, Any]:
@@ -419,15 +422,7 @@ def incident_record(incident: Incident) -> dict[str, Any]:
                 else redact(evidence.progress_message)
             ),
             "other_revisions_in_window": list(evidence.other_revisions_in_window),
-            "signatures": [
-                {
-                    "fingerprint": redact(s.fingerprint),
-                    "count": s.count,
-                    "example": redact(s.example),
-                    "new": s.new,
-                }
-                for s in evidence.signatures
-            ],
+            "signatures": [signature_dict(s) for s in evidence.signatures],
             "changes": [
                 {"kind": c.kind, "container": c.container, "detail": c.detail}
                 for c in evidence.changes

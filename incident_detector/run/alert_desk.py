@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from ..errors import SourceError
-from ..judge.alert_brief import brief, pod_reasons
+from ..judge.alert_brief import brief, pod_reasons, pod_to_delete
 from ..judge.alert_map import AlertLabels, Unmapped, map_alert
 from ..judge.correlator import RolloutKey, current_replicaset, owned_by
 from ..judge.rules import RuleVerdict, Subject, classify
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("incident_detector")
 
-T = TypeVar("T")
 # How often the inbox drops what it no longer needs (see AlertInbox.prune).
 PRUNE_EVERY = timedelta(hours=1)
 # call(source, what, thunk) -> the answer, or None when the source failed (accounted by the tick).
@@ -211,20 +210,18 @@ class AlertDesk:
             return incident
         from ..act.guardrails import Action
         from ..act.remediation import PlanRequest
-        from ..judge.alert_brief import pod_to_delete
 
         try:
             action = Action(verdict.action)
         except ValueError:
             return incident
-        to_replicaset = None
         if action is Action.ROLLBACK:
             return incident  # no rollout to roll back from: the rules' rollback is for those
         view = self.remediator.propose(PlanRequest(
             key=(incident.target.namespace, deployment.name, deployment.revision or 0,
                  deployment.uid),
             deployment=deployment, action=action, detected_at=incident.detected_at,
-            to_replicaset=to_replicaset, pod=pod_to_delete(incident.pods),
+            pod=pod_to_delete(incident.pods),
             params=verdict.params, cooldown_seconds=verdict.cooldown_seconds,
             rule=verdict.rule))
         return replace(incident, remediation=view)

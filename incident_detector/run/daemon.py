@@ -331,7 +331,8 @@ class Detector:
                                               "revision": a.revision,
                                               "verdict": a.verdict.value, "at": iso(now)})
         self.series.keep(keys)
-        for key in [k for k in self._verdicts if k not in set(keys)]:
+        current = set(keys)
+        for key in [k for k in self._verdicts if k not in current]:
             del self._verdicts[key]
 
     def _noticed(self, key: str, record: dict[str, Any]) -> None:

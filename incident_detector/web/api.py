@@ -138,21 +138,10 @@ def _bad(reason: str) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=400)
 
 
-def api_routes(
-    *, detector: Any = None,
-    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-    triage: ErrorGroups | None = None,
-) -> list[Route]:
+def api_routes(*, detector: Any,
+               clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> list[Route]:
     """The API's routes, for ``make_app(extra_routes=...)``. ``detector`` is the running
-    ``Detector`` (its store, triage, last tick, series, rules and settings are read).
-
-    ``triage=`` alone is the earlier form (``/api/errors`` only), kept while the wiring moves
-    to ``detector=``.
-    """
-    if detector is None:
-        from types import SimpleNamespace
-
-        return api_routes(detector=SimpleNamespace(triage=triage), clock=clock)[:1]
+    ``Detector`` (its store, triage, last tick, series, rules and settings are read)."""
 
     async def errors(request: Request) -> JSONResponse:
         try:
