@@ -20,6 +20,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .model import CHANGE_KINDS
+
 DEFAULT_ERROR_PATTERN = "(?i)(error|exception|fatal|panic)"
 # The values Loki 3 gives the detected_level structured metadata (discover_log_levels); "unknown"
 # is a line whose level it could not tell.
@@ -32,7 +34,8 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 SECRET_FIELDS = frozenset({"slack_webhook_url", "loki_bearer_token", "loki_password",
                            "slack_signing_secret", "slack_bot_token", "alertmanager_token",
-                           "dashboard_token"})
+                           "dashboard_token", "llm_api_key", "argocd_token",
+                           "change_webhook_token"})
 PRIORITIES = ("P1", "P2", "P3", "P4")
 # What remediation may do (act/guardrails.Action has the same values).
 REMEDIATION_ACTIONS = ("rollback", "restart", "pause", "scale", "delete-pod", "delete-stuck-pods")
@@ -167,6 +170,38 @@ class Settings(BaseSettings):
     triage_max_groups: int = Field(default=1000, ge=10, le=100_000)
     notify_priorities: Annotated[tuple[str, ...], NoDecode] = ("P1",)
 
+    # The change timeline: the kinds watched (every one by default), how long and how many changes
+    # are kept, where each is posted as a CloudEvent (optional, with an optional bearer token),
+    # and the port of the gRPC WatchChanges feed (0: off; needs the ``grpc`` extra).
+    change_kinds: Annotated[tuple[str, ...], NoDecode] = CHANGE_KINDS
+    change_retention_days: float = Field(default=7, gt=0, le=365)
+    change_retention_max: int = Field(default=10_000, ge=100, le=1_000_000)
+    change_webhook_url: AnyHttpUrl | None = None
+    change_webhook_token: SecretStr | None = None
+    change_webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    change_grpc_port: int = Field(default=0, ge=0, le=65535)
+
+    # Optional LLM analysis (off without LLM_BASE_URL): an OpenAI-compatible chat-completions
+    # endpoint reads the redacted evidence and answers as a follow-up; it can only lower what the
+    # guardrails allow (below LLM_MIN_CONFIDENCE, or another action: an automatic action waits
+    # for an approval instead).
+    llm_base_url: AnyHttpUrl | None = None
+    llm_model: str | None = None
+    llm_api_key: SecretStr | None = None
+    # Azure OpenAI: its api-version (the key then goes in the api-key header).
+    llm_api_version: str | None = None
+    llm_timeout_seconds: float = Field(default=20.0, gt=0, le=300)
+    llm_prompt_file: str | None = None
+    llm_max_evidence_chars: int = Field(default=8000, ge=500, le=200_000)
+    llm_min_confidence: float = Field(default=0.7, ge=0, le=1)
+
+    # Argo CD: a rollback of a Deployment it manages goes through its API (the application's
+    # history) when ARGOCD_URL and ARGOCD_TOKEN are set; otherwise it stays advice.
+    argocd_url: AnyHttpUrl | None = None
+    argocd_token: SecretStr | None = None
+    argocd_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    argocd_insecure: bool = False
+
     # HTTP server and logs.
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=0, le=65535)
@@ -281,12 +316,33 @@ class Settings(BaseSettings):
 
     @field_validator("slack_signing_secret", "slack_bot_token", "slack_channel_id",
                      "self_namespace", "alertmanager_token", "rules_file", "dashboard_token",
-                     "auth_proxy_header", mode="before")
+                     "auth_proxy_header", "change_webhook_url", "change_webhook_token",
+                     "llm_base_url", "llm_model", "llm_api_key", "llm_api_version",
+                     "llm_prompt_file", "argocd_url", "argocd_token", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: Any) -> Any:
         return None if value == "" else value
 
-    @field_validator("slack_signing_secret", "slack_bot_token")
+    @field_validator("change_kinds", mode="before")
+    @classmethod
+    def _kinds_list(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("change_kinds")
+    @classmethod
+    def _known_kinds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        by_lower = {kind.lower(): kind for kind in CHANGE_KINDS}
+        kinds = []
+        for name in value:
+            kind = by_lower.get(name.lower())
+            if kind is None:
+                raise ValueError(f"{name!r} is not a watched kind; choose from "
+                                 f"{', '.join(CHANGE_KINDS)}")
+            kinds.append(kind)
+        return tuple(dict.fromkeys(kinds))
+
+    @field_validator("slack_signing_secret", "slack_bot_token", "llm_api_key", "argocd_token",
+                     "change_webhook_token")
     @classmethod
     def _secret_header_safe(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not re.match(r"^[\x21-\x7e]+$", value.get_secret_value()):
@@ -461,6 +517,14 @@ class Settings(BaseSettings):
         if value is not None and not _DNS_LABEL.match(value):
             raise ValueError(f"{value!r} is not a valid namespace name")
         return value
+
+    @model_validator(mode="after")
+    def _llm_and_argocd_complete(self) -> "Settings":
+        if self.llm_base_url is not None and not self.llm_model:
+            raise ValueError("LLM_BASE_URL needs LLM_MODEL (the model or deployment to ask)")
+        if (self.argocd_url is None) != (self.argocd_token is None):
+            raise ValueError("ARGOCD_URL and ARGOCD_TOKEN go together")
+        return self
 
     @model_validator(mode="after")
     def _auth_is_one_kind(self) -> "Settings":

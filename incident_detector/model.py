@@ -274,6 +274,9 @@ class IncidentKind(str, Enum):
 
     ROLLOUT = "rollout"
     ALERT = "alert"
+    # A workload's errors rose after a change that was not its own rollout (a ConfigMap it
+    # mounts, a dependency's rollout): judge.causes says which change.
+    CHANGE = "change"
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +370,96 @@ class TemplateChange:
     detail: str
 
 
+# --- the change timeline ------------------------------------------------------------------------
+
+# The kinds whose changes are watched, as Kubernetes names them (sources.changes_watch).
+CHANGE_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ConfigMap", "Secret", "Service",
+                "HorizontalPodAutoscaler", "Ingress", "NetworkPolicy")
+CREATED, UPDATED, DELETED = "created", "updated", "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    """One field that changed: ``data.TIMEOUT_MS``, ``spec.replicas``, ``image api``...
+
+    ``before``/``after`` are None when the field was absent or when its value is not shown
+    (``hidden``): a Secret's data, a value that looks like a credential. A Secret's values are
+    never read into a ``FieldChange``, hidden or not.
+    """
+
+    path: str
+    before: str | None = None
+    after: str | None = None
+    hidden: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change to one object of a watched namespace: what, when and who."""
+
+    namespace: str
+    kind: str
+    name: str
+    # created, updated or deleted
+    action: str
+    # When it was made: the managedFields time of the write that made it (whole seconds, as
+    # the API server keeps it), else when it was seen.
+    at: datetime
+    observed_at: datetime
+    fields: tuple[FieldChange, ...] = ()
+    # Who: the managedFields manager (kubectl-patch, argocd-controller, helm...) and operation
+    # (Update, Apply) of that write; None when the object carries no managedFields.
+    manager: str | None = None
+    operation: str | None = None
+    uid: str = ""
+    resource_version: str = ""
+    # A Deployment, StatefulSet or DaemonSet whose pod template changed: its new revision
+    # (a Deployment's revision annotation; the generation otherwise), and the one before.
+    revision: int | None = None
+    previous_revision: int | None = None
+    # The store's row id, once recorded.
+    id: int | None = None
+
+    @property
+    def size(self) -> int:
+        """How much changed: the number of fields (a created or deleted object counts 1)."""
+        return max(1, len(self.fields))
+
+    @property
+    def rollout(self) -> bool:
+        """A workload's pod template changed: new pods, a new revision."""
+        return self.revision is not None
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """(namespace, kind, name, resourceVersion): one change, recorded once."""
+        return (self.namespace, self.kind, self.name, self.resource_version)
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A Service's name and pod selector: how a hostname becomes the Deployments behind it."""
+
+    namespace: str
+    name: str
+    selector: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """A recent change ranked as a likely cause of a workload's errors (judge.causes)."""
+
+    change: Change
+    # In [0, 1]; the causes of one incident are sorted by it, best first.
+    score: float
+    # Why, one short sentence each ("rolled out 40 s before the errors began", ...).
+    reasons: tuple[str, ...] = ()
+    # What to do about it: an action name ("rollback") with the exact command, or None (a
+    # ConfigMap or Secret change is reverted where it was made).
+    action: str | None = None
+    command: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """Everything that says *why* an incident fired. Filled by pure code, rendered as is."""
@@ -393,6 +486,8 @@ class Evidence:
     gitops: GitOpsOwner | None = None
     # Firing Alertmanager alerts mapped to the Deployment while its rollout was in its window.
     alerts: tuple[Alert, ...] = ()
+    # The likeliest causes among recent changes, best first, at most three (judge.causes).
+    causes: tuple[Cause, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,3 +589,43 @@ class AlertIncident:
 def alert_key(alert: Alert) -> str:
     """An alert's firing period, as text: ``alert/<fingerprint>/<startsAt in UTC>``."""
     return f"alert/{alert.fingerprint}/{alert.starts_at.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeIncident:
+    """A workload's errors rose after a change that was not its own rollout (``kind: change``):
+    a ConfigMap or Secret it uses, or the rollout of a workload it depends on.
+
+    One per (workload, change), ever (``key``). ``causes`` ranks every recent change, best
+    first; ``change`` is the one whose window the rise was judged in.
+    """
+
+    namespace: str
+    deployment: str
+    deployment_uid: str
+    change: Change
+    detected_at: datetime
+    error_count: float
+    window_seconds: int
+    error_rate_per_minute: float
+    baseline_per_minute: float | None
+    causes: tuple[Cause, ...] = ()
+    signatures: tuple[ErrorSignature, ...] = ()
+    priority: Priority = Priority.P2
+    rule: str = ""
+    # The top cause's action and command ("none" and None: revert where it was made).
+    action: str = "none"
+    command: str | None = None
+    remediation: RemediationView | None = None
+
+    @property
+    def key(self) -> str:
+        return change_incident_key(self.namespace, self.deployment, self.deployment_uid,
+                                   self.change)
+
+
+def change_incident_key(namespace: str, deployment: str, deployment_uid: str,
+                        change: Change) -> str:
+    """``change/<namespace>/<deployment>/<uid>/<kind>/<name>/<resourceVersion>``."""
+    return (f"change/{namespace}/{deployment}/{deployment_uid}/{change.kind}/{change.name}/"
+            f"{change.resource_version}")

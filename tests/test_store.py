@@ -219,7 +219,7 @@ def test_schema_4_files_gain_a_priority_column_read_from_their_records(tmp_path)
     db.commit()
     db.close()
     store = Store(path)
-    assert store.migrated_from == 4 and SCHEMA_VERSION == 5
+    assert store.migrated_from == 4 and SCHEMA_VERSION == 6
     rows = store.connection.execute(
         "SELECT priority FROM incidents UNION ALL SELECT priority FROM notices").fetchall()
     assert rows == [("P1",), (None,)]
@@ -228,3 +228,18 @@ def test_schema_4_files_gain_a_priority_column_read_from_their_records(tmp_path)
                                detected_at=T0, record={"priority": "P3"}, deliveries=())
     assert store.connection.execute(
         "SELECT priority FROM notices WHERE key='alert/g/t'").fetchone() == ("P3",)
+
+
+def test_schema_5_files_gain_the_change_timeline(tmp_path):
+    path = tmp_path / "v5.sqlite3"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE changes")  # the file as schema 5 left it
+    db.execute("PRAGMA user_version=5")
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.migrated_from == 5
+    columns = {row[1] for row in store.connection.execute("PRAGMA table_info(changes)")}
+    assert {"namespace", "kind", "name", "resource_version", "at", "record",
+            "emit_state"} <= columns

@@ -24,7 +24,7 @@ IncidentKey = tuple[str, str, int, str]
 
 # The schema's version, kept in SQLite's user_version. 0: a new file, or one written before
 # versions were recorded (identity without uids); each step up is one function of MIGRATIONS.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -132,6 +132,25 @@ CREATE TABLE IF NOT EXISTS error_groups (
     PRIMARY KEY (namespace, fingerprint)
 );
 CREATE INDEX IF NOT EXISTS error_groups_last_seen ON error_groups (last_seen);
+""" + """
+CREATE TABLE IF NOT EXISTS changes (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    namespace       TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    resource_version TEXT NOT NULL,
+    at              TEXT NOT NULL,
+    observed_at     TEXT NOT NULL,
+    record          TEXT NOT NULL,
+    emit_state      TEXT,
+    emit_attempts   INTEGER NOT NULL DEFAULT 0,
+    emit_next_at    TEXT,
+    emit_error      TEXT,
+    UNIQUE (namespace, kind, name, resource_version)
+);
+CREATE INDEX IF NOT EXISTS changes_at ON changes (at);
+CREATE INDEX IF NOT EXISTS changes_object ON changes (namespace, kind, name);
+CREATE INDEX IF NOT EXISTS changes_emit ON changes (emit_state, emit_next_at);
 """
 
 _KEY = "namespace=? AND deployment=? AND revision=? AND deployment_uid=?"
@@ -210,10 +229,17 @@ def _migrate_to_5(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS audit_at ON audit (at)")
 
 
+def _migrate_to_6(db: sqlite3.Connection) -> None:
+    """Version 6 adds the change timeline (``changes``), with the state of each change's
+    CloudEvent delivery."""
+    _create_tables(db)
+
+
 # MIGRATIONS[n] takes a file from version n to the next version it names; version 1 never had a
 # number of its own (its files say 0), so 0 and 1 share the same step.
 MIGRATIONS = {0: (_migrate_to_2, 2), 1: (_migrate_to_2, 2), 2: (_migrate_to_3, 3),
-              3: (_migrate_to_4, 4), 4: (_migrate_to_5, 5)}
+              3: (_migrate_to_4, 4), 4: (_migrate_to_5, 5),
+              5: (_migrate_to_6, 6)}
 
 
 class StoreVersionError(RuntimeError):
