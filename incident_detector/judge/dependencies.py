@@ -1,0 +1,340 @@
+"""Which Deployments a workload calls, learned from what it already says. Pure.
+
+Nobody keeps a service map up to date, but every workload names what it calls: a
+``PAYMENTS_URL=http://payments:8080`` in its pod template, a ``--upstream=payments:9000``
+argument, and, when a call fails, the host in its error line (``upstream call failed
+host=payments``, ``dial tcp payments:5432: connection refused``). Those names are read here:
+
+- a *host* is a Service name (``payments``), qualified by its namespace (``payments.billing``,
+  ``payments.billing.svc``, ``payments.billing.svc.cluster.local``; a StatefulSet pod's
+  ``web-0.payments.billing.svc...`` names the Service ``payments``). Hosts are returned in that
+  short form, ``<service>`` or ``<service>.<namespace>``, lower case; anything else with dots
+  (``api.stripe.com``) is outside the cluster and dropped;
+- a host maps to the Deployments whose pod labels hold every pair of the selector of the
+  Service of that name (in the workload's own namespace unless the host names another); failing
+  that, to a Deployment of that very name (weaker: nothing says its pods answer to it);
+- the workload itself is never its own dependency.
+
+Environment values and arguments that look like credentials (``judge.changes.looks_secret_value``:
+a URL with a password, a long token) are never read, whatever the variable is called; a value
+taken from a ConfigMap or Secret is not in the template at all. Error lines are scanned only for
+the host shapes above, so nothing else of them travels into the evidence.
+
+Everything is bounded: lines scanned per workload, characters per line, dependencies per
+workload and evidence sentences per dependency.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from ..model import Deployment, LogLine, PodTemplate, Service
+from .changes import SECRET_NAME_PATTERN, looks_secret_value
+
+# (namespace, Deployment name)
+WorkloadKey = tuple[str, str]
+
+MAX_LINES_SCANNED = 1000
+MAX_LINE_CHARS = 4000
+MAX_DEPENDENCIES = 20
+MAX_EVIDENCE = 5
+MAX_HOSTS = 64
+
+# A Service name is an RFC 1035 label; a namespace an RFC 1123 one (may start with a digit).
+_SERVICE_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+# Words that sit where a host would and name none.
+_NOT_HOSTS = frozenset({
+    "localhost", "unknown", "none", "null", "nil", "undefined", "true", "false", "http", "https",
+    "tcp", "udp", "grpc", "unix", "host", "hostname", "service", "upstream", "empty", "n-a",
+})
+
+_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})"
+_PORT = r"\d{1,5}"
+# scheme://[userinfo@]host[:port]
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{0,20}://(?:[^@/\s\"']*@)?(" + _HOST + r")")
+_HOST_PORT = re.compile(r"(" + _HOST + r"):" + _PORT)
+# In-cluster names wherever they appear: <service>.<namespace>.svc[.<cluster domain>].
+_CLUSTER_NAME = re.compile(r"(?<![A-Za-z0-9.-])((?:[A-Za-z0-9-]+\.){2,3}svc(?:\.[A-Za-z0-9-]+)*)",
+                           re.IGNORECASE)
+# host=payments, "upstream": "payments:8080", peer: payments...
+_LINE_KEYS = (r"host|hostname|upstream|upstream_host|upstream_addr|service|server|target|peer"
+              r"|addr|address|remote|remote_addr|backend|endpoint|dest|destination|authority")
+_KEYED_HOST = re.compile(
+    r"(?<![A-Za-z0-9_])(?:" + _LINE_KEYS + r")[\"']?\s*[=:]\s*[\"']?(" + _HOST + r")",
+    re.IGNORECASE)
+# dial tcp payments:5432, lookup payments on 10.96.0.10:53, connect to payments...
+_VERB_HOST = re.compile(
+    r"\b(?:dial (?:tcp|udp)[46]?|lookup|connect(?:ing|ion)? to|calling|call to"
+    r"|request to|proxying to|resolve|resolving)\s+(" + _HOST + r")",
+    re.IGNORECASE)
+# The last word of a variable or flag name that says its value is an address.
+_ADDRESS_WORDS = frozenset({
+    "host", "hostname", "hosts", "service", "svc", "url", "uri", "addr", "address", "endpoint",
+    "upstream", "backend", "server", "servers", "target", "brokers",
+})
+_WORDS = re.compile(r"[A-Za-z0-9]+")
+_ITEM_SEPARATORS = re.compile(r"[,;\s]+")
+
+
+def normalize_host(text: str) -> str | None:
+    """``Payments.Shop.svc.cluster.local:8080`` -> ``payments.shop``; None for what is not an
+    in-cluster name (an IP address, ``api.stripe.com``, ``localhost``, a word with a slash)."""
+    host = text.strip().strip("[]'\"").lower()
+    host, _, port = host.partition(":")
+    if port and not port.isdigit():
+        return None
+    host = host.rstrip(".")
+    if not host or len(host) > 253:
+        return None
+    labels = host.split(".")
+    if not all(_DNS_LABEL.fullmatch(label) for label in labels):
+        return None
+    if len(labels) == 1:
+        name, namespace = labels[0], None
+    elif len(labels) == 2:
+        name, namespace = labels
+    elif labels[2] == "svc":
+        name, namespace = labels[0], labels[1]
+    elif len(labels) >= 4 and labels[3] == "svc":
+        name, namespace = labels[1], labels[2]  # a StatefulSet pod: <pod>.<service>.<ns>.svc
+    else:
+        return None
+    if not _SERVICE_LABEL.fullmatch(name) or name in _NOT_HOSTS:
+        return None
+    return name if namespace is None else f"{name}.{namespace}"
+
+
+def _names_an_address(name: str) -> bool:
+    words = _WORDS.findall(name)
+    return bool(words) and words[-1].lower() in _ADDRESS_WORDS
+
+
+def _value_hosts(name: str, value: str) -> Iterator[str]:
+    """Hosts in one literal value (of a variable or flag called ``name``)."""
+    candidates = [m.group(1) for m in _URL.finditer(value)]
+    candidates += [m.group(1) for m in _CLUSTER_NAME.finditer(value)]
+    for item in _ITEM_SEPARATORS.split(value):
+        if _HOST_PORT.fullmatch(item):
+            candidates.append(item)
+        elif item and "://" not in item and _names_an_address(name):
+            candidates.append(item)
+    for candidate in candidates:
+        host = normalize_host(candidate)
+        if host is not None:
+            yield host
+
+
+def _arg_values(args: tuple[str, ...]) -> Iterator[tuple[str, str, str]]:
+    """(flag, value, the words naming it) of each argument worth reading; secrets skipped."""
+    hide_next = False
+    flag_before: str | None = None
+    for arg in args:
+        if hide_next:
+            hide_next, flag_before = False, None
+            continue
+        if looks_secret_value(arg):
+            flag_before = None
+            continue
+        flag, equals, value = arg.partition("=")
+        if arg.startswith("-") and equals:
+            yield flag, value, f"argument {flag}"
+            flag_before = None
+        elif arg.startswith("-"):
+            # "--password hunter2": the next argument is a secret-named flag's value.
+            hide_next = bool(SECRET_NAME_PATTERN.search(arg))
+            flag_before = None if hide_next else arg
+        else:
+            yield (flag_before or ""), arg, (f"argument {flag_before}" if flag_before
+                                             else "an argument")
+            flag_before = None
+
+
+def template_mentions(template: PodTemplate) -> list[tuple[str, str]]:
+    """(host, where it was named: ``env PAYMENTS_URL``, ``argument --upstream of container
+    api``), in template order, at most ``MAX_HOSTS``."""
+    out: list[tuple[str, str]] = []
+    for container in template.containers:
+        for var in container.env:
+            if var.value is None or looks_secret_value(var.value):
+                continue
+            out.extend((host, f"env {var.name}") for host in _value_hosts(var.name, var.value))
+        for flag, value, where in _arg_values(container.command + container.args):
+            out.extend((host, f"{where} of container {container.name}")
+                       for host in _value_hosts(flag, value))
+        if len(out) >= MAX_HOSTS:
+            break
+    return list(dict.fromkeys(out))[:MAX_HOSTS]
+
+
+def hosts_in_template(template: PodTemplate) -> frozenset[str]:
+    """The hosts its environment values and arguments name (``<service>[.<namespace>]``)."""
+    return frozenset(host for host, _ in template_mentions(template))
+
+
+def hosts_in_line(line: str) -> frozenset[str]:
+    """The hosts a log line names: ``host=payments``, ``upstream=payments:8080``,
+    ``http://payments/charge``, ``dial tcp payments:5432``, ``payments.shop.svc``..."""
+    text = line[:MAX_LINE_CHARS]
+    found: set[str] = set()
+    for pattern in (_URL, _CLUSTER_NAME, _KEYED_HOST, _VERB_HOST):
+        for match in pattern.finditer(text):
+            host = normalize_host(match.group(1))
+            if host is not None:
+                found.add(host)
+    return frozenset(found)
+
+
+def _text(line: str | LogLine) -> str:
+    return line if isinstance(line, str) else line.line
+
+
+def selects(selector: Iterable[tuple[str, str]], labels: Iterable[tuple[str, str]]) -> bool:
+    """Every pair of a non-empty selector is among the labels."""
+    pairs = tuple(selector)
+    have = set(labels)
+    return bool(pairs) and all(pair in have for pair in pairs)
+
+
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    """A Deployment a workload calls, and what said so."""
+
+    namespace: str
+    deployment: str
+    # The Service it is reached through; None when a host merely equals the Deployment's name.
+    service: str | None
+    # "env PAYMENTS_URL names Service payments", "its error lines name host payments (12 lines)"
+    evidence: tuple[str, ...] = ()
+    # How many of the workload's recent error lines name it.
+    error_lines: int = 0
+
+    @property
+    def key(self) -> WorkloadKey:
+        return (self.namespace, self.deployment)
+
+    def named_by(self, host: str, *, namespace: str) -> bool:
+        """``host`` (as ``hosts_in_line`` gives it, seen from ``namespace``) names it."""
+        name, _, host_namespace = host.partition(".")
+        if (host_namespace or namespace) != self.namespace:
+            return False
+        return name in (self.service, self.deployment)
+
+
+@dataclass(frozen=True, slots=True)
+class Dependencies:
+    """For each workload, the Deployments it calls, strongest evidence first."""
+
+    edges: Mapping[WorkloadKey, tuple[Dependency, ...]] = field(
+        default_factory=lambda: MappingProxyType({}))
+
+    def of(self, namespace: str, deployment: str) -> tuple[Dependency, ...]:
+        return self.edges.get((namespace, deployment), ())
+
+    def on(self, namespace: str, deployment: str) -> tuple[WorkloadKey, ...]:
+        """The workloads that call ``namespace/deployment``, sorted."""
+        return tuple(sorted(key for key, deps in self.edges.items()
+                            if any(d.key == (namespace, deployment) for d in deps)))
+
+
+class _Resolver:
+    """Hosts to Deployments, through the Services of the host's namespace."""
+
+    def __init__(self, deployments: Iterable[Deployment], services: Iterable[Service]) -> None:
+        self._deployments: dict[str, list[Deployment]] = {}
+        for dep in deployments:
+            self._deployments.setdefault(dep.namespace, []).append(dep)
+        self._services = {(s.namespace, s.name): s for s in services}
+        self._cache: dict[tuple[str, str], tuple[tuple[str, str, str | None], ...]] = {}
+
+    def resolve(self, host: str, *, namespace: str) -> tuple[tuple[str, str, str | None], ...]:
+        """(namespace, Deployment, Service or None) for each Deployment the host reaches."""
+        name, _, named_namespace = host.partition(".")
+        key = (named_namespace or namespace, name)
+        if key not in self._cache:
+            self._cache[key] = self._lookup(*key)
+        return self._cache[key]
+
+    def _lookup(self, namespace: str, name: str) -> tuple[tuple[str, str, str | None], ...]:
+        deployments = self._deployments.get(namespace, ())
+        service = self._services.get((namespace, name))
+        if service is not None:
+            behind = tuple(sorted((namespace, d.name, service.name) for d in deployments
+                                  if selects(service.selector, d.pod_labels)))
+            if behind:
+                return behind
+        return tuple((namespace, d.name, None) for d in deployments if d.name == name)
+
+
+def _where(service: str | None, namespace: str, target_namespace: str, deployment: str) -> str:
+    elsewhere = f" in {target_namespace}" if target_namespace != namespace else ""
+    if service is None:
+        return f"the Deployment {deployment}{elsewhere} by its name (no Service selects it)"
+    return f"Service {service}{elsewhere}"
+
+
+def learn_dependencies(
+    deployments: Iterable[Deployment],
+    *,
+    templates: Mapping[WorkloadKey, PodTemplate],
+    services: Iterable[Service],
+    error_lines: Mapping[WorkloadKey, Iterable[str | LogLine]] | None = None,
+) -> Dependencies:
+    """Who calls whom, from each workload's current pod template (``templates``, by
+    ``(namespace, name)``) and its recent error lines, through the Services given."""
+    deployments = tuple(deployments)
+    resolver = _Resolver(deployments, services)
+    error_lines = error_lines or {}
+    edges: dict[WorkloadKey, tuple[Dependency, ...]] = {}
+    for dep in deployments:
+        me = (dep.namespace, dep.name)
+        evidence: dict[tuple[str, str, str | None], list[str]] = {}
+        lines_naming: Counter[tuple[str, str, str | None]] = Counter()
+
+        def add(target: tuple[str, str, str | None], sentence: str) -> None:
+            if (target[0], target[1]) == me:
+                return
+            sentences = evidence.setdefault(target, [])
+            if sentence not in sentences:
+                sentences.append(sentence)
+
+        template = templates.get(me)
+        if template is not None:
+            for host, where in template_mentions(template):
+                for target in resolver.resolve(host, namespace=dep.namespace):
+                    add(target, f"{where} names "
+                                f"{_where(target[2], dep.namespace, target[0], target[1])}")
+        host_lines: Counter[tuple[tuple[str, str, str | None], str]] = Counter()
+        for index, line in enumerate(error_lines.get(me, ())):
+            if index >= MAX_LINES_SCANNED:
+                break
+            targets: set[tuple[str, str, str | None]] = set()
+            for host in hosts_in_line(_text(line)):
+                for target in resolver.resolve(host, namespace=dep.namespace):
+                    if (target[0], target[1]) != me:
+                        targets.add(target)
+                        host_lines[(target, host)] += 1
+            lines_naming.update(targets)
+        for (target, host), count in sorted(host_lines.items(), key=lambda kv: (-kv[1], kv[0][1])):
+            add(target, f"its error lines name host {host} ({count} "
+                        f"{'line' if count == 1 else 'lines'})")
+        found: dict[WorkloadKey, Dependency] = {}
+        for target, sentences in evidence.items():
+            namespace, name, service = target
+            known = found.get((namespace, name))
+            if known is not None:  # reached through two Services: keep both sentences
+                sentences = list(dict.fromkeys((*known.evidence, *sentences)))
+                service = known.service or service
+            count = max(lines_naming[target], known.error_lines if known else 0)
+            found[(namespace, name)] = Dependency(
+                namespace=namespace, deployment=name, service=service,
+                evidence=tuple(sentences[:MAX_EVIDENCE]), error_lines=count)
+        if found:
+            ranked = sorted(found.values(), key=lambda d: (-d.error_lines, d.service is None,
+                                                           d.namespace, d.deployment))
+            edges[me] = tuple(ranked[:MAX_DEPENDENCIES])
+    return Dependencies(edges=MappingProxyType(edges))
