@@ -154,6 +154,11 @@ class Deployment:
     resource_version: str = ""
     paused: bool = False
     rollout: RolloutStatus | None = None
+    # Who last wrote the spec, how and when: the newest managedFields entry that owns a spec
+    # field and is not a status write (kubectl-set, argocd-controller, helm, kubectl-scale...).
+    spec_manager: str | None = None
+    spec_operation: str | None = None
+    spec_written_at: datetime | None = None
 
     def pod_label(self, key: str) -> str | None:
         for name, value in self.pod_labels:

@@ -564,3 +564,37 @@ def _paginate(request: Request, response: Response) -> None:
     response.body["items"] = items[page * size:(page + 1) * size]
     if (page + 1) * size < len(items):
         response.body.setdefault("metadata", {})["continue"] = str(page + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The change timeline's collections (sources.changes_watch). Lists hand-built in the shapes
+# kube-apiserver returns (``built_*.json``, managedFields included), next to the recorded
+# ConfigMap watch (``configmap_watch.json``).
+
+CHANGE_LIST_RECORDINGS = {
+    "ConfigMap": "built_configmaps_list.json",
+    "Secret": "built_secrets_list.json",
+    "Service": "built_services_list.json",
+    "StatefulSet": "built_statefulsets_list.json",
+    "DaemonSet": "built_daemonsets_list.json",
+    "HorizontalPodAutoscaler": "built_horizontalpodautoscalers_list.json",
+    "Ingress": "built_ingresses_list.json",
+    "NetworkPolicy": "built_networkpolicies_list.json",
+}
+
+
+def serve_change_lists(server: FakeApiServer) -> dict[str, str]:
+    """Serve every change-timeline list on its path; kind -> path."""
+    paths = {}
+    for kind, name in CHANGE_LIST_RECORDINGS.items():
+        server.serve_recording(name)
+        paths[kind] = recorded_path(name)
+    return paths
+
+
+def recorded_watch_object(name: str = "configmap_watch.json",
+                          namespace: str = NAMESPACE) -> dict[str, Any]:
+    """The object of a recorded watch event (a fresh copy), moved to ``namespace``."""
+    obj = load_recording(name)["response"]["json"]["object"]
+    obj["metadata"]["namespace"] = namespace
+    return obj

@@ -144,7 +144,9 @@ def test_list_deployments(apiserver):
         progressing_replicaset="payments-api-6874dc9bf7",
         progressing_updated_at=datetime(2026, 11, 23, 17, 54, 10, tzinfo=timezone.utc),
         resource_version="224", paused=False,
-        rollout=RolloutStatus(generation=2, observed_generation=2, updated_replicas=1))
+        rollout=RolloutStatus(generation=2, observed_generation=2, updated_replicas=1),
+        spec_manager="kubectl-set", spec_operation="Update",
+        spec_written_at=datetime(2026, 11, 23, 17, 54, 3, tzinfo=timezone.utc))
     assert not deployment.rollout.converged(deployment.replicas)
     assert apiserver.paths == [("GET", DEPLOYMENTS_PATH)]
 
@@ -1583,3 +1585,87 @@ def test_a_deployment_says_what_a_write_is_conditioned_on_and_whether_it_converg
     paused = copy.deepcopy(recorded_body("deployment_after_undo"))
     paused["spec"]["paused"] = True
     assert parse_deployment(paused).paused
+
+
+# ---------------------------------------------------------------------------------------------
+# The change timeline rides on the Deployment watch: (old, new) pairs, no extra request.
+
+
+def deployment_object(resource_version: str, **spec: Any) -> dict[str, Any]:
+    item = copy.deepcopy(recorded_items("deployments_list.json")[0])
+    item["metadata"]["resourceVersion"] = resource_version
+    item["spec"].update(spec)
+    return item
+
+
+def test_the_spec_writer_of_the_recorded_deployment_is_kubectl_set():
+    deployment = parse_deployment(recorded_items("deployments_list.json")[0])
+    # kube-controller-manager wrote later, but only the revision annotation and the status.
+    assert (deployment.spec_manager, deployment.spec_operation) == ("kubectl-set", "Update")
+    assert deployment.spec_written_at == datetime(2026, 11, 23, 17, 54, 3, tzinfo=timezone.utc)
+
+
+def test_the_spec_writer_counts_a_scale_but_not_a_status_write():
+    item = copy.deepcopy(recorded_items("deployments_list.json")[0])
+    item["metadata"]["managedFields"] += [
+        {"manager": "kubectl", "operation": "Update", "apiVersion": "autoscaling/v1",
+         "time": "2026-11-23T18:00:00Z", "fieldsType": "FieldsV1",
+         "fieldsV1": {"f:spec": {"f:replicas": {}}}, "subresource": "scale"},
+        {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "apps/v1",
+         "time": "2026-11-23T18:05:00Z", "fieldsType": "FieldsV1",
+         "fieldsV1": {"f:metadata": {"f:annotations": {"f:deployment.kubernetes.io/revision": {}}}}},
+        {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "apps/v1",
+         "time": "2026-11-23T18:06:00Z", "fieldsType": "FieldsV1",
+         "fieldsV1": {"f:status": {"f:replicas": {}}}, "subresource": "status"}]
+    deployment = parse_deployment(item)
+    assert deployment.spec_manager == "kubectl"
+    assert deployment.spec_written_at == datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
+    del item["metadata"]["managedFields"]
+    bare = parse_deployment(item)
+    assert (bare.spec_manager, bare.spec_operation, bare.spec_written_at) == (None, None, None)
+
+
+def test_deployment_changes_are_recorded_by_the_watch_without_another_request(apiserver):
+    client = client_for(apiserver)
+    [listed] = run(client.list_deployments(NAMESPACE))
+    assert client.drain_deployment_changes(NAMESPACE) == []  # the first list is the baseline
+    scaled = deployment_object("240", replicas=5)
+    status_only = deployment_object("241", replicas=5)
+    status_only["status"]["readyReplicas"] = 5
+    apiserver.serve_watch(DEPLOYMENTS_PATH, watch_event("MODIFIED", scaled))
+    run(client.list_deployments(NAMESPACE))
+    apiserver.serve_watch(DEPLOYMENTS_PATH, watch_event("MODIFIED", status_only))
+    run(client.list_deployments(NAMESPACE))
+
+    [(old, new)] = client.drain_deployment_changes(NAMESPACE)
+
+    assert old == listed and (old.replicas, new.replicas) == (2, 5)
+    assert new.resource_version == "240"
+    assert client.drain_deployment_changes(NAMESPACE) == []
+    assert client.drain_deployment_changes("elsewhere") == []
+    assert kinds_of_requests(apiserver) == ["list", "watch", "watch"]
+    assert {r.path for r in apiserver.requests} == {DEPLOYMENTS_PATH}
+    apiserver.serve_watch(DEPLOYMENTS_PATH, watch_event("DELETED", deployment_object("250")))
+    run(client.list_deployments(NAMESPACE))
+    [(gone, none)] = client.drain_deployment_changes(NAMESPACE)
+    assert gone.replicas == 5 and none is None
+
+
+def test_a_relist_after_410_records_the_net_difference_of_deployments(apiserver):
+    client = client_for(apiserver)
+    run(client.list_deployments(NAMESPACE))
+    apiserver.serve_watch(DEPLOYMENTS_PATH, expired_event(LIST_VERSION))
+    rolled = deployment_object("600")
+    rolled["metadata"]["annotations"][REVISION_ANNOTATION] = "3"
+    rolled["metadata"]["generation"] = 3
+    added = deployment_object("601")
+    added["metadata"].update(name="orders-api", uid="uid-orders")
+    apiserver.body(DEPLOYMENTS_PATH)["items"] = [rolled, added]
+    apiserver.body(DEPLOYMENTS_PATH)["metadata"]["resourceVersion"] = "601"
+
+    run(client.list_deployments(NAMESPACE))
+
+    pairs = client.drain_deployment_changes(NAMESPACE)
+    assert [(old and old.revision, new and new.name, new and new.revision)
+            for old, new in pairs] == [(2, "payments-api", 3), (None, "orders-api", 2)]
+    assert kinds_of_requests(apiserver) == ["list", "watch", "list"]

@@ -67,9 +67,8 @@ ROLE_FILES: dict[str, tuple[Path, ...]] = {
     "cluster-wide": (CLUSTER_WIDE_DIR / "clusterrole.yaml", CLUSTER_WIDE_DIR / "lease-role.yaml"),
 }
 
-# Everything the detector may do through the Kubernetes API, as (api group, resource, verb).
-# A role granting more than this fails: widen it here only together with the daemon's needs.
-ALLOWED_PERMISSIONS = frozenset(
+# What the read-only roles granted before the change timeline, as (api group, resource, verb).
+BASE_PERMISSIONS = frozenset(
     {(group, resource, verb)
      for group, resource in (("apps", "deployments"), ("apps", "replicasets"), ("", "pods"))
      for verb in ("get", "list", "watch")}
@@ -77,6 +76,20 @@ ALLOWED_PERMISSIONS = frozenset(
     | {("", "events", "list")}
     | {("coordination.k8s.io", "leases", verb) for verb in ("get", "update", "create")}
 )
+# The change timeline's reads (sources.changes_watch), list and watch only, spelled out here so
+# that a change of CHANGE_PERMISSIONS in the code is a change of this test too.
+CHANGE_TIMELINE_PERMISSIONS = frozenset(
+    (group, resource, verb)
+    for group, resource in (("", "configmaps"), ("", "secrets"), ("", "services"),
+                            ("apps", "statefulsets"), ("apps", "daemonsets"),
+                            ("autoscaling", "horizontalpodautoscalers"),
+                            ("networking.k8s.io", "ingresses"),
+                            ("networking.k8s.io", "networkpolicies"))
+    for verb in ("list", "watch")
+)
+# Everything the detector may do through the Kubernetes API. A role granting more than this
+# fails: widen it here only together with the daemon's needs.
+ALLOWED_PERMISSIONS = BASE_PERMISSIONS | CHANGE_TIMELINE_PERMISSIONS
 FORBIDDEN_VERBS = frozenset({"delete", "deletecollection", "escalate", "bind", "impersonate"})
 # Never granted, not even by the remediation overlay: these would let the account widen its
 # own rights or act as someone else.
@@ -579,9 +592,10 @@ def test_rbac_grants_what_the_code_calls_and_nothing_more(install: str) -> None:
     from incident_detector.notify.events import EVENT_PERMISSIONS
     from incident_detector.sources.kube import REQUIRED_PERMISSIONS, WARNING_EVENT_PERMISSIONS
     from incident_detector.run.leader import LEASE_PERMISSIONS
+    from incident_detector.sources.changes_watch import CHANGE_PERMISSIONS
 
     required = set(REQUIRED_PERMISSIONS) | set(EVENT_PERMISSIONS) | set(LEASE_PERMISSIONS) \
-        | set(WARNING_EVENT_PERMISSIONS)
+        | set(WARNING_EVENT_PERMISSIONS) | set(CHANGE_PERMISSIONS)
     granted = set().union(*(rule_grants(rule) for rule in role_rules(install)))
     assert required <= granted, required - granted
     assert granted <= ALLOWED_PERMISSIONS, granted - ALLOWED_PERMISSIONS
@@ -591,6 +605,32 @@ def test_rbac_grants_what_the_code_calls_and_nothing_more(install: str) -> None:
 def test_rbac_grants_exactly_the_documented_permissions(install: str) -> None:
     granted = set().union(*(rule_grants(rule) for rule in role_rules(install)))
     assert granted == ALLOWED_PERMISSIONS
+
+
+@pytest.mark.parametrize("install", sorted(ROLE_FILES))
+def test_rbac_grants_exactly_the_change_permissions_on_top_of_the_rest(install: str) -> None:
+    # What the change watches call, declared by the module and checked against its requests
+    # in tests/test_changes_watch.py: granted in full, list and watch only, and nothing else
+    # is added for it.
+    from incident_detector.sources.changes_watch import CHANGE_PERMISSIONS
+
+    granted = set().union(*(rule_grants(rule) for rule in role_rules(install)))
+    assert set(CHANGE_PERMISSIONS) == CHANGE_TIMELINE_PERMISSIONS
+    assert set(CHANGE_PERMISSIONS) <= granted
+    assert granted - set(CHANGE_PERMISSIONS) == BASE_PERMISSIONS
+    assert {verb for _, _, verb in CHANGE_PERMISSIONS} == {"list", "watch"}
+
+
+@pytest.mark.parametrize("install", sorted(ROLE_FILES))
+def test_the_secrets_rule_is_its_own_and_says_values_never_leave(install: str) -> None:
+    # Secrets get a rule of their own, so that it can be deleted alone, with a comment that
+    # says why it is there and how to go without it.
+    [rule] = [rule for rule in role_rules(install) if "secrets" in rule["resources"]]
+    assert rule == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]}
+    text = "\n".join(path.read_text() for path in ROLE_FILES[install])
+    comment = text[:text.index('resources: ["secrets"]')].rsplit("- apiGroups:", 1)[0]
+    comment = comment[comment.rindex("verbs:"):]
+    assert "never" in comment and "CHANGE_KINDS" in comment and "values" in comment
 
 
 @pytest.mark.parametrize("install", sorted(ROLE_FILES))

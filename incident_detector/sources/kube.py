@@ -17,6 +17,10 @@ of CPU per 1.7 MB of JSON, while the watch returns only what changed. Pods (thos
 ``pod-template-hash`` label: a Deployment's) are kept the same way from the first tick that has a
 rollout to judge, and only the pods of the revisions asked for are returned.
 
+The Deployment watch also feeds the change timeline: every Deployment whose revision, replicas,
+pause or generation changed is kept as an (old, new) pair until ``drain_deployment_changes``
+takes it (``judge.change_diff.deployment_change`` makes a ``Change`` of it), at no extra request.
+
 Warning Events (core/v1, ``type=Warning``) are read on demand for the on-call brief: one
 request, through the same ``request`` path and error mapping as the lists.
 """
@@ -28,6 +32,7 @@ import ctypes
 import json
 import re
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -43,6 +48,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from ..errors import SourceError, parse_retry_after, retryable_status
+from ..judge.change_diff import Writer
 from ..model import (
     REVISION_ANNOTATION,
     REVISION_HISTORY_ANNOTATION,
@@ -109,6 +115,10 @@ _REVISION_FIELD = "f:" + REVISION_ANNOTATION
 # The ReplicaSet a Progressing condition's message names: 'ReplicaSet "x" is progressing.',
 # 'ReplicaSet "x" has successfully progressed.', 'Created new replica set "x"', ...
 _CONDITION_REPLICASET = re.compile(r'(?i)replica ?set "([a-z0-9][-a-z0-9.]*)"')
+
+# Deployment (old, new) pairs kept per namespace for the change timeline at most: a tick drains
+# them, so only a tick that failed for long lets them pile up (the oldest go first).
+DEPLOYMENT_CHANGES_MAX = 1000
 
 # Revisions are positive int64 values; anything longer is not one (and int() of a string with
 # thousands of digits raises).
@@ -246,14 +256,30 @@ class KubeClient:
         self._deployments: dict[str, WatchedList[Deployment]] = {}
         self._replicasets: dict[str, WatchedList[ReplicaSet]] = {}
         self._pods: dict[str, WatchedList[Pod]] = {}
+        self._deployment_changes: dict[str, deque[tuple[Deployment | None,
+                                                        Deployment | None]]] = {}
 
     async def list_deployments(self, namespace: str) -> tuple[Deployment, ...]:
         watched = self._deployments.get(namespace)
         if watched is None:
+            pairs = self._deployment_changes[namespace] = deque(maxlen=DEPLOYMENT_CHANGES_MAX)
             watched = self._deployments[namespace] = WatchedList(
                 api=self._api, call=DEPLOYMENTS, namespace=namespace, parse=parse_deployment,
-                timeout=self._timeout)
+                timeout=self._timeout,
+                on_change=lambda old, new: _record_deployment_change(pairs, old, new))
         return await asyncio.to_thread(watched.refresh)
+
+    def drain_deployment_changes(
+            self, namespace: str) -> list[tuple[Deployment | None, Deployment | None]]:
+        """The (old, new) Deployments the watch saw change since the last call, oldest first
+        (None: created or deleted); the first list of a namespace is the baseline and gives
+        none. Only spec-side changes are kept (revision, replicas, pause, generation, uid): a
+        status update alone is not a change."""
+        pairs = self._deployment_changes.get(namespace)
+        drained: list[tuple[Deployment | None, Deployment | None]] = []
+        while pairs:
+            drained.append(pairs.popleft())
+        return drained
 
     async def list_replicasets(self, namespace: str) -> tuple[ReplicaSet, ...]:
         watched = self._replicasets.get(namespace)
@@ -315,7 +341,24 @@ class KubeClient:
         return newest_first(events)[:limit]
 
 
-T = TypeVar("T", Deployment, ReplicaSet, Pod)
+def _record_deployment_change(pairs: deque[tuple[Deployment | None, Deployment | None]],
+                              old: Deployment | None, new: Deployment | None) -> None:
+    if old is not None and new is not None and _spec_side(old) == _spec_side(new):
+        return
+    if len(pairs) == pairs.maxlen:
+        log.debug("kube.deployment_changes_dropped", namespace=(new or old).namespace)
+    pairs.append((old, new))
+
+
+def _spec_side(deployment: Deployment) -> tuple[Any, ...]:
+    generation = deployment.rollout.generation if deployment.rollout is not None else 0
+    return (deployment.uid, deployment.revision, deployment.replicas, deployment.paused,
+            generation)
+
+
+# Anything with a ``name``: the parsed objects of a collection (Deployment, ReplicaSet, Pod,
+# judge.change_diff.ObjectState).
+T = TypeVar("T")
 
 
 class WatchedList(Generic[T]):
@@ -329,12 +372,22 @@ class WatchedList(Generic[T]):
     ``refresh`` blocks: the async caller runs it in a worker thread. A failed refresh raises a
     ``SourceError`` and leaves ``items`` and ``resource_version`` as they were, so the next one
     carries on from there; only an expired version is dropped (the next refresh lists at once).
+
+    ``on_change(old, new)`` (optional) hears of every object a watch changed (None: created or
+    deleted), in the refreshing thread, with the lock held. A list after the first one (after a
+    410 or a damaged stream) tells it the net difference between what was kept and what was
+    listed, since the events in between are lost; the first list is the baseline and tells it
+    nothing.
     """
 
     def __init__(self, *, api: kubernetes.client.ApiClient, call: ListCall, namespace: str,
                  parse: Callable[[dict], T | None], timeout: float,
-                 label_selector: str | None = None) -> None:
+                 label_selector: str | None = None,
+                 on_change: Callable[[T | None, T | None], None] | None = None) -> None:
         self.resource_version: str | None = None
+        self._on_change = on_change
+        # True once a list succeeded: later lists are compared with what was kept.
+        self._listed = False
         # Sent with the list and every watch: only the objects that match are kept.
         self._selector: tuple[tuple[str, str], ...] = \
             (("labelSelector", label_selector),) if label_selector else ()
@@ -382,7 +435,13 @@ class WatchedList(Generic[T]):
             del raw_items
             if not token:
                 break
+        if self._on_change is not None and self._listed:
+            for name in [*items, *(n for n in self.items if n not in items)]:
+                before, after = self.items.get(name), items.get(name)
+                if before != after:
+                    self._on_change(before, after)
         self.items = items
+        self._listed = True
         self._snapshot = None
         release_free_memory()
         # A list without one (a proxy that strips metadata) cannot be watched from: it is
@@ -413,6 +472,10 @@ class WatchedList(Generic[T]):
             raise SourceError(exc.source, exc.reason, redact_credentials(self._api, f"{what}: {exc.message}"),
                               retryable=exc.retryable, status=exc.status) from None
         for name, obj in changes.items():
+            if self._on_change is not None:
+                before = self.items.get(name)
+                if before != obj:
+                    self._on_change(before, obj)
             if obj is None:
                 self.items.pop(name, None)
             else:
@@ -767,7 +830,48 @@ def parse_deployment(item: dict) -> Deployment | None:
         progress_message=_str(deadline.get("message")) if deadline is not None else None,
         gitops=detect_gitops(labels=_str_map(metadata.get("labels")),
                              annotations=_str_map(metadata.get("annotations"))),
+        **_spec_writer(metadata),
     )
+
+
+def _spec_writer(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """``spec_manager``, ``spec_operation`` and ``spec_written_at``: the newest managedFields
+    entry that owns a spec field and is not a status write. The controller's entry that owns
+    only the revision annotation is left out (it follows every rollout, it makes none); a
+    ``scale`` subresource entry counts (``kubectl scale``, an HPA)."""
+    writers = [w for w in managed_writers(metadata)
+               if w.subresource != "status" and any(f.startswith("spec") for f in w.fields)]
+    dated = [(w.at, index, w) for index, w in enumerate(writers) if w.at is not None]
+    if not dated:
+        return {}
+    writer = max(dated, key=lambda entry: (entry[0], entry[1]))[2]
+    return {"spec_manager": writer.manager, "spec_operation": writer.operation,
+            "spec_written_at": writer.at}
+
+
+def managed_writers(metadata: Mapping[str, Any]) -> tuple[Writer, ...]:
+    """The ``managedFields`` entries of an object, each with the field paths it owns two
+    levels deep (``data.TIMEOUT_MS``, ``spec.replicas``, ``metadata.labels``)."""
+    writers: list[Writer] = []
+    for entry in map(_dict, _list(metadata.get("managedFields"))):
+        manager = _str(entry.get("manager"))
+        if not manager:
+            continue
+        owned: set[str] = set()
+        for top, below in _dict(entry.get("fieldsV1")).items():
+            if not isinstance(top, str) or not top.startswith("f:"):
+                continue
+            children = [key[2:] for key in _dict(below) if isinstance(key, str)
+                        and key.startswith("f:")]
+            if children:
+                owned.update(f"{top[2:]}.{child}" for child in children)
+            else:
+                owned.add(top[2:])
+        writers.append(Writer(manager=manager, operation=_str(entry.get("operation")),
+                              at=parse_timestamp(entry.get("time")),
+                              subresource=_str(entry.get("subresource")) or None,
+                              fields=frozenset(owned)))
+    return tuple(writers)
 
 
 def _progress_deadline_condition(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
