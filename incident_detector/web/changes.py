@@ -16,10 +16,9 @@ The stream takes the same filters. Each event is ``id: <change id>``, ``event: c
 ``data: <change_dict>``. With ``Last-Event-ID`` (what a browser's EventSource sends when it
 reconnects) or ``?after=<id>`` it first replays from the store what came after that id (oldest
 first; ``after=0`` replays what the store still holds), then follows the live feed, with no
-change sent twice. The subscription is made before the replay, so nothing recorded in between is
-missed; a reader too slow for its bounded queue (the feed drops its oldest events) is caught up
-from the store, since the feed's event ids show the gap. An idle stream gets a comment line every
-``heartbeat_seconds``, and the subscription ends when the client goes away.
+change sent twice (``feed.follow``: a reader too slow for its bounded queue is caught up from
+the store). An idle stream gets a comment line every ``heartbeat_seconds``, and the
+subscription ends when the client goes away.
 
 Authentication: like every ``/api/*`` read (``web.api``, ``web.dashboard``), reading needs no
 login; the writes of the dashboard are what ``web.auth`` guards. Where the timeline must not be
@@ -29,61 +28,27 @@ covers these paths as it covers ``/api/incidents``.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from ..model import CHANGE_KINDS
-from ..run.change_log import MAX_QUERY_LIMIT, ChangeLog, change_dict
-from ..run.live import FeedEvent, LiveFeed
+from ..feed.follow import FEED_KIND, ChangeFilter, change_kind, follow
+from ..run.change_log import ChangeLog, change_dict
+from ..run.live import LiveFeed
 from .api import BadParameter, _bad, _limit, _since, _text
 
 CHANGES_PATH = "/api/changes"
 STREAM_PATH = "/api/changes/stream"
-# The LiveFeed's kind of a recorded change.
-FEED_KIND = "change"
 # A comment line on an idle stream, so that proxies and the client keep it open (as /events).
 HEARTBEAT_SECONDS = 15.0
 # What a browser's EventSource waits before reconnecting, in milliseconds.
 RETRY_MILLISECONDS = 3000
-_KINDS_BY_LOWER = {kind.lower(): kind for kind in CHANGE_KINDS}
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeFilter:
-    """What a reader asked for; None matches anything."""
-
-    namespace: str | None = None
-    kind: str | None = None
-    name: str | None = None
-    since: datetime | None = None
-
-    def matches(self, record: dict[str, Any]) -> bool:
-        """Whether a change as ``change_dict`` wrote it passes the filter (the live events)."""
-        if self.namespace is not None and record.get("namespace") != self.namespace:
-            return False
-        if self.kind is not None and record.get("kind") != self.kind:
-            return False
-        if self.name is not None and record.get("name") != self.name:
-            return False
-        if self.since is not None:
-            try:
-                at = datetime.fromisoformat(str(record.get("at")).replace("Z", "+00:00"))
-            except ValueError:
-                return False
-            return at >= self.since
-        return True
-
-    def query_args(self) -> dict[str, Any]:
-        return {"namespace": self.namespace, "kind": self.kind, "name": self.name,
-                "since": self.since}
+KEEP_ALIVE = b": keep-alive\n\n"
 
 
 def change_filter(request: Request) -> ChangeFilter:
@@ -97,10 +62,10 @@ def _kind(request: Request) -> str | None:
     value = _text(request, "kind")
     if value is None:
         return None
-    kind = _KINDS_BY_LOWER.get(value.strip().lower())
-    if kind is None:
-        raise BadParameter(f"kind is one of {', '.join(CHANGE_KINDS)}")
-    return kind
+    try:
+        return change_kind(value)
+    except ValueError as bad:
+        raise BadParameter(str(bad)) from None
 
 
 def _change_id(request: Request, name: str) -> int | None:
@@ -162,60 +127,13 @@ def change_routes(*, changes: ChangeLog, live: LiveFeed,
         if resume is None:
             resume = after
 
-        def stored_after(change_id: int) -> Iterator[dict[str, Any]]:
-            """Every stored change after ``change_id`` that passes the filter, oldest first, read
-            a page at a time."""
-            while True:
-                page = changes.query(**wanted.query_args(), after_id=change_id,
-                                     limit=MAX_QUERY_LIMIT)
-                yield from (change_dict(c) for c in page)
-                if len(page) < MAX_QUERY_LIMIT:
-                    return
-                change_id = int(page[-1].id or change_id)
-
         async def stream() -> AsyncIterator[bytes]:
-            # Subscribed before the replay: what is recorded meanwhile is queued, not missed.
-            queue = live.subscribe()
-            # The feed's newest event id at that moment: the next one this reader gets follows
-            # it, and a jump says the feed dropped some from this reader's full queue.
-            published = live.since(0)
-            feed_seen = published[-1].id if published else 0
-            # The highest change id sent: nothing at or below it goes out again. Read before the
-            # first yield, so that no change is recorded between the subscription and this.
-            sent = resume if resume is not None else _newest(changes)
-            try:
+            following = follow(changes=changes, live=live, wanted=wanted, after=resume,
+                               idle_seconds=heartbeat_seconds)
+            async with contextlib.aclosing(following):
                 yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
-                if resume is not None:
-                    for record in stored_after(resume):
-                        sent = record["id"]
-                        yield _sse(record)
-                while True:
-                    try:
-                        event: FeedEvent = await asyncio.wait_for(queue.get(),
-                                                                  timeout=heartbeat_seconds)
-                    except asyncio.TimeoutError:
-                        yield b": keep-alive\n\n"
-                        continue
-                    dropped = event.id > feed_seen + 1
-                    feed_seen = event.id
-                    if dropped:
-                        # The feed dropped events from this reader's full queue: the store has
-                        # every change it missed.
-                        for record in stored_after(sent):
-                            sent = record["id"]
-                            yield _sse(record)
-                    if event.kind != FEED_KIND:
-                        continue
-                    record = event.data
-                    change_id = record.get("id")
-                    if not isinstance(change_id, int) or change_id <= sent:
-                        continue  # already sent from the store
-                    if not wanted.matches(record):
-                        continue
-                    sent = change_id
-                    yield _sse(record)
-            finally:
-                live.unsubscribe(queue)
+                async for record in following:
+                    yield _sse(record) if record is not None else KEEP_ALIVE
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={
             "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -224,12 +142,4 @@ def change_routes(*, changes: ChangeLog, live: LiveFeed,
         Route(CHANGES_PATH, list_changes, methods=["GET"]),
         Route(STREAM_PATH, stream_changes, methods=["GET"]),
     ]
-
-
-def _newest(changes: ChangeLog) -> int:
-    """The id of the newest stored change (0 when there is none): where a stream that does not
-    resume starts. The loop records a change and publishes it without yielding in between, so
-    none recorded before the subscription can still be on its way to the feed."""
-    newest = changes.query(limit=1)
-    return int(newest[0].id or 0) if newest else 0
 
