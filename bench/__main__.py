@@ -2,7 +2,7 @@
 
 import sys
 
-from . import dashboard, detection, footprint, mass_rollout
+from . import changes, dashboard, detection, footprint, mass_rollout
 
 print("== Detection quality over the scenario suite (bench/detection.py)")
 detection.main([])
@@ -15,4 +15,7 @@ mass_rollout.main([])
 print()
 print("== The dashboard's overview with 500 Deployments and 1,000 incidents (bench/dashboard.py)")
 dashboard.main([])
+print()
+print("== The change timeline's watches: 500 Deployments, 1,000 ConfigMaps (bench/changes.py)")
+changes.main([])
 sys.exit(0)

@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -149,10 +150,12 @@ class _Fields:
         if value is None:
             return
         display = None if hidden else (shown if shown is not None else _summary(value))
-        self.values[path] = FieldValue(display, digest(self.key, value if digest_of is None
+        self.values[sys.intern(path)] = FieldValue(display, digest(self.key, value if digest_of is None
                                                        else digest_of), hidden)
 
     def text(self, path: str, name: str, value: str, *, secret: bool = False) -> None:
+        # Paths repeat across objects (every ConfigMap of an app has the same keys): one copy.
+        path = sys.intern(path)
         if secret:
             self.values[path] = FieldValue(None, digest(self.key, value), True)
             return

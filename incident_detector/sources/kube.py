@@ -31,6 +31,7 @@ import asyncio
 import ctypes
 import json
 import re
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -864,10 +865,13 @@ def managed_writers(metadata: Mapping[str, Any]) -> tuple[Writer, ...]:
             children = [key[2:] for key in _dict(below) if isinstance(key, str)
                         and key.startswith("f:")]
             if children:
-                owned.update(f"{top[2:]}.{child}" for child in children)
+                owned.update(sys.intern(f"{top[2:]}.{child}") for child in children)
             else:
-                owned.add(top[2:])
-        writers.append(Writer(manager=manager, operation=_str(entry.get("operation")),
+                owned.add(sys.intern(top[2:]))
+        operation = _str(entry.get("operation"))
+        # Thousands of objects name the same few managers and fields: one copy of each.
+        writers.append(Writer(manager=sys.intern(manager),
+                              operation=sys.intern(operation) if operation else None,
                               at=parse_timestamp(entry.get("time")),
                               subresource=_str(entry.get("subresource")) or None,
                               fields=frozenset(owned)))
