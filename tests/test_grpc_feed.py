@@ -253,3 +253,26 @@ def test_without_the_extra_the_rest_of_the_timeline_works():
                    " incident_detector.feed.follow; print('ok')")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_stopping_the_server_ends_the_streams_and_their_subscriptions(feed, grpc, log):
+    from grpc import aio
+
+    pb2, pb2_grpc, server_module = feed
+    live = LiveFeed()
+
+    async def main() -> tuple[int, Any]:
+        port = _free_port()
+        server = await server_module.serve_changes(changes=log, live=live, port=port,
+                                                   host="127.0.0.1")
+        async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = pb2_grpc.ChangeFeedStub(channel).WatchChanges(pb2.WatchChangesRequest())
+            await _subscribed(live)
+            await asyncio.wait_for(server.stop(server_module.STOP_GRACE_SECONDS), timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await asyncio.wait_for(call.read(), timeout=READ_TIMEOUT)
+            return await _gone(live), ended.value.code()
+
+    left, code = asyncio.run(main())
+    assert left == 0
+    assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)

@@ -36,8 +36,9 @@ from .follow import ChangeFilter, change_kind, follow
 
 log = structlog.get_logger("incident_detector")
 
-# How long calls in flight get when the server stops (streams are cancelled after it).
-STOP_GRACE_SECONDS = 1.0
+# How long calls in flight get when the server stops: none, since a WatchChanges stream never
+# ends by itself; its client resumes with after_id from another replica or after the restart.
+STOP_GRACE_SECONDS = 0.0
 
 
 def change_message(record: dict[str, Any]) -> changes_pb2.ChangeEvent:
