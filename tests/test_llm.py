@@ -77,7 +77,8 @@ def test_no_key_no_authorization_header_as_for_a_local_ollama():
 def test_azure_url_api_version_and_api_key_header():
     with respx.mock(assert_all_called=True) as mock:
         route = mock.post("https://contoso.openai.azure.com/openai/deployments/incident-gpt4o/"
-                          "chat/completions").respond(200, json=fixture("azure_chat_completion.json"))
+                          "chat/completions").respond(
+            200, json=fixture("azure_chat_completion.json"))
         answer = run(openai(base_url="https://contoso.openai.azure.com/", model="incident-gpt4o",
                             api_version="2024-10-21"))
     request = route.calls.last.request

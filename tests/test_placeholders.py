@@ -87,8 +87,8 @@ def test_token_shapes_and_keys_of_redact_are_reused():
     cases = {
         "key AKIAIOSFODNN7EXAMPLE used": "key <SECRET_1> used",
         "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig_4bc": "jwt <SECRET_1>",
-        "post to https://hooks.slack.com/services/T0/B0/XXXX": "post to "
-                                                               "https://hooks.slack.com/services/<SECRET_1>",
+        "post to https://hooks.slack.com/services/T0/B0/XXXX":
+            "post to https://hooks.slack.com/services/<SECRET_1>",
         "Authorization: Basic dXNlcjpwYXNzd29yZA==": "Authorization: Basic <SECRET_1>",
         "digest sha256:" + "ab" * 32: "digest sha256:<TOKEN_1>",
     }

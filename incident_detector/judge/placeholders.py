@@ -25,7 +25,6 @@ shape, see its docstring), e.g. ``login failed for hunter2``.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +35,7 @@ SECRET, EMAIL, IP, TOKEN = "SECRET", "EMAIL", "IP", "TOKEN"
 # A placeholder, as written and as recognised (never replaced again).
 PLACEHOLDER = re.compile(r"<(?:SECRET|EMAIL|IP|TOKEN)_\d+>")
 # A code point of Unicode's private use area: ``redact``'s marker, made one character that no
-# other text holds, so that aligning the redacted text with the original finds each value.
+# other text holds, so that the redacted text splits at the values' places.
 _MARK = "\uf8ff"
 
 _EMAIL = re.compile(
@@ -137,36 +136,37 @@ class Redactor:
 
     def _credentials(self, text: str) -> str:
         """``redact.redact``'s credentials, each ``[redacted]`` turned into the placeholder of
-        the value it stood for (found by aligning the two texts)."""
+        the value it stood for.
+
+        ``redact`` keeps everything around a value, so the redacted text is the original with
+        values cut out: the text between two markers is found again in the original, left to
+        right, and what lies between is the value. Linear in the text's length. A piece of
+        text that also occurs inside the value before it (rare: a short piece) can pair a
+        value wrongly: its placeholder is then not the same as elsewhere, but the output is
+        built from ``redact``'s text, so nothing is ever let through.
+        """
         redacted = redact(text)
         if redacted == text:
             return text
-        marked = redacted.replace(REDACTED, _MARK)
-        if REDACTED in text:
-            # The original already held the marker's text: the alignment could pair it with
-            # itself. Every replaced value still gets a placeholder, only without stability.
-            return marked.replace(_MARK, self.placeholder(SECRET, f"{id(text)}:{text}"))
-        out: list[str] = []
-        matcher = difflib.SequenceMatcher(None, text, marked, autojunk=False)
-        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-            segment = marked[j1:j2]
-            if tag == "equal" or _MARK not in segment:
-                out.append(segment)
-                continue
-            # One replaced value per marker; a segment with several (rare: adjacent values)
-            # keeps them apart by position in the original.
-            marks = segment.count(_MARK)
-            value = text[i1:i2]
-            if marks == 1 and PLACEHOLDER.fullmatch(value):
-                out.append(value)  # a placeholder of ours, as the value of a credential key
-            elif marks == 1:
-                out.append(segment.replace(_MARK, self.placeholder(SECRET, value)))
-            else:
-                parts = segment.split(_MARK)
-                rebuilt = parts[0]
-                for index, part in enumerate(parts[1:]):
-                    rebuilt += self.placeholder(SECRET, f"{value}#{index}") + part
-                out.append(rebuilt)
+        pieces = redacted.replace(REDACTED, _MARK).split(_MARK)
+        if REDACTED in text or not text.startswith(pieces[0]) \
+                or not text.endswith(pieces[-1]):
+            # The original already held the marker's text (or redact rewrote more than the
+            # values): every value still gets a placeholder, only not a stable one.
+            return _MARK.join(pieces).replace(_MARK, self.placeholder(SECRET, f"{id(text)}"))
+        out = [pieces[0]]
+        at = len(pieces[0])
+        end = len(text) - len(pieces[-1])
+        for index, piece in enumerate(pieces[1:], start=1):
+            last = index == len(pieces) - 1
+            found = end if last else text.find(piece, at, end)
+            if found < 0:
+                found = at
+            value = text[at:found]
+            # A placeholder of ours as a credential's value stays as it is.
+            out.append(value if PLACEHOLDER.fullmatch(value) else self.placeholder(SECRET, value))
+            out.append(piece)
+            at = found + len(piece)
         return "".join(out)
 
     def _sub(self, pattern: re.Pattern[str], kind: str, text: str,
