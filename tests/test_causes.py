@@ -27,6 +27,7 @@ from incident_detector.model import (
     FieldChange,
     GitOpsOwner,
     GitOpsTool,
+    Pod,
     PodTemplate,
     Service,
 )
@@ -53,8 +54,15 @@ CHECKOUT_TEMPLATE = PodTemplate(
 )
 TEMPLATES = {("shop", "checkout"): CHECKOUT_TEMPLATE}
 DEPS = learn_dependencies(DEPLOYMENTS, templates=TEMPLATES, services=SERVICES)
+
+
+def pods(*started: datetime) -> tuple[Pod, ...]:
+    return tuple(Pod("shop", f"checkout-7f9c-{i}", "checkout-7f9c", created_at=at)
+                 for i, at in enumerate(started))
+
+
 # Pods started two hours ago and not since.
-OLD_PODS = (RISE - timedelta(hours=2), RISE - timedelta(hours=2))
+OLD_PODS = pods(RISE - timedelta(hours=2), RISE - timedelta(hours=2))
 
 
 def change(kind: str, name: str, *, ago: float, action: str = "updated",
@@ -77,14 +85,14 @@ def rollout(name: str, *, ago: float, revision: int = 7, namespace: str = "shop"
 
 
 def symptom(**fields) -> Symptom:
-    values = dict(rise_began_at=RISE, template=CHECKOUT_TEMPLATE, pods_created_at=OLD_PODS)
+    values = dict(began=RISE, template=CHECKOUT_TEMPLATE, pods=OLD_PODS)
     values.update(fields)
     return Symptom.of(CHECKOUT, **values)
 
 
 def rank(changes, *, sym: Symptom | None = None, rose=None, deps: Dependencies = DEPS, **kw):
     return rank_causes(sym or symptom(), changes, now=NOW, dependencies=deps,
-                       error_rate_rose=rose, deployments=DEPLOYMENTS, services=SERVICES, **kw)
+                       risen=rose, deployments=DEPLOYMENTS, services=SERVICES, **kw)
 
 
 def names(causes) -> list[tuple[str, str]]:
@@ -175,7 +183,7 @@ def test_a_secret_read_as_env_by_pods_not_restarted_still_runs_the_old_value():
     assert cause.command == "kubectl describe secret db-creds -n shop"
     assert cause.action is None
     # The same change, once a pod restarted: it runs the new value and scores more.
-    restarted = symptom(pods_created_at=(RISE - timedelta(hours=2), RISE - timedelta(seconds=10)))
+    restarted = symptom(pods=pods(RISE - timedelta(hours=2), RISE - timedelta(seconds=10)))
     (after,) = rank([secret], sym=restarted)
     assert after.score > cause.score
     assert "1 of 2 pods started since the change and read the new value" in after.reasons
@@ -186,7 +194,8 @@ def test_a_secret_read_as_env_by_pods_not_restarted_still_runs_the_old_value():
 
 def test_an_env_reference_with_pods_unknown_says_so():
     secret = change("Secret", "db-creds", ago=30)
-    (cause,) = rank([secret], sym=symptom(pods_created_at=None))
+    (cause,) = rank([secret], sym=symptom(pods=None))
+    assert rank([secret], sym=symptom(pods=())) == (cause,)
     assert any("whether its pods restarted since is not known" in r for r in cause.reasons)
     assert not any(r.startswith("-0.25") for r in cause.reasons)
 
@@ -237,7 +246,7 @@ def test_the_more_recent_of_two_equal_changes_ranks_first():
     a = change("ConfigMap", "checkout-config", ago=20)
     b = change("ConfigMap", "flags", ago=10, fields=(FieldChange("data.mode", "a", "b"),))
     # flags is read as env by pods not restarted: give it restarted pods so both are equal.
-    sym = symptom(pods_created_at=None, template=PodTemplate(
+    sym = symptom(pods=None, template=PodTemplate(
         config_maps=frozenset({"checkout-config", "flags"})))
     causes = rank([a, b], sym=sym)
     assert causes[0].score == causes[1].score
@@ -444,9 +453,10 @@ _changes = st.builds(
 @given(st.lists(_changes, max_size=12, unique_by=lambda c: c.key), st.lists(st.text(max_size=60), max_size=5),
        st.one_of(st.none(), st.lists(st.integers(-3600, 36000), max_size=3)),
        st.dictionaries(_names, st.one_of(st.none(), st.booleans()), max_size=3))
-def test_ranking_never_raises_and_gives_at_most_three_sorted_scores(changes, lines, pods, rose):
-    pods_created = None if pods is None else tuple(RISE - timedelta(seconds=s) for s in pods)
-    sym = symptom(error_lines=tuple(lines), pods_created_at=pods_created,
+def test_ranking_never_raises_and_gives_at_most_three_sorted_scores(changes, lines, started,
+                                                                    rose):
+    running = None if started is None else pods(*(RISE - timedelta(seconds=s) for s in started))
+    sym = symptom(error_lines=tuple(lines), pods=running,
                   own_rollout=changes[0] if changes and changes[0].kind == "Deployment" else None)
     causes = rank(changes, sym=sym, rose=rose)
     assert len(causes) <= MAX_CAUSES
@@ -516,3 +526,19 @@ def test_affected_by_services_policies_and_autoscalers():
                      fields=(FieldChange("spec.rules.0.backend.service.name", None, "orders"),))
     assert affected_workloads(ingress, DEPLOYMENTS, TEMPLATES, DEPS, services=SERVICES) \
         == ("orders",)
+
+
+def test_the_loop_s_shape_of_a_symptom_names_and_templates_by_name():
+    # No labels on the symptom: the Deployment's own, from the deployments given.
+    sym = Symptom(namespace="shop", deployment="checkout", deployment_uid="uid-c", began=RISE,
+                  template=None, pods=(), error_lines=(), own_rollout=None)
+    svc = change("Service", "checkout", ago=30)
+    assert names(rank([svc], sym=sym)) == [("Service", "checkout")]
+    # No template known: no ConfigMap is a candidate.
+    assert rank([change("ConfigMap", "checkout-config", ago=30)], sym=sym) == ()
+    by_name = {"checkout": CHECKOUT_TEMPLATE}
+    assert affected_workloads(change("ConfigMap", "flags", ago=0), DEPLOYMENTS, by_name,
+                              DEPS) == ("checkout",)
+    deps = learn_dependencies(DEPLOYMENTS, templates=by_name, services=SERVICES,
+                              error_lines={"checkout": ["host=payments"]})
+    assert deps.of("shop", "checkout")[0].error_lines == 1

@@ -13,6 +13,10 @@ from factories import make_incident
 from incident_detector.notify import render
 from incident_detector.model import (
     Attribution,
+    Cause,
+    Change,
+    FieldChange,
+    RemediationView,
     ErrorSignature,
     Evidence,
     GitOpsOwner,
@@ -199,7 +203,7 @@ EVIDENCE_KEYS = {
     "baseline_per_minute", "baseline_window_seconds", "baseline_lookback_seconds",
     "rollout_start_source", "affected_pods", "pod_problems",
     "progress_message", "other_revisions_in_window", "signatures", "changes", "gitops",
-    "alerts",
+    "alerts", "causes",
 }
 
 
@@ -542,3 +546,98 @@ def test_the_confidence_and_its_reasons_are_in_the_record_and_in_slack():
     assert f"Confidence {incident.confidence:.2f}: +0.20 the detection rules held" in text
     unscored = render.incident_record(make_incident())
     assert unscored["confidence"] is None and unscored["confidence_reasons"] == []
+
+
+# --- ranked causes (judge.causes) --------------------------------------------------------------
+
+CAUSE_AT = datetime(2026, 11, 3, 17, 53, 30, tzinfo=timezone.utc)
+OWN_ROLLOUT = Change(
+    namespace="demo-aiops", kind="Deployment", name="payments-api", action="updated",
+    at=CAUSE_AT, observed_at=CAUSE_AT, fields=(FieldChange("image payments-api", "1.4.2",
+                                                           "1.5.0"),),
+    revision=2, previous_revision=1, resource_version="r2")
+LEDGER_ROLLOUT = Change(
+    namespace="demo-aiops", kind="Deployment", name="ledger", action="updated", at=CAUSE_AT,
+    observed_at=CAUSE_AT, fields=(FieldChange("image ledger", "ledger:3", "ledger:4"),),
+    manager="argocd-controller", revision=9, previous_revision=8, resource_version="r9")
+LEDGER_UNDO = "kubectl rollout undo deployment/ledger -n demo-aiops --to-revision=8"
+LEDGER_CAUSE = Cause(change=LEDGER_ROLLOUT, score=0.9,
+                     reasons=("+0.40 rolled out 34s before the errors began rising",
+                              "+0.25 all 12 of its error lines name ledger"),
+                     action="rollback", command=LEDGER_UNDO)
+OWN_CAUSE = Cause(change=OWN_ROLLOUT, score=0.65,
+                  reasons=("+0.25 its own rollout revision 2: every new pod runs the change",),
+                  action="rollback",
+                  command="kubectl rollout undo deployment/payments-api -n demo-aiops "
+                          "--to-revision=1")
+
+
+def test_causes_are_in_the_record_evidence():
+    assert render.incident_record(make_incident())["evidence"]["causes"] == []
+    incident = with_evidence(make_incident(), causes=(LEDGER_CAUSE, OWN_CAUSE))
+    causes = render.incident_record(incident)["evidence"]["causes"]
+    assert [c["change"]["name"] for c in causes] == ["ledger", "payments-api"]
+    assert causes[0]["score"] == 0.9 and causes[0]["command"] == LEDGER_UNDO
+    assert causes[0]["reasons"] == list(LEDGER_CAUSE.reasons)
+    assert causes[0]["change"]["revision"] == 9
+    assert causes[0]["change"]["summary"] == (
+        "Deployment ledger rolled out revision 9: image ledger ledger:3 → ledger:4 "
+        "(by argocd-controller)")
+
+
+def test_causes_come_after_the_evidence_in_slack_and_only_when_there_are_some():
+    plain = render.slack_text(render.slack_payload(make_incident()))
+    assert "Likely causes" not in plain
+    incident = with_evidence(make_incident(), causes=(OWN_CAUSE,))
+    text = render.slack_text(render.slack_payload(incident))
+    assert text.index("What changed") < text.index("Likely causes") < text.index("Detected ")
+    assert "*1. 65%* Deployment payments-api rolled out revision 2" in text
+    # Its own rollout ranked first: the advice stays the plain rollback of this Deployment.
+    assert render.recommended_action(incident) == render.recommended_action(make_incident())
+    assert "roll back" in text.splitlines()[0]
+
+
+def test_a_foreign_top_cause_changes_the_advice_to_its_own_undo():
+    incident = with_evidence(make_incident(), causes=(LEDGER_CAUSE, OWN_CAUSE))
+    advice = render.recommended_action(incident)
+    assert advice.startswith("The likeliest cause is not this rollout but Deployment ledger "
+                             "rolled out revision 9")
+    assert f"Roll back Deployment ledger in demo-aiops to revision 8: {LEDGER_UNDO}" in advice
+    assert advice.index(LEDGER_UNDO) < advice.index(render.rollback_command(incident))
+    payload = render.slack_payload(incident)
+    text = render.slack_text(payload)
+    assert text.splitlines()[0].endswith("broke in demo-aiops: roll back ledger")
+    action = text.split("Recommended action", 1)[1]
+    assert action.index(LEDGER_UNDO) < action.index(render.rollback_command(incident))
+    assert "The likeliest cause is Deployment ledger (90%), not this rollout." in action
+    # The record keeps this rollout's own undo in rollback_command.
+    record = render.incident_record(incident)
+    assert record["rollback_command"] == render.rollback_command(incident)
+    assert record["recommended_action"] == advice
+
+
+def test_a_foreign_configmap_cause_says_where_to_revert_it():
+    config = Change(namespace="demo-aiops", kind="ConfigMap", name="payments-config",
+                    action="updated", at=CAUSE_AT, observed_at=CAUSE_AT,
+                    fields=(FieldChange("data.TIMEOUT_MS", "5000", "50"),),
+                    manager="kubectl-patch", resource_version="c1")
+    show = "kubectl get configmap payments-config -n demo-aiops -o yaml"
+    incident = with_evidence(make_incident(), causes=(
+        Cause(change=config, score=0.7, reasons=("+0.20 its pods read it",), command=show),))
+    advice = render.recommended_action(incident)
+    assert ("Revert ConfigMap payments-config in demo-aiops where it was changed "
+            f"(by kubectl-patch); to see it: {show}") in advice
+    text = render.slack_text(render.slack_payload(incident))
+    assert text.splitlines()[0].endswith(": likely ConfigMap payments-config")
+
+
+def test_a_remediation_on_another_deployment_names_it_on_the_button():
+    view = RemediationView("rollback", 8, "ask", "approval required", "mode", False,
+                           approve_token="a", reject_token="r", target="demo-aiops/ledger")
+    (section, actions) = render.remediation_blocks(view)
+    assert actions["elements"][0]["text"]["text"] == "Approve: Roll back ledger to revision 8"
+    own = replace(view, target=None)
+    assert render.remediation_blocks(own)[1]["elements"][0]["text"]["text"] == (
+        "Approve: Roll back to revision 8")
+    record = render.incident_record(make_incident(remediation=view))
+    assert record["remediation"]["target"] == "demo-aiops/ledger"

@@ -44,8 +44,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
-from ..model import DELETED, Cause, Change, Deployment, PodTemplate, Service
+from ..model import DELETED, Cause, Change, Deployment, Pod, PodTemplate, Service
 from .commands import action_command
 from .dependencies import (
     Dependencies,
@@ -54,6 +55,7 @@ from .dependencies import (
     hosts_in_line,
     selects,
     template_mentions,
+    templates_get,
 )
 
 MAX_CAUSES = 3
@@ -113,23 +115,26 @@ class Symptom:
     namespace: str
     deployment: str
     # When its errors began rising: its rollout's start, or the first tick that saw the rise.
-    rise_began_at: datetime
+    began: datetime
     deployment_uid: str = ""
-    # Its pod template's labels: what Services and NetworkPolicies select.
+    # Its pod template's labels: what Services and NetworkPolicies select (when empty, the
+    # labels of the Deployment of that name given to ``rank_causes``).
     pod_labels: tuple[tuple[str, str], ...] = ()
-    # The current pod template: the ConfigMaps and Secrets it references, its env.
-    template: PodTemplate = field(default_factory=PodTemplate)
-    # When each of its pods was created; None when its pods are not known.
-    pods_created_at: tuple[datetime, ...] | None = None
+    # The current pod template: the ConfigMaps and Secrets it references, its env (None or
+    # empty: not known, so no ConfigMap or Secret is a candidate).
+    template: PodTemplate | None = None
+    # Its pods: when each was created tells whether it restarted since a change. None or
+    # empty: not known.
+    pods: tuple[Pod, ...] | None = None
     # Its recent error lines (their text only).
     error_lines: tuple[str, ...] = ()
     # Its own rollout, when it had one.
     own_rollout: Change | None = None
 
     @classmethod
-    def of(cls, deployment: Deployment, **fields: object) -> Symptom:
+    def of(cls, deployment: Deployment, **fields: Any) -> Symptom:
         """A symptom of ``deployment`` (its namespace, name, uid and labels)."""
-        return cls(namespace=deployment.namespace, deployment=deployment.name,  # type: ignore[arg-type]
+        return cls(namespace=deployment.namespace, deployment=deployment.name,
                    deployment_uid=deployment.uid, pod_labels=deployment.pod_labels, **fields)
 
 
@@ -258,19 +263,26 @@ def _size(change: Change) -> tuple[float, str]:
 
 class _Ranking:
     def __init__(self, symptom: Symptom, *, dependencies: Dependencies,
-                 error_rate_rose: Mapping[str, bool | None], deployments: Sequence[Deployment],
+                 risen: Mapping[str, bool | None], deployments: Sequence[Deployment],
                  services: Sequence[Service]) -> None:
         self.symptom = symptom
-        self.rose = error_rate_rose
+        self.rose = risen
         self.deployments = {(d.namespace, d.name): d for d in deployments}
+        self.template = symptom.template or PodTemplate()
+        self.labels = symptom.pod_labels or self._labels((symptom.namespace, symptom.deployment))
+        # When its pods started; None when not known.
+        self.pods_created_at: tuple[datetime, ...] | None = None
+        if symptom.pods:
+            self.pods_created_at = tuple(p.created_at for p in symptom.pods
+                                         if p.created_at is not None) or None
         self.dependencies = {d.key: d for d in dependencies.of(symptom.namespace,
                                                                symptom.deployment)}
         self.lines = [line for line in symptom.error_lines[:MAX_LINES_SCANNED]]
         self.line_hosts = [hosts_in_line(line) for line in self.lines]
-        self.template_hosts = {host for host, _ in template_mentions(symptom.template)}
+        self.template_hosts = {host for host, _ in template_mentions(self.template)}
         ns = symptom.namespace
         self.selecting_services = {s.name for s in services if s.namespace == ns
-                                   and selects(s.selector, symptom.pod_labels)}
+                                   and selects(s.selector, self.labels)}
         self.called_services = {(d.namespace, d.service) for d in self.dependencies.values()
                                 if d.service}
 
@@ -283,7 +295,8 @@ class _Ranking:
         if change.namespace != s.namespace:
             return None
         if change.kind in CONFIG_KINDS:
-            refs = s.template.config_maps if change.kind == "ConfigMap" else s.template.secrets
+            refs = (self.template.config_maps if change.kind == "ConfigMap"
+                    else self.template.secrets)
             return self._config(change) if change.name in refs else None
         if change.kind in TOUCHING_KINDS:
             return self._touching(change)
@@ -365,30 +378,29 @@ class _Ranking:
         return candidate
 
     def _config(self, change: Change) -> _Candidate:
-        s = self.symptom
         candidate = _Candidate(change, Role.CONFIG)
         prefix = "configmap" if change.kind == "ConfigMap" else "secret"
-        env = [var.name for c in s.template.containers for var in c.env
+        env = [var.name for c in self.template.containers for var in c.env
                if var.source is not None and var.source.startswith(f"{prefix}:{change.name}/")]
         env = list(dict.fromkeys(env))
         how = f"env {', '.join(env[:3])}" if env else "a volume or envFrom"
         candidate.weights.append((PRIOR[Role.CONFIG], f"its pods read {change.kind} "
                                                       f"{change.name} ({how})"))
-        started = (None if s.pods_created_at is None
-                   else sorted(t for t in s.pods_created_at if t > change.at))
+        pods = self.pods_created_at
+        started = None if pods is None else sorted(t for t in pods if t > change.at)
         effective_at, verb = change.at, "changed"
         if change.action == DELETED:
             verb = "deleted"
             candidate.notes.append("deleted: a pod that starts now cannot, unless the reference "
                                    "is optional")
-        elif env and started is not None and not started and s.pods_created_at:
+        elif env and started is not None and not started:
             candidate.weights.append((NOT_IN_EFFECT, "its pods still run the old value: they read "
                                       "it as environment variables, which only a restart picks "
                                       "up, and none of them started since the change"))
         elif env and started:
             effective_at, verb = started[0], "took effect (a pod started with it)"
-            candidate.notes.append(f"{len(started)} of {len(s.pods_created_at or ())} pods "
-                                   "started since the change and read the new value")
+            candidate.notes.append(f"{len(started)} of {len(pods or ())} pods started since the "
+                                   "change and read the new value")
         elif env:
             candidate.notes.append("whether its pods restarted since is not known; environment "
                                    "variables take the new value only on a restart")
@@ -398,8 +410,8 @@ class _Ranking:
                                    "only on a restart")
             if started is not None:
                 candidate.notes.append(
-                    f"{len(started)} of {len(s.pods_created_at or ())} pods started since the "
-                    "change" if started else "none of its pods started since the change")
+                    f"{len(started)} of {len(pods or ())} pods started since the change"
+                    if started else "none of its pods started since the change")
         self._time(candidate, effective_at, verb)
         keys = {f.path.rsplit(".", 1)[-1] for f in change.fields}
         words = [w for w in sorted(keys) if len(w) >= 4] + [change.name]
@@ -418,7 +430,7 @@ class _Ranking:
                 how = f"it calls other workloads through Service {change.name}"
         elif change.kind == "NetworkPolicy":
             pairs = _selector_values(change)
-            if any(selects((pair,), s.pod_labels) for pair in pairs):
+            if any(selects((pair,), self.labels) for pair in pairs):
                 how = f"NetworkPolicy {change.name} selects its pods"
             else:
                 for dep in self.dependencies.values():
@@ -458,7 +470,7 @@ class _Ranking:
     # the factors ---------------------------------------------------------------------
 
     def _time(self, candidate: _Candidate, at: datetime, verb: str) -> None:
-        candidate.weights.append(proximity(at, self.symptom.rise_began_at, verb=verb))
+        candidate.weights.append(proximity(at, self.symptom.began, verb=verb))
 
     def _size(self, candidate: _Candidate) -> None:
         candidate.weights.append(_size(candidate.change))
@@ -581,20 +593,20 @@ def rank_causes(
     *,
     now: datetime,
     dependencies: Dependencies | None = None,
-    error_rate_rose: Mapping[str, bool | None] | None = None,
+    risen: Mapping[str, bool | None] | None = None,
     deployments: Iterable[Deployment] = (),
     services: Iterable[Service] = (),
     limit: int = MAX_CAUSES,
 ) -> tuple[Cause, ...]:
     """The likeliest causes of ``symptom`` among ``changes`` (and its own rollout), best first.
 
-    ``error_rate_rose`` says whether a workload's own error rate rose, by name (in the symptom's
+    ``risen`` says whether a workload's own error rate rose, by name (in the symptom's
     namespace) or ``namespace/name``; a name missing or None is unknown. ``deployments`` and
     ``services`` are the current objects: what Services select, who is managed by GitOps.
     Changes made after ``now`` (a skewed clock) count as made at ``now``.
     """
     ranking = _Ranking(symptom, dependencies=dependencies or Dependencies(),
-                       error_rate_rose=error_rate_rose or {},
+                       risen=risen or {},
                        deployments=tuple(deployments), services=tuple(services))
     pool = list(changes)
     if symptom.own_rollout is not None:
@@ -604,17 +616,17 @@ def rank_causes(
     for change in pool:
         if change.at > now:
             change = replace(change, at=now)
-        if (symptom.rise_began_at - change.at).total_seconds() > MAX_LEAD_SECONDS:
+        if (symptom.began - change.at).total_seconds() > MAX_LEAD_SECONDS:
             continue
         candidate = ranking.candidate(change)
         if candidate is None:
             continue
         cause = candidate.cause()
         key = (change.namespace, change.kind, change.name)
-        rise = symptom.rise_began_at
+        rise = symptom.began
         if key not in best or _sort_key(cause, rise) < _sort_key(best[key], rise):
             best[key] = cause
-    ranked = sorted(best.values(), key=lambda cause: _sort_key(cause, symptom.rise_began_at))
+    ranked = sorted(best.values(), key=lambda cause: _sort_key(cause, symptom.began))
     return tuple(ranked[:max(0, limit)])
 
 
@@ -624,7 +636,7 @@ def rank_causes(
 def affected_keys(
     change: Change,
     deployments: Iterable[Deployment],
-    templates: Mapping[WorkloadKey, PodTemplate],
+    templates: Mapping[Any, PodTemplate],
     dependencies: Dependencies,
     *,
     services: Iterable[Service] = (),
@@ -639,7 +651,7 @@ def affected_keys(
     found: set[WorkloadKey] = set()
     if change.kind in CONFIG_KINDS:
         for dep in here:
-            template = templates.get((dep.namespace, dep.name))
+            template = templates_get(templates, dep)
             if template is None:
                 continue
             refs = template.config_maps if change.kind == "ConfigMap" else template.secrets
@@ -650,7 +662,7 @@ def affected_keys(
             if change.kind == "Deployment":
                 found.update(dependencies.on(ns, name))
             for dep in deployments:
-                template = templates.get((dep.namespace, dep.name))
+                template = templates_get(templates, dep)
                 if template is not None and any(
                         _host_names(host, namespace=dep.namespace) == (ns, name)
                         for host, _ in template_mentions(template)):
@@ -688,7 +700,7 @@ def affected_keys(
 def affected_workloads(
     change: Change,
     deployments: Iterable[Deployment],
-    templates: Mapping[WorkloadKey, PodTemplate],
+    templates: Mapping[Any, PodTemplate],
     dependencies: Dependencies,
     *,
     services: Iterable[Service] = (),

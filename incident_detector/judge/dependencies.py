@@ -31,12 +31,14 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any, TypeVar
 
 from ..model import Deployment, LogLine, PodTemplate, Service
 from .changes import SECRET_NAME_PATTERN, looks_secret_value
 
 # (namespace, Deployment name)
 WorkloadKey = tuple[str, str]
+T = TypeVar("T")
 
 MAX_LINES_SCANNED = 1000
 MAX_LINE_CHARS = 4000
@@ -189,6 +191,13 @@ def hosts_in_line(line: str) -> frozenset[str]:
     return frozenset(found)
 
 
+def templates_get(by_workload: Mapping[Any, T], deployment: Deployment) -> T | None:
+    """The entry of ``deployment`` in a mapping keyed by ``(namespace, name)``, or by name alone
+    (a mapping of one namespace's Deployments)."""
+    found = by_workload.get((deployment.namespace, deployment.name))
+    return by_workload.get(deployment.name) if found is None else found
+
+
 def _text(line: str | LogLine) -> str:
     return line if isinstance(line, str) else line.line
 
@@ -280,12 +289,13 @@ def _where(service: str | None, namespace: str, target_namespace: str, deploymen
 def learn_dependencies(
     deployments: Iterable[Deployment],
     *,
-    templates: Mapping[WorkloadKey, PodTemplate],
+    templates: Mapping[Any, PodTemplate],
     services: Iterable[Service],
-    error_lines: Mapping[WorkloadKey, Iterable[str | LogLine]] | None = None,
+    error_lines: Mapping[Any, Iterable[str | LogLine]] | None = None,
 ) -> Dependencies:
-    """Who calls whom, from each workload's current pod template (``templates``, by
-    ``(namespace, name)``) and its recent error lines, through the Services given."""
+    """Who calls whom, from each workload's current pod template and its recent error lines,
+    through the Services given. ``templates`` and ``error_lines`` are keyed by ``(namespace,
+    name)`` of the Deployment, or by its name alone when all are of one namespace."""
     deployments = tuple(deployments)
     resolver = _Resolver(deployments, services)
     error_lines = error_lines or {}
@@ -302,14 +312,14 @@ def learn_dependencies(
             if sentence not in sentences:
                 sentences.append(sentence)
 
-        template = templates.get(me)
+        template = templates_get(templates, dep)
         if template is not None:
             for host, where in template_mentions(template):
                 for target in resolver.resolve(host, namespace=dep.namespace):
                     add(target, f"{where} names "
                                 f"{_where(target[2], dep.namespace, target[0], target[1])}")
         host_lines: Counter[tuple[tuple[str, str, str | None], str]] = Counter()
-        for index, line in enumerate(error_lines.get(me, ())):
+        for index, line in enumerate(templates_get(error_lines, dep) or ()):
             if index >= MAX_LINES_SCANNED:
                 break
             targets: set[tuple[str, str, str | None]] = set()

@@ -15,11 +15,14 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
+from ..judge.causes import scale_down
 from ..judge.changes import MORE_KIND
 from ..judge.commands import action_command
 from ..model import (
     Alert,
     Attribution,
+    Cause,
+    Change,
     ErrorSignature,
     GitOpsOwner,
     GitOpsTool,
@@ -28,6 +31,7 @@ from ..model import (
     Signal,
 )
 from ..redact import redact
+from ..run.change_log import change_dict, change_summary
 
 SCHEMA_VERSION = 1
 
@@ -46,6 +50,7 @@ SLACK_TOP_SIGNATURES = 5
 SLACK_EXAMPLE_MAX_CHARS = 300
 SLACK_LINE_MAX_CHARS = 1000
 SLACK_PODS_LISTED = 5
+SLACK_CAUSE_REASONS = 6
 # Argo CD installs its Applications here unless "apps in any namespace" is used.
 
 
@@ -206,9 +211,61 @@ def rule_command(incident: Incident) -> str | None:
                           pod=pod)
 
 
+def foreign_cause(incident: Incident) -> Cause | None:
+    """The incident's likeliest cause when it is not the incident's own rollout (a
+    dependency's rollout, a ConfigMap): undoing this rollout would not undo it."""
+    causes = incident.evidence.causes
+    if not causes:
+        return None
+    change = causes[0].change
+    if (change.kind == "Deployment" and change.namespace == incident.namespace
+            and change.name == incident.deployment
+            and change.revision in (None, incident.revision)):
+        return None
+    return causes[0]
+
+
+def percent(score: float) -> str:
+    """A cause's score as a person reads it: ``0.87`` -> ``87%``."""
+    if not math.isfinite(score):
+        return "?%"
+    return f"{round(score * 100)}%"
+
+
+def cause_step(cause: Cause) -> tuple[str, str | None]:
+    """What to do about a cause: a sentence, and the command that goes with it (or None)."""
+    change = cause.change
+    what = f"{change.kind} {change.name} in {change.namespace}"
+    by = f" (by {change.manager})" if change.manager else ""
+    if change.action == "deleted":
+        return f"Recreate {what} where it is managed{by}", cause.command
+    if cause.command and change.rollout:
+        target = (f"revision {change.previous_revision}"
+                  if change.previous_revision is not None and change.kind == "Deployment"
+                  else "the previous revision")
+        return f"Roll back {what} to {target}", cause.command
+    if cause.command and scale_down(change) is not None:
+        return f"Scale {what} back up", cause.command
+    if cause.command:
+        return f"Revert {what} where it was changed{by}; to see it", cause.command
+    return f"Revert {what} where it was changed{by}", None
+
+
+def cause_advice(cause: Cause) -> str:
+    """What to do about a cause, in one sentence with its command when it has one."""
+    sentence, command = cause_step(cause)
+    return f"{sentence}: {command}" if command else sentence
+
+
 def recommended_action(incident: Incident) -> str:
     owner = incident.evidence.gitops
     command = rule_command(incident)
+    cause = foreign_cause(incident)
+    if cause is not None:
+        return (f"The likeliest cause is not this rollout but "
+                f"{redact(change_summary(cause.change))} ({percent(cause.score)}). "
+                f"{redact(cause_advice(cause))}. Rolling back {incident.deployment} would not "
+                f"undo it; should it be needed too: {rollback_command(incident)}")
     if command is not None:
         return (f"{ACTION_ADVICE.get(incident.rule_action or '', 'Run')} (rule "
                 f"{incident.rule}): {command}; or roll back to {_target(incident)}: "
@@ -281,6 +338,25 @@ def alert_dict(alert: Alert) -> dict[str, Any]:
             "labels": {k: redact(v) for k, v in alert.labels},
             "annotations": {k: redact(v) for k, v in alert.annotations},
             "generator_url": redact(alert.generator_url) if alert.generator_url else None}
+
+
+def redacted_change_dict(change: Change) -> dict[str, Any]:
+    """``change_dict`` of a change, its field values and summary redacted again: a ConfigMap's
+    values came from outside."""
+    data = change_dict(change)
+    data["fields"] = [{**f, "before": None if f["before"] is None else redact(str(f["before"])),
+                       "after": None if f["after"] is None else redact(str(f["after"]))}
+                      for f in data["fields"]]
+    data["summary"] = redact(data["summary"])
+    return data
+
+
+def causes_json(causes: tuple[Cause, ...] | list[Cause]) -> list[dict[str, Any]]:
+    """``evidence.causes`` of a record: each change as ``change_dict`` has it, with its score,
+    reasons, action and command."""
+    return [{"change": redacted_change_dict(cause.change), "score": _number(cause.score),
+             "reasons": list(cause.reasons), "action": cause.action, "command": cause.command}
+            for cause in causes]
 
 
 def _headline(incident: Incident) -> str:
@@ -400,6 +476,7 @@ def incident_record(incident: Incident) -> dict[str, Any]:
             "reason": incident.remediation.reason,
             "guardrail": incident.remediation.guardrail,
             "dry_run": incident.remediation.dry_run,
+            "target": incident.remediation.target,
         },
         "evidence": {
             "attribution": _value(evidence.attribution),
@@ -436,6 +513,7 @@ def incident_record(incident: Incident) -> dict[str, Any]:
                 }
             ),
             "alerts": [alert_dict(alert) for alert in evidence.alerts],
+            "causes": causes_json(evidence.causes),
         },
     }
 
@@ -447,6 +525,10 @@ def _decision(incident: Incident) -> str:
     how = "roll back"
     if incident.evidence.gitops is not None:
         how = f"roll back via {incident.evidence.gitops.name}"
+    cause = foreign_cause(incident)
+    if cause is not None:
+        how = (f"roll back {cause.change.name}" if cause.action == "rollback"
+               else f"likely {cause.change.kind} {cause.change.name}")
     priority = f"[{_value(incident.priority)}] " if incident.priority else ""
     return (
         f":rotating_light: {priority}{incident.deployment} rev {incident.revision} broke in "
@@ -567,6 +649,9 @@ def _action_lines(incident: Incident) -> list[str]:
     owner = incident.evidence.gitops
     undo = rollback_command(incident)
     command = rule_command(incident)
+    cause = foreign_cause(incident)
+    if cause is not None:
+        return _foreign_action_lines(incident, cause, undo)
     if command is not None:
         return [f"{ACTION_ADVICE.get(incident.rule_action or '', 'Run')} (rule "
                 f"{mrkdwn_escape(incident.rule or '')}):", _code_block(command),
@@ -592,6 +677,41 @@ def _action_lines(incident: Incident) -> list[str]:
         "Last resort, after suspending:",
         _code_block(undo),
     ]
+
+
+def _foreign_action_lines(incident: Incident, cause: Cause, undo: str) -> list[str]:
+    change = cause.change
+    what = mrkdwn_escape(f"{change.kind} {change.name}")
+    lines = [f"The likeliest cause is {what} ({percent(cause.score)}), not this rollout."]
+    sentence, command = cause_step(cause)
+    lines.append(mrkdwn_escape(sentence) + (":" if command else "."))
+    if command:
+        lines.append(_code_block(command))
+    lines += [f"Rolling back {mrkdwn_escape(incident.deployment)} would not undo it; should it "
+              "be needed too:", _code_block(undo)]
+    return lines
+
+
+def cause_lines(causes: tuple[Cause, ...] | list[Cause]) -> list[str]:
+    """Each cause: its rank, score and one-line change, its reasons, its command in code."""
+    lines = []
+    for rank, cause in enumerate(causes, start=1):
+        summary_text = _truncate(_one_line(redact(change_summary(cause.change))),
+                                 SLACK_EXAMPLE_MAX_CHARS)
+        lines.append(f"*{rank}. {percent(cause.score)}* {mrkdwn_escape(summary_text)}")
+        for reason in cause.reasons[:SLACK_CAUSE_REASONS]:
+            lines.append("      ◦ " + mrkdwn_escape(_truncate(_one_line(reason),
+                                                               SLACK_EXAMPLE_MAX_CHARS)))
+        if cause.command:
+            lines.append("      " + _code_span(cause.command))
+    return lines
+
+
+def causes_blocks(causes: tuple[Cause, ...] | list[Cause]) -> list[dict[str, Any]]:
+    """The "Likely causes" section of a Slack message; none when there is no cause."""
+    if not causes:
+        return []
+    return [_section("Likely causes", cause_lines(causes))]
 
 
 def _signature_lines(incident: Incident) -> list[str]:
@@ -661,6 +781,10 @@ def remediation_blocks(remediation: RemediationView) -> list[dict[str, Any]]:
             target = f"revision {remediation.to_revision}" if remediation.to_revision \
                 else "before"
             label = f"Approve: Roll back to {target}"
+            if remediation.target:
+                # Another Deployment than the incident's: the button says which.
+                label = (f"Approve: Roll back {remediation.target.rsplit('/', 1)[-1]} to "
+                         f"{target}")
         else:
             label = f"Approve: {ACTION_BUTTONS.get(remediation.action, remediation.action)}"
         blocks.append({"type": "actions", "block_id": "remediation", "elements": [
@@ -694,12 +818,13 @@ def slack_payload(incident: Incident) -> dict[str, Any]:
     if incident.remediation is not None:
         blocks.extend(remediation_blocks(incident.remediation))
     evidence = incident.evidence
-    if evidence.signatures or evidence.changes:
+    if evidence.signatures or evidence.changes or evidence.causes:
         blocks.append({"type": "divider"})
     if evidence.signatures:
         blocks.append(_section("Top error signatures", _signature_lines(incident)))
     if evidence.changes:
         blocks.append(_section("What changed", _change_lines(incident)))
+    blocks.extend(causes_blocks(evidence.causes))
     blocks.append(
         _context([
             f"Detected {mrkdwn_escape(iso_utc(incident.detected_at))}",
