@@ -8,6 +8,7 @@ import copy
 import json
 import logging
 import re
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -406,3 +407,14 @@ def test_status_counts_the_objects_kept(apiserver, paths):
     assert status["kinds"] == ["ConfigMap", "Service"]
     assert status["objects"] == {f"{NAMESPACE}/ConfigMap": 2, f"{NAMESPACE}/Service": 1}
     assert status["disabled"] == {}
+
+
+def test_the_kinds_are_refreshed_concurrently(apiserver, paths):
+    watcher = watcher_for(apiserver)
+    refresh(watcher)
+    for path in paths.values():
+        apiserver.serve_watch(path).delay = 0.4
+    started = time.monotonic()
+    refresh(watcher)
+    # One after the other, eight watches of 0.4 s would take 3.2 s.
+    assert 0.4 <= time.monotonic() - started < 2.0

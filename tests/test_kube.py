@@ -1613,7 +1613,8 @@ def test_the_spec_writer_counts_a_scale_but_not_a_status_write():
          "fieldsV1": {"f:spec": {"f:replicas": {}}}, "subresource": "scale"},
         {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "apps/v1",
          "time": "2026-11-23T18:05:00Z", "fieldsType": "FieldsV1",
-         "fieldsV1": {"f:metadata": {"f:annotations": {"f:deployment.kubernetes.io/revision": {}}}}},
+         "fieldsV1": {"f:metadata": {"f:annotations": {
+             "f:deployment.kubernetes.io/revision": {}}}}},
         {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "apps/v1",
          "time": "2026-11-23T18:06:00Z", "fieldsType": "FieldsV1",
          "fieldsV1": {"f:status": {"f:replicas": {}}}, "subresource": "status"}]

@@ -144,14 +144,13 @@ class _Fields:
         self.key = key
         self.values: dict[str, FieldValue] = {}
 
-    def add(self, path: str, value: Any, *, shown: str | None = None, hidden: bool = False,
-            digest_of: Any = None) -> None:
+    def add(self, path: str, value: Any, *, shown: str | None = None,
+            hidden: bool = False) -> None:
         """``value`` absent (None) adds nothing. ``shown`` defaults to a clipped summary."""
         if value is None:
             return
         display = None if hidden else (shown if shown is not None else _summary(value))
-        self.values[sys.intern(path)] = FieldValue(display, digest(self.key, value if digest_of is None
-                                                       else digest_of), hidden)
+        self.values[sys.intern(path)] = FieldValue(display, digest(self.key, value), hidden)
 
     def text(self, path: str, name: str, value: str, *, secret: bool = False) -> None:
         # Paths repeat across objects (every ConfigMap of an app has the same keys): one copy.
