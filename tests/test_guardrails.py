@@ -228,8 +228,71 @@ def test_gitops_refusal_names_the_tool_and_points_to_it():
     elsewhere = run(proposal(gitops=ARGO_ELSEWHERE)).reason
     assert "argocd app rollback team-a/payments" in elsewhere
     flux = run(proposal(Action.RESTART, gitops=FLUX)).reason
-    assert "Flux object payments in flux-system" in flux and "restart" in flux
-    assert "revert the commit in Git" in flux
+    assert "Flux Kustomization or HelmRelease payments in flux-system" in flux
+    assert "restart" in flux
+    assert "flux suspend kustomization payments -n flux-system" in flux
+    assert "flux suspend helmrelease payments -n flux-system" in flux
+    assert "revert the commit in Git, then resume it (flux resume kustomization payments " \
+           "-n flux-system" in flux
+    # Without its namespace, the commands name the object alone.
+    bare = run(proposal(gitops=GitOpsOwner(GitOpsTool.FLUX, "shop"))).reason
+    assert "flux suspend kustomization shop," in bare and " -n " not in bare
+
+
+ARGOCD_API = replace(AUTO, argocd=True)
+
+
+@pytest.mark.parametrize(("prop", "policy", "expected"), [
+    # With Argo CD's API, the rollback of an Argo CD application's Deployment goes through it...
+    (proposal(gitops=ARGO), ARGOCD_API, ("act", "auto_confidence")),
+    (proposal(gitops=ARGO_ELSEWHERE), ARGOCD_API, ("act", "auto_confidence")),
+    (proposal(gitops=ARGO, confidence=0.7), ARGOCD_API, ("ask", "below_auto_confidence")),
+    (proposal(gitops=ARGO), replace(APPROVE, argocd=True), ("ask", "approve_mode")),
+    (proposal(gitops=ARGO, approved_by=APPROVER), replace(APPROVE, argocd=True),
+     ("act", "approved")),
+    # ...still within every other guardrail...
+    (proposal(gitops=ARGO, paused=True), ARGOCD_API, ("refuse", "paused")),
+    (proposal(gitops=ARGO, namespace="kube-system"), ARGOCD_API,
+     ("refuse", "excluded_namespace")),
+    (proposal(gitops=ARGO), replace(ARGOCD_API, allowed_actions=frozenset({Action.RESTART})),
+     ("refuse", "action_not_allowed")),
+    (proposal(gitops=ARGO), replace(ARGOCD_API, mode="off"), ("notify_only", "mode_off")),
+    # ...while any other write to that Deployment is still refused,
+    (proposal(Action.RESTART, gitops=ARGO), ARGOCD_API, ("refuse", "gitops")),
+    (proposal(Action.PAUSE, gitops=ARGO), ARGOCD_API, ("refuse", "gitops")),
+    (proposal(Action.SCALE, gitops=ARGO), ARGOCD_API, ("refuse", "gitops")),
+    # deleting pods stays possible,
+    (proposal(Action.DELETE_POD, gitops=ARGO), ARGOCD_API, ("act", "auto_confidence")),
+    # and Flux is not Argo CD: its rollback stays advice.
+    (proposal(gitops=FLUX), ARGOCD_API, ("refuse", "gitops")),
+    (proposal(Action.RESTART, gitops=FLUX), ARGOCD_API, ("refuse", "gitops")),
+    # Without the API, the rollback of an Argo CD application's Deployment is refused.
+    (proposal(gitops=ARGO), AUTO, ("refuse", "gitops")),
+    # A Deployment no GitOps tool manages is not concerned.
+    (proposal(), ARGOCD_API, ("act", "auto_confidence")),
+])
+def test_argocd_api_lets_only_the_rollback_of_an_argocd_deployment_through(prop, policy,
+                                                                           expected):
+    decision = run(prop, policy)
+    assert (decision.outcome.value, decision.guardrail) == expected, decision.reason
+
+
+def test_argocd_refusals_say_what_to_do():
+    without = run(proposal(gitops=ARGO)).reason
+    assert "ARGOCD_URL and ARGOCD_TOKEN" in without and "argocd app rollback payments" in without
+    restart = run(proposal(Action.RESTART, gitops=ARGO), ARGOCD_API).reason
+    assert "only a rollback goes through Argo CD" in restart
+    assert "restart" in restart and "argocd app rollback" not in restart
+
+
+@pytest.mark.parametrize(("environ", "argocd"), [
+    ({}, False),
+    ({"ARGOCD_URL": "https://argocd.example", "ARGOCD_TOKEN": "t0k3n"}, True),
+    ({"ARGOCD_URL": "", "ARGOCD_TOKEN": ""}, False),
+])
+def test_policy_from_settings_turns_argocd_on_with_its_url_and_token(environ, argocd):
+    settings = load_settings({"LOKI_URL": "http://loki:3100", "NAMESPACE": NS, **environ})
+    assert policy_from_settings(settings).argocd is argocd
 
 
 def test_reasons_say_what_decided():

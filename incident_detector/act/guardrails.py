@@ -18,7 +18,10 @@ with a one-sentence ``reason`` and a short machine name, ``guardrail``, for the 
   ``action_not_allowed``    not in ``ALLOWED_ACTIONS``
   ``gitops``                managed by Argo CD or Flux, for an action that changes the
                             Deployment object (their tool would revert it); deleting pods is
-                            not reverted by them and stays possible
+                            not reverted by them and stays possible, and so is a rollback of
+                            an Argo CD application when the detector may use Argo CD's API
+                            (``ARGOCD_URL`` and ``ARGOCD_TOKEN``): it goes through the
+                            application's history, not the Deployment
   ``paused``                the Deployment is paused: someone holds it on purpose
   ``scale_range``           a scale outside ``SCALE_MIN..SCALE_MAX``
   ``approver``              a Slack approval by someone not in ``SLACK_APPROVERS`` (a
@@ -55,6 +58,7 @@ Every decision carries ``dry_run`` from the policy, so whoever executes it knows
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -143,6 +147,9 @@ class Policy:
     self_deployment: str = "incident-detector"
     # None: unknown, so the self_deployment name is refused in every namespace.
     self_namespace: str | None = None
+    # Argo CD's API may be used (ARGOCD_URL and ARGOCD_TOKEN): the rollback of a Deployment an
+    # Argo CD application manages goes through the application's history.
+    argocd: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +189,7 @@ def policy_from_settings(settings: Settings) -> Policy:
         approvers=frozenset(settings.slack_approvers),
         self_deployment=settings.self_deployment,
         self_namespace=settings.self_namespace,
+        argocd=settings.argocd_url is not None and settings.argocd_token is not None,
     )
 
 
@@ -246,8 +254,9 @@ def _refusal(proposal: Proposal, policy: Policy, history: tuple[PastAction, ...]
         allowed = ", ".join(sorted(a.value for a in policy.allowed_actions)) or "none"
         return ("action_not_allowed",
                 f"The action {action.value} is not in ALLOWED_ACTIONS ({allowed}).")
-    if proposal.gitops is not None and action in CHANGES_DEPLOYMENT:
-        return ("gitops", _gitops_reason(target, action, proposal.gitops))
+    if proposal.gitops is not None and action in CHANGES_DEPLOYMENT \
+            and not through_argocd(action, proposal.gitops, policy):
+        return ("gitops", _gitops_reason(target, action, proposal.gitops, policy))
     if proposal.paused:
         return ("paused",
                 f"{target} is paused: someone holds it on purpose, so the detector leaves it "
@@ -298,13 +307,29 @@ def _cooldown_reason(policy_cooldown: timedelta, rule_seconds: float | None, *,
     return f"less than REMEDIATION_COOLDOWN_MINUTES ({minutes:g}) ago{shorter}."
 
 
-def _gitops_reason(target: str, action: Action, owner: GitOpsOwner) -> str:
+def through_argocd(action: Action, owner: GitOpsOwner | None, policy: Policy) -> bool:
+    """Whether ``action`` on a Deployment ``owner`` manages goes through Argo CD's API."""
+    return action is Action.ROLLBACK and policy.argocd and owner is not None \
+        and owner.tool == GitOpsTool.ARGO_CD
+
+
+def _gitops_reason(target: str, action: Action, owner: GitOpsOwner, policy: Policy) -> str:
     where = f" in {owner.app_namespace}" if owner.app_namespace else ""
     if owner.tool == GitOpsTool.ARGO_CD:
-        return (f"{target} is managed by the Argo CD application {owner.app}{where}, which would "
-                f"revert a {action.value} at its next sync: roll back through Argo CD "
-                f"application {owner.app} ({owner.rollback_commands()[0]}) or revert the commit "
-                f"in Git.")
-    return (f"{target} is managed by the Flux object {owner.app}{where}, which would revert a "
-            f"{action.value} at its next reconciliation: revert the commit in Git, or suspend "
-            f"{owner.app} in Flux first (flux suspend).")
+        head = (f"{target} is managed by the Argo CD application {owner.app}{where}, which would "
+                f"revert a {action.value} at its next sync")
+        if policy.argocd:  # only a rollback goes through its API
+            return (f"{head}: only a rollback goes through Argo CD (the application's history); "
+                    f"change it in Git instead.")
+        return (f"{head}: roll back through Argo CD application {owner.app} "
+                f"({owner.rollback_commands()[0]}) or revert the commit in Git (with ARGOCD_URL "
+                f"and ARGOCD_TOKEN set, the detector rolls back through Argo CD itself).")
+    # Flux: the Deployment's labels name a Kustomization or a HelmRelease (the model does not
+    # say which kind), with its namespace.
+    namespace = f" -n {shlex.quote(owner.app_namespace)}" if owner.app_namespace else ""
+    name = shlex.quote(owner.app)
+    return (f"{target} is managed by the Flux Kustomization or HelmRelease {owner.app}{where}, "
+            f"which would revert a {action.value} at its next reconciliation: suspend it "
+            f"(flux suspend kustomization {name}{namespace}, or flux suspend helmrelease "
+            f"{name}{namespace}), revert the commit in Git, then resume it (flux resume "
+            f"kustomization {name}{namespace}, or flux resume helmrelease {name}{namespace}).")

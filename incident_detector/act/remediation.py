@@ -26,8 +26,18 @@ run it twice; the write itself carries what was seen when the incident was raise
 Deployment's resourceVersion, the pod's uid), so a Deployment that changed since (a fix deployed,
 a rollback already done) refuses it as stale. After a real write, ``follow`` checks every tick
 whether it worked (``verify.verify_action``: converged and errors under the baseline; paused for
-a pause), until ``VERIFY_TIMEOUT_SECONDS``. Every step is one audit row and one JSON line on stdout
-(``"event": "action"`` or ``"event": "verification"``).
+a pause), until ``VERIFY_TIMEOUT_SECONDS``.
+
+A rollback of a Deployment that an Argo CD application manages, with Argo CD's API configured
+(``argocd``), goes through the application's history instead of the Deployment, which Argo CD
+would put back: the journal records the application and its namespace, the write reads the
+application and rolls it back to the entry before the one deployed when the incident was raised
+(``argocd.choose_target``: the same entry on a retry or after a restart, and ``already_done``
+when the rollback landed), and the verification wants both the application (the rollback's sync
+succeeded at that revision, Healthy) and the Deployment (converged, errors under the baseline).
+
+Every step is one audit row and one JSON line on stdout (``"event": "action"`` or
+``"event": "verification"``).
 """
 
 from __future__ import annotations
@@ -72,8 +82,18 @@ from ..run.journal import (
 )
 from ..web.slack_actions import Decision
 from .approvals import ApprovalTokens
-from .executor import ALREADY_DONE, APPLIED, DRY_RUN_OK, ActionResult, KubeExecutor
+from .argocd import (
+    ArgoCdClient,
+    ArgoCdError,
+    NoTarget,
+    auto_sync_message,
+    choose_target,
+    short_revision,
+    target_entry,
+)
+from .executor import ALREADY_DONE, APPLIED, DRY_RUN_OK, FORBIDDEN, ActionResult, KubeExecutor
 from .executor import FAILED as WRITE_FAILED
+from .executor import STALE as WRITE_STALE
 from .guardrails import (
     CHANGES_DEPLOYMENT,
     Action,
@@ -83,8 +103,9 @@ from .guardrails import (
     Policy,
     Proposal,
     decide,
+    through_argocd,
 )
-from .verify import VerificationResult, verify_action
+from .verify import Verification, VerificationResult, verify_action, verify_argocd_rollback
 
 log = structlog.get_logger("incident_detector")
 
@@ -141,15 +162,20 @@ class PlanRequest:
     params: tuple[tuple[str, Any], ...] = ()
     cooldown_seconds: float | None = None
     rule: str | None = None
+    # When the bad rollout began: an Argo CD rollback checks that it came from the application.
+    rollout_started_at: datetime | None = None
 
 
 class Remediator:
     def __init__(self, *, policy: Policy, journal: Journal, executor: KubeExecutor,
                  tokens: ApprovalTokens, stdout: Writer, slack: Sender | None, clock: Clock,
                  verify_timeout_seconds: float, http: httpx.AsyncClient | None = None,
-                 events: EventRecorder | None = None) -> None:
+                 events: EventRecorder | None = None, argocd: ArgoCdClient | None = None) -> None:
         self.events = events
-        self.policy = policy
+        # Without a client, Argo CD's API is not there to use, whatever the settings said.
+        self.policy = policy if argocd is not None or not policy.argocd \
+            else replace(policy, argocd=False)
+        self.argocd = argocd
         self.journal = journal
         self.executor = executor
         self.tokens = tokens
@@ -184,7 +210,8 @@ class Remediator:
             baseline_per_minute=incident.evidence.baseline_per_minute,
             to_replicaset=rollout.previous if action is Action.ROLLBACK else None,
             pod=problem_pod(incident, pods) if action is Action.DELETE_POD else None,
-            params=fix.params, cooldown_seconds=fix.cooldown_seconds, rule=fix.rule)
+            params=fix.params, cooldown_seconds=fix.cooldown_seconds, rule=fix.rule,
+            rollout_started_at=incident.rollout_started_at)
         return replace(incident, remediation=self.propose(request))
 
     def propose(self, request: PlanRequest) -> RemediationView:
@@ -206,7 +233,8 @@ class Remediator:
         decision = self._decide(request, action, now)
         state = {Outcome.ACT: APPROVED, Outcome.ASK: PROPOSED}.get(decision.outcome, REFUSED)
         entry = self.journal.propose(key=request.key, action=action.value,
-                                     params=_params(request, action, decision),
+                                     params=_params(request, action, decision,
+                                                    argocd=self.policy.argocd),
                                      precondition=request.deployment.resource_version, now=now,
                                      state=state)
         new = entry is not None
@@ -362,6 +390,8 @@ class Remediator:
         namespace, deployment = entry.key[0], entry.key[1]
         params, version = entry.params, entry.precondition
         action = entry.action
+        if action == Action.ROLLBACK.value and isinstance(params.get("argocd"), dict):
+            return await self._argocd_rollback(entry, dry_run=dry_run)
         if action == Action.ROLLBACK.value:
             template = await self.executor.replicaset_template(
                 namespace, str(params.get("to_replicaset")))
@@ -390,6 +420,51 @@ class Remediator:
         return ActionResult(action, _target(entry), dry_run, WRITE_FAILED,
                             f"unknown action {action!r}: nothing was written")
 
+    async def _argocd_rollback(self, entry: JournalEntry, *, dry_run: bool) -> ActionResult:
+        """The rollback through Argo CD: read the application, choose the entry, roll back.
+        A retryable failure (no answer, 5xx) is raised, and the next attempt reads the
+        application again before anything is sent."""
+        record, target = entry.params["argocd"], _target(entry)
+        app_name, app_namespace = str(record.get("app")), record.get("app_namespace")
+        if self.argocd is None:
+            return ActionResult(Action.ROLLBACK.value, target, dry_run, WRITE_FAILED,
+                                f"the rollback goes through Argo CD application {app_name}, and "
+                                f"ARGOCD_URL and ARGOCD_TOKEN are not set: nothing was written")
+        try:
+            app = await self.argocd.get_application(app_name, app_namespace)
+        except ArgoCdError as exc:
+            if exc.retryable:
+                raise
+            return ActionResult(Action.ROLLBACK.value, target, dry_run, _argocd_outcome(exc),
+                                exc.message)
+        choice = choose_target(app, incident_at=_moment(record.get("incident_at")),
+                               rollout_started_at=_moment(record.get("rollout_started_at")),
+                               history_id=record.get("history_id"))
+        if isinstance(choice, NoTarget):
+            return ActionResult(Action.ROLLBACK.value, target, dry_run, choice.outcome,
+                                choice.message, app.resource_version)
+        wanted, current = choice.entry, choice.current
+        what = (f"rollback of Argo CD application {app.qualified_name} to history id {wanted.id} "
+                f"(revision {short_revision(wanted.revision)}), from history id {current.id} "
+                f"(revision {short_revision(current.revision)})")
+        try:
+            answer = await self.argocd.rollback(app_name, history_id=wanted.id,
+                                                app_namespace=app_namespace, dry_run=dry_run)
+        except ArgoCdError as exc:
+            if exc.retryable:
+                raise
+            message = f"{what}: {auto_sync_message(app)}" \
+                if exc.reason == "auto_sync_enabled" else exc.message
+            return ActionResult(Action.ROLLBACK.value, target, dry_run, _argocd_outcome(exc),
+                                message, app.resource_version)
+        if dry_run:
+            return ActionResult(Action.ROLLBACK.value, target, True, DRY_RUN_OK,
+                                f"{what}: accepted by Argo CD with dryRun (nothing deployed)",
+                                answer.resource_version)
+        return ActionResult(Action.ROLLBACK.value, target, False, APPLIED,
+                            f"{what}: started by Argo CD (the Deployment itself is not patched)",
+                            answer.resource_version)
+
     async def resume(self) -> None:
         """At start: carry on with what a previous process approved or began."""
         for entry in self.journal.unfinished():
@@ -417,11 +492,16 @@ class Remediator:
             deployment = deployments.get((entry.key[0], entry.key[1]))
             if deployment is None:
                 continue
-            verdict = verify_action(
-                entry.action, deployment=deployment,
-                error_rate_per_minute=error_rates.get((entry.key[0], entry.key[1])),
-                baseline_per_minute=entry.params.get("baseline_per_minute"),
-                acted_at=entry.updated_at, now=now, timeout_seconds=self.verify_timeout_seconds)
+            error_rate = error_rates.get((entry.key[0], entry.key[1]))
+            if entry.action == Action.ROLLBACK.value \
+                    and isinstance(entry.params.get("argocd"), dict):
+                verdict = await self._verify_argocd(entry, deployment, error_rate, now)
+            else:
+                verdict = verify_action(
+                    entry.action, deployment=deployment, error_rate_per_minute=error_rate,
+                    baseline_per_minute=entry.params.get("baseline_per_minute"),
+                    acted_at=entry.updated_at, now=now,
+                    timeout_seconds=self.verify_timeout_seconds)
             if verdict.result is VerificationResult.PENDING:
                 continue
             state = VERIFIED if verdict.result is VerificationResult.PASS else UNVERIFIED
@@ -436,6 +516,10 @@ class Remediator:
                       "error_rate_before": verdict.error_rate_before,
                       "error_rate_after": verdict.error_rate_after,
                       "seconds": verdict.seconds_since_action, "reasons": list(verdict.reasons)}
+            if verdict.application is not None:
+                record["argocd"] = {"application": verdict.application,
+                                    "health": verdict.app_health, "sync": verdict.app_sync,
+                                    "revision": verdict.app_revision}
             self.stdout.write(record)
             self.journal.audit(at=now, who=DETECTOR, action=entry.action, target=_target(entry),
                                decision="verified", reason="; ".join(verdict.reasons),
@@ -457,10 +541,35 @@ class Remediator:
                 except SourceError as exc:
                     log.warning("verification.slack_failed", reason=exc.reason)
 
+    async def _verify_argocd(self, entry: JournalEntry, deployment: Deployment,
+                             error_rate: float | None, now: datetime) -> Verification:
+        """The verdict on a rollback through Argo CD: one GET of the application per tick."""
+        record = entry.params["argocd"]
+        app_name, app_namespace = str(record.get("app")), record.get("app_namespace")
+        app, unread = None, None
+        if self.argocd is None:
+            unread = "ARGOCD_URL and ARGOCD_TOKEN are not set"
+        else:
+            try:
+                app = await self.argocd.get_application(app_name, app_namespace)
+            except ArgoCdError as exc:
+                unread = exc.message
+        wanted = target_entry(app, incident_at=_moment(record.get("incident_at")),
+                              rollout_started_at=_moment(record.get("rollout_started_at")),
+                              history_id=record.get("history_id")) if app is not None else None
+        return verify_argocd_rollback(
+            application=app, app_name=app_name if not app_namespace
+            else f"{app_namespace}/{app_name}", target=wanted, unread=unread,
+            deployment=deployment, error_rate_per_minute=error_rate,
+            baseline_per_minute=entry.params.get("baseline_per_minute"),
+            acted_at=entry.updated_at, now=now, timeout_seconds=self.verify_timeout_seconds)
+
     async def close(self, timeout: float = 5.0) -> None:
         if self.running:
             await asyncio.wait(set(self.running), timeout=timeout)
         await self.http.aclose()
+        if self.argocd is not None:
+            await self.argocd.aclose()
 
     # Telling -----------------------------------------------------------------------------
 
@@ -537,8 +646,12 @@ def _replicas(params: Sequence[tuple[str, Any]]) -> int | None:
     return value
 
 
-def _params(request: PlanRequest, action: Action, decision: GuardrailDecision) -> dict[str, Any]:
-    """What the journal keeps: what the guardrails looked at, and what the write needs."""
+def _params(request: PlanRequest, action: Action, decision: GuardrailDecision, *,
+            argocd: bool = False) -> dict[str, Any]:
+    """What the journal keeps: what the guardrails looked at, and what the write needs. A
+    rollback through Argo CD (``argocd``: its API is configured) keeps the application, its
+    namespace, and the moments its history is read as of (the incident, the bad rollout's
+    start): the entry it goes back to is chosen from them at the write, the same on a retry."""
     deployment = request.deployment
     params: dict[str, Any] = {
         "confidence": request.confidence, "paused": deployment.paused,
@@ -552,6 +665,13 @@ def _params(request: PlanRequest, action: Action, decision: GuardrailDecision) -
     if action is Action.ROLLBACK and request.to_replicaset is not None:
         params.update(to_revision=request.to_replicaset.revision,
                       to_replicaset=request.to_replicaset.name)
+        owner = deployment.gitops
+        if owner is not None and through_argocd(action, owner, Policy(argocd=argocd)):
+            started = request.rollout_started_at
+            params["argocd"] = {
+                "app": owner.app, "app_namespace": owner.app_namespace, "history_id": None,
+                "incident_at": request.detected_at.isoformat(),
+                "rollout_started_at": started.isoformat() if started is not None else None}
     elif action is Action.DELETE_POD and request.pod is not None:
         params.update(pod=request.pod.name, pod_uid=request.pod.uid)
     elif action is Action.SCALE:
@@ -559,6 +679,25 @@ def _params(request: PlanRequest, action: Action, decision: GuardrailDecision) -
     elif action is Action.DELETE_STUCK_PODS:
         params.update(selector=pod_selector(deployment))
     return params
+
+
+def _moment(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _argocd_outcome(exc: ArgoCdError) -> str:
+    """An Argo CD refusal as an action's outcome: another operation running, or a history entry
+    gone, mean the application is no longer what the decision was taken on."""
+    if exc.reason in ("forbidden", "unauthorized"):
+        return FORBIDDEN
+    if exc.reason in ("failed_precondition", "invalid_argument"):
+        return WRITE_STALE
+    return WRITE_FAILED
 
 
 def _seconds(value: Any) -> float | None:
@@ -616,7 +755,7 @@ def _what(entry: JournalEntry) -> str:
     what = f"{entry.action} of {_target(entry)}"
     params = entry.params
     if entry.action == Action.ROLLBACK.value:
-        return f"{what} to revision {params.get('to_revision')}"
+        return f"{what} to revision {params.get('to_revision')}{_through(entry)}"
     if entry.action == Action.SCALE.value:
         return f"{what} to {params.get('replicas')} replicas"
     if entry.action == Action.DELETE_POD.value:
@@ -624,6 +763,15 @@ def _what(entry: JournalEntry) -> str:
     if entry.action == Action.DELETE_STUCK_PODS.value:
         return f"{what} (pods {params.get('selector')} stuck Terminating)"
     return what
+
+
+def _through(entry: JournalEntry) -> str:
+    """`` through Argo CD application NS/APP`` for a rollback through Argo CD, else nothing."""
+    record = entry.params.get("argocd")
+    if not isinstance(record, dict):
+        return ""
+    namespace = record.get("app_namespace")
+    return f" through Argo CD application {namespace + '/' if namespace else ''}{record.get('app')}"
 
 
 def _audit_decision(outcome: Outcome) -> str:
@@ -635,7 +783,8 @@ def _order(entry: JournalEntry) -> str:
     """What was approved, as an order: ``Roll back ns/name to revision 1``, ``Restart ns/name``."""
     target, params = _target(entry), entry.params
     return {
-        Action.ROLLBACK.value: f"Roll back {target} to revision {params.get('to_revision')}",
+        Action.ROLLBACK.value: (f"Roll back {target} to revision {params.get('to_revision')}"
+                                f"{_through(entry)}"),
         Action.RESTART.value: f"Restart {target}",
         Action.PAUSE.value: f"Pause {target}",
         Action.SCALE.value: f"Scale {target} to {params.get('replicas')} replicas",
