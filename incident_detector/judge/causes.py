@@ -104,8 +104,6 @@ PRIOR = {
     Role.NAMED_WORKLOAD: 0.1,
     Role.TOUCHING: 0.05,
 }
-# Tie-breaks after the score and the time.
-_ROLE_ORDER = {role: index for index, role in enumerate(PRIOR)}
 
 
 @dataclass(frozen=True, slots=True)
