@@ -23,6 +23,7 @@ from incident_detector.act.argocd import (
     NoTarget,
     Target,
     choose_target,
+    cli_rollback,
     parse_application,
     target_entry,
 )
@@ -314,3 +315,10 @@ def test_malformed_history_entries_are_skipped():
     parsed = parse_application(body)
     assert [e.id for e in parsed.history] == [3, 4, 5, 10]
     assert parsed.history[-1].deployed_at is None
+
+
+def test_the_cli_command_names_the_history_entry():
+    assert cli_rollback(app(), HistoryEntry(4, GOOD)) == "argocd app rollback payments 4"
+    elsewhere = app(namespace="team-a")
+    assert cli_rollback(elsewhere, HistoryEntry(4, GOOD)) == \
+        "argocd app rollback team-a/payments 4"

@@ -265,7 +265,8 @@ def test_approved_rollback_goes_to_argo_cd_and_is_verified_on_the_app_and_the_de
         executed = audit[2]
         assert executed["result"] == "applied"
         assert "rollback of Argo CD application argocd/payments to history id 4 (revision " \
-               "8f1c2d3), from history id 5 (revision c0ffee4)" in executed["reason"]
+               "8f1c2d3), from history id 5 (revision c0ffee4), as `argocd app rollback " \
+               "payments 4`" in executed["reason"]
         assert "the Deployment itself is not patched" in executed["reason"]
         assert audit[3]["result"] == "pass"
         [entry] = flow.journal()

@@ -8,11 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from incident_detector.act.argocd import Application, HistoryEntry
 from incident_detector.act.guardrails import Action
 from incident_detector.act.verify import (
     VerificationResult,
     verify,
     verify_action,
+    verify_argocd_rollback,
     verify_paused,
 )
 from incident_detector.model import Deployment, RolloutStatus
@@ -133,3 +135,79 @@ def test_stuck_pods_say_the_errors_were_not_judged():
     assert result.result is VerificationResult.PASS
     assert result.reasons == ("rollout converged: 3/3 replicas updated and ready",
                               "errors not judged for this action: judged on the rollout alone")
+
+
+
+# A rollback through Argo CD: the application and the Deployment, both.
+GOOD, BAD = "8f1c2d3e4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d", "c0ffee4a2b1c9d8e7f6a5b4c3d2e1f0a9b8c7d6e"
+TARGET = HistoryEntry(4, GOOD)
+
+
+def application(*, phase: str | None = "Succeeded", revision: str | None = GOOD,
+                health: str | None = "Healthy", sync: str = "OutOfSync",
+                pending: bool = False) -> Application:
+    return Application(name="payments", namespace="argocd", resource_version="1",
+                       sync_status=sync, sync_revision=BAD, health_status=health,
+                       auto_sync=False, history=(HistoryEntry(4, GOOD), HistoryEntry(5, BAD)),
+                       operation_phase=phase, operation_revision=revision,
+                       operation_pending=pending)
+
+
+@pytest.mark.parametrize(("app", "rollout", "rate", "after", "expected"), [
+    (application(), DONE, 0.5, 30, VerificationResult.PASS),
+    (application(sync="Synced"), DONE, 0.5, 30, VerificationResult.PASS),  # Git reverted too
+    # The application alone is not enough: the Deployment must converge, errors come down.
+    (application(), HALFWAY, 0.5, 30, VerificationResult.PENDING),
+    (application(), DONE, 5.0, 30, VerificationResult.PENDING),
+    (application(), DONE, 5.0, 300, VerificationResult.FAIL),
+    # Nor is the Deployment alone: the application must say the rollback synced and is Healthy.
+    (application(health="Degraded"), DONE, 0.5, 30, VerificationResult.PENDING),
+    (application(health="Degraded"), DONE, 0.5, 300, VerificationResult.FAIL),
+    (application(health="Progressing"), DONE, 0.5, 30, VerificationResult.PENDING),
+    (application(phase="Running"), DONE, 0.5, 30, VerificationResult.PENDING),
+    (application(phase="Running", pending=True), DONE, 0.5, 30, VerificationResult.PENDING),
+    # Synced at another revision than the target: not this rollback.
+    (application(revision=BAD), DONE, 0.5, 30, VerificationResult.PENDING),
+    (application(revision=BAD), DONE, 0.5, 300, VerificationResult.FAIL),
+    # Argo CD's sync to the target failed: no need to wait for the deadline.
+    (application(phase="Failed"), DONE, 0.5, 30, VerificationResult.FAIL),
+    (application(phase="Error"), DONE, 0.5, 30, VerificationResult.FAIL),
+    # Not read (Argo CD did not answer): pending, then failed at the deadline.
+    (None, DONE, 0.5, 30, VerificationResult.PENDING),
+    (None, DONE, 0.5, 300, VerificationResult.FAIL),
+])
+def test_argocd_rollback_verdicts(app, rollout, rate, after, expected):
+    result = verify_argocd_rollback(
+        application=app, app_name="payments", target=TARGET, unread="timeout",
+        deployment=deployment(rollout), error_rate_per_minute=rate, baseline_per_minute=1.0,
+        acted_at=T0, now=T0 + timedelta(seconds=after), timeout_seconds=300)
+    assert result.result is expected, result.reasons
+
+
+def test_argocd_verdict_names_the_application_and_the_deployment():
+    result = verify_argocd_rollback(
+        application=application(), app_name="payments", target=TARGET,
+        deployment=deployment(DONE), error_rate_per_minute=0.5, baseline_per_minute=1.0,
+        acted_at=T0, now=T0 + timedelta(seconds=30), timeout_seconds=300)
+    assert result.reasons == (
+        "Argo CD application argocd/payments: rollback to revision 8f1c2d3 (history id 4) "
+        "succeeded, health Healthy, OutOfSync with Git (Git still has the newer commit: "
+        "revert it there)",
+        "rollout converged: 3/3 replicas updated and ready",
+        "error rate 0.5/min back under the baseline 1/min")
+    assert (result.application, result.app_health, result.app_sync, result.app_revision) == (
+        "argocd/payments", "Healthy", "OutOfSync", GOOD)
+    unread = verify_argocd_rollback(
+        application=None, app_name="team-a/payments", target=None, unread="argocd: timeout",
+        deployment=deployment(DONE), error_rate_per_minute=0.5, baseline_per_minute=1.0,
+        acted_at=T0, now=T0 + timedelta(seconds=300), timeout_seconds=300)
+    assert unread.reasons[0] == "Argo CD application team-a/payments not read: argocd: timeout"
+    assert unread.reasons[-1] == "not verified within 300s"
+    assert unread.application == "team-a/payments" and unread.app_health is None
+    failed = verify_argocd_rollback(
+        application=application(phase="Failed", health="Degraded"), app_name="payments",
+        target=TARGET, deployment=deployment(DONE), error_rate_per_minute=0.5,
+        baseline_per_minute=1.0, acted_at=T0, now=T0 + timedelta(seconds=30),
+        timeout_seconds=300)
+    assert "(history id 4) failed, health Degraded" in failed.reasons[0]
+    assert "not verified within" not in " ".join(failed.reasons)

@@ -33,6 +33,7 @@ import structlog
 from pydantic import SecretStr
 
 from ..errors import SourceError
+from ..model import GitOpsOwner, GitOpsTool
 
 log = structlog.get_logger("incident_detector")
 
@@ -271,6 +272,13 @@ def target_entry(app: Application, *, incident_at: datetime | None,
         return None
     bad = app.history[cause].revision
     return next((e for e in reversed(app.history[:cause]) if e.revision != bad), None)
+
+
+def cli_rollback(app: Application, entry: HistoryEntry) -> str:
+    """The same rollback as the CLI spells it, naming the history entry: what a person would
+    have typed, for the audit trail (``NAMESPACE/APP`` outside Argo CD's own namespace)."""
+    owner = GitOpsOwner(GitOpsTool.ARGO_CD, app.name, app.namespace)
+    return f"{owner.rollback_commands()[0]} {entry.id}"
 
 
 def auto_sync_message(app: Application) -> str:

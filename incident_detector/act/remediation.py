@@ -88,6 +88,7 @@ from .argocd import (
     NoTarget,
     auto_sync_message,
     choose_target,
+    cli_rollback,
     short_revision,
     target_entry,
 )
@@ -446,7 +447,7 @@ class Remediator:
         wanted, current = choice.entry, choice.current
         what = (f"rollback of Argo CD application {app.qualified_name} to history id {wanted.id} "
                 f"(revision {short_revision(wanted.revision)}), from history id {current.id} "
-                f"(revision {short_revision(current.revision)})")
+                f"(revision {short_revision(current.revision)}), as `{cli_rollback(app, wanted)}`")
         try:
             answer = await self.argocd.rollback(app_name, history_id=wanted.id,
                                                 app_namespace=app_namespace, dry_run=dry_run)
