@@ -2,8 +2,11 @@
 
 Each scenario is replayed through the real detector (see ``incident_detector.sim.replay``). A
 notified revision that the scenario expects is a true positive; one it does not expect is a false
-positive; an expected one never notified is a false negative. The delay runs from the moment the
-scenario's evidence is in Loki (``evidence_at``) to the notification.
+positive; an expected one never notified is a false negative. Change incidents count the same
+way, each known by its workload and its first cause (``checkout<-Deployment/payments``): found
+and expected is a true positive (even when its action is not the expected one; the scenario
+tests check that), notified and not expected a false positive. The delay runs from the moment
+the scenario's evidence is in Loki (``evidence_at``) to the notification.
 
     python -m bench.detection [SCENARIO_DIR]
 """
@@ -15,10 +18,11 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from incident_detector.logs import configure_logging
-from incident_detector.sim.replay import replay
-from incident_detector.sim.scenario import load_scenario, scenario_paths
+from incident_detector.sim.replay import change_key, incident_key, replay
+from incident_detector.sim.scenario import Scenario, load_scenario, scenario_paths
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "tests" / "scenarios"
 
@@ -32,16 +36,23 @@ def run(directory: Path = DEFAULT_DIR) -> dict:
     for path in scenario_paths(directory):
         scenario = load_scenario(path)
         result = asyncio.run(replay(scenario))
-        expected = {e.revision: e for e in scenario.expect.incidents}
-        notified = {n.revision: n for n in result.notifications}
+        expected: dict[tuple[str, ...], Any] = {
+            (e.deployment or scenario.deployment, str(e.revision)): e
+            for e in scenario.expect.incidents}
+        expected.update({(e.deployment, e.cause.kind, e.cause.name): e
+                         for e in scenario.expect.change_incidents})
+        notified: dict[tuple[str, ...], Any] = {
+            (deployment, str(revision)): n for n in result.notifications
+            for deployment, revision in [incident_key(scenario, n)]}
+        notified.update({change_key(n): n for n in result.change_notifications})
         hits = sorted(set(expected) & set(notified))
         tp += len(hits)
         fp += len(set(notified) - set(expected))
         fn += len(set(expected) - set(notified))
-        for revision in hits:
-            if expected[revision].evidence_at is not None:
-                delays.append(notified[revision].at_seconds - expected[revision].evidence_at)
-        rows.append((path.stem, sorted(expected), sorted(notified)))
+        for key in hits:
+            if expected[key].evidence_at is not None:
+                delays.append(notified[key].at_seconds - expected[key].evidence_at)
+        rows.append((path.stem, _labels(scenario, expected), _labels(scenario, notified)))
     elapsed = time.perf_counter() - started
     return {"scenarios": len(rows), "rows": rows, "tp": tp, "fp": fp, "fn": fn,
             "precision": tp / (tp + fp) if tp + fp else 1.0,
@@ -49,11 +60,26 @@ def run(directory: Path = DEFAULT_DIR) -> dict:
             "delays": delays, "elapsed": elapsed}
 
 
+def _labels(scenario: Scenario, keys: Any) -> list[str]:
+    """Short names of incidents: "2" (the primary Deployment's revision 2), "payments#2",
+    "checkout<-ConfigMap/orders-config" (a change incident and its first cause)."""
+    labels = []
+    for key in sorted(keys):
+        if len(key) == 3:
+            labels.append(f"{key[0]}<-{key[1]}/{key[2]}")
+        elif key[0] == scenario.deployment:
+            labels.append(key[1])
+        else:
+            labels.append(f"{key[0]}#{key[1]}")
+    return labels
+
+
 def report(figures: dict) -> str:
     lines = [f"{'scenario':45} {'expected':>10} {'notified':>10}"]
     for name, expected, notified in figures["rows"]:
         mark = "" if expected == notified else "   <-- differs"
-        lines.append(f"{name:45} {str(expected):>10} {str(notified):>10}{mark}")
+        shown = [", ".join(keys) or "-" for keys in (expected, notified)]
+        lines.append(f"{name:45} {shown[0]:>10} {shown[1]:>10}{mark}")
     delays = sorted(figures["delays"])
     lines.append("")
     lines.append(f"scenarios: {figures['scenarios']}  true positives: {figures['tp']}  "

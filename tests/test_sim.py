@@ -1537,3 +1537,518 @@ def test_the_simulated_apiserver_carries_out_a_rollback_as_the_controller_does()
             "deployment.kubernetes.io/revision-history"] == "1"
         # The precondition seen before is stale now.
         assert patch(before["metadata"]["resourceVersion"]).status_code == 422
+
+
+# --- several Deployments, Services, ConfigMaps and Secrets ---------------------------------------
+
+SHOP = "shop"
+
+
+def shop_scenario(**changes: Any) -> Scenario:
+    """checkout (one old revision, PAYMENTS_URL, orders-config mounted, db Secret) and payments
+    (rolling out at 60 s); orders-config patched at 60 s and again at 200 s."""
+    raw: dict[str, Any] = {
+        "description": "test", "namespace": SHOP, "deployment": "checkout", "duration": 600,
+        "pod_labels": {"app": "checkout"},
+        "revisions": [{"revision": 1, "at": -86400, "image": "checkout:3.2.1", "replicas": 2,
+                       "env": {"PAYMENTS_URL": "http://payments:8080"},
+                       "config_maps": ["orders-config"], "env_from_config_maps": ["flags"],
+                       "secrets": ["db"]}],
+        "logs": [{"revision": 1, "from": 75, "per_minute": 30,
+                  "line": 'level=error msg="upstream call failed" host=payments order_id={n}'}],
+        "workloads": [{
+            "name": "payments", "pod_labels": {"app.kubernetes.io/name": "payments"},
+            "revisions": [{"revision": 1, "at": -172800, "image": "payments:2.3.4"},
+                          {"revision": 2, "at": 60, "image": "payments:2.4.0"}],
+            "logs": [{"revision": 2, "from": 75, "per_minute": 6,
+                      "line": 'level=error msg="charge failed" status=503'}]}],
+        "services": [{"name": "payments", "selector": {"app.kubernetes.io/name": "payments"},
+                      "ports": [8080]},
+                     {"name": "checkout", "selector": {"app": "checkout"},
+                      "ports": [{"port": 80, "target_port": "http", "name": "http"},
+                                {"port": 9090, "name": "metrics"}]}],
+        "config_maps": [
+            {"name": "orders-config", "created_at": -3600,
+             "data": {"TIMEOUT_MS": "5000", "FEATURE_X": "off"},
+             "changes": [{"at": 60, "data": {"TIMEOUT_MS": "50"}, "manager": "kubectl-patch"},
+                         {"at": 200, "data": {"FEATURE_X": None, "RETRIES": "3"},
+                          "manager": "helm"}]},
+            {"name": "flags", "data": {"BANNER": "off"}}],
+        "secrets": [{"name": "db", "data": {"DB_USER": "shop", "DB_PASSWORD": "hunter2"},
+                     "changes": [{"at": 300, "data": {"DB_PASSWORD": "hunter3"}}]}],
+        "expect": {"incidents": [], "change_incidents": [
+            {"deployment": "checkout", "cause": {"kind": "Deployment", "name": "payments"},
+             "action": "rollback", "target": "payments"}]},
+    }
+    raw.update(changes)
+    return Scenario.model_validate(raw)
+
+
+def config_watch_fixture() -> dict[str, Any]:
+    return fixture("kubernetes/configmap_watch.json")["response"]["json"]
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda r: r["revisions"][0].update(config_maps=["nope"]),
+     "revisions[0].config_maps: no 'nope' in the scenario's config_maps"),
+    (lambda r: r["workloads"][0]["revisions"][1].update(secrets=["db", "gone"]),
+     "workloads[0].revisions[1].secrets: no 'gone' in the scenario's secrets"),
+    (lambda r: r["workloads"][0]["revisions"][1].update(at=-172800),
+     "workloads[0].revisions: `at` times must be strictly increasing"),
+    (lambda r: r["workloads"][0]["logs"][0].update(revision=5),
+     "workloads[0].logs[0].revision: no revision 5"),
+    (lambda r: r["workloads"][0].update(name="checkout"), "'checkout' is already defined"),
+    (lambda r: r["workloads"][0].update(pod_labels={"app": "checkout"}),
+     "would write the same log streams"),
+    (lambda r: r["config_maps"][0]["changes"][0].update(data={"TIMEOUT_MS": "5000"}),
+     "config_maps[0]: changes[0] changes nothing"),
+    (lambda r: r["config_maps"][0]["changes"][1].update(at=30),
+     "changes[1].at must be after the creation and the change before it"),
+    (lambda r: r["config_maps"][0].update(data={"TIMEOUT_MS": 5000}),
+     "config_maps[0].data.TIMEOUT_MS: Input should be a valid string"),
+    (lambda r: r["config_maps"][0].update(data={"bad key": "x"}), "'bad key' is not a valid"),
+    (lambda r: r["config_maps"].append({"name": "flags"}), "config_maps[2].name: 'flags' is listed"),
+    (lambda r: r["services"][1]["ports"][1].pop("name"), "each port needs a name"),
+    (lambda r: r["services"][0].update(name="Payments"), "not a valid Service name"),
+    (lambda r: r["expect"]["change_incidents"][0].update(deployment="cart"),
+     "expect.change_incidents[0].deployment: no Deployment 'cart'"),
+    (lambda r: r["expect"]["change_incidents"][0]["cause"].update(kind="Configmap"),
+     "'Configmap' is not a watched kind"),
+    (lambda r: r["expect"]["change_incidents"][0]["cause"].update(name="billing"),
+     "the scenario has no Deployment 'billing'"),
+    (lambda r: r["expect"]["change_incidents"][0]["cause"].update(name="checkout"),
+     "a Deployment's own rollout is a rollout incident"),
+    (lambda r: r["expect"]["change_incidents"][0].update(action="undo"), "'undo' is not an action"),
+    (lambda r: r["expect"]["change_incidents"][0].update(target="billing"),
+     "expect.change_incidents[0].target: no Deployment 'billing'"),
+    (lambda r: r["expect"].update(incidents=[{"deployment": "payments", "revision": 3}]),
+     "no revision 3 in revisions of payments"),
+    (lambda r: r["expect"].update(incidents=[{"deployment": "billing", "revision": 1}]),
+     "expect.incidents[0].deployment: no Deployment 'billing'"),
+])
+def test_invalid_multi_workload_scenarios_say_what_is_wrong(tmp_path: Path, change: Any,
+                                                            expected: str) -> None:
+    raw = shop_scenario().model_dump(by_alias=True, exclude={"name"})
+    raw = json.loads(json.dumps(raw))  # plain lists and dicts, as YAML gives them
+    change(raw)
+    assert expected in problems_of(write_scenario(tmp_path, raw))
+
+
+def test_a_reused_revision_repeats_the_config_of_its_template(tmp_path: Path) -> None:
+    raw = valid_raw()
+    raw["config_maps"] = [{"name": "cfg", "data": {"A": "1"}}]
+    raw["revisions"][1]["config_maps"] = ["cfg"]
+    raw["revisions"].append({"revision": 3, "at": 300, "reuses": 1,
+                             "image": raw["revisions"][0]["image"],
+                             "env": raw["revisions"][0].get("env", {}), "config_maps": ["cfg"]})
+    assert "repeats the image, env, resources and config of revision 1" in problems_of(
+        write_scenario(tmp_path, raw))
+
+
+def test_config_writes_merge_replace_and_remove_keys() -> None:
+    [orders, _] = shop_scenario().config_maps
+    writes = orders.writes()
+    assert [(w.at, w.manager, w.changed, w.removed) for w in writes] == [
+        (-3600, "kubectl-create", ("TIMEOUT_MS", "FEATURE_X"), ()),
+        (60, "kubectl-patch", ("TIMEOUT_MS",), ()),
+        (200, "helm", ("RETRIES",), ("FEATURE_X",))]
+    assert writes[-1].data == {"TIMEOUT_MS": "50", "RETRIES": "3"}
+    replaced = orders.model_copy(update={"changes": (orders.changes[0].model_copy(
+        update={"data": {"ONLY": "this"}, "replace": True}),)})
+    assert replaced.writes()[-1].data == {"ONLY": "this"}
+    assert replaced.writes()[-1].removed == ("TIMEOUT_MS", "FEATURE_X")
+    assert [w.at for w in orders.writes_until(100)] == [-3600, 60]
+    assert orders.writes_until(-7200) == ()
+
+
+def test_a_configmap_write_looks_like_the_recorded_watch_event() -> None:
+    w = World(shop_scenario(), t0=T0)
+    recorded = config_watch_fixture()["object"]
+    [ours] = [c for c in w.objects("configmaps", SHOP, w.at(100))
+              if c["metadata"]["name"] == "orders-config"]
+    assert key_paths(ours) == key_paths(recorded)
+    # Keyed by the same managers, in the same order, naming the same fields: the patch owns
+    # the key it changed, the creator the map and the keys it still has.
+    assert [e["manager"] for e in ours["metadata"]["managedFields"]] == \
+        [e["manager"] for e in recorded["metadata"]["managedFields"]]
+    assert [e["fieldsV1"] for e in ours["metadata"]["managedFields"]] == \
+        [e["fieldsV1"] for e in recorded["metadata"]["managedFields"]]
+    assert ours["data"] == recorded["data"] == {"FEATURE_X": "off", "TIMEOUT_MS": "50"}
+    assert [e["time"] for e in ours["metadata"]["managedFields"]] == [
+        kube_time(w.at(-3600)), kube_time(w.at(60))]
+    assert ours["metadata"]["resourceVersion"] == resource_version_at(w.at(60))
+    # Before the patch: the creator owns everything; after helm's write it owns its key, the
+    # removed key is no one's, and the creator is left with the map itself.
+    [before] = [c for c in w.objects("configmaps", SHOP, w.at(59))
+                if c["metadata"]["name"] == "orders-config"]
+    assert [(e["manager"], e["fieldsV1"]) for e in before["metadata"]["managedFields"]] == [
+        ("kubectl-create", {"f:data": {".": {}, "f:FEATURE_X": {}, "f:TIMEOUT_MS": {}}})]
+    assert before["data"] == {"FEATURE_X": "off", "TIMEOUT_MS": "5000"}
+    [later] = [c for c in w.objects("configmaps", SHOP, w.at(250))
+               if c["metadata"]["name"] == "orders-config"]
+    assert [(e["manager"], e["time"], e["fieldsV1"]) for e in later["metadata"]["managedFields"]] \
+        == [("kubectl-create", kube_time(w.at(-3600)), {"f:data": {".": {}}}),
+            ("kubectl-patch", kube_time(w.at(60)), {"f:data": {"f:TIMEOUT_MS": {}}}),
+            ("helm", kube_time(w.at(200)), {"f:data": {"f:RETRIES": {}}})]
+    assert later["data"] == {"RETRIES": "3", "TIMEOUT_MS": "50"}
+    assert w.objects("configmaps", SHOP, w.at(-7200)) == [
+        c for c in w.objects("configmaps", SHOP, w.at(-7200)) if c["metadata"]["name"] == "flags"]
+
+
+def test_secrets_are_base64_and_opaque_and_say_who_rotated_them() -> None:
+    w = World(shop_scenario(), t0=T0)
+    [secret] = w.objects("secrets", SHOP, w.at(400))
+    assert (secret["kind"], secret["apiVersion"], secret["type"]) == ("Secret", "v1", "Opaque")
+    assert secret["data"] == {"DB_PASSWORD": "aHVudGVyMw==", "DB_USER": "c2hvcA=="}
+    assert [(e["manager"], e["fieldsV1"]) for e in secret["metadata"]["managedFields"]] == [
+        ("kubectl-create", {"f:data": {".": {}, "f:DB_USER": {}}, "f:type": {}}),
+        ("kubectl-patch", {"f:data": {"f:DB_PASSWORD": {}}})]
+    assert secret["metadata"]["resourceVersion"] == resource_version_at(w.at(300))
+    assert "hunter" not in json.dumps(secret)
+
+
+def test_pod_templates_use_the_config_as_the_api_shows_it() -> None:
+    w = World(shop_scenario(), t0=T0)
+    [checkout] = [d for d in w.objects("deployments", SHOP, w.at(100))
+                  if d["metadata"]["name"] == "checkout"]
+    spec = checkout["spec"]["template"]["spec"]
+    assert spec["volumes"] == [{"name": "orders-config", "configMap": {
+        "name": "orders-config", "defaultMode": 420}}]
+    [container] = spec["containers"]
+    assert container["envFrom"] == [{"configMapRef": {"name": "flags"}}]
+    assert container["env"] == [
+        {"name": "PAYMENTS_URL", "value": "http://payments:8080"},
+        {"name": "DB_USER", "valueFrom": {"secretKeyRef": {"name": "db", "key": "DB_USER"}}},
+        {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db",
+                                                               "key": "DB_PASSWORD"}}}]
+    assert container["volumeMounts"] == [{"name": "orders-config", "readOnly": True,
+                                          "mountPath": "/etc/config/orders-config"}]
+    # A pod: the template's volume and mount first, then the service account's.
+    pod = next(p for p in w.objects("pods", SHOP, w.at(100))
+               if p["metadata"]["name"].startswith("checkout-"))
+    assert [v["name"] for v in pod["spec"]["volumes"]][0] == "orders-config"
+    assert pod["spec"]["volumes"][1]["name"].startswith("kube-api-access-")
+    assert [m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]] == [
+        "/etc/config/orders-config", "/var/run/secrets/kubernetes.io/serviceaccount"]
+    # A scenario without config keeps the template it always had.
+    plain = world().objects("deployments", NS, T0)[0]["spec"]["template"]["spec"]
+    assert "volumes" not in plain and "envFrom" not in plain["containers"][0]
+
+
+def test_every_workload_has_its_deployment_replicasets_pods_and_log_streams() -> None:
+    w = World(shop_scenario(), t0=T0)
+    deployments = {d["metadata"]["name"]: d for d in w.objects("deployments", SHOP, w.at(100))}
+    assert set(deployments) == {"checkout", "payments"}
+    payments = deployments["payments"]
+    assert payments["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
+    assert payments["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/name": "payments"}}
+    assert payments["metadata"]["resourceVersion"] != deployments["checkout"]["metadata"][
+        "resourceVersion"]
+    # Who changed payments' template and when, as the API server's field manager says it.
+    managers = [(e["manager"], e["time"]) for e in payments["metadata"]["managedFields"]]
+    assert managers == [("kubectl-create", kube_time(w.at(-172800))),
+                        ("kube-controller-manager", kube_time(w.at(60))),
+                        ("kubectl-set", kube_time(w.at(60)))]
+    assert payments["metadata"]["managedFields"][2]["fieldsV1"] == {"f:spec": {"f:template": {
+        "f:spec": {"f:containers": {'k:{"name":"payments"}': {"f:image": {}}}}}}}
+    replicasets = w.objects("replicasets", SHOP, w.at(100))
+    assert sorted(rs["metadata"]["name"] for rs in replicasets) == sorted(
+        [replicaset_name("checkout", 1), replicaset_name("payments", 1),
+         replicaset_name("payments", 2)])
+    owners = {rs["metadata"]["name"]: rs["metadata"]["ownerReferences"][0] for rs in replicasets}
+    assert owners[replicaset_name("payments", 2)]["uid"] == payments["metadata"]["uid"]
+    assert w.scenario_revision(replicaset=replicaset_name("payments", 2), revision=2,
+                               deployment="payments") == 2
+    assert w.scenario_revision(replicaset=replicaset_name("payments", 2), revision=2) is None
+    assert w.part("payments").pod_names(2)[0].startswith(replicaset_name("payments", 2))
+    # Loki: each workload's streams, under its own workload label and container.
+    status, body = w.loki_query_range(
+        '{namespace="shop", app="payments"}', w.at(60), w.at(120), limit=1000)
+    assert status == 200 and body["data"]["result"]
+    assert {s["stream"]["container"] for s in body["data"]["result"]} == {"payments"}
+    assert {s["stream"]["pod"] for s in body["data"]["result"]} == set(
+        w.part("payments").pod_names(2))
+    status, body = w.loki_query_range(
+        '{namespace="shop", app="checkout"} |= "host=payments"', w.at(60), w.at(120), limit=1000)
+    assert status == 200 and len(body["data"]["result"]) == 2
+
+
+@pytest.fixture
+def shop_kube() -> Any:
+    clock = SimClock(T0 + timedelta(seconds=50))
+    fake = KubeApiFake(World(shop_scenario(), t0=T0), clock)
+    with LocalServer(fake) as server:
+        configuration = k8s.Configuration()
+        configuration.host = server.url
+        with k8s.ApiClient(configuration) as api:
+            yield fake, server, api, clock
+
+
+def shop_watch(list_function: Any, resource_version: str, **params: Any) -> list[dict[str, Any]]:
+    response = list_function(SHOP, watch=True, timeout_seconds=1, allow_watch_bookmarks=True,
+                             resource_version=resource_version, _preload_content=False, **params)
+    try:
+        assert response.status == 200
+        text = response.data.decode()
+    finally:
+        response.release_conn()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_the_kubernetes_client_lists_the_new_kinds(shop_kube: Any) -> None:
+    fake, server, api, clock = shop_kube
+    core = k8s.CoreV1Api(api)
+    config_maps = core.list_namespaced_config_map(SHOP)
+    assert sorted(c.metadata.name for c in config_maps.items) == ["flags", "orders-config"]
+    orders = next(c for c in config_maps.items if c.metadata.name == "orders-config")
+    assert orders.data == {"FEATURE_X": "off", "TIMEOUT_MS": "5000"}
+    assert orders.metadata.managed_fields[0].manager == "kubectl-create"
+    assert orders.metadata.managed_fields[0].time.tzinfo is not None
+    [secret] = core.list_namespaced_secret(SHOP, field_selector="type=Opaque").items
+    assert secret.type == "Opaque" and secret.data["DB_USER"] == "c2hvcA=="
+    assert core.list_namespaced_secret(SHOP, field_selector="type=kubernetes.io/tls").items == []
+    services = {s.metadata.name: s for s in core.list_namespaced_service(SHOP).items}
+    assert services["payments"].spec.selector == {"app.kubernetes.io/name": "payments"}
+    assert services["payments"].spec.ports[0].port == 8080
+    assert [(p.name, p.port, p.target_port) for p in services["checkout"].spec.ports] == [
+        ("http", 80, "http"), ("metrics", 9090, 9090)]
+    assert services["checkout"].spec.type == "ClusterIP"
+    apps = k8s.AppsV1Api(api)
+    assert sorted(d.metadata.name for d in apps.list_namespaced_deployment(SHOP).items) == [
+        "checkout", "payments"]
+    assert [d.metadata.name for d in apps.list_namespaced_deployment(
+        SHOP, field_selector="metadata.name=payments").items] == ["payments"]
+    pods = core.list_namespaced_pod(SHOP, label_selector="app.kubernetes.io/name=payments").items
+    assert {p.metadata.name for p in pods} == set(fake.world.part("payments").pod_names(1))
+    # The kinds a scenario does not have: empty lists with their kind, never a 404.
+    empty = [apps.list_namespaced_stateful_set(SHOP), apps.list_namespaced_daemon_set(SHOP),
+             k8s.AutoscalingV2Api(api).list_namespaced_horizontal_pod_autoscaler(SHOP),
+             k8s.NetworkingV1Api(api).list_namespaced_ingress(SHOP),
+             k8s.NetworkingV1Api(api).list_namespaced_network_policy(SHOP)]
+    assert all(listing.items == [] for listing in empty)
+    for path, kind, api_version in (
+            ("apis/apps/v1", "StatefulSetList", "apps/v1"),
+            ("apis/apps/v1", "DaemonSetList", "apps/v1"),
+            ("apis/autoscaling/v2", "HorizontalPodAutoscalerList", "autoscaling/v2"),
+            ("apis/networking.k8s.io/v1", "IngressList", "networking.k8s.io/v1"),
+            ("apis/networking.k8s.io/v1", "NetworkPolicyList", "networking.k8s.io/v1")):
+        resource = {"StatefulSetList": "statefulsets", "DaemonSetList": "daemonsets",
+                    "HorizontalPodAutoscalerList": "horizontalpodautoscalers",
+                    "IngressList": "ingresses", "NetworkPolicyList": "networkpolicies"}[kind]
+        body = httpx.get(f"{server.url}/{path}/namespaces/{SHOP}/{resource}").json()
+        assert (body["kind"], body["apiVersion"], body["items"]) == (kind, api_version, [])
+        assert body["metadata"]["resourceVersion"] == resource_version_at(clock.now)
+    # ... but under the wrong group they are unknown, as on a real apiserver.
+    assert httpx.get(f"{server.url}/api/v1/namespaces/{SHOP}/ingresses").status_code == 404
+    with pytest.raises(ApiException) as caught:
+        core.read_namespaced_config_map("nope", SHOP)
+    assert caught.value.status == 404
+    assert core.read_namespaced_config_map("flags", SHOP).data == {"BANNER": "off"}
+
+
+def test_watches_of_the_new_kinds_tell_each_write(shop_kube: Any) -> None:
+    fake, server, api, clock = shop_kube
+    core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
+    listed = core.list_namespaced_config_map(SHOP).metadata.resource_version
+    deployments_listed = apps.list_namespaced_deployment(SHOP).metadata.resource_version
+    clock.now = T0 + timedelta(seconds=100)  # kubectl patch at 60 s; payments rolled out at 60 s
+    events = shop_watch(core.list_namespaced_config_map, listed)
+    assert kinds_and_names(events) == [("MODIFIED", "orders-config"), ("BOOKMARK", None)]
+    changed = events[0]["object"]
+    assert (changed["kind"], changed["apiVersion"]) == ("ConfigMap", "v1")
+    assert changed["data"]["TIMEOUT_MS"] == "50"
+    assert changed["metadata"]["resourceVersion"] == resource_version_at(T0 + timedelta(seconds=60))
+    assert key_paths(changed) == key_paths(config_watch_fixture()["object"])
+    assert events[1]["object"] == {"kind": "ConfigMap", "apiVersion": "v1", "metadata": {
+        "resourceVersion": resource_version_at(clock.now)}}
+    # The event's object is what a list says at the same instant.
+    relisted = httpx.get(f"{server.url}/api/v1/namespaces/{SHOP}/configmaps").json()
+    assert changed == {"kind": "ConfigMap", "apiVersion": "v1", **next(
+        i for i in relisted["items"] if i["metadata"]["name"] == "orders-config")}
+    # payments' rollout is a MODIFIED Deployment; checkout did not change.
+    deployments = shop_watch(apps.list_namespaced_deployment, deployments_listed)
+    assert kinds_and_names(deployments) == [("MODIFIED", "payments"), ("BOOKMARK", None)]
+    # Nothing else happened to the Secrets and Services: only a bookmark.
+    secrets_listed = str(int(listed))
+    assert kinds_and_names(shop_watch(core.list_namespaced_secret, secrets_listed)) == [
+        ("BOOKMARK", None)]
+    assert kinds_and_names(shop_watch(core.list_namespaced_service, secrets_listed)) == [
+        ("BOOKMARK", None)]
+    # The rotation at 300 s, seen from 100 s; the empty kinds only ever bookmark.
+    at_100 = resource_version_at(clock.now)
+    clock.now = T0 + timedelta(seconds=320)
+    rotated = shop_watch(core.list_namespaced_secret, at_100)
+    assert kinds_and_names(rotated) == [("MODIFIED", "db"), ("BOOKMARK", None)]
+    assert rotated[0]["object"]["metadata"]["managedFields"][-1]["manager"] == "kubectl-patch"
+    ingresses = shop_watch(k8s.NetworkingV1Api(api).list_namespaced_ingress, at_100)
+    assert ingresses == [{"type": "BOOKMARK", "object": {
+        "kind": "Ingress", "apiVersion": "networking.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version_at(clock.now)}}}]
+    hpas = shop_watch(k8s.AutoscalingV2Api(api).list_namespaced_horizontal_pod_autoscaler, at_100)
+    assert [e["object"]["kind"] for e in hpas] == ["HorizontalPodAutoscaler"]
+    # From a version the watch cache forgot (over 5 minutes old): 410 Expired, as for every
+    # other kind.
+    clock.now = T0 + timedelta(seconds=400)
+    expired = shop_watch(core.list_namespaced_config_map, listed)
+    assert expired[0]["type"] == "ERROR" and expired[0]["object"]["code"] == 410
+    assert fake.watches[f"/api/v1/namespaces/{SHOP}/configmaps"] == 2
+
+
+def test_a_watch_of_configmaps_sees_one_created_then_deleted() -> None:
+    scenario = shop_scenario()
+    flags = scenario.config_maps[1].model_copy(update={"created_at": 30.0, "deleted_at": 90.0})
+    clock = SimClock(T0)
+    fake = KubeApiFake(World(scenario.model_copy(
+        update={"config_maps": (scenario.config_maps[0], flags)}), t0=T0), clock)
+    with LocalServer(fake) as server, httpx.Client(base_url=server.url) as client:
+        path = f"/api/v1/namespaces/{SHOP}/configmaps"
+        listed = client.get(path).json()
+        assert [i["metadata"]["name"] for i in listed["items"]] == ["orders-config"]
+        clock.now = T0 + timedelta(seconds=40)
+        answer = client.get(path, params={"watch": "1", "allowWatchBookmarks": "true",
+                                          "resourceVersion": listed["metadata"]["resourceVersion"],
+                                          "timeoutSeconds": "1"})
+        events = [json.loads(line) for line in answer.text.splitlines()]
+        assert kinds_and_names(events) == [("ADDED", "flags"), ("BOOKMARK", None)]
+        assert events[0]["object"]["metadata"]["creationTimestamp"] == kube_time(
+            T0 + timedelta(seconds=30))
+        added = events[0]["object"]
+        seen = events[1]["object"]["metadata"]["resourceVersion"]
+        clock.now = T0 + timedelta(seconds=120)
+        answer = client.get(path, params={"watch": "1", "resourceVersion": seen})
+        patched, deleted = [json.loads(line) for line in answer.text.splitlines()]
+        assert kinds_and_names([patched, deleted]) == [("MODIFIED", "orders-config"),
+                                                       ("DELETED", "flags")]
+        # The object as it last was, at the resourceVersion the watch reached.
+        assert deleted["object"]["data"] == added["data"]
+        assert deleted["object"]["metadata"]["resourceVersion"] == resource_version_at(clock.now)
+        assert [i["metadata"]["name"] for i in client.get(path).json()["items"]] == [
+            "orders-config"]
+        # A watch from the far past is refused as too old.
+        old = resource_version_at(T0 - timedelta(hours=1))
+        answer = client.get(path, params={"watch": "1", "resourceVersion": old})
+        assert json.loads(answer.text.splitlines()[0])["object"]["reason"] == "Expired"
+
+
+def test_a_workload_is_rolled_back_through_the_simulated_apiserver() -> None:
+    clock_now = {"t": T0 + timedelta(seconds=200)}
+    world_before = World(shop_scenario(), t0=T0)
+    changed: list[World] = []
+    fake = KubeApiFake(world_before, lambda: clock_now["t"], on_world_change=changed.append)
+    with LocalServer(fake) as server:
+        base = f"{server.url}/apis/apps/v1/namespaces/{SHOP}"
+        before = httpx.get(f"{base}/deployments/payments").json()
+        template = httpx.get(f"{base}/replicasets/{replicaset_name('payments', 1)}").json()[
+            "spec"]["template"]
+        ops = [{"op": "test", "path": "/metadata/resourceVersion",
+                "value": before["metadata"]["resourceVersion"]},
+               {"op": "replace", "path": "/spec/template", "value": template}]
+        answer = httpx.patch(f"{base}/deployments/payments", json=ops,
+                             headers={"Content-Type": "application/json-patch+json"})
+        assert answer.status_code == 200, answer.text
+        after = answer.json()
+        assert after["metadata"]["name"] == "payments"
+        assert after["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
+        assert after["spec"]["template"]["spec"]["containers"][0]["image"] == "payments:2.3.4"
+        assert after["metadata"]["managedFields"][-1]["manager"] == "kubectl-rollout"
+        [world_after] = changed
+        # checkout is as it was, and the ConfigMaps too.
+        for resource in ("configmaps", "secrets", "services"):
+            assert world_after.objects(resource, SHOP, clock_now["t"]) == \
+                world_before.objects(resource, SHOP, clock_now["t"])
+        checkout = [d for d in world_after.objects("deployments", SHOP, clock_now["t"])
+                    if d["metadata"]["name"] == "checkout"]
+        assert checkout == [d for d in world_before.objects("deployments", SHOP, clock_now["t"])
+                            if d["metadata"]["name"] == "checkout"]
+        missing = httpx.patch(f"{base}/deployments/billing", json=ops,
+                              headers={"Content-Type": "application/json-patch+json"})
+        assert missing.status_code == 404
+
+
+def test_the_new_scenarios_tell_their_stories() -> None:
+    """The world side of the change-incident scenarios: what changes, and whose errors rise."""
+    dependency = World(load_scenario(SCENARIOS / "dependency-bad-rollout.yaml"), t0=T0)
+    assert dependency.scenario.deployments == ("checkout", "payments")
+    at = dependency.at(100)
+    deployments = {d["metadata"]["name"]: d for d in dependency.objects("deployments", "shop", at)}
+    env = deployments["checkout"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "PAYMENTS_URL", "value": "http://payments:8080"} in env
+    assert deployments["checkout"]["metadata"]["annotations"][
+        "deployment.kubernetes.io/revision"] == "1"
+    assert deployments["payments"]["metadata"]["annotations"][
+        "deployment.kubernetes.io/revision"] == "2"
+    assert {s["metadata"]["name"] for s in dependency.objects("services", "shop", at)} == {
+        "checkout", "payments"}
+
+    def errors(w: World, app: str, start: float, end: float) -> float:
+        query = (f'sum(count_over_time({{namespace="{w.scenario.namespace}", app="{app}"}} '
+                 f'|= "level=error" [{int(end - start)}s]))')
+        status, body = w.loki_query(query, w.at(end))
+        assert status == 200
+        return float(body["data"]["result"][0]["value"][1]) if body["data"]["result"] else 0.0
+
+    assert errors(dependency, "checkout", -1800, 60) == 0
+    assert errors(dependency, "checkout", 75, 195) >= 60
+    assert errors(dependency, "payments", 75, 195) >= 60
+    status, body = dependency.loki_query_range(
+        '{namespace="shop", app="checkout"} |= "level=error"', dependency.at(60),
+        dependency.at(120), limit=1)
+    line = body["data"]["result"][0]["values"][0][1]
+    assert 'msg="upstream call failed" host=payments status=503' in line
+
+    config = World(load_scenario(SCENARIOS / "configmap-change.yaml"), t0=T0)
+    assert [r.at for r in config.scenario.revisions] == [-86400]
+    [before] = config.objects("configmaps", "orders", config.at(59))
+    [after] = config.objects("configmaps", "orders", config.at(61))
+    assert (before["data"]["TIMEOUT_MS"], after["data"]["TIMEOUT_MS"]) == ("5000", "50")
+    assert after["metadata"]["managedFields"][-1]["manager"] == "kubectl-patch"
+    assert errors(config, "orders", -1800, 60) == 0
+    assert errors(config, "orders", 70, 190) >= 100
+
+    harmless = World(load_scenario(SCENARIOS / "configmap-change-harmless.yaml"), t0=T0)
+    [cm_before] = harmless.objects("configmaps", "shop", harmless.at(100))
+    [cm_after] = harmless.objects("configmaps", "shop", harmless.at(130))
+    assert cm_before["data"] != cm_after["data"]
+    [secret_before] = harmless.objects("secrets", "shop", harmless.at(230))
+    [secret_after] = harmless.objects("secrets", "shop", harmless.at(250))
+    assert secret_before["data"]["DB_PASSWORD"] != secret_after["data"]["DB_PASSWORD"]
+    # The same trickle of errors before and after the changes: below any threshold.
+    assert errors(harmless, "cart", -120, 0) == errors(harmless, "cart", 480, 600) <= 2
+
+
+def test_change_incidents_are_checked_against_what_the_scenario_expects() -> None:
+    from incident_detector.sim.replay import Notification, change_key, check_change_incident
+
+    [expected] = shop_scenario().expect.change_incidents
+    command = "kubectl rollout undo deployment/payments -n shop --to-revision=1"
+    record = {
+        "schema": 1, "event": "incident", "kind": "change", "namespace": SHOP,
+        "deployment": "checkout", "detected_at": "2026-11-23T18:01:40Z",
+        "change": {"kind": "Deployment", "name": "payments", "namespace": SHOP,
+                   "at": "2026-11-23T18:01:00Z", "fields": []},
+        "evidence": {"causes": [
+            {"change": {"kind": "Deployment", "name": "payments"}, "score": 0.8,
+             "reasons": ["rolled out 15 s before the errors began"], "action": "rollback",
+             "command": command},
+            {"change": {"kind": "ConfigMap", "name": "orders-config"}, "score": 0.3,
+             "reasons": [], "action": None, "command": None}]},
+        "recommended_action": {"action": "rollback", "command": command},
+    }
+    good = Notification(100.0, record)
+    assert change_key(good) == ("checkout", "Deployment", "payments")
+    assert check_change_incident(expected, good) == []
+    swapped = json.loads(json.dumps(record))
+    swapped["evidence"]["causes"].reverse()
+    problems = check_change_incident(expected, Notification(100.0, swapped))
+    assert any("the first cause is ConfigMap 'orders-config'" in p for p in problems)
+    other_target = json.loads(json.dumps(record).replace("deployment/payments",
+                                                         "deployment/checkout"))
+    problems = check_change_incident(expected, Notification(100.0, other_target))
+    assert len(problems) == 2 and all("does not act on deployment/payments" in p
+                                      for p in problems)
+    no_action = json.loads(json.dumps(record))
+    no_action["recommended_action"] = {"action": "none", "command": None}
+    assert any("recommended_action says 'none'" in p
+               for p in check_change_incident(expected, Notification(100.0, no_action)))
+    assert change_key(Notification(1.0, {"deployment": "checkout", "evidence": {}})) == (
+        "checkout", "", "")

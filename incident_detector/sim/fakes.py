@@ -1,7 +1,8 @@
 """Request handlers that make a ``LocalServer`` speak like a kube-apiserver, Loki or Slack.
 
-- ``KubeApiFake(world, clock)``: Deployments, ReplicaSets and pods of the simulated world, listed
-  (with label and field selectors) or watched, plus a real little store of ``events.k8s.io/v1``
+- ``KubeApiFake(world, clock)``: Deployments, ReplicaSets and pods of the simulated world, and
+  its ConfigMaps, Secrets and Services (StatefulSets, DaemonSets, HorizontalPodAutoscalers,
+  Ingresses and NetworkPolicies: empty), listed (with label and field selectors) or watched, plus a real little store of ``events.k8s.io/v1``
   Events and ``coordination.k8s.io/v1`` Leases with the apiserver's validation, conflicts and
   compare-and-swap on ``resourceVersion``. core/v1 Events list both the stored Events and the
   kubelet's Warning Events about the world's failing pods.
@@ -103,6 +104,19 @@ WORLD_RESOURCES = {
     "deployments": WorldResource("apis/apps/v1", "apps", "apps/v1", "Deployment", _OBJECT_FIELDS),
     "replicasets": WorldResource("apis/apps/v1", "apps", "apps/v1", "ReplicaSet", _OBJECT_FIELDS),
     "pods": WorldResource("api/v1", "", "v1", "Pod", _POD_FIELDS),
+    "configmaps": WorldResource("api/v1", "", "v1", "ConfigMap", _OBJECT_FIELDS),
+    "secrets": WorldResource("api/v1", "", "v1", "Secret", _OBJECT_FIELDS + ("type",)),
+    "services": WorldResource("api/v1", "", "v1", "Service", _OBJECT_FIELDS),
+    "statefulsets": WorldResource("apis/apps/v1", "apps", "apps/v1", "StatefulSet",
+                                  _OBJECT_FIELDS),
+    "daemonsets": WorldResource("apis/apps/v1", "apps", "apps/v1", "DaemonSet", _OBJECT_FIELDS),
+    "horizontalpodautoscalers": WorldResource("apis/autoscaling/v2", "autoscaling",
+                                              "autoscaling/v2", "HorizontalPodAutoscaler",
+                                              _OBJECT_FIELDS),
+    "ingresses": WorldResource("apis/networking.k8s.io/v1", "networking.k8s.io",
+                               "networking.k8s.io/v1", "Ingress", _OBJECT_FIELDS),
+    "networkpolicies": WorldResource("apis/networking.k8s.io/v1", "networking.k8s.io",
+                                     "networking.k8s.io/v1", "NetworkPolicy", _OBJECT_FIELDS),
 }
 
 
@@ -358,8 +372,9 @@ class KubeApiFake(_Fake):
         ``test`` of the resourceVersion is enforced (422 when stale, as the API server answers);
         ``dryRun=All`` validates and changes nothing. Other writes are not simulated (405)."""
         now = self.clock()
-        current = self.world.deployment(namespace, now)
-        if current is None or current["metadata"]["name"] != name:
+        current = self.world.deployment(namespace, now, name)
+        part = self.world.part(name)
+        if current is None or part is None:
             return _not_found("apps", "deployments", name)
         if (request.headers.get("content-type") or "").split(";")[0].strip() != JSON_PATCH:
             return _method_not_allowed()
@@ -375,9 +390,9 @@ class KubeApiFake(_Fake):
         if any(value != current["metadata"]["resourceVersion"] for value in tests):
             return _status(422, "Invalid",
                            "the server rejected our request due to an error in our request")
-        scenario = self.world.scenario
-        latest = self.world.current_revision(now)
-        earlier = [r for r in scenario.revisions if r.image == image and r is not latest
+        history = part.scenario
+        latest = part.current_revision(now)
+        earlier = [r for r in history.revisions if r.image == image and r is not latest
                    and r.reuses is None]
         if not earlier or latest is None:
             return _status(422, "Invalid", f"no earlier revision runs {image}")
@@ -386,15 +401,15 @@ class KubeApiFake(_Fake):
             return Response(200, current, KUBE_JSON)
         target = earlier[-1]
         undo = target.model_copy(update={
-            "revision": max(r.revision for r in scenario.revisions) + 1,
+            "revision": max(r.revision for r in history.revisions) + 1,
             "at": max(self.world.seconds(now), latest.at + 0.001), "reuses": target.revision,
             "pod_problems": ()})
-        world = World(scenario.model_copy(update={"revisions": (*scenario.revisions, undo)}),
+        world = World(self.world.scenario.with_revisions(name, (*history.revisions, undo)),
                       t0=self.world.t0, incarnation=self.world.incarnation)
         self.world = world
         if self.on_world_change is not None:
             self.on_world_change(world)
-        return Response(200, world.deployment(namespace, now), KUBE_JSON)
+        return Response(200, world.deployment(namespace, now, name), KUBE_JSON)
 
     def _watch(self, request: Request, world_resource: WorldResource, resource: str,
                namespace: str, name: str | None) -> Response:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from typing import Any
 from ..config import Settings, load_settings
 from ..run.store import Store
 from .fakes import KubeApiFake, LokiFake, SlackSink
-from .scenario import Scenario, load_scenario
+from .scenario import ExpectedChangeIncident, Scenario, load_scenario
 from .server import LocalServer
 from .world import World
 
@@ -31,6 +32,8 @@ SCENARIO_EPOCH = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
 SLACK_PATH = "/services/T000/B000/replay"
 # The bearer token the simulated Alertmanager sends, for scenarios with ``alerts:``.
 ALERTMANAGER_TOKEN = "replay-alertmanager-token"
+# The Deployment a recommended kubectl command acts on ("kubectl rollout undo deployment/x ...").
+COMMAND_DEPLOYMENT = re.compile(r"\bdeployments?(?:\.apps)?/([a-z0-9][-a-z0-9.]*)")
 
 
 class ManualClock:
@@ -50,13 +53,65 @@ class Notification:
     # created again counts from 1 again); None when it names no revision of the scenario.
     revision: int | None = None
 
+    @property
+    def deployment(self) -> str:
+        return str(self.record.get("deployment", ""))
+
+    @property
+    def top_cause(self) -> dict[str, Any]:
+        """The first of ``evidence.causes`` (empty when there is none)."""
+        causes = (self.record.get("evidence") or {}).get("causes") or []
+        return causes[0] if causes and isinstance(causes[0], dict) else {}
+
+
+def incident_key(scenario: Scenario, notification: Notification) -> tuple[str, int | None]:
+    """(Deployment, scenario revision) of a rollout incident."""
+    return (notification.deployment or scenario.deployment, notification.revision)
+
+
+def change_key(notification: Notification) -> tuple[str, str, str]:
+    """(workload, kind and name of the first cause) of a change incident."""
+    change = notification.top_cause.get("change") or {}
+    return (notification.deployment, str(change.get("kind", "")), str(change.get("name", "")))
+
+
+def check_change_incident(expected: ExpectedChangeIncident,
+                          notification: Notification) -> list[str]:
+    """What a change incident gets wrong against its expectation (nothing: [])."""
+    record = notification.record
+    problems = []
+    if record.get("kind") != "change":
+        problems.append(f"kind is {record.get('kind')!r}, not 'change'")
+    if notification.deployment != expected.deployment:
+        problems.append(f"deployment is {notification.deployment!r}, not {expected.deployment!r}")
+    top = notification.top_cause
+    change = top.get("change") or {}
+    if (change.get("kind"), change.get("name")) != (expected.cause.kind, expected.cause.name):
+        problems.append(f"the first cause is {change.get('kind')} {change.get('name')!r}, not "
+                        f"{expected.cause.kind} {expected.cause.name!r}")
+    recommended = record.get("recommended_action") or {}
+    if expected.action is not None:
+        for where, action in (("the first cause", top.get("action")),
+                              ("recommended_action", recommended.get("action"))):
+            if (action or "none") != expected.action:
+                problems.append(f"{where} says {action!r}, not {expected.action!r}")
+    if expected.target is not None:
+        for where, command in (("the first cause", top.get("command")),
+                               ("recommended_action", recommended.get("command"))):
+            found = COMMAND_DEPLOYMENT.search(command or "")
+            if found is None or found.group(1) != expected.target:
+                problems.append(f"{where}'s command {command!r} does not act on deployment/"
+                                f"{expected.target}")
+    return problems
+
 
 @dataclass
 class ReplayResult:
     scenario: Scenario
-    # Rollout incidents; alert incidents and their "resolved" follow-ups apart.
+    # Rollout incidents; alert incidents, change incidents and "resolved" follow-ups apart.
     notifications: list[Notification] = field(default_factory=list)
     alert_notifications: list[Notification] = field(default_factory=list)
+    change_notifications: list[Notification] = field(default_factory=list)
     error_groups: list[Notification] = field(default_factory=list)
     resolved: list[dict[str, Any]] = field(default_factory=list)
     ticks: int = 0
@@ -75,6 +130,8 @@ class ReplayResult:
             ],
             "alert_incidents": [{"at_seconds": n.at_seconds, "incident": n.record,
                                  "slack": n.slack} for n in self.alert_notifications],
+            "change_incidents": [{"at_seconds": n.at_seconds, "incident": n.record,
+                                  "slack": n.slack} for n in self.change_notifications],
             "resolved": self.resolved,
         }
 
@@ -84,7 +141,8 @@ def scenario_settings(scenario: Scenario, *, loki_url: str, slack_url: str | Non
     environ = {
         "LOKI_URL": loki_url,
         "NAMESPACE": scenario.namespace,
-        "TARGET_DEPLOYMENT": scenario.deployment,
+        # Every Deployment of the scenario: a change incident is about one, its cause another.
+        "TARGET_DEPLOYMENT": ",".join(scenario.deployments),
         "LOKI_LABEL_APP": scenario.workload,
         "STATE_PATH": ":memory:",
         "HTTP_PORT": "0",
@@ -178,12 +236,16 @@ async def replay(scenario: Scenario, *, t0: datetime = SCENARIO_EPOCH) -> Replay
         if record.get("kind") == "error_group":
             result.error_groups.append(Notification(at_seconds, record, slack))
             continue
+        if record.get("kind") == "change":
+            result.change_notifications.append(Notification(at_seconds, record, slack))
+            continue
         result.notifications.append(Notification(
             at_seconds=at_seconds,
             record=record,
             slack=slack,
             revision=world.scenario_revision(replicaset=record["replicaset"],
-                                             revision=record["revision"]),
+                                             revision=record["revision"],
+                                             deployment=record.get("deployment")),
         ))
     return result
 
@@ -193,7 +255,7 @@ def format_result(result: ReplayResult) -> str:
 
     lines = [f"scenario: {result.scenario.description}",
              f"ticks: {result.ticks} (degraded: {result.degraded_ticks})"]
-    if not result.notifications:
+    if not result.notifications and not result.change_notifications:
         lines.append("no incident: nothing would have been notified")
     for n in result.notifications:
         r = n.record
@@ -205,6 +267,17 @@ def format_result(result: ReplayResult) -> str:
         if n.slack is not None:
             lines.append("  slack message:")
             lines.extend("    " + line for line in slack_text(n.slack).splitlines())
+    for n in result.change_notifications:
+        r = n.record
+        change = r.get("change") or {}
+        lines.append("")
+        lines.append(f"t=+{n.at_seconds:.0f}s  CHANGE INCIDENT {r['namespace']}/{r['deployment']} "
+                     f"after {change.get('kind')} {change.get('name')}")
+        for cause in (r.get("evidence") or {}).get("causes") or []:
+            what = cause.get("change") or {}
+            lines.append(f"  cause {cause.get('score')}: {what.get('kind')} {what.get('name')}"
+                         f"  {'; '.join(cause.get('reasons') or [])}")
+        lines.append(f"  action: {r.get('recommended_action')}")
     return "\n".join(lines)
 
 

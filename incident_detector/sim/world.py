@@ -2,10 +2,15 @@
 
 ``World(scenario, t0=...)`` turns a scenario into
 
-- the Deployment, its ReplicaSets and their pods at any instant, as the JSON bodies a
-  kube-apiserver returns (same keys and nesting as the recordings in ``tests/fixtures``), each
-  with an honest ``metadata.resourceVersion``: the instant of its last change, so that a watch
-  can be answered by comparing two instants;
+- the Deployments (the primary one and the scenario's ``workloads``), their ReplicaSets and their
+  pods at any instant, as the JSON bodies a kube-apiserver returns (same keys and nesting as the
+  recordings in ``tests/fixtures``), each with an honest ``metadata.resourceVersion``: the
+  instant of its last change, so that a watch can be answered by comparing two instants;
+- the scenario's ConfigMaps, Secrets and Services the same way, each write to a ConfigMap or
+  Secret visible in its data, its resourceVersion and its ``managedFields`` (the writer as field
+  manager, owning the keys it changed, as the API server's field manager records an Update);
+  StatefulSets, DaemonSets, HorizontalPodAutoscalers, Ingresses and NetworkPolicies, which a
+  scenario does not have: empty lists;
 - the core/v1 Warning Events the kubelets write about the pods that have a problem
   (``warning_events``);
 - the log lines the pods write, generated once, deterministically, and kept sorted per stream;
@@ -18,12 +23,14 @@ so that a replay's hundreds of requests stay cheap.
 
 from __future__ import annotations
 
+import base64
 import bisect
 import hashlib
 import math
 import re
 import uuid
 from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
 from typing import Any
 
 from ..model import REVISION_ANNOTATION, REVISION_HISTORY_ANNOTATION, PodProblem
@@ -37,7 +44,16 @@ from .logql import (
     from_unix_nanos,
     to_unix_nanos,
 )
-from .scenario import PLACEHOLDER, LogSpec, PodProblemSpec, Revision, Scenario
+from .scenario import (
+    PLACEHOLDER,
+    ConfigMapSpec,
+    LogSpec,
+    PodProblemSpec,
+    Revision,
+    Scenario,
+    SecretSpec,
+    ServiceSpec,
+)
 
 # Kubernetes' alphabet for generated names (no vowels, no look-alike characters).
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -54,7 +70,25 @@ LIST_KINDS = {
     "deployments": ("DeploymentList", "apps/v1"),
     "replicasets": ("ReplicaSetList", "apps/v1"),
     "pods": ("PodList", "v1"),
+    "configmaps": ("ConfigMapList", "v1"),
+    "secrets": ("SecretList", "v1"),
+    "services": ("ServiceList", "v1"),
+    "statefulsets": ("StatefulSetList", "apps/v1"),
+    "daemonsets": ("DaemonSetList", "apps/v1"),
+    "horizontalpodautoscalers": ("HorizontalPodAutoscalerList", "autoscaling/v2"),
+    "ingresses": ("IngressList", "networking.k8s.io/v1"),
+    "networkpolicies": ("NetworkPolicyList", "networking.k8s.io/v1"),
 }
+# The resources a scenario cannot describe (yet): always listed empty, never a 404.
+EMPTY_RESOURCES = frozenset({"statefulsets", "daemonsets", "horizontalpodautoscalers",
+                             "ingresses", "networkpolicies"})
+# Where a revision's ``config_maps`` are mounted: /etc/config/<name>.
+CONFIG_MOUNT_ROOT = "/etc/config"
+# A Deployment's fields as written by whoever applies it, and by the Deployment controller.
+CREATOR = "kubectl-create"
+IMAGE_SETTER = "kubectl-set"
+UNDOER = "kubectl-rollout"
+CONTROLLER_MANAGER = "kube-controller-manager"
 _NS_PER_MILLISECOND = 1_000_000
 _DIGIT_RUNS = re.compile(r"[0-9]+")
 _PROBLEMS_BEFORE_START = {PodProblem.IMAGE_PULL, PodProblem.ERR_IMAGE_PULL, PodProblem.CONFIG_ERROR}
@@ -200,9 +234,11 @@ def _fill_line(template: str, *, pod: str, seed: str, index: int) -> str:
 class World:
     """One scenario laid out on the wall clock: t=0 of the scenario is ``t0``."""
 
-    def __init__(self, scenario: Scenario, *, t0: datetime, incarnation: str = "") -> None:
+    def __init__(self, scenario: Scenario, *, t0: datetime, incarnation: str = "",
+                 _part: bool = False) -> None:
         """``incarnation`` names another life of the same objects: a Deployment deleted and
-        created again under the same name has the same names but new uids."""
+        created again under the same name has the same names but new uids. ``_part``: one
+        further Deployment of a world (its objects and lines only; the world answers)."""
         if t0.tzinfo is None or t0.utcoffset() is None:
             raise ValueError("t0 must be an aware datetime")
         self.scenario = scenario
@@ -215,8 +251,19 @@ class World:
         self.workload_label = settings.get("loki_app_label_key", "app")
         self.pod_label = settings.get("loki_pod_label_key", "pod")
         self.workload = scenario.workload
-        self._logs = LogIndex(self._write_logs())
-        self._change_times = self._world_change_times()
+        # The primary Deployment is this world; each further one of the scenario is a world of
+        # its own (its objects and lines laid out the same way), which this one gathers.
+        self.parts: tuple[World, ...] = (self,) + tuple(
+            World(scenario.workload_scenario(name), t0=t0, incarnation=incarnation, _part=True)
+            for name in scenario.deployments[1:]) if not _part else (self,)
+        if _part:
+            return
+        self._logs = LogIndex(sorted((stream for part in self.parts
+                                      for stream in part._write_logs()),
+                                     key=lambda s: sorted(s.labels.items())))
+        self._change_times = sorted({t for part in self.parts
+                                     for t in part._world_change_times()}
+                                    | set(self._config_change_times()))
         # (resource, namespace, index in _change_times) -> the objects by name at that time.
         self._snapshots: dict[tuple[str, str, int], dict[str, Body]] = {}
 
@@ -241,9 +288,19 @@ class World:
         return [pod_name(rs, i if spec.reuses is None else f"{revision}-{i}")
                 for i in range(spec.replicas)]
 
-    def scenario_revision(self, *, replicaset: str, revision: int) -> int | None:
+    def part(self, deployment: str) -> World | None:
+        """The world of one Deployment of the scenario (the primary one: this world)."""
+        return next((p for p in self.parts if p.scenario.deployment == deployment), None)
+
+    def scenario_revision(self, *, replicaset: str, revision: int,
+                          deployment: str | None = None) -> int | None:
         """The scenario's number of the revision an incident names (its ReplicaSet and its
-        Kubernetes revision), None if no revision matches."""
+        Kubernetes revision), None if no revision matches. ``deployment``: a Deployment of the
+        scenario's ``workloads`` (default: the primary one)."""
+        if deployment is not None and deployment != self.scenario.deployment:
+            part = self.part(deployment)
+            return None if part is None else part.scenario_revision(replicaset=replicaset,
+                                                                    revision=revision)
         for candidate in self.scenario.revisions:
             if (self.replicaset_name(candidate.revision) == replicaset
                     and self.scenario.kube_revision(candidate.revision) == revision):
@@ -422,18 +479,19 @@ class World:
         t = self.seconds(now)
         pods = {pod["metadata"]["name"]: pod for pod in self.objects("pods", namespace, now)}
         events = []
-        for revision in self.scenario.revisions:
-            alive_from, alive_to = self._pod_lifetime(revision)
-            if not alive_from <= t < alive_to:
-                continue
-            for index, name in enumerate(self.pod_names(revision.revision)):
-                problem = _active_problem(revision.pod_problems, index, t)
-                pod = pods.get(name)
-                if problem is None or pod is None:
+        for part in self.parts:
+            for revision in part.scenario.revisions:
+                alive_from, alive_to = part._pod_lifetime(revision)
+                if not alive_from <= t < alive_to:
                     continue
-                first = max(alive_from, problem.from_)
-                for reason, message in _kubelet_warnings(problem.problem, pod):
-                    events.append(self._kubelet_event(pod, reason, message, first, t))
+                for index, name in enumerate(part.pod_names(revision.revision)):
+                    problem = _active_problem(revision.pod_problems, index, t)
+                    pod = pods.get(name)
+                    if problem is None or pod is None:
+                        continue
+                    first = max(alive_from, problem.from_)
+                    for reason, message in _kubelet_warnings(problem.problem, pod):
+                        events.append(self._kubelet_event(pod, reason, message, first, t))
         return events
 
     def _kubelet_event(self, pod: Body, reason: str, message: str, first: float,
@@ -472,21 +530,110 @@ class World:
             "reportingInstance": node,
         }
 
-    def deployment(self, namespace: str, now: datetime) -> Body | None:
-        """The Deployment as ``GET .../deployments/NAME`` returns it; None before it exists."""
-        found = self.objects("deployments", namespace, now)
-        return found[0] if found else None
+    def deployment(self, namespace: str, now: datetime, name: str | None = None) -> Body | None:
+        """The Deployment as ``GET .../deployments/NAME`` returns it (default: the primary
+        one); None before it exists."""
+        name = name or self.scenario.deployment
+        return next((d for d in self.objects("deployments", namespace, now)
+                     if d["metadata"]["name"] == name), None)
 
     def _unversioned(self, resource: str, namespace: str, now: datetime) -> list[Body]:
         """The objects at ``now`` with an empty resourceVersion: comparable across instants."""
         if resource == "deployments":
-            deployment = self._deployment(namespace, now)
-            return [] if deployment is None else [deployment]
+            return [d for part in self.parts
+                    if (d := part._deployment(namespace, now)) is not None]
         if resource == "replicasets":
-            return self._replicasets(namespace, now)
+            return [rs for part in self.parts for rs in part._replicasets(namespace, now)]
         if resource == "pods":
-            return self._pods(namespace, now)
+            return [pod for part in self.parts for pod in part._pods(namespace, now)]
+        if resource in ("configmaps", "secrets", "services"):
+            if namespace != self.scenario.namespace:
+                return []
+            t = self.seconds(now)
+            if resource == "services":
+                return [self._service(spec) for spec in self.scenario.services
+                        if spec.created_at <= t]
+            specs = self.scenario.config_maps if resource == "configmaps" else \
+                self.scenario.secrets
+            return [self._config_object(spec, t) for spec in specs if spec.exists_at(t)]
+        if resource in EMPTY_RESOURCES:
+            return []
         raise KeyError(resource)
+
+    # ConfigMaps, Secrets, Services ---------------------------------------------------------------
+
+    def _config_change_times(self) -> list[float]:
+        configs = (*self.scenario.config_maps, *self.scenario.secrets)
+        times = [w.at for spec in configs for w in spec.writes()]
+        times += [spec.deleted_at for spec in configs if spec.deleted_at is not None]
+        return times + [spec.created_at for spec in self.scenario.services]
+
+    def _config_object(self, spec: ConfigMapSpec, t: float) -> Body:
+        """A ConfigMap or Secret at scenario time ``t`` (>= its creation)."""
+        secret = isinstance(spec, SecretSpec)
+        kind = "Secret" if secret else "ConfigMap"
+        writes = spec.writes_until(t)
+        namespace = self.scenario.namespace
+        metadata: Body = {
+            "name": spec.name, "namespace": namespace, "uid": self._uid(kind, namespace, spec.name),
+            "resourceVersion": "", "creationTimestamp": kube_time(self.at(spec.created_at)),
+            "managedFields": _data_managed_fields(writes, secret=secret,
+                                                  when=lambda at: kube_time(self.at(at))),
+        }
+        body: Body = {"kind": kind, "apiVersion": "v1", "metadata": metadata}
+        # Sorted by key, as the API server encodes a map.
+        data = dict(sorted(writes[-1].data.items()))
+        if data:
+            body["data"] = ({k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+                            if secret else dict(data))
+        if secret:
+            assert isinstance(spec, SecretSpec)
+            body["type"] = spec.type
+        return body
+
+    def _service(self, spec: ServiceSpec) -> Body:
+        namespace = self.scenario.namespace
+        digest = _digest("service", namespace, spec.name)
+        cluster_ip = f"10.96.{digest[0]}.{1 + digest[1] % 254}"
+        ports = []
+        for port in spec.ports:
+            item: Body = {"name": port.name} if port.name else {}
+            item.update({"protocol": port.protocol, "port": port.port,
+                         "targetPort": port.port if port.target_port is None
+                         else port.target_port})
+            ports.append(item)
+        port_fields = {
+            'k:{"port":%d,"protocol":"%s"}' % (p.port, p.protocol): {
+                ".": {}, **({"f:name": {}} if p.name else {}), "f:port": {}, "f:protocol": {},
+                "f:targetPort": {}}
+            for p in spec.ports}
+        spec_fields: Body = {"f:internalTrafficPolicy": {}, "f:ports": {".": {}, **port_fields}}
+        if spec.selector:
+            spec_fields["f:selector"] = {}
+        spec_fields.update({"f:sessionAffinity": {}, "f:type": {}})
+        body_spec: Body = {"ports": ports}
+        if spec.selector:
+            body_spec["selector"] = dict(spec.selector)
+        body_spec.update({
+            "clusterIP": cluster_ip, "clusterIPs": [cluster_ip], "type": "ClusterIP",
+            "sessionAffinity": "None", "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+            "internalTrafficPolicy": "Cluster",
+        })
+        created = kube_time(self.at(spec.created_at))
+        return {
+            "kind": "Service", "apiVersion": "v1",
+            "metadata": {
+                "name": spec.name, "namespace": namespace,
+                "uid": self._uid("Service", namespace, spec.name), "resourceVersion": "",
+                "creationTimestamp": created,
+                "managedFields": [{
+                    "manager": CREATOR, "operation": "Update", "apiVersion": "v1",
+                    "time": created, "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:spec": spec_fields}}],
+            },
+            "spec": body_spec,
+            "status": {"loadBalancer": {}},
+        }
 
     def _snapshot(self, resource: str, namespace: str, index: int) -> dict[str, Body]:
         """The objects by name at the ``index``-th change time (cached: the world is pure)."""
@@ -548,10 +695,22 @@ class World:
 
     def _container(self, revision: Revision) -> Body:
         container: Body = {"name": self.scenario.deployment, "image": revision.image}
-        if revision.env:
-            container["env"] = [{"name": k, "value": v} for k, v in revision.env.items()]
+        if revision.env_from_config_maps:
+            container["envFrom"] = [{"configMapRef": {"name": name}}
+                                    for name in revision.env_from_config_maps]
+        env: list[Body] = [{"name": k, "value": v} for k, v in revision.env.items()]
+        secrets = {spec.name: spec for spec in self.scenario.secrets}
+        for name in revision.secrets:
+            env.extend({"name": key, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
+                       for key in secrets[name].data)
+        if env:
+            container["env"] = env
+        container["resources"] = {kind: dict(values) for kind, values in revision.resources.items()}
+        if revision.config_maps:
+            container["volumeMounts"] = [
+                {"name": name, "readOnly": True, "mountPath": f"{CONFIG_MOUNT_ROOT}/{name}"}
+                for name in revision.config_maps]
         container.update({
-            "resources": {kind: dict(values) for kind, values in revision.resources.items()},
             "terminationMessagePath": "/dev/termination-log",
             "terminationMessagePolicy": "File",
             "imagePullPolicy": "IfNotPresent",
@@ -559,7 +718,11 @@ class World:
         return container
 
     def _pod_spec(self, revision: Revision) -> Body:
-        return {
+        spec: Body = {}
+        if revision.config_maps:
+            spec["volumes"] = [{"name": name, "configMap": {"name": name, "defaultMode": 420}}
+                               for name in revision.config_maps]
+        return spec | {
             "containers": [self._container(revision)],
             "restartPolicy": "Always",
             "terminationGracePeriodSeconds": 30,
@@ -626,12 +789,14 @@ class World:
         labels = {**self.pod_labels, **self.scenario.deployment_labels}
         annotations = {REVISION_ANNOTATION: str(self.scenario.kube_revision(current.revision)),
                        **self.scenario.deployment_annotations}
+        metadata = self._metadata("Deployment", self.scenario.deployment, first.at,
+                                  labels=labels, annotations=annotations,
+                                  generation=generation, of=current)
+        metadata["managedFields"] = self._deployment_managed_fields(revisions, current)
         return {
             "kind": "Deployment",
             "apiVersion": "apps/v1",
-            "metadata": self._metadata("Deployment", self.scenario.deployment, first.at,
-                                       labels=labels, annotations=annotations,
-                                       generation=generation, of=current),
+            "metadata": metadata,
             "spec": {
                 "replicas": current.replicas,
                 "selector": {"matchLabels": dict(self.pod_labels)},
@@ -643,6 +808,58 @@ class World:
             },
             "status": status,
         }
+
+    def _deployment_managed_fields(self, revisions: tuple[Revision, ...],
+                                   current: Revision) -> list[Body]:
+        """Who wrote the Deployment: its creator, the last ``kubectl set image`` (or ``kubectl
+        rollout undo``) that changed its pod template, and the controller's revision annotation,
+        as the API server's field manager records them (the template's container fields the
+        later writer changed are no longer the creator's)."""
+        first = revisions[0]
+        container = self.scenario.deployment
+        key = f'k:{{"name":"{container}"}}'
+        changed: list[str] = []
+        writer: Revision | None = None
+        if current is not first:
+            writer = current
+            source = self.scenario.revision(self.scenario.template_revision(current.revision))
+            changed = [name for name, differs in (
+                ("f:image", source.image != first.image), ("f:env", source.env != first.env),
+                ("f:resources", source.resources != first.resources)) if differs]
+            changed = changed or ["f:image"]
+        own_container = {".": {}, "f:name": {}, "f:imagePullPolicy": {},
+                         "f:terminationMessagePath": {}, "f:terminationMessagePolicy": {},
+                         **{f: {} for f in ("f:image", "f:env", "f:resources")
+                            if f not in changed and (f != "f:env" or first.env)}}
+        labels = {".": {}, **{f"f:{k}": {} for k in sorted(
+            {**self.pod_labels, **self.scenario.deployment_labels})}}
+        template_labels = {".": {}, **{f"f:{k}": {} for k in sorted(self.pod_labels)}}
+
+        def write(manager: str, at: float, fields: Body) -> Body:
+            return {"manager": manager, "operation": "Update", "apiVersion": "apps/v1",
+                    "time": kube_time(self.at(at)), "fieldsType": "FieldsV1", "fieldsV1": fields}
+
+        entries = [write(CREATOR, first.at, {
+            "f:metadata": {"f:labels": labels},
+            "f:spec": {"f:progressDeadlineSeconds": {}, "f:replicas": {},
+                       "f:revisionHistoryLimit": {}, "f:selector": {},
+                       "f:strategy": {"f:rollingUpdate": {".": {}, "f:maxSurge": {},
+                                                          "f:maxUnavailable": {}},
+                                      "f:type": {}},
+                       "f:template": {"f:metadata": {"f:labels": template_labels},
+                                      "f:spec": {"f:containers": {
+                                          key: dict(sorted(own_container.items()))},
+                                          "f:dnsPolicy": {}, "f:restartPolicy": {},
+                                          "f:schedulerName": {}, "f:securityContext": {},
+                                          "f:terminationGracePeriodSeconds": {}}}}})]
+        if writer is not None:
+            entries.append(write(UNDOER if writer.reuses is not None else IMAGE_SETTER, writer.at,
+                                 {"f:spec": {"f:template": {"f:spec": {"f:containers": {
+                                     key: {f: {} for f in changed}}}}}}))
+        entries.append(write(CONTROLLER_MANAGER, current.at, {"f:metadata": {"f:annotations": {
+            ".": {}, f"f:{REVISION_ANNOTATION}": {}}}}))
+        entries.sort(key=lambda entry: (entry["time"], entry["manager"]))
+        return entries
 
     def _replicasets(self, namespace: str, now: datetime) -> list[Body]:
         if namespace != self.scenario.namespace:
@@ -744,14 +961,16 @@ class World:
         """The template's pod spec plus what admission and the scheduler add to a real pod."""
         volume = f"kube-api-access-{generated_suffix(5, 'volume', name)}"
         spec = self._pod_spec(revision)
-        spec["volumes"] = [{"name": volume, "projected": {"sources": [
+        # Admission adds the service account token's volume after the template's own.
+        spec["volumes"] = [*spec.get("volumes", ()), {"name": volume, "projected": {"sources": [
             {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
             {"configMap": {"name": "kube-root-ca.crt",
                            "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
             {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {
                 "apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
         ], "defaultMode": 420}}]
-        spec["containers"][0]["volumeMounts"] = [{
+        container = spec["containers"][0]
+        container["volumeMounts"] = [*container.get("volumeMounts", ()), {
             "name": volume, "readOnly": True,
             "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]
         spec.update({
@@ -877,3 +1096,42 @@ def _pod_ready(pod: Body) -> bool:
 def _list_item(body: Body) -> Body:
     """A list's items carry no kind/apiVersion of their own (the list says them once)."""
     return {k: v for k, v in body.items() if k not in ("kind", "apiVersion")}
+
+
+def _data_managed_fields(writes: tuple[Any, ...], *, secret: bool,
+                         when: Callable[[float], str]) -> list[Body]:
+    """The ``managedFields`` of a ConfigMap or Secret after ``writes`` (creation first), as the
+    API server's field manager keeps them for Update operations: a write takes ownership of the
+    keys whose value it changed (from whoever had them), a removed key belongs to no one, the
+    map itself (``.``) to whoever first gave it keys (a Secret's ``type`` to its creator); each
+    manager's entry has the time of its latest write, and entries are sorted by operation, time
+    and manager."""
+    owners: dict[str, str] = {}
+    latest: dict[str, float] = {}
+    map_owner: str | None = None
+    creator = writes[0].manager
+    for write in writes:
+        for key in write.changed:
+            owners[key] = write.manager
+        for key in write.removed:
+            owners.pop(key, None)
+        if write.changed and map_owner is None:
+            map_owner = write.manager
+        latest[write.manager] = write.at
+    entries = []
+    for manager, at in latest.items():
+        keys = sorted(k for k, owner in owners.items() if owner == manager)
+        fields: Body = {}
+        if keys or map_owner == manager:
+            fields["f:data"] = {**({".": {}} if map_owner == manager else {}),
+                                **{f"f:{key}": {} for key in keys}}
+        if secret and manager == creator:
+            fields["f:type"] = {}
+        if not fields:
+            continue  # a manager that owns nothing any more has no entry
+        entries.append((at, manager, {
+            "manager": manager, "operation": "Update", "apiVersion": "v1", "time": when(at),
+            "fieldsType": "FieldsV1", "fieldsV1": fields}))
+    # Whole seconds, as the API server keeps them: the sort uses the seconds.
+    entries.sort(key=lambda entry: (entry[2]["time"], entry[1]))
+    return [entry for _, _, entry in entries]
