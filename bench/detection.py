@@ -75,11 +75,13 @@ def _labels(scenario: Scenario, keys: Any) -> list[str]:
 
 
 def report(figures: dict) -> str:
-    lines = [f"{'scenario':45} {'expected':>10} {'notified':>10}"]
-    for name, expected, notified in figures["rows"]:
-        mark = "" if expected == notified else "   <-- differs"
-        shown = [", ".join(keys) or "-" for keys in (expected, notified)]
-        lines.append(f"{name:45} {shown[0]:>10} {shown[1]:>10}{mark}")
+    shown = [(name, ", ".join(expected) or "-", ", ".join(notified) or "-",
+              "" if expected == notified else "   <-- differs")
+             for name, expected, notified in figures["rows"]]
+    width = max([10] + [len(text) for row in shown for text in row[1:3]])
+    lines = [f"{'scenario':45} {'expected':>{width}} {'notified':>{width}}"]
+    for name, expected, notified, mark in shown:
+        lines.append(f"{name:45} {expected:>{width}} {notified:>{width}}{mark}")
     delays = sorted(figures["delays"])
     lines.append("")
     lines.append(f"scenarios: {figures['scenarios']}  true positives: {figures['tp']}  "

@@ -2052,3 +2052,44 @@ def test_change_incidents_are_checked_against_what_the_scenario_expects() -> Non
                for p in check_change_incident(expected, Notification(100.0, no_action)))
     assert change_key(Notification(1.0, {"deployment": "checkout", "evidence": {}})) == (
         "checkout", "", "")
+
+
+_KEYS = st.sampled_from(["A", "B", "C", "D"])
+_WRITES = st.lists(st.tuples(
+    st.dictionaries(_KEYS, st.one_of(st.none(), st.sampled_from(["1", "2", "3"])),
+                    min_size=1, max_size=3),
+    st.sampled_from(["kubectl-patch", "helm", "argocd-controller"]),
+    st.booleans()), max_size=6)
+
+
+@given(initial=st.dictionaries(_KEYS, st.sampled_from(["1", "2"]), max_size=4), writes=_WRITES)
+@settings(max_examples=100, deadline=None)
+def test_managed_fields_always_say_who_last_set_each_key(initial: dict[str, str],
+                                                         writes: list[Any]) -> None:
+    """Whatever the writes, each key of the data is owned by exactly one manager, the last one
+    that changed its value, and no entry names a key the data does not have."""
+    changes, at, data, last_writer = [], 0.0, dict(initial), {k: "kubectl-create" for k in initial}
+    for patch, manager, replace in writes:
+        new = ({k: v for k, v in patch.items() if v is not None} if replace else
+               {k: v for k, v in {**data, **patch}.items() if v is not None})
+        if new == data:
+            continue  # the scenario refuses a write that changes nothing
+        at += 10
+        changes.append({"at": at, "data": patch, "manager": manager, "replace": replace})
+        last_writer = {k: (manager if data.get(k) != v else last_writer[k])
+                       for k, v in new.items()}
+        data = new
+    w = world(logs=[], config_maps=[{"name": "cfg", "created_at": -5, "data": initial,
+                                     "changes": changes}])
+    [config_map] = w.objects("configmaps", NS, w.at(at))
+    assert config_map.get("data", {}) == dict(sorted(data.items()))
+    owners: dict[str, str] = {}
+    for entry in config_map["metadata"]["managedFields"]:
+        assert entry["operation"] == "Update" and entry["fieldsV1"]
+        for field_name in entry["fieldsV1"].get("f:data", {}):
+            if field_name != ".":
+                assert field_name not in owners
+                owners[field_name] = entry["manager"]
+    assert owners == {f"f:{k}": m for k, m in last_writer.items()}
+    times = [(e["time"], e["manager"]) for e in config_map["metadata"]["managedFields"]]
+    assert times == sorted(times)

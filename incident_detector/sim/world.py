@@ -23,14 +23,12 @@ so that a replay's hundreds of requests stay cheap.
 
 from __future__ import annotations
 
-import base64
 import bisect
 import hashlib
 import math
 import re
 import uuid
 from datetime import datetime, timedelta, timezone
-from collections.abc import Callable
 from typing import Any
 
 from ..model import REVISION_ANNOTATION, REVISION_HISTORY_ANNOTATION, PodProblem
@@ -44,16 +42,8 @@ from .logql import (
     from_unix_nanos,
     to_unix_nanos,
 )
-from .scenario import (
-    PLACEHOLDER,
-    ConfigMapSpec,
-    LogSpec,
-    PodProblemSpec,
-    Revision,
-    Scenario,
-    SecretSpec,
-    ServiceSpec,
-)
+from .config_objects import config_object, service_object
+from .scenario import PLACEHOLDER, LogSpec, PodProblemSpec, Revision, Scenario
 
 # Kubernetes' alphabet for generated names (no vowels, no look-alike characters).
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -550,12 +540,17 @@ class World:
             if namespace != self.scenario.namespace:
                 return []
             t = self.seconds(now)
+            namespace = self.scenario.namespace
             if resource == "services":
-                return [self._service(spec) for spec in self.scenario.services
-                        if spec.created_at <= t]
+                return [service_object(spec, namespace=namespace, when=self._when,
+                                       uid=self._uid("Service", namespace, spec.name))
+                        for spec in self.scenario.services if spec.created_at <= t]
+            kind = "ConfigMap" if resource == "configmaps" else "Secret"
             specs = self.scenario.config_maps if resource == "configmaps" else \
                 self.scenario.secrets
-            return [self._config_object(spec, t) for spec in specs if spec.exists_at(t)]
+            return [config_object(spec, t, namespace=namespace, when=self._when,
+                                  uid=self._uid(kind, namespace, spec.name))
+                    for spec in specs if spec.exists_at(t)]
         if resource in EMPTY_RESOURCES:
             return []
         raise KeyError(resource)
@@ -568,72 +563,8 @@ class World:
         times += [spec.deleted_at for spec in configs if spec.deleted_at is not None]
         return times + [spec.created_at for spec in self.scenario.services]
 
-    def _config_object(self, spec: ConfigMapSpec, t: float) -> Body:
-        """A ConfigMap or Secret at scenario time ``t`` (>= its creation)."""
-        secret = isinstance(spec, SecretSpec)
-        kind = "Secret" if secret else "ConfigMap"
-        writes = spec.writes_until(t)
-        namespace = self.scenario.namespace
-        metadata: Body = {
-            "name": spec.name, "namespace": namespace, "uid": self._uid(kind, namespace, spec.name),
-            "resourceVersion": "", "creationTimestamp": kube_time(self.at(spec.created_at)),
-            "managedFields": _data_managed_fields(writes, secret=secret,
-                                                  when=lambda at: kube_time(self.at(at))),
-        }
-        body: Body = {"kind": kind, "apiVersion": "v1", "metadata": metadata}
-        # Sorted by key, as the API server encodes a map.
-        data = dict(sorted(writes[-1].data.items()))
-        if data:
-            body["data"] = ({k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
-                            if secret else dict(data))
-        if secret:
-            assert isinstance(spec, SecretSpec)
-            body["type"] = spec.type
-        return body
-
-    def _service(self, spec: ServiceSpec) -> Body:
-        namespace = self.scenario.namespace
-        digest = _digest("service", namespace, spec.name)
-        cluster_ip = f"10.96.{digest[0]}.{1 + digest[1] % 254}"
-        ports = []
-        for port in spec.ports:
-            item: Body = {"name": port.name} if port.name else {}
-            item.update({"protocol": port.protocol, "port": port.port,
-                         "targetPort": port.port if port.target_port is None
-                         else port.target_port})
-            ports.append(item)
-        port_fields = {
-            'k:{"port":%d,"protocol":"%s"}' % (p.port, p.protocol): {
-                ".": {}, **({"f:name": {}} if p.name else {}), "f:port": {}, "f:protocol": {},
-                "f:targetPort": {}}
-            for p in spec.ports}
-        spec_fields: Body = {"f:internalTrafficPolicy": {}, "f:ports": {".": {}, **port_fields}}
-        if spec.selector:
-            spec_fields["f:selector"] = {}
-        spec_fields.update({"f:sessionAffinity": {}, "f:type": {}})
-        body_spec: Body = {"ports": ports}
-        if spec.selector:
-            body_spec["selector"] = dict(spec.selector)
-        body_spec.update({
-            "clusterIP": cluster_ip, "clusterIPs": [cluster_ip], "type": "ClusterIP",
-            "sessionAffinity": "None", "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
-            "internalTrafficPolicy": "Cluster",
-        })
-        created = kube_time(self.at(spec.created_at))
-        return {
-            "kind": "Service", "apiVersion": "v1",
-            "metadata": {
-                "name": spec.name, "namespace": namespace,
-                "uid": self._uid("Service", namespace, spec.name), "resourceVersion": "",
-                "creationTimestamp": created,
-                "managedFields": [{
-                    "manager": CREATOR, "operation": "Update", "apiVersion": "v1",
-                    "time": created, "fieldsType": "FieldsV1",
-                    "fieldsV1": {"f:spec": spec_fields}}],
-            },
-            "spec": body_spec,
-            "status": {"loadBalancer": {}},
-        }
+    def _when(self, seconds: float) -> str:
+        return kube_time(self.at(seconds))
 
     def _snapshot(self, resource: str, namespace: str, index: int) -> dict[str, Body]:
         """The objects by name at the ``index``-th change time (cached: the world is pure)."""
@@ -1097,41 +1028,3 @@ def _list_item(body: Body) -> Body:
     """A list's items carry no kind/apiVersion of their own (the list says them once)."""
     return {k: v for k, v in body.items() if k not in ("kind", "apiVersion")}
 
-
-def _data_managed_fields(writes: tuple[Any, ...], *, secret: bool,
-                         when: Callable[[float], str]) -> list[Body]:
-    """The ``managedFields`` of a ConfigMap or Secret after ``writes`` (creation first), as the
-    API server's field manager keeps them for Update operations: a write takes ownership of the
-    keys whose value it changed (from whoever had them), a removed key belongs to no one, the
-    map itself (``.``) to whoever first gave it keys (a Secret's ``type`` to its creator); each
-    manager's entry has the time of its latest write, and entries are sorted by operation, time
-    and manager."""
-    owners: dict[str, str] = {}
-    latest: dict[str, float] = {}
-    map_owner: str | None = None
-    creator = writes[0].manager
-    for write in writes:
-        for key in write.changed:
-            owners[key] = write.manager
-        for key in write.removed:
-            owners.pop(key, None)
-        if write.changed and map_owner is None:
-            map_owner = write.manager
-        latest[write.manager] = write.at
-    entries = []
-    for manager, at in latest.items():
-        keys = sorted(k for k, owner in owners.items() if owner == manager)
-        fields: Body = {}
-        if keys or map_owner == manager:
-            fields["f:data"] = {**({".": {}} if map_owner == manager else {}),
-                                **{f"f:{key}": {} for key in keys}}
-        if secret and manager == creator:
-            fields["f:type"] = {}
-        if not fields:
-            continue  # a manager that owns nothing any more has no entry
-        entries.append((at, manager, {
-            "manager": manager, "operation": "Update", "apiVersion": "v1", "time": when(at),
-            "fieldsType": "FieldsV1", "fieldsV1": fields}))
-    # Whole seconds, as the API server keeps them: the sort uses the seconds.
-    entries.sort(key=lambda entry: (entry[2]["time"], entry[1]))
-    return [entry for _, _, entry in entries]
