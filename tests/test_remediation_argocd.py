@@ -420,3 +420,42 @@ def test_a_lost_answer_is_not_sent_again_once_the_rollback_shows_on_the_applicat
         assert entry.state in (DONE, VERIFIED)
 
     run(tmp_path, script)
+
+
+def test_a_restart_after_the_rollback_landed_resumes_it_without_sending_it_again(tmp_path):
+    async def script(flow: Flow) -> None:
+        message = await flow.until_message()
+        real = flow.argo.rollback
+
+        def dies(request: httpx.Request) -> httpx.Response:
+            real(request)  # Argo CD took it...
+            raise RuntimeError("the detector's process died here")  # ...and nothing more ran
+
+        flow.argo.rollback = dies  # type: ignore[method-assign]
+        await flow.approve(message)
+        [entry] = flow.journal()
+        assert entry.state == "executing" and len(flow.argo.rollbacks) == 1
+
+        # A new process on the same store: what was executing is carried on.
+        flow.argo.rollback = real  # type: ignore[method-assign]
+        old = flow.remediator
+        restarted = Remediator(
+            policy=old.policy, journal=old.journal, executor=old.executor, tokens=old.tokens,
+            stdout=old.stdout, slack=old.slack, clock=flow.clock,
+            verify_timeout_seconds=old.verify_timeout_seconds, events=old.events,
+            argocd=old.argocd)
+        flow.detector.remediator = flow.remediator = restarted
+        await restarted.resume()
+        for _ in range(4):
+            await flow.tick()
+
+        assert len(flow.argo.rollbacks) == 1  # never sent again
+        executed = [row for row in await flow.audit() if row["decision"] == "executed"]
+        assert [row["result"] for row in executed] == ["already_done"]
+        assert "already deploys revision 8f1c2d3 again (history id 6)" in executed[0]["reason"]
+        [entry] = flow.journal()
+        assert entry.state == VERIFIED
+        assert flow.api.writes == []
+        await restarted.close()
+
+    run(tmp_path, script)
