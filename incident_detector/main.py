@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TextIO
 
 import kubernetes.client
@@ -24,6 +25,8 @@ from .notify import events, slack
 from .run import leader
 from .run.daemon import Clock, Detector, utcnow
 from .judge.rules import RulesError
+from .run.change_log import ChangeLog
+from .run.changes import ChangeDesk
 from .run.live import LiveFeed
 from .run.outbox import StdoutSink
 from .run.rules_file import RulesFile
@@ -126,9 +129,9 @@ async def build_detector(
                 rules=lambda: detector.rule_set, watched_namespaces=settings.namespace,
                 error_window_seconds=settings.error_window_seconds,
                 sample_lines=settings.signature_sample_lines, remediator=remediator)
+        detector.change_desk = build_change_desk(settings, detector=detector, kube_api=kube_api,
+                                                 store=store, live=live)
         if settings.triage_sample_lines > 0:
-            from datetime import timedelta
-
             from .run.triage import Triage
 
             detector.triage = Triage(
@@ -145,6 +148,30 @@ async def build_detector(
             await slack_http.aclose()
         if own_store:
             store.close()
+
+
+def build_change_desk(settings: Settings, *, detector: Detector,
+                      kube_api: kubernetes.client.ApiClient, store: Store,
+                      live: LiveFeed) -> ChangeDesk:
+    """The change timeline: the watches of CHANGE_KINDS (Deployments ride on the detector's own
+    watch), its memory in the state file, and the incidents of kind change."""
+    from .sources.changes_watch import ChangeWatcher
+
+    kinds = [kind for kind in settings.change_kinds if kind != "Deployment"]
+    watcher = ChangeWatcher(api=kube_api, timeout=settings.kube_timeout_seconds, kinds=kinds) \
+        if kinds else None
+    return ChangeDesk(
+        changes=ChangeLog(store.connection,
+                          retention=timedelta(days=settings.change_retention_days),
+                          max_rows=settings.change_retention_max,
+                          emit=settings.change_webhook_url is not None),
+        live=live, watcher=watcher,
+        kube=detector.kube if "Deployment" in settings.change_kinds else None,
+        loki=detector.loki, rules=detector.rules,
+        window_seconds=settings.roll_out_window_seconds, rule_set=lambda: detector.rule_set,
+        sample_lines=settings.signature_sample_lines, workload_of=detector.workload_of,
+        record_notice=detector.outbox.record_notice,
+        is_notified=lambda key: store.notice(key) is not None, remediator=detector.remediator)
 
 
 class _EmbeddedServer(uvicorn.Server):

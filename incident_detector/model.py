@@ -510,6 +510,9 @@ class RemediationView:
     # The Slack buttons' one-time tokens (ask only). Never in the JSON record or a log line.
     approve_token: str | None = field(default=None, repr=False)
     reject_token: str | None = field(default=None, repr=False)
+    # "namespace/deployment" when the action is on another Deployment than the incident's (the
+    # top cause is that Deployment's rollout: judge.causes); None: the incident's own.
+    target: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

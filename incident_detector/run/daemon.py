@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -37,8 +37,12 @@ from ..judge.correlator import Verdict, rollout_alerts
 from ..judge.rules import DEFAULT_RULES, RuleSet, RuleVerdict, Subject, classify
 from ..judge.signatures import top_signatures
 from ..model import (
+    UPDATED,
     Baseline,
+    Cause,
+    Change,
     Deployment,
+    FieldChange,
     ErrorCounts,
     ErrorSample,
     Incident,
@@ -63,6 +67,7 @@ if TYPE_CHECKING:  # act/ builds on run/: only the type is needed here
     from ..act.remediation import Remediator
     from .alert_desk import AlertDesk, NamespaceAlerts
     from .alert_inbox import StoredAlert
+    from .changes import ChangeDesk
     from .rules_file import RulesFile
     from .triage import Triage
 
@@ -120,6 +125,10 @@ class TickReport:
     incidents: list[tuple[str, str, int, str]] = field(default_factory=list)
     # Keys of the alert incidents recorded (``alert/<fingerprint>/<start>``).
     alert_incidents: list[str] = field(default_factory=list)
+    # Keys of the change incidents recorded (``change/<namespace>/<deployment>/...``).
+    change_incidents: list[str] = field(default_factory=list)
+    # Changes recorded by the change timeline.
+    changes: int = 0
     role: str = "leader"
 
     def as_dict(self) -> dict[str, Any]:
@@ -130,7 +139,8 @@ class TickReport:
                 "problems": self.problems,
                 "incidents": [{"namespace": k[0], "deployment": k[1], "revision": k[2]}
                               for k in self.incidents],
-                "alert_incidents": list(self.alert_incidents)}
+                "alert_incidents": list(self.alert_incidents),
+                "change_incidents": list(self.change_incidents), "changes": self.changes}
 
 
 def assessment_dict(a: Assessment) -> dict[str, Any]:
@@ -164,6 +174,7 @@ class Detector:
         alert_desk: AlertDesk | None = None,
         triage: Triage | None = None,
         live: LiveFeed | None = None,
+        change_desk: ChangeDesk | None = None,
     ) -> None:
         self.settings = settings
         self.kube = kube
@@ -179,6 +190,13 @@ class Detector:
         self.rules_file = rules
         self.alert_desk = alert_desk
         self.triage = triage
+        # The change timeline and the incidents it explains (None: not built, e.g. in tests).
+        self.change_desk = change_desk
+        # Per namespace, this tick: the change timeline's refresh (started as soon as the
+        # Deployments are read, so that its watches overlap the Loki queries), and the
+        # Deployments with a rollout in its window (left to the correlator).
+        self._change_reads: dict[str, asyncio.Future[Any]] = {}
+        self._busy: dict[str, set[str]] = {}
         self._resumed = False
         # What the dashboard reads: the live feed of events, and each rollout's error rate.
         self.live = live if live is not None else LiveFeed()
@@ -267,6 +285,9 @@ class Detector:
             # Independent of observing: both at once; the decision below waits for both.
             await asyncio.gather(self._read_back_events(now, report), observing)
         observed = await observing
+        if self._change_reads:
+            reads, self._change_reads = self._change_reads, {}
+            report.changes = sum(len(found) for found in await asyncio.gather(*reads.values()))
         views = [view for namespace_views, _ in observed for view in namespace_views]
         if self.store.has_legacy:
             self._adopt_legacy(views)
@@ -279,17 +300,30 @@ class Detector:
             report.problems.append("event: incidents held until Events are read back")
             return
         by_key = {(v.deployment.namespace, v.deployment.name): v for v in views}
+        risen = _risen(decision.assessments)
         for incident in decision.incidents:
             view = by_key[(incident.namespace, incident.deployment)]
             # Scored once its signatures are known: whether they are new weighs in.
             incident = scored(await self._with_signatures(
                 incident, self.workload_of(view.deployment), report))
+            if self.change_desk is not None:
+                incident = self._with_causes(incident, view, risen.get(incident.namespace, {}))
             verdict = classify(self.rule_set, rollout_subject(incident))
             incident = replace(incident, priority=verdict.priority, rule=verdict.rule,
                                rule_action=verdict.action)
             rollout = view.rollout or find_rollout(view.deployment, view.replicasets,
                                                    seen_starts=view.seen_starts)
-            if self.remediator is not None and rollout is not None and verdict.action != "none":
+            foreign = _foreign_cause(incident)
+            if foreign is not None:
+                # The likeliest cause is not this rollout: rolling this Deployment back would
+                # not fix it. The cause's own rollback is proposed instead, when it is one.
+                assert self.change_desk is not None
+                remediation = self.change_desk.plan_for_cause(
+                    incident.namespace, foreign, detected_at=incident.detected_at,
+                    confidence=incident.confidence, remediator=self.remediator)
+                if remediation is not None:
+                    incident = replace(incident, remediation=remediation)
+            elif self.remediator is not None and rollout is not None and verdict.action != "none":
                 # Decided and written down before the incident's messages are: the Slack
                 # message carries the buttons when it asks.
                 incident = self.remediator.plan(incident, rollout, fix=_fix(verdict),
@@ -305,6 +339,8 @@ class Detector:
             await self._alerts(now, report, decision.assessments, by_key, observed)
         if self.triage is not None:
             await self._triage(now, report)
+        if self.change_desk is not None:
+            await self._change_incidents(now, report, risen)
         self.outbox.deliver_stdout()
         if report.incidents:
             self.outbox.wakeup.set()
@@ -409,6 +445,34 @@ class Detector:
             if notified:
                 self.triage.mark_notified(notified, now=now)
 
+    def _with_causes(self, incident: Incident, view: WorkloadView,
+                     risen: Mapping[str, bool | None]) -> Incident:
+        """The incident's likeliest causes among recent changes, its own rollout included."""
+        assert self.change_desk is not None
+        causes = self.change_desk.causes_for(
+            namespace=incident.namespace, deployment=view.deployment,
+            began=incident.rollout_started_at, now=incident.detected_at,
+            error_lines=tuple(s.example for s in incident.evidence.signatures),
+            own_rollout=rollout_change(incident), risen=risen, pods=view.pods or ())
+        return replace(incident, evidence=replace(incident.evidence, causes=causes))
+
+    async def _change_incidents(self, now: datetime, report: TickReport,
+                                risen: Mapping[str, Mapping[str, bool | None]]) -> None:
+        """Workloads whose errors rose after a change that was not their own rollout."""
+        assert self.change_desk is not None
+
+        async def call(source: str, what: str, thunk: Callable[[], Awaitable[T]]) -> T | None:
+            return await self._call(source, thunk, now, report, what)
+
+        if self.triage is not None:
+            for namespace in self.settings.namespace:
+                self.change_desk.learn_lines(namespace, self.triage.drain_lines(namespace))
+        for namespace in self.settings.namespace:
+            report.change_incidents.extend(await self.change_desk.judge(
+                namespace, busy=self._busy.get(namespace, set()),
+                risen=risen.get(namespace, {}), now=now, call=call))
+        self.change_desk.prune(now)
+
     def _adopt_legacy(self, views: Sequence[WorkloadView]) -> None:
         """Give incidents stored before uids were recorded the uid of the Deployment they were
         about (see Store.adopt_legacy), so that they are not raised again."""
@@ -492,6 +556,15 @@ class Detector:
             # Nothing can be judged without both: "no verdict", not "healthy"; the alerts wait.
             return [], None
         selected = self._selected(namespace, deployments)
+        if self.change_desk is not None:
+            desk = self.change_desk
+
+            async def call(source: str, what: str, thunk: Callable[[], Awaitable[T]]) -> T | None:
+                return await self._call(source, thunk, now, report, what)
+
+            self._change_reads[namespace] = asyncio.ensure_future(desk.observe(
+                namespace, deployments=deployments, selected=[d.name for d in selected],
+                replicasets=replicasets, now=now, call=call))
         found = None
         if self.alert_desk is not None and alerts:
             found = self.alert_desk.map_namespace(namespace, alerts, selected, replicasets)
@@ -502,6 +575,7 @@ class Detector:
         # Only Deployments with something to judge get a view: a rollout in its window, or a
         # stuck rollout. The others cost one dictionary lookup each per tick.
         rollouts = {r.deployment.name: r for r in judged}
+        self._busy[namespace] = set(rollouts)
         workload_of = {dep.name: self.workload_of(dep) for dep in selected
                        if dep.name in rollouts or dep.progress_deadline_exceeded}
         if not workload_of:
@@ -692,10 +766,44 @@ class Detector:
             else {"source": DEFAULT_RULES.source, "rules": len(DEFAULT_RULES.rules)},
             "outbox": {"pending": outbox.pending, "delivered": outbox.delivered,
                        "given_up": list(outbox.given_up)},
+            "changes": self.change_desk.status() if self.change_desk is not None else None,
             "remediation": {"mode": self.settings.remediation_mode,
                             "dry_run": self.settings.dry_run,
                             "audit": self.journal.audit_summary()},
         }
+
+
+def _risen(assessments: Sequence[Assessment]) -> dict[str, dict[str, bool | None]]:
+    """Per namespace, whether each judged Deployment's own error rate rose (None: unknown)."""
+    out: dict[str, dict[str, bool | None]] = {}
+    for a in assessments:
+        out.setdefault(a.namespace, {})[a.deployment] = None if a.error_count is None \
+            else Signal.ERROR_SPIKE in a.signals
+    return out
+
+
+def _foreign_cause(incident: Incident) -> Cause | None:
+    """The incident's top cause when it is not the incident's own rollout."""
+    causes = incident.evidence.causes
+    if not causes:
+        return None
+    change = causes[0].change
+    if change.kind == "Deployment" and change.name == incident.deployment and \
+            change.revision in (None, incident.revision):
+        return None
+    return causes[0]
+
+
+def rollout_change(incident: Incident) -> Change:
+    """A rollout incident's own rollout, as a change of the timeline (whether or not the
+    timeline saw it happen: it may predate the detector's start)."""
+    return Change(
+        namespace=incident.namespace, kind="Deployment", name=incident.deployment,
+        action=UPDATED, at=incident.rollout_started_at, observed_at=incident.detected_at,
+        fields=tuple(FieldChange(path=f"{c.kind} {c.container}".strip(), after=c.detail)
+                     for c in incident.evidence.changes),
+        uid=incident.deployment_uid, resource_version=f"revision-{incident.revision}",
+        revision=incident.revision, previous_revision=incident.previous_revision)
 
 
 def rollout_subject(incident: Incident) -> Subject:

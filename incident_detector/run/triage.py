@@ -59,6 +59,9 @@ DEFAULT_FIRST_WINDOW = timedelta(seconds=120)
 # failure is then accounted as Loki's, like the tick's other queries).
 SourceCall = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
+# Lines per workload kept between two drains (see drain_lines).
+FRESH_LINES_PER_WORKLOAD = 50
+
 _COLUMNS = ("namespace, fingerprint, workloads, example, count, first_seen, last_seen, priority,"
             " rule, notified_at, sampled")
 
@@ -98,6 +101,9 @@ class Triage:
         # namespace -> when this process first read it.
         self._first_read: dict[str, datetime] = {}
         self._reading: set[str] = set()
+        # namespace -> workload -> error lines of the last reads not yet taken by
+        # ``drain_lines`` (the change timeline learns dependencies from the hosts they name).
+        self._fresh: dict[str, dict[str, list[str]]] = {}
         self._groups = self._load()
         # From the store, for the first read after a restart and for "watching since".
         self._stored_newest: dict[str, datetime] = {}
@@ -142,6 +148,12 @@ class Triage:
             self._reading.discard(namespace)
         if lines is None:
             return []
+        fresh = self._fresh.setdefault(namespace, {})
+        for line in lines:
+            if line.workload:
+                kept = fresh.setdefault(line.workload, [])
+                if len(kept) < FRESH_LINES_PER_WORKLOAD:
+                    kept.append(line.line)
         # No await from here on: the fold, the bound and the write see one state of the groups.
         before = self._groups
         folded = fold(before, lines, namespace=namespace, now=now,
@@ -160,6 +172,11 @@ class Triage:
                          priorities=self._notify_priorities, now=now,
                          watching_since=self.watching_since(namespace, now=now),
                          new_for=self._new_for)
+
+    def drain_lines(self, namespace: str) -> dict[str, list[str]]:
+        """The error lines read since the last drain, by workload (at most
+        FRESH_LINES_PER_WORKLOAD each), and forget them."""
+        return self._fresh.pop(namespace, {})
 
     def _start_of(self, namespace: str, now: datetime) -> tuple[datetime, bool]:
         """Where the read starts, and whether MAX_READ_SPAN cut it short."""

@@ -1,0 +1,415 @@
+"""The change timeline in the loop: what changed in the watched namespaces, recorded and
+published, and the incidents it explains.
+
+Each tick, per namespace:
+
+1. ``observe``: the changes since the last tick. The kinds of ``CHANGE_KINDS`` other than
+   Deployments come from ``sources.changes_watch`` (one watch request per kind); Deployments ride
+   on the detector's own Deployment watch (no request of their own), diffed against the
+   ReplicaSets for what their rollout changed. New changes are written to the state file
+   (``ChangeLog``) before they are published on the live feed (dashboard, ``/api/changes/stream``,
+   gRPC) or posted as CloudEvents.
+2. ``judge``: the workloads a recent change may break (``judge.causes.affected_workloads``) are
+   judged against their rate before it (``judge.change_windows``); a clear rise is a ``kind:
+   change`` incident, recorded as a notice with its deliveries like an alert incident, its causes
+   ranked (``judge.causes``).
+3. ``causes_for``: a rollout incident's causes, ranked among the same changes.
+
+Costs are bounded: one count query per namespace per tick while some workload is a suspect, one
+baseline query per change (kept until its window ends), one sample per incident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+import structlog
+
+from ..judge import causes as ranking
+from ..judge.change_windows import Judgement, Suspect, baseline_span, judge, suspects
+from ..judge.correlator import (
+    Rollout,
+    Rules,
+    Verdict,
+    current_replicaset,
+    find_rollout,
+    owned_by,
+)
+from ..judge.dependencies import Dependencies, learn_dependencies
+from ..judge.rules import RuleSet, Subject, classify
+from ..judge.signatures import top_signatures
+from ..model import (
+    Baseline,
+    Cause,
+    Change,
+    ChangeIncident,
+    Deployment,
+    ErrorCounts,
+    LogLine,
+    Pod,
+    PodTemplate,
+    RemediationView,
+    ReplicaSet,
+    Service,
+)
+from ..notify import change_render
+from .change_log import ChangeLog, change_dict
+from .live import LiveFeed
+
+log = structlog.get_logger("incident_detector")
+
+T = TypeVar("T")
+# (source, what, thunk) -> the result, or None when the source failed (marked on the tick).
+Call = Callable[[str, str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+# How often old changes are pruned from the state file.
+PRUNE_EVERY = timedelta(minutes=10)
+# Changes looked at when ranking causes: this long before the errors began.
+CAUSE_LOOKBACK = timedelta(hours=2)
+# Error lines per namespace kept from the triage for learning dependencies.
+LEARNED_LINES_PER_WORKLOAD = 50
+
+
+class ChangeSource(Protocol):
+    async def refresh(self, namespace: str, *, now: datetime) -> tuple[Change, ...]: ...
+    def services(self, namespace: str) -> tuple[Service, ...]: ...
+    def status(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class _Seen:
+    """What the tick saw of one namespace: the Deployments judged and their ReplicaSets."""
+
+    deployments: dict[str, Deployment]
+    replicasets: tuple[ReplicaSet, ...]
+    selected: frozenset[str]
+
+
+class ChangeDesk:
+    def __init__(self, *, changes: ChangeLog, live: LiveFeed, watcher: ChangeSource | None,
+                 kube: Any, loki: Any, rules: Rules, window_seconds: float,
+                 rule_set: Callable[[], RuleSet], sample_lines: int,
+                 workload_of: Callable[[Deployment], str], record_notice: Callable[..., bool],
+                 is_notified: Callable[[str], bool], remediator: Any = None) -> None:
+        self.changes = changes
+        self.live = live
+        self.watcher = watcher
+        self.kube = kube
+        self.loki = loki
+        self.rules = rules
+        self.window_seconds = window_seconds
+        self.rule_set = rule_set
+        self.sample_lines = sample_lines
+        self.workload_of = workload_of
+        self.record_notice = record_notice
+        self.is_notified = is_notified
+        # act.remediation.Remediator, when REMEDIATION_MODE is not off.
+        self.remediator = remediator
+        self._pruned_at: datetime | None = None
+        # Baselines of suspects, fetched once per (namespace, deployment, change) and kept
+        # while the change is in its window.
+        self._baselines: dict[tuple[str, str, str], Baseline] = {}
+        self._seen: dict[str, _Seen] = {}
+        # Error lines per (namespace, workload) recently seen (triage examples, samples):
+        # hosts named in them are dependencies.
+        self._lines: dict[tuple[str, str], list[str]] = {}
+        self.last_judgements: list[Judgement] = []
+
+    # 1. What changed -----------------------------------------------------------------------
+
+    async def observe(self, namespace: str, *, deployments: Sequence[Deployment],
+                      selected: Sequence[str], replicasets: Sequence[ReplicaSet],
+                      now: datetime, call: Call) -> list[Change]:
+        """The changes of ``namespace`` since the last tick, recorded and published.
+
+        ``deployments``: all of the namespace's (dependencies may be on any of them);
+        ``selected``: the names of those the detector judges (TARGET_DEPLOYMENT)."""
+        self._seen[namespace] = _Seen({d.name: d for d in deployments}, tuple(replicasets),
+                                      frozenset(selected))
+        found: list[Change] = list(self._deployment_changes(namespace, replicasets, now))
+        if self.watcher is not None:
+            watched = await call("kubernetes", "changes",
+                                 lambda: self.watcher.refresh(namespace, now=now))
+            found.extend(watched or ())
+        recorded = self.changes.record(sorted(found, key=lambda c: (c.at, c.kind, c.name)))
+        for change in recorded:
+            self.live.publish("change", change_dict(change))
+            log.info("change.recorded", namespace=change.namespace, kind=change.kind,
+                     name=change.name, action=change.action, manager=change.manager,
+                     fields=len(change.fields))
+        return recorded
+
+    def _deployment_changes(self, namespace: str, replicasets: Sequence[ReplicaSet],
+                            now: datetime) -> Iterable[Change]:
+        from ..judge.change_diff import deployment_change
+
+        drain = getattr(self.kube, "drain_deployment_changes", None)
+        if drain is None:
+            return ()
+        out = []
+        for old, new in drain(namespace):
+            change = deployment_change(old, new, replicasets=replicasets, now=now)
+            if change is not None:
+                out.append(change)
+        return out
+
+    def prune(self, now: datetime) -> None:
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
+            return
+        self._pruned_at = now
+        dropped = self.changes.prune(now)
+        if dropped:
+            log.info("change.pruned", dropped=dropped)
+
+    # What is known about dependencies ----------------------------------------------------
+
+    def learn_lines(self, namespace: str, workload_lines: Mapping[str, Sequence[str]]) -> None:
+        """Error lines seen for workloads (triage examples, samples): the hosts they name are
+        dependencies. Bounded per workload."""
+        for workload, lines in workload_lines.items():
+            kept = self._lines.setdefault((namespace, workload), [])
+            kept.extend(lines)
+            del kept[:-LEARNED_LINES_PER_WORKLOAD]
+
+    def _templates(self, namespace: str) -> dict[str, PodTemplate]:
+        seen = self._seen.get(namespace)
+        if seen is None:
+            return {}
+        templates = {}
+        for name, dep in seen.deployments.items():
+            current = current_replicaset(dep, [rs for rs in seen.replicasets
+                                               if owned_by(rs, dep)])
+            if current is not None:
+                templates[name] = current.template
+        return templates
+
+    def dependencies(self, namespace: str) -> Dependencies:
+        seen = self._seen.get(namespace)
+        deployments = tuple(seen.deployments.values()) if seen else ()
+        services = self.watcher.services(namespace) if self.watcher is not None else ()
+        lines = {workload: tuple(kept) for (ns, workload), kept in self._lines.items()
+                 if ns == namespace}
+        by_workload = {self.workload_of(d): d.name for d in deployments}
+        return learn_dependencies(
+            deployments, templates=self._templates(namespace), services=services,
+            error_lines={by_workload.get(w, w): ls for w, ls in lines.items()})
+
+    def _services(self, namespace: str) -> tuple[Service, ...]:
+        return self.watcher.services(namespace) if self.watcher is not None else ()
+
+    # 2. Incidents of kind change ----------------------------------------------------------
+
+    async def judge(self, namespace: str, *, busy: set[str], risen: Mapping[str, bool | None],
+                    now: datetime, call: Call) -> list[str]:
+        """Judge the workloads that recent changes may break; the keys of the incidents
+        recorded."""
+        seen = self._seen.get(namespace)
+        if seen is None:
+            return []
+        window_start = now - timedelta(seconds=self.window_seconds)
+        recent = self.changes.recent(since=window_start, namespaces=[namespace])
+        deps = self.dependencies(namespace)
+        templates = self._templates(namespace)
+        services = self._services(namespace)
+        affected = {c.key: ranking.affected_workloads(
+            c, tuple(seen.deployments.values()), templates, deps, services=services)
+            for c in recent}
+        judged = {name: d for name, d in seen.deployments.items() if name in seen.selected}
+        found = suspects(recent, affected, deployments=judged, now=now,
+                         window_seconds=self.window_seconds, busy=busy)
+        live_keys = {s.baseline_key for s in found}
+        for key in [k for k in self._baselines if k[0] == namespace and k not in live_keys]:
+            del self._baselines[key]
+        if not found:
+            self.last_judgements = [j for j in self.last_judgements
+                                    if j.suspect.namespace != namespace]
+            return []
+        workloads = {s.deployment: self.workload_of(seen.deployments[s.deployment])
+                     for s in found}
+        counts: ErrorCounts | None = await call("loki", "change error counts", lambda: (
+            self.loki.count_errors(namespace=namespace, workloads=sorted(set(workloads.values())),
+                                   window_seconds=self.rules.error_window_seconds)))
+        await self._fetch_baselines(namespace, found, seen, workloads, call)
+        per_workload = _per_workload(counts)
+        judgements = []
+        recorded = []
+        for suspect in found:
+            count = None if counts is None else per_workload.get(workloads[suspect.deployment], 0.0)
+            judgement = judge(suspect, count=count,
+                              baseline=self._baselines.get(suspect.baseline_key),
+                              rules=self.rules, already_notified=_Notified(self.is_notified),
+                              now=now)
+            judgements.append(judgement)
+            if judgement.verdict is not Verdict.INCIDENT:
+                continue
+            incident = await self._incident(judgement, seen, workloads[suspect.deployment],
+                                             recent_changes=recent, deps=deps, risen=risen,
+                                             now=now, call=call)
+            if self.record_notice(
+                    key=incident.key, kind="change", namespace=namespace,
+                    deployment=incident.deployment, detected_at=now,
+                    record=change_render.change_incident_record(incident),
+                    slack_payload=change_render.change_incident_slack(incident)):
+                recorded.append(incident.key)
+                log.warning("change_incident.detected", namespace=namespace,
+                            deployment=incident.deployment, change_kind=incident.change.kind,
+                            change=incident.change.name,
+                            top_cause=incident.causes[0].change.name if incident.causes else None)
+        self.last_judgements = [j for j in self.last_judgements
+                                if j.suspect.namespace != namespace] + judgements
+        return recorded
+
+    async def _fetch_baselines(self, namespace: str, found: Sequence[Suspect], seen: _Seen,
+                               workloads: Mapping[str, str], call: Call) -> None:
+        """One query per change not yet measured: every suspect of that change shares it."""
+        by_change: dict[tuple[datetime, int], list[Suspect]] = {}
+        for suspect in found:
+            if suspect.baseline_key in self._baselines:
+                continue
+            end, seconds = baseline_span(suspect, seen.deployments[suspect.deployment],
+                                         rules=self.rules)
+            by_change.setdefault((end, seconds), []).append(suspect)
+        for (end, seconds), group in by_change.items():
+            names = sorted({workloads[s.deployment] for s in group})
+            counts = await call("loki", "change baseline", lambda: self.loki.count_errors(
+                namespace=namespace, workloads=names, window_seconds=seconds, at=end))
+            if counts is None:
+                return
+            per_workload = _per_workload(counts)
+            for suspect in group:
+                self._baselines[suspect.baseline_key] = Baseline(
+                    per_workload.get(workloads[suspect.deployment], 0.0), seconds)
+
+    async def _incident(self, judgement: Judgement, seen: _Seen, workload: str, *,
+                        recent_changes: Sequence[Change], deps: Dependencies,
+                        risen: Mapping[str, bool | None], now: datetime, call: Call
+                        ) -> ChangeIncident:
+        suspect = judgement.suspect
+        dep = seen.deployments[suspect.deployment]
+        began = suspect.change.at
+        lines: tuple[LogLine, ...] = await call("loki", "sample", lambda: self.loki.sample_errors(
+            namespace=suspect.namespace, workloads=[workload],
+            start=began - timedelta(seconds=self.rules.error_window_seconds), end=now,
+            limit=self.sample_lines)) or ()
+        after = [line.line for line in lines if line.at >= began]
+        signatures = top_signatures(after, before=[line.line for line in lines
+                                                   if line.at < began])
+        # When the errors began rising: the first error line after the change, when sampled.
+        rise = min((line.at for line in lines if line.at >= began), default=began)
+        self.learn_lines(suspect.namespace, {workload: after[-LEARNED_LINES_PER_WORKLOAD:]})
+        causes = self.causes_for(
+            namespace=suspect.namespace, deployment=dep, began=rise, now=now,
+            error_lines=after, own_rollout=None, risen=risen, pods=(),
+            changes=recent_changes)
+        window_minutes = self.rules.error_window_seconds / 60.0
+        count = judgement.error_count or 0.0
+        verdict = classify(self.rule_set(), Subject(
+            log_lines=tuple(s.example for s in signatures), signals=("change",)))
+        top = causes[0] if causes else None
+        remediation = self.plan_for_cause(suspect.namespace, top, detected_at=now,
+                                          confidence=None, remediator=self.remediator) \
+            if top is not None else None
+        return ChangeIncident(
+            namespace=suspect.namespace, deployment=dep.name, deployment_uid=dep.uid,
+            change=suspect.change, detected_at=now, error_count=count,
+            window_seconds=self.rules.error_window_seconds,
+            error_rate_per_minute=round(count / window_minutes, 2),
+            baseline_per_minute=round(judgement.baseline.per_minute, 2)
+            if judgement.baseline else None,
+            causes=causes, signatures=signatures, priority=verdict.priority,
+            rule=verdict.rule, action=(top.action or "none") if top else "none",
+            command=top.command if top else None, remediation=remediation)
+
+    # 3. Causes of any incident ------------------------------------------------------------
+
+    def causes_for(self, *, namespace: str, deployment: Deployment, began: datetime,
+                   now: datetime, error_lines: Sequence[str], own_rollout: Change | None,
+                   risen: Mapping[str, bool | None], pods: Sequence[Pod],
+                   changes: Sequence[Change] | None = None) -> tuple[Cause, ...]:
+        """The top three causes of ``deployment``'s errors that began at ``began``."""
+        if changes is None:
+            changes = self.changes.recent(since=began - CAUSE_LOOKBACK, namespaces=[namespace])
+        candidates = list(changes)
+        if own_rollout is not None:
+            # The timeline's record of the same rollout, when it saw it happen (who made it).
+            recorded = [c for c in candidates if c.kind == "Deployment"
+                        and c.name == own_rollout.name and c.revision == own_rollout.revision]
+            if recorded:
+                own_rollout = recorded[0]
+            candidates = [c for c in candidates if c not in recorded]
+        templates = self._templates(namespace)
+        seen = self._seen.get(namespace)
+        return ranking.rank_causes(
+            ranking.Symptom.of(deployment, began=began, template=templates.get(deployment.name),
+                               pods=tuple(pods), error_lines=tuple(error_lines),
+                               own_rollout=own_rollout),
+            candidates, now=now, dependencies=self.dependencies(namespace), risen=risen,
+            deployments=tuple(seen.deployments.values()) if seen else (deployment,),
+            services=self._services(namespace))
+
+    # Acting on a cause --------------------------------------------------------------------
+
+    def cause_rollout(self, namespace: str, cause: Cause) -> Rollout | None:
+        """The rollout a cause names, as the tick sees it: None unless the cause is a
+        Deployment's rollout whose revision is still that Deployment's current one (a
+        Deployment that moved on since must not be rolled back on old evidence)."""
+        change = cause.change
+        seen = self._seen.get(namespace)
+        if seen is None or change.kind != "Deployment" or change.revision is None:
+            return None
+        deployment = seen.deployments.get(change.name)
+        if deployment is None or (change.uid and deployment.uid and change.uid != deployment.uid):
+            return None
+        rollout = find_rollout(deployment, [rs for rs in seen.replicasets
+                                            if owned_by(rs, deployment)])
+        if rollout is None or rollout.replicaset.revision != change.revision:
+            return None
+        return rollout
+
+    def plan_for_cause(self, namespace: str, cause: Cause, *, detected_at: datetime,
+                       confidence: float | None, remediator: Any) -> RemediationView | None:
+        """The rollback of the Deployment whose rollout is the top cause, through the same
+        guardrails, journal and approvals as any action (keyed by *that* rollout: one rollback
+        per bad revision, whichever incident asked first)."""
+        if remediator is None or cause.action != "rollback":
+            return None
+        rollout = self.cause_rollout(namespace, cause)
+        if rollout is None:
+            return None
+        from ..act.guardrails import Action
+        from ..act.remediation import PlanRequest
+
+        rs = rollout.replicaset
+        view = remediator.propose(PlanRequest(
+            key=(namespace, rollout.deployment.name, rs.revision or 0, rollout.deployment.uid),
+            deployment=rollout.deployment, action=Action.ROLLBACK, detected_at=detected_at,
+            confidence=confidence, to_replicaset=rollout.previous, rule="root-cause"))
+        return replace(view, target=f"{namespace}/{rollout.deployment.name}")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "recorded": self.changes.count(),
+            "cloudevents": self.changes.emission_summary(),
+            "watch": self.watcher.status() if self.watcher is not None else {"kinds": []},
+            "suspects": [{"namespace": j.suspect.namespace, "deployment": j.suspect.deployment,
+                          "change": f"{j.suspect.change.kind}/{j.suspect.change.name}",
+                          "verdict": j.verdict.value, "error_count": j.error_count,
+                          "reasons": list(j.reasons)} for j in self.last_judgements],
+        }
+
+
+class _Notified:
+    def __init__(self, is_notified: Callable[[str], bool]) -> None:
+        self.is_notified = is_notified
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.is_notified(key)
+
+
+def _per_workload(counts: ErrorCounts | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for sample in counts.samples if counts is not None else ():
+        out[sample.workload] = out.get(sample.workload, 0.0) + sample.count
+    return out
