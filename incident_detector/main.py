@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +25,7 @@ from .errors import SourceError
 from .notify import events, slack
 from .run import leader
 from .run.daemon import Clock, Detector, utcnow
+from .judge.analysis import PromptError
 from .judge.rules import RulesError
 from .run.change_log import ChangeLog
 from .run.changes import ChangeDesk
@@ -53,6 +55,12 @@ async def build_detector(
     """Build the detector and its clients; close them on exit."""
     # First: an invalid RULES_FILE stops the start (RulesError) before anything is opened.
     rules = RulesFile(settings.rules_file, clock=clock)
+    # And an invalid LLM_PROMPT_FILE (PromptError), when the LLM analysis is on.
+    prompt = None
+    if settings.llm_base_url is not None:
+        from .judge.analysis import load_prompt
+
+        prompt = load_prompt(settings.llm_prompt_file)
     own_store = store is None
     store = store or Store(settings.state_path)
     loki_http = loki.make_http_client(settings)
@@ -80,10 +88,11 @@ async def build_detector(
         if settings.kube_events else None
     # What the dashboard's pages follow live: incidents, verdicts, and every audit row.
     live = LiveFeed()
-    remediator = None
+    remediator = analyst = llm = None
     if settings.remediation_mode != "off":
         # Imported only when remediation is on: a read-only detector does not load act/.
         from .act.approvals import ApprovalTokens
+        from .act.argocd import ArgoCdClient
         from .act.executor import KubeExecutor
         from .act.guardrails import policy_from_settings
         from .act.remediation import Remediator
@@ -95,7 +104,11 @@ async def build_detector(
                             on_audit=lambda row: live.publish("action", row.as_dict())),
             executor=KubeExecutor(api=kube_api, timeout=settings.kube_timeout_seconds),
             tokens=ApprovalTokens(clock=clock), stdout=StdoutSink(stdout), slack=slack_notifier,
-            clock=clock, verify_timeout_seconds=settings.verify_timeout_seconds, events=recorder)
+            clock=clock, verify_timeout_seconds=settings.verify_timeout_seconds, events=recorder,
+            argocd=ArgoCdClient(base_url=str(settings.argocd_url), token=settings.argocd_token,
+                                timeout=settings.argocd_timeout_seconds,
+                                verify_tls=not settings.argocd_insecure)
+            if settings.argocd_url is not None and settings.argocd_token is not None else None)
     try:
         detector = Detector(
             settings=settings,
@@ -131,6 +144,24 @@ async def build_detector(
                 sample_lines=settings.signature_sample_lines, remediator=remediator)
         detector.change_desk = build_change_desk(settings, detector=detector, kube_api=kube_api,
                                                  store=store, live=live)
+        if prompt is not None:
+            # The optional LLM analysis: a follow-up to each incident, never in its way.
+            from .run.analysis import Analyst
+            from .sources.llm import LlmClient
+
+            llm = LlmClient(base_url=str(settings.llm_base_url), model=settings.llm_model,
+                            api_key=settings.llm_api_key, api_version=settings.llm_api_version,
+                            timeout=settings.llm_timeout_seconds)
+            analyst = Analyst(client=llm, prompt=prompt, allowed_actions=settings.allowed_actions,
+                              timeout=settings.llm_timeout_seconds,
+                              max_evidence_chars=settings.llm_max_evidence_chars,
+                              journal=detector.journal, stdout=StdoutSink(stdout), clock=clock,
+                              slack=slack_notifier, outbox_store=store,
+                              on_result=lambda record: live.publish("analysis", record))
+            detector.analyst = analyst
+            if remediator is not None:
+                remediator.analyst = analyst
+                remediator.llm_min_confidence = settings.llm_min_confidence
         if settings.triage_sample_lines > 0:
             from .run.triage import Triage
 
@@ -143,6 +174,10 @@ async def build_detector(
     finally:
         if remediator is not None:
             await remediator.close()
+        if analyst is not None:
+            await analyst.close()
+        if llm is not None:
+            await llm.aclose()
         await loki_http.aclose()
         if slack_http is not None:
             await slack_http.aclose()
@@ -217,6 +252,10 @@ def web_routes(detector: Detector, settings: Settings) -> list:
         page_context=lambda request: {"leader": queries.leader(detector)})
     routes += actions.routes()
     routes += api_routes(detector=detector, clock=detector.clock)
+    if detector.change_desk is not None:
+        from .web.changes import change_routes
+
+        routes += change_routes(changes=detector.change_desk.changes, live=detector.live)
     routes += dashboard_routes(detector=detector, decision_context=actions.decision_context,
                                clock=detector.clock)
     return routes
@@ -273,8 +312,26 @@ async def run_daemon(detector: Detector, settings: Settings, *, stop: asyncio.Ev
     server, http_task, endpoint = await start_http(detector, settings)
     if on_ready is not None and not on_ready.done():
         on_ready.set_result(endpoint)
+    change_feed = None
+    if settings.change_grpc_port and detector.change_desk is not None:
+        # The gRPC WatchChanges feed (the grpc extra; checked in main_async).
+        from .feed.grpc_server import STOP_GRACE_SECONDS, serve_changes
+
+        change_feed = await serve_changes(changes=detector.change_desk.changes, live=detector.live,
+                                          port=settings.change_grpc_port, host=settings.http_host)
     ticks = asyncio.create_task(detector.run(stop), name="ticks")
     outbox = asyncio.create_task(detector.outbox.run(stop), name="outbox")
+    change_http, change_events = None, None
+    if settings.change_webhook_url is not None and detector.change_desk is not None:
+        # Each recorded change as a CloudEvent, from the changes table (nothing lost on restart).
+        from .notify.cloudevents import ChangeEmitter, make_http_client
+
+        change_http = make_http_client(timeout=settings.change_webhook_timeout_seconds)
+        emitter = ChangeEmitter.from_settings(
+            settings, changes=detector.change_desk.changes, http=change_http,
+            clock=detector.clock, is_leader=detector.is_leader)
+        detector.change_desk.on_recorded = emitter.wakeup.set
+        change_events = asyncio.create_task(emitter.run(stop), name="change_events")
     # The elector stops last: it releases the Lease only once this replica sends nothing more.
     election_stop = asyncio.Event()
     election = asyncio.create_task(detector.leadership.run(election_stop), name="election") \
@@ -284,7 +341,7 @@ async def run_daemon(detector: Detector, settings: Settings, *, stop: asyncio.Ev
     finally:
         stop.set()
         # The current tick finishes or is cancelled; pending sends get a short grace period.
-        for task in (ticks, outbox):
+        for task in [t for t in (ticks, outbox, change_events) if t is not None]:
             done, _ = await asyncio.wait({task}, timeout=SHUTDOWN_GRACE_SECONDS)
             if not done:
                 task.cancel()
@@ -297,6 +354,10 @@ async def run_daemon(detector: Detector, settings: Settings, *, stop: asyncio.Ev
             done, _ = await asyncio.wait({election}, timeout=SHUTDOWN_GRACE_SECONDS)
             if not done:
                 election.cancel()
+        if change_feed is not None:
+            await change_feed.stop(STOP_GRACE_SECONDS)
+        if change_http is not None:
+            await change_http.aclose()
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(http_task, timeout=SHUTDOWN_GRACE_SECONDS)
@@ -320,6 +381,14 @@ async def main_async(settings: Settings, *, once: bool, stdout: TextIO = sys.std
     except SourceError as exc:
         print(f"invalid configuration: Kubernetes: {exc.message}", file=sys.stderr)
         return 2
+    if settings.change_grpc_port:
+        from .feed import GrpcExtraMissing
+
+        try:
+            importlib.import_module(".feed.grpc_server", __package__)
+        except GrpcExtraMissing as exc:
+            print(f"invalid configuration: CHANGE_GRPC_PORT: {exc}", file=sys.stderr)
+            return 2
     try:
         async with build_detector(settings=settings, kube_api=api, stdout=stdout) as detector:
             if once:
@@ -329,4 +398,7 @@ async def main_async(settings: Settings, *, once: bool, stdout: TextIO = sys.std
             return await run_daemon(detector, settings, stop=stop)
     except RulesError as exc:
         print(f"invalid configuration: RULES_FILE: {exc}", file=sys.stderr)
+        return 2
+    except PromptError as exc:
+        print(f"invalid configuration: LLM_PROMPT_FILE: {exc}", file=sys.stderr)
         return 2

@@ -96,6 +96,9 @@ class GitOpsOwner:
     app: str
     # Namespace of the Argo CD Application or Flux Kustomization/HelmRelease, when known.
     app_namespace: str | None = None
+    # Flux only: the kind of the object that applies it, "kustomization" or "helmrelease"
+    # (None: not known, both are named).
+    flux_kind: str | None = None
 
     @property
     def name(self) -> str:
@@ -111,8 +114,26 @@ class GitOpsOwner:
             return (f"argocd app rollback {shlex.quote(app)}",)
         namespace = f" -n {shlex.quote(self.app_namespace)}" if self.app_namespace else ""
         app = shlex.quote(self.app)
-        return (f"flux suspend kustomization {app}{namespace}",
-                f"flux suspend helmrelease {app}{namespace}")
+        kinds = (self.flux_kind,) if self.flux_kind else ("kustomization", "helmrelease")
+        return tuple(f"flux suspend {kind} {app}{namespace}" for kind in kinds)
+
+    def flux_commands(self, verb: str) -> tuple[str, ...]:
+        """``flux <verb> <kind> <name> -n <namespace>`` for the object (both kinds when the
+        kind is not known)."""
+        namespace = f" -n {shlex.quote(self.app_namespace)}" if self.app_namespace else ""
+        kinds = (self.flux_kind,) if self.flux_kind else ("kustomization", "helmrelease")
+        return tuple(f"flux {verb} {kind} {shlex.quote(self.app)}{namespace}" for kind in kinds)
+
+    @property
+    def object_name(self) -> str:
+        """What a person looks for: "Flux HelmRelease shop/payments", "Argo CD application
+        payments"."""
+        where = f"{self.app_namespace}/" if self.app_namespace else ""
+        if self.tool == GitOpsTool.ARGO_CD:
+            return f"Argo CD application {where}{self.app}"
+        kind = {"kustomization": "Kustomization", "helmrelease": "HelmRelease"}.get(
+            self.flux_kind or "", "Kustomization or HelmRelease")
+        return f"Flux {kind} {where}{self.app}"
 
 
 @dataclass(frozen=True, slots=True)

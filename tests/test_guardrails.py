@@ -228,7 +228,7 @@ def test_gitops_refusal_names_the_tool_and_points_to_it():
     elsewhere = run(proposal(gitops=ARGO_ELSEWHERE)).reason
     assert "argocd app rollback team-a/payments" in elsewhere
     flux = run(proposal(Action.RESTART, gitops=FLUX)).reason
-    assert "Flux Kustomization or HelmRelease payments in flux-system" in flux
+    assert "Flux Kustomization or HelmRelease flux-system/payments" in flux
     assert "restart" in flux
     assert "flux suspend kustomization payments -n flux-system" in flux
     assert "flux suspend helmrelease payments -n flux-system" in flux
@@ -236,7 +236,13 @@ def test_gitops_refusal_names_the_tool_and_points_to_it():
            "-n flux-system" in flux
     # Without its namespace, the commands name the object alone.
     bare = run(proposal(gitops=GitOpsOwner(GitOpsTool.FLUX, "shop"))).reason
-    assert "flux suspend kustomization shop," in bare and " -n " not in bare
+    assert "flux suspend kustomization shop or" in bare and " -n " not in bare
+    # The kind of the object, when its labels say it, names exactly one object.
+    release = GitOpsOwner(GitOpsTool.FLUX, "payments", "flux-system", flux_kind="helmrelease")
+    exact = run(proposal(gitops=release)).reason
+    assert "Flux HelmRelease flux-system/payments" in exact
+    assert "(flux suspend helmrelease payments -n flux-system)" in exact
+    assert "kustomization" not in exact
 
 
 ARGOCD_API = replace(AUTO, argocd=True)

@@ -369,7 +369,8 @@ def test_install_has_one_of_each_and_binds_its_role_to_the_service_account(insta
         "remediation": [("Role", "RoleBinding"), ("Role", "RoleBinding")],
     }[install]
     kinds = sorted(doc["kind"] for doc in docs)
-    assert kinds == sorted(["ServiceAccount", "Deployment", "Service", "ConfigMap",
+    # Two ConfigMaps: the rules, and the LLM analysis' prompt.
+    assert kinds == sorted(["ServiceAccount", "Deployment", "Service", "ConfigMap", "ConfigMap",
                             *(kind for pair in pairs for kind in pair)])
     account = only(docs, "ServiceAccount")["metadata"]["name"]
     roles = {(doc["kind"], doc["metadata"]["name"]) for doc in docs
@@ -484,18 +485,33 @@ def test_writable_paths_are_emptydir_volumes() -> None:
             assert mount.get("readOnly") is True, mount
 
 
-def test_rules_configmap_is_mounted_as_a_directory_and_rules_file_points_into_it() -> None:
+@pytest.mark.parametrize(("setting", "config_map"), [
+    ("RULES_FILE", "incident-detector-rules"),
+    ("LLM_PROMPT_FILE", "incident-detector-llm-prompt"),
+])
+def test_configmaps_are_mounted_as_directories_and_their_file_settings_point_into_them(
+        setting: str, config_map: str) -> None:
     # A subPath mount never sees a ConfigMap update: the rules would only reload on restart.
     [volume] = [volume for volume in deployment()["spec"]["template"]["spec"]["volumes"]
-                if "configMap" in volume]
+                if volume.get("configMap", {}).get("name") == config_map]
     [mount] = [mount for mount in container()["volumeMounts"] if mount["name"] == volume["name"]]
     assert "subPath" not in mount and "subPathExpr" not in mount
-    rules_file = Path(env_by_name()["RULES_FILE"]["value"])
-    assert rules_file.parent == Path(mount["mountPath"])
-    [config_map] = [doc for doc in install_documents("namespaced") if doc["kind"] == "ConfigMap"]
-    assert config_map["metadata"]["name"] == volume["configMap"]["name"]
-    assert rules_file.name in config_map["data"]
+    path = Path(env_by_name()[setting]["value"])
+    assert path.parent == Path(mount["mountPath"])
+    [document] = [doc for doc in install_documents("namespaced")
+                  if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == config_map]
+    assert path.name in document["data"]
     assert "items" not in volume["configMap"], "every key of the ConfigMap is a file"
+
+
+def test_the_shipped_llm_prompt_is_a_valid_prompt_file(tmp_path) -> None:
+    from incident_detector.judge.analysis import load_prompt
+
+    [document] = [doc for doc in install_documents("namespaced")
+                  if doc["metadata"]["name"] == "incident-detector-llm-prompt"]
+    path = tmp_path / "prompt.yaml"
+    path.write_text(document["data"]["prompt.yaml"])
+    assert load_prompt(str(path)) is not None
 
 
 def test_probes_hit_healthz_and_readyz_on_the_http_port() -> None:

@@ -102,8 +102,17 @@ def test_recommended_action_flux_names_the_app_and_keeps_kubectl_last():
 def test_recommended_action_flux_without_namespace_leaves_the_flag_out():
     incident = with_evidence(make_incident(), gitops=GitOpsOwner(GitOpsTool.FLUX, "payments"))
     action = render.recommended_action(incident)
-    assert "flux suspend kustomization payments," in action
+    assert "flux suspend kustomization payments or flux suspend helmrelease payments" in action
     assert "payments -n" not in action
+
+
+def test_recommended_action_flux_names_exactly_the_object_its_labels_name():
+    owner = GitOpsOwner(GitOpsTool.FLUX, "payments", "flux-system", flux_kind="helmrelease")
+    action = render.recommended_action(with_evidence(make_incident(), gitops=owner))
+    assert "the Flux HelmRelease flux-system/payments" in action
+    assert "(flux suspend helmrelease payments -n flux-system)" in action
+    assert "(flux resume helmrelease payments -n flux-system)" in action
+    assert "kustomization" not in action
 
 
 # --- summary ---------------------------------------------------------------------------------

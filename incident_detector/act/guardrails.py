@@ -58,7 +58,6 @@ Every decision carries ``dry_run`` from the policy, so whoever executes it knows
 from __future__ import annotations
 
 import math
-import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -324,12 +323,9 @@ def _gitops_reason(target: str, action: Action, owner: GitOpsOwner, policy: Poli
         return (f"{head}: roll back through Argo CD application {owner.app} "
                 f"({owner.rollback_commands()[0]}) or revert the commit in Git (with ARGOCD_URL "
                 f"and ARGOCD_TOKEN set, the detector rolls back through Argo CD itself).")
-    # Flux: the Deployment's labels name a Kustomization or a HelmRelease (the model does not
-    # say which kind), with its namespace.
-    namespace = f" -n {shlex.quote(owner.app_namespace)}" if owner.app_namespace else ""
-    name = shlex.quote(owner.app)
-    return (f"{target} is managed by the Flux Kustomization or HelmRelease {owner.app}{where}, "
-            f"which would revert a {action.value} at its next reconciliation: suspend it "
-            f"(flux suspend kustomization {name}{namespace}, or flux suspend helmrelease "
-            f"{name}{namespace}), revert the commit in Git, then resume it (flux resume "
-            f"kustomization {name}{namespace}, or flux resume helmrelease {name}{namespace}).")
+    # Flux: the Deployment's labels name the Kustomization or HelmRelease that applies it.
+    suspend = " or ".join(owner.flux_commands("suspend"))
+    resume = " or ".join(owner.flux_commands("resume"))
+    return (f"{target} is managed by the {owner.object_name}, which would revert a "
+            f"{action.value} at its next reconciliation: suspend it ({suspend}), revert the "
+            f"commit in Git, then resume it ({resume}).")

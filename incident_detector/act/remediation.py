@@ -64,6 +64,7 @@ from ..model import (
     ReplicaSet,
 )
 from ..notify.events import EventRecorder
+from ..notify.render import remediation_blocks
 from ..notify.slack import THREAD_KEY, thread_key
 from ..run.journal import (
     APPROVED,
@@ -186,6 +187,10 @@ class Remediator:
         self.verify_timeout_seconds = verify_timeout_seconds
         self.http = http or httpx.AsyncClient(timeout=RESPONSE_URL_TIMEOUT_SECONDS)
         self.running: set[asyncio.Task[None]] = set()
+        # The optional LLM analysis (run.analysis.Analyst): its answer can only lower an
+        # automatic action to one that waits for an approval (judge.analysis.lower).
+        self.analyst: Any = None
+        self.llm_min_confidence = 1.0
 
     # Deciding ----------------------------------------------------------------------------
 
@@ -361,6 +366,9 @@ class Remediator:
         entry = self.journal.get(entry_id)
         if entry is None:
             return None
+        if entry.state == APPROVED and entry.decided_by is None \
+                and await self._lowered_by_analysis(entry):
+            return None
         if not self.journal.advance(entry.id, expected=[APPROVED], to=EXECUTING, now=now):
             if entry.state != EXECUTING:  # someone else has it, or it is over
                 return None
@@ -384,6 +392,41 @@ class Remediator:
         self._audit(entry, who=DETECTOR, decision="executed", dry_run=dry_run,
                     reason=result.message, result=result.outcome)
         return result
+
+    async def _lowered_by_analysis(self, entry: JournalEntry) -> bool:
+        """An action the loop approved on its own (no person did) waits for the incident's LLM
+        analysis, at most LLM_TIMEOUT_SECONDS, when one was asked for; an answer that suggests
+        another action or is not confident enough turns it into a request for approval.
+        No answer (none asked, a failure, too late) changes nothing."""
+        analyst = self.analyst
+        if analyst is None or not analyst.asked(entry.key):
+            return False
+        from ..judge.analysis import lower
+
+        analysis = await analyst.advice(entry.key, timeout=analyst.timeout)
+        decision = GuardrailDecision(Outcome.ACT, "Every guardrail allows it.", "auto_confidence",
+                                     bool(entry.params.get("dry_run")))
+        verdict = lower(decision, analysis, action=entry.action,
+                        min_confidence=self.llm_min_confidence)
+        if verdict.outcome is Outcome.ACT:
+            return False
+        if not self.journal.advance(entry.id, expected=[APPROVED], to=PROPOSED,
+                                    now=self.clock()):
+            return False  # someone else moved it meanwhile: theirs to carry on
+        self._audit(entry, who=DETECTOR, decision=_audit_decision(verdict.outcome),
+                    reason=verdict.reason, dry_run=verdict.dry_run)
+        if self.slack is not None:
+            subject = str(entry.id)
+            view = replace(_view(Action(entry.action), _to_revision(entry), verdict, entry=entry),
+                           approve_token=self.tokens.issue(subject, "approve"),
+                           reject_token=self.tokens.issue(subject, "reject"))
+            try:
+                await self.slack.send({"text": verdict.reason,
+                                       "blocks": remediation_blocks(view),
+                                       THREAD_KEY: thread_key(entry.key)})
+            except SourceError as exc:
+                log.warning("analysis.ask_slack_failed", reason=exc.reason)
+        return True
 
     async def _write(self, entry: JournalEntry, *, dry_run: bool) -> ActionResult:
         """The executor's call for ``entry.action``, with what was recorded: the Deployment's

@@ -190,13 +190,14 @@ def _gitops_advice(incident: Incident, owner: GitOpsOwner) -> str:
             f"version and needs auto-sync off), or revert the commit in Git. "
             f"Last resort, with auto-sync disabled: {undo}"
         )
-    suspend_kustomization, suspend_helmrelease = owner.rollback_commands()
+    suspend = " or ".join(owner.flux_commands("suspend"))
+    resume = " or ".join(owner.flux_commands("resume"))
     return (
-        f"{incident.deployment} is managed by the Flux object {owner.app}{where}: "
+        f"{incident.deployment} is managed by the {owner.object_name}: "
         f"a manual kubectl undo would be reverted at its next reconciliation. "
         f"Roll back by reverting the commit in Git. "
-        f"To undo by hand first suspend it ({suspend_kustomization}, or {suspend_helmrelease} "
-        f"when a HelmRelease deploys it) and resume it once Git is fixed. "
+        f"To undo by hand first suspend it ({suspend}) and resume it once Git is fixed "
+        f"({resume}). "
         f"Last resort, after suspending: {undo}"
     )
 
@@ -658,7 +659,6 @@ def _action_lines(incident: Incident) -> list[str]:
                 f"Or roll back to {_target(incident)}:", _code_block(undo)]
     if owner is None:
         return [f"Roll back to {_target(incident)}:", _code_block(undo)]
-    tool = owner.name
     app = mrkdwn_escape(owner.app)
     if owner.tool == GitOpsTool.ARGO_CD:
         return [
@@ -668,12 +668,12 @@ def _action_lines(incident: Incident) -> list[str]:
             "Last resort, with auto-sync disabled:",
             _code_block(undo),
         ]
-    suspend_kustomization, suspend_helmrelease = owner.rollback_commands()
     return [
-        f"Managed by {tool} {app}: a manual undo would be reverted at the next reconciliation.",
-        "Revert the commit in Git. To undo by hand, suspend it first (Kustomization or "
-        "HelmRelease, whichever deploys it) and resume it once Git is fixed:",
-        _code_block(f"{suspend_kustomization}\n{suspend_helmrelease}"),
+        f"Managed by the {mrkdwn_escape(owner.object_name)}: a manual undo would be reverted "
+        "at the next reconciliation.",
+        "Revert the commit in Git. To undo by hand, suspend it first and resume it once Git "
+        "is fixed:",
+        _code_block("\n".join(owner.flux_commands("suspend") + owner.flux_commands("resume"))),
         "Last resort, after suspending:",
         _code_block(undo),
     ]

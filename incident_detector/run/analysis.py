@@ -179,6 +179,10 @@ class Analyst:
         result = self.result_for(incident_key)
         return None if result is None else result.as_dict()
 
+    def asked(self, incident_key: IncidentKey) -> bool:
+        """Whether an analysis of the incident was started (and is still remembered)."""
+        return key_text(incident_key) in self._started
+
     async def advice(self, incident_key: IncidentKey, timeout: float) -> Analysis | None:
         """The incident's analysis, waiting at most ``timeout`` seconds for it; None when it
         failed, was not asked for within that time, or did not arrive in time."""

@@ -116,6 +116,8 @@ class ChangeDesk:
         # hosts named in them are dependencies.
         self._lines: dict[tuple[str, str], list[str]] = {}
         self.last_judgements: list[Judgement] = []
+        # Told when new changes were recorded (the CloudEvent emitter's wake-up).
+        self.on_recorded: Callable[[], None] | None = None
 
     # 1. What changed -----------------------------------------------------------------------
 
@@ -134,6 +136,8 @@ class ChangeDesk:
                                  lambda: self.watcher.refresh(namespace, now=now))
             found.extend(watched or ())
         recorded = self.changes.record(sorted(found, key=lambda c: (c.at, c.kind, c.name)))
+        if recorded and self.on_recorded is not None:
+            self.on_recorded()
         for change in recorded:
             self.live.publish("change", change_dict(change))
             log.info("change.recorded", namespace=change.namespace, kind=change.kind,

@@ -54,6 +54,7 @@ from ..model import (
     alert_key,
 )
 from ..notify import triage_render
+from ..notify.render import incident_record
 from ..notify.slack import thread_key
 from ..retry import Backoff
 from .health import Sources, iso
@@ -192,6 +193,8 @@ class Detector:
         self.triage = triage
         # The change timeline and the incidents it explains (None: not built, e.g. in tests).
         self.change_desk = change_desk
+        # The optional LLM analysis (run.analysis.Analyst; None without LLM_BASE_URL).
+        self.analyst: Any = None
         # Per namespace, this tick: the change timeline's refresh (started as soon as the
         # Deployments are read, so that its watches overlap the Loki queries), and the
         # Deployments with a rollout in its window (left to the correlator).
@@ -330,6 +333,8 @@ class Detector:
                                                 pods=view.pods or ())
             if self.outbox.record(incident):
                 report.incidents.append(incident.key)
+                if self.analyst is not None:
+                    self.analyst.analyse_later(incident.key, incident_record(incident))
                 self.live.publish("incident", {
                     "kind": incident.kind.value, "namespace": incident.namespace,
                     "deployment": incident.deployment, "revision": incident.revision,
@@ -372,6 +377,8 @@ class Detector:
             del self._verdicts[key]
 
     def _noticed(self, key: str, record: dict[str, Any]) -> None:
+        if self.analyst is not None and record.get("kind") in ("alert", "change"):
+            self.analyst.analyse_later(key, record)
         self.live.publish("incident", {"kind": record.get("kind"), "key": key,
                                        "namespace": record.get("namespace"),
                                        "deployment": record.get("deployment"),
@@ -767,6 +774,7 @@ class Detector:
             "outbox": {"pending": outbox.pending, "delivered": outbox.delivered,
                        "given_up": list(outbox.given_up)},
             "changes": self.change_desk.status() if self.change_desk is not None else None,
+            "llm": self.analyst.status() if self.analyst is not None else {"enabled": False},
             "remediation": {"mode": self.settings.remediation_mode,
                             "dry_run": self.settings.dry_run,
                             "audit": self.journal.audit_summary()},

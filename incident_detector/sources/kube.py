@@ -1119,16 +1119,16 @@ def detect_gitops(*, labels: Mapping[str, str],
             return owner
     # A HelmRelease is usually applied by a Kustomization: the Deployment's own labels name the
     # HelmRelease, whose helm-controller is what would revert a manual change.
-    for name_label, namespace_label in (
-        (FLUX_HELMRELEASE_NAME_LABEL, FLUX_HELMRELEASE_NAMESPACE_LABEL),
-        (FLUX_KUSTOMIZATION_NAME_LABEL, FLUX_KUSTOMIZATION_NAMESPACE_LABEL),
+    for kind, name_label, namespace_label in (
+        ("helmrelease", FLUX_HELMRELEASE_NAME_LABEL, FLUX_HELMRELEASE_NAMESPACE_LABEL),
+        ("kustomization", FLUX_KUSTOMIZATION_NAME_LABEL, FLUX_KUSTOMIZATION_NAMESPACE_LABEL),
     ):
         app = labels.get(name_label)
         if isinstance(app, str) and app:
             app_namespace = labels.get(namespace_label)
             return GitOpsOwner(tool=GitOpsTool.FLUX, app=app,
                                app_namespace=app_namespace if isinstance(app_namespace, str)
-                               and app_namespace else None)
+                               and app_namespace else None, flux_kind=kind)
     return None
 
 

@@ -1,0 +1,105 @@
+"""The change timeline through the real detector, in-process on a simulated clock: what changed
+is recorded and served, a spike after a dependency's rollout or a ConfigMap edit is a ``kind:
+change`` incident with its causes ranked, and the fix proposed is the cause's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from test_alert_flow import Sim
+
+from incident_detector.sim.scenario import load_scenario
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+def run(tmp_path: Path, scenario_name: str, *, ticks: int = 12, **extra: Any) -> dict[str, Any]:
+    sim = Sim(tmp_path, load_scenario(SCENARIOS / scenario_name))
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with sim.daemon(**extra) as (detector, web, _):
+            for _ in range(ticks):
+                await sim.tick(detector, web)
+            seen["changes"] = (await web.get("/api/changes")).json()
+            seen["status"] = (await web.get("/status")).json()
+            seen["audit"] = detector.journal.audit_summary()
+
+    asyncio.run(main())
+    seen["lines"] = sim.lines()
+    seen["incidents"] = [r for r in seen["lines"] if r.get("event") == "incident"]
+    seen["slack"] = sim.sink.messages
+    seen["writes"] = sim.api.writes
+    return seen
+
+
+def of_kind(seen: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [r for r in seen["incidents"] if r["kind"] == kind]
+
+
+def test_a_spike_after_a_dependencys_bad_rollout_names_the_dependency_and_its_rollback(tmp_path):
+    seen = run(tmp_path, "dependency-bad-rollout.yaml", remediation_mode="approve",
+               slack_signing_secret="signing-secret-0123456789",
+               slack_approvers="U0123456")
+    [change] = of_kind(seen, "change")
+    assert change["deployment"] == "checkout"
+    top = change["evidence"]["causes"][0]
+    assert (top["change"]["kind"], top["change"]["name"]) == ("Deployment", "payments")
+    assert top["action"] == "rollback" and "deployment/payments" in top["command"]
+    assert any("payments" in reason for reason in top["reasons"])
+    # The fix proposed on checkout's incident is payments' rollback, waiting for a click.
+    assert change["remediation"]["target"] == "shop/payments"
+    assert change["remediation"]["decision"] == "ask"
+    assert not seen["writes"]  # nothing is written before someone approves
+    # payments' own rollout incident ranks its own rollout first.
+    [rollout] = [r for r in of_kind(seen, "rollout") if r["deployment"] == "payments"]
+    assert rollout["evidence"]["causes"][0]["change"]["name"] == "payments"
+    # The timeline recorded payments' rollout, with who made it.
+    recorded = [c for c in seen["changes"]["changes"]
+                if (c["kind"], c["name"]) == ("Deployment", "payments")]
+    assert recorded and recorded[0]["revision"] == 2 and recorded[0]["manager"]
+    slack_text = json.dumps(seen["slack"])
+    assert "checkout" in slack_text and "payments" in slack_text
+
+
+def test_a_spike_after_a_configmap_edit_with_no_rollout_is_a_change_incident(tmp_path):
+    seen = run(tmp_path, "configmap-change.yaml")
+    assert of_kind(seen, "rollout") == []
+    [change] = of_kind(seen, "change")
+    assert (change["deployment"], change["change"]["kind"], change["change"]["name"]) == (
+        "orders", "ConfigMap", "orders-config")
+    top = change["evidence"]["causes"][0]
+    assert (top["change"]["kind"], top["change"]["name"]) == ("ConfigMap", "orders-config")
+    [recorded] = [c for c in seen["changes"]["changes"] if c["kind"] == "ConfigMap"]
+    assert recorded["manager"] == "kubectl-patch"
+    assert {"path": "data.TIMEOUT_MS", "before": "5000", "after": "50", "hidden": False} \
+        in recorded["fields"]
+    assert seen["status"]["changes"]["recorded"] >= 1
+
+
+def test_a_harmless_configmap_edit_is_recorded_and_raises_nothing(tmp_path):
+    seen = run(tmp_path, "configmap-change-harmless.yaml")
+    assert seen["incidents"] == []
+    assert any(c["kind"] == "ConfigMap" for c in seen["changes"]["changes"])
+    verdicts = [s["verdict"] for s in seen["status"]["changes"]["suspects"]]
+    assert "incident" not in verdicts
+
+
+def test_one_change_incident_per_workload_and_change_across_a_restart(tmp_path):
+    sim = Sim(tmp_path, load_scenario(SCENARIOS / "configmap-change.yaml"))
+
+    async def ticks(count: int) -> None:
+        async with sim.daemon() as (detector, web, _):
+            for _ in range(count):
+                await sim.tick(detector, web)
+
+    async def main() -> None:
+        await ticks(8)
+        await ticks(8)  # the same state file, a new process
+
+    asyncio.run(main())
+    changes = [r for r in sim.lines() if r.get("event") == "incident" and r["kind"] == "change"]
+    assert len(changes) == 1

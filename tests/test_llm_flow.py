@@ -1,0 +1,119 @@
+"""The LLM analysis through the real detector: the incident goes out first and the analysis
+follows; the analysis can only lower an automatic action to a request for approval. The
+endpoint is a loopback server answering in OpenAI's chat-completions shape."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from test_alert_flow import Sim
+
+from incident_detector.sim.scenario import load_scenario
+from incident_detector.sim.server import LocalServer, Request, Response
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+COMPLETION = json.loads((Path(__file__).parent / "fixtures" / "llm" /
+                         "openai_chat_completion.json").read_text())
+API_KEY = "sk-canary-llm-key-0123456789"
+
+
+class FakeLlm:
+    """An OpenAI-compatible endpoint that answers every chat completion with ``answer``."""
+
+    def __init__(self, answer: dict[str, Any], *, delay: float = 0.0) -> None:
+        self.answer = answer
+        self.delay = delay
+        self.requests: list[Request] = []
+
+    def __call__(self, request: Request) -> Response:
+        self.requests.append(request)
+        if request.path != "/v1/chat/completions":
+            return Response(404, {"error": {"message": "not found"}})
+        body = copy.deepcopy(COMPLETION)
+        body["choices"][0]["message"]["content"] = json.dumps(self.answer)
+        return Response(200, body, delay=self.delay)
+
+
+def run(tmp_path: Path, scenario: str, llm: FakeLlm, *, ticks: int = 10, timeout: float = 5,
+        **extra: Any) -> dict[str, Any]:
+    sim = Sim(tmp_path, load_scenario(SCENARIOS / scenario))
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        with LocalServer(llm) as endpoint:
+            async with sim.daemon(llm_base_url=endpoint.url + "/v1", llm_model="gpt-4o-mini",
+                                  llm_api_key=API_KEY, llm_timeout_seconds=timeout,
+                                  **extra) as (detector, web, _):
+                for _ in range(ticks):
+                    await sim.tick(detector, web)
+                    await asyncio.sleep(0.05)
+                    if detector.remediator is not None:
+                        while detector.remediator.running:
+                            await asyncio.wait(set(detector.remediator.running))
+                if detector.analyst.running:
+                    await asyncio.wait(set(detector.analyst.running), timeout=10)
+                seen["status"] = (await web.get("/status")).json()
+                seen["audit"] = (await web.get("/api/audit")).json()["audit"]
+
+    asyncio.run(main())
+    seen["lines"] = sim.lines()
+    seen["writes"] = sim.api.writes
+    seen["out"] = sim.out.getvalue()
+    return seen
+
+
+def test_the_incident_goes_out_first_and_the_analysis_follows(tmp_path):
+    llm = FakeLlm({"likely_cause": "The new image fails on every charge.", "confidence": 0.9,
+                   "suggested_action": "rollback"})
+    seen = run(tmp_path, "bad-rollout-sharp-spike.yaml", llm)
+    events = [line.get("event") for line in seen["lines"]]
+    assert "incident" in events and "analysis" in events
+    assert events.index("incident") < events.index("analysis")
+    [analysis] = [line for line in seen["lines"] if line.get("event") == "analysis"]
+    assert analysis["outcome"] == "ok"
+    assert analysis["suggested_action"] == "rollback" and analysis["confidence"] == 0.9
+    # One call, audited with the model and the prompt's hash; the key never written anywhere.
+    assert len(llm.requests) == 1
+    assert llm.requests[0].headers.get("authorization") == f"Bearer {API_KEY}"
+    rows = [row for row in seen["audit"] if row["who"] == "llm"]
+    assert len(rows) == 1 and "gpt-4o-mini" in rows[0]["reason"]
+    assert API_KEY not in seen["out"] and API_KEY not in json.dumps(seen["status"])
+    assert seen["status"]["llm"]["enabled"] is True
+
+
+def test_an_analysis_that_disagrees_turns_an_automatic_rollback_into_a_request(tmp_path):
+    llm = FakeLlm({"likely_cause": "A downstream outage, not this rollout.", "confidence": 0.8,
+                   "suggested_action": "none"})
+    seen = run(tmp_path, "bad-rollout-sharp-spike.yaml", llm, remediation_mode="auto",
+               auto_confidence="0.3", approval_confidence="0.1",
+               slack_signing_secret="signing-secret-0123456789", slack_approvers="U0123456")
+    assert seen["writes"] == []  # the analysis lowered it: nothing is written
+    decisions = [(row["who"], row["decision"]) for row in reversed(seen["audit"])
+                 if row["who"] != "llm"]
+    assert decisions[:2] == [("detector", "approved"), ("detector", "requested")]
+    requested = next(row for row in seen["audit"] if row["decision"] == "requested")
+    assert "LLM analysis suggests none" in requested["reason"]
+
+
+def test_an_analysis_that_agrees_leaves_the_automatic_rollback_alone(tmp_path):
+    llm = FakeLlm({"likely_cause": "The new image fails on every charge.", "confidence": 0.95,
+                   "suggested_action": "rollback"})
+    seen = run(tmp_path, "bad-rollout-sharp-spike.yaml", llm, remediation_mode="auto",
+               auto_confidence="0.3", approval_confidence="0.1",
+               slack_signing_secret="signing-secret-0123456789", slack_approvers="U0123456")
+    assert [w.method for w in seen["writes"]] == ["PATCH"]
+    executed = [row for row in seen["audit"] if row["decision"] == "executed"]
+    assert executed and executed[0]["result"] == "applied"
+
+
+def test_a_slow_analysis_never_holds_the_incident(tmp_path):
+    llm = FakeLlm({"likely_cause": "x", "confidence": 0.9, "suggested_action": "rollback"},
+                  delay=3.0)
+    seen = run(tmp_path, "bad-rollout-sharp-spike.yaml", llm, ticks=8, timeout=1)
+    assert any(line.get("event") == "incident" for line in seen["lines"])
+    [analysis] = [line for line in seen["lines"] if line.get("event") == "analysis"]
+    assert analysis["outcome"] == "timeout"
