@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
 from datetime import datetime, timezone
 from importlib import metadata
@@ -77,6 +78,24 @@ def main(argv: list[str] | None = None) -> int:
             RulesFile(settings.rules_file, clock=_utcnow)
         except RulesError as exc:
             print(f"invalid configuration: RULES_FILE: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    if settings.llm_base_url is not None:
+        # So does an invalid LLM_PROMPT_FILE, when the LLM analysis is on.
+        from .judge.analysis import PromptError, load_prompt
+
+        try:
+            load_prompt(settings.llm_prompt_file)
+        except PromptError as exc:
+            print(f"invalid configuration: LLM_PROMPT_FILE: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    if settings.change_grpc_port:
+        # The gRPC feed needs the grpc extra: say so at once, not after the first tick.
+        from .feed import GrpcExtraMissing
+
+        try:
+            importlib.import_module(".feed.grpc_server", __package__)
+        except GrpcExtraMissing as exc:
+            print(f"invalid configuration: CHANGE_GRPC_PORT: {exc}", file=sys.stderr)
             return EXIT_CONFIG
     from .main import main_async
     return asyncio.run(main_async(settings, once=args.once))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -381,14 +380,6 @@ async def main_async(settings: Settings, *, once: bool, stdout: TextIO = sys.std
     except SourceError as exc:
         print(f"invalid configuration: Kubernetes: {exc.message}", file=sys.stderr)
         return 2
-    if settings.change_grpc_port:
-        from .feed import GrpcExtraMissing
-
-        try:
-            importlib.import_module(".feed.grpc_server", __package__)
-        except GrpcExtraMissing as exc:
-            print(f"invalid configuration: CHANGE_GRPC_PORT: {exc}", file=sys.stderr)
-            return 2
     try:
         async with build_detector(settings=settings, kube_api=api, stdout=stdout) as detector:
             if once:

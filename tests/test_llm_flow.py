@@ -117,3 +117,21 @@ def test_a_slow_analysis_never_holds_the_incident(tmp_path):
     assert any(line.get("event") == "incident" for line in seen["lines"])
     [analysis] = [line for line in seen["lines"] if line.get("event") == "analysis"]
     assert analysis["outcome"] == "timeout"
+
+
+def test_an_invalid_prompt_file_stops_the_start_with_exit_code_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    prompt = tmp_path / "prompt.yaml"
+    prompt.write_text("system: be brief\nuser: no placeholder for the evidence\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOKI_", "SLACK_", "LLM_"))}
+    env.update({"LOKI_URL": "http://127.0.0.1:1", "NAMESPACE": "shop",
+                "TARGET_DEPLOYMENT": "checkout", "LLM_BASE_URL": "http://127.0.0.1:1/v1",
+                "LLM_MODEL": "m", "LLM_PROMPT_FILE": str(prompt), "LOG_LEVEL": "error"})
+    # A process of its own: the CLI configures logging for the whole process.
+    proc = subprocess.run([sys.executable, "-m", "incident_detector"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "LLM_PROMPT_FILE" in proc.stderr and str(prompt) in proc.stderr
