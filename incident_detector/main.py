@@ -87,7 +87,7 @@ async def build_detector(
         if settings.kube_events else None
     # What the dashboard's pages follow live: incidents, verdicts, and every audit row.
     live = LiveFeed()
-    remediator = analyst = llm = None
+    remediator = analyst = llm = change_desk = None
     if settings.remediation_mode != "off":
         # Imported only when remediation is on: a read-only detector does not load act/.
         from .act.approvals import ApprovalTokens
@@ -141,8 +141,8 @@ async def build_detector(
                 rules=lambda: detector.rule_set, watched_namespaces=settings.namespace,
                 error_window_seconds=settings.error_window_seconds,
                 sample_lines=settings.signature_sample_lines, remediator=remediator)
-        detector.change_desk = build_change_desk(settings, detector=detector, kube_api=kube_api,
-                                                 store=store, live=live)
+        detector.change_desk = change_desk = build_change_desk(
+            settings, detector=detector, kube_api=kube_api, store=store, live=live)
         if prompt is not None:
             # The optional LLM analysis: a follow-up to each incident, never in its way.
             from .run.analysis import Analyst
@@ -173,6 +173,8 @@ async def build_detector(
     finally:
         if remediator is not None:
             await remediator.close()
+        if change_desk is not None:
+            change_desk.close()
         if analyst is not None:
             await analyst.close()
         if llm is not None:

@@ -122,7 +122,11 @@ def test_random_faults_everywhere_nothing_lost_nothing_repeated(seed: int):
             settings = scenario_settings(
                 scenario, loki_url=loki_server.url, slack_url=f"{slack_server.url}/services/T/B/X",
                 kube_timeout_seconds=0.4, loki_timeout_seconds=0.4, slack_timeout_seconds=0.4,
-                slack_max_attempts=1, kube_events=True, notify_max_age_minutes=600)
+                slack_max_attempts=1, kube_events=True, notify_max_age_minutes=600,
+                # The change timeline's Deployment changes ride on the Deployment watch here;
+                # its own watches' failures are covered by test_changes_watch.py (each kind
+                # would add a request per tick, and a faulty one's timeout, to a 100-tick run).
+                change_kinds="Deployment")
             store = Store(":memory:")
             reports = []
             async with build_detector(settings=settings, kube_api=kube.api_client_for(kube_server.url),

@@ -76,6 +76,7 @@ class ChangeSource(Protocol):
     async def refresh(self, namespace: str, *, now: datetime) -> tuple[Change, ...]: ...
     def services(self, namespace: str) -> tuple[Service, ...]: ...
     def status(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -158,6 +159,10 @@ class ChangeDesk:
             if change is not None:
                 out.append(change)
         return out
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close()
 
     def prune(self, now: datetime) -> None:
         if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:

@@ -33,6 +33,7 @@ import secrets
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -349,6 +350,15 @@ class ChangeWatcher:
         self._pending: dict[str, list[Change]] = {}
         self._disabled: dict[str, str] = {}
         self._lock = threading.Lock()
+        # Threads of their own, one per kind: the watches (each held by the API server for up
+        # to a second) never queue behind, or hold up, the detection's own reads, which run on
+        # the event loop's default executor.
+        self._executor = ThreadPoolExecutor(max_workers=max(1, len(self.kinds)),
+                                            thread_name_prefix="change-watch")
+
+    def close(self) -> None:
+        """Stop the watch threads (a refresh running finishes first)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     @property
     def disabled(self) -> Mapping[str, str]:
@@ -365,8 +375,10 @@ class ChangeWatcher:
         """The changes since the last refresh of ``namespace``, oldest first per kind: one
         request per enabled kind, concurrently. The first refresh lists and gives none."""
         kinds = [kind for kind in self.kinds if not self._is_disabled(kind, namespace)]
+        loop = asyncio.get_running_loop()
         results = await asyncio.gather(
-            *(asyncio.to_thread(self._refresh_kind, kind, namespace, now) for kind in kinds),
+            *(loop.run_in_executor(self._executor, self._refresh_kind, kind, namespace, now)
+              for kind in kinds),
             return_exceptions=True)
         pending = self._pending.setdefault(namespace, [])
         failure: BaseException | None = None
