@@ -207,7 +207,8 @@ def build_change_desk(settings: Settings, *, detector: Detector,
         window_seconds=settings.roll_out_window_seconds, rule_set=lambda: detector.rule_set,
         sample_lines=settings.signature_sample_lines, workload_of=detector.workload_of,
         record_notice=detector.outbox.record_notice,
-        is_notified=lambda key: store.notice(key) is not None, remediator=detector.remediator)
+        is_notified=lambda key: store.notice(key) is not None, remediator=detector.remediator,
+        metrics=detector.metrics)
 
 
 class _EmbeddedServer(uvicorn.Server):

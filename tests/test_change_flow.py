@@ -27,6 +27,7 @@ def run(tmp_path: Path, scenario_name: str, *, ticks: int = 12, **extra: Any) ->
             seen["changes"] = (await web.get("/api/changes")).json()
             seen["status"] = (await web.get("/status")).json()
             seen["audit"] = detector.journal.audit_summary()
+            seen["metrics"] = (await web.get("/metrics")).text
 
     asyncio.run(main())
     seen["lines"] = sim.lines()
@@ -78,6 +79,11 @@ def test_a_spike_after_a_configmap_edit_with_no_rollout_is_a_change_incident(tmp
     assert {"path": "data.TIMEOUT_MS", "before": "5000", "after": "50", "hidden": False} \
         in recorded["fields"]
     assert seen["status"]["changes"]["recorded"] >= 1
+    assert 'incident_detector_changes_total{action="updated",kind="ConfigMap"} 1.0' \
+        in seen["metrics"]
+    notices = [line for line in seen["metrics"].splitlines()
+               if line.startswith('incident_detector_notices_total{kind="change"')]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in notices) == 1.0
 
 
 def test_a_harmless_configmap_edit_is_recorded_and_raises_nothing(tmp_path):

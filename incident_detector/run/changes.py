@@ -93,7 +93,8 @@ class ChangeDesk:
                  kube: Any, loki: Any, rules: Rules, window_seconds: float,
                  rule_set: Callable[[], RuleSet], sample_lines: int,
                  workload_of: Callable[[Deployment], str], record_notice: Callable[..., bool],
-                 is_notified: Callable[[str], bool], remediator: Any = None) -> None:
+                 is_notified: Callable[[str], bool], remediator: Any = None,
+                 metrics: Any = None) -> None:
         self.changes = changes
         self.live = live
         self.watcher = watcher
@@ -108,6 +109,8 @@ class ChangeDesk:
         self.is_notified = is_notified
         # act.remediation.Remediator, when REMEDIATION_MODE is not off.
         self.remediator = remediator
+        # run.metrics.DetectorMetrics: incident_detector_changes_total.
+        self.metrics = metrics
         self._pruned_at: datetime | None = None
         # Baselines of suspects, fetched once per (namespace, deployment, change) and kept
         # while the change is in its window.
@@ -140,6 +143,8 @@ class ChangeDesk:
         if recorded and self.on_recorded is not None:
             self.on_recorded()
         for change in recorded:
+            if self.metrics is not None:
+                self.metrics.change_recorded(change.kind, change.action)
             self.live.publish("change", change_dict(change))
             log.info("change.recorded", namespace=change.namespace, kind=change.kind,
                      name=change.name, action=change.action, manager=change.manager,

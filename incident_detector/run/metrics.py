@@ -67,6 +67,10 @@ class DetectorMetrics:
             "Incidents that are not about one revision (alert incidents, new error groups), "
             "by kind and priority.",
             ["kind", "priority"], registry=self.registry)
+        self.changes = Counter(
+            f"{PREFIX}_changes",
+            "Changes recorded by the change timeline, by kind and action.",
+            ["kind", "action"], registry=self.registry)
         self.alerts_received = Counter(
             f"{PREFIX}_alerts_received",
             "Alerts taken in from Alertmanager's webhook, by status.",
@@ -80,7 +84,7 @@ class DetectorMetrics:
             self.source_requests.labels(source=source)
         for signal in Signal:
             self.incidents.labels(signal=signal.value)
-        for kind in ("alert", "error_group"):
+        for kind in ("alert", "change", "error_group"):
             for priority in Priority:
                 self.notices.labels(kind=kind, priority=priority.value)
         for status in ("firing", "resolved"):
@@ -104,6 +108,9 @@ class DetectorMetrics:
 
     def notice_recorded(self, kind: str, priority: str | None) -> None:
         self.notices.labels(kind=kind, priority=priority or "none").inc()
+
+    def change_recorded(self, kind: str, action: str) -> None:
+        self.changes.labels(kind=kind, action=action).inc()
 
     def alerts_taken_in(self, *, firing: int, resolved: int) -> None:
         self.alerts_received.labels(status="firing").inc(firing)
