@@ -109,3 +109,28 @@ def test_one_change_incident_per_workload_and_change_across_a_restart(tmp_path):
     asyncio.run(main())
     changes = [r for r in sim.lines() if r.get("event") == "incident" and r["kind"] == "change"]
     assert len(changes) == 1
+
+
+def test_a_dependencys_rollout_from_before_the_start_is_still_a_cause(tmp_path):
+    """The detector (re)starts after payments rolled out: no watch saw that rollout happen, the
+    ReplicaSets tell it, and checkout's rise is still traced to it."""
+    from datetime import timedelta
+
+    sim = Sim(tmp_path, load_scenario(SCENARIOS / "dependency-bad-rollout.yaml"))
+    sim.clock.now += timedelta(seconds=70)  # payments rolled out at t=60
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with sim.daemon() as (detector, web, _):
+            for _ in range(8):
+                await sim.tick(detector, web)
+            seen["changes"] = (await web.get("/api/changes?kind=Deployment")).json()
+
+    asyncio.run(main())
+    [recorded] = [c for c in seen["changes"]["changes"] if c["name"] == "payments"]
+    assert recorded["revision"] == 2 and recorded["previous_revision"] == 1
+    assert recorded["at"].endswith("Z") and recorded["observed_at"] > recorded["at"]
+    changes = [r for r in sim.lines() if r.get("event") == "incident" and r["kind"] == "change"]
+    [change] = changes
+    assert change["deployment"] == "checkout"
+    assert change["evidence"]["causes"][0]["change"]["name"] == "payments"

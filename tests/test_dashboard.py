@@ -256,7 +256,8 @@ def test_the_api_shapes(client):
     assert ro["id"] == "shop/checkout/2" and ro["incident"] == "r1" and ro["points"]
     assert ro["threshold_per_minute"] == 2.5 and ro["band"][0] == 0.0
     stats = client.get("/api/stats").json()
-    assert stats["incidents_today"]["by_kind"] == {"rollout": 1, "alert": 1, "error_group": 0}
+    assert stats["incidents_today"]["by_kind"] == {"rollout": 1, "alert": 1, "change": 0,
+                                                   "error_group": 0}
     rules = client.get("/api/rules").json()
     assert rules["source"] == "built-in" and rules["rules"][0]["name"] == "rollout-regression"
     settings = client.get("/api/settings").json()["settings"]

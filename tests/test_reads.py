@@ -208,7 +208,7 @@ def test_stats_today(store):
                   decision="requested", reason="", dry_run=False)
     figures = stats(store.connection, now=T0 + timedelta(hours=1))
     assert figures["incidents_today"] == {
-        "total": 2, "by_kind": {"rollout": 1, "alert": 1, "error_group": 0},
+        "total": 2, "by_kind": {"rollout": 1, "alert": 1, "change": 0, "error_group": 0},
         "by_priority": {"P1": 1, "P2": 1, "P3": 0, "P4": 0}}
     assert figures["actions_today"] == {"total": 1, "by_decision": {"requested": 1}}
     assert figures["notifications_given_up"] == {"today": 1, "total": 2}

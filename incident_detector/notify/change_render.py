@@ -136,7 +136,7 @@ def change_incident_record(incident: ChangeIncident) -> dict[str, Any]:
             "action": remediation.action, "to_revision": remediation.to_revision,
             "target": remediation.target, "decision": remediation.outcome,
             "reason": remediation.reason, "guardrail": remediation.guardrail,
-            "dry_run": remediation.dry_run,
+            "dry_run": remediation.dry_run, "journal_id": remediation.journal_id,
         },
         "evidence": {
             "causes": causes_json(incident.causes),

@@ -29,6 +29,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from ..judge import causes as ranking
+from ..judge.change_diff import MAX_FIELDS, bounded, template_field_changes
 from ..judge.change_windows import Judgement, Suspect, baseline_span, judge, suspects
 from ..judge.correlator import (
     Rollout,
@@ -40,14 +41,17 @@ from ..judge.correlator import (
 )
 from ..judge.dependencies import Dependencies, learn_dependencies
 from ..judge.rules import RuleSet, Subject, classify
+from ..judge.changes import template_changes
 from ..judge.signatures import top_signatures
 from ..model import (
+    UPDATED,
     Baseline,
     Cause,
     Change,
     ChangeIncident,
     Deployment,
     ErrorCounts,
+    FieldChange,
     LogLine,
     Pod,
     PodTemplate,
@@ -76,6 +80,47 @@ class ChangeSource(Protocol):
     async def refresh(self, namespace: str, *, now: datetime) -> tuple[Change, ...]: ...
     def services(self, namespace: str) -> tuple[Service, ...]: ...
     def status(self) -> dict[str, Any]: ...
+    def _rollouts_not_seen(self, namespace: str, deployments: Sequence[Deployment],
+                           replicasets: Sequence[ReplicaSet], now: datetime,
+                           taken: Sequence[Change]) -> list[Change]:
+        """The rollouts in their window that the timeline has no record of: they happened
+        before the detector started (or while it was down), so no watch saw them. Read from
+        the ReplicaSets as the correlator reads them; once per rollout, across restarts."""
+        known = self._known_rollouts.get(namespace)
+        if known is None:
+            since = now - timedelta(seconds=self.window_seconds)
+            known = self._known_rollouts[namespace] = {
+                (c.name, c.uid, c.revision) for c in self.changes.recent(
+                    since=since, namespaces=[namespace]) if c.kind == "Deployment" and c.rollout}
+        known.update((c.name, c.uid, c.revision) for c in taken)
+        found = []
+        in_window = set()
+        for dep in deployments:
+            own = [rs for rs in replicasets if owned_by(rs, dep)]
+            rollout = find_rollout(dep, own)
+            if rollout is None or (now - rollout.started_at).total_seconds() > \
+                    self.window_seconds or rollout.started_at > now:
+                continue
+            revision = rollout.replicaset.revision
+            in_window.add((dep.name, dep.uid, revision))
+            if (dep.name, dep.uid, revision) in known:
+                continue
+            known.add((dep.name, dep.uid, revision))
+            found.append(Change(
+                namespace=namespace, kind="Deployment", name=dep.name, action=UPDATED,
+                at=rollout.started_at, observed_at=now,
+                fields=bounded(template_field_changes(template_changes(
+                    rollout.previous.template, rollout.replicaset.template, limit=MAX_FIELDS)))
+                or (FieldChange("spec.template"),),
+                manager=dep.spec_manager, operation=dep.spec_operation, uid=dep.uid,
+                # The rollout's own identity: this record stands for the revision, whichever
+                # resourceVersion the Deployment has by now.
+                resource_version=f"revision-{revision}",
+                revision=revision, previous_revision=rollout.previous.revision))
+        # Bounded: what left its window is forgotten (it cannot come back into it).
+        known.intersection_update(in_window)
+        return found
+
     def close(self) -> None: ...
 
 
@@ -120,6 +165,8 @@ class ChangeDesk:
         # hosts named in them are dependencies.
         self._lines: dict[tuple[str, str], list[str]] = {}
         self.last_judgements: list[Judgement] = []
+        # Per namespace: the rollouts the timeline holds a record of, (name, uid, revision).
+        self._known_rollouts: dict[str, set[tuple[str, str, int | None]]] = {}
         # Told when new changes were recorded (the CloudEvent emitter's wake-up).
         self.on_recorded: Callable[[], None] | None = None
 
@@ -135,6 +182,8 @@ class ChangeDesk:
         self._seen[namespace] = _Seen({d.name: d for d in deployments}, tuple(replicasets),
                                       frozenset(selected))
         found: list[Change] = list(self._deployment_changes(namespace, replicasets, now))
+        found += self._rollouts_not_seen(namespace, deployments, replicasets, now,
+                                         taken=[c for c in found if c.rollout])
         if self.watcher is not None:
             watched = await call("kubernetes", "changes",
                                  lambda: self.watcher.refresh(namespace, now=now))
@@ -164,6 +213,47 @@ class ChangeDesk:
             if change is not None:
                 out.append(change)
         return out
+
+    def _rollouts_not_seen(self, namespace: str, deployments: Sequence[Deployment],
+                           replicasets: Sequence[ReplicaSet], now: datetime,
+                           taken: Sequence[Change]) -> list[Change]:
+        """The rollouts in their window that the timeline has no record of: they happened
+        before the detector started (or while it was down), so no watch saw them. Read from
+        the ReplicaSets as the correlator reads them; once per rollout, across restarts."""
+        known = self._known_rollouts.get(namespace)
+        if known is None:
+            since = now - timedelta(seconds=self.window_seconds)
+            known = self._known_rollouts[namespace] = {
+                (c.name, c.uid, c.revision) for c in self.changes.recent(
+                    since=since, namespaces=[namespace]) if c.kind == "Deployment" and c.rollout}
+        known.update((c.name, c.uid, c.revision) for c in taken)
+        found = []
+        in_window = set()
+        for dep in deployments:
+            own = [rs for rs in replicasets if owned_by(rs, dep)]
+            rollout = find_rollout(dep, own)
+            if rollout is None or (now - rollout.started_at).total_seconds() > \
+                    self.window_seconds or rollout.started_at > now:
+                continue
+            revision = rollout.replicaset.revision
+            in_window.add((dep.name, dep.uid, revision))
+            if (dep.name, dep.uid, revision) in known:
+                continue
+            known.add((dep.name, dep.uid, revision))
+            found.append(Change(
+                namespace=namespace, kind="Deployment", name=dep.name, action=UPDATED,
+                at=rollout.started_at, observed_at=now,
+                fields=bounded(template_field_changes(template_changes(
+                    rollout.previous.template, rollout.replicaset.template, limit=MAX_FIELDS)))
+                or (FieldChange("spec.template"),),
+                manager=dep.spec_manager, operation=dep.spec_operation, uid=dep.uid,
+                # The rollout's own identity: this record stands for the revision, whichever
+                # resourceVersion the Deployment has by now.
+                resource_version=f"revision-{revision}",
+                revision=revision, previous_revision=rollout.previous.revision))
+        # Bounded: what left its window is forgotten (it cannot come back into it).
+        known.intersection_update(in_window)
+        return found
 
     def close(self) -> None:
         if self.watcher is not None:

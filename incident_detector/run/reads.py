@@ -31,7 +31,7 @@ from .store import db_time
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
-KINDS = ("rollout", "alert", "error_group")
+KINDS = ("rollout", "alert", "change", "error_group")
 PRIORITIES = ("P1", "P2", "P3", "P4")
 STATUSES = ("open", "closed")
 _NEWEST_FIRST = "detected_at DESC, src DESC, rid DESC"
@@ -217,16 +217,22 @@ def journal_key(item: dict[str, Any]) -> tuple[str, str, int, str] | None:
 def actions_of(db: sqlite3.Connection, item: dict[str, Any]) -> list[dict[str, Any]]:
     """The journal's actions for the incident, each with its audit rows (oldest first)."""
     key = journal_key(item)
-    if key is None:
-        return []
+    columns = "id, action, params, state, created_at, updated_at, decided_by, result"
+    if key is not None:
+        rows = db.execute(f"SELECT {columns} FROM actions WHERE namespace=? AND deployment=?"
+                          " AND revision=? AND deployment_uid=? ORDER BY id", key)
+    else:
+        # A change incident's fix is another Deployment's rollback (its top cause): the
+        # journal entry its record names.
+        journal_id = ((item.get("record") or {}).get("remediation") or {}).get("journal_id")
+        if not isinstance(journal_id, int) or isinstance(journal_id, bool):
+            return []
+        rows = db.execute(f"SELECT {columns} FROM actions WHERE id=?", (journal_id,))
     actions = [{"id": id_, "action": action, "params": json.loads(params or "{}"),
                 "state": state, "created_at": created_at, "updated_at": updated_at,
                 "decided_by": decided_by, "result": result, "audit": []}
                for id_, action, params, state, created_at, updated_at, decided_by, result
-               in db.execute(
-                   "SELECT id, action, params, state, created_at, updated_at, decided_by, result"
-                   " FROM actions WHERE namespace=? AND deployment=? AND revision=?"
-                   " AND deployment_uid=? ORDER BY id", key)]
+               in rows]
     if not actions:
         return actions
     by_id = {action["id"]: action for action in actions}
@@ -285,6 +291,11 @@ def timeline(item: dict[str, Any]) -> list[dict[str, Any]]:
         if alert.get("starts_at"):
             events.append(_event(alert["starts_at"], "alert",
                                  f"Alert {alert.get('name', '')} began firing"))
+    elif item["kind"] == "change":
+        change = record.get("change") or {}
+        if change.get("at"):
+            events.append(_event(change["at"], "change", change.get("summary") or
+                                 f"{change.get('kind', '')} {change.get('name', '')} changed"))
     elif record.get("first_seen"):
         events.append(_event(record["first_seen"], "first_seen", "Error first seen",
                              record.get("example") or ""))

@@ -248,6 +248,9 @@ class DashboardActions:
             if all(incident.get(name) in (None, "", value)
                    for name, value in zip(names, entry.key)):
                 return entry
+            # Or the Deployment its fix is on, when that is another one (the top cause).
+            if f"{entry.key[0]}/{entry.key[1]}" in _remediation_targets(incident):
+                return entry
         return None
 
     # Login and logout -------------------------------------------------------------------
@@ -394,6 +397,14 @@ class DashboardActions:
                                 status_code=status_code)
         page = "/incidents/" + quote(request.path_params["id"], safe="")
         return RedirectResponse(f"{page}?{urlencode({'flash': outcome})}", status_code=303)
+
+
+def _remediation_targets(incident: Mapping[str, Any]) -> set[str]:
+    record = incident.get("record")
+    remediations = [incident.get("remediation"),
+                    record.get("remediation") if isinstance(record, Mapping) else None]
+    return {r["target"] for r in remediations
+            if isinstance(r, Mapping) and isinstance(r.get("target"), str)}
 
 
 def _journal_ids(incident: Mapping[str, Any]) -> list[int]:

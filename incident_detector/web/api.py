@@ -2,7 +2,8 @@
 and settings. Every handler reads what the loop published or the store; none calls a source.
 
     GET /api/incidents?namespace=shop&kind=rollout&priority=P1&status=open&limit=50&before=r12
-    GET /api/incidents/{id}          (r<n>: a rollout incident, n<n>: an alert or error group)
+    GET /api/incidents/{id}          (r<n>: a rollout incident, n<n>: an alert or change
+                                      incident, or an error group)
     GET /api/rollouts                (the last tick's rollouts with their error-rate series)
     GET /api/stats                   (today's figures)
     GET /api/rules                   (the rules in force, their source, last reload)
@@ -11,7 +12,7 @@ and settings. Every handler reads what the loop published or the store; none cal
 
 ``/api/incidents`` pages by keyset: its answer's ``next`` is the ``before`` of the next page
 (null on the last one); ``limit`` is 1..500 (default 50), ``since`` an ISO 8601 time, ``kind``
-one of rollout, alert, error_group, ``status`` open or closed.
+one of rollout, alert, change, error_group, ``status`` open or closed.
 
 Every parameter is optional: ``namespace`` and ``deployment`` (a workload label value) narrow
 the groups, ``priority`` is one of P1..P4, ``new`` is ``true`` or ``false`` (``true``: only the

@@ -120,21 +120,22 @@ class Daemon:
 
 @contextlib.contextmanager
 def running_daemon(*, with_token: bool, start_at: float = SETTLED_AT,
-                   speed: float = 2.0) -> Iterator[Daemon]:
+                   speed: float = 2.0, scenario: Any = SCENARIO) -> Iterator[Daemon]:
     """The real daemon (HTTP server, tick loop, outbox) over the demo's simulated cluster.
 
     ``with_token``: DASHBOARD_TOKEN is ``alice:<random>``, else unset (a read-only dashboard).
+    ``scenario``: the demo's by default.
     By default the clock starts after the rollout settled and runs twice as fast as the wall
     clock: the incident comes at the first ticks and the rollout stays in its window for minutes.
     """
     token = f"alice:{secrets.token_urlsafe(24)}" if with_token else None
     clock = SteerableClock(SCENARIO_EPOCH + timedelta(seconds=start_at), speed=speed)
-    with simulated_cluster(SCENARIO, clock=clock) as cluster:
+    with simulated_cluster(scenario, clock=clock) as cluster:
         extra: dict[str, Any] = {}
         if token is not None:
             extra["dashboard_token"] = token
         settings = scenario_settings(
-            SCENARIO, loki_url=cluster.loki.url, slack_url=cluster.slack_url,
+            scenario, loki_url=cluster.loki.url, slack_url=cluster.slack_url,
             poll_interval_seconds=POLL_SECONDS, remediation_mode="approve",
             slack_signing_secret=DEMO_SIGNING_SECRET, slack_approvers=DEMO_APPROVER,
             verify_timeout_seconds=300, **extra)

@@ -67,6 +67,10 @@ def test_an_incident_page_shows_its_evidence_timeline_and_command(daemon, page, 
     assert "NullPointerException" in evidence
     assert "payments-api:1.5.0" in evidence and "payments-api:1.4.2" in evidence
     assert "FEATURE_NEW_CHECKOUT" in evidence
+    # Its likely causes: its own rollout first, with the command that undoes it.
+    assert "Likely causes" in evidence
+    top = page.locator("#evidence table.causes tbody tr").first.inner_text()
+    assert "payments-api" in top and "kubectl rollout undo deployment/payments-api" in top
     timeline = page.inner_text("#timeline")
     assert re.search(r"detect", timeline, re.IGNORECASE), timeline
     assert re.search(r"notif|slack|sent|deliver", timeline, re.IGNORECASE), timeline
