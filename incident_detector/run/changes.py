@@ -22,7 +22,7 @@ baseline query per change (kept until its window ends), one sample per incident.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -39,7 +39,12 @@ from ..judge.correlator import (
     find_rollout,
     owned_by,
 )
-from ..judge.dependencies import Dependencies, learn_dependencies
+from ..judge.dependencies import (
+    Dependencies,
+    hosts_in_line,
+    learn_dependencies,
+    template_mentions,
+)
 from ..judge.rules import RuleSet, Subject, classify
 from ..judge.changes import template_changes
 from ..judge.signatures import top_signatures
@@ -72,14 +77,28 @@ Call = Callable[[str, str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 PRUNE_EVERY = timedelta(minutes=10)
 # Changes looked at when ranking causes: this long before the errors began.
 CAUSE_LOOKBACK = timedelta(hours=2)
-# Error lines per namespace kept from the triage for learning dependencies.
+# Error lines naming a host kept per workload for learning dependencies; lines read per call
+# of learn_lines at most, and per workload in one call.
 LEARNED_LINES_PER_WORKLOAD = 50
+LEARN_LINES_PER_CALL = 100
+LEARN_LINES_PER_WORKLOAD = 5
 
 
 class ChangeSource(Protocol):
     async def refresh(self, namespace: str, *, now: datetime) -> tuple[Change, ...]: ...
     def services(self, namespace: str) -> tuple[Service, ...]: ...
     def status(self) -> dict[str, Any]: ...
+    def _in_window(self, namespace: str, now: datetime) -> list[Change]:
+        """The namespace's changes made within the window before ``now``, oldest first: kept in
+        memory as they are recorded (read from the state file once, after a start)."""
+        since = now - timedelta(seconds=self.window_seconds)
+        kept = self._window.get(namespace)
+        if kept is None:
+            kept = self._window[namespace] = self.changes.recent(since=since,
+                                                                namespaces=[namespace])
+        kept[:] = [c for c in kept if c.at >= since]
+        return list(kept)
+
     def _rollouts_not_seen(self, namespace: str, deployments: Sequence[Deployment],
                            replicasets: Sequence[ReplicaSet], now: datetime,
                            taken: Sequence[Change]) -> list[Change]:
@@ -94,18 +113,25 @@ class ChangeSource(Protocol):
                     since=since, namespaces=[namespace]) if c.kind == "Deployment" and c.rollout}
         known.update((c.name, c.uid, c.revision) for c in taken)
         found = []
-        in_window = set()
+        current = set()
+        seen = self._seen[namespace]
         for dep in deployments:
-            own = [rs for rs in replicasets if owned_by(rs, dep)]
-            rollout = find_rollout(dep, own)
-            if rollout is None or (now - rollout.started_at).total_seconds() > \
-                    self.window_seconds or rollout.started_at > now:
-                continue
+            key = (dep.name, dep.uid, dep.revision)
+            current.add(key)
+            if key in known:
+                continue  # recorded, or looked at already: its revision did not move since
+            owned = seen.owned.get(dep.name, ())
+            current_rs = current_replicaset(dep, owned)
+            if current_rs is None:
+                continue  # its new ReplicaSet not listed yet: looked at again next tick
+            rollout = find_rollout(dep, owned)
+            if rollout is not None and rollout.started_at > now:
+                continue  # a skewed clock: looked at again next tick
+            known.add(key)
+            if rollout is None or \
+                    (now - rollout.started_at).total_seconds() > self.window_seconds:
+                continue  # a first revision, or a rollout over before the detector looked
             revision = rollout.replicaset.revision
-            in_window.add((dep.name, dep.uid, revision))
-            if (dep.name, dep.uid, revision) in known:
-                continue
-            known.add((dep.name, dep.uid, revision))
             found.append(Change(
                 namespace=namespace, kind="Deployment", name=dep.name, action=UPDATED,
                 at=rollout.started_at, observed_at=now,
@@ -117,8 +143,8 @@ class ChangeSource(Protocol):
                 # resourceVersion the Deployment has by now.
                 resource_version=f"revision-{revision}",
                 revision=revision, previous_revision=rollout.previous.revision))
-        # Bounded: what left its window is forgotten (it cannot come back into it).
-        known.intersection_update(in_window)
+        # Bounded by the Deployments there are: a revision that moved on is not looked at again.
+        known.intersection_update(current)
         return found
 
     def close(self) -> None: ...
@@ -126,11 +152,34 @@ class ChangeSource(Protocol):
 
 @dataclass
 class _Seen:
-    """What the tick saw of one namespace: the Deployments judged and their ReplicaSets."""
+    """What the tick saw of one namespace, and what is worked out from it at most once per
+    tick (a mass rollout puts hundreds of Deployments and changes in one tick)."""
 
     deployments: dict[str, Deployment]
     replicasets: tuple[ReplicaSet, ...]
     selected: frozenset[str]
+    # Each Deployment's own ReplicaSets (owner reference and uid), by its name.
+    owned: dict[str, list[ReplicaSet]] = field(default_factory=dict)
+    templates: dict[str, PodTemplate] | None = None
+    deps: Dependencies | None = None
+    # What any workload's template references or names, and which Deployments are called:
+    # a change touching none of them cannot affect anything (see ChangeDesk._may_affect).
+    # (name, uid, revision) of each Deployment's current ReplicaSet: what the templates are.
+    revisions: tuple[tuple[str, str, int | None], ...] = ()
+    config_refs: frozenset[str] | None = None
+    mentioned: frozenset[str] = frozenset()
+    called: frozenset[tuple[str, str]] = frozenset()
+
+    @classmethod
+    def of(cls, deployments: Sequence[Deployment], replicasets: Sequence[ReplicaSet],
+           selected: Sequence[str]) -> _Seen:
+        by_name = {d.name: d for d in deployments}
+        owned: dict[str, list[ReplicaSet]] = {}
+        for rs in replicasets:
+            dep = by_name.get(rs.deployment or "")
+            if dep is not None and owned_by(rs, dep):
+                owned.setdefault(dep.name, []).append(rs)
+        return cls(by_name, tuple(replicasets), frozenset(selected), owned)
 
 
 class ChangeDesk:
@@ -165,6 +214,13 @@ class ChangeDesk:
         # hosts named in them are dependencies.
         self._lines: dict[tuple[str, str], list[str]] = {}
         self.last_judgements: list[Judgement] = []
+        # Per namespace: who calls whom, with the inputs it was learnt from (see dependencies),
+        # and a counter of the error lines learnt.
+        self._deps_cache: dict[str, tuple[Any, Dependencies]] = {}
+        self._lines_version: dict[str, int] = {}
+        self._learn_turn: dict[str, int] = {}
+        # Per namespace: its recorded changes still in their window (see _in_window).
+        self._window: dict[str, list[Change]] = {}
         # Per namespace: the rollouts the timeline holds a record of, (name, uid, revision).
         self._known_rollouts: dict[str, set[tuple[str, str, int | None]]] = {}
         # Told when new changes were recorded (the CloudEvent emitter's wake-up).
@@ -179,8 +235,7 @@ class ChangeDesk:
 
         ``deployments``: all of the namespace's (dependencies may be on any of them);
         ``selected``: the names of those the detector judges (TARGET_DEPLOYMENT)."""
-        self._seen[namespace] = _Seen({d.name: d for d in deployments}, tuple(replicasets),
-                                      frozenset(selected))
+        self._seen[namespace] = _Seen.of(deployments, replicasets, selected)
         found: list[Change] = list(self._deployment_changes(namespace, replicasets, now))
         found += self._rollouts_not_seen(namespace, deployments, replicasets, now,
                                          taken=[c for c in found if c.rollout])
@@ -191,6 +246,10 @@ class ChangeDesk:
         recorded = self.changes.record(sorted(found, key=lambda c: (c.at, c.kind, c.name)))
         if recorded and self.on_recorded is not None:
             self.on_recorded()
+        window = self._window.get(namespace)
+        if window is not None:
+            window.extend(recorded)
+            window.sort(key=lambda c: (c.at, c.id or 0))
         for change in recorded:
             if self.metrics is not None:
                 self.metrics.change_recorded(change.kind, change.action)
@@ -214,6 +273,17 @@ class ChangeDesk:
                 out.append(change)
         return out
 
+    def _in_window(self, namespace: str, now: datetime) -> list[Change]:
+        """The namespace's changes made within the window before ``now``, oldest first: kept in
+        memory as they are recorded (read from the state file once, after a start)."""
+        since = now - timedelta(seconds=self.window_seconds)
+        kept = self._window.get(namespace)
+        if kept is None:
+            kept = self._window[namespace] = self.changes.recent(since=since,
+                                                                namespaces=[namespace])
+        kept[:] = [c for c in kept if c.at >= since]
+        return list(kept)
+
     def _rollouts_not_seen(self, namespace: str, deployments: Sequence[Deployment],
                            replicasets: Sequence[ReplicaSet], now: datetime,
                            taken: Sequence[Change]) -> list[Change]:
@@ -228,18 +298,25 @@ class ChangeDesk:
                     since=since, namespaces=[namespace]) if c.kind == "Deployment" and c.rollout}
         known.update((c.name, c.uid, c.revision) for c in taken)
         found = []
-        in_window = set()
+        current = set()
+        seen = self._seen[namespace]
         for dep in deployments:
-            own = [rs for rs in replicasets if owned_by(rs, dep)]
-            rollout = find_rollout(dep, own)
-            if rollout is None or (now - rollout.started_at).total_seconds() > \
-                    self.window_seconds or rollout.started_at > now:
-                continue
+            key = (dep.name, dep.uid, dep.revision)
+            current.add(key)
+            if key in known:
+                continue  # recorded, or looked at already: its revision did not move since
+            owned = seen.owned.get(dep.name, ())
+            current_rs = current_replicaset(dep, owned)
+            if current_rs is None:
+                continue  # its new ReplicaSet not listed yet: looked at again next tick
+            rollout = find_rollout(dep, owned)
+            if rollout is not None and rollout.started_at > now:
+                continue  # a skewed clock: looked at again next tick
+            known.add(key)
+            if rollout is None or \
+                    (now - rollout.started_at).total_seconds() > self.window_seconds:
+                continue  # a first revision, or a rollout over before the detector looked
             revision = rollout.replicaset.revision
-            in_window.add((dep.name, dep.uid, revision))
-            if (dep.name, dep.uid, revision) in known:
-                continue
-            known.add((dep.name, dep.uid, revision))
             found.append(Change(
                 namespace=namespace, kind="Deployment", name=dep.name, action=UPDATED,
                 at=rollout.started_at, observed_at=now,
@@ -251,8 +328,8 @@ class ChangeDesk:
                 # resourceVersion the Deployment has by now.
                 resource_version=f"revision-{revision}",
                 revision=revision, previous_revision=rollout.previous.revision))
-        # Bounded: what left its window is forgotten (it cannot come back into it).
-        known.intersection_update(in_window)
+        # Bounded by the Deployments there are: a revision that moved on is not looked at again.
+        known.intersection_update(current)
         return found
 
     def close(self) -> None:
@@ -270,35 +347,93 @@ class ChangeDesk:
     # What is known about dependencies ----------------------------------------------------
 
     def learn_lines(self, namespace: str, workload_lines: Mapping[str, Sequence[str]]) -> None:
-        """Error lines seen for workloads (triage examples, samples): the hosts they name are
-        dependencies. Bounded per workload."""
-        for workload, lines in workload_lines.items():
+        """Error lines seen for workloads (triage samples, an incident's sample): the hosts they
+        name are dependencies. Only lines that name a host are kept, at most
+        LEARNED_LINES_PER_WORKLOAD per workload; at most LEARN_LINES_PER_CALL lines are read
+        per call (the newest of each workload, workloads taken in turns across calls), which
+        bounds the cost of a tick in which hundreds of workloads log errors."""
+        workloads = sorted(w for w, lines in workload_lines.items() if lines)
+        if not workloads:
+            return
+        start = self._learn_turn.get(namespace, 0) % len(workloads)
+        self._learn_turn[namespace] = start + 1
+        budget, learnt = LEARN_LINES_PER_CALL, False
+        for workload in workloads[start:] + workloads[:start]:
+            if budget <= 0:
+                break
+            newest = list(workload_lines[workload])[-min(budget, LEARN_LINES_PER_WORKLOAD):]
+            budget -= len(newest)
+            naming = [line for line in newest if hosts_in_line(line)]
+            if not naming:
+                continue
             kept = self._lines.setdefault((namespace, workload), [])
-            kept.extend(lines)
+            kept.extend(naming)
             del kept[:-LEARNED_LINES_PER_WORKLOAD]
+            learnt = True
+        if learnt:
+            self._lines_version[namespace] = self._lines_version.get(namespace, 0) + 1
+            seen = self._seen.get(namespace)
+            if seen is not None:
+                seen.deps = None  # learnt again with these lines
 
     def _templates(self, namespace: str) -> dict[str, PodTemplate]:
+        """Each Deployment's current pod template (once per tick)."""
         seen = self._seen.get(namespace)
         if seen is None:
             return {}
-        templates = {}
-        for name, dep in seen.deployments.items():
-            current = current_replicaset(dep, [rs for rs in seen.replicasets
-                                               if owned_by(rs, dep)])
-            if current is not None:
-                templates[name] = current.template
-        return templates
+        if seen.templates is None:
+            seen.templates = {}
+            revisions = []
+            for name, dep in seen.deployments.items():
+                current = current_replicaset(dep, seen.owned.get(name, ()))
+                if current is not None:
+                    seen.templates[name] = current.template
+                    revisions.append((name, current.uid, current.revision))
+            seen.revisions = tuple(sorted(revisions))
+            seen.config_refs = frozenset(
+                ref for t in seen.templates.values() for ref in (*t.config_maps, *t.secrets))
+            seen.mentioned = frozenset(host.partition(".")[0] for t in seen.templates.values()
+                                       for host, _ in template_mentions(t))
+        return seen.templates
 
     def dependencies(self, namespace: str) -> Dependencies:
+        """Who calls whom in ``namespace`` (once per tick, again after new error lines)."""
         seen = self._seen.get(namespace)
+        if seen is not None and seen.deps is not None:
+            return seen.deps
         deployments = tuple(seen.deployments.values()) if seen else ()
         services = self.watcher.services(namespace) if self.watcher is not None else ()
-        lines = {workload: tuple(kept) for (ns, workload), kept in self._lines.items()
-                 if ns == namespace}
-        by_workload = {self.workload_of(d): d.name for d in deployments}
-        return learn_dependencies(
-            deployments, templates=self._templates(namespace), services=services,
-            error_lines={by_workload.get(w, w): ls for w, ls in lines.items()})
+        templates = self._templates(namespace)
+        # Learnt again only when a template, a Service or the error lines changed: the same
+        # inputs give the same answer, and a mass rollout's namespace is large.
+        key = (seen.revisions if seen else (), tuple(sorted(d.pod_labels for d in deployments)),
+               tuple(services), self._lines_version.get(namespace, 0))
+        cached = self._deps_cache.get(namespace)
+        if cached is not None and cached[0] == key:
+            deps = cached[1]
+        else:
+            lines = {workload: tuple(kept) for (ns, workload), kept in self._lines.items()
+                     if ns == namespace}
+            by_workload = {self.workload_of(d): d.name for d in deployments}
+            deps = learn_dependencies(
+                deployments, templates=templates, services=services,
+                error_lines={by_workload.get(w, w): ls for w, ls in lines.items()})
+            self._deps_cache[namespace] = (key, deps)
+        if seen is not None:
+            seen.deps = deps
+            seen.called = frozenset(d.key for found in deps.edges.values() for d in found)
+        return deps
+
+    def _may_affect(self, change: Change, seen: _Seen) -> bool:
+        """False when nothing in the namespace can be affected by ``change``: a ConfigMap or
+        Secret no template references, a workload nobody names or calls. Exactly the cases
+        ``judge.causes.affected_workloads`` would answer with none, at a set lookup's cost."""
+        if change.kind in ("ConfigMap", "Secret"):
+            return change.name in (seen.config_refs or ())
+        if change.kind in ("Deployment", "StatefulSet", "DaemonSet"):
+            return change.name in seen.mentioned or \
+                (change.namespace, change.name) in seen.called
+        return True
 
     def _services(self, namespace: str) -> tuple[Service, ...]:
         return self.watcher.services(namespace) if self.watcher is not None else ()
@@ -312,14 +447,13 @@ class ChangeDesk:
         seen = self._seen.get(namespace)
         if seen is None:
             return []
-        window_start = now - timedelta(seconds=self.window_seconds)
-        recent = self.changes.recent(since=window_start, namespaces=[namespace])
+        recent = self._in_window(namespace, now)
         deps = self.dependencies(namespace)
         templates = self._templates(namespace)
         services = self._services(namespace)
         affected = {c.key: ranking.affected_workloads(
             c, tuple(seen.deployments.values()), templates, deps, services=services)
-            for c in recent}
+            for c in recent if self._may_affect(c, seen)}
         judged = {name: d for name, d in seen.deployments.items() if name in seen.selected}
         found = suspects(recent, affected, deployments=judged, now=now,
                          window_seconds=self.window_seconds, busy=busy)
@@ -466,8 +600,7 @@ class ChangeDesk:
         deployment = seen.deployments.get(change.name)
         if deployment is None or (change.uid and deployment.uid and change.uid != deployment.uid):
             return None
-        rollout = find_rollout(deployment, [rs for rs in seen.replicasets
-                                            if owned_by(rs, deployment)])
+        rollout = find_rollout(deployment, seen.owned.get(deployment.name, ()))
         if rollout is None or rollout.replicaset.revision != change.revision:
             return None
         return rollout
