@@ -170,16 +170,24 @@ class _Seen:
     mentioned: frozenset[str] = frozenset()
     called: frozenset[tuple[str, str]] = frozenset()
 
+    # The lists this was made from (the watches hand out the same tuple while nothing changed).
+    sources: tuple[Any, Any] = (None, None)
+
     @classmethod
     def of(cls, deployments: Sequence[Deployment], replicasets: Sequence[ReplicaSet],
-           selected: Sequence[str]) -> _Seen:
+           selected: Sequence[str], previous: _Seen | None = None) -> _Seen:
+        if previous is not None and previous.sources[0] is deployments \
+                and previous.sources[1] is replicasets:
+            # Nothing changed since the last tick: what was worked out from it still holds.
+            return replace(previous, selected=frozenset(selected), deps=None)
         by_name = {d.name: d for d in deployments}
         owned: dict[str, list[ReplicaSet]] = {}
         for rs in replicasets:
             dep = by_name.get(rs.deployment or "")
             if dep is not None and owned_by(rs, dep):
                 owned.setdefault(dep.name, []).append(rs)
-        return cls(by_name, tuple(replicasets), frozenset(selected), owned)
+        return cls(by_name, tuple(replicasets), frozenset(selected), owned,
+                   sources=(deployments, replicasets))
 
 
 class ChangeDesk:
@@ -218,6 +226,8 @@ class ChangeDesk:
         # and a counter of the error lines learnt.
         self._deps_cache: dict[str, tuple[Any, Dependencies]] = {}
         self._lines_version: dict[str, int] = {}
+        # Per namespace: what the templates reference and name, with the revisions they are of.
+        self._refs_cache: dict[str, tuple[Any, frozenset[str], frozenset[str]]] = {}
         self._learn_turn: dict[str, int] = {}
         # Per namespace: its recorded changes still in their window (see _in_window).
         self._window: dict[str, list[Change]] = {}
@@ -235,7 +245,8 @@ class ChangeDesk:
 
         ``deployments``: all of the namespace's (dependencies may be on any of them);
         ``selected``: the names of those the detector judges (TARGET_DEPLOYMENT)."""
-        self._seen[namespace] = _Seen.of(deployments, replicasets, selected)
+        self._seen[namespace] = _Seen.of(deployments, replicasets, selected,
+                                         previous=self._seen.get(namespace))
         found: list[Change] = list(self._deployment_changes(namespace, replicasets, now))
         found += self._rollouts_not_seen(namespace, deployments, replicasets, now,
                                          taken=[c for c in found if c.rollout])
@@ -390,10 +401,16 @@ class ChangeDesk:
                     seen.templates[name] = current.template
                     revisions.append((name, current.uid, current.revision))
             seen.revisions = tuple(sorted(revisions))
-            seen.config_refs = frozenset(
-                ref for t in seen.templates.values() for ref in (*t.config_maps, *t.secrets))
-            seen.mentioned = frozenset(host.partition(".")[0] for t in seen.templates.values()
-                                       for host, _ in template_mentions(t))
+            cached = self._refs_cache.get(namespace)
+            if cached is not None and cached[0] == seen.revisions:
+                seen.config_refs, seen.mentioned = cached[1], cached[2]
+            else:  # a template changed: read them all again (once, not every tick)
+                seen.config_refs = frozenset(
+                    ref for t in seen.templates.values() for ref in (*t.config_maps, *t.secrets))
+                seen.mentioned = frozenset(host.partition(".")[0]
+                                           for t in seen.templates.values()
+                                           for host, _ in template_mentions(t))
+                self._refs_cache[namespace] = (seen.revisions, seen.config_refs, seen.mentioned)
         return seen.templates
 
     def dependencies(self, namespace: str) -> Dependencies:
@@ -448,6 +465,10 @@ class ChangeDesk:
         if seen is None:
             return []
         recent = self._in_window(namespace, now)
+        if not recent:
+            self.last_judgements = [j for j in self.last_judgements
+                                    if j.suspect.namespace != namespace]
+            return []
         deps = self.dependencies(namespace)
         templates = self._templates(namespace)
         services = self._services(namespace)
