@@ -130,13 +130,14 @@ def test_change_incident_record_common_fields_and_evidence():
 
 def test_change_incident_record_remediation_never_carries_the_tokens():
     view = RemediationView("rollback", 6, "ask", "approval required", "mode", False,
-                           approve_token="secret-a", reject_token="secret-r",
+                           journal_id=7, approve_token="secret-a", reject_token="secret-r",
                            target="shop/payments")
     record = change_render.change_incident_record(incident(remediation=view))
+    # The journal entry is named (the dashboard finds the decision by it), never its tokens.
     assert record["remediation"] == {"action": "rollback", "to_revision": 6,
                                      "target": "shop/payments", "decision": "ask",
                                      "reason": "approval required", "guardrail": "mode",
-                                     "dry_run": False}
+                                     "dry_run": False, "journal_id": 7}
     assert "secret-a" not in json.dumps(record)
 
 
