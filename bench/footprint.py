@@ -35,6 +35,7 @@ from threading import Lock
 import httpx
 
 from incident_detector.sim.server import LocalServer, Request, Response
+from incident_detector.sources.changes_watch import CHANGE_CALLS
 from incident_detector.sources.kube import LIST_PAGE_SIZE
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "kubernetes"
@@ -201,6 +202,20 @@ def kube_handler(cluster: SyntheticCluster, counter: Counter, *, page_size: int 
             body = list_page("PodList", items, request, {})
             counter.add("list pods", len(body))
             return Response(200, body)
+        for kind, call in CHANGE_CALLS.items():
+            # The change timeline's other kinds: none in this namespace (what it costs to watch
+            # them is bench.changes'), but each is listed once and then watched every tick.
+            if path == call.path(NAMESPACE):
+                if watching:
+                    out = json.dumps({"type": "BOOKMARK", "object": {
+                        "kind": kind, "apiVersion": call.version if not call.group
+                        else f"{call.group}/{call.version}",
+                        "metadata": {"resourceVersion": "1000"}}}).encode() + b"\n"
+                    counter.add(f"watch {call.resource}", len(out))
+                    return Response(200, out)
+                body = list_page(call.list_kind, [], request, {})
+                counter.add(f"list {call.resource}", len(body))
+                return Response(200, body)
         if path.endswith("/events"):
             if request.method == "POST":
                 counter.add("create event", 0)
