@@ -88,65 +88,6 @@ class ChangeSource(Protocol):
     async def refresh(self, namespace: str, *, now: datetime) -> tuple[Change, ...]: ...
     def services(self, namespace: str) -> tuple[Service, ...]: ...
     def status(self) -> dict[str, Any]: ...
-    def _in_window(self, namespace: str, now: datetime) -> list[Change]:
-        """The namespace's changes made within the window before ``now``, oldest first: kept in
-        memory as they are recorded (read from the state file once, after a start)."""
-        since = now - timedelta(seconds=self.window_seconds)
-        kept = self._window.get(namespace)
-        if kept is None:
-            kept = self._window[namespace] = self.changes.recent(since=since,
-                                                                namespaces=[namespace])
-        kept[:] = [c for c in kept if c.at >= since]
-        return list(kept)
-
-    def _rollouts_not_seen(self, namespace: str, deployments: Sequence[Deployment],
-                           replicasets: Sequence[ReplicaSet], now: datetime,
-                           taken: Sequence[Change]) -> list[Change]:
-        """The rollouts in their window that the timeline has no record of: they happened
-        before the detector started (or while it was down), so no watch saw them. Read from
-        the ReplicaSets as the correlator reads them; once per rollout, across restarts."""
-        known = self._known_rollouts.get(namespace)
-        if known is None:
-            since = now - timedelta(seconds=self.window_seconds)
-            known = self._known_rollouts[namespace] = {
-                (c.name, c.uid, c.revision) for c in self.changes.recent(
-                    since=since, namespaces=[namespace]) if c.kind == "Deployment" and c.rollout}
-        known.update((c.name, c.uid, c.revision) for c in taken)
-        found = []
-        current = set()
-        seen = self._seen[namespace]
-        for dep in deployments:
-            key = (dep.name, dep.uid, dep.revision)
-            current.add(key)
-            if key in known:
-                continue  # recorded, or looked at already: its revision did not move since
-            owned = seen.owned.get(dep.name, ())
-            current_rs = current_replicaset(dep, owned)
-            if current_rs is None:
-                continue  # its new ReplicaSet not listed yet: looked at again next tick
-            rollout = find_rollout(dep, owned)
-            if rollout is not None and rollout.started_at > now:
-                continue  # a skewed clock: looked at again next tick
-            known.add(key)
-            if rollout is None or \
-                    (now - rollout.started_at).total_seconds() > self.window_seconds:
-                continue  # a first revision, or a rollout over before the detector looked
-            revision = rollout.replicaset.revision
-            found.append(Change(
-                namespace=namespace, kind="Deployment", name=dep.name, action=UPDATED,
-                at=rollout.started_at, observed_at=now,
-                fields=bounded(template_field_changes(template_changes(
-                    rollout.previous.template, rollout.replicaset.template, limit=MAX_FIELDS)))
-                or (FieldChange("spec.template"),),
-                manager=dep.spec_manager, operation=dep.spec_operation, uid=dep.uid,
-                # The rollout's own identity: this record stands for the revision, whichever
-                # resourceVersion the Deployment has by now.
-                resource_version=f"revision-{revision}",
-                revision=revision, previous_revision=rollout.previous.revision))
-        # Bounded by the Deployments there are: a revision that moved on is not looked at again.
-        known.intersection_update(current)
-        return found
-
     def close(self) -> None: ...
 
 
@@ -226,9 +167,10 @@ class ChangeDesk:
         # and a counter of the error lines learnt.
         self._deps_cache: dict[str, tuple[Any, Dependencies]] = {}
         self._lines_version: dict[str, int] = {}
+        # Per namespace: whose lines learn_lines reads first next time (workloads in turns).
+        self._learn_turn: dict[str, int] = {}
         # Per namespace: what the templates reference and name, with the revisions they are of.
         self._refs_cache: dict[str, tuple[Any, frozenset[str], frozenset[str]]] = {}
-        self._learn_turn: dict[str, int] = {}
         # Per namespace: its recorded changes still in their window (see _in_window).
         self._window: dict[str, list[Change]] = {}
         # Per namespace: the rollouts the timeline holds a record of, (name, uid, revision).

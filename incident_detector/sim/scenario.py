@@ -307,6 +307,12 @@ def _manager_name(value: str) -> str:
     return value
 
 
+def _deployment_name(value: str) -> str:
+    if not _DEPLOYMENT_NAME.match(value):
+        raise ValueError(f"{value!r} is not a valid Deployment name (DNS label, <= 47 chars)")
+    return value
+
+
 def _label_keys(value: dict[str, str]) -> dict[str, str]:
     for key in value:
         if not _LABEL_KEY.match(key):
@@ -327,9 +333,7 @@ class WorkloadSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _DEPLOYMENT_NAME.match(value):
-            raise ValueError(f"{value!r} is not a valid Deployment name (DNS label, <= 47 chars)")
-        return value
+        return _deployment_name(value)
 
     @field_validator("pod_labels", "deployment_labels", "deployment_annotations")
     @classmethod
@@ -647,17 +651,12 @@ class Scenario(_Strict):
     @field_validator("deployment")
     @classmethod
     def _deployment(cls, value: str) -> str:
-        if not _DEPLOYMENT_NAME.match(value):
-            raise ValueError(f"{value!r} is not a valid Deployment name (DNS label, <= 47 chars)")
-        return value
+        return _deployment_name(value)
 
     @field_validator("pod_labels", "deployment_labels", "deployment_annotations")
     @classmethod
     def _keys(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not _LABEL_KEY.match(key):
-                raise ValueError(f"{key!r} is not a valid label or annotation key")
-        return value
+        return _label_keys(value)
 
     @field_validator("settings")
     @classmethod
