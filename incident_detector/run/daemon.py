@@ -199,6 +199,9 @@ class Detector:
         # Deployments are read, so that its watches overlap the Loki queries), and the
         # Deployments with a rollout in its window (left to the correlator).
         self._change_reads: dict[str, asyncio.Future[Any]] = {}
+        # When each incident's errors began (its first error line after the rollout began),
+        # from its sample; taken by its ranking of causes in the same tick.
+        self._errors_began: dict[tuple[str, str, int, str], datetime] = {}
         self._busy: dict[str, set[str]] = {}
         self._resumed = False
         # What the dashboard reads: the live feed of events, and each rollout's error rate.
@@ -311,6 +314,7 @@ class Detector:
                 incident, self.workload_of(view.deployment), report))
             if self.change_desk is not None:
                 incident = self._with_causes(incident, view, risen.get(incident.namespace, {}))
+            self._errors_began.pop(incident.key, None)
             verdict = classify(self.rule_set, rollout_subject(incident))
             incident = replace(incident, priority=verdict.priority, rule=verdict.rule,
                                rule_action=verdict.action)
@@ -458,7 +462,8 @@ class Detector:
         assert self.change_desk is not None
         causes = self.change_desk.causes_for(
             namespace=incident.namespace, deployment=view.deployment,
-            began=incident.rollout_started_at, now=incident.detected_at,
+            began=self._errors_began.pop(incident.key, incident.rollout_started_at),
+            now=incident.detected_at,
             error_lines=tuple(s.example for s in incident.evidence.signatures),
             own_rollout=rollout_change(incident), risen=risen, pods=view.pods or ())
         return replace(incident, evidence=replace(incident.evidence, causes=causes))
@@ -702,8 +707,13 @@ class Detector:
         )
         if after is None:
             return incident
-        lines = [line.line for line in after
-                 if line.pod is None or owns_pod(incident.replicaset, line.pod)]
+        own = [line for line in after
+               if line.pod is None or owns_pod(incident.replicaset, line.pod)]
+        lines = [line.line for line in own]
+        # When its errors began: what the causes' timing is measured against.
+        self._errors_began[incident.key] = min(
+            (line.at for line in own if line.at >= incident.rollout_started_at),
+            default=incident.rollout_started_at)
         signatures = top_signatures(lines, before=[line.line for line in before or ()])
         return replace(incident, evidence=replace(incident.evidence, signatures=signatures))
 
