@@ -10,8 +10,11 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # The build context is trimmed by .dockerignore to the package and its metadata.
 COPY . .
+# Optional extras, e.g. `docker build --build-arg EXTRAS=grpc .` for the gRPC change feed
+# (CHANGE_GRPC_PORT); none by default.
+ARG EXTRAS=""
 # pip compiles the bytecode at install time, so the read-only runtime never needs to write it.
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}" \
  && python -c "import incident_detector"
 
 FROM python:3.11-slim
