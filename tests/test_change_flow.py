@@ -5,6 +5,7 @@ change`` incident with its causes ranked, and the fix proposed is the cause's.""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,74 @@ def test_a_dependencys_rollout_from_before_the_start_is_still_a_cause(tmp_path):
     [change] = changes
     assert change["deployment"] == "checkout"
     assert change["evidence"]["causes"][0]["change"]["name"] == "payments"
+
+
+def test_a_cause_whose_deployment_moved_on_is_never_rolled_back(tmp_path):
+    """The rollback proposed for a cause is that rollout's, and only while it is still the
+    Deployment's current revision: a Deployment that moved on (fixed, rolled back already)
+    gets no proposal, and the one made carries the precondition seen."""
+    from datetime import datetime, timedelta, timezone
+
+    from incident_detector.act.approvals import ApprovalTokens
+    from incident_detector.act.executor import KubeExecutor
+    from incident_detector.act.guardrails import Policy
+    from incident_detector.act.remediation import Remediator
+    from incident_detector.judge.correlator import Rules
+    from incident_detector.model import (
+        Cause, Change, Container, Deployment, PodTemplate, ReplicaSet)
+    from incident_detector.run.change_log import ChangeLog
+    from incident_detector.run.changes import ChangeDesk
+    from incident_detector.run.journal import Journal
+    from incident_detector.run.live import LiveFeed
+    from incident_detector.run.outbox import StdoutSink
+    from incident_detector.run.store import Store
+    from incident_detector.sources import kube
+
+    now = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
+
+    def rs(revision: int, image: str) -> ReplicaSet:
+        return ReplicaSet(namespace="shop", name=f"payments-{revision}", deployment="payments",
+                          revision=revision, created_at=now - timedelta(minutes=10 - revision),
+                          uid=f"rs-{revision}", deployment_uid="uid-p",
+                          template=PodTemplate(containers=(Container("api", image),)))
+
+    replicasets = (rs(1, "payments:1"), rs(2, "payments:2"), rs(3, "payments:1"))
+    store = Store(tmp_path / "state.sqlite3")
+    journal = Journal(store.connection)
+    remediator = Remediator(
+        policy=Policy(mode="approve", allowed_namespaces=frozenset({"shop"})), journal=journal,
+        executor=KubeExecutor(api=kube.api_client_for("http://127.0.0.1:9"), timeout=1),
+        tokens=ApprovalTokens(clock=lambda: now), stdout=StdoutSink(io.StringIO()), slack=None,
+        clock=lambda: now, verify_timeout_seconds=60)
+    desk = ChangeDesk(
+        changes=ChangeLog(store.connection, retention=timedelta(days=1), max_rows=100),
+        live=LiveFeed(), watcher=None, kube=None, loki=None, rules=Rules(),
+        window_seconds=600, rule_set=lambda: None, sample_lines=10,
+        workload_of=lambda d: d.name, record_notice=lambda **_: True,
+        is_notified=lambda _: False, remediator=remediator)
+    cause = Cause(change=Change(namespace="shop", kind="Deployment", name="payments",
+                                action="updated", at=now - timedelta(minutes=8),
+                                observed_at=now, uid="uid-p", revision=2,
+                                previous_revision=1), score=0.9, action="rollback")
+
+    async def plan(revision: int) -> Any:
+        deployment = Deployment(namespace="shop", name="payments", revision=revision,
+                                uid="uid-p", resource_version=f"rv-{revision}")
+        await desk.observe("shop", deployments=[deployment], selected=["payments"],
+                           replicasets=replicasets[:revision], now=now, call=None)
+        view = desk.plan_for_cause("shop", cause, detected_at=now, confidence=0.9,
+                                   remediator=remediator)
+        await remediator.close()
+        return view
+
+    # Still at revision 2: payments' rollback to revision 1 waits for an approval, written
+    # down against the resourceVersion seen.
+    view = asyncio.run(plan(2))
+    assert (view.target, view.outcome, view.to_revision) == ("shop/payments", "ask", 1)
+    entry = journal.find(("shop", "payments", 2, "uid-p"), "rollback")
+    assert entry is not None and entry.precondition == "rv-2"
+    assert entry.params["to_revision"] == 1
+    # Moved on to revision 3 (rolled back by someone): nothing more is proposed.
+    assert asyncio.run(plan(3)) is None
+    assert journal.find(("shop", "payments", 3, "uid-p"), "rollback") is None
+    store.close()
