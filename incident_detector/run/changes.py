@@ -6,7 +6,9 @@ Each tick, per namespace:
 1. ``observe``: the changes since the last tick. The kinds of ``CHANGE_KINDS`` other than
    Deployments come from ``sources.changes_watch`` (one watch request per kind); Deployments ride
    on the detector's own Deployment watch (no request of their own), diffed against the
-   ReplicaSets for what their rollout changed. New changes are written to the state file
+   ReplicaSets for what their rollout changed; a rollout in its window that no watch saw (it
+   came before the detector's start) is read from the ReplicaSets, once. The watches run on
+   threads of their own, next to the detection's reads. New changes are written to the state file
    (``ChangeLog``) before they are published on the live feed (dashboard, ``/api/changes/stream``,
    gRPC) or posted as CloudEvents.
 2. ``judge``: the workloads a recent change may break (``judge.causes.affected_workloads``) are
@@ -16,7 +18,10 @@ Each tick, per namespace:
 3. ``causes_for``: a rollout incident's causes, ranked among the same changes.
 
 Costs are bounded: one count query per namespace per tick while some workload is a suspect, one
-baseline query per change (kept until its window ends), one sample per incident.
+baseline query per change (kept until its window ends), one sample per incident. What a tick
+works out (the ReplicaSets by Deployment, the current templates and what they reference, who
+calls whom) is kept while its inputs do not change: a mass rollout puts hundreds of Deployments
+and changes in one tick.
 """
 
 from __future__ import annotations
@@ -361,7 +366,7 @@ class ChangeDesk:
         if seen is not None and seen.deps is not None:
             return seen.deps
         deployments = tuple(seen.deployments.values()) if seen else ()
-        services = self.watcher.services(namespace) if self.watcher is not None else ()
+        services = self._services(namespace)
         templates = self._templates(namespace)
         # Learnt again only when a template, a Service or the error lines changed: the same
         # inputs give the same answer, and a mass rollout's namespace is large.
