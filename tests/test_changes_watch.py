@@ -167,8 +167,6 @@ def test_an_added_object_is_created_and_a_deleted_one_deleted(apiserver, paths):
     deleted = changes["Secret"]
     assert (deleted.action, deleted.name, deleted.fields) == (DELETED, "payments-db", ())
     assert deleted.manager is None and deleted.at == NOW
-    assert watcher.config_names(NAMESPACE) == (
-        {"orders-config", "orders-flags", "ingress-controller-leader"}, set())
 
 
 def test_a_status_or_bookkeeping_update_is_no_change(apiserver, paths):

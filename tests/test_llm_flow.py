@@ -57,6 +57,8 @@ def run(tmp_path: Path, scenario: str, llm: FakeLlm, *, ticks: int = 10, timeout
                 if detector.analyst.running:
                     await asyncio.wait(set(detector.analyst.running), timeout=10)
                 seen["status"] = (await web.get("/status")).json()
+                seen["api"] = [(await web.get(f"/api/incidents/{i['id']}")).json()
+                               for i in (await web.get("/api/incidents")).json()["incidents"]]
                 seen["audit"] = (await web.get("/api/audit")).json()["audit"]
 
     asyncio.run(main())
@@ -83,6 +85,10 @@ def test_the_incident_goes_out_first_and_the_analysis_follows(tmp_path):
     assert len(rows) == 1 and "gpt-4o-mini" in rows[0]["reason"]
     assert API_KEY not in seen["out"] and API_KEY not in json.dumps(seen["status"])
     assert seen["status"]["llm"]["enabled"] is True
+    # The incident's API shows its analysis.
+    [incident] = seen["api"]
+    assert incident["analysis"]["outcome"] == "ok"
+    assert incident["analysis"]["suggested_action"] == "rollback"
 
 
 def test_an_analysis_that_disagrees_turns_an_automatic_rollback_into_a_request(tmp_path):

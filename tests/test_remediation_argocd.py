@@ -3,14 +3,14 @@
 As in test_remediation_actions: the real daemon tick, the real Kubernetes client against the
 loopback apiserver (the simulated world of ``argocd-managed.yaml``, whose Deployment carries
 Argo CD's tracking-id annotation), signed Slack clicks through the real Starlette endpoint, the
-journal and audit in a real store. Argo CD's API is a respx router answering with the shapes of
-``tests/fixtures/argocd``; when it accepts a rollback, the test does what Argo CD's sync would
+journal and audit in a real store. Argo CD's API is a loopback server (a respx router behind
+it) answering with the shapes of ``tests/fixtures/argocd``; when it accepts a rollback, the test does what Argo CD's sync would
 do to the cluster (the previous revision's template is applied again, so the world gains a
 revision that reuses revision 1's ReplicaSet), and from then on answers with the application
 rolled back, Healthy or still Degraded.
 
-The Remediator is built here as ``build_detector`` builds it, plus the Argo CD client (the
-constructor argument the wiring passes when ARGOCD_URL and ARGOCD_TOKEN are set).
+The detector is the one ``build_detector`` makes from ARGOCD_URL (the loopback server) and
+ARGOCD_TOKEN: the wiring is under test too.
 """
 
 from __future__ import annotations
@@ -24,14 +24,13 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlencode
 from typing import Any
 
 import httpx
 import pytest
 import respx
 
-from incident_detector.act.argocd import ArgoCdClient
-from incident_detector.act.guardrails import policy_from_settings
 from incident_detector.act.remediation import Remediator
 from incident_detector.main import build_detector, slack_routes
 from incident_detector.run.journal import DONE, DRY_RUN, FAILED, STALE, UNVERIFIED, VERIFIED
@@ -39,7 +38,7 @@ from incident_detector.run.store import Store
 from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
 from incident_detector.sim.replay import SCENARIO_EPOCH, ManualClock, scenario_settings
 from incident_detector.sim.scenario import load_scenario
-from incident_detector.sim.server import LocalServer
+from incident_detector.sim.server import LocalServer, Request, Response
 from incident_detector.sim.world import World
 from incident_detector.sources import kube
 from incident_detector.web.app import make_app
@@ -74,6 +73,18 @@ class FakeArgoCd:
     rollbacks: list[httpx.Request] = field(default_factory=list)
     gets: int = 0
     rolled_back_at: datetime | None = None
+    # Seconds the loopback server holds its answers (a process that dies waiting for one).
+    answer_delay: float = 0.0
+
+    def serve(self, request: Request) -> Response:
+        """The same endpoints over loopback HTTP, for the detector as ``main`` builds it."""
+        query = urlencode(request.query, doseq=True)
+        answer = self.router().handler(httpx.Request(
+            request.method, ARGOCD + request.path + (f"?{query}" if query else ""),
+            headers=request.headers, content=request.body))
+        return Response(answer.status_code, answer.content,
+                        answer.headers.get("content-type", "application/json"),
+                        delay=self.answer_delay)
 
     def router(self) -> respx.Router:
         router = respx.Router(base_url=ARGOCD, assert_all_called=False)
@@ -203,27 +214,17 @@ def run(tmp_path: Path, script: Callable[[Flow], Awaitable[None]], *, mode: str 
             k = stack.enter_context(LocalServer(api))
             lk = stack.enter_context(LocalServer(loki))
             sl = stack.enter_context(LocalServer(sink))
+            # Argo CD's API on loopback: the client is the one main builds from ARGOCD_URL.
+            ag = stack.enter_context(LocalServer(argo.serve))
             settings = scenario_settings(
                 scenario, loki_url=lk.url, slack_url=sl.url + "/services/T/B/X",
                 remediation_mode=mode, slack_signing_secret=SECRET, slack_approvers=APPROVER,
-                verify_timeout_seconds=60, argocd_url=ARGOCD, argocd_token=TOKEN, **extra)
+                verify_timeout_seconds=60, argocd_url=ag.url, argocd_token=TOKEN, **extra)
             detector = await stack.enter_async_context(build_detector(
                 settings=settings, kube_api=kube.api_client_for(k.url), stdout=out, clock=clock,
                 store=Store(tmp_path / "state.sqlite3")))
-            built = detector.remediator
-            http = httpx.AsyncClient(transport=httpx.MockTransport(argo.router().async_handler))
-            remediator = Remediator(
-                policy=policy_from_settings(settings), journal=built.journal,
-                executor=built.executor, tokens=built.tokens, stdout=built.stdout,
-                slack=built.slack, clock=clock,
-                verify_timeout_seconds=settings.verify_timeout_seconds, events=built.events,
-                argocd=ArgoCdClient(base_url=str(settings.argocd_url),
-                                    token=settings.argocd_token,
-                                    timeout=settings.argocd_timeout_seconds,
-                                    verify_tls=not settings.argocd_insecure, http=http))
-            stack.push_async_callback(remediator.close)
-            stack.push_async_callback(http.aclose)
-            detector.remediator = remediator
+            remediator = detector.remediator
+            assert remediator.argocd is not None and remediator.policy.argocd
             app = make_app(detector, extra_routes=slack_routes(detector, settings))
             web = await stack.enter_async_context(httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://d"))
@@ -425,19 +426,22 @@ def test_a_lost_answer_is_not_sent_again_once_the_rollback_shows_on_the_applicat
 def test_a_restart_after_the_rollback_landed_resumes_it_without_sending_it_again(tmp_path):
     async def script(flow: Flow) -> None:
         message = await flow.until_message()
-        real = flow.argo.rollback
-
-        def dies(request: httpx.Request) -> httpx.Response:
-            real(request)  # Argo CD took it...
-            raise RuntimeError("the detector's process died here")  # ...and nothing more ran
-
-        flow.argo.rollback = dies  # type: ignore[method-assign]
-        await flow.approve(message)
+        # Argo CD takes the rollback, and the detector's process dies waiting for the answer.
+        flow.argo.answer_delay = 3.0
+        body = click_body(button(message, "approve"), user=APPROVER,
+                          action_id="approve_rollback", response_url=flow.slack_url + "/response")
+        await flow.web.post("/integrations/slack/actions", content=body,
+                            headers=signed_headers(body, at=flow.clock.now, secret=SECRET))
+        while not flow.argo.rollbacks:
+            await asyncio.sleep(0.01)
+        for task in list(flow.remediator.running):
+            task.cancel()
+        await asyncio.gather(*flow.remediator.running, return_exceptions=True)
+        flow.argo.answer_delay = 0.0
         [entry] = flow.journal()
         assert entry.state == "executing" and len(flow.argo.rollbacks) == 1
 
         # A new process on the same store: what was executing is carried on.
-        flow.argo.rollback = real  # type: ignore[method-assign]
         old = flow.remediator
         restarted = Remediator(
             policy=old.policy, journal=old.journal, executor=old.executor, tokens=old.tokens,

@@ -24,9 +24,10 @@ Size: at most ``MAX_FIELDS`` fields per change (the last one says how many more)
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from ..model import (
     CREATED,
@@ -40,6 +41,9 @@ from ..model import (
     TemplateChange,
 )
 from .changes import MORE_KIND, template_changes
+
+if TYPE_CHECKING:  # the correlator's type only: no import at run time
+    from .correlator import Rollout
 
 # At most this many FieldChanges per Change; past it, the last one says how many more there were.
 MAX_FIELDS = 20
@@ -336,10 +340,17 @@ def _bool(value: bool) -> str:
     return "true" if value else "false"
 
 
-def changed_paths(old: ObjectState | None, new: ObjectState | None) -> Iterator[str]:
-    """The paths whose digests differ (for tests and the bench)."""
-    before = old.fields if old is not None else {}
-    after = new.fields if new is not None else {}
-    for path in _paths(before, after):
-        if _digest(before.get(path)) != _digest(after.get(path)):
-            yield path
+def rollout_change(rollout: Rollout, *, observed_at: datetime) -> Change:
+    """A rollout as the timeline records it when no watch saw it happen (it came before the
+    detector's start): read from its ReplicaSets, as the correlator reads it. Its
+    resourceVersion is ``revision-<n>``: the record stands for the revision, whichever
+    resourceVersion the Deployment has by now."""
+    dep, rs, previous = rollout.deployment, rollout.replicaset, rollout.previous
+    return Change(
+        namespace=dep.namespace, kind="Deployment", name=dep.name, action=UPDATED,
+        at=rollout.started_at, observed_at=observed_at,
+        fields=bounded(template_field_changes(template_changes(
+            previous.template, rs.template, limit=MAX_FIELDS))) or (FieldChange(TEMPLATE_PATH),),
+        manager=dep.spec_manager, operation=dep.spec_operation, uid=dep.uid,
+        resource_version=f"revision-{rs.revision}", revision=rs.revision,
+        previous_revision=previous.revision)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from ..model import Baseline, Change, Deployment, change_incident_key
 from .correlator import Rules, Verdict, is_clear_rise
@@ -125,6 +125,3 @@ def judge(suspect: Suspect, *, count: float | None, baseline: Baseline | None, r
         f"{count:g} errors in {rules.error_window_seconds} s after {suspect.change.kind} "
         f"{suspect.change.name} changed, against {baseline.per_minute:.1f}/min before",))
 
-
-def window_end(change: Change, *, window_seconds: float) -> datetime:
-    return change.at + timedelta(seconds=window_seconds)

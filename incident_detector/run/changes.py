@@ -34,7 +34,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from ..judge import causes as ranking
-from ..judge.change_diff import MAX_FIELDS, bounded, template_field_changes
+from ..judge.change_diff import deployment_change, rollout_change
 from ..judge.change_windows import Judgement, Suspect, baseline_span, judge, suspects
 from ..judge.correlator import (
     Rollout,
@@ -51,17 +51,14 @@ from ..judge.dependencies import (
     template_mentions,
 )
 from ..judge.rules import RuleSet, Subject, classify
-from ..judge.changes import template_changes
 from ..judge.signatures import top_signatures
 from ..model import (
-    UPDATED,
     Baseline,
     Cause,
     Change,
     ChangeIncident,
     Deployment,
     ErrorCounts,
-    FieldChange,
     LogLine,
     Pod,
     PodTemplate,
@@ -219,8 +216,6 @@ class ChangeDesk:
 
     def _deployment_changes(self, namespace: str, replicasets: Sequence[ReplicaSet],
                             now: datetime) -> Iterable[Change]:
-        from ..judge.change_diff import deployment_change
-
         drain = getattr(self.kube, "drain_deployment_changes", None)
         if drain is None:
             return ()
@@ -274,18 +269,7 @@ class ChangeDesk:
             if rollout is None or \
                     (now - rollout.started_at).total_seconds() > self.window_seconds:
                 continue  # a first revision, or a rollout over before the detector looked
-            revision = rollout.replicaset.revision
-            found.append(Change(
-                namespace=namespace, kind="Deployment", name=dep.name, action=UPDATED,
-                at=rollout.started_at, observed_at=now,
-                fields=bounded(template_field_changes(template_changes(
-                    rollout.previous.template, rollout.replicaset.template, limit=MAX_FIELDS)))
-                or (FieldChange("spec.template"),),
-                manager=dep.spec_manager, operation=dep.spec_operation, uid=dep.uid,
-                # The rollout's own identity: this record stands for the revision, whichever
-                # resourceVersion the Deployment has by now.
-                resource_version=f"revision-{revision}",
-                revision=revision, previous_revision=rollout.previous.revision))
+            found.append(rollout_change(rollout, observed_at=now))
         # Bounded by the Deployments there are: a revision that moved on is not looked at again.
         known.intersection_update(current)
         return found

@@ -32,17 +32,15 @@ from ..judge.correlator import (
     rollout_key,
     rollouts_to_judge,
 )
+from ..judge.change_diff import rollout_change
 from ..judge.confidence import scored
 from ..judge.correlator import Verdict, rollout_alerts
 from ..judge.rules import DEFAULT_RULES, RuleSet, RuleVerdict, Subject, classify
 from ..judge.signatures import top_signatures
 from ..model import (
-    UPDATED,
     Baseline,
     Cause,
-    Change,
     Deployment,
-    FieldChange,
     ErrorCounts,
     ErrorSample,
     Incident,
@@ -199,9 +197,6 @@ class Detector:
         # Deployments are read, so that its watches overlap the Loki queries), and the
         # Deployments with a rollout in its window (left to the correlator).
         self._change_reads: dict[str, asyncio.Future[Any]] = {}
-        # When each incident's errors began (its first error line after the rollout began),
-        # from its sample; taken by its ranking of causes in the same tick.
-        self._errors_began: dict[tuple[str, str, int, str], datetime] = {}
         self._busy: dict[str, set[str]] = {}
         self._resumed = False
         # What the dashboard reads: the live feed of events, and each rollout's error rate.
@@ -310,16 +305,17 @@ class Detector:
         for incident in decision.incidents:
             view = by_key[(incident.namespace, incident.deployment)]
             # Scored once its signatures are known: whether they are new weighs in.
-            incident = scored(await self._with_signatures(
-                incident, self.workload_of(view.deployment), report))
+            signed, errors_began = await self._with_signatures(
+                incident, self.workload_of(view.deployment), report)
+            incident = scored(signed)
+            rollout = view.rollout or find_rollout(view.deployment, view.replicasets,
+                                                   seen_starts=view.seen_starts)
             if self.change_desk is not None:
-                incident = self._with_causes(incident, view, risen.get(incident.namespace, {}))
-            self._errors_began.pop(incident.key, None)
+                incident = self._with_causes(incident, view, rollout, errors_began,
+                                             risen.get(incident.namespace, {}))
             verdict = classify(self.rule_set, rollout_subject(incident))
             incident = replace(incident, priority=verdict.priority, rule=verdict.rule,
                                rule_action=verdict.action)
-            rollout = view.rollout or find_rollout(view.deployment, view.replicasets,
-                                                   seen_starts=view.seen_starts)
             foreign = _foreign_cause(incident)
             if foreign is not None:
                 # The likeliest cause is not this rollout: rolling this Deployment back would
@@ -456,16 +452,17 @@ class Detector:
             if notified:
                 self.triage.mark_notified(notified, now=now)
 
-    def _with_causes(self, incident: Incident, view: WorkloadView,
-                     risen: Mapping[str, bool | None]) -> Incident:
-        """The incident's likeliest causes among recent changes, its own rollout included."""
+    def _with_causes(self, incident: Incident, view: WorkloadView, rollout: Rollout | None,
+                     errors_began: datetime, risen: Mapping[str, bool | None]) -> Incident:
+        """The incident's likeliest causes among recent changes, its own rollout included;
+        their timing is measured against ``errors_began``."""
         assert self.change_desk is not None
         causes = self.change_desk.causes_for(
-            namespace=incident.namespace, deployment=view.deployment,
-            began=self._errors_began.pop(incident.key, incident.rollout_started_at),
+            namespace=incident.namespace, deployment=view.deployment, began=errors_began,
             now=incident.detected_at,
             error_lines=tuple(s.example for s in incident.evidence.signatures),
-            own_rollout=rollout_change(incident), risen=risen, pods=view.pods or ())
+            own_rollout=rollout_change(rollout, observed_at=incident.detected_at)
+            if rollout is not None else None, risen=risen, pods=view.pods or ())
         return replace(incident, evidence=replace(incident.evidence, causes=causes))
 
     async def _change_incidents(self, now: datetime, report: TickReport,
@@ -689,10 +686,13 @@ class Detector:
             del self._baselines[key]
 
     async def _with_signatures(self, incident: Incident, workload_name: str,
-                               report: TickReport) -> Incident:
-        """Top error signatures of the new revision; the incident goes out without them if Loki fails."""
+                               report: TickReport) -> tuple[Incident, datetime]:
+        """Top error signatures of the new revision (the incident goes out without them if Loki
+        fails), and when its errors began: its first error line after the rollout began, else
+        the rollout's start."""
+        began = incident.rollout_started_at
         if incident.error_count <= 0:
-            return incident
+            return incident, began
         workload = [workload_name]
         lookback = timedelta(seconds=self.rules.baseline_lookback_seconds)
         limit = self.settings.signature_sample_lines
@@ -706,16 +706,13 @@ class Detector:
                 limit=limit), incident.detected_at, report, "sample before rollout"),
         )
         if after is None:
-            return incident
+            return incident, began
         own = [line for line in after
                if line.pod is None or owns_pod(incident.replicaset, line.pod)]
-        lines = [line.line for line in own]
-        # When its errors began: what the causes' timing is measured against.
-        self._errors_began[incident.key] = min(
-            (line.at for line in own if line.at >= incident.rollout_started_at),
-            default=incident.rollout_started_at)
-        signatures = top_signatures(lines, before=[line.line for line in before or ()])
-        return replace(incident, evidence=replace(incident.evidence, signatures=signatures))
+        began = min((line.at for line in own if line.at >= began), default=began)
+        signatures = top_signatures([line.line for line in own],
+                                    before=[line.line for line in before or ()])
+        return replace(incident, evidence=replace(incident.evidence, signatures=signatures)), began
 
     # The loop (the outbox worker runs next to it: ``outbox.run``) --------------------------
 
@@ -810,18 +807,6 @@ def _foreign_cause(incident: Incident) -> Cause | None:
             change.revision in (None, incident.revision):
         return None
     return causes[0]
-
-
-def rollout_change(incident: Incident) -> Change:
-    """A rollout incident's own rollout, as a change of the timeline (whether or not the
-    timeline saw it happen: it may predate the detector's start)."""
-    return Change(
-        namespace=incident.namespace, kind="Deployment", name=incident.deployment,
-        action=UPDATED, at=incident.rollout_started_at, observed_at=incident.detected_at,
-        fields=tuple(FieldChange(path=f"{c.kind} {c.container}".strip(), after=c.detail)
-                     for c in incident.evidence.changes),
-        uid=incident.deployment_uid, resource_version=f"revision-{incident.revision}",
-        revision=incident.revision, previous_revision=incident.previous_revision)
 
 
 def rollout_subject(incident: Incident) -> Subject:

@@ -454,10 +454,6 @@ class ChangeWatcher:
         return tuple(Service(namespace=state.namespace, name=state.name, selector=state.selector)
                      for _, state in sorted(items.items()))
 
-    def config_names(self, namespace: str) -> tuple[set[str], set[str]]:
-        """The names of the ConfigMaps and of the Secrets of ``namespace`` (last refresh)."""
-        return (set(self._items("ConfigMap", namespace)), set(self._items("Secret", namespace)))
-
     def status(self) -> dict[str, Any]:
         """For /status: the kinds watched, the objects kept per kind and namespace, what is
         disabled and why."""

@@ -169,6 +169,14 @@ def incident(detector: Any, incident_id: str) -> dict[str, Any] | None:
     record = found["record"]
     found["command"] = record.get("rollback_command") or record.get("command") or None
     found["recommended_action"] = record.get("recommended_action")
+    analyst = getattr(detector, "analyst", None)
+    if analyst is not None:
+        # The LLM analysis, while this process remembers it (a rollout incident is known by its
+        # key's parts, the others by their notice key).
+        key = (found["namespace"], found["deployment"], found["revision"],
+               found.get("deployment_uid") or "") if found["kind"] == "rollout" \
+            else found.get("key")
+        found["analysis"] = analyst.analysis_for(key) if key else None
     return found
 
 
