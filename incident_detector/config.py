@@ -89,6 +89,17 @@ class Settings(BaseSettings):
     baseline_lookback_minutes: float = Field(default=30, ge=1, le=24 * 60)
     baseline_factor: float = Field(default=2.0, ge=1.0, le=100)
     signature_sample_lines: int = Field(default=200, ge=10, le=5000)
+    # The fast lane: a rollout younger than YOUNG_ROLLOUT_SECONDS is looked at every
+    # FAST_POLL_SECONDS (0 turns the fast lane off), and as soon as a watch sees its ReplicaSet or
+    # one of its pods change, so that it is judged seconds after its evidence reaches Loki rather
+    # than at the next poll. LOKI_MAX_QUERIES_PER_MINUTE caps the Loki queries per namespace per
+    # minute: a fast look that would go past it is skipped (the poll never is).
+    fast_poll_seconds: float = Field(default=2.0, ge=0, le=60)
+    young_rollout_seconds: float = Field(default=300, ge=0, le=3600)
+    loki_max_queries_per_minute: int = Field(default=60, ge=1, le=10_000)
+    # Deployments, ReplicaSets and pods are followed by long-lived watches (events arrive as they
+    # happen) instead of one short watch per tick.
+    watch_follow: bool = True
     # /healthz turns 503 when no tick has finished for this long (default: 3 intervals + 60 s).
     stall_after_seconds: float | None = Field(default=None, gt=0)
 

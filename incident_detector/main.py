@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TextIO
@@ -50,6 +51,7 @@ async def build_detector(
     stdout: TextIO,
     clock: Clock = utcnow,
     store: Store | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[Detector]:
     """Build the detector and its clients; close them on exit."""
     # First: an invalid RULES_FILE stops the start (RulesError) before anything is opened.
@@ -125,10 +127,13 @@ async def build_detector(
             events=recorder,
             leadership=elector,
             clock=clock,
+            monotonic=monotonic,
             remediator=remediator,
             rules=rules,
             live=live,
         )
+        # Every Loki request is counted for the namespace that asked (LOKI_MAX_QUERIES_PER_MINUTE).
+        loki_http.event_hooks["request"].append(detector.loki_budget.on_request)
         if settings.alertmanager_token is not None:
             # Imported only when the intake is on, like remediation.
             from .judge.alert_map import AlertLabels

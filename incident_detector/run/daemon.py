@@ -58,6 +58,7 @@ from ..retry import Backoff
 from .health import Sources, iso
 from .journal import AuditRow, Journal
 from .live import LiveFeed, RolloutSeries
+from .loki_budget import LokiBudget, MeteredLoki
 from .metrics import DetectorMetrics
 from .outbox import EventSink, Outbox, Sender, StdoutSink
 from .store import Store
@@ -82,6 +83,9 @@ WORKLOAD_NAME_LABELS = ("app.kubernetes.io/name", "app")
 MAX_NAMED_WORKLOADS = 50
 # A tick woken early (alerts arrived) comes at least this long after the previous one began.
 MIN_WAKE_SECONDS = 1.0
+# Watch events come in bursts (a rollout moves a Deployment, a ReplicaSet and its pods within
+# moments): a fast look they wake comes at least this long after the previous look began.
+MIN_WATCH_WAKE_SECONDS = 0.5
 # Attempts at reading Events back before incidents are released without that memory.
 READBACK_ATTEMPTS = 3
 
@@ -165,6 +169,7 @@ class Detector:
         events: EventSink | None = None,
         leadership: Leadership | None = None,
         clock: Clock = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
         delivery_backoff: Backoff = Backoff(base=2.0, cap=300.0),
         source_backoff: Backoff = Backoff(base=1.0, cap=60.0),
         metrics: DetectorMetrics | None = None,
@@ -177,13 +182,15 @@ class Detector:
     ) -> None:
         self.settings = settings
         self.kube = kube
-        self.loki = loki
+        # Each call tagged with its namespace, so that LokiBudget can count what it costs.
+        self.loki = MeteredLoki(loki)
         self.store = store
         self.stdout = stdout
         self.slack = slack
         self.events = events
         self.leadership = leadership
         self.clock = clock
+        self.monotonic = monotonic
         self.remediator = remediator
         # The rules in force (RULES_FILE, reloaded when it changes; the built-in set without).
         self.rules_file = rules
@@ -238,6 +245,19 @@ class Detector:
         self._seen_starts: dict[RolloutKey, datetime] = {}
         self._missing_targets: set[tuple[str, str]] = set()
         self._wakeup = asyncio.Event()
+        # The fast lane. Per namespace: whether it has a young rollout (judged at every fast
+        # look), and when its last fast look asked Loki (monotonic). Namespaces a watch event
+        # woke since the last look; the event that wakes the loop for them.
+        self.loki_budget = LokiBudget(per_minute=settings.loki_max_queries_per_minute,
+                                      clock=monotonic)
+        self._young: dict[str, bool] = {}
+        self._fast_loki_at: dict[str, float] = {}
+        self._woken: set[str] = set()
+        self._watch_wakeup = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.metrics.read_loki_queries_from(self.loki_budget, namespaces=settings.namespace)
+        self.fast_looks = 0
+        self.last_fast_look: TickReport | None = None
 
     # One tick ------------------------------------------------------------------------------
 
@@ -250,6 +270,7 @@ class Detector:
         cpu_started = time.process_time()
         report = TickReport(started_at=now)
         self._heartbeat = started
+        self._woken.clear()
         if not self.is_leader():
             # A standby reads nothing and sends nothing; it only stays alive and ready to lead.
             report.role = "standby"
@@ -271,17 +292,57 @@ class Detector:
                   rollouts=len(report.assessments), incidents=len(report.incidents))
         return report
 
-    async def _leader_tick(self, now: datetime, report: TickReport) -> None:
+    async def fast_look(self) -> TickReport | None:
+        """A look at the young rollouts only, between two ticks: the fast lane.
+
+        For each namespace with a rollout younger than YOUNG_ROLLOUT_SECONDS, or whose watches
+        saw a change since the last look: the Deployments, ReplicaSets and pods as the watches
+        keep them (no request while they are followed), the young rollouts' error counts when
+        FAST_POLL_SECONDS have passed since the last fast look asked Loki and the query fits the
+        namespace's LOKI_MAX_QUERIES_PER_MINUTE, the same decision as a tick, and the same
+        recording and delivery of what it finds. Triage, alerts, the change desk and the
+        follow-up of actions stay with the tick. Nothing on a standby; None when no namespace
+        needs a look.
+        """
+        namespaces = [ns for ns in self.settings.namespace
+                      if self._young.get(ns) or ns in self._woken]
+        self._woken.clear()
+        if not namespaces or not self.is_leader():
+            return None
+        now = self.clock()
+        started = time.monotonic()
+        cpu_started = time.process_time()
+        report = TickReport(started_at=now, role="fast")
+        await self._leader_tick(now, report, namespaces=namespaces)
+        report.finished_at = self.clock()
+        report.duration_seconds = round(time.monotonic() - started, 4)
+        report.cpu_seconds = round(time.process_time() - cpu_started, 4)
+        report.degraded = bool(report.problems)
+        self.last_fast_look = report
+        self.fast_looks += 1
+        self.metrics.fast_look_finished(degraded=report.degraded)
+        return report
+
+    @property
+    def fast_lane_active(self) -> bool:
+        """Whether some namespace has a young rollout (the loop then looks every
+        FAST_POLL_SECONDS)."""
+        return self.settings.fast_poll_seconds > 0 and any(self._young.values())
+
+    async def _leader_tick(self, now: datetime, report: TickReport, *,
+                           namespaces: Sequence[str] | None = None) -> None:
+        fast = namespaces is not None
         if self.remediator is not None and not self._resumed:
             # What a previous leader (or process) approved or began, carried on once.
             self._resumed = True
             await self.remediator.resume()
-        if self.rules_file is not None and self.rules_file.reload_if_changed() \
+        if not fast and self.rules_file is not None and self.rules_file.reload_if_changed() \
                 and self.triage is not None:
             self.triage.reprioritize(self.prioritize_line)
-        alerts = self.alert_desk.load() if self.alert_desk is not None else {}
-        observing = asyncio.gather(*(self._observe(ns, now, report, alerts.get(ns, ()))
-                                     for ns in self.settings.namespace))
+        alerts = self.alert_desk.load() if self.alert_desk is not None and not fast else {}
+        watched = self.settings.namespace if namespaces is None else namespaces
+        observing = asyncio.gather(*(self._observe(ns, now, report, alerts.get(ns, ()),
+                                                   fast=fast) for ns in watched))
         if not self._readback_done:
             # Independent of observing: both at once; the decision below waits for both.
             await asyncio.gather(self._read_back_events(now, report), observing)
@@ -294,7 +355,7 @@ class Detector:
             self._adopt_legacy(views)
         decision = decide(views, now=now, rules=self.rules, already_notified=_KnownKeys(self.store))
         report.assessments = decision.assessments
-        self._publish_assessments(now, decision.assessments)
+        self._publish_assessments(now, decision.assessments, complete=not fast)
         if decision.incidents and not self._readback_done:
             # Without knowing what was already notified, notifying could repeat an incident;
             # the incidents stay in Kubernetes and Loki and are raised at a later tick.
@@ -340,6 +401,11 @@ class Detector:
                     "deployment": incident.deployment, "revision": incident.revision,
                     "priority": incident.priority.value if incident.priority else None,
                     "at": iso(incident.detected_at)})
+        if fast:
+            self.outbox.deliver_stdout()
+            if report.incidents:
+                self.outbox.wakeup.set()
+            return
         if self.alert_desk is not None:
             await self._alerts(now, report, decision.assessments, by_key, observed)
         if self.triage is not None:
@@ -356,8 +422,11 @@ class Detector:
                 {(a.namespace, a.deployment): None if a.error_count is None
                  else a.error_count / window_minutes for a in decision.assessments})
 
-    def _publish_assessments(self, now: datetime, assessments: Sequence[Assessment]) -> None:
-        """Each rollout's error rate for the chart, and a verdict that changed, to the feed."""
+    def _publish_assessments(self, now: datetime, assessments: Sequence[Assessment], *,
+                             complete: bool = True) -> None:
+        """Each rollout's error rate for the chart, and a verdict that changed, to the feed.
+        A tick's assessments are ``complete`` (every rollout in its window): the rollouts it
+        does not name are forgotten; a fast look names only the young ones."""
         window_minutes = self.rules.error_window_seconds / 60.0
         keys = []
         for a in assessments:
@@ -371,6 +440,8 @@ class Detector:
                                               "deployment": a.deployment,
                                               "revision": a.revision,
                                               "verdict": a.verdict.value, "at": iso(now)})
+        if not complete:
+            return
         self.series.keep(keys)
         current = set(keys)
         for key in [k for k in self._verdicts if k not in current]:
@@ -553,7 +624,7 @@ class Detector:
         return chosen
 
     async def _observe(self, namespace: str, now: datetime, report: TickReport,
-                       alerts: Sequence[StoredAlert] = ()
+                       alerts: Sequence[StoredAlert] = (), *, fast: bool = False
                        ) -> tuple[list[WorkloadView], NamespaceAlerts | None]:
         deployments, replicasets = await asyncio.gather(
             self._call("kubernetes", lambda: self.kube.list_deployments(namespace), now, report,
@@ -565,7 +636,7 @@ class Detector:
             # Nothing can be judged without both: "no verdict", not "healthy"; the alerts wait.
             return [], None
         selected = self._selected(namespace, deployments)
-        if self.change_desk is not None:
+        if self.change_desk is not None and not fast:
             desk = self.change_desk
 
             async def call(source: str, what: str, thunk: Callable[[], Awaitable[T]]) -> T | None:
@@ -580,21 +651,34 @@ class Detector:
         judged = rollouts_to_judge(selected, replicasets, now=now, rules=self.rules,
                                    seen_starts=self._seen_starts)
         self._remember_starts(namespace, judged, replicasets)
-        self._forget_baselines(namespace, {r.key for r in judged})
+        young = [r for r in judged if self._is_young(r, now)]
+        self._young[namespace] = bool(young)
+        ask_loki = True
+        if fast:
+            # Only the young rollouts; Loki only when a fast look is due and within the cap.
+            judged = young
+            ask_loki = bool(young) and self._fast_loki_due(namespace, judged)
+        else:
+            self._forget_baselines(namespace, {r.key for r in judged})
         # Only Deployments with something to judge get a view: a rollout in its window, or a
         # stuck rollout. The others cost one dictionary lookup each per tick.
         rollouts = {r.deployment.name: r for r in judged}
-        self._busy[namespace] = set(rollouts)
+        if not fast:
+            self._busy[namespace] = set(rollouts)
         workload_of = {dep.name: self.workload_of(dep) for dep in selected
-                       if dep.name in rollouts or dep.progress_deadline_exceeded}
+                       if dep.name in rollouts or (dep.progress_deadline_exceeded and not fast)}
         if not workload_of:
             return [], found
         counts: ErrorCounts | None = None
         pods: tuple[Pod, ...] | None = ()
-        if judged:
+        if judged and not ask_loki:
+            pods = await self._call("kubernetes", lambda: self.kube.list_pods(
+                namespace, template_hashes=self._template_hashes(judged)), now, report, "pods")
+        elif judged:
+            if fast:
+                self._fast_loki_at[namespace] = self.monotonic()
             # Only the new revisions' pods matter: list just those (by pod-template-hash).
-            hashes = [r.replicaset.pod_template_hash for r in judged]
-            template_hashes = None if None in hashes else sorted(set(hashes))  # type: ignore[arg-type]
+            template_hashes = self._template_hashes(judged)
             workloads = self._workload_filter({workload_of[r.deployment.name] for r in judged})
             counts, pods, _ = await asyncio.gather(
                 self._call("loki", lambda: self.loki.count_errors(
@@ -634,6 +718,25 @@ class Detector:
                 alerts=tuple(found.alerts_of.get(dep.name, ())) if found is not None else (),
             ))
         return views, found
+
+    @staticmethod
+    def _template_hashes(judged: Sequence[Rollout]) -> list[str] | None:
+        hashes = [r.replicaset.pod_template_hash for r in judged]
+        return None if None in hashes else sorted(set(hashes))  # type: ignore[arg-type]
+
+    def _is_young(self, rollout: Rollout, now: datetime) -> bool:
+        return (now - rollout.started_at).total_seconds() <= self.settings.young_rollout_seconds
+
+    def _fast_loki_due(self, namespace: str, young: Sequence[Rollout]) -> bool:
+        """Whether a fast look at ``namespace`` asks Loki now: FAST_POLL_SECONDS after the last
+        one that did (at once for a rollout whose baseline is not known yet: it was just seen),
+        and only if its queries (the counts, and the baseline when one is pending) fit the
+        namespace's LOKI_MAX_QUERIES_PER_MINUTE."""
+        pending = any(r.key not in self._baselines for r in young)
+        last = self._fast_loki_at.get(namespace)
+        due = pending or last is None or \
+            self.monotonic() - last >= self.settings.fast_poll_seconds * 0.9
+        return due and self.loki_budget.allows(namespace, 2 if pending else 1)
 
     async def _fetch_baselines(self, namespace: str, judged: Sequence[Rollout], now: datetime,
                                report: TickReport) -> None:
@@ -717,27 +820,94 @@ class Detector:
     # The loop (the outbox worker runs next to it: ``outbox.run``) --------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Tick every POLL_INTERVAL_SECONDS until ``stop`` is set; the sleep wakes at once on stop."""
+        """Tick every POLL_INTERVAL_SECONDS until ``stop`` is set; in between, while a rollout is
+        young, a fast look every FAST_POLL_SECONDS, and one as soon as a watch sees a change.
+        Every sleep wakes at once on stop."""
+        self._loop = asyncio.get_running_loop()
+        following = self._start_following()
+        try:
+            await self._run(stop)
+        finally:
+            if following:
+                await asyncio.to_thread(self.kube.stop_following)  # type: ignore[attr-defined]
+
+    async def _run(self, stop: asyncio.Event) -> None:
         interval = self.settings.poll_interval_seconds
+        next_tick = time.monotonic()
+        last_look = next_tick
         while not stop.is_set():
             started = time.monotonic()
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug must not stop detection: log it with its traceback
-                log.exception("tick.crashed")
-            remaining = max(0.0, interval - (time.monotonic() - started))
-            self._wakeup.clear()
-            waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wakeup.wait())}
-            try:
-                await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
-            if self._wakeup.is_set() and not stop.is_set():
+            if started >= next_tick or self._wakeup.is_set():
+                self._wakeup.clear()
+                await self._guarded(self.tick())
+                next_tick = started + interval
+            else:
+                await self._guarded(self.fast_look())
+            last_look = started
+            due = next_tick
+            if self.fast_lane_active:
+                due = min(due, started + self.settings.fast_poll_seconds)
+            woke = await self._sleep_until(due, stop)
+            if woke is self._wakeup and not stop.is_set():
                 # Woken early (alerts arrived): at most one extra tick per MIN_WAKE_SECONDS.
-                await asyncio.sleep(max(0.0, MIN_WAKE_SECONDS - (time.monotonic() - started)))
+                await _sleep_or_stop(stop, MIN_WAKE_SECONDS - (time.monotonic() - last_look))
+            elif woke is self._watch_wakeup and not stop.is_set():
+                await _sleep_or_stop(stop, MIN_WATCH_WAKE_SECONDS - (time.monotonic() - last_look))
+
+    async def _sleep_until(self, due: float, stop: asyncio.Event) -> asyncio.Event | None:
+        """Sleep until ``due`` (monotonic), or until stop, alerts or a watch event wake it:
+        which event woke it (None: the time came)."""
+        self._watch_wakeup.clear()
+        if self._woken and self.settings.fast_poll_seconds > 0:
+            self._watch_wakeup.set()  # an event came in during the look that just ended
+        events = (stop, self._wakeup, self._watch_wakeup)
+        waiters = {asyncio.ensure_future(event.wait()): event for event in events}
+        try:
+            done, _ = await asyncio.wait(waiters, timeout=max(0.0, due - time.monotonic()),
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        for event in events:
+            if any(waiters[w] is event for w in done):
+                return event
+        return None
+
+    async def _guarded(self, look: Awaitable[Any]) -> None:
+        try:
+            await look
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug must not stop detection: log it with its traceback
+            log.exception("tick.crashed")
+
+    def _start_following(self) -> bool:
+        """Follow each namespace's Deployments, ReplicaSets and pods with long watches
+        (WATCH_FOLLOW), their events waking the fast lane; False when the source cannot."""
+        follow = getattr(self.kube, "follow", None)
+        if not self.settings.watch_follow or follow is None:
+            return False
+        for namespace in self.settings.namespace:
+            follow(namespace, on_event=self.watch_event)
+        return True
+
+    def watch_event(self, namespace: str, resource: str) -> None:
+        """A followed watch changed something in ``namespace`` (called from its thread): a
+        fast look at that namespace now rather than at the next tick."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self.note_watch_event, namespace)
+        except RuntimeError:  # the loop closed in between: the process is stopping
+            pass
+
+    def note_watch_event(self, namespace: str) -> None:
+        """A watch saw a change in ``namespace``: the next fast look includes it, and comes
+        at once (in the loop's thread; ``watch_event`` is the threads' way in)."""
+        self._woken.add(namespace)
+        if self.settings.fast_poll_seconds > 0:
+            self._watch_wakeup.set()
 
     def alerts_received(self, summary: Any) -> None:
         """Alertmanager's webhook recorded alerts: count them, and tick now rather than at the
@@ -774,6 +944,16 @@ class Detector:
                 and (name != "event" or self.events is not None)),
             "rollouts": [assessment_dict(a) for a in
                          (self.last_tick.assessments if self.last_tick else ())],
+            "fast_lane": {
+                "fast_poll_seconds": self.settings.fast_poll_seconds,
+                "young_rollout_seconds": self.settings.young_rollout_seconds,
+                "active": self.fast_lane_active,
+                "young": sorted(ns for ns, young in self._young.items() if young),
+                "looks": self.fast_looks,
+                "last_look": self.last_fast_look.as_dict() if self.last_fast_look else None,
+                "loki_queries_last_minute": self.loki_budget.rates(),
+                "loki_max_queries_per_minute": self.loki_budget.per_minute,
+            },
             "incidents": self.store.recent_incidents(),
             "notices": self.store.recent_notices(),
             "rules": self.rules_file.status() if self.rules_file is not None
@@ -786,6 +966,14 @@ class Detector:
                             "dry_run": self.settings.dry_run,
                             "audit": self.journal.audit_summary()},
         }
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    if seconds > 0:
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
 
 
 def _risen(assessments: Sequence[Assessment]) -> dict[str, dict[str, bool | None]]:

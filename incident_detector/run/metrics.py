@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
@@ -71,6 +71,10 @@ class DetectorMetrics:
             f"{PREFIX}_changes",
             "Changes recorded by the change timeline, by kind and action.",
             ["kind", "action"], registry=self.registry)
+        self.fast_looks = Counter(
+            f"{PREFIX}_fast_looks",
+            "Fast looks at young rollouts between ticks, by whether every source answered.",
+            ["outcome"], registry=self.registry)
         self.alerts_received = Counter(
             f"{PREFIX}_alerts_received",
             "Alerts taken in from Alertmanager's webhook, by status.",
@@ -89,12 +93,17 @@ class DetectorMetrics:
                 self.notices.labels(kind=kind, priority=priority.value)
         for status in ("firing", "resolved"):
             self.alerts_received.labels(status=status)
+        for outcome in ("ok", "degraded"):
+            self.fast_looks.labels(outcome=outcome)
 
     # Updated by the loop ---------------------------------------------------------------------
 
     def tick_finished(self, *, role: str, degraded: bool, duration_seconds: float) -> None:
         self.ticks.labels(role=role, outcome="degraded" if degraded else "ok").inc()
         self.tick_duration.labels(role=role).observe(duration_seconds)
+
+    def fast_look_finished(self, *, degraded: bool) -> None:
+        self.fast_looks.labels(outcome="degraded" if degraded else "ok").inc()
 
     def source_called(self, source: str) -> None:
         self.source_requests.labels(source=source).inc()
@@ -121,10 +130,46 @@ class DetectorMetrics:
     def read_state_from(self, *, store: OutboxReader, is_leader: Callable[[], bool]) -> None:
         self.registry.register(_StateCollector(store=store, is_leader=is_leader))
 
+    def read_loki_queries_from(self, budget: QueryRates, *, namespaces: Iterable[str]) -> None:
+        self.registry.register(_LokiQueriesCollector(budget=budget, namespaces=tuple(namespaces)))
+
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The body and content type for a scrape (OpenMetrics when the scraper asks for it)."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
+
+
+class QueryRates(Protocol):
+    per_minute: int
+    totals: dict[str, int]
+
+    def used(self, namespace: str) -> int: ...
+
+
+class _LokiQueriesCollector(Collector):
+    """The Loki queries each watched namespace cost, read from the budget at scrape time."""
+
+    def __init__(self, *, budget: QueryRates, namespaces: tuple[str, ...]) -> None:
+        self._budget = budget
+        self._namespaces = namespaces
+
+    def collect(self) -> Iterator[Metric]:
+        rate = GaugeMetricFamily(
+            f"{PREFIX}_loki_queries_last_minute",
+            "Loki queries sent for a namespace in the last 60 seconds.", labels=["namespace"])
+        total = CounterMetricFamily(
+            f"{PREFIX}_loki_queries",
+            "Loki queries sent for a namespace (counts, samples, retries).",
+            labels=["namespace"])
+        for namespace in self._namespaces:
+            rate.add_metric([namespace], self._budget.used(namespace))
+            total.add_metric([namespace], self._budget.totals.get(namespace, 0))
+        yield rate
+        yield total
+        yield GaugeMetricFamily(
+            f"{PREFIX}_loki_queries_per_minute_cap",
+            "LOKI_MAX_QUERIES_PER_MINUTE: the fast lane's cap per namespace.",
+            value=self._budget.per_minute)
 
 
 class _StateCollector(Collector):

@@ -22,9 +22,10 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,6 +54,10 @@ LEASES_GROUP = "coordination.k8s.io"
 FIRST_RESOURCE_VERSION = 1000
 # How far back the apiserver's watch cache reaches; an older resourceVersion is "too old" (410).
 DEFAULT_WATCH_WINDOW = timedelta(minutes=5)
+# A watch asked to last longer than this (a follower's, not a tick's one-second watch) is held
+# open and streamed; the world is looked at this often (wall-clock seconds) while it is.
+HELD_WATCH_MIN_SECONDS = 1
+HELD_WATCH_POLL_SECONDS = 0.05
 
 _NAMESPACED_PATH = re.compile(
     r"^/(?P<prefix>api/v1|apis/[^/]+/[^/]+)/namespaces/(?P<namespace>[^/]+)/(?P<resource>[^/]+)"
@@ -286,8 +291,10 @@ class KubeApiFake(_Fake):
     (``world.resource_version_at``), so a WATCH from a resourceVersion is answered at once
     by comparing the world then and now: ADDED, MODIFIED and DELETED events in resourceVersion
     order, then a BOOKMARK at the current resourceVersion when the client allows bookmarks. The
-    stream ends there: nothing changes until the simulated clock moves, so waiting for
-    ``timeoutSeconds`` would only slow the tests down. A resourceVersion older than
+    stream ends there for a tick's short watch: nothing changes until the simulated clock moves,
+    so waiting for its ``timeoutSeconds`` would only slow the tests down. A longer watch (a
+    follower's) is held for its ``timeoutSeconds`` of wall-clock time and streams each change
+    as the clock moves, as the apiserver does. A resourceVersion older than
     ``watch_window`` is answered as the apiserver's watch cache answers it: one ERROR event with
     a 410 Expired Status.
     """
@@ -438,11 +445,34 @@ class KubeApiFake(_Fake):
                     410, "Expired", f"too old resource version: {since} ({oldest})"))
             events = _watch_events(selected(time_of_resource_version(since)), selected(now),
                                    current)
-        if bookmarks:
-            events.append({"type": "BOOKMARK", "object": {
+        def bookmark(version: int) -> Body:
+            return {"type": "BOOKMARK", "object": {
                 "kind": world_resource.kind, "apiVersion": world_resource.api_version,
-                "metadata": {"resourceVersion": str(current)}}})
-        return Response(200, _json_lines(events), KUBE_JSON)
+                "metadata": {"resourceVersion": str(version)}}}
+
+        if bookmarks:
+            events.append(bookmark(current))
+        hold = _parse_int(request.param("timeoutSeconds"))
+        if hold is None or hold <= HELD_WATCH_MIN_SECONDS:
+            return Response(200, _json_lines(events), KUBE_JSON)
+
+        def held() -> Iterator[bytes]:
+            # A long watch (a follower's) is held as the apiserver holds it, in wall-clock
+            # seconds, and streams each change of the world as the clock moves.
+            last = selected(now)
+            deadline = time.monotonic() + hold
+            while time.monotonic() < deadline:
+                time.sleep(HELD_WATCH_POLL_SECONDS)
+                when = self.clock()
+                version = int(resource_version_at(when))
+                seen = selected(when)
+                changes = _watch_events(last, seen, version)
+                last = seen
+                if changes and bookmarks:
+                    changes.append(bookmark(version))
+                yield _json_lines(changes).encode() if changes else b""
+
+        return Response(200, _json_lines(events), KUBE_JSON, stream=held())
 
     def _refuse_watch(self, request: Request, resource: str) -> None:
         if _parse_bool(request.param("watch"), "watch"):
@@ -679,6 +709,10 @@ def _parse_continue(value: str | None) -> int:
     if not re.fullmatch(r"[0-9]{1,18}", value):
         raise BadRequest("continue key is not valid: the token was not issued by this server")
     return int(value)
+
+
+def _parse_int(value: str | None) -> int | None:
+    return int(value) if value is not None and re.fullmatch(r"-?[0-9]{1,18}", value) else None
 
 
 def _parse_timeout(value: str | None) -> None:

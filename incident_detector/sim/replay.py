@@ -38,10 +38,32 @@ COMMAND_DEPLOYMENT = re.compile(r"\bdeployments?(?:\.apps)?/([a-z0-9][-a-z0-9.]*
 
 class ManualClock:
     def __init__(self, start: datetime) -> None:
-        self.now = start
+        self.start = self.now = start
 
     def __call__(self) -> datetime:
         return self.now
+
+    def monotonic(self) -> float:
+        """Seconds since the start: the detector's monotonic clock, in simulated time."""
+        return (self.now - self.start).total_seconds()
+
+
+def _next_look(now: datetime, *, next_tick: datetime, detector: Any, settings: Settings,
+               watch_events: list[datetime]) -> datetime:
+    """When the detector looks next, as its loop would decide: the next tick, a fast look
+    FAST_POLL_SECONDS on while a rollout is young, or a watch event (which wakes a fast look
+    for its namespace)."""
+    due = next_tick
+    if detector.fast_lane_active:
+        due = min(due, now + timedelta(seconds=settings.fast_poll_seconds))
+    while watch_events and watch_events[0] <= now:
+        watch_events.pop(0)
+    if settings.fast_poll_seconds > 0 and settings.watch_follow and watch_events \
+            and watch_events[0] < due:
+        due = watch_events.pop(0)
+        for namespace in settings.namespace:
+            detector.note_watch_event(namespace)
+    return due
 
 
 @dataclass
@@ -115,6 +137,7 @@ class ReplayResult:
     error_groups: list[Notification] = field(default_factory=list)
     resolved: list[dict[str, Any]] = field(default_factory=list)
     ticks: int = 0
+    fast_looks: int = 0
     degraded_ticks: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -198,23 +221,34 @@ async def replay(scenario: Scenario, *, t0: datetime = SCENARIO_EPOCH) -> Replay
                                      slack_url=cluster.slack_url, **extra)
         store = Store(":memory:")
         async with build_detector(settings=settings, kube_api=kube.api_client_for(cluster.kube.url),
-                                  stdout=out, clock=clock, store=store) as detector:
+                                  stdout=out, clock=clock, store=store,
+                                  monotonic=clock.monotonic) as detector:
             app = make_app(detector, extra_routes=web_routes(detector, settings))
             web = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://d")
             step = timedelta(seconds=settings.poll_interval_seconds)
             end = t0 + timedelta(seconds=scenario.duration)
+            # The instants a followed watch would see a change (a new ReplicaSet, a pod's
+            # status): the fast lane looks then, as it does when a watch event wakes it.
+            watch_events = [at for at in cluster.world.change_instants() if at > t0]
+            next_tick = t0
             while clock.now <= end:
-                # Alertmanager re-sends a group's alerts at each group_interval: here every tick.
-                body = webhook_body(scenario.alerts, t0=t0, now=clock.now)
-                if body is not None:
-                    answer = await web.post("/webhooks/alertmanager", json=body, headers={
-                        "Authorization": f"Bearer {ALERTMANAGER_TOKEN}"})
-                    answer.raise_for_status()
-                report = await detector.tick()
+                if clock.now >= next_tick:
+                    # Alertmanager re-sends a group's alerts at each group_interval: here every tick.
+                    body = webhook_body(scenario.alerts, t0=t0, now=clock.now)
+                    if body is not None:
+                        answer = await web.post("/webhooks/alertmanager", json=body, headers={
+                            "Authorization": f"Bearer {ALERTMANAGER_TOKEN}"})
+                        answer.raise_for_status()
+                    report = await detector.tick()
+                    next_tick += step
+                    result.ticks += 1
+                else:
+                    report = await detector.fast_look()
+                    result.fast_looks += report is not None
                 await detector.outbox.deliver_due()
-                result.ticks += 1
-                result.degraded_ticks += int(report.degraded)
-                clock.now += step
+                result.degraded_ticks += int(report is not None and report.degraded)
+                clock.now = _next_look(clock.now, next_tick=next_tick, detector=detector,
+                                       settings=settings, watch_events=watch_events)
             await web.aclose()
         store.close()
         slack_messages = list(cluster.slack_sink.messages)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -40,6 +40,9 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     # Seconds to wait before answering: how tests make a client time out.
     delay: float = 0.0
+    # A body sent as it is produced (chunked), after ``body``: a watch held open. The server
+    # stops reading it when it stops; an empty piece only gives it that chance.
+    stream: Iterator[bytes] | None = None
 
     def encoded(self) -> bytes:
         if isinstance(self.body, bytes):
@@ -94,6 +97,9 @@ class LocalServer:
                 if response.delay:
                     outer._stopping.wait(response.delay)
                 payload = response.encoded()
+                if response.stream is not None:
+                    self._send_stream(response, payload)
+                    return
                 try:
                     self.send_response(response.status)
                     self.send_header("Content-Type", response.content_type)
@@ -104,6 +110,36 @@ class LocalServer:
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test): nothing to answer
+
+            def _send_stream(self, response: Response, payload: bytes) -> None:
+                assert response.stream is not None
+                try:
+                    self.send_response(response.status)
+                    self.send_header("Content-Type", response.content_type)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    for name, value in response.headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    if payload:
+                        self._chunk(payload)
+                    for piece in response.stream:
+                        if outer._stopping.is_set():
+                            break
+                        if piece:
+                            self._chunk(piece)
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError, OSError):
+                    pass  # the client went away: the stream ends
+                finally:
+                    close = getattr(response.stream, "close", None)
+                    if close is not None:
+                        close()
+                    self.close_connection = True
+
+            def _chunk(self, piece: bytes) -> None:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.flush()
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 

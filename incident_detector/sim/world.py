@@ -577,6 +577,11 @@ class World:
             self._snapshots[key] = snapshot
         return snapshot
 
+    def change_instants(self) -> list[datetime]:
+        """The instants at which some Kubernetes object of the world changes, in order: when a
+        watch would see an event."""
+        return [self.at(t) for t in self._change_times]
+
     def _world_change_times(self) -> list[float]:
         """Scenario times at which a Kubernetes object may change; nothing changes in between."""
         times: set[float] = set()

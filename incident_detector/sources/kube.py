@@ -33,6 +33,7 @@ import json
 import re
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from ..errors import SourceError, parse_retry_after, retryable_status
+from ..retry import Backoff
 from ..judge.change_diff import Writer
 from ..model import (
     REVISION_ANNOTATION,
@@ -73,6 +75,14 @@ SOURCE = "kubernetes"
 # How long the API server keeps a watch open before closing it (its timeoutSeconds): the events
 # that arrived since the last tick come at once, so a longer watch would only hold the tick.
 WATCH_SECONDS = 1
+# How long the API server holds a followed watch (``WatchedList.follow``) before closing it; the
+# follower then opens the next one from the last resourceVersion. Events arrive as they happen.
+FOLLOW_SECONDS = 240
+# A followed watch that the server ends sooner than this is not opened again before it: a server
+# (or proxy) that closes watches at once must not turn the follower into a busy loop.
+FOLLOW_MIN_SECONDS = 1.0
+# After a failed follow: capped backoff before the next list or watch.
+FOLLOW_BACKOFF = Backoff(base=1.0, cap=30.0)
 # Objects per page when listing (the first refresh, and after a 410).
 LIST_PAGE_SIZE = 50
 
@@ -251,16 +261,61 @@ class KubeClient:
     with, so their number is bounded by that list.
     """
 
-    def __init__(self, *, api: kubernetes.client.ApiClient, timeout: float) -> None:
+    def __init__(self, *, api: kubernetes.client.ApiClient, timeout: float,
+                 follow_seconds: int = FOLLOW_SECONDS) -> None:
         self._api = api
         self._timeout = timeout
+        self._follow_seconds = follow_seconds
         self._deployments: dict[str, WatchedList[Deployment]] = {}
         self._replicasets: dict[str, WatchedList[ReplicaSet]] = {}
         self._pods: dict[str, WatchedList[Pod]] = {}
         self._deployment_changes: dict[str, deque[tuple[Deployment | None,
                                                         Deployment | None]]] = {}
+        # Followers (``follow``): one thread per followed list, all stopped by one event.
+        self._on_event: Callable[[str, str], None] | None = None
+        self._followers: list[tuple[WatchedList[Any], threading.Thread]] = []
+        self._stop_following = threading.Event()
 
-    async def list_deployments(self, namespace: str) -> tuple[Deployment, ...]:
+    def follow(self, namespace: str, *, on_event: Callable[[str, str], None]) -> None:
+        """Follow the namespace's Deployments and ReplicaSets (and its pods, from the first
+        call that needs them) with long watches, each in a thread of its own: ``list_*`` then
+        answer from memory, and ``on_event(namespace, resource)`` is called from that thread
+        whenever a watch changed something (the caller hands it to its event loop)."""
+        self._on_event = on_event
+        self._follow(self._deployment_list(namespace), namespace)
+        self._follow(self._replicaset_list(namespace), namespace)
+        if namespace in self._pods:
+            self._follow(self._pods[namespace], namespace)
+
+    def stop_following(self, *, wait: float = 5.0) -> None:
+        """Stop every follower: their open watches are interrupted and their threads joined."""
+        self._stop_following.set()
+        for watched, _ in self._followers:
+            watched.stop_following()
+        for _, thread in self._followers:
+            thread.join(timeout=wait)
+        self._followers.clear()
+
+    @property
+    def following(self) -> int:
+        """How many lists are followed by a live thread."""
+        return sum(1 for _, thread in self._followers if thread.is_alive())
+
+    def _follow(self, watched: WatchedList[Any], namespace: str) -> None:
+        if self._on_event is None or self._stop_following.is_set() or \
+                any(w is watched for w, _ in self._followers):
+            return
+        on_event = self._on_event
+        resource = watched.resource
+
+        thread = threading.Thread(
+            target=watched.follow, name=f"follow-{resource}-{namespace}", daemon=True,
+            kwargs={"stop": self._stop_following, "seconds": self._follow_seconds,
+                    "on_change": lambda: on_event(namespace, resource)})
+        self._followers.append((watched, thread))
+        thread.start()
+
+    def _deployment_list(self, namespace: str) -> WatchedList[Deployment]:
         watched = self._deployments.get(namespace)
         if watched is None:
             pairs = self._deployment_changes[namespace] = deque(maxlen=DEPLOYMENT_CHANGES_MAX)
@@ -268,7 +323,18 @@ class KubeClient:
                 api=self._api, call=DEPLOYMENTS, namespace=namespace, parse=parse_deployment,
                 timeout=self._timeout,
                 on_change=lambda old, new: _record_deployment_change(pairs, old, new))
-        return await asyncio.to_thread(watched.refresh)
+        return watched
+
+    def _replicaset_list(self, namespace: str) -> WatchedList[ReplicaSet]:
+        watched = self._replicasets.get(namespace)
+        if watched is None:
+            watched = self._replicasets[namespace] = WatchedList(
+                api=self._api, call=REPLICASETS, namespace=namespace, parse=parse_replicaset,
+                timeout=self._timeout)
+        return watched
+
+    async def list_deployments(self, namespace: str) -> tuple[Deployment, ...]:
+        return await asyncio.to_thread(self._deployment_list(namespace).refresh)
 
     def drain_deployment_changes(
             self, namespace: str) -> list[tuple[Deployment | None, Deployment | None]]:
@@ -283,12 +349,7 @@ class KubeClient:
         return drained
 
     async def list_replicasets(self, namespace: str) -> tuple[ReplicaSet, ...]:
-        watched = self._replicasets.get(namespace)
-        if watched is None:
-            watched = self._replicasets[namespace] = WatchedList(
-                api=self._api, call=REPLICASETS, namespace=namespace, parse=parse_replicaset,
-                timeout=self._timeout)
-        return await asyncio.to_thread(watched.refresh)
+        return await asyncio.to_thread(self._replicaset_list(namespace).refresh)
 
     async def list_pods(self, namespace: str, *,
                         template_hashes: Sequence[str] | None = None) -> tuple[Pod, ...]:
@@ -310,6 +371,9 @@ class KubeClient:
                 api=self._api, call=PODS, namespace=namespace, parse=parse_pod,
                 timeout=self._timeout, label_selector=POD_TEMPLATE_HASH_LABEL)
         pods = await asyncio.to_thread(watched.refresh)
+        # Followed from here on when the namespace is (a listed pod list is followed at once).
+        if any(w is self._deployments.get(namespace) for w, _ in self._followers):
+            self._follow(watched, namespace)
         if wanted is None:
             return pods
         return tuple(pod for pod in pods if pod.pod_template_hash in wanted)
@@ -395,20 +459,32 @@ class WatchedList(Generic[T]):
         self.items: dict[str, T] = {}
         self._api = api
         self._call = call
+        self.resource = call.resource
         self._path = call.path(namespace)
         self._namespace = namespace
         self._parse = parse
         self._timeout = timeout
         # Items sorted by name, rebuilt only after a change: an idle tick sorts nothing.
         self._snapshot: tuple[T, ...] | None = ()
-        # Two refreshes of the same collection (a slow tick overlapping the next) must not
-        # interleave their events.
+        # Two refreshes of the same collection (a slow tick overlapping the next), or a refresh
+        # and the follower, must not interleave their events.
         self._lock = threading.Lock()
+        # True while ``follow`` keeps the list current and its last watch was healthy.
+        self.followed = False
+        # The follower's open stream, so that ``stop_following`` can interrupt its read.
+        self._stream: Any = None
 
     def refresh(self) -> tuple[T, ...]:
-        """The current objects, sorted by name."""
+        """The current objects, sorted by name.
+
+        While a follower keeps the list current (``follow``), no request is made: the objects
+        are as fresh as the last event. A follower that is failing does not hide the failure:
+        the refresh then asks the server itself, and fails as the server does.
+        """
         with self._lock:
-            if self.resource_version is None:
+            if self.followed and self.resource_version is not None:
+                pass
+            elif self.resource_version is None:
                 self._relist()
             else:
                 self._watch(self.resource_version)
@@ -472,23 +548,124 @@ class WatchedList(Generic[T]):
         except SourceError as exc:
             raise SourceError(exc.source, exc.reason, redact_credentials(self._api, f"{what}: {exc.message}"),
                               retryable=exc.retryable, status=exc.status) from None
-        for name, obj in changes.items():
-            if self._on_change is not None:
-                before = self.items.get(name)
-                if before != obj:
-                    self._on_change(before, obj)
-            if obj is None:
-                self.items.pop(name, None)
-            else:
-                self.items[name] = obj
-        if changes:
-            self._snapshot = None
+        self._apply(changes)
         self.resource_version = version
         if malformed:
             # Some change was lost: the items may no longer match what the server holds.
             log.warning("kube.watch_malformed", resource=self._call.resource,
                         namespace=self._namespace, lines=malformed)
             self.resource_version = None
+
+    def _apply(self, changes: Mapping[str, T | None]) -> bool:
+        """Apply watched changes (the lock held); whether any object changed."""
+        changed = False
+        for name, obj in changes.items():
+            before = self.items.get(name)
+            if before == obj:
+                continue
+            changed = True
+            if self._on_change is not None:
+                self._on_change(before, obj)
+            if obj is None:
+                self.items.pop(name, None)
+            else:
+                self.items[name] = obj
+        if changed:
+            self._snapshot = None
+        return changed
+
+    def follow(self, *, stop: threading.Event, on_change: Callable[[], None],
+               seconds: int = FOLLOW_SECONDS, backoff: Backoff = FOLLOW_BACKOFF) -> None:
+        """Keep the list current from long watches until ``stop`` is set. Blocking: run it in a
+        thread of its own.
+
+        Each watch is held by the server for ``seconds`` and read event by event as it streams
+        in, so a change reaches ``items`` (and ``on_change``, called without the lock) within
+        moments of the server writing it; when the server closes the watch, the next one starts
+        from the last resourceVersion (bookmarks keep it fresh), and an expired one (410) lists
+        again. A failure clears ``followed`` (``refresh`` then asks the server itself), is
+        logged once when it starts and once when it ends, and is retried after a capped
+        backoff.
+        """
+        failures = 0
+        while not stop.is_set():
+            try:
+                with self._lock:
+                    if self.resource_version is None:
+                        self._relist()
+                        relisted = True
+                    else:
+                        relisted = False
+                if relisted:
+                    on_change()
+                opened = time.monotonic()
+                self._follow_once(seconds, stop, on_change)
+                stop.wait(FOLLOW_MIN_SECONDS - (time.monotonic() - opened))
+            except SourceError as exc:
+                self.followed = False
+                if stop.is_set():
+                    break  # the stream was interrupted to stop: not a failure
+                failures += 1
+                if failures == 1:
+                    log.warning("kube.follow_failed", resource=self._call.resource,
+                                namespace=self._namespace, reason=exc.reason, error=exc.message)
+                stop.wait(backoff.delay(failures))
+                continue
+            if failures:
+                log.info("kube.follow_resumed", resource=self._call.resource,
+                         namespace=self._namespace, failures=failures)
+                failures = 0
+        self.followed = False
+
+    def stop_following(self) -> None:
+        """Interrupt the follower's read of its open watch (it then sees its stop event)."""
+        stream = self._stream
+        if stream is not None:
+            shutdown = getattr(stream, "shutdown", None) or stream.close
+            try:
+                shutdown()
+            except Exception:  # a stream already closed by its server: nothing to interrupt
+                pass
+
+    def _follow_once(self, seconds: int, stop: threading.Event,
+                     on_change: Callable[[], None]) -> None:
+        since = self.resource_version
+        if since is None:
+            return
+        what = f"watching {self._call.resource} in namespace {self._namespace!r}"
+        stream = open_stream(self._api, self._path, what=what, timeout=self._timeout,
+                             seconds=seconds,
+                             query=(*self._selector, ("watch", True), ("resourceVersion", since),
+                                    ("allowWatchBookmarks", True), ("timeoutSeconds", seconds)))
+        self._stream = stream
+        self.followed = True
+        try:
+            for line in stream_lines(stream, what=what, api=self._api, timeout=self._timeout):
+                if stop.is_set():
+                    return
+                try:
+                    changes, version, malformed = read_watch_events(
+                        line, parse=self._parse, since=self.resource_version or since)
+                except WatchExpired:
+                    log.debug("kube.watch_expired", resource=self._call.resource,
+                              namespace=self._namespace, resource_version=since)
+                    with self._lock:
+                        self.resource_version = None
+                    return
+                if malformed:
+                    log.warning("kube.watch_malformed", resource=self._call.resource,
+                                namespace=self._namespace, lines=malformed)
+                    with self._lock:
+                        self.resource_version = None  # a change was lost: list again
+                    return
+                with self._lock:
+                    changed = self._apply(changes)
+                    self.resource_version = version
+                if changed:
+                    on_change()
+        finally:
+            self._stream = None
+            stream.release_conn()
 
     def _relist_expired(self, since: str) -> None:
         log.debug("kube.watch_expired", resource=self._call.resource, namespace=self._namespace,
@@ -622,6 +799,55 @@ def request(api: kubernetes.client.ApiClient, method: str, path: str, *,
     if not 200 <= response.status <= 299:
         raise status_error(api, response.status, headers=response.headers, body=data, what=what)
     return data
+
+
+def open_stream(api: kubernetes.client.ApiClient, path: str, *,
+                query: Sequence[tuple[str, Any]], timeout: float, seconds: float,
+                what: str) -> Any:
+    """A GET whose 2xx body is read as it streams in (a watch): the urllib3 response, open.
+
+    ``timeout`` bounds the connection and each wait for more of the body beyond the ``seconds``
+    the server is asked to hold the stream. Failures come out as ``request``'s do.
+    """
+    headers = {"Accept": JSON_MEDIA_TYPE}
+    response = None
+    try:
+        serialized = api.param_serialize("GET", path, query_params=list(query),
+                                         header_params=headers, auth_settings=AUTH_SETTINGS)
+        response = api.call_api(*serialized, _request_timeout=(timeout, seconds + timeout))
+    except ApiException as exc:
+        raise SourceError(SOURCE, "connection",
+                          redact_credentials(api, f"{what}: TLS with {api.configuration.host} "
+                                             f"failed ({exc.reason})"),
+                          retryable=True) from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise transport_error(api, exc, what, timeout=timeout) from None
+    if not 200 <= response.status <= 299:
+        try:
+            data = response.read()
+        except (urllib3.exceptions.HTTPError, OSError):
+            data = b""
+        finally:
+            response.response.release_conn()
+        raise status_error(api, response.status, headers=response.headers, body=data, what=what)
+    return response.response
+
+
+def stream_lines(stream: Any, *, what: str, api: kubernetes.client.ApiClient,
+                 timeout: float) -> Iterable[bytes]:
+    """The lines of a streamed body, each as soon as it is complete (a watch event per line)."""
+    pending = b""
+    try:
+        for chunk in stream.stream(None):
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                if line.strip():
+                    yield line
+    except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+        raise transport_error(api, exc, what, timeout=timeout) from None
+    if pending.strip():
+        yield pending
 
 
 def status_error(api: kubernetes.client.ApiClient, status: int, *, headers: Any, body: bytes,
