@@ -2,10 +2,13 @@
 
 import sys
 
-from . import changes, dashboard, detection, footprint, mass_rollout
+from . import changes, dashboard, detection, fast_lane, footprint, mass_rollout
 
 print("== Detection quality over the scenario suite (bench/detection.py)")
 detection.main([])
+print()
+print("== The fast lane: detection delay at the default poll, and its Loki queries (bench/fast_lane.py)")
+fast_lane.main([])
 print()
 print("== Footprint of a real process watching many Deployments (bench/footprint.py)")
 footprint.main([])

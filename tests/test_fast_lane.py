@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from incident_detector.main import build_detector
 from incident_detector.run.store import Store
 from incident_detector.sim.replay import (
@@ -55,12 +56,23 @@ def test_an_error_spike_is_judged_within_a_fast_poll_of_its_evidence():
     assert slow.fast_looks == 0
 
 
-def test_a_pod_problem_is_judged_when_the_watch_sees_it():
-    crash = scenario("crash-loop-without-error-logs")
-    [expected] = crash.expect.incidents
-    result = asyncio.run(replay(crash))
+@pytest.mark.parametrize(("name", "signal"), [
+    ("crash-loop-without-error-logs", "pod_health"),  # CrashLoopBackOff at 90 s
+    ("oom-killed", "pod_health"),
+    ("bad-image-no-logs", "pod_health"),  # ErrImagePull, then ImagePullBackOff
+    ("progress-deadline-exceeded", "progress_deadline"),  # no longer young by then
+])
+def test_a_pod_problem_is_judged_when_the_watch_sees_it(name: str, signal: str):
+    """The poll would come up to 20 s later: the watch event wakes a fast look at once."""
+    spec = scenario(name)
+    [expected] = spec.expect.incidents
+    if spec.progress_deadline_exceeded_at is not None:
+        # Between two ticks (they come at multiples of 20 s), where only the watch can see it.
+        spec = spec.model_copy(update={"progress_deadline_exceeded_at": 683})
+        expected = expected.model_copy(update={"evidence_at": 683})
+    result = asyncio.run(replay(spec))
     assert delay(result, expected) == 0.0
-    assert "pod_health" in result.notifications[0].record["signals"]
+    assert signal in result.notifications[0].record["signals"]
 
 
 def test_the_fast_lane_ends_when_the_rollout_is_no_longer_young():
@@ -157,3 +169,26 @@ async def _until(predicate) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "the condition never held"
         await asyncio.sleep(0.02)
+
+
+def test_the_loki_rate_and_the_fast_lane_are_on_metrics_and_status():
+    spike = scenario("bad-rollout-sharp-spike", error_threshold=10_000)
+    scraped: dict[str, Any] = {}
+
+    def check(detector, kind: str) -> None:
+        if kind == "fast" and "metrics" not in scraped:
+            scraped["metrics"] = detector.metrics.exposition(None)[0].decode()
+            scraped["status"] = detector.status()["fast_lane"]
+            scraped["used"] = detector.loki_budget.used(spike.namespace)
+
+    asyncio.run(_drive(spike, check=check))
+    text = scraped["metrics"]
+    line = f'incident_detector_loki_queries_last_minute{{namespace="{spike.namespace}"}} '
+    [value] = [float(row.split()[-1]) for row in text.splitlines() if row.startswith(line)]
+    assert value == scraped["used"] > 0
+    assert f'incident_detector_loki_queries_total{{namespace="{spike.namespace}"}}' in text
+    assert "incident_detector_loki_queries_per_minute_cap 60.0" in text
+    assert 'incident_detector_fast_looks_total{outcome="ok"} 1.0' in text
+    status = scraped["status"]
+    assert status["active"] and status["young"] == [spike.namespace]
+    assert status["loki_queries_last_minute"] == {spike.namespace: scraped["used"]}

@@ -666,7 +666,7 @@ class Detector:
         if not fast:
             self._busy[namespace] = set(rollouts)
         workload_of = {dep.name: self.workload_of(dep) for dep in selected
-                       if dep.name in rollouts or (dep.progress_deadline_exceeded and not fast)}
+                       if dep.name in rollouts or dep.progress_deadline_exceeded}
         if not workload_of:
             return [], found
         counts: ErrorCounts | None = None

@@ -139,6 +139,13 @@ class ReplayResult:
     ticks: int = 0
     fast_looks: int = 0
     degraded_ticks: int = 0
+    # (simulated second, Loki requests) of each look that asked Loki anything.
+    loki_queries: list[tuple[float, int]] = field(default_factory=list)
+
+    def loki_queries_per_minute(self, start: float, end: float) -> float:
+        """Loki requests per minute over the looks in [start, end) (simulated seconds)."""
+        asked = sum(n for at, n in self.loki_queries if start <= at < end)
+        return asked * 60.0 / (end - start) if end > start else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -232,6 +239,7 @@ async def replay(scenario: Scenario, *, t0: datetime = SCENARIO_EPOCH) -> Replay
             watch_events = [at for at in cluster.world.change_instants() if at > t0]
             next_tick = t0
             while clock.now <= end:
+                asked = len(cluster.loki.requests)
                 if clock.now >= next_tick:
                     # Alertmanager re-sends a group's alerts at each group_interval: here every tick.
                     body = webhook_body(scenario.alerts, t0=t0, now=clock.now)
@@ -247,6 +255,9 @@ async def replay(scenario: Scenario, *, t0: datetime = SCENARIO_EPOCH) -> Replay
                     result.fast_looks += report is not None
                 await detector.outbox.deliver_due()
                 result.degraded_ticks += int(report is not None and report.degraded)
+                if len(cluster.loki.requests) > asked:
+                    result.loki_queries.append(((clock.now - t0).total_seconds(),
+                                                len(cluster.loki.requests) - asked))
                 clock.now = _next_look(clock.now, next_tick=next_tick, detector=detector,
                                        settings=settings, watch_events=watch_events)
             await web.aclose()
