@@ -192,3 +192,29 @@ def test_the_loki_rate_and_the_fast_lane_are_on_metrics_and_status():
     status = scraped["status"]
     assert status["active"] and status["young"] == [spike.namespace]
     assert status["loki_queries_last_minute"] == {spike.namespace: scraped["used"]}
+
+
+class Standby:
+    """Leadership held by another replica (the Leadership protocol the elector implements)."""
+
+    is_leader = False
+
+    def status(self) -> dict[str, Any]:
+        return {"role": "standby"}
+
+
+def test_a_standby_takes_no_fast_look():
+    spike = scenario("bad-rollout-sharp-spike")
+    looks: list[str] = []
+
+    def check(detector, kind: str) -> None:
+        looks.append(kind)
+        if kind == "fast":
+            # From the first fast look on (the rollout just seen), another replica leads: the
+            # young rollout is its to look at, not this one's.
+            assert detector.fast_lane_active
+            detector.leadership = Standby()
+
+    result = asyncio.run(_drive(spike, check=check))
+    assert looks.count("fast") == 1
+    assert '"incident"' not in result["stdout"]
