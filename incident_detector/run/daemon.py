@@ -278,10 +278,7 @@ class Detector:
             self._readback_attempts = 0
         else:
             await self._leader_tick(now, report)
-        report.finished_at = self.clock()
-        report.duration_seconds = round(time.monotonic() - started, 4)
-        report.cpu_seconds = round(time.process_time() - cpu_started, 4)
-        report.degraded = bool(report.problems)
+        self._finish(report, started=started, cpu_started=cpu_started)
         self.last_tick = report
         self.ticks += 1
         self.metrics.tick_finished(role=report.role, degraded=report.degraded,
@@ -314,14 +311,17 @@ class Detector:
         cpu_started = time.process_time()
         report = TickReport(started_at=now, role="fast")
         await self._leader_tick(now, report, namespaces=namespaces)
-        report.finished_at = self.clock()
-        report.duration_seconds = round(time.monotonic() - started, 4)
-        report.cpu_seconds = round(time.process_time() - cpu_started, 4)
-        report.degraded = bool(report.problems)
+        self._finish(report, started=started, cpu_started=cpu_started)
         self.last_fast_look = report
         self.fast_looks += 1
         self.metrics.fast_look_finished(degraded=report.degraded)
         return report
+
+    def _finish(self, report: TickReport, *, started: float, cpu_started: float) -> None:
+        report.finished_at = self.clock()
+        report.duration_seconds = round(time.monotonic() - started, 4)
+        report.cpu_seconds = round(time.process_time() - cpu_started, 4)
+        report.degraded = bool(report.problems)
 
     @property
     def fast_lane_active(self) -> bool:

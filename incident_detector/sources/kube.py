@@ -28,6 +28,7 @@ request, through the same ``request`` path and error mapping as the lists.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import re
@@ -35,7 +36,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
@@ -780,11 +781,25 @@ def request(api: kubernetes.client.ApiClient, method: str, path: str, *,
         headers["Content-Type"] = JSON_MEDIA_TYPE
     response = None
     try:
-        serialized = api.param_serialize(method, path, query_params=list(query),
-                                         header_params=headers, body=body,
-                                         auth_settings=AUTH_SETTINGS)
-        response = api.call_api(*serialized, _request_timeout=timeout)
-        data = response.read()
+        with _api_errors(api, what, timeout):
+            serialized = api.param_serialize(method, path, query_params=list(query),
+                                             header_params=headers, body=body,
+                                             auth_settings=AUTH_SETTINGS)
+            response = api.call_api(*serialized, _request_timeout=timeout)
+            data = response.read()
+    finally:
+        if response is not None:
+            response.response.release_conn()
+    if not 200 <= response.status <= 299:
+        raise status_error(api, response.status, headers=response.headers, body=data, what=what)
+    return data
+
+
+@contextlib.contextmanager
+def _api_errors(api: kubernetes.client.ApiClient, what: str, timeout: float) -> Iterator[None]:
+    """A request's failures as ``SourceError``s, with ``api``'s credentials redacted."""
+    try:
+        yield
     except ApiException as exc:
         # The client turns urllib3's SSLError into an ApiException without a status.
         raise SourceError(SOURCE, "connection",
@@ -793,12 +808,6 @@ def request(api: kubernetes.client.ApiClient, method: str, path: str, *,
                           retryable=True) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise transport_error(api, exc, what, timeout=timeout) from None
-    finally:
-        if response is not None:
-            response.response.release_conn()
-    if not 200 <= response.status <= 299:
-        raise status_error(api, response.status, headers=response.headers, body=data, what=what)
-    return data
 
 
 def open_stream(api: kubernetes.client.ApiClient, path: str, *,
@@ -809,19 +818,11 @@ def open_stream(api: kubernetes.client.ApiClient, path: str, *,
     ``timeout`` bounds the connection and each wait for more of the body beyond the ``seconds``
     the server is asked to hold the stream. Failures come out as ``request``'s do.
     """
-    headers = {"Accept": JSON_MEDIA_TYPE}
-    response = None
-    try:
+    with _api_errors(api, what, timeout):
         serialized = api.param_serialize("GET", path, query_params=list(query),
-                                         header_params=headers, auth_settings=AUTH_SETTINGS)
+                                         header_params={"Accept": JSON_MEDIA_TYPE},
+                                         auth_settings=AUTH_SETTINGS)
         response = api.call_api(*serialized, _request_timeout=(timeout, seconds + timeout))
-    except ApiException as exc:
-        raise SourceError(SOURCE, "connection",
-                          redact_credentials(api, f"{what}: TLS with {api.configuration.host} "
-                                             f"failed ({exc.reason})"),
-                          retryable=True) from None
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise transport_error(api, exc, what, timeout=timeout) from None
     if not 200 <= response.status <= 299:
         try:
             data = response.read()
