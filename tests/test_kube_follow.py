@@ -160,3 +160,32 @@ def test_the_simulated_apiserver_streams_a_rollout_as_the_clock_moves_and_stops_
             stopping.join(timeout=CEILING)
             assert not stopping.is_alive()
         assert client.following == 0
+
+
+def test_only_changes_that_can_change_a_verdict_wake_the_detector():
+    from dataclasses import replace
+
+    from incident_detector.model import PodProblem
+    from incident_detector.sources.kube import WAKES, parse_deployment, parse_pod, parse_replicaset
+
+    deployment = parse_deployment(recorded_items("deployments_list.json")[0])
+    replicaset = parse_replicaset(recorded_items("replicasets_list.json")[0])
+    pod = replace(parse_pod(recorded_items("pods_list.json")[0]), problems=())
+    deployments, replicasets, pods = WAKES["deployments"], WAKES["replicasets"], WAKES["pods"]
+
+    assert deployments(None, deployment) and deployments(deployment, None)
+    assert deployments(deployment, replace(deployment, revision=(deployment.revision or 0) + 1))
+    assert deployments(deployment, replace(deployment, progress_deadline_exceeded=True))
+    assert deployments(deployment, replace(deployment, uid="another-object"))
+    assert not deployments(deployment, replace(deployment, replicas=7))
+
+    assert replicasets(None, replicaset)
+    assert replicasets(replicaset, replace(replicaset, revision=9))  # made current again
+    assert not replicasets(replicaset, replace(replicaset, ready_replicas=3))
+    assert not replicasets(replicaset, None)
+
+    crashing = replace(pod, problems=(PodProblem.CRASH_LOOP,))
+    assert pods(pod, crashing) and pods(None, crashing)
+    assert pods(crashing, replace(pod, problems=(PodProblem.CRASH_LOOP, PodProblem.OOM_KILLED)))
+    assert not pods(crashing, crashing) and not pods(None, pod) and not pods(crashing, pod)
+    assert not pods(pod, None)

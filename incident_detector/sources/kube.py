@@ -312,7 +312,8 @@ class KubeClient:
         thread = threading.Thread(
             target=watched.follow, name=f"follow-{resource}-{namespace}", daemon=True,
             kwargs={"stop": self._stop_following, "seconds": self._follow_seconds,
-                    "on_change": lambda: on_event(namespace, resource)})
+                    "on_change": lambda: on_event(namespace, resource),
+                    "wakes": WAKES.get(resource)})
         self._followers.append((watched, thread))
         thread.start()
 
@@ -405,6 +406,31 @@ class KubeClient:
             log.debug("kube.warning_events_truncated", namespace=namespace, limit=limit)
         # A server that ignored the limit still gives the brief no more than it asked for.
         return newest_first(events)[:limit]
+
+
+def _deployment_wakes(before: Deployment | None, after: Deployment | None) -> bool:
+    """A Deployment change that can start or end a rollout, or make it stuck."""
+    if before is None or after is None:
+        return True
+    return (before.uid, before.revision, before.progress_deadline_exceeded) != \
+        (after.uid, after.revision, after.progress_deadline_exceeded)
+
+
+def _replicaset_wakes(before: ReplicaSet | None, after: ReplicaSet | None) -> bool:
+    """A ReplicaSet created, or made current again (its revision rewritten)."""
+    return after is not None and (before is None or before.revision != after.revision)
+
+
+def _pod_wakes(before: Pod | None, after: Pod | None) -> bool:
+    """A pod that has a problem it did not have (CrashLoopBackOff, OOMKilled, ...)."""
+    return after is not None and bool(after.problems) and \
+        (before is None or before.problems != after.problems)
+
+
+# Which followed changes wake the detector: the ones that can change a verdict. A pod turning
+# ready, a replica count moving or a status heartbeat waits for the next look.
+WAKES: Mapping[str, Callable[[Any, Any], bool]] = {
+    "deployments": _deployment_wakes, "replicasets": _replicaset_wakes, "pods": _pod_wakes}
 
 
 def _record_deployment_change(pairs: deque[tuple[Deployment | None, Deployment | None]],
@@ -557,14 +583,14 @@ class WatchedList(Generic[T]):
                         namespace=self._namespace, lines=malformed)
             self.resource_version = None
 
-    def _apply(self, changes: Mapping[str, T | None]) -> bool:
-        """Apply watched changes (the lock held); whether any object changed."""
-        changed = False
+    def _apply(self, changes: Mapping[str, T | None]) -> list[tuple[T | None, T | None]]:
+        """Apply watched changes (the lock held): the (before, after) of each object changed."""
+        changed: list[tuple[T | None, T | None]] = []
         for name, obj in changes.items():
             before = self.items.get(name)
             if before == obj:
                 continue
-            changed = True
+            changed.append((before, obj))
             if self._on_change is not None:
                 self._on_change(before, obj)
             if obj is None:
@@ -576,13 +602,15 @@ class WatchedList(Generic[T]):
         return changed
 
     def follow(self, *, stop: threading.Event, on_change: Callable[[], None],
-               seconds: int = FOLLOW_SECONDS, backoff: Backoff = FOLLOW_BACKOFF) -> None:
+               seconds: int = FOLLOW_SECONDS, backoff: Backoff = FOLLOW_BACKOFF,
+               wakes: Callable[[T | None, T | None], bool] | None = None) -> None:
         """Keep the list current from long watches until ``stop`` is set. Blocking: run it in a
         thread of its own.
 
         Each watch is held by the server for ``seconds`` and read event by event as it streams
-        in, so a change reaches ``items`` (and ``on_change``, called without the lock) within
-        moments of the server writing it; when the server closes the watch, the next one starts
+        in, so a change reaches ``items`` within moments of the server writing it, and
+        ``on_change`` (called without the lock) hears of it when ``wakes(before, after)`` says
+        that change matters (every change, without it) and after every list; when the server closes the watch, the next one starts
         from the last resourceVersion (bookmarks keep it fresh), and an expired one (410) lists
         again. A failure clears ``followed`` (``refresh`` then asks the server itself), is
         logged once when it starts and once when it ends, and is retried after a capped
@@ -600,7 +628,7 @@ class WatchedList(Generic[T]):
                 if relisted:
                     on_change()
                 opened = time.monotonic()
-                self._follow_once(seconds, stop, on_change)
+                self._follow_once(seconds, stop, on_change, wakes)
                 stop.wait(FOLLOW_MIN_SECONDS - (time.monotonic() - opened))
             except SourceError as exc:
                 self.followed = False
@@ -628,8 +656,8 @@ class WatchedList(Generic[T]):
             except Exception:  # a stream already closed by its server: nothing to interrupt
                 pass
 
-    def _follow_once(self, seconds: int, stop: threading.Event,
-                     on_change: Callable[[], None]) -> None:
+    def _follow_once(self, seconds: int, stop: threading.Event, on_change: Callable[[], None],
+                     wakes: Callable[[T | None, T | None], bool] | None) -> None:
         since = self.resource_version
         if since is None:
             return
@@ -662,7 +690,7 @@ class WatchedList(Generic[T]):
                 with self._lock:
                     changed = self._apply(changes)
                     self.resource_version = version
-                if changed:
+                if any(wakes is None or wakes(before, after) for before, after in changed):
                     on_change()
         finally:
             self._stream = None
