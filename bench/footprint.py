@@ -651,11 +651,12 @@ def import_costs(python: str) -> list[dict]:
 
 
 def memory_report(rows: list[dict], imports: list[dict], *, python: str, in_cluster: bool) -> str:
+    arenas = os.environ.get("MALLOC_ARENA_MAX", "unset")
     how = ("in a pod's way: the service account's token and CA, the API server over TLS"
            if in_cluster else "through a kubeconfig (its loader imports requests and oauthlib)")
     lines = [f"Resident memory of `python -m incident_detector`, default settings, "
              f"POLL_INTERVAL_SECONDS={MEMORY_POLL_INTERVAL:g}, {how}; {MEMORY_TICKS} ticks after "
-             f"{MEMORY_WARMUP_TICKS} (MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', 'unset')})",
+             f"{MEMORY_WARMUP_TICKS} (MALLOC_ARENA_MAX={arenas})",
              f"{'case':<50} {'RSS MB':>7} {'peak MB':>8} {'threads':>7} {'cpu ms/tick':>11} "
              f"{'tick cpu ms':>11}"]
     for r in rows:

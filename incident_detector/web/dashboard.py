@@ -67,7 +67,7 @@ class Pages:
             self._templates = _jinja2_templates()
         return self._templates
 
-    def TemplateResponse(self, *args: Any, **kwargs: Any) -> Response:  # noqa: N802 (Starlette's name)
+    def TemplateResponse(self, *args: Any, **kwargs: Any) -> Response:  # noqa: N802
         return self.templates.TemplateResponse(*args, **kwargs)
 
 
