@@ -25,9 +25,13 @@ RUN groupadd --system --gid 10001 detector \
       --shell /usr/sbin/nologin detector \
  && install -d -o 10001 -g 10001 -m 0750 /var/lib/incident-detector
 COPY --from=builder /opt/venv /opt/venv
+# MALLOC_ARENA_MAX=2: glibc gives each thread that allocates its own malloc arena, and the
+# detector runs a dozen (the Kubernetes reads and the change watches); two arenas hold about
+# 0.5 to 1 MB less resident memory, measured with `python -m bench.footprint --memory`.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    MALLOC_ARENA_MAX=2 \
     STATE_PATH=/var/lib/incident-detector/state.sqlite3
 USER 10001:10001
 EXPOSE 8080

@@ -906,6 +906,7 @@ def test_dockerfile_final_stage_environment_and_entrypoint() -> None:
     env = env_of(stage)
     assert env["PYTHONUNBUFFERED"] == "1"
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert env["MALLOC_ARENA_MAX"] == "2"  # fewer malloc arenas for its dozen threads
     assert json.loads(only_instruction(stage, "ENTRYPOINT").arguments) == ENTRYPOINT
     exposed = only_instruction(stage, "EXPOSE").arguments.split()
     assert [int(port.partition("/")[0]) for port in exposed] == [container_port("http")]

@@ -2093,3 +2093,48 @@ def test_managed_fields_always_say_who_last_set_each_key(initial: dict[str, str]
     assert owners == {f"f:{k}": m for k, m in last_writer.items()}
     times = [(e["time"], e["manager"]) for e in config_map["metadata"]["managedFields"]]
     assert times == sorted(times)
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTPS, as a kube-apiserver speaks it to a pod.
+
+
+def test_local_server_speaks_https_to_the_in_cluster_client(tmp_path, monkeypatch):
+    import shutil
+    import ssl
+    import subprocess
+
+    import kubernetes.config.incluster_config as loader
+
+    from incident_detector.sources.kube import KubeClient, api_client_from_environment
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make a certificate with")
+    cert, key = tmp_path / "apiserver.crt", tmp_path / "apiserver.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=test",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    token = tmp_path / "token"
+    token.write_text("service-account-token")
+    seen: list[str | None] = []
+
+    def handler(request):
+        seen.append(request.headers.get("authorization"))
+        return Response(200, {"kind": "DeploymentList", "apiVersion": "apps/v1",
+                              "metadata": {"resourceVersion": "1"}, "items": []})
+
+    with LocalServer(handler, tls=tls) as server:
+        assert server.url.startswith("https://127.0.0.1:")
+        monkeypatch.setattr(loader, "SERVICE_TOKEN_FILENAME", str(token))
+        monkeypatch.setattr(loader, "SERVICE_CERT_FILENAME", str(cert))
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", server.url.rsplit(":", 1)[1])
+        api = api_client_from_environment(in_cluster=True)
+        deployments = asyncio.run(KubeClient(api=api, timeout=5).list_deployments("ns"))
+
+    assert list(deployments) == []
+    [(scheme, credential)] = [header.split(" ", 1) for header in seen if header]
+    assert scheme.lower() == "bearer" and credential == "service-account-token"

@@ -41,7 +41,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ..act.guardrails import GuardrailDecision, Outcome
@@ -313,6 +312,8 @@ DEFAULT_PROMPT = Prompt(DEFAULT_SYSTEM, DEFAULT_USER)
 
 def parse_prompt(text: str, *, source: str) -> Prompt:
     """A prompt file's content: a YAML mapping with ``system`` and ``user``."""
+    import yaml  # here: only a detector with a prompt file reads YAML
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -72,13 +72,12 @@ that do not exist (case does not matter: they are stored as spelled in ``model``
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import yaml
 
 from ..config import REMEDIATION_ACTIONS
 from ..model import PodProblem, Priority, Signal
@@ -272,25 +271,32 @@ def classify(rules: RuleSet, subject: Subject) -> RuleVerdict:
 # --- parsing ---------------------------------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML keeps the last)."""
+@functools.cache
+def _strict_loader() -> type:
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML keeps the last).
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`, overridable on purpose
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:  # unhashable: the base class reports it with its line
-                continue
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
-                    f"found the key {key!r} twice", key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
+    Made when a rules file is read: yaml is imported then, not by every detector."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`, overridable on purpose
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # unhashable: the base class reports it with its line
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"found the key {key!r} twice", key_node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
 
 
 def parse_rules(text: str, *, source: str) -> RuleSet:
@@ -301,8 +307,10 @@ def parse_rules(text: str, *, source: str) -> RuleSet:
     def error(message: str, field: str | None = None) -> RulesError:
         return RulesError(message, file=source, field=field)
 
+    import yaml
+
     try:
-        document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
+        document = yaml.load(text, Loader=_strict_loader())  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise error(f"not valid YAML: {_yaml_problem(exc)}") from None
     except RecursionError:
@@ -569,7 +577,7 @@ def _kind(value: Any) -> str:
     return f"a {type(value).__name__} ({str(value)[:40]})"
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def _yaml_problem(exc: Exception) -> str:  # a yaml.YAMLError
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     context = getattr(exc, "context", None)

@@ -8,6 +8,7 @@ kube-apiserver, Loki or Slack is just a function of the request. The real client
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -63,10 +64,16 @@ class _Server(ThreadingHTTPServer):
 
 
 class LocalServer:
-    """``with LocalServer(handler) as server: server.url`` -> ``http://127.0.0.1:PORT``."""
+    """``with LocalServer(handler) as server: server.url`` -> ``http://127.0.0.1:PORT``.
 
-    def __init__(self, handler: Handler, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    With ``tls`` (a server-side context holding a certificate) it speaks HTTPS instead, like a
+    real kube-apiserver: ``server.url`` -> ``https://127.0.0.1:PORT``.
+    """
+
+    def __init__(self, handler: Handler, *, host: str = "127.0.0.1", port: int = 0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.handler = handler
+        self._scheme = "https" if tls is not None else "http"
         self.requests: list[Request] = []
         self._stopping = threading.Event()
         outer = self
@@ -148,6 +155,8 @@ class LocalServer:
 
         self._httpd = _Server((host, port), _Handler)
         self._httpd.daemon_threads = True
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
         # A short poll interval makes stop() quick: tests start many servers.
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
@@ -155,7 +164,7 @@ class LocalServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self._scheme}://{host}:{port}"
 
     def start(self) -> "LocalServer":
         self._thread.start()

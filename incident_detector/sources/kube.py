@@ -43,10 +43,9 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import kubernetes.client
-import kubernetes.config
+import kubernetes.config.incluster_config
 import structlog
 import urllib3
-import yaml
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
@@ -210,9 +209,10 @@ def api_client_for(host: str, *, token: str | None = None) -> kubernetes.client.
     return kubernetes.client.ApiClient(configuration=configuration)
 
 
-# What a broken kubeconfig makes the loader raise, besides its own ConfigException.
-_KUBECONFIG_ERRORS = (ConfigException, OSError, ValueError, TypeError, KeyError, AttributeError,
-                      yaml.YAMLError)
+# What a broken kubeconfig makes the loader raise, besides its own ConfigException (and
+# yaml.YAMLError: yaml comes with the kubeconfig loader, imported only when there is no
+# service account).
+_KUBECONFIG_ERRORS = (ConfigException, OSError, ValueError, TypeError, KeyError, AttributeError)
 
 
 def api_client_from_environment(
@@ -228,8 +228,8 @@ def api_client_from_environment(
     if in_cluster is not False:
         try:
             # try_refresh_token re-reads the projected token, which the kubelet rotates.
-            kubernetes.config.load_incluster_config(client_configuration=configuration,
-                                                    try_refresh_token=True)
+            kubernetes.config.incluster_config.load_incluster_config(
+                client_configuration=configuration, try_refresh_token=True)
         except ConfigException as exc:
             in_cluster_problem = f"no in-cluster service account ({exc})"
             if in_cluster:
@@ -237,12 +237,14 @@ def api_client_from_environment(
         else:
             _without_transport_retries(configuration)
             return kubernetes.client.ApiClient(configuration=configuration)
+    import yaml
+    from kubernetes.config.kube_config import load_kube_config
+
     try:
         # persist_config=False: never write refreshed credentials back into the user's file.
-        kubernetes.config.load_kube_config(config_file=kubeconfig,
-                                           client_configuration=configuration,
-                                           persist_config=False)
-    except _KUBECONFIG_ERRORS as exc:
+        load_kube_config(config_file=kubeconfig, client_configuration=configuration,
+                         persist_config=False)
+    except (*_KUBECONFIG_ERRORS, yaml.YAMLError) as exc:
         where = f"kubeconfig {kubeconfig!r}" if kubeconfig else "the default kubeconfig"
         problems = [p for p in (in_cluster_problem, f"{where} could not be loaded ({exc})") if p]
         raise SourceError(SOURCE, "config", "; ".join(problems), retryable=False) from None

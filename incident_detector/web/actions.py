@@ -52,7 +52,6 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
-from starlette.templating import Jinja2Templates
 
 from ..notify.render import ACTION_BUTTONS
 from ..run.journal import (
@@ -74,7 +73,10 @@ from .bodies import read_capped
 from .slack_actions import DecisionKind, TokenBucket, decision_from_token
 
 if TYPE_CHECKING:  # act/ is loaded only when remediation is on
+    from starlette.templating import Jinja2Templates
+
     from ..act.remediation import Remediator
+    from .dashboard import Pages
 
 log = structlog.get_logger("incident_detector")
 
@@ -162,11 +164,17 @@ def _form(raw: bytes) -> dict[str, str] | None:
     return {name: values[0] for name, values in fields.items()}
 
 
+def _plain_templates() -> Jinja2Templates:
+    from starlette.templating import Jinja2Templates  # jinja2: only when pages are made
+
+    return Jinja2Templates(directory=TEMPLATES)
+
+
 class DashboardActions:
     """The dashboard's write routes and the incident page's decision context."""
 
     def __init__(self, *, auth: DashboardAuth, remediator: Remediator | None, clock: Clock,
-                 templates: Jinja2Templates | None = None,
+                 templates: Jinja2Templates | Pages | None = None,
                  page_context: PageContext | None = None,
                  login_attempts_per_minute: int = LOGIN_ATTEMPTS_PER_MINUTE,
                  page_token_ttl: timedelta = PAGE_TOKEN_TTL) -> None:
@@ -175,7 +183,7 @@ class DashboardActions:
         self.clock = clock
         # Give the pages' own (web/dashboard.py's ``templates()``): base.html, which login.html
         # extends, uses their filters.
-        self.templates = templates or Jinja2Templates(directory=TEMPLATES)
+        self.templates = templates or _plain_templates()
         # What base.html shows on every page (the leader line), for the login page.
         self.page_context = page_context
         self.page_token_ttl = page_token_ttl
@@ -433,7 +441,7 @@ def _page_id(request: Request, incident: Mapping[str, Any], journal_id: int) -> 
 
 
 def action_routes(*, auth: DashboardAuth, remediator: Remediator | None, clock: Clock,
-                  templates: Jinja2Templates | None = None,
+                  templates: Jinja2Templates | Pages | None = None,
                   page_context: PageContext | None = None) -> list[Route]:
     """The dashboard's write routes; none when it is read-only. Prefer building one
     ``DashboardActions`` and using its ``routes()`` and ``decision_context`` together."""

@@ -23,13 +23,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import jinja2
 from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
 
 from ..run import reads
 from . import queries
@@ -54,7 +52,33 @@ def _clock() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def templates() -> Jinja2Templates:
+class Pages:
+    """The dashboard's templates, made on the first page rendered: jinja2 and the parsed
+    templates cost megabytes that a detector whose dashboard nobody opens never needs.
+    ``TemplateResponse`` is Starlette's ``Jinja2Templates.TemplateResponse``."""
+
+    def __init__(self) -> None:
+        self._templates: Any = None
+
+    @property
+    def templates(self) -> Any:
+        """The ``Jinja2Templates`` (made now if no page was rendered yet)."""
+        if self._templates is None:
+            self._templates = _jinja2_templates()
+        return self._templates
+
+    def TemplateResponse(self, *args: Any, **kwargs: Any) -> Response:  # noqa: N802
+        return self.templates.TemplateResponse(*args, **kwargs)
+
+
+def templates() -> Pages:
+    return Pages()
+
+
+def _jinja2_templates() -> Any:
+    import jinja2
+    from starlette.templating import Jinja2Templates
+
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                              autoescape=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["when"] = _when
@@ -79,7 +103,9 @@ def _when(value: Any) -> str:
 
 
 def _missing(value: Any) -> bool:
-    return value is None or isinstance(value, jinja2.Undefined)
+    from jinja2 import Undefined  # loaded already: this runs while a page renders
+
+    return value is None or isinstance(value, Undefined)
 
 
 def _rate(value: Any) -> str:

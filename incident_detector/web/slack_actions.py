@@ -37,8 +37,6 @@ from typing import Any, Literal
 from urllib.parse import parse_qs
 
 import structlog
-from slack_sdk.signature import Clock as _SlackClock
-from slack_sdk.signature import SignatureVerifier
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -138,14 +136,20 @@ class TokenBucket:
             del self._buckets[address]
 
 
-class _VerifierClock(_SlackClock):
-    """The injected clock, in the shape SignatureVerifier asks for (seconds since the epoch)."""
+def _signature_verifier(signing_secret: str, clock: Clock) -> Any:
+    """slack_sdk's SignatureVerifier on the injected clock. Imported here, when the endpoint is
+    on: the package's ``__init__`` loads its whole Web API client, megabytes that a detector
+    without Slack's buttons never needs (the dashboard imports this module for its buckets)."""
+    from slack_sdk.signature import Clock as SlackClock
+    from slack_sdk.signature import SignatureVerifier
 
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
+    class VerifierClock(SlackClock):
+        """The injected clock, in the shape SignatureVerifier asks for (seconds since the epoch)."""
 
-    def now(self) -> float:
-        return self._clock().timestamp()
+        def now(self) -> float:
+            return clock().timestamp()
+
+    return SignatureVerifier(signing_secret, clock=VerifierClock())
 
 
 def _ephemeral(text: str) -> JSONResponse:
@@ -211,7 +215,7 @@ def slack_action_routes(
     if signing_secret is None or not signing_secret.strip():
         # Off: no route, so every method answers 404 and nothing hints that it could be on.
         return []
-    verifier = SignatureVerifier(signing_secret, clock=_VerifierClock(clock))
+    verifier = _signature_verifier(signing_secret, clock)
     limiter = TokenBucket(per_second=rate_per_second, burst=rate_burst, clock=clock)
     running: set[asyncio.Task[None]] = pending if pending is not None else set()
 
