@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TextIO
@@ -50,8 +51,10 @@ async def build_detector(
     stdout: TextIO,
     clock: Clock = utcnow,
     store: Store | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[Detector]:
-    """Build the detector and its clients; close them on exit."""
+    """Build the detector and its clients; close them on exit. ``monotonic`` is what /healthz
+    measures a stall on."""
     # First: an invalid RULES_FILE stops the start (RulesError) before anything is opened.
     rules = RulesFile(settings.rules_file, clock=clock)
     # And an invalid LLM_PROMPT_FILE (PromptError), when the LLM analysis is on.
@@ -128,6 +131,7 @@ async def build_detector(
             remediator=remediator,
             rules=rules,
             live=live,
+            monotonic=monotonic,
         )
         if settings.alertmanager_token is not None:
             # Imported only when the intake is on, like remediation.
