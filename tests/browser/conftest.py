@@ -105,7 +105,16 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         return httpx.get(f"{self.url}/status", timeout=5).json()
 
-    def wait_for_incident(self, timeout: float = 20.0) -> dict[str, Any]:
+    def wait_for_ticks(self, count: int, timeout: float = 30.0) -> None:
+        """Until the daemon has finished ``count`` more ticks (whatever the machine's load)."""
+        target = self.status()["ticks"] + count
+        deadline = time.monotonic() + timeout
+        while self.status()["ticks"] < target:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{count} ticks did not come in {timeout:g} s")
+            time.sleep(0.1)
+
+    def wait_for_incident(self, timeout: float = 30.0) -> dict[str, Any]:
         """The bad rollout's incident, once the daemon has recorded it (and asked to roll back)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -236,7 +245,7 @@ def browser():
 def fresh_page(browser, *, viewport: dict[str, int] = DESKTOP):
     """A page in a context of its own: no cookies, nobody logged in."""
     context = browser.new_context(viewport=viewport)
-    context.set_default_timeout(10_000)
+    context.set_default_timeout(30_000)
     try:
         yield context.new_page()
     finally:

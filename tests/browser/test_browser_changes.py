@@ -53,7 +53,7 @@ def test_a_change_incident_shows_its_causes_and_approving_rolls_back_the_cause(d
     assert approve.count() == 1, "no Approve button for the cause's rollback"
     assert "payments" in page.inner_text("#decision")
     approve.click()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while not daemon.rollback_writes() and time.monotonic() < deadline:
         time.sleep(0.1)
     [write] = daemon.rollback_writes()
