@@ -53,7 +53,8 @@ async def build_detector(
     store: Store | None = None,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[Detector]:
-    """Build the detector and its clients; close them on exit."""
+    """Build the detector and its clients; close them on exit. ``monotonic`` is what /healthz
+    measures a stall on, and what paces the fast lane and the Loki budget."""
     # First: an invalid RULES_FILE stops the start (RulesError) before anything is opened.
     rules = RulesFile(settings.rules_file, clock=clock)
     # And an invalid LLM_PROMPT_FILE (PromptError), when the LLM analysis is on.

@@ -178,6 +178,10 @@ class FakeApiServer:
         # path -> the answer to watch requests on it.
         self.watches: dict[str, Response] = {}
         self.exchanges: list[Exchange] = []
+        # Set by hold_watches: watch requests wait until this many have arrived.
+        self._hold_lock = threading.Lock()
+        self._watchers = 0
+        self._watchers_in = threading.Event()
         self._server = LocalServer(self._answer)
         self.reset()
 
@@ -190,6 +194,9 @@ class FakeApiServer:
             self.serve_recording(name)
         self._server.requests.clear()
         self.exchanges.clear()
+        with self._hold_lock:
+            self._watchers = 0
+            self._watchers_in.set()
 
     # -- configuring answers ----------------------------------------------------------------
 
@@ -223,6 +230,24 @@ class FakeApiServer:
         self.watches[path] = response
         return response
 
+    def hold_watches(self, watchers: int) -> None:
+        """Answer no watch request until ``watchers`` of them have arrived, then all at once:
+        a client that sent them one after the other would wait on the first until it timed
+        out, whatever the machine's load."""
+        with self._hold_lock:
+            self._watchers = watchers
+            self._watchers_in = threading.Event()
+
+    def _held_until_all_watchers_arrive(self) -> None:
+        with self._hold_lock:
+            watchers_in = self._watchers_in
+            if not watchers_in.is_set():
+                self._watchers -= 1
+                if self._watchers <= 0:
+                    watchers_in.set()
+        # The ceiling only bounds a test whose client never sends the others.
+        watchers_in.wait(30)
+
     # -- what was asked -----------------------------------------------------------------------
 
     @property
@@ -253,6 +278,7 @@ class FakeApiServer:
 
     def _handle(self, request: Request) -> Response:
         if is_watch(request):
+            self._held_until_all_watchers_arrive()
             watched = self.watches.get(request.path)
             if watched is None:
                 return Response(status=200, body=EMPTY_WATCH, content_type="application/json")
@@ -324,9 +350,9 @@ class StatefulApiServer(FakeApiServer):
         self.events: dict[str, dict[str, Any]] = {}
         self._resource_version = 1000
         self._lock = threading.Lock()
-        # Seconds every Lease read waits before answering: lets two clients read the same
-        # resourceVersion before either writes (a race, made deterministic).
-        self.lease_read_delay = 0.0
+        # Set by hold_lease_reads: Lease reads wait until this many have arrived.
+        self._lease_readers = 0
+        self._lease_readers_in = threading.Event()
         super().__init__()
 
     def reset(self) -> None:
@@ -334,17 +360,36 @@ class StatefulApiServer(FakeApiServer):
         with self._lock:
             self.leases.clear()
             self.events.clear()
-            self.lease_read_delay = 0.0
+            self._lease_readers = 0
+            self._lease_readers_in.set()
+
+    def hold_lease_reads(self, readers: int) -> None:
+        """Answer no Lease read until ``readers`` reads have arrived (then every read at once):
+        the readers all see the same resourceVersion before any of them writes (a race, made
+        deterministic whatever the machine's load)."""
+        with self._lock:
+            self._lease_readers = readers
+            self._lease_readers_in = threading.Event()
 
     def unserve(self, path: str, *, method: str = "GET") -> None:
         self.routes.pop((method, path), None)
 
     def _handle(self, request: Request) -> Response:
         if (request.method, request.path) not in self.routes:
-            with self._lock:
-                if request.path == LEASES_PATH or request.path.startswith(LEASES_PATH + "/"):
-                    return self._lease(request)
-                if request.path == EVENTS_PATH:
+            if request.path == LEASES_PATH or request.path.startswith(LEASES_PATH + "/"):
+                with self._lock:
+                    response = self._lease(request)
+                    readers_in = self._lease_readers_in
+                    if request.method == "GET" and not readers_in.is_set():
+                        self._lease_readers -= 1
+                        if self._lease_readers <= 0:
+                            readers_in.set()
+                # Outside the lock, so that the other readers come in; the ceiling only bounds
+                # a test that never sends them.
+                readers_in.wait(30)
+                return response
+            if request.path == EVENTS_PATH:
+                with self._lock:
                     return self._event(request)
         return super()._handle(request)
 
@@ -364,7 +409,6 @@ class StatefulApiServer(FakeApiServer):
                                            **details)
             else:
                 response = Response(200, copy.deepcopy(self.leases[name]))
-            response.delay = self.lease_read_delay
             return response
         if request.method not in ("POST", "PUT") or (request.method == "POST") != (name is None):
             return status_response(405, "MethodNotAllowed",

@@ -3,6 +3,7 @@ kube-apiserver, Loki and Slack that serve a scenario: used by the end-to-end and
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -24,6 +25,10 @@ SCENARIO = Path(__file__).parent / "scenarios" / "bad-rollout-sharp-spike.yaml"
 WEBHOOK_SECRET = "XOXB-e2e-SECRET-4242"
 
 
+# Numbers the output files of the daemons a test starts.
+_daemons = itertools.count(1)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -41,8 +46,26 @@ def write_kubeconfig(path: Path, server: str) -> Path:
 
 
 class Daemon:
-    def __init__(self, proc: subprocess.Popen, port: int, out_path: Path) -> None:
-        self.proc, self.port, self.out_path = proc, port, out_path
+    def __init__(self, proc: subprocess.Popen, out_path: Path) -> None:
+        self.proc, self.out_path = proc, out_path
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        """The port the daemon listens on, once it says so (it binds HTTP_PORT=0: a port picked
+        here and bound later could be taken by another test running at the same time)."""
+        deadline = time.monotonic() + 30
+        while self._port is None:
+            self._port = next((line["port"] for line in self.lines()
+                               if line.get("event") == "http.listening"), None)
+            if self._port is not None:
+                break
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited early: {self.out_path.read_text()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not listening after 30 s: {self.out_path.read_text()}")
+            time.sleep(0.05)
+        return self._port
 
     @property
     def url(self) -> str:
@@ -95,7 +118,6 @@ def make_cluster(tmp_path: Path):
 
 def start_daemon(cluster, *, extra_env: dict | None = None, args: tuple[str, ...] = ()) -> Daemon:
     tmp: Path = cluster["tmp"]
-    port = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("KUBERNETES_", "LOKI_", "SLACK_", "NAMESPACE", "TARGET_"))}
     env.update({
@@ -103,16 +125,16 @@ def start_daemon(cluster, *, extra_env: dict | None = None, args: tuple[str, ...
         "LOKI_URL": cluster["loki"].url,
         "SLACK_WEBHOOK_URL": f"{cluster['slack'].url}/services/{WEBHOOK_SECRET}",
         "POLL_INTERVAL_SECONDS": "0.5",
-        "HTTP_PORT": str(port),
+        "HTTP_PORT": "0",
         "HTTP_HOST": "127.0.0.1",
         "STATE_PATH": str(tmp / "state.sqlite3"),
         "LOG_LEVEL": "debug",
         **(extra_env or {}),
     })
-    out_path = tmp / f"out-{port}.log"
+    out_path = tmp / f"out-{next(_daemons)}.log"
     proc = subprocess.Popen([sys.executable, "-m", "incident_detector", *args], env=env,
                             stdout=out_path.open("w"), stderr=subprocess.STDOUT)
-    return Daemon(proc, port, out_path)
+    return Daemon(proc, out_path)
 
 
 def stop(daemon: Daemon, sig=signal.SIGTERM) -> int:

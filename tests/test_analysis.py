@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -474,13 +473,10 @@ def test_failures_are_audited_and_written_but_not_sent_to_slack(tmp_path, respon
 
 
 def test_a_slow_answer_past_the_timeout_is_a_timeout(tmp_path):
-    async def slow(request):
-        await asyncio.sleep(10)
-        return httpx.Response(200, json=completion(answer()))
+    async def never(request):  # the answer would come after the test: only the timeout ends it
+        await asyncio.Event().wait()
 
-    started = time.monotonic()
-    harness, route, key = analyse_one(tmp_path, slow, timeout=0.3)
-    assert time.monotonic() - started < 5
+    harness, route, key = analyse_one(tmp_path, never, timeout=0.3)
     (row,) = harness.audit()
     assert row.decision == "timeout"
     (line,) = harness.lines()
@@ -586,7 +582,10 @@ def test_with_a_bot_token_the_follow_up_waits_for_and_replies_in_the_incidents_t
         incident = make_incident()
         assert outbox.record(incident)  # the incident's rows: its Slack message is pending
         harness.analyst.analyse_later(incident.key, render.incident_record(incident))
-        await asyncio.sleep(0.3)  # the analysis is in, but the incident's message is not sent
+        # The analysis is in, but the incident's message is not sent: the follow-up waits (the
+        # short sleep gives a follow-up that did not wait the time to show itself).
+        assert await harness.analyst.advice(incident.key, timeout=30) is not None
+        await asyncio.sleep(0.3)
         assert calls == []
         await outbox.deliver_due()  # the incident's message goes out...
         await harness.finish()  # ...and then the follow-up, in its thread

@@ -220,9 +220,8 @@ async def _subscribed(live: LiveFeed, count: int = 1) -> None:
 
 
 async def _gone(live: LiveFeed) -> int:
-    for _ in range(300):  # the server notices that the client went away
-        if live.subscribers == 0:
-            break
+    deadline = asyncio.get_running_loop().time() + 30  # the server notices the client went away
+    while live.subscribers and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.01)
     return live.subscribers
 

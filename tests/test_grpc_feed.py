@@ -68,6 +68,21 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+async def _serve(server_module: ModuleType, log: ChangeLog, live: LiveFeed) -> tuple[Any, int]:
+    """The feed's server on a free port. Another test running at the same time may take the
+    port between the probe and the bind (serve_changes then refuses it): another port then."""
+    attempts = 5
+    while True:
+        port = _free_port()
+        try:
+            return await server_module.serve_changes(changes=log, live=live, port=port,
+                                                     host="127.0.0.1"), port
+        except RuntimeError:
+            attempts -= 1
+            if attempts == 0:
+                raise
+
+
 def _publish(live: LiveFeed, log: ChangeLog, *changes: Change) -> list[Change]:
     """What the loop does: record, then publish each new change."""
     recorded = log.record(list(changes))
@@ -82,9 +97,8 @@ async def _subscribed(live: LiveFeed, count: int = 1) -> None:
 
 
 async def _gone(live: LiveFeed) -> int:
-    for _ in range(300):
-        if live.subscribers == 0:
-            break
+    deadline = asyncio.get_running_loop().time() + 30
+    while live.subscribers and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.01)
     return live.subscribers
 
@@ -100,9 +114,7 @@ class Feed:
     async def __aenter__(self) -> Feed:
         from grpc import aio
 
-        port = _free_port()
-        self.server = await self.server_module.serve_changes(
-            changes=self.log, live=self.live, port=port, host="127.0.0.1")
+        self.server, port = await _serve(self.server_module, self.log, self.live)
         self.channel = aio.insecure_channel(f"127.0.0.1:{port}")
         self.stub = self.pb2_grpc.ChangeFeedStub(self.channel)
         return self
@@ -262,13 +274,11 @@ def test_stopping_the_server_ends_the_streams_and_their_subscriptions(feed, grpc
     live = LiveFeed()
 
     async def main() -> tuple[int, Any]:
-        port = _free_port()
-        server = await server_module.serve_changes(changes=log, live=live, port=port,
-                                                   host="127.0.0.1")
+        server, port = await _serve(server_module, log, live)
         async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             call = pb2_grpc.ChangeFeedStub(channel).WatchChanges(pb2.WatchChangesRequest())
             await _subscribed(live)
-            await asyncio.wait_for(server.stop(server_module.STOP_GRACE_SECONDS), timeout=5)
+            await asyncio.wait_for(server.stop(server_module.STOP_GRACE_SECONDS), timeout=30)
             with pytest.raises(grpc.aio.AioRpcError) as ended:
                 await asyncio.wait_for(call.read(), timeout=READ_TIMEOUT)
             return await _gone(live), ended.value.code()

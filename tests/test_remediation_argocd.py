@@ -73,8 +73,9 @@ class FakeArgoCd:
     rollbacks: list[httpx.Request] = field(default_factory=list)
     gets: int = 0
     rolled_back_at: datetime | None = None
-    # Seconds the loopback server holds its answers (a process that dies waiting for one).
-    answer_delay: float = 0.0
+    # Seconds the loopback server holds its answer to a rollback (a process that dies waiting
+    # for it); the application's reads are answered at once.
+    rollback_answer_delay: float = 0.0
 
     def serve(self, request: Request) -> Response:
         """The same endpoints over loopback HTTP, for the detector as ``main`` builds it."""
@@ -84,7 +85,7 @@ class FakeArgoCd:
             headers=request.headers, content=request.body))
         return Response(answer.status_code, answer.content,
                         answer.headers.get("content-type", "application/json"),
-                        delay=self.answer_delay)
+                        delay=self.rollback_answer_delay if request.method == "POST" else 0.0)
 
     def router(self) -> respx.Router:
         router = respx.Router(base_url=ARGOCD, assert_all_called=False)
@@ -426,8 +427,9 @@ def test_a_lost_answer_is_not_sent_again_once_the_rollback_shows_on_the_applicat
 def test_a_restart_after_the_rollback_landed_resumes_it_without_sending_it_again(tmp_path):
     async def script(flow: Flow) -> None:
         message = await flow.until_message()
-        # Argo CD takes the rollback, and the detector's process dies waiting for the answer.
-        flow.argo.answer_delay = 3.0
+        # Argo CD takes the rollback, and the detector's process dies waiting for the answer
+        # (held past ARGOCD_TIMEOUT_SECONDS, 10 s: it never comes before the process dies).
+        flow.argo.rollback_answer_delay = 60.0
         body = click_body(button(message, "approve"), user=APPROVER,
                           action_id="approve_rollback", response_url=flow.slack_url + "/response")
         await flow.web.post("/integrations/slack/actions", content=body,
@@ -437,7 +439,7 @@ def test_a_restart_after_the_rollback_landed_resumes_it_without_sending_it_again
         for task in list(flow.remediator.running):
             task.cancel()
         await asyncio.gather(*flow.remediator.running, return_exceptions=True)
-        flow.argo.answer_delay = 0.0
+        flow.argo.rollback_answer_delay = 0.0
         [entry] = flow.journal()
         assert entry.state == "executing" and len(flow.argo.rollbacks) == 1
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
 
 from starlette.testclient import TestClient
 
@@ -29,20 +28,35 @@ def detector_for(settings, **kw):
                           stdout=io.StringIO(), store=Store(":memory:"), **kw)
 
 
+class Monotonic:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.seconds = 1000.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+
 def test_healthz_turns_503_when_no_tick_finished_for_too_long():
-    settings = load_settings({"LOKI_URL": "http://127.0.0.1:1", "STALL_AFTER_SECONDS": "0.2"})
+    settings = load_settings({"LOKI_URL": "http://127.0.0.1:1", "STALL_AFTER_SECONDS": "30"})
+    monotonic = Monotonic()
 
     async def run():
-        async with detector_for(settings) as detector:
+        async with detector_for(settings, monotonic=monotonic) as detector:
             with TestClient(make_app(detector)) as client:
                 fresh = client.get("/healthz").status_code, client.get("/readyz").status_code
-                time.sleep(0.3)
+                monotonic.seconds += 30  # still within STALL_AFTER_SECONDS
+                within = client.get("/healthz").status_code
+                monotonic.seconds += 0.5
                 stalled = client.get("/healthz")
-                return fresh, (stalled.status_code, stalled.text), client.get("/status").json()
+                return fresh, within, (stalled.status_code, stalled.text), \
+                    client.get("/status").json()
 
-    (healthz, readyz), (code, text), status = asyncio.run(run())
+    (healthz, readyz), within, (code, text), status = asyncio.run(run())
     assert healthz == 200  # just started: alive
     assert readyz == 503  # no tick yet: it cannot do its job
+    assert within == 200
     assert code == 503 and "stalled" in text
     assert status["alive"] is False
 

@@ -236,7 +236,8 @@ class Detector:
         self.last_tick: TickReport | None = None
         self.ticks = 0
         self.started_at = clock()
-        self._heartbeat = time.monotonic()
+        # Liveness (/healthz) is measured on a monotonic clock: the wall clock may jump.
+        self._heartbeat = monotonic()
         # Baselines never change once a rollout happened: fetched once per rollout, dropped
         # when the rollout leaves its window (so this stays as small as the set of rollouts).
         self._baselines: dict[RolloutKey, Baseline] = {}
@@ -269,7 +270,7 @@ class Detector:
         started = time.monotonic()
         cpu_started = time.process_time()
         report = TickReport(started_at=now)
-        self._heartbeat = started
+        self._heartbeat = self.monotonic()
         self._woken.clear()
         if not self.is_leader():
             # A standby reads nothing and sends nothing; it only stays alive and ready to lead.
@@ -283,7 +284,7 @@ class Detector:
         self.ticks += 1
         self.metrics.tick_finished(role=report.role, degraded=report.degraded,
                                    duration_seconds=report.duration_seconds)
-        self._heartbeat = time.monotonic()
+        self._heartbeat = self.monotonic()
         log.debug("tick", duration_seconds=report.duration_seconds, cpu_seconds=report.cpu_seconds,
                   degraded=report.degraded,
                   rollouts=len(report.assessments), incidents=len(report.incidents))
@@ -918,7 +919,7 @@ class Detector:
     # Health and status ---------------------------------------------------------------------
 
     def alive(self) -> bool:
-        return time.monotonic() - self._heartbeat <= self.settings.stall_seconds
+        return self.monotonic() - self._heartbeat <= self.settings.stall_seconds
 
     def ready(self) -> bool:
         # A standby is ready: its job is to be able to take over, and it is alive.

@@ -105,7 +105,16 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         return httpx.get(f"{self.url}/status", timeout=5).json()
 
-    def wait_for_incident(self, timeout: float = 20.0) -> dict[str, Any]:
+    def wait_for_ticks(self, count: int, timeout: float = 30.0) -> None:
+        """Until the daemon has finished ``count`` more ticks (whatever the machine's load)."""
+        target = self.status()["ticks"] + count
+        deadline = time.monotonic() + timeout
+        while self.status()["ticks"] < target:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{count} ticks did not come in {timeout:g} s")
+            time.sleep(0.1)
+
+    def wait_for_incident(self, timeout: float = 30.0) -> dict[str, Any]:
         """The bad rollout's incident, once the daemon has recorded it (and asked to roll back)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -181,6 +190,15 @@ def running_daemon(*, with_token: bool, start_at: float = SETTLED_AT,
             raise box["error"]
 
 
+def pytest_collection_modifyitems(items):
+    """Run in parallel (``make test``: pytest-xdist, ``--dist loadgroup``), each browser module's
+    tests stay on one worker: its daemon and Chromium are started once, not once per worker."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
 # The test modules reach these helpers through fixtures: ``from conftest import`` would find
 # whichever conftest module pytest imported first.
 @pytest.fixture(scope="session")
@@ -236,7 +254,7 @@ def browser():
 def fresh_page(browser, *, viewport: dict[str, int] = DESKTOP):
     """A page in a context of its own: no cookies, nobody logged in."""
     context = browser.new_context(viewport=viewport)
-    context.set_default_timeout(10_000)
+    context.set_default_timeout(30_000)
     try:
         yield context.new_page()
     finally:

@@ -29,8 +29,11 @@ def change_incident(url: str, timeout: float = 30.0) -> str:
 
 @pytest.fixture(scope="module")
 def daemon(start_daemon):
-    # From just before payments rolls out (t=60), four times as fast as the wall clock.
-    with start_daemon(with_token=True, start_at=50, speed=4.0, scenario=SCENARIO) as daemon:
+    # From t=95, once payments' Deployment last changed (t=90, its pods ready), four times as
+    # fast as the wall clock: the incident carries the resourceVersion that the approval writes
+    # against, however late it comes (from t=50, a loaded machine could raise it before t=90
+    # and the approval then be refused as stale).
+    with start_daemon(with_token=True, start_at=95, speed=4.0, scenario=SCENARIO) as daemon:
         yield daemon
 
 
@@ -53,8 +56,12 @@ def test_a_change_incident_shows_its_causes_and_approving_rolls_back_the_cause(d
     assert approve.count() == 1, "no Approve button for the cause's rollback"
     assert "payments" in page.inner_text("#decision")
     approve.click()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while not daemon.rollback_writes() and time.monotonic() < deadline:
         time.sleep(0.1)
-    [write] = daemon.rollback_writes()
+    writes = daemon.rollback_writes()
+    assert len(writes) == 1, (f"rollbacks after 30 s at scenario time {daemon.clock.seconds:.0f} s: "
+                              f"{daemon.apiserver.writes}; audit: "
+                              f"{httpx.get(daemon.url + '/api/audit', timeout=5).json()}")
+    [write] = writes
     assert write.method == "PATCH" and write.path == PAYMENTS

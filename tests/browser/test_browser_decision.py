@@ -39,7 +39,7 @@ def log_in(page, daemon) -> None:
     assert page.context.cookies(), "no session cookie after logging in"
 
 
-def wait_for(condition, *, timeout: float = 10.0, what: str) -> None:
+def wait_for(condition, *, timeout: float = 30.0, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -56,7 +56,7 @@ def test_without_a_token_no_write_control_is_shown_and_a_forged_post_is_not_foun
     assert page.locator("form[method=post i]").count() == 0
     answer = page.request.post(f"{incident}/decision", form=FORGED)
     assert answer.status == 404, answer.text()[:300]
-    time.sleep(1.0)  # two ticks: nothing was queued behind the answer either
+    read_only.wait_for_ticks(2)  # nothing was queued behind the answer either
     assert read_only.apiserver.writes == []
 
 
@@ -67,7 +67,7 @@ def test_a_forged_post_without_the_session_is_refused(daemon, browser, new_page,
         answer = page.request.post(f"{incident}/decision", form=FORGED,
                                    headers={"Origin": daemon.url})
         assert answer.status in (401, 403), answer.text()[:300]
-        time.sleep(1.0)  # two ticks: nothing was queued behind the answer either
+        daemon.wait_for_ticks(2)  # nothing was queued behind the answer either
         assert len(daemon.apiserver.writes) == before
 
 
@@ -92,5 +92,5 @@ def test_approving_from_the_page_rolls_back_once_and_the_history_says_who(
 
     wait_for(history_says_who, what="/history to show alice's approval and the execution")
     take_screenshot(page, "history")
-    time.sleep(1.0)  # two ticks later, still one rollback
+    daemon.wait_for_ticks(2)  # two ticks later, still one rollback
     assert len(daemon.rollback_writes()) == 1

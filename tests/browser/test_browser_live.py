@@ -23,6 +23,6 @@ def test_a_new_incident_appears_on_an_open_overview_without_a_reload(paused, pag
     # Time runs again, ten times faster than the wall clock: the rollout at t=60 s, its errors
     # from t=75 s, the incident a tick or two later.
     paused.clock.run(10.0, from_seconds=50.0)
-    page.locator("#queue [data-incident]").first.wait_for(timeout=20_000)
+    page.locator("#queue [data-incident]").first.wait_for(timeout=30_000)
     assert page.evaluate("window.__loaded_once === true"), "the page was reloaded"
     assert "payments-api" in page.inner_text("#queue")
