@@ -364,6 +364,15 @@ class Store:
             "SELECT namespace, deployment, revision, deployment_uid FROM incidents")
         return {(ns, dep, int(rev), uid) for ns, dep, rev, uid in rows}
 
+    def judged_bad(self, namespace: str, deployment: str) -> list[tuple[int, str, str]]:
+        """(revision, deployment uid, ReplicaSet) of each incident recorded for a Deployment name
+        (detected here, or read back from another replica's Events): the revisions judged bad,
+        of this object and of earlier ones of the same name."""
+        rows = self._db.execute(
+            "SELECT revision, deployment_uid, replicaset FROM incidents"
+            " WHERE namespace=? AND deployment=?", (namespace, deployment))
+        return [(int(revision), uid, replicaset) for revision, uid, replicaset in rows]
+
     def count_incidents(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM incidents").fetchone()[0])
 
