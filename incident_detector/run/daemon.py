@@ -650,12 +650,20 @@ class Detector:
         pending = [r for r in judged if r.key not in self._baselines]
         if not pending or not self._readback_done:
             return
+        # One store read and one pass over the ReplicaSets for all of them: a mass rollout
+        # leaves hundreds pending for several ticks.
+        bad_of = self.store.judged_bad(namespace)
+        names = {r.deployment.name for r in pending}
+        sets_of: dict[str, list[ReplicaSet]] = {}
+        for rs in replicasets:
+            if rs.deployment in names:
+                sets_of.setdefault(rs.deployment, []).append(rs)
         healthy = {}
         for rollout in pending:
             dep = rollout.deployment
-            bad = self.store.judged_bad(dep.namespace, dep.name)
+            bad = bad_of.get(dep.name, ())
             healthy[rollout.key] = last_healthy_state(
-                rollout, [rs for rs in replicasets if rs.deployment == dep.name],
+                rollout, sets_of.get(dep.name, ()),
                 bad_revisions={revision for revision, uid, _ in bad if uid == dep.uid},
                 bad_replicasets=[replicaset for _, _, replicaset in bad])
         batch = baseline_batch(pending, span_seconds=self.rules.error_window_seconds,
