@@ -270,6 +270,12 @@ class Baseline:
 
     error_count: float
     window_seconds: int
+    # Revisions of the Deployment judged bad (an incident, or rolled back) whose time the window
+    # leaves out: the baseline is the last healthy state, not a bad revision's errors.
+    excluded_revisions: tuple[int, ...] = ()
+    # Why there is no healthy state to compare with (every revision in the lookback was judged
+    # bad); None when there is one. Without one, the rollout is judged on the threshold alone.
+    absent: str | None = None
 
     @property
     def per_minute(self) -> float:
@@ -500,6 +506,10 @@ class Evidence:
     baseline_window_seconds: int | None = None
     # The configured lookback; more than ``baseline_window_seconds`` for a young workload.
     baseline_lookback_seconds: int | None = None
+    # Revisions judged bad that the baseline leaves out, and why there was no baseline at all
+    # (no healthy state in the lookback: the threshold alone decided).
+    baseline_excluded_revisions: tuple[int, ...] = ()
+    baseline_absent: str | None = None
     rollout_start_source: RolloutStartSource = RolloutStartSource.REPLICASET_CREATED
     # Pods of the new ReplicaSet and the problems seen on them.
     affected_pods: tuple[str, ...] = ()

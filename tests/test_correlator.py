@@ -9,12 +9,17 @@ from incident_detector.judge.correlator import (
     Rules,
     Verdict,
     WorkloadView,
+    HealthyState,
+    NoHealthyBaseline,
     baseline_batch,
     baseline_coverage,
+    baseline_errors,
+    baseline_window,
     current_replicaset,
     decide,
     find_rollout,
     is_clear_rise,
+    last_healthy_state,
     previous_revision,
     rollout_key,
     rollout_start,
@@ -503,6 +508,141 @@ def test_baseline_batches_take_rollouts_close_to_the_earliest_with_the_same_cove
                            span_seconds=120, lookback_seconds=1800, minimum_seconds=120)
     assert [r.deployment.name for r in later.rollouts] == ["young"] and later.seconds == 440
     assert baseline_batch([], span_seconds=120, lookback_seconds=1800, minimum_seconds=120) is None
+
+
+# --- baselines: the last healthy state ------------------------------------------------------
+
+def ago(seconds: float) -> datetime:
+    return NOW - timedelta(seconds=seconds)
+
+
+def history(*ages: float, created_age: float = 86400, reuse: dict[int, float] | None = None):
+    """A Deployment whose revision n+1 began ``ages[n]`` seconds ago (the last is current);
+    ``reuse``: revision -> when an undo wrote it (its ReplicaSet created long before)."""
+    reuse = reuse or {}
+    sets = []
+    for revision, age in enumerate(ages, start=1):
+        if revision in reuse:
+            sets.append(reused(f"{DEP}-r{revision}", revision, created_age=created_age,
+                               written_age=reuse[revision]))
+        else:
+            sets.append(rs(f"{DEP}-r{revision}", revision, age))
+    d = dep(revision=len(ages), created_at=ago(created_age))
+    return find_rollout(d, sets), sets
+
+
+def window(rollout, state, **kw):
+    return baseline_window(rollout, state, lookback_seconds=1800, minimum_seconds=120, **kw)
+
+
+def test_without_a_revision_judged_bad_the_baseline_is_the_time_before_the_rollout():
+    rollout, sets = history(86400, 600, 90)
+    state = last_healthy_state(rollout, sets)
+    assert state == HealthyState(until=ago(90))
+    assert window(rollout, state) == (ago(90), 1800)
+
+
+def test_a_revision_judged_bad_is_left_out_of_the_next_ones_baseline():
+    rollout, sets = history(86400, 600, 90)
+    state = last_healthy_state(rollout, sets, bad_revisions={2})
+    assert state.until == ago(600) and state.since is None and state.excluded == (2,)
+    assert state.bad_replicasets == (f"{DEP}-r2",)
+    assert window(rollout, state) == (ago(600), 1800)
+    # Two bad revisions in a row: the healthy state ended when the first of them began.
+    rollout, sets = history(86400, 600, 300, 90)
+    state = last_healthy_state(rollout, sets, bad_revisions={2, 3})
+    assert state.until == ago(600) and state.excluded == (2, 3)
+
+
+def test_after_a_good_fix_the_baseline_starts_after_the_bad_revision():
+    rollout, sets = history(86400, 600, 300, 90)     # 2 bad, 3 the fix, 4 current
+    state = last_healthy_state(rollout, sets, bad_revisions={2})
+    assert state.until == ago(90) and state.since == ago(300) and state.excluded == ()
+    assert state.bad_replicasets == (f"{DEP}-r2",)
+    assert window(rollout, state) == (ago(90), 210)
+    # A fix that lasted less than the error window: no rate worth the name, and a longer window
+    # would reach into the bad revision.
+    rollout, sets = history(86400, 600, 150, 90)
+    assert window(rollout, last_healthy_state(rollout, sets, bad_revisions={2})) == \
+        NoHealthyBaseline("the last healthy state lasted 60s, less than the 120s error window")
+
+
+def test_a_rolled_back_revision_is_judged_bad():
+    # 1, 2, undo (1's ReplicaSet becomes 3, written 300 s ago), 4 now: 2 was rolled back.
+    rollout, sets = history(86400, 600, 86400, 90, reuse={3: 300})
+    state = last_healthy_state(rollout, sets)
+    assert state.since == ago(300) and state.until == ago(90)
+    assert state.bad_replicasets == (f"{DEP}-r2",)
+    # The undo itself: its previous revision (2) was rolled back, 1 is the last healthy state.
+    rollout, sets = history(86400, 600, 86400, reuse={3: 90})
+    state = last_healthy_state(rollout, sets)
+    assert state.until == ago(600) and state.excluded == (2,) and state.since is None
+
+
+def test_no_healthy_state_in_the_lookback_is_said_and_why():
+    rollout, sets = history(86400, 3600, 90)
+    state = last_healthy_state(rollout, sets, bad_revisions={2})
+    none = window(rollout, state)
+    assert isinstance(none, NoHealthyBaseline) and none.excluded == (2,)
+    assert none.reason == "revision 2 judged bad since more than the 30 min lookback before the rollout"
+    # Every earlier revision judged bad (the first one rolled back to a bad second one... ).
+    rollout, sets = history(600, 300, 86400, reuse={3: 90})
+    state = last_healthy_state(rollout, sets, bad_revisions={1})
+    assert not state.healthy
+    assert window(rollout, state) == NoHealthyBaseline(
+        "every earlier revision was judged bad (revisions 1, 2)", (1, 2))
+
+
+def test_a_young_deployment_after_a_bad_revision_keeps_its_minimum_window():
+    # Created 160 s ago: 2 bad 100 s ago, 3 now. The window ends where 2 began and, the
+    # Deployment being younger than the minimum there, reaches back to the minimum.
+    rollout, sets = history(160, 100, 60, created_age=160)
+    state = last_healthy_state(rollout, sets, bad_revisions={2})
+    assert window(rollout, state) == (ago(100), 120)
+
+
+def test_baseline_errors_leave_out_the_pods_of_bad_replicasets():
+    state = HealthyState(until=NOW, bad_replicasets=(f"{DEP}-r2", "payments-api-old"))
+    samples = [ErrorSample(DEP, f"{DEP}-r2-abcde", 30), ErrorSample(DEP, f"{DEP}-r1-abcde", 2),
+               ErrorSample(DEP, "payments-api-old-xyz12", 7), ErrorSample(DEP, None, 1),
+               ErrorSample("other", "other-r1-abcde", 9), ErrorSample(DEP, f"{DEP}-r22-abcde", 4)]
+    assert baseline_errors(samples, DEP, state) == 2 + 1 + 4
+    assert baseline_errors(samples, DEP, HealthyState(until=NOW)) == 44
+
+
+def test_batches_share_a_window_only_when_it_is_the_same():
+    plain, _ = history(86400, 90)
+    after_bad, sets = history(86400, 600, 100)
+    healthy = {after_bad.key: last_healthy_state(after_bad, sets, bad_revisions={2})}
+    batch = baseline_batch([plain, after_bad], span_seconds=120, lookback_seconds=1800,
+                           minimum_seconds=120, healthy=healthy)
+    # after_bad's window ends 600 s ago, first: plain (its own ends 90 s ago) waits.
+    assert batch.end == ago(600) and batch.seconds == 1800 and batch.rollouts == (after_bad,)
+    # Without a healthy state: answered at once, without a query.
+    gone, sets = history(86400, 3600, 90)
+    only = baseline_batch([gone], span_seconds=120, lookback_seconds=1800, minimum_seconds=120,
+                          healthy={gone.key: last_healthy_state(gone, sets, bad_revisions={2})})
+    assert only.rollouts == () and [r for r, _ in only.absent] == [gone]
+
+
+def test_with_no_healthy_baseline_the_threshold_alone_decides():
+    absent = Baseline(0, 0, excluded_revisions=(1,), absent="every earlier revision was judged bad")
+    decision = judge(view(errors=errs(**{NEW_POD: 5}), baseline=absent))
+    [incident] = decision.incidents
+    assert incident.evidence.baseline_absent == "every earlier revision was judged bad"
+    assert incident.evidence.baseline_per_minute is None
+    assert incident.evidence.baseline_excluded_revisions == (1,)
+    assert decision.assessments[0].baseline_per_minute is None
+    assert any("judged against the threshold alone" in r for r in decision.assessments[0].reasons)
+    assert judge(view(errors=errs(**{NEW_POD: 4}), baseline=absent)).incidents == ()
+
+
+def test_the_assessment_says_the_baseline_left_out_a_bad_revision():
+    baseline = Baseline(240, 1800, excluded_revisions=(2,))   # 8/min: 16 expected in 2 min
+    [assessment] = judge(view(errors=errs(**{NEW_POD: 20}), baseline=baseline)).assessments
+    assert assessment.verdict is Verdict.HEALTHY
+    assert "baseline: the last healthy state, before revision 2 (judged bad)" in assessment.reasons
+    assert any("in the last healthy state" in r for r in assessment.reasons)
 
 
 # --- alerts as signals of a rollout ----------------------------------------------------------

@@ -10,6 +10,8 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from incident_detector.sources import kube
 from incident_detector.main import build_detector
 from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
@@ -171,3 +173,97 @@ def test_two_replicas_one_notifies_and_the_standby_takes_over_without_repeating(
                        for out in outs.values() for line in out.getvalue().splitlines())
     assert revisions == [2, 3]
     assert len(sink.messages) == 2
+
+
+@pytest.mark.parametrize("memory", ["events", "shared_store"])
+def test_a_standby_that_took_over_knows_which_revision_was_bad(memory, tmp_path):
+    """Revision 2 is bad and notified by replica a, which dies; b takes over. Revision 4 breaks
+    after a good fix: b must leave revision 2's errors out of its baseline, knowing from what
+    was persisted (the Events it reads back, or the shared store), not from a's memory."""
+    scenario = load_scenario(SCENARIOS / "bad-revision-after-a-good-fix.yaml")
+    clock = ManualClock(SCENARIO_EPOCH)
+    world = World(scenario, t0=SCENARIO_EPOCH)
+    sink = SlackSink()
+    outs = {"a": io.StringIO(), "b": io.StringIO()}
+    died: list[float] = []
+
+    def store_for(name: str) -> Store:
+        return Store(tmp_path / "state.db") if memory == "shared_store" else Store(":memory:")
+
+    async def run() -> None:
+        with LocalServer(KubeApiFake(world, clock)) as k, LocalServer(LokiFake(world, clock)) as lk, \
+                LocalServer(sink) as sl:
+            def settings_for(name: str):
+                return scenario_settings(scenario, loki_url=lk.url, slack_url=sl.url + "/services/x",
+                                         leader_election=True, pod_name=f"detector-{name}",
+                                         lease_duration_seconds=15)
+            async with build_detector(settings=settings_for("a"), kube_api=kube.api_client_for(k.url),
+                                      stdout=outs["a"], clock=clock, store=store_for("a")) as a, \
+                    build_detector(settings=settings_for("b"), kube_api=kube.api_client_for(k.url),
+                                   stdout=outs["b"], clock=clock, store=store_for("b")) as b:
+                alive = {"a": a, "b": b}
+                t = 0.0
+                while t <= scenario.duration:
+                    for detector in alive.values():
+                        await detector.leadership.try_acquire_or_renew()
+                    if t % 20 == 0:
+                        for detector in alive.values():
+                            await detector.tick()
+                            await detector.outbox.deliver_due()
+                    if "a" in alive and len(sink.messages) == 1 and a.is_leader():
+                        del alive["a"]  # killed: its process memory is gone with it
+                        died.append(t)
+                    clock.now += timedelta(seconds=5)
+                    t += 5
+
+    asyncio.run(run())
+    assert died and died[0] < 300  # a died right after revision 2's incident, before the fix
+    by_replica = {name: [json.loads(line)["revision"] for line in out.getvalue().splitlines()]
+                  for name, out in outs.items()}
+    assert by_replica == {"a": [2], "b": [4]}
+    [record] = [json.loads(line) for line in outs["b"].getvalue().splitlines()]
+    assert record["evidence"]["baseline_per_minute"] == 0
+
+
+class FailingEventReads:
+    """The apiserver fake, but the first ``failures`` Event lists after ``armed`` answer 503."""
+
+    def __init__(self, fake, failures: int) -> None:
+        self.fake, self.failures, self.armed = fake, failures, False
+
+    def __call__(self, request: Request) -> Response:
+        if self.armed and self.failures and request.method == "GET" and \
+                request.path.endswith("/events"):
+            self.failures -= 1
+            return Response(503, {"kind": "Status", "code": 503, "message": "unavailable"})
+        return self.fake(request)
+
+
+def test_a_detector_started_during_a_rollout_reads_back_what_was_bad_before_its_baseline():
+    """A fresh process (its store empty) starts right as revision 4 rolls out, and its first
+    read of the Events fails: it takes revision 4's baseline only once it learnt from them that
+    revision 2 was bad."""
+    scenario = load_scenario(SCENARIOS / "bad-revision-after-a-good-fix.yaml")
+    clock = ManualClock(SCENARIO_EPOCH)
+    world = World(scenario, t0=SCENARIO_EPOCH)
+    sink = SlackSink()
+    outs = {"first": io.StringIO(), "second": io.StringIO()}
+    apiserver = FailingEventReads(KubeApiFake(world, clock), failures=1)
+
+    async def run() -> None:
+        with LocalServer(apiserver) as k, LocalServer(LokiFake(world, clock)) as lk, \
+                LocalServer(sink) as sl:
+            settings = scenario_settings(scenario, loki_url=lk.url, slack_url=sl.url + "/services/x")
+            for name, until in (("first", 470), ("second", scenario.duration)):
+                async with build_detector(settings=settings, kube_api=kube.api_client_for(k.url),
+                                          stdout=outs[name], clock=clock,
+                                          store=Store(":memory:")) as detector:
+                    apiserver.armed = name == "second"
+                    while (clock.now - SCENARIO_EPOCH).total_seconds() <= until:
+                        await detector.tick()
+                        await detector.outbox.deliver_due()
+                        clock.now += timedelta(seconds=20)
+
+    asyncio.run(run())
+    assert [json.loads(line)["revision"] for line in outs["first"].getvalue().splitlines()] == [2]
+    assert [json.loads(line)["revision"] for line in outs["second"].getvalue().splitlines()] == [4]

@@ -131,6 +131,27 @@ def test_summary_states_the_decision_first_with_counts_threshold_and_window():
     assert "\n" not in text
 
 
+def test_summary_says_the_baseline_left_out_revisions_judged_bad():
+    text = render.summary(with_evidence(make_incident(), baseline_excluded_revisions=(2,)))
+    assert "up from 0.5/min in the last healthy state, before revision 2 (judged bad)" in text
+    record = render.incident_record(with_evidence(make_incident(), baseline_excluded_revisions=(2, 3)))
+    assert record["evidence"]["baseline_excluded_revisions"] == [2, 3]
+    assert record["evidence"]["baseline_absent"] is None
+
+
+def test_summary_and_record_say_why_there_was_no_baseline():
+    reason = "every earlier revision was judged bad (revision 2)"
+    incident = with_evidence(make_incident(), baseline_per_minute=None,
+                             baseline_window_seconds=None, baseline_excluded_revisions=(2,),
+                             baseline_absent=reason)
+    text = render.summary(incident)
+    assert f"No healthy state to compare with: {reason}; judged against the threshold alone." \
+        in text
+    assert "up from" not in text
+    assert render.incident_record(incident)["evidence"]["baseline_absent"] == reason
+    assert reason in str(render.slack_payload(incident))
+
+
 def test_summary_per_pod_attribution_separates_other_replicasets():
     text = render.summary(make_incident())
     assert "new revision's pods wrote 28" in text
@@ -210,7 +231,7 @@ RECORD_KEYS = {
 EVIDENCE_KEYS = {
     "attribution", "new_revision_errors", "other_errors", "error_rate_per_minute",
     "baseline_per_minute", "baseline_window_seconds", "baseline_lookback_seconds",
-    "rollout_start_source", "affected_pods", "pod_problems",
+    "baseline_excluded_revisions", "baseline_absent", "rollout_start_source", "affected_pods", "pod_problems",
     "progress_message", "other_revisions_in_window", "signatures", "changes", "gitops",
     "alerts", "causes",
 }

@@ -487,6 +487,32 @@ def test_a_metric_without_pod_labels_groups_by_workload_only() -> None:
     assert vector(w.loki_query(metric_query(), w.at(300))) == {(("app", DEP),): 120.0}
 
 
+def test_the_pod_as_structured_metadata_is_grouped_by_and_merged_into_streams() -> None:
+    """``pod_label: metadata``: the streams carry no pod label, each line the pod as structured
+    metadata; Loki answers as in the recordings (loki/query_vector_by_sm_pod,
+    loki/query_range_streams_sm): a metric grouped by pod, a log query's streams with it."""
+    recorded = fixture("loki/query_vector_by_sm_pod.json")["response"]["json"]["data"]["result"]
+    assert set(recorded[0]["metric"]) == {"app", "pod"}
+    w = world(logs=[{"revision": 2, "from": 75, "per_minute": 30, "line": ERROR_LINE,
+                     "pod_label": "metadata"}])
+    # Not a stream label: a stream selector does not match it.
+    assert vector(w.loki_query(f'sum(count_over_time({{app="{DEP}", pod=~".+"}} [2m]))',
+                               w.at(300))) == {}
+    counts = vector(w.loki_query(metric_query(), w.at(300)))
+    assert counts == {(("app", DEP), ("pod", pod)): 60.0 for pod in w.pod_names(2)}
+    status, body = w.loki_query_range(f'{{app="{DEP}"}}', w.at(0), w.at(100), limit=100)
+    assert status == 200
+    assert sorted(s["stream"]["pod"] for s in body["data"]["result"]) == sorted(w.pod_names(2))
+    assert all(s["stream"]["detected_level"] == "error" for s in body["data"]["result"])
+
+
+def test_the_pod_as_structured_metadata_needs_loki_3(tmp_path: Path) -> None:
+    raw = valid_raw()
+    raw["loki"] = {"version": "2.9.8"}
+    raw["logs"][0]["pod_label"] = "metadata"
+    assert "structured metadata needs Loki 3.0" in problems_of(write_scenario(tmp_path, raw))
+
+
 def test_sum_grouping_variants() -> None:
     w = world()
     selector = f'{{namespace="{NS}", app="{DEP}"}} |= "level=error"'

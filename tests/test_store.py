@@ -75,6 +75,23 @@ def test_a_deployment_created_again_has_incidents_of_its_own(tmp_path):
     assert {item.key for item in store.due(T0)} == {KEY, again}
 
 
+def test_the_revisions_judged_bad_per_deployment_of_a_namespace(tmp_path):
+    store = Store(tmp_path / "state.sqlite3")
+    record(store)
+    record(store, key=("demo-aiops", "payments-api", 3, "uid-2"))
+    record(store, key=("demo-aiops", "fraud-check", 2, "uid-9"))
+    record(store, key=("other", "payments-api", 4, "uid-1"))
+    assert store.remember_foreign(key=("demo-aiops", "payments-api", 5, "uid-2"),
+                                  replicaset="payments-api-5d4c3b2a1", detected_at=T0,
+                                  origin="event")
+    bad = store.judged_bad("demo-aiops")
+    assert sorted(bad["payments-api"]) == [(2, "uid-1", "payments-api-6874dc9bf7"),
+                                           (3, "uid-2", "payments-api-6874dc9bf7"),
+                                           (5, "uid-2", "payments-api-5d4c3b2a1")]
+    assert bad["fraud-check"] == [(2, "uid-9", "payments-api-6874dc9bf7")]
+    assert store.judged_bad("nowhere") == {}
+
+
 # --- the migration from the first schema (no uids, no user_version) -------------------------
 
 FIRST_SCHEMA = """

@@ -373,10 +373,17 @@ def _headline(incident: Incident) -> str:
 
 def _baseline_sentence(incident: Incident) -> str | None:
     evidence = incident.evidence
+    if evidence.baseline_absent is not None:
+        return (f"No healthy state to compare with: {evidence.baseline_absent}; judged against "
+                "the threshold alone.")
     if evidence.baseline_per_minute is None:
         return None
     rate, before = evidence.error_rate_per_minute, evidence.baseline_per_minute
     direction = "up from" if rate > before else "compared with"
+    if evidence.baseline_excluded_revisions:
+        return (f"That is {_rate(rate)}/min, {direction} {_rate(before)}/min in the last healthy "
+                f"state, before revision {_revisions(evidence.baseline_excluded_revisions)} "
+                "(judged bad).")
     lookback = (
         f" over the {duration(evidence.baseline_window_seconds)} before"
         if evidence.baseline_window_seconds
@@ -490,6 +497,8 @@ def incident_record(incident: Incident) -> dict[str, Any]:
             ),
             "baseline_window_seconds": evidence.baseline_window_seconds,
             "baseline_lookback_seconds": evidence.baseline_lookback_seconds,
+            "baseline_excluded_revisions": list(evidence.baseline_excluded_revisions),
+            "baseline_absent": evidence.baseline_absent,
             "rollout_start_source": _value(evidence.rollout_start_source),
             "affected_pods": list(evidence.affected_pods),
             "pod_problems": [
@@ -600,12 +609,19 @@ def _correlation_lines(incident: Incident) -> list[str]:
         f"{_clock(incident.rollout_started_at)}; "
         f"detected {duration(_since_rollout(incident))} later"
     ]
-    if evidence.baseline_per_minute is not None:
+    if evidence.baseline_absent is not None:
+        lines.append(f"• No healthy baseline ({mrkdwn_escape(evidence.baseline_absent)}): "
+                     f"judged against the threshold alone; now "
+                     f"{_rate(evidence.error_rate_per_minute)}/min")
+    elif evidence.baseline_per_minute is not None:
         lookback = (
             f" (over the {duration(evidence.baseline_window_seconds)} before)"
             if evidence.baseline_window_seconds
             else ""
         )
+        if evidence.baseline_excluded_revisions:
+            lookback += (f", the last healthy state, before revision "
+                         f"{_revisions(evidence.baseline_excluded_revisions)} (judged bad)")
         lines.append(
             f"• Before the rollout: {_rate(evidence.baseline_per_minute)}/min{lookback}; "
             f"now {_rate(evidence.error_rate_per_minute)}/min"

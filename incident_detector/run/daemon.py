@@ -26,7 +26,9 @@ from ..judge.correlator import (
     Rules,
     WorkloadView,
     baseline_batch,
+    baseline_errors,
     decide,
+    last_healthy_state,
     find_rollout,
     owns_pod,
     rollout_key,
@@ -687,7 +689,7 @@ class Detector:
                     window_seconds=self.settings.error_window_seconds), now, report, "error counts"),
                 self._call("kubernetes", lambda: self.kube.list_pods(
                     namespace, template_hashes=template_hashes), now, report, "pods"),
-                self._fetch_baselines(namespace, judged, now, report),
+                self._fetch_baselines(namespace, judged, now, report, replicasets),
             )
         by_name: dict[str, list[ReplicaSet]] = {}
         for rs in replicasets:
@@ -740,18 +742,43 @@ class Detector:
         return due and self.loki_budget.allows(namespace, 2 if pending else 1)
 
     async def _fetch_baselines(self, namespace: str, judged: Sequence[Rollout], now: datetime,
-                               report: TickReport) -> None:
+                               report: TickReport, replicasets: Sequence[ReplicaSet] = ()) -> None:
         """The baselines of the rollouts that have none yet: one Loki query for many of them.
 
         A base-image bump rolls hundreds of Deployments within a minute or two; one query per
         rollout would flood Loki for many ticks. See correlator.baseline_batch for which rollouts
-        share the query; the others wait for a later tick.
+        share the query; the others wait for a later tick. A baseline lies in the last healthy
+        state (correlator.last_healthy_state): the revisions judged bad are the store's, so they
+        are waited for until Events were read back (what another replica notified).
         """
         pending = [r for r in judged if r.key not in self._baselines]
+        if not pending or not self._readback_done:
+            return
+        # One store read and one pass over the ReplicaSets for all of them: a mass rollout
+        # leaves hundreds pending for several ticks.
+        bad_of = self.store.judged_bad(namespace)
+        names = {r.deployment.name for r in pending}
+        sets_of: dict[str, list[ReplicaSet]] = {}
+        for rs in replicasets:
+            if rs.deployment in names:
+                sets_of.setdefault(rs.deployment, []).append(rs)
+        healthy = {}
+        for rollout in pending:
+            dep = rollout.deployment
+            bad = bad_of.get(dep.name, ())
+            healthy[rollout.key] = last_healthy_state(
+                rollout, sets_of.get(dep.name, ()),
+                bad_revisions={revision for revision, uid, _ in bad if uid == dep.uid},
+                bad_replicasets=[replicaset for _, _, replicaset in bad])
         batch = baseline_batch(pending, span_seconds=self.rules.error_window_seconds,
                                lookback_seconds=self.rules.baseline_lookback_seconds,
-                               minimum_seconds=self.rules.error_window_seconds)
+                               minimum_seconds=self.rules.error_window_seconds, healthy=healthy)
         if batch is None:
+            return
+        for rollout, none in batch.absent:
+            self._baselines[rollout.key] = Baseline(0.0, 0, excluded_revisions=none.excluded,
+                                                    absent=none.reason)
+        if not batch.rollouts:
             return
         workloads = {r.key: self.workload_of(r.deployment) for r in batch.rollouts}
         counts = await self._call("loki", lambda: self.loki.count_errors(
@@ -759,12 +786,11 @@ class Detector:
             window_seconds=batch.seconds, at=batch.end), now, report, "baseline")
         if counts is None:
             return
-        per_workload: dict[str, float] = {}
-        for sample in counts.samples:
-            per_workload[sample.workload] = per_workload.get(sample.workload, 0.0) + sample.count
         for rollout in batch.rollouts:
-            self._baselines[rollout.key] = Baseline(per_workload.get(workloads[rollout.key], 0.0),
-                                                    batch.seconds)
+            state = healthy[rollout.key]
+            self._baselines[rollout.key] = Baseline(
+                baseline_errors(counts.samples, workloads[rollout.key], state), batch.seconds,
+                excluded_revisions=state.excluded)
 
     def _workload_filter(self, workloads: set[str]) -> list[str] | None:
         """The workloads a query names; None (all of the namespace) past MAX_NAMED_WORKLOADS

@@ -364,6 +364,18 @@ class Store:
             "SELECT namespace, deployment, revision, deployment_uid FROM incidents")
         return {(ns, dep, int(rev), uid) for ns, dep, rev, uid in rows}
 
+    def judged_bad(self, namespace: str) -> dict[str, list[tuple[int, str, str]]]:
+        """Per Deployment name, (revision, deployment uid, ReplicaSet) of each incident recorded
+        in ``namespace`` (detected here, or read back from another replica's Events): the
+        revisions judged bad, of each object and of earlier ones of the same name."""
+        rows = self._db.execute(
+            "SELECT deployment, revision, deployment_uid, replicaset FROM incidents"
+            " WHERE namespace=?", (namespace,))
+        out: dict[str, list[tuple[int, str, str]]] = {}
+        for deployment, revision, uid, replicaset in rows:
+            out.setdefault(deployment, []).append((int(revision), uid, replicaset))
+        return out
+
     def count_incidents(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM incidents").fetchone()[0])
 

@@ -49,7 +49,9 @@ logs:
     to: 600                   # optional, default: duration
     per_minute: 12            # per pod; or [[t, per_minute], ...] breakpoints, linear in between
     line: 'level=error msg="charge failed" order_id={n} err="NPE at Pay.java:{n3}"'
-    pod_label: true           # false: the streams carry no pod label (no pod identity)
+    pod_label: true           # false: the streams carry no pod label (no pod identity);
+                              # metadata: the pod is sent as structured metadata (an
+                              # OpenTelemetry pipeline does this; Loki 3.0 or later)
 loki:                         # optional: the simulated Loki
   version: 3.5.7              # what /loki/api/v1/status/buildinfo reports (default 3.5.7)
   discover_log_levels: true   # default: true from 3.0 on, where Loki gives every line a
@@ -241,7 +243,7 @@ class LogSpec(_Strict):
     to: Seconds | None = None
     per_minute: float | tuple[tuple[Seconds, float], ...]
     line: str = Field(min_length=1)
-    pod_label: bool = True
+    pod_label: bool | Literal["metadata"] = True
 
     @field_validator("per_minute")
     @classmethod
@@ -701,6 +703,10 @@ class Scenario(_Strict):
                                  "listed twice (one incident per revision, ever)")
             seen.add((deployment, incident.revision))
         self._check_change_expectations()
+        if self.loki.major < 3:
+            specs = (*self.logs, *(spec for workload in self.workloads for spec in workload.logs))
+            if any(spec.pod_label == "metadata" for spec in specs):
+                raise ValueError("pod_label: metadata: structured metadata needs Loki 3.0 or later")
         if self.recreated_at is not None:
             generations = {self.generation_of(r) for r in self.revisions}
             if generations != {0, 1}:

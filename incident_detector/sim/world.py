@@ -90,8 +90,10 @@ BACK_OFF_MAX_SECONDS = 300.0
 KUBELET = "kubelet"
 
 Body = dict[str, Any]
-# Stream labels (as a key) -> the labels and the (unix ns, line) entries written so far.
-_WrittenLines = dict[tuple[tuple[str, str], ...], tuple[dict[str, str], list[tuple[int, str]]]]
+# Stream labels (as a key) -> the labels and the (unix ns, line, pod sent as structured
+# metadata or None) entries written so far.
+_WrittenLines = dict[tuple[tuple[str, str], ...],
+                     tuple[dict[str, str], list[tuple[int, str, str | None]]]]
 
 
 # --- names, hashes and time ----------------------------------------------------------------------
@@ -361,36 +363,44 @@ class World:
         for labels, entries in written.values():
             # Stable: lines of one instant keep the order they were written in.
             entries.sort(key=lambda entry: entry[0])
-            lines = [line for _, line in entries]
-            metadata = self._structured_metadata(labels, lines)
-            streams.append(LogStream(labels, [t for t, _ in entries], lines, metadata))
+            lines = [line for _, line, _ in entries]
+            metadata = self._structured_metadata(labels, lines, [pod for _, _, pod in entries])
+            streams.append(LogStream(labels, [t for t, _, _ in entries], lines, metadata))
         return sorted(streams, key=lambda s: sorted(s.labels.items()))
 
-    def _structured_metadata(self, labels: dict[str, str],
-                             lines: list[str]) -> list[tuple[tuple[str, str], ...]] | None:
-        """What Loki stores with each line at ingestion: Loki 3 its ``detected_level``."""
-        if not self.scenario.loki.detects_levels:
+    def _structured_metadata(self, labels: dict[str, str], lines: list[str],
+                             pods: list[str | None]) -> list[tuple[tuple[str, str], ...]] | None:
+        """What Loki stores with each line at ingestion: Loki 3 its ``detected_level``, and the
+        pod when the pipeline sends it as structured metadata (``pod_label: metadata``)."""
+        detects = self.scenario.loki.detects_levels
+        if not detects and not any(pods):
             return None
         # A scenario repeats a few templates: one shared tuple per level, and one detection per
         # line shape (digits play no part in it: no level name or keyword has one, and a run of
         # digits stays a number in JSON and a value in logfmt).
-        shared: dict[str, tuple[tuple[str, str], ...]] = {}
+        shared: dict[tuple[str | None, str | None], tuple[tuple[str, str], ...]] = {}
         levels: dict[str, str] = {}
         out = []
-        for line in lines:
-            shape = _DIGIT_RUNS.sub("0", line)
-            level = levels.get(shape)
-            if level is None:
-                level = levels[shape] = detect_level(line, labels)
-            metadata = shared.get(level)
+        for line, pod in zip(lines, pods):
+            level = None
+            if detects:
+                shape = _DIGIT_RUNS.sub("0", line)
+                level = levels.get(shape)
+                if level is None:
+                    level = levels[shape] = detect_level(line, labels)
+            metadata = shared.get((level, pod))
             if metadata is None:
-                metadata = shared[level] = ((DETECTED_LEVEL, level),)
+                pairs = ([(DETECTED_LEVEL, level)] if level is not None else []) + \
+                    ([(self.pod_label, pod)] if pod is not None else [])
+                metadata = shared[(level, pod)] = tuple(sorted(pairs))
             out.append(metadata)
         return out
 
     def _write_pod_lines(self, written: _WrittenLines, spec: LogSpec, spec_index: int, pod: str,
                          start: float, end: float) -> int:
-        labels = self._stream_labels(pod if spec.pod_label else None)
+        # pod_label: true, a stream label; "metadata", structured metadata; false, neither.
+        labels = self._stream_labels(pod if spec.pod_label is True else None)
+        as_metadata = pod if spec.pod_label == "metadata" else None
         key = tuple(sorted(labels.items()))
         _, entries = written.setdefault(key, (labels, []))
         seed = f"{pod}/{spec_index}"
@@ -398,7 +408,7 @@ class World:
         times = line_times(spec.rate_points(), start, end, phase)
         for index, t in enumerate(times):
             line = _fill_line(spec.line, pod=pod, seed=seed, index=index)
-            entries.append((self._t0_ns + round(t * NS_PER_SECOND), line))
+            entries.append((self._t0_ns + round(t * NS_PER_SECOND), line, as_metadata))
         return len(times)
 
     # Loki ----------------------------------------------------------------------------------------
