@@ -788,7 +788,8 @@ def test_count_errors_sends_time_when_asked_for_a_past_window():
         count_errors(at=at)
         count_errors(at=at.astimezone(timezone(timedelta(hours=-5))))
     first, second = (call.request.url.params["time"] for call in route.calls)
-    assert first == second == str(nanos(at)) == "1795460370123456000"
+    # One nanosecond before: Loki counts (time - range, time], the window is [at - range, at).
+    assert first == second == str(nanos(at) - 1) == "1795460370123455999"
 
 
 def test_count_errors_refuses_a_naive_time():
@@ -1375,6 +1376,29 @@ def test_samples_on_the_recorded_structured_metadata_streams():
     # The pod comes from structured metadata merged into the stream labels.
     assert [line.pod for line in lines] == [
         "orders-7f6d5c4b3-qwert", "orders-6c5b4a398-zxcvb", "orders-7f6d5c4b3-qwert"]
+
+
+def test_the_pod_of_a_line_is_read_from_its_structured_metadata_element():
+    """Loki 3 with categorized labels keeps structured metadata out of the stream: the recorded
+    body with its metadata moved into each value's third element, as Loki then answers."""
+    body = recorded_body("query_range_streams_sm")
+    for item in body["data"]["result"]:
+        stream = item["stream"]
+        metadata = {key: stream.pop(key) for key in ("pod", "detected_level")}
+        item["values"] = [[t, line, {"structuredMetadata": metadata}]
+                          for t, line in item["values"]]
+    lines = parse_streams(body, keys=KEYS)
+    assert [(line.workload, line.pod) for line in lines] == [
+        ("orders", "orders-7f6d5c4b3-qwert"), ("orders", "orders-6c5b4a398-zxcvb"),
+        ("orders", "orders-7f6d5c4b3-qwert")]
+    # A flat object (no categories) is read the same; anything else carries no labels.
+    flat = recorded_body("query_range_streams_sm")
+    first = flat["data"]["result"][0]
+    pod = first["stream"].pop("pod")
+    first["values"] = [[first["values"][0][0], first["values"][0][1], {"pod": pod}],
+                       [first["values"][1][0], first["values"][1][1], "not an object"]]
+    assert [line.pod for line in parse_streams(flat, keys=KEYS)
+            if line.line.startswith("level=error")] == [pod, None]
 
 
 def test_a_failing_leg_fails_the_sample():

@@ -420,7 +420,7 @@ class ChangeDesk:
                      for s in found}
         counts: ErrorCounts | None = await call("loki", "change error counts", lambda: (
             self.loki.count_errors(namespace=namespace, workloads=sorted(set(workloads.values())),
-                                   window_seconds=self.rules.error_window_seconds)))
+                                   window_seconds=self.rules.error_window_seconds, at=now)))
         await self._fetch_baselines(namespace, found, seen, workloads, call)
         per_workload = _per_workload(counts)
         judgements = []

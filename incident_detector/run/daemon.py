@@ -597,9 +597,12 @@ class Detector:
             template_hashes = None if None in hashes else sorted(set(hashes))  # type: ignore[arg-type]
             workloads = self._workload_filter({workload_of[r.deployment.name] for r in judged})
             counts, pods, _ = await asyncio.gather(
+                # At the tick's instant, not Loki's: the lines counted are those an incident's
+                # sample reads up to the same instant (see _with_signatures).
                 self._call("loki", lambda: self.loki.count_errors(
                     namespace=namespace, workloads=workloads,
-                    window_seconds=self.settings.error_window_seconds), now, report, "error counts"),
+                    window_seconds=self.settings.error_window_seconds, at=now), now, report,
+                    "error counts"),
                 self._call("kubernetes", lambda: self.kube.list_pods(
                     namespace, template_hashes=template_hashes), now, report, "pods"),
                 self._fetch_baselines(namespace, judged, now, report),
@@ -687,9 +690,13 @@ class Detector:
 
     async def _with_signatures(self, incident: Incident, workload_name: str,
                                report: TickReport) -> tuple[Incident, datetime]:
-        """Top error signatures of the new revision (the incident goes out without them if Loki
-        fails), and when its errors began: its first error line after the rollout began, else
-        the rollout's start."""
+        """Top error signatures of the new revision, and when its errors began: its first error
+        line after the rollout began, else the rollout's start.
+
+        The lines read are those of ``[rollout start, detected_at)``, the range the count that
+        made the incident ended with (``count_errors(at=now)``). When they cannot describe every
+        line counted (Loki failed, the sample is full, none of the revision's lines was found),
+        ``evidence.signature_gap`` says so."""
         began = incident.rollout_started_at
         if incident.error_count <= 0:
             return incident, began
@@ -706,13 +713,17 @@ class Detector:
                 limit=limit), incident.detected_at, report, "sample before rollout"),
         )
         if after is None:
-            return incident, began
+            return replace(incident, evidence=replace(incident.evidence,
+                                                      signature_gap="loki_failed")), began
         own = [line for line in after
                if line.pod is None or owns_pod(incident.replicaset, line.pod)]
         began = min((line.at for line in own if line.at >= began), default=began)
         signatures = top_signatures([line.line for line in own],
                                     before=[line.line for line in before or ()])
-        return replace(incident, evidence=replace(incident.evidence, signatures=signatures)), began
+        gap = "limit_reached" if len(after) >= limit else \
+            "lines_not_found" if not signatures else None
+        return replace(incident, evidence=replace(incident.evidence, signatures=signatures,
+                                                  signature_gap=gap)), began
 
     # The loop (the outbox worker runs next to it: ``outbox.run``) --------------------------
 

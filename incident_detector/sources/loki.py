@@ -346,17 +346,46 @@ def _read_streams(
         if not isinstance(values, list):
             raise _shape(f"data.result[{index}].values is {_describe(values)}, expected a list")
         for entry in values:
-            # Loki 3 may add a third element (structured metadata); only the first two matter.
             if not isinstance(entry, list) or len(entry) < 2 or not isinstance(entry[1], str):
                 raise _shape(f"data.result[{index}].values holds something not [time, line]")
             at = _time_of(entry[0])
+            line_pod, line_workload = pod, workload
+            if len(entry) > 2 and (pod is None or workload is None):
+                # Loki 3 answering with categorized labels (or a proxy that asked for them)
+                # keeps structured metadata out of the stream, in a third element per line:
+                # a pod sent as structured metadata (OpenTelemetry) is found there.
+                extra = _entry_metadata(entry[2])
+                line_pod = pod or _text_label(extra, keys.pod)
+                line_workload = workload or _text_label(extra, keys.workload)
             if at is None:
-                skipped.append(_Skipped("bad_timestamp", workload, pod, _describe(entry[0])))
+                skipped.append(_Skipped("bad_timestamp", line_workload, line_pod,
+                                        _describe(entry[0])))
                 continue
-            lines.append(LogLine(at=at, line=_clean_line(entry[1]), pod=pod, workload=workload))
+            lines.append(LogLine(at=at, line=_clean_line(entry[1]), pod=line_pod,
+                                 workload=line_workload))
     # sort is stable: entries of the same instant keep Loki's order.
     lines.sort(key=lambda line: line.at, reverse=True)
     return tuple(lines), tuple(skipped)
+
+
+def _entry_metadata(extra: Any) -> dict[str, Any]:
+    """The labels of a value entry's third element: ``{"structuredMetadata": {...}, "parsed":
+    {...}}`` with categorized labels, a flat object otherwise; anything else holds none."""
+    if not isinstance(extra, dict):
+        return {}
+    if "structuredMetadata" in extra or "parsed" in extra:
+        merged: dict[str, Any] = {}
+        for part in ("parsed", "structuredMetadata"):
+            labels = extra.get(part)
+            if isinstance(labels, dict):
+                merged.update(labels)
+        return merged
+    return extra
+
+
+def _text_label(labels: dict[str, Any], key: str) -> str | None:
+    value = labels.get(key)
+    return value if isinstance(value, str) and value else None
 
 
 def _result_of(body: Any, result_type: str) -> list[Any]:
@@ -629,7 +658,14 @@ class LokiClient:
         window_seconds: int,
         at: datetime | None = None,
     ) -> ErrorCounts:
-        """Error lines per (workload, pod) over the window ending now, or at ``at``."""
+        """Error lines per (workload, pod) over the window ending now, or at ``at``.
+
+        With ``at``, the window is ``[at - window, at)``: Loki counts the lines of
+        ``(time - range, time]``, so ``time`` is sent one nanosecond before ``at``. That is the
+        range ``sample_errors`` reads up to ``end=at`` (Loki's ``end`` is exclusive), so the lines
+        counted at an instant are the lines that can be sampled up to it, whatever Loki's own
+        clock says and whenever they were pushed.
+        """
         match = await self.error_match()
         params = {
             "query": error_count_query(
@@ -642,7 +678,7 @@ class LokiClient:
             )
         }
         if at is not None:
-            params["time"] = unix_nanos(at)
+            params["time"] = str(int(unix_nanos(at)) - 1)
         body = await self._get_json(QUERY_PATH, params)
         counts, skipped, levels_seen = _read_vector(
             body, namespace=namespace, window_seconds=window_seconds, keys=self._keys
