@@ -266,6 +266,78 @@ def error_count_query(
     )
 
 
+# The label that tells the windows of a batched metric query apart (``label_replace``).
+WINDOW_LABEL = "window"
+_WINDOW_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class CountWindow:
+    """One window of a namespace's batched metric query (``windows_query``): the error lines of
+    some workloads (None: all of the namespace) over ``[end - seconds, end)``, where ``end`` is
+    ``offset_ms`` milliseconds before the query's instant; per (workload, pod), or per workload
+    alone with ``by_pod=False``."""
+
+    name: str
+    workloads: tuple[str, ...] | None
+    seconds: int
+    offset_ms: int = 0
+    by_pod: bool = True
+
+    def __post_init__(self) -> None:
+        if not _WINDOW_NAME.fullmatch(self.name):
+            raise ValueError(f"a window name is 1 to 64 of [A-Za-z0-9_.:-], not {self.name!r}")
+        if isinstance(self.seconds, bool) or not isinstance(self.seconds, int) or self.seconds < 1:
+            raise ValueError(f"seconds must be a positive integer, not {self.seconds!r}")
+        if isinstance(self.offset_ms, bool) or not isinstance(self.offset_ms, int) \
+                or self.offset_ms < 0:
+            raise ValueError(f"offset_ms must be an integer >= 0, not {self.offset_ms!r}")
+        if isinstance(self.workloads, str):
+            raise TypeError("workloads must be a sequence of names, not a single str")
+        if self.workloads is not None and not self.workloads:
+            raise ValueError("workloads must name at least one workload, or be None for all")
+
+    @classmethod
+    def ending(cls, name: str, *, workloads: Sequence[str] | None, seconds: int,
+               end: datetime, at: datetime, by_pod: bool = True) -> CountWindow:
+        """The window of ``seconds`` that ends at ``end``, in a query made at ``at``: the offset
+        in whole milliseconds (LogQL's finest unit here), rounded down, so the window ends at
+        ``end`` or less than a millisecond after it; never after ``at``."""
+        offset_ms = max(0, (at - end) // timedelta(milliseconds=1))
+        names = None if workloads is None else tuple(dict.fromkeys(workloads))
+        return cls(name, names, seconds, offset_ms, by_pod)
+
+
+def windows_query(*, namespace: str, windows: Sequence[CountWindow], match: ErrorMatch,
+                  keys: LabelKeys) -> str:
+    """ONE metric query for every window: each leg of each window counted as
+    ``error_count_query`` counts it, over its range and ``offset``, tagged with
+    ``label_replace(..., "window", "<name>", "<workload label>", ".*")`` (the regex matches any
+    value, an absent label's empty one too: every series gets the label), and all joined with
+    ``or``. Legs of different windows differ in ``window``, legs of one window in
+    ``detected_level``: ``or``, which keeps a right-hand series only when the left has none with
+    the same labels, is their union."""
+    if not windows:
+        raise ValueError("a batched query needs at least one window")
+    names = [window.name for window in windows]
+    if len(set(names)) != len(names):
+        raise ValueError(f"window names must differ: {names}")
+    parts = []
+    for window in windows:
+        legs = error_lines_queries(namespace=namespace, workloads=window.workloads,
+                                   match=match, keys=keys)
+        grouping = keys.workload + (f", {keys.pod}" if window.by_pod else "")
+        if match.by_level:
+            grouping += f", {DETECTED_LEVEL}"
+        offset = f" offset {window.offset_ms}ms" if window.offset_ms else ""
+        for leg in legs:
+            parts.append(
+                f"label_replace(sum by ({grouping}) (count_over_time({leg} "
+                f"[{window.seconds}s]{offset})), {quote(WINDOW_LABEL)}, {quote(window.name)}, "
+                f'{quote(keys.workload)}, ".*")')
+    return " or ".join(parts)
+
+
 # --- Parsing Loki's answers --------------------------------------------------------------------
 
 
@@ -291,6 +363,63 @@ def parse_vector(
         body, namespace=namespace, window_seconds=window_seconds, keys=keys
     )
     return counts
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCounts:
+    """The answer of a batched metric query: each window's counts, and the levels seen in each
+    (the ``detected_level`` values of its series; ``""`` for lines without one)."""
+
+    counts: dict[str, ErrorCounts]
+    levels: dict[str, frozenset[str]]
+
+    def leg_has_lines(self, name: str, levels: Sequence[str]) -> bool:
+        """Whether window ``name`` counted any line whose level is among ``levels``."""
+        return any(level in levels for level in self.levels.get(name, ()))
+
+
+def parse_windows(body: Any, *, namespace: str, windows: Sequence[CountWindow],
+                  keys: LabelKeys) -> WindowCounts:
+    """Each window's counts from the answer of ``windows_query``; a series of no known window
+    is left out."""
+    counts, levels, _ = _read_windows(body, namespace=namespace, windows=windows, keys=keys)
+    return WindowCounts(counts, levels)
+
+
+def _read_windows(body: Any, *, namespace: str, windows: Sequence[CountWindow],
+                  keys: LabelKeys) -> tuple[dict[str, ErrorCounts], dict[str, frozenset[str]],
+                                            tuple[_Skipped, ...]]:
+    seconds = {window.name: window.seconds for window in windows}
+    totals: dict[str, dict[tuple[str, str | None], float]] = {name: {} for name in seconds}
+    levels: dict[str, set[str]] = {name: set() for name in seconds}
+    skipped: list[_Skipped] = []
+    for index, item in enumerate(_result_of(body, "vector")):
+        if not isinstance(item, dict):
+            raise _shape(f"data.result[{index}] is {_describe(item)}, expected an object")
+        metric = _labels_of(item, "metric", index)
+        name = _label(metric, WINDOW_LABEL, index)
+        if name not in totals:
+            continue
+        workload = _label(metric, keys.workload, index) or ""
+        pod = _label(metric, keys.pod, index)
+        value = item.get("value")
+        if not isinstance(value, list) or len(value) != 2:
+            raise _shape(f"data.result[{index}].value is not a [time, value] pair")
+        count, problem = _count_of(value[1])
+        if problem is not None:
+            skipped.append(_Skipped(problem, workload, pod, _describe(value[1])))
+            continue
+        if count > 0:
+            levels[name].add(_label(metric, DETECTED_LEVEL, index) or "")
+        per_key = totals[name]
+        per_key[(workload, pod)] = min(per_key.get((workload, pod), 0.0) + count,
+                                       sys.float_info.max)
+    counts = {
+        name: ErrorCounts(namespace=namespace, window_seconds=seconds[name], samples=tuple(
+            ErrorSample(workload=workload, pod=pod, count=count)
+            for (workload, pod), count in per_key.items()))
+        for name, per_key in totals.items()}
+    return counts, {name: frozenset(found) for name, found in levels.items()}, tuple(skipped)
 
 
 def parse_streams(body: Any, *, keys: LabelKeys) -> tuple[LogLine, ...]:
@@ -687,6 +816,27 @@ class LokiClient:
         if match.by_level and counts.samples and not levels_seen:
             self._report_levels_absent()
         return counts
+
+    async def count_windows(
+        self, *, namespace: str, windows: Sequence[CountWindow], at: datetime
+    ) -> WindowCounts:
+        """Every window's error lines in ONE metric query made at ``at`` (``windows_query``);
+        a window ending at ``at`` (offset 0) covers ``[at - seconds, at)``, as ``count_errors``
+        with ``at`` does."""
+        match = await self.error_match()
+        params = {
+            "query": windows_query(namespace=namespace, windows=windows, match=match,
+                                   keys=self._keys),
+            "time": str(int(unix_nanos(at)) - 1),
+        }
+        body = await self._get_json(QUERY_PATH, params)
+        counts, levels, skipped = _read_windows(body, namespace=namespace, windows=windows,
+                                                keys=self._keys)
+        self._report_skipped(skipped)
+        if match.by_level and any(c.samples for c in counts.values()) and \
+                not any(level for found in levels.values() for level in found):
+            self._report_levels_absent()
+        return WindowCounts(counts, levels)
 
     async def sample_errors(
         self,
