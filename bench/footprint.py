@@ -22,6 +22,7 @@ import copy
 import gc
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -245,7 +246,12 @@ def loki_handler(cluster: SyntheticCluster, counter: Counter):
         if request.path != "/loki/api/v1/query":
             counter.add("loki other", 0)
             return Response(404, "not found", "text/plain")
-        result = [{"metric": {"app": workload, "pod": pod}, "value": [now, "1"]}
+        # One series per window the query names (label_replace(..., "window", NAME, ...)).
+        query = request.param("query") or ""
+        windows = re.findall(r'"window", "([^"]+)"', query) or [None]
+        result = [{"metric": {"app": workload, "pod": pod,
+                              **({"window": window} if window else {})}, "value": [now, "1"]}
+                  for window in dict.fromkeys(windows)
                   for workload, pod in cluster.workloads_in_window]
         body = {"status": "success", "data": {"resultType": "vector", "result": result}}
         counter.add("loki baseline" if request.param("time") else "loki count", 0)
@@ -283,7 +289,8 @@ def _proc_kib(pid: int, key: str) -> int:
 
 
 def start_daemon(*, kube_url: str, loki_url: str, workdir: Path,
-                 poll_interval: float = POLL_INTERVAL) -> tuple[subprocess.Popen, Path, int, datetime]:
+                 poll_interval: float = POLL_INTERVAL,
+                 extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path, int, datetime]:
     """``python -m incident_detector`` watching every Deployment of NAMESPACE through a
     kubeconfig for ``kube_url``, logging JSON at debug level to ``workdir/daemon.log``:
     (process, log path, HTTP port, start time)."""
@@ -300,6 +307,7 @@ def start_daemon(*, kube_url: str, loki_url: str, workdir: Path,
                TARGET_DEPLOYMENT="*", POLL_INTERVAL_SECONDS=str(poll_interval),
                HTTP_HOST="127.0.0.1", HTTP_PORT=str(port),
                STATE_PATH=str(workdir / "state.sqlite3"), LOG_LEVEL="debug", LOG_FORMAT="json")
+    env.update(extra_env or {})
     log_path = workdir / "daemon.log"
     started = datetime.now(timezone.utc)
     proc = subprocess.Popen([sys.executable, "-m", "incident_detector"], env=env,

@@ -55,6 +55,7 @@ from ..notify import triage_render
 from ..notify.render import incident_record
 from ..notify.slack import thread_key
 from ..retry import Backoff
+from ..sources.loki import CountWindow, WindowCounts
 from .health import Sources, iso
 from .journal import AuditRow, Journal
 from .live import LiveFeed, RolloutSeries
@@ -100,6 +101,8 @@ class KubeSource(Protocol):
 class LokiSource(Protocol):
     async def count_errors(self, *, namespace: str, workloads: Sequence[str] | None,
                            window_seconds: int, at: datetime | None = None) -> ErrorCounts: ...
+    async def count_windows(self, *, namespace: str, windows: Sequence[CountWindow],
+                            at: datetime) -> WindowCounts: ...
     async def sample_errors(self, *, namespace: str, workloads: Sequence[str] | None,
                             start: datetime, end: datetime, limit: int = 200) -> tuple[LogLine, ...]: ...
 
@@ -585,9 +588,16 @@ class Detector:
         # stuck rollout. The others cost one dictionary lookup each per tick.
         rollouts = {r.deployment.name: r for r in judged}
         self._busy[namespace] = set(rollouts)
+        # What the change timeline will judge: counted in the tick's one metric query too.
+        plan = self.change_desk.count_plan(
+            namespace, deployments=deployments, selected=[d.name for d in selected],
+            replicasets=replicasets, busy=set(rollouts), now=now) \
+            if self.change_desk is not None else None
         workload_of = {dep.name: self.workload_of(dep) for dep in selected
                        if dep.name in rollouts or dep.progress_deadline_exceeded}
         if not workload_of:
+            if plan is not None:
+                await self._count(namespace, (), {}, plan, now, report)
             return [], found
         counts: ErrorCounts | None = None
         pods: tuple[Pod, ...] | None = ()
@@ -595,18 +605,13 @@ class Detector:
             # Only the new revisions' pods matter: list just those (by pod-template-hash).
             hashes = [r.replicaset.pod_template_hash for r in judged]
             template_hashes = None if None in hashes else sorted(set(hashes))  # type: ignore[arg-type]
-            workloads = self._workload_filter({workload_of[r.deployment.name] for r in judged})
-            counts, pods, _ = await asyncio.gather(
-                # At the tick's instant, not Loki's: the lines counted are those an incident's
-                # sample reads up to the same instant (see _with_signatures).
-                self._call("loki", lambda: self.loki.count_errors(
-                    namespace=namespace, workloads=workloads,
-                    window_seconds=self.settings.error_window_seconds, at=now), now, report,
-                    "error counts"),
+            counts, pods = await asyncio.gather(
+                self._count(namespace, judged, workload_of, plan, now, report),
                 self._call("kubernetes", lambda: self.kube.list_pods(
                     namespace, template_hashes=template_hashes), now, report, "pods"),
-                self._fetch_baselines(namespace, judged, now, report),
             )
+        elif plan is not None:
+            await self._count(namespace, judged, workload_of, plan, now, report)
         by_name: dict[str, list[ReplicaSet]] = {}
         for rs in replicasets:
             if rs.deployment in workload_of:
@@ -638,32 +643,61 @@ class Detector:
             ))
         return views, found
 
-    async def _fetch_baselines(self, namespace: str, judged: Sequence[Rollout], now: datetime,
-                               report: TickReport) -> None:
-        """The baselines of the rollouts that have none yet: one Loki query for many of them.
+    async def _count(self, namespace: str, judged: Sequence[Rollout],
+                     workload_of: Mapping[str, str], plan: Any, now: datetime,
+                     report: TickReport) -> ErrorCounts | None:
+        """Every count the tick needs of a namespace, in ONE Loki metric query (``count_windows``)
+        made at the tick's instant: the error window of the rollouts judged and of the change
+        timeline's suspects (``errors``), the baselines of the rollouts that have none yet
+        (``baseline``, see ``_baseline_window``) and those of the change timeline's
+        (``ChangeDesk.count_plan``). The rollouts' counts are returned (None: Loki failed or
+        nothing was judged); the change timeline gets its own (``ChangeDesk.counted``).
 
-        A base-image bump rolls hundreds of Deployments within a minute or two; one query per
-        rollout would flood Loki for many ticks. See correlator.baseline_batch for which rollouts
-        share the query; the others wait for a later tick.
+        At the tick's instant, not Loki's: the lines counted are those an incident's sample
+        reads up to the same instant (see _with_signatures)."""
+        desk = self.change_desk
+        named = {workload_of[r.deployment.name] for r in judged}
+        if plan is not None:
+            named |= plan.workloads
+        windows: list[CountWindow] = []
+        if named:
+            windows.append(CountWindow("errors", _names(self._workload_filter(named)),
+                                       self.settings.error_window_seconds))
+        batch = self._baseline_window(judged)
+        baseline_of: dict[RolloutKey, str] = {}
+        if batch is not None:
+            baseline_of = {r.key: self.workload_of(r.deployment) for r in batch.rollouts}
+            windows.append(CountWindow.ending(
+                "baseline", workloads=_names(self._workload_filter(set(baseline_of.values()))),
+                seconds=batch.seconds, end=batch.end, at=now, by_pod=False))
+        if plan is not None:
+            windows.extend(plan.windows(at=now, workload_filter=self._workload_filter))
+        if not windows:
+            return None
+        answer = await self._call("loki", lambda: self.loki.count_windows(
+            namespace=namespace, windows=windows, at=now), now, report, "error counts")
+        if desk is not None and plan is not None:
+            desk.counted(namespace, plan, answer, now=now)
+        if answer is None:
+            return None
+        if batch is not None:
+            per_workload = _per_workload(answer.counts["baseline"])
+            for rollout in batch.rollouts:
+                self._baselines[rollout.key] = Baseline(
+                    per_workload.get(baseline_of[rollout.key], 0.0), batch.seconds)
+        return answer.counts["errors"] if judged else None
+
+    def _baseline_window(self, judged: Sequence[Rollout]) -> Any:
+        """The rollouts whose baselines are missing and that one window can serve.
+
+        A base-image bump rolls hundreds of Deployments within a minute or two: one window per
+        rollout would make a query of hundreds of legs. See correlator.baseline_batch for which
+        rollouts share the window; the others wait for a later tick.
         """
         pending = [r for r in judged if r.key not in self._baselines]
-        batch = baseline_batch(pending, span_seconds=self.rules.error_window_seconds,
-                               lookback_seconds=self.rules.baseline_lookback_seconds,
-                               minimum_seconds=self.rules.error_window_seconds)
-        if batch is None:
-            return
-        workloads = {r.key: self.workload_of(r.deployment) for r in batch.rollouts}
-        counts = await self._call("loki", lambda: self.loki.count_errors(
-            namespace=namespace, workloads=self._workload_filter(set(workloads.values())),
-            window_seconds=batch.seconds, at=batch.end), now, report, "baseline")
-        if counts is None:
-            return
-        per_workload: dict[str, float] = {}
-        for sample in counts.samples:
-            per_workload[sample.workload] = per_workload.get(sample.workload, 0.0) + sample.count
-        for rollout in batch.rollouts:
-            self._baselines[rollout.key] = Baseline(per_workload.get(workloads[rollout.key], 0.0),
-                                                    batch.seconds)
+        return baseline_batch(pending, span_seconds=self.rules.error_window_seconds,
+                              lookback_seconds=self.rules.baseline_lookback_seconds,
+                              minimum_seconds=self.rules.error_window_seconds)
 
     def _workload_filter(self, workloads: set[str]) -> list[str] | None:
         """The workloads a query names; None (all of the namespace) past MAX_NAMED_WORKLOADS
@@ -797,6 +831,17 @@ class Detector:
                             "dry_run": self.settings.dry_run,
                             "audit": self.journal.audit_summary()},
         }
+
+
+def _names(workloads: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if workloads is None else tuple(workloads)
+
+
+def _per_workload(counts: ErrorCounts) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for sample in counts.samples:
+        out[sample.workload] = out.get(sample.workload, 0.0) + sample.count
+    return out
 
 
 def _risen(assessments: Sequence[Assessment]) -> dict[str, dict[str, bool | None]]:
