@@ -10,6 +10,8 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from incident_detector.sources import kube
 from incident_detector.main import build_detector
 from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
@@ -81,11 +83,15 @@ def test_every_deployment_of_several_namespaces_at_a_constant_cost_per_tick():
                         assert sum("/deployments" in p for p in paths) == 1, paths
                         assert sum("/replicasets" in p for p in paths) == 1, paths
                         assert sum("/pods" in p for p in paths) <= 1, paths
-                    # at most two metric queries per namespace: the error counts and a baseline
-                    counts = [ns for ns, path in loki_router.requests
+                    # One metric query per namespace (counts, baselines, the change timeline's,
+                    # the read's legs) and one log query (triage, signatures, samples).
+                    metric = [ns for ns, path in loki_router.requests
                               if path.startswith("/loki/api/v1/query?")]
-                    assert all(counts.count(ns) <= 2 for ns in counts), counts
-                    seen_count_queries.update(counts)
+                    logs = [ns for ns, path in loki_router.requests
+                            if path == "/loki/api/v1/query_range"]
+                    assert all(metric.count(ns) == 1 for ns in metric), metric
+                    assert all(logs.count(ns) == 1 for ns in logs), logs
+                    seen_count_queries.update(metric)
                     clock.now += timedelta(seconds=20)
 
     asyncio.run(run())
@@ -93,7 +99,7 @@ def test_every_deployment_of_several_namespaces_at_a_constant_cost_per_tick():
     assert sorted((r["namespace"], r["revision"], r["signals"][0]) for r in records) == \
         [("pay", 2, "pod_health"), ("shop", 2, "error_spike")]
     assert len(sink.messages) == 2
-    assert seen_count_queries == {"shop", "pay", "quiet"}  # each namespace had a rollout to judge
+    assert seen_count_queries == {"shop", "pay", "quiet"}  # each namespace is read every tick
 
 
 def test_a_custom_label_scheme_maps_deployments_to_log_streams():
@@ -174,7 +180,9 @@ def test_two_replicas_one_notifies_and_the_standby_takes_over_without_repeating(
     assert len(sink.messages) == 2
 
 
-def test_every_error_spike_carries_the_signatures_of_the_lines_that_made_it(tmp_path):
+@pytest.mark.parametrize("triage_lines", [500, 0], ids=["lines-read-per-tick", "sampled"])
+def test_every_error_spike_carries_the_signatures_of_the_lines_that_made_it(tmp_path,
+                                                                           triage_lines):
     """Two Deployments roll out together under TARGET_DEPLOYMENT=*, each new pod writing twelve
     error lines in one push (one timestamp). Loki's own clock runs ahead of the tick's (the tick
     began before the push landed): what is counted at a tick must be what is sampled at it, or
@@ -197,7 +205,8 @@ def test_every_error_spike_carries_the_signatures_of_the_lines_that_made_it(tmp_
                 LocalServer(LokiFake(world, loki_now)) as lk, LocalServer(sink) as sl:
             settings = scenario_settings(scenario, loki_url=lk.url,
                                          slack_url=sl.url + "/services/T/B/X",
-                                         rules_file=str(rules))
+                                         rules_file=str(rules),
+                                         triage_sample_lines=triage_lines)
             assert settings.watches_all_deployments
             async with build_detector(settings=settings, kube_api=kube.api_client_for(k.url),
                                       stdout=out, clock=clock, store=Store(":memory:")) as detector:

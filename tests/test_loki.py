@@ -1449,7 +1449,7 @@ def test_windows_query_tags_each_leg_with_its_window_and_offsets_past_ones():
     windows = [CountWindow("errors", (WORKLOAD,), 120),
                CountWindow.ending("baseline", workloads=None, seconds=3600,
                                   end=at - timedelta(seconds=65, microseconds=1500), at=at,
-                                  by_pod=False)]
+                                  by="workload")]
     assert windows[1].offset_ms == 65_001  # rounded down: ends at `end` or < 1 ms after it
     match = ErrorMatch(DEFAULT_ERROR_PATTERN, DEFAULT_ERROR_LEVELS)
     query = windows_query(namespace=NAMESPACE, windows=windows, match=match, keys=KEYS)
@@ -1489,7 +1489,7 @@ def test_count_windows_is_one_request_at_the_instant_minus_a_nanosecond():
     ]
     windows = [CountWindow("errors", (WORKLOAD,), 120),
                CountWindow.ending("baseline", workloads=(WORKLOAD,), seconds=600,
-                                  end=at - timedelta(minutes=5), at=at, by_pod=False),
+                                  end=at - timedelta(minutes=5), at=at, by="workload"),
                CountWindow("quiet", (WORKLOAD,), 60)]
 
     async def scenario() -> Any:

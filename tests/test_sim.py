@@ -2137,7 +2137,7 @@ def test_one_batched_query_answers_each_window_as_its_own_query() -> None:
     windows = [
         CountWindow("errors", (DEP,), 120),
         CountWindow.ending("baseline", workloads=None, seconds=60, end=w.at(150), at=at,
-                           by_pod=False),
+                           by="workload"),
     ]
     status, body = w.loki_query(windows_query(namespace=NS, windows=windows, match=match,
                                               keys=KEYS), at)

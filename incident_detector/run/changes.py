@@ -682,7 +682,7 @@ class CountPlan:
             names = workload_filter({workload for _, workload in members})
             out.append(CountWindow.ending(
                 self.baseline_name(index), workloads=None if names is None else tuple(names),
-                seconds=seconds, end=end, at=at, by_pod=False))
+                seconds=seconds, end=end, at=at, by="workload"))
         return out
 
 

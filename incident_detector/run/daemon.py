@@ -68,6 +68,7 @@ if TYPE_CHECKING:  # act/ builds on run/: only the type is needed here
     from .alert_desk import AlertDesk, NamespaceAlerts
     from .alert_inbox import StoredAlert
     from .changes import ChangeDesk
+    from .error_lines import ErrorLines
     from .rules_file import RulesFile
     from .triage import Triage
 
@@ -196,6 +197,9 @@ class Detector:
         self.change_desk = change_desk
         # The optional LLM analysis (run.analysis.Analyst; None without LLM_BASE_URL).
         self.analyst: Any = None
+        # The namespaces' recent error lines, read once per tick (run.error_lines.ErrorLines;
+        # None: each reader asks Loki itself, as without triage).
+        self.error_lines: ErrorLines | None = None
         # Per namespace, this tick: the change timeline's refresh (started as soon as the
         # Deployments are read, so that its watches overlap the Loki queries), and the
         # Deployments with a rollout in its window (left to the correlator).
@@ -425,7 +429,8 @@ class Detector:
                 continue
             report.alert_incidents.extend(await self.alert_desk.raise_incidents(
                 namespace, found, taken=taken, seen_starts=self._seen_starts, now=now,
-                call=call, kube=self.kube, loki=self.loki, workload_of=self.workload_of))
+                call=call, kube=self.kube, loki=self.error_lines or self.loki,
+                workload_of=self.workload_of))
         self.alert_desk.close_resolved(now)
 
     async def _triage(self, now: datetime, report: TickReport) -> None:
@@ -436,10 +441,7 @@ class Detector:
         async def call(thunk: Callable[[], Awaitable[T]]) -> T | None:
             return await self._call("loki", thunk, now, report, "triage")
 
-        workloads = None
-        if not self.settings.watches_all_deployments:
-            workloads = sorted({self.settings.loki_label_app} if len(
-                self.settings.target_deployment) == 1 else set(self.settings.target_deployment))
+        workloads = self._triage_workloads()
         for namespace in self.settings.namespace:
             due = await self.triage.read(namespace, workloads=workloads, now=now, call=call)
             notified = []
@@ -595,9 +597,10 @@ class Detector:
             if self.change_desk is not None else None
         workload_of = {dep.name: self.workload_of(dep) for dep in selected
                        if dep.name in rollouts or dep.progress_deadline_exceeded}
+        read_workloads = self._read_workloads(selected)
         if not workload_of:
-            if plan is not None:
-                await self._count(namespace, (), {}, plan, now, report)
+            if plan is not None or self.error_lines is not None:
+                await self._count(namespace, (), {}, plan, now, report, read_workloads)
             return [], found
         counts: ErrorCounts | None = None
         pods: tuple[Pod, ...] | None = ()
@@ -606,12 +609,13 @@ class Detector:
             hashes = [r.replicaset.pod_template_hash for r in judged]
             template_hashes = None if None in hashes else sorted(set(hashes))  # type: ignore[arg-type]
             counts, pods = await asyncio.gather(
-                self._count(namespace, judged, workload_of, plan, now, report),
+                self._count(namespace, judged, workload_of, plan, now, report,
+                            read_workloads),
                 self._call("kubernetes", lambda: self.kube.list_pods(
                     namespace, template_hashes=template_hashes), now, report, "pods"),
             )
-        elif plan is not None:
-            await self._count(namespace, judged, workload_of, plan, now, report)
+        elif plan is not None or self.error_lines is not None:
+            await self._count(namespace, judged, workload_of, plan, now, report, read_workloads)
         by_name: dict[str, list[ReplicaSet]] = {}
         for rs in replicasets:
             if rs.deployment in workload_of:
@@ -645,7 +649,8 @@ class Detector:
 
     async def _count(self, namespace: str, judged: Sequence[Rollout],
                      workload_of: Mapping[str, str], plan: Any, now: datetime,
-                     report: TickReport) -> ErrorCounts | None:
+                     report: TickReport,
+                     read_workloads: Sequence[str] | None = None) -> ErrorCounts | None:
         """Every count the tick needs of a namespace, in ONE Loki metric query (``count_windows``)
         made at the tick's instant: the error window of the rollouts judged and of the change
         timeline's suspects (``errors``), the baselines of the rollouts that have none yet
@@ -654,7 +659,9 @@ class Detector:
         nothing was judged); the change timeline gets its own (``ChangeDesk.counted``).
 
         At the tick's instant, not Loki's: the lines counted are those an incident's sample
-        reads up to the same instant (see _with_signatures)."""
+        reads up to the same instant (see _with_signatures).
+
+        Then the tick's read of error lines (``error_lines``), of ``read_workloads``."""
         desk = self.change_desk
         named = {workload_of[r.deployment.name] for r in judged}
         if plan is not None:
@@ -669,15 +676,31 @@ class Detector:
             baseline_of = {r.key: self.workload_of(r.deployment) for r in batch.rollouts}
             windows.append(CountWindow.ending(
                 "baseline", workloads=_names(self._workload_filter(set(baseline_of.values()))),
-                seconds=batch.seconds, end=batch.end, at=now, by_pod=False))
+                seconds=batch.seconds, end=batch.end, at=now, by="workload"))
         if plan is not None:
             windows.extend(plan.windows(at=now, workload_filter=self._workload_filter))
-        if not windows:
-            return None
-        answer = await self._call("loki", lambda: self.loki.count_windows(
-            namespace=namespace, windows=windows, at=now), now, report, "error counts")
+        lines = self.error_lines
+        read = lines.read_window(namespace, workloads=read_workloads, now=now) \
+            if lines is not None else None
+        if read is not None:
+            windows.append(read)
+        answer = None
+        if windows:
+            answer = await self._call("loki", lambda: self.loki.count_windows(
+                namespace=namespace, windows=windows, at=now), now, report, "error counts")
         if desk is not None and plan is not None:
             desk.counted(namespace, plan, answer, now=now)
+        if lines is not None:
+            # The tick's one log query: only the legs the metric query saw lines of (every leg
+            # when it failed), none when there were none.
+            legs = None if answer is None or read is None else \
+                answer.legs(read.name, await self.loki.error_match())
+
+            async def call(thunk: Callable[[], Awaitable[T]]) -> T | None:
+                return await self._call("loki", thunk, now, report, "error lines")
+
+            await lines.refresh(namespace, workloads=read_workloads, now=now, legs=legs,
+                                call=call)
         if answer is None:
             return None
         if batch is not None:
@@ -686,6 +709,21 @@ class Detector:
                 self._baselines[rollout.key] = Baseline(
                     per_workload.get(baseline_of[rollout.key], 0.0), batch.seconds)
         return answer.counts["errors"] if judged else None
+
+    def _read_workloads(self, selected: Sequence[Deployment]) -> list[str] | None:
+        """The workloads the tick's read of error lines asks for: every one when every
+        Deployment is watched; else the selected Deployments' and those the triage names."""
+        named = self._triage_workloads()
+        if named is None:
+            return None
+        return sorted(set(named) | {self.workload_of(dep) for dep in selected})
+
+    def _triage_workloads(self) -> list[str] | None:
+        """The workloads whose error lines are read each tick (None: every workload)."""
+        if self.settings.watches_all_deployments:
+            return None
+        return sorted({self.settings.loki_label_app} if len(
+            self.settings.target_deployment) == 1 else set(self.settings.target_deployment))
 
     def _baseline_window(self, judged: Sequence[Rollout]) -> Any:
         """The rollouts whose baselines are missing and that one window can serve.
@@ -734,9 +772,24 @@ class Detector:
         began = incident.rollout_started_at
         if incident.error_count <= 0:
             return incident, began
+        limit = self.settings.signature_sample_lines
+        if self.error_lines is not None and self.error_lines.holds(incident.namespace,
+                                                                   [workload_name]):
+            # The tick's read holds them: no query of its own.
+            own_lines, before_lines, gap = self.error_lines.signature_lines(
+                incident.namespace, workload=workload_name, since=incident.rollout_started_at,
+                until=incident.detected_at, limit=limit)
+            own = [line for line in own_lines
+                   if line.pod is None or owns_pod(incident.replicaset, line.pod)]
+            began = min((line.at for line in own), default=began)
+            signatures = top_signatures([line.line for line in own],
+                                        before=[line.line for line in before_lines])
+            if gap is None and not signatures:
+                gap = "lines_not_found"
+            return replace(incident, evidence=replace(incident.evidence, signatures=signatures,
+                                                      signature_gap=gap)), began
         workload = [workload_name]
         lookback = timedelta(seconds=self.rules.baseline_lookback_seconds)
-        limit = self.settings.signature_sample_lines
         after, before = await asyncio.gather(
             self._call("loki", lambda: self.loki.sample_errors(
                 namespace=incident.namespace, workloads=workload, start=incident.rollout_started_at,

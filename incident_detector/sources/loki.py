@@ -21,7 +21,7 @@ import binascii
 import math
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from importlib import metadata
@@ -266,6 +266,9 @@ def error_count_query(
     )
 
 
+# The legs of "error line" (error_lines_queries): lines at an error level, and lines judged by
+# the pattern (all of them without levels; those without a detected level with them).
+LEG_LEVEL, LEG_PATTERN = "level", "pattern"
 # The label that tells the windows of a batched metric query apart (``label_replace``).
 WINDOW_LABEL = "window"
 _WINDOW_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -275,14 +278,14 @@ _WINDOW_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 class CountWindow:
     """One window of a namespace's batched metric query (``windows_query``): the error lines of
     some workloads (None: all of the namespace) over ``[end - seconds, end)``, where ``end`` is
-    ``offset_ms`` milliseconds before the query's instant; per (workload, pod), or per workload
-    alone with ``by_pod=False``."""
+    ``offset_ms`` milliseconds before the query's instant; ``by`` (workload, pod), workload, or
+    level alone (``"level"``: one series per detected_level, to tell which legs have lines)."""
 
     name: str
     workloads: tuple[str, ...] | None
     seconds: int
     offset_ms: int = 0
-    by_pod: bool = True
+    by: str = "pod"
 
     def __post_init__(self) -> None:
         if not _WINDOW_NAME.fullmatch(self.name):
@@ -296,16 +299,18 @@ class CountWindow:
             raise TypeError("workloads must be a sequence of names, not a single str")
         if self.workloads is not None and not self.workloads:
             raise ValueError("workloads must name at least one workload, or be None for all")
+        if self.by not in ("pod", "workload", "level"):
+            raise ValueError(f"by must be pod, workload or level, not {self.by!r}")
 
     @classmethod
     def ending(cls, name: str, *, workloads: Sequence[str] | None, seconds: int,
-               end: datetime, at: datetime, by_pod: bool = True) -> CountWindow:
+               end: datetime, at: datetime, by: str = "pod") -> CountWindow:
         """The window of ``seconds`` that ends at ``end``, in a query made at ``at``: the offset
         in whole milliseconds (LogQL's finest unit here), rounded down, so the window ends at
         ``end`` or less than a millisecond after it; never after ``at``."""
         offset_ms = max(0, (at - end) // timedelta(milliseconds=1))
         names = None if workloads is None else tuple(dict.fromkeys(workloads))
-        return cls(name, names, seconds, offset_ms, by_pod)
+        return cls(name, names, seconds, offset_ms, by)
 
 
 def windows_query(*, namespace: str, windows: Sequence[CountWindow], match: ErrorMatch,
@@ -326,13 +331,15 @@ def windows_query(*, namespace: str, windows: Sequence[CountWindow], match: Erro
     for window in windows:
         legs = error_lines_queries(namespace=namespace, workloads=window.workloads,
                                    match=match, keys=keys)
-        grouping = keys.workload + (f", {keys.pod}" if window.by_pod else "")
+        labels = {"pod": [keys.workload, keys.pod], "workload": [keys.workload],
+                  "level": []}[window.by]
         if match.by_level:
-            grouping += f", {DETECTED_LEVEL}"
+            labels.append(DETECTED_LEVEL)
+        grouping = f"sum by ({', '.join(labels)})" if labels else "sum"
         offset = f" offset {window.offset_ms}ms" if window.offset_ms else ""
         for leg in legs:
             parts.append(
-                f"label_replace(sum by ({grouping}) (count_over_time({leg} "
+                f"label_replace({grouping} (count_over_time({leg} "
                 f"[{window.seconds}s]{offset})), {quote(WINDOW_LABEL)}, {quote(window.name)}, "
                 f'{quote(keys.workload)}, ".*")')
     return " or ".join(parts)
@@ -376,6 +383,18 @@ class WindowCounts:
     def leg_has_lines(self, name: str, levels: Sequence[str]) -> bool:
         """Whether window ``name`` counted any line whose level is among ``levels``."""
         return any(level in levels for level in self.levels.get(name, ()))
+
+    def legs(self, name: str, match: ErrorMatch) -> frozenset[str]:
+        """The legs of ``error_lines_queries`` (``"level"``, ``"pattern"``) that have lines in
+        window ``name``: what a log query over the same range needs to ask."""
+        if not match.by_level:
+            return frozenset({LEG_PATTERN}) if self.levels.get(name) else frozenset()
+        found = set()
+        if self.leg_has_lines(name, match.levels):
+            found.add(LEG_LEVEL)
+        if match.undetected and self.leg_has_lines(name, match.undetected):
+            found.add(LEG_PATTERN)
+        return frozenset(found)
 
 
 def parse_windows(body: Any, *, namespace: str, windows: Sequence[CountWindow],
@@ -846,14 +865,22 @@ class LokiClient:
         start: datetime,
         end: datetime,
         limit: int = 200,
+        legs: Collection[str] | None = None,
     ) -> tuple[LogLine, ...]:
-        """Up to ``limit`` error lines between ``start`` and ``end``, newest first."""
+        """Up to ``limit`` error lines of ``[start, end)``, newest first. ``legs``: only those
+        legs of ``error_lines_queries`` (``WindowCounts.legs`` says which have lines); None:
+        every leg."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
         match = await self.error_match()
         queries = error_lines_queries(
             namespace=namespace, workloads=workloads, match=match, keys=self._keys
         )
+        if legs is not None:
+            names = (LEG_LEVEL, LEG_PATTERN) if match.by_level else (LEG_PATTERN,)
+            queries = tuple(q for q, name in zip(queries, names) if name in legs)
+            if not queries:
+                return ()
         window = {"start": unix_nanos(start), "end": unix_nanos(end)}
 
         async def newest(query: str) -> tuple[LogLine, ...]:
