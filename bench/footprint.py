@@ -234,8 +234,8 @@ def loki_handler(cluster: SyntheticCluster, counter: Counter):
     def handle(request: Request) -> Response:
         now = time.time()
         if request.path == "/loki/api/v1/query_range":
-            # The error triage's sample of the namespace: a few error lines of the rolling pods.
-            counter.add("loki triage", 0)
+            # The tick's read of error lines: a few error lines of the rolling pods.
+            counter.add("loki log", 0)
             result = [{"stream": {"app": workload, "pod": pod},
                        "values": [[str(int(now * 1e9) - k * 1_000_000_000),
                                    f'level=error msg="request failed" id={k}']
@@ -254,7 +254,7 @@ def loki_handler(cluster: SyntheticCluster, counter: Counter):
                   for window in dict.fromkeys(windows)
                   for workload, pod in cluster.workloads_in_window]
         body = {"status": "success", "data": {"resultType": "vector", "result": result}}
-        counter.add("loki baseline" if request.param("time") else "loki count", 0)
+        counter.add("loki metric", 0)
         return Response(200, body)
     return handle
 

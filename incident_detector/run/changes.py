@@ -17,8 +17,9 @@ Each tick, per namespace:
    ranked (``judge.causes``).
 3. ``causes_for``: a rollout incident's causes, ranked among the same changes.
 
-Costs are bounded: one count query per namespace per tick while some workload is a suspect, one
-baseline query per change (kept until its window ends), one sample per incident. What a tick
+Costs are bounded: the suspects' counts and their baselines (one window per change, kept until
+its window ends) ride in the tick's one metric query (``count_plan``, ``counted``), and an
+incident's sample is read from the tick's error lines (``run.error_lines``). What a tick
 works out (the ReplicaSets by Deployment, the current templates and what they reference, who
 calls whom) is kept while its inputs do not change: a mass rollout puts hundreds of Deployments
 and changes in one tick.

@@ -1,7 +1,8 @@
 """The Loki adapter: LogQL built from configured values, Loki's JSON turned into our own data.
 
-Two queries per namespace and tick at most: one batched metric query (error lines per workload
-and pod over a window) and, when an incident is being described, the log queries for example lines.
+Per namespace and tick, one batched metric query (``windows_query``: every count window the tick
+needs, tagged by window) and one log query for the error lines of the tick's range (its legs
+with lines only, ``WindowCounts.legs``); ``count_errors`` and ``sample_errors`` ask one thing each.
 Every configured value that ends up in LogQL goes through ``quote`` (and ``regex_escape`` inside a
 regex matcher), so no namespace, workload name or pattern can change the shape of the query.
 
