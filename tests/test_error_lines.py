@@ -201,3 +201,20 @@ def test_only_the_workloads_read_are_served_from_the_buffer(loki: Loki) -> None:
         assert lines.covers(NS, loki.at(120), loki.at(140), [APP, "other"])
 
     run(loki, body)
+
+
+def test_lines_dropped_to_stay_bounded_are_reported_by_the_signatures(loki: Loki) -> None:
+    async def body(client: LokiClient) -> None:
+        lines = buffer(client, max_lines=10)
+        await lines.refresh(NS, workloads=None, now=loki.at(100), legs=None, call=call)
+        await lines.refresh(NS, workloads=None, now=loki.at(140), legs=None, call=call)
+        _, _, gap = lines.signature_lines(NS, workload=APP, since=loki.at(60),
+                                          until=loki.at(140), limit=200)
+        assert gap == "limit_reached"
+        roomy = buffer(client)
+        await roomy.refresh(NS, workloads=None, now=loki.at(100), legs=None, call=call)
+        await roomy.refresh(NS, workloads=None, now=loki.at(140), legs=None, call=call)
+        assert roomy.signature_lines(NS, workload=APP, since=loki.at(60), until=loki.at(140),
+                                     limit=200)[2] is None
+
+    run(loki, body)

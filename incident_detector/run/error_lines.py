@@ -19,7 +19,8 @@ and a read with none asks nothing.
 
 Bounded: lines older than ``retention`` are dropped, and at most ``max_lines`` per namespace are
 kept (the oldest go first). A read that returns ``limit`` lines may have left older ones of its
-range out: that span is remembered as a gap while it is retained.
+range out: that span is remembered as a gap while it is retained; signatures whose range reaches
+a gap, or lines dropped for ``max_lines``, say so.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class _Namespace:
     failed_at: datetime | None = None
     # The workloads the reads ask for (None: every workload of the namespace).
     workloads: frozenset[str] | None = None
+    # Lines up to this instant were dropped to keep within max_lines (not for their age).
+    dropped_until: datetime | None = None
 
 
 class ErrorLines:
@@ -136,8 +139,10 @@ class ErrorLines:
 
     def _prune(self, state: _Namespace, now: datetime) -> None:
         horizon = now - self._retention
-        drop = bisect.bisect_left(state.times, horizon)
-        drop = max(drop, len(state.lines) - self._max_lines)
+        old = bisect.bisect_left(state.times, horizon)
+        drop = max(old, len(state.lines) - self._max_lines)
+        if drop > old:
+            state.dropped_until = state.times[drop - 1] + _TICK
         if drop > 0:
             # What is dropped is no longer held: the buffer covers from just after the newest
             # line dropped (a line kept may share its timestamp: that instant is not covered).
@@ -207,6 +212,7 @@ class ErrorLines:
         gap = None
         if state.failed_at is not None and state.failed_at >= until:
             gap = "loki_failed"
-        elif len(after) > limit or any(a < until and b > since for a, b in state.gaps):
+        elif len(after) > limit or any(a < until and b > since for a, b in state.gaps) or \
+                (state.dropped_until is not None and state.dropped_until > since):
             gap = "limit_reached"
         return after[:limit], before, gap
