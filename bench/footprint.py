@@ -28,6 +28,7 @@ import copy
 import gc
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -241,8 +242,8 @@ def loki_handler(cluster: SyntheticCluster, counter: Counter):
     def handle(request: Request) -> Response:
         now = time.time()
         if request.path == "/loki/api/v1/query_range":
-            # The error triage's sample of the namespace: a few error lines of the rolling pods.
-            counter.add("loki triage", 0)
+            # The tick's read of error lines: a few error lines of the rolling pods.
+            counter.add("loki log", 0)
             result = [{"stream": {"app": workload, "pod": pod},
                        "values": [[str(int(now * 1e9) - k * 1_000_000_000),
                                    f'level=error msg="request failed" id={k}']
@@ -253,10 +254,15 @@ def loki_handler(cluster: SyntheticCluster, counter: Counter):
         if request.path != "/loki/api/v1/query":
             counter.add("loki other", 0)
             return Response(404, "not found", "text/plain")
-        result = [{"metric": {"app": workload, "pod": pod}, "value": [now, "1"]}
+        # One series per window the query names (label_replace(..., "window", NAME, ...)).
+        query = request.param("query") or ""
+        windows = re.findall(r'"window", "([^"]+)"', query) or [None]
+        result = [{"metric": {"app": workload, "pod": pod,
+                              **({"window": window} if window else {})}, "value": [now, "1"]}
+                  for window in dict.fromkeys(windows)
                   for workload, pod in cluster.workloads_in_window]
         body = {"status": "success", "data": {"resultType": "vector", "result": result}}
-        counter.add("loki baseline" if request.param("time") else "loki count", 0)
+        counter.add("loki metric", 0)
         return Response(200, body)
     return handle
 
@@ -316,9 +322,9 @@ def start_daemon(*, kube_url: str, loki_url: str, workdir: Path,
                TARGET_DEPLOYMENT="*", POLL_INTERVAL_SECONDS=str(poll_interval),
                HTTP_HOST="127.0.0.1", HTTP_PORT=str(port),
                STATE_PATH=str(workdir / "state.sqlite3"), LOG_LEVEL="debug", LOG_FORMAT="json")
+    env.update(extra_env or {})
     log_path = workdir / "daemon.log"
     started = datetime.now(timezone.utc)
-    env.update(extra_env or {})
     proc = subprocess.Popen([python, *(command or ["-m", "incident_detector"])], env=env,
                             stdout=log_path.open("w"), stderr=subprocess.STDOUT)
     return proc, log_path, port, started

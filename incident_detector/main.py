@@ -147,6 +147,16 @@ async def build_detector(
                 rules=lambda: detector.rule_set, watched_namespaces=settings.namespace,
                 error_window_seconds=settings.error_window_seconds,
                 sample_lines=settings.signature_sample_lines, remediator=remediator)
+        if settings.triage_sample_lines > 0:
+            # One log query per namespace and tick, read by every feature that needs lines.
+            from .run.error_lines import ErrorLines
+
+            detector.error_lines = ErrorLines(
+                loki=detector.loki,
+                limit=max(settings.triage_sample_lines, settings.signature_sample_lines),
+                retention=timedelta(seconds=settings.roll_out_window_seconds
+                                    + settings.error_window_seconds),
+                first_window=timedelta(seconds=settings.error_window_seconds))
         detector.change_desk = change_desk = build_change_desk(
             settings, detector=detector, kube_api=kube_api, store=store, live=live)
         if prompt is not None:
@@ -171,7 +181,7 @@ async def build_detector(
             from .run.triage import Triage
 
             detector.triage = Triage(
-                connection=store.connection, loki=detector.loki,
+                connection=store.connection, loki=detector.error_lines or detector.loki,
                 sample_lines=settings.triage_sample_lines, max_groups=settings.triage_max_groups,
                 prioritize=detector.prioritize_line, notify_priorities=settings.notify_priorities,
                 first_window=timedelta(seconds=settings.error_window_seconds))
@@ -209,7 +219,7 @@ def build_change_desk(settings: Settings, *, detector: Detector,
                           emit=settings.change_webhook_url is not None),
         live=live, watcher=watcher,
         kube=detector.kube if "Deployment" in settings.change_kinds else None,
-        loki=detector.loki, rules=detector.rules,
+        loki=detector.error_lines or detector.loki, rules=detector.rules,
         window_seconds=settings.roll_out_window_seconds, rule_set=lambda: detector.rule_set,
         sample_lines=settings.signature_sample_lines, workload_of=detector.workload_of,
         record_notice=detector.outbox.record_notice,

@@ -492,6 +492,16 @@ class Cause:
     command: str | None = None
 
 
+# Why an incident's signatures were sampled short: Loki did not answer the sample; the sample
+# reached its limit (older lines of the rollout were not read); no error line of the revision
+# was found where the count saw some.
+SIGNATURE_GAPS = {
+    "loki_failed": "Loki did not answer the sample of error lines",
+    "limit_reached": "the sample reached its line limit; older lines were not read",
+    "lines_not_found": "no error line of the new revision was found in the sample",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """Everything that says *why* an incident fired. Filled by pure code, rendered as is."""
@@ -518,6 +528,9 @@ class Evidence:
     # Other revisions rolled out inside the window (rapid successive rollouts).
     other_revisions_in_window: tuple[int, ...] = ()
     signatures: tuple[ErrorSignature, ...] = ()
+    # Why ``signatures`` may not describe every error line counted, when it may not (one of
+    # SIGNATURE_GAPS); None: the lines were read in full.
+    signature_gap: str | None = None
     changes: tuple[TemplateChange, ...] = ()
     gitops: GitOpsOwner | None = None
     # Firing Alertmanager alerts mapped to the Deployment while its rollout was in its window.

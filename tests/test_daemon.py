@@ -83,10 +83,15 @@ def test_every_deployment_of_several_namespaces_at_a_constant_cost_per_tick():
                         assert sum("/deployments" in p for p in paths) == 1, paths
                         assert sum("/replicasets" in p for p in paths) == 1, paths
                         assert sum("/pods" in p for p in paths) <= 1, paths
-                    # one error-count query per namespace (baselines carry a time, once per rollout)
-                    counts = [ns for ns, path in loki_router.requests if path == "/loki/api/v1/query"]
-                    assert len(counts) == len(set(counts)), counts
-                    seen_count_queries.update(counts)
+                    # One metric query per namespace (counts, baselines, the change timeline's,
+                    # the read's legs) and one log query (triage, signatures, samples).
+                    metric = [ns for ns, path in loki_router.requests
+                              if path.startswith("/loki/api/v1/query?")]
+                    logs = [ns for ns, path in loki_router.requests
+                            if path == "/loki/api/v1/query_range"]
+                    assert all(metric.count(ns) == 1 for ns in metric), metric
+                    assert all(logs.count(ns) == 1 for ns in logs), logs
+                    seen_count_queries.update(metric)
                     clock.now += timedelta(seconds=20)
 
     asyncio.run(run())
@@ -94,7 +99,7 @@ def test_every_deployment_of_several_namespaces_at_a_constant_cost_per_tick():
     assert sorted((r["namespace"], r["revision"], r["signals"][0]) for r in records) == \
         [("pay", 2, "pod_health"), ("shop", 2, "error_spike")]
     assert len(sink.messages) == 2
-    assert seen_count_queries == {"shop", "pay", "quiet"}  # each namespace had a rollout to judge
+    assert seen_count_queries == {"shop", "pay", "quiet"}  # each namespace is read every tick
 
 
 def test_a_custom_label_scheme_maps_deployments_to_log_streams():
@@ -267,3 +272,56 @@ def test_a_detector_started_during_a_rollout_reads_back_what_was_bad_before_its_
     asyncio.run(run())
     assert [json.loads(line)["revision"] for line in outs["first"].getvalue().splitlines()] == [2]
     assert [json.loads(line)["revision"] for line in outs["second"].getvalue().splitlines()] == [4]
+
+
+@pytest.mark.parametrize("triage_lines", [500, 0], ids=["lines-read-per-tick", "sampled"])
+def test_every_error_spike_carries_the_signatures_of_the_lines_that_made_it(tmp_path,
+                                                                           triage_lines):
+    """Two Deployments roll out together under TARGET_DEPLOYMENT=*, each new pod writing twelve
+    error lines in one push (one timestamp). Loki's own clock runs ahead of the tick's (the tick
+    began before the push landed): what is counted at a tick must be what is sampled at it, or
+    the incident goes out without signatures and the file rule on its lines never matches."""
+    scenario = load_scenario(SCENARIOS / "two-rollouts-errors-in-one-push.yaml")
+    clock = ManualClock(SCENARIO_EPOCH)
+    world = World(scenario, t0=SCENARIO_EPOCH)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - name: payment-npe\n"
+                     "    match: {log_pattern: 'NullPointerException at PaymentService'}\n"
+                     "    priority: P2\n    remediation: {action: none}\n")
+    out = io.StringIO()
+    sink = SlackSink()
+
+    def loki_now():
+        return clock.now + timedelta(seconds=5)
+
+    async def run() -> None:
+        with LocalServer(KubeApiFake(world, clock)) as k, \
+                LocalServer(LokiFake(world, loki_now)) as lk, LocalServer(sink) as sl:
+            settings = scenario_settings(scenario, loki_url=lk.url,
+                                         slack_url=sl.url + "/services/T/B/X",
+                                         rules_file=str(rules),
+                                         triage_sample_lines=triage_lines)
+            assert settings.watches_all_deployments
+            async with build_detector(settings=settings, kube_api=kube.api_client_for(k.url),
+                                      stdout=out, clock=clock, store=Store(":memory:")) as detector:
+                # t=80: the push (t=82) is in Loki's "now" (t=85) but after the tick began.
+                for _ in range(8):
+                    await detector.tick()
+                    await detector.outbox.deliver_due()
+                    clock.now += timedelta(seconds=20)
+
+    asyncio.run(run())
+    records = {r["deployment"]: r for r in map(json.loads, out.getvalue().splitlines())
+               if r.get("event") == "incident"}
+    assert sorted(records) == ["payments-api", "payments-worker"]
+    for name, record in records.items():
+        assert "error_spike" in record["signals"], record
+        signatures = record["evidence"]["signatures"]
+        assert signatures, f"{name}: no signatures"
+        assert sum(s["count"] for s in signatures) == 24, signatures
+    api = records["payments-api"]
+    assert "NullPointerException at PaymentService" in api["evidence"]["signatures"][0]["example"]
+    assert (api["priority"], api["rule"]) == ("P2", "payment-npe")
+    assert records["payments-worker"]["priority"] == "P1"
+    assert "timeout reading from queue" in \
+        records["payments-worker"]["evidence"]["signatures"][0]["example"]

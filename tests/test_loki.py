@@ -24,6 +24,7 @@ from incident_detector.config import ConfigError, DEFAULT_ERROR_PATTERN, Setting
 from incident_detector.errors import SourceError
 from incident_detector.sources.loki import (
     MAX_LINE_CHARS,
+    CountWindow,
     LabelKeys,
     LokiClient,
     error_count_query,
@@ -34,6 +35,7 @@ from incident_detector.sources.loki import (
     quote,
     regex_escape,
     selector,
+    windows_query,
 )
 from incident_detector.model import ErrorCounts, ErrorSample, LogLine
 from incident_detector.retry import Backoff
@@ -788,7 +790,8 @@ def test_count_errors_sends_time_when_asked_for_a_past_window():
         count_errors(at=at)
         count_errors(at=at.astimezone(timezone(timedelta(hours=-5))))
     first, second = (call.request.url.params["time"] for call in route.calls)
-    assert first == second == str(nanos(at)) == "1795460370123456000"
+    # One nanosecond before: Loki counts (time - range, time], the window is [at - range, at).
+    assert first == second == str(nanos(at) - 1) == "1795460370123455999"
 
 
 def test_count_errors_refuses_a_naive_time():
@@ -1377,6 +1380,29 @@ def test_samples_on_the_recorded_structured_metadata_streams():
         "orders-7f6d5c4b3-qwert", "orders-6c5b4a398-zxcvb", "orders-7f6d5c4b3-qwert"]
 
 
+def test_the_pod_of_a_line_is_read_from_its_structured_metadata_element():
+    """Loki 3 with categorized labels keeps structured metadata out of the stream: the recorded
+    body with its metadata moved into each value's third element, as Loki then answers."""
+    body = recorded_body("query_range_streams_sm")
+    for item in body["data"]["result"]:
+        stream = item["stream"]
+        metadata = {key: stream.pop(key) for key in ("pod", "detected_level")}
+        item["values"] = [[t, line, {"structuredMetadata": metadata}]
+                          for t, line in item["values"]]
+    lines = parse_streams(body, keys=KEYS)
+    assert [(line.workload, line.pod) for line in lines] == [
+        ("orders", "orders-7f6d5c4b3-qwert"), ("orders", "orders-6c5b4a398-zxcvb"),
+        ("orders", "orders-7f6d5c4b3-qwert")]
+    # A flat object (no categories) is read the same; anything else carries no labels.
+    flat = recorded_body("query_range_streams_sm")
+    first = flat["data"]["result"][0]
+    pod = first["stream"].pop("pod")
+    first["values"] = [[first["values"][0][0], first["values"][0][1], {"pod": pod}],
+                       [first["values"][1][0], first["values"][1][1], "not an object"]]
+    assert [line.pod for line in parse_streams(flat, keys=KEYS)
+            if line.line.startswith("level=error")] == [pod, None]
+
+
 def test_a_failing_leg_fails_the_sample():
     def answer(request: httpx.Request) -> httpx.Response:
         if "|unknown" in request.url.params["query"]:
@@ -1413,3 +1439,77 @@ def test_error_levels_and_error_match_settings():
         with pytest.raises(ConfigError) as raised:
             load_settings(environ, loki_url=LOKI_URL)
         assert message in str(raised.value)
+
+
+# --- one metric query for every window of a tick -------------------------------------------------
+
+
+def test_windows_query_tags_each_leg_with_its_window_and_offsets_past_ones():
+    at = datetime(2026, 11, 23, 19, 0, 0, 500_000, tzinfo=UTC)
+    windows = [CountWindow("errors", (WORKLOAD,), 120),
+               CountWindow.ending("baseline", workloads=None, seconds=3600,
+                                  end=at - timedelta(seconds=65, microseconds=1500), at=at,
+                                  by="workload")]
+    assert windows[1].offset_ms == 65_001  # rounded down: ends at `end` or < 1 ms after it
+    match = ErrorMatch(DEFAULT_ERROR_PATTERN, DEFAULT_ERROR_LEVELS)
+    query = windows_query(namespace=NAMESPACE, windows=windows, match=match, keys=KEYS)
+    legs = query.split(" or ")
+    assert len(legs) == 4  # two windows, two legs each
+    level, pattern = error_lines_queries(namespace=NAMESPACE, workloads=[WORKLOAD], match=match,
+                                         keys=KEYS)
+    assert legs[0] == (f"label_replace(sum by (app, pod, detected_level) (count_over_time("
+                       f'{level} [120s])), "window", "errors", "app", ".*")')
+    assert legs[1].startswith(f"label_replace(sum by (app, pod, detected_level) "
+                              f"(count_over_time({pattern} [120s]))")
+    assert legs[2].endswith('[3600s] offset 65001ms)), "window", "baseline", "app", ".*")')
+    assert "sum by (app, detected_level)" in legs[2] and 'app=~".+"' in legs[2]
+    # Loki 2: one leg per window.
+    assert len(windows_query(namespace=NAMESPACE, windows=windows,
+                             match=ErrorMatch(DEFAULT_ERROR_PATTERN), keys=KEYS)
+               .split(" or ")) == 2
+    with pytest.raises(ValueError):
+        windows_query(namespace=NAMESPACE, windows=[windows[0], windows[0]], match=match,
+                      keys=KEYS)
+    with pytest.raises(ValueError):
+        CountWindow('bad"name', None, 60)
+
+
+def test_count_windows_is_one_request_at_the_instant_minus_a_nanosecond():
+    at = datetime(2026, 11, 23, 19, 0, 30, 123456, tzinfo=UTC)
+    body = recorded_body("query_vector_by_detected_level")
+    template = body["data"]["result"][0]
+    body["data"]["result"] = [
+        {**template, "metric": {"app": WORKLOAD, "pod": "p-1", "detected_level": "error",
+                                "window": "errors"}, "value": [1, "7"]},
+        {**template, "metric": {"app": WORKLOAD, "pod": "p-1", "window": "errors"},
+         "value": [1, "2"]},
+        {**template, "metric": {"app": WORKLOAD, "detected_level": "error",
+                                "window": "baseline"}, "value": [1, "30"]},
+        {**template, "metric": {"app": "other", "window": "unasked"}, "value": [1, "5"]},
+    ]
+    windows = [CountWindow("errors", (WORKLOAD,), 120),
+               CountWindow.ending("baseline", workloads=(WORKLOAD,), seconds=600,
+                                  end=at - timedelta(minutes=5), at=at, by="workload"),
+               CountWindow("quiet", (WORKLOAD,), 60)]
+
+    async def scenario() -> Any:
+        async with make_http_client(make_settings()) as http:
+            client = LokiClient(http=http, keys=KEYS, pattern=DEFAULT_ERROR_PATTERN,
+                                levels=DEFAULT_ERROR_LEVELS, match="level")
+            return await client.count_windows(namespace=NAMESPACE, windows=windows, at=at)
+
+    with respx.mock(base_url=LOKI_URL) as loki:
+        route = loki.get(QUERY).mock(return_value=httpx.Response(200, json=body))
+        answer = asyncio.run(scenario())
+    assert route.call_count == 1
+    params = route.calls.last.request.url.params
+    assert params["time"] == str(nanos(at) - 1)
+    assert params["query"] == windows_query(
+        namespace=NAMESPACE, windows=windows,
+        match=ErrorMatch(DEFAULT_ERROR_PATTERN, DEFAULT_ERROR_LEVELS), keys=KEYS)
+    assert answer.counts["errors"].samples == (ErrorSample(WORKLOAD, "p-1", 9.0),)
+    assert answer.counts["baseline"] == ErrorCounts(
+        namespace=NAMESPACE, window_seconds=600, samples=(ErrorSample(WORKLOAD, None, 30.0),))
+    assert answer.counts["quiet"] == ErrorCounts(namespace=NAMESPACE, window_seconds=60)
+    assert answer.levels == {"errors": {"error", ""}, "baseline": {"error"}, "quiet": set()}
+    assert answer.leg_has_lines("errors", ("",)) and not answer.leg_has_lines("baseline", ("",))

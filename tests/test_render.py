@@ -231,8 +231,9 @@ RECORD_KEYS = {
 EVIDENCE_KEYS = {
     "attribution", "new_revision_errors", "other_errors", "error_rate_per_minute",
     "baseline_per_minute", "baseline_window_seconds", "baseline_lookback_seconds",
-    "baseline_excluded_revisions", "baseline_absent", "rollout_start_source", "affected_pods", "pod_problems",
-    "progress_message", "other_revisions_in_window", "signatures", "changes", "gitops",
+    "baseline_excluded_revisions", "baseline_absent", "rollout_start_source", "affected_pods",
+    "pod_problems", "progress_message", "other_revisions_in_window", "signatures",
+    "signature_gap", "changes", "gitops",
     "alerts", "causes",
 }
 
@@ -383,6 +384,20 @@ def test_slack_payload_evidence_signatures_changes_and_other_revisions():
     changes = next(t for t in texts if t.startswith("*What changed*"))
     assert "image (payments-api): payments-api:1.4.2 -&gt; payments-api:1.5.0" in changes
     assert "Other revisions rolled out in this window: 3" in texts[1]
+
+
+def test_a_signature_sample_cut_short_is_said_in_the_record_and_in_slack():
+    short = with_evidence(make_incident(), signature_gap="limit_reached")
+    assert render.incident_record(short)["evidence"]["signature_gap"] == "limit_reached"
+    texts = sections(render.slack_payload(short))
+    signatures = next(t for t in texts if t.startswith("*Top error signatures*"))
+    assert "Sampled short: the sample reached its line limit" in signatures
+    # No signatures at all (Loki failed): the section still says why.
+    failed = with_evidence(make_incident(), signatures=(), signature_gap="loki_failed")
+    texts = sections(render.slack_payload(failed))
+    assert any(t.startswith("*Top error signatures*") and "Loki did not answer" in t
+               for t in texts)
+    assert render.incident_record(make_incident())["evidence"]["signature_gap"] is None
 
 
 def test_slack_payload_fallback_text_is_decision_then_summary():

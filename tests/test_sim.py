@@ -2164,3 +2164,65 @@ def test_local_server_speaks_https_to_the_in_cluster_client(tmp_path, monkeypatc
     assert list(deployments) == []
     [(scheme, credential)] = [header.split(" ", 1) for header in seen if header]
     assert scheme.lower() == "bearer" and credential == "service-account-token"
+
+
+# --- the batched metric query: label_replace, offset -------------------------------------------
+
+from incident_detector.sources.loki import CountWindow, parse_windows, windows_query  # noqa: E402
+
+
+def test_label_replace_as_prometheus_defines_it() -> None:
+    w = world(logs=MIXED_LOGS)
+    by_app = f'sum by (app) (count_over_time({{namespace="{NS}", app="{DEP}"}} [2m]))'
+    tagged = vector(w.loki_query(f'label_replace({by_app}, "window", "now", "app", ".*")',
+                                 w.at(300)))
+    assert tagged == {(("app", DEP), ("window", "now")): 216.0}
+    # $1 and ${1} expand; an empty result removes the label; no match leaves the series as is.
+    head = DEP.split("-")[0]
+    assert vector(w.loki_query(f'label_replace({by_app}, "x", "$1-${{1}}", "app", "([a-z]+)-.*")',
+                               w.at(300))) == {(("app", DEP), ("x", f"{head}-{head}")): 216.0}
+    assert vector(w.loki_query(f'label_replace({by_app}, "app", "", "app", ".*")',
+                               w.at(300))) == {(): 216.0}
+    assert vector(w.loki_query(f'label_replace({by_app}, "x", "y", "app", "nothing")',
+                               w.at(300))) == {(("app", DEP),): 216.0}
+    status, text = w.loki_query(f'label_replace({by_app}, "1x", "y", "app", ".*")', w.at(300))
+    assert status == 400 and "destination" in text
+
+
+def test_offset_moves_the_range_back() -> None:
+    w = world(logs=MIXED_LOGS)
+    selector = f'{{namespace="{NS}", app="{DEP}"}}'
+    then = vector(w.loki_query(f"sum(count_over_time({selector} [2m]))", w.at(200)))
+    assert vector(w.loki_query(f"sum(count_over_time({selector} [2m] offset 100s))",
+                               w.at(300))) == then
+    assert vector(w.loki_query(f"sum(count_over_time({selector} [2m] offset 100000ms))",
+                               w.at(300))) == then
+    status, text = w.loki_query(f"sum(count_over_time({selector} [2m] offset))", w.at(300))
+    assert status == 400
+
+
+def test_one_batched_query_answers_each_window_as_its_own_query() -> None:
+    w = world(logs=MIXED_LOGS)
+    match = ErrorMatch(DEFAULT_ERROR_PATTERN, DEFAULT_ERROR_LEVELS)
+    at = w.at(300)
+    windows = [
+        CountWindow("errors", (DEP,), 120),
+        CountWindow.ending("baseline", workloads=None, seconds=60, end=w.at(150), at=at,
+                           by="workload"),
+    ]
+    status, body = w.loki_query(windows_query(namespace=NS, windows=windows, match=match,
+                                              keys=KEYS), at)
+    assert status == 200
+    answer = parse_windows(body, namespace=NS, windows=windows, keys=KEYS)
+    alone = vector(w.loki_query(level_query(120), at))
+    assert {s.pod: s.count for s in answer.counts["errors"].samples} == {
+        dict(key)["pod"]: 0.0 for key in alone} | {
+        pod: sum(v for key, v in alone.items() if dict(key)["pod"] == pod)
+        for pod in w.pod_names(2)}
+    before = vector(w.loki_query(level_query(60), w.at(150)))
+    assert [(s.workload, s.pod, s.count) for s in answer.counts["baseline"].samples] == \
+        [(DEP, None, sum(before.values()))]
+    # The level leg and the pattern leg are told apart by the levels each window saw.
+    assert answer.levels["errors"] == {"error", "unknown"}
+    assert answer.leg_has_lines("errors", match.levels)
+    assert answer.leg_has_lines("errors", match.undetected)

@@ -28,6 +28,7 @@ from ..model import (
     GitOpsTool,
     Incident,
     RemediationView,
+    SIGNATURE_GAPS,
     Signal,
 )
 from ..redact import redact
@@ -510,6 +511,7 @@ def incident_record(incident: Incident) -> dict[str, Any]:
             ),
             "other_revisions_in_window": list(evidence.other_revisions_in_window),
             "signatures": [signature_dict(s) for s in evidence.signatures],
+            "signature_gap": evidence.signature_gap,
             "changes": [
                 {"kind": c.kind, "container": c.container, "detail": c.detail}
                 for c in evidence.changes
@@ -740,6 +742,9 @@ def _signature_lines(incident: Incident) -> list[str]:
     hidden = len(signatures) - SLACK_TOP_SIGNATURES
     if hidden > 0:
         lines.append(f"…and {hidden} more signatures")
+    gap = incident.evidence.signature_gap
+    if gap is not None:
+        lines.append(f"_Sampled short: {mrkdwn_escape(SIGNATURE_GAPS.get(gap, gap))}._")
     return lines
 
 
@@ -834,9 +839,9 @@ def slack_payload(incident: Incident) -> dict[str, Any]:
     if incident.remediation is not None:
         blocks.extend(remediation_blocks(incident.remediation))
     evidence = incident.evidence
-    if evidence.signatures or evidence.changes or evidence.causes:
+    if evidence.signatures or evidence.signature_gap or evidence.changes or evidence.causes:
         blocks.append({"type": "divider"})
-    if evidence.signatures:
+    if evidence.signatures or evidence.signature_gap:
         blocks.append(_section("Top error signatures", _signature_lines(incident)))
     if evidence.changes:
         blocks.append(_section("What changed", _change_lines(incident)))

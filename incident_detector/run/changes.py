@@ -17,8 +17,9 @@ Each tick, per namespace:
    ranked (``judge.causes``).
 3. ``causes_for``: a rollout incident's causes, ranked among the same changes.
 
-Costs are bounded: one count query per namespace per tick while some workload is a suspect, one
-baseline query per change (kept until its window ends), one sample per incident. What a tick
+Costs are bounded: the suspects' counts and their baselines (one window per change, kept until
+its window ends) ride in the tick's one metric query (``count_plan``, ``counted``), and an
+incident's sample is read from the tick's error lines (``run.error_lines``). What a tick
 works out (the ReplicaSets by Deployment, the current templates and what they reference, who
 calls whom) is kept while its inputs do not change: a mass rollout puts hundreds of Deployments
 and changes in one tick.
@@ -26,7 +27,7 @@ and changes in one tick.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -67,6 +68,7 @@ from ..model import (
     Service,
 )
 from ..notify import change_render
+from ..sources.loki import CountWindow
 from .change_log import ChangeLog, change_dict
 from .live import LiveFeed
 
@@ -173,6 +175,9 @@ class ChangeDesk:
         self._learn_turn: dict[str, int] = {}
         # Per namespace: what the templates reference and name, with the revisions they are of.
         self._refs_cache: dict[str, tuple[Any, frozenset[str], frozenset[str]]] = {}
+        # Per namespace: the error counts of the tick's metric query, (instant, per workload or
+        # None when Loki failed, the workloads counted), until judge takes them.
+        self._counted: dict[str, tuple[datetime, dict[str, float] | None, frozenset[str]]] = {}
         # Per namespace: its recorded changes still in their window (see _in_window).
         self._window: dict[str, list[Change]] = {}
         # Per namespace: the rollouts the timeline holds a record of, (name, uid, revision).
@@ -388,18 +393,13 @@ class ChangeDesk:
 
     # 2. Incidents of kind change ----------------------------------------------------------
 
-    async def judge(self, namespace: str, *, busy: set[str], risen: Mapping[str, bool | None],
-                    now: datetime, call: Call) -> list[str]:
-        """Judge the workloads that recent changes may break; the keys of the incidents
-        recorded."""
+    def _suspects(self, namespace: str, *, busy: Container[str], now: datetime
+                  ) -> tuple[list[Change], tuple[Suspect, ...]]:
+        """The changes in their window, and the workloads to judge after them."""
         seen = self._seen.get(namespace)
-        if seen is None:
-            return []
         recent = self._in_window(namespace, now)
-        if not recent:
-            self.last_judgements = [j for j in self.last_judgements
-                                    if j.suspect.namespace != namespace]
-            return []
+        if seen is None or not recent:
+            return recent, ()
         deps = self.dependencies(namespace)
         templates = self._templates(namespace)
         services = self._services(namespace)
@@ -407,8 +407,64 @@ class ChangeDesk:
             c, tuple(seen.deployments.values()), templates, deps, services=services)
             for c in recent if self._may_affect(c, seen)}
         judged = {name: d for name, d in seen.deployments.items() if name in seen.selected}
-        found = suspects(recent, affected, deployments=judged, now=now,
-                         window_seconds=self.window_seconds, busy=busy)
+        return recent, suspects(recent, affected, deployments=judged, now=now,
+                                window_seconds=self.window_seconds, busy=busy)
+
+    def count_plan(self, namespace: str, *, deployments: Sequence[Deployment],
+                   selected: Sequence[str], replicasets: Sequence[ReplicaSet],
+                   busy: Container[str], now: datetime) -> CountPlan:
+        """What ``judge`` will need counted at ``now``, for the tick's one metric query: the
+        suspects' workloads over the error window, and the baselines not known yet. Planned
+        from the changes recorded before this tick; a change recorded by this tick's
+        ``observe`` is counted from the next tick on."""
+        self._seen[namespace] = _Seen.of(deployments, replicasets, selected,
+                                         previous=self._seen.get(namespace))
+        seen = self._seen[namespace]
+        _, found = self._suspects(namespace, busy=busy, now=now)
+        workloads = {s.deployment: self.workload_of(seen.deployments[s.deployment])
+                     for s in found}
+        baselines: dict[tuple[datetime, int], list[tuple[tuple[str, str, str], str]]] = {}
+        for suspect in found:
+            if suspect.baseline_key in self._baselines:
+                continue
+            end, seconds = baseline_span(suspect, seen.deployments[suspect.deployment],
+                                         rules=self.rules)
+            baselines.setdefault((end, seconds), []).append(
+                (suspect.baseline_key, workloads[suspect.deployment]))
+        return CountPlan(now=now, workloads=frozenset(workloads.values()), baselines=tuple(
+            (end, seconds, tuple(members)) for (end, seconds), members in baselines.items()))
+
+    def counted(self, namespace: str, plan: CountPlan, answer: Any, *, now: datetime) -> None:
+        """The answer (``WindowCounts``; None: Loki failed) of the query ``plan`` was part of:
+        the baselines are kept, the error counts wait for ``judge`` at the same instant."""
+        if answer is None:
+            self._counted[namespace] = (now, None, plan.workloads)
+            return
+        errors = answer.counts.get("errors") if plan.workloads else None
+        self._counted[namespace] = (now, _per_workload(errors), plan.workloads)
+        for index, (_, seconds, members) in enumerate(plan.baselines):
+            per_workload = _per_workload(answer.counts.get(CountPlan.baseline_name(index)))
+            for key, workload in members:
+                self._baselines[key] = Baseline(per_workload.get(workload, 0.0), seconds)
+
+    async def judge(self, namespace: str, *, busy: set[str], risen: Mapping[str, bool | None],
+                    now: datetime, call: Call) -> list[str]:
+        """Judge the workloads that recent changes may break; the keys of the incidents
+        recorded.
+
+        The counts come from the tick's one metric query (``count_plan``, ``counted``); a
+        suspect it did not count (its change recorded this tick) is judged at the next tick.
+        Without that query (``counted`` not called at this instant), they are asked here."""
+        seen = self._seen.get(namespace)
+        if seen is None:
+            return []
+        counted = self._counted.pop(namespace, None)
+        recent, found = self._suspects(namespace, busy=busy, now=now)
+        if not recent:
+            self.last_judgements = [j for j in self.last_judgements
+                                    if j.suspect.namespace != namespace]
+            return []
+        deps = self.dependencies(namespace)
         live_keys = {s.baseline_key for s in found}
         for key in [k for k in self._baselines if k[0] == namespace and k not in live_keys]:
             del self._baselines[key]
@@ -418,15 +474,22 @@ class ChangeDesk:
             return []
         workloads = {s.deployment: self.workload_of(seen.deployments[s.deployment])
                      for s in found}
-        counts: ErrorCounts | None = await call("loki", "change error counts", lambda: (
-            self.loki.count_errors(namespace=namespace, workloads=sorted(set(workloads.values())),
-                                   window_seconds=self.rules.error_window_seconds)))
-        await self._fetch_baselines(namespace, found, seen, workloads, call)
-        per_workload = _per_workload(counts)
+        if counted is not None and counted[0] == now:
+            _, per_workload, covered = counted
+        else:
+            counts: ErrorCounts | None = await call("loki", "change error counts", lambda: (
+                self.loki.count_errors(namespace=namespace,
+                                       workloads=sorted(set(workloads.values())),
+                                       window_seconds=self.rules.error_window_seconds, at=now)))
+            await self._fetch_baselines(namespace, found, seen, workloads, call)
+            per_workload = None if counts is None else _per_workload(counts)
+            covered = frozenset(workloads.values())
         judgements = []
         recorded = []
         for suspect in found:
-            count = None if counts is None else per_workload.get(workloads[suspect.deployment], 0.0)
+            workload = workloads[suspect.deployment]
+            count = None if per_workload is None or workload not in covered \
+                else per_workload.get(workload, 0.0)
             judgement = judge(suspect, count=count,
                               baseline=self._baselines.get(suspect.baseline_key),
                               rules=self.rules, already_notified=_Notified(self.is_notified),
@@ -595,6 +658,33 @@ class _Notified:
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.is_notified(key)
+
+
+@dataclass(frozen=True)
+class CountPlan:
+    """What ``ChangeDesk.judge`` needs counted at ``now``: the error window of ``workloads``
+    (the suspects'), and per (end, seconds) the baselines still missing, as (baseline key,
+    workload) pairs."""
+
+    now: datetime
+    workloads: frozenset[str]
+    baselines: tuple[tuple[datetime, int, tuple[tuple[tuple[str, str, str], str], ...]], ...]
+
+    @staticmethod
+    def baseline_name(index: int) -> str:
+        return f"change-baseline-{index}"
+
+    def windows(self, *, at: datetime,
+                workload_filter: Callable[[set[str]], Sequence[str] | None]) -> list[CountWindow]:
+        """The baseline windows (the error window is the tick's ``errors`` window, which names
+        ``workloads`` too)."""
+        out = []
+        for index, (end, seconds, members) in enumerate(self.baselines):
+            names = workload_filter({workload for _, workload in members})
+            out.append(CountWindow.ending(
+                self.baseline_name(index), workloads=None if names is None else tuple(names),
+                seconds=seconds, end=end, at=at, by="workload"))
+        return out
 
 
 def _per_workload(counts: ErrorCounts | None) -> dict[str, float]:

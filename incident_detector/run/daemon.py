@@ -57,6 +57,7 @@ from ..notify import triage_render
 from ..notify.render import incident_record
 from ..notify.slack import thread_key
 from ..retry import Backoff
+from ..sources.loki import CountWindow, WindowCounts
 from .health import Sources, iso
 from .journal import AuditRow, Journal
 from .live import LiveFeed, RolloutSeries
@@ -70,6 +71,7 @@ if TYPE_CHECKING:  # act/ builds on run/: only the type is needed here
     from .alert_desk import AlertDesk, NamespaceAlerts
     from .alert_inbox import StoredAlert
     from .changes import ChangeDesk
+    from .error_lines import ErrorLines
     from .rules_file import RulesFile
     from .triage import Triage
 
@@ -106,6 +108,8 @@ class KubeSource(Protocol):
 class LokiSource(Protocol):
     async def count_errors(self, *, namespace: str, workloads: Sequence[str] | None,
                            window_seconds: int, at: datetime | None = None) -> ErrorCounts: ...
+    async def count_windows(self, *, namespace: str, windows: Sequence[CountWindow],
+                            at: datetime) -> WindowCounts: ...
     async def sample_errors(self, *, namespace: str, workloads: Sequence[str] | None,
                             start: datetime, end: datetime, limit: int = 200) -> tuple[LogLine, ...]: ...
 
@@ -202,6 +206,9 @@ class Detector:
         self.change_desk = change_desk
         # The optional LLM analysis (run.analysis.Analyst; None without LLM_BASE_URL).
         self.analyst: Any = None
+        # The namespaces' recent error lines, read once per tick (run.error_lines.ErrorLines;
+        # None: each reader asks Loki itself, as without triage).
+        self.error_lines: ErrorLines | None = None
         # Per namespace, this tick: the change timeline's refresh (started as soon as the
         # Deployments are read, so that its watches overlap the Loki queries), and the
         # Deployments with a rollout in its window (left to the correlator).
@@ -496,7 +503,8 @@ class Detector:
                 continue
             report.alert_incidents.extend(await self.alert_desk.raise_incidents(
                 namespace, found, taken=taken, seen_starts=self._seen_starts, now=now,
-                call=call, kube=self.kube, loki=self.loki, workload_of=self.workload_of))
+                call=call, kube=self.kube, loki=self.error_lines or self.loki,
+                workload_of=self.workload_of))
         self.alert_desk.close_resolved(now)
 
     async def _triage(self, now: datetime, report: TickReport) -> None:
@@ -507,10 +515,7 @@ class Detector:
         async def call(thunk: Callable[[], Awaitable[T]]) -> T | None:
             return await self._call("loki", thunk, now, report, "triage")
 
-        workloads = None
-        if not self.settings.watches_all_deployments:
-            workloads = sorted({self.settings.loki_label_app} if len(
-                self.settings.target_deployment) == 1 else set(self.settings.target_deployment))
+        workloads = self._triage_workloads()
         for namespace in self.settings.namespace:
             due = await self.triage.read(namespace, workloads=workloads, now=now, call=call)
             notified = []
@@ -668,9 +673,18 @@ class Detector:
         rollouts = {r.deployment.name: r for r in judged}
         if not fast:
             self._busy[namespace] = set(rollouts)
+        # What the change timeline will judge: counted in the tick's one metric query too (a
+        # fast look leaves the change timeline to the tick).
+        plan = self.change_desk.count_plan(
+            namespace, deployments=deployments, selected=[d.name for d in selected],
+            replicasets=replicasets, busy=set(rollouts), now=now) \
+            if self.change_desk is not None and not fast else None
         workload_of = {dep.name: self.workload_of(dep) for dep in selected
                        if dep.name in rollouts or dep.progress_deadline_exceeded}
+        read_workloads = self._read_workloads(selected)
         if not workload_of:
+            if not fast and (plan is not None or self.error_lines is not None):
+                await self._count(namespace, (), {}, plan, now, report, read_workloads)
             return [], found
         counts: ErrorCounts | None = None
         pods: tuple[Pod, ...] | None = ()
@@ -682,15 +696,14 @@ class Detector:
                 self._fast_loki_at[namespace] = self.monotonic()
             # Only the new revisions' pods matter: list just those (by pod-template-hash).
             template_hashes = self._template_hashes(judged)
-            workloads = self._workload_filter({workload_of[r.deployment.name] for r in judged})
-            counts, pods, _ = await asyncio.gather(
-                self._call("loki", lambda: self.loki.count_errors(
-                    namespace=namespace, workloads=workloads,
-                    window_seconds=self.settings.error_window_seconds), now, report, "error counts"),
+            counts, pods = await asyncio.gather(
+                self._count(namespace, judged, workload_of, plan, now, report,
+                            read_workloads, replicasets=replicasets, read_lines=not fast),
                 self._call("kubernetes", lambda: self.kube.list_pods(
                     namespace, template_hashes=template_hashes), now, report, "pods"),
-                self._fetch_baselines(namespace, judged, now, report, replicasets),
             )
+        elif not fast and (plan is not None or self.error_lines is not None):
+            await self._count(namespace, judged, workload_of, plan, now, report, read_workloads)
         by_name: dict[str, list[ReplicaSet]] = {}
         for rs in replicasets:
             if rs.deployment in workload_of:
@@ -733,29 +746,118 @@ class Detector:
     def _fast_loki_due(self, namespace: str, young: Sequence[Rollout]) -> bool:
         """Whether a fast look at ``namespace`` asks Loki now: FAST_POLL_SECONDS after the last
         one that did (at once for a rollout whose baseline is not known yet: it was just seen),
-        and only if its queries (the counts, and the baseline when one is pending) fit the
-        namespace's LOKI_MAX_QUERIES_PER_MINUTE."""
+        and only if its query (the counts, with the baseline when one is pending: one metric
+        query) fits the namespace's LOKI_MAX_QUERIES_PER_MINUTE."""
         pending = any(r.key not in self._baselines for r in young)
         last = self._fast_loki_at.get(namespace)
         due = pending or last is None or \
             self.monotonic() - last >= self.settings.fast_poll_seconds * 0.9
-        return due and self.loki_budget.allows(namespace, 2 if pending else 1)
+        return due and self.loki_budget.allows(namespace)
 
-    async def _fetch_baselines(self, namespace: str, judged: Sequence[Rollout], now: datetime,
-                               report: TickReport, replicasets: Sequence[ReplicaSet] = ()) -> None:
-        """The baselines of the rollouts that have none yet: one Loki query for many of them.
+    async def _count(self, namespace: str, judged: Sequence[Rollout],
+                     workload_of: Mapping[str, str], plan: Any, now: datetime,
+                     report: TickReport, read_workloads: Sequence[str] | None = None, *,
+                     replicasets: Sequence[ReplicaSet] = (),
+                     read_lines: bool = True) -> ErrorCounts | None:
+        """Every count the tick needs of a namespace, in ONE Loki metric query (``count_windows``)
+        made at the tick's instant: the error window of the rollouts judged and of the change
+        timeline's suspects (``errors``), the baselines of the rollouts that have none yet
+        (``baseline``, see ``_baseline_window``) and those of the change timeline's
+        (``ChangeDesk.count_plan``). The rollouts' counts are returned (None: Loki failed or
+        nothing was judged); the change timeline gets its own (``ChangeDesk.counted``).
 
-        A base-image bump rolls hundreds of Deployments within a minute or two; one query per
-        rollout would flood Loki for many ticks. See correlator.baseline_batch for which rollouts
-        share the query; the others wait for a later tick. A baseline lies in the last healthy
-        state (correlator.last_healthy_state): the revisions judged bad are the store's, so they
-        are waited for until Events were read back (what another replica notified).
+        At the tick's instant, not Loki's: the lines counted are those an incident's sample
+        reads up to the same instant (see _with_signatures).
+
+        Then the tick's read of error lines (``error_lines``), of ``read_workloads``, unless
+        ``read_lines`` is False (a fast look: the lines are the tick's to read)."""
+        desk = self.change_desk
+        named = {workload_of[r.deployment.name] for r in judged}
+        if plan is not None:
+            named |= plan.workloads
+        windows: list[CountWindow] = []
+        if named:
+            windows.append(CountWindow("errors", _names(self._workload_filter(named)),
+                                       self.settings.error_window_seconds))
+        batch, healthy = self._baseline_window(namespace, judged, replicasets)
+        baseline_of: dict[RolloutKey, str] = {}
+        if batch is not None:
+            for rollout, none in batch.absent:
+                self._baselines[rollout.key] = Baseline(
+                    0.0, 0, excluded_revisions=none.excluded, absent=none.reason)
+            baseline_of = {r.key: self.workload_of(r.deployment) for r in batch.rollouts}
+        if baseline_of:
+            # Per pod when a bad revision's pods may have logged in the window: they are left
+            # out (correlator.baseline_errors); per workload otherwise, fewer series.
+            by = "pod" if any(healthy[key].bad_replicasets for key in baseline_of) \
+                else "workload"
+            windows.append(CountWindow.ending(
+                "baseline", workloads=_names(self._workload_filter(set(baseline_of.values()))),
+                seconds=batch.seconds, end=batch.end, at=now, by=by))
+        if plan is not None:
+            windows.extend(plan.windows(at=now, workload_filter=self._workload_filter))
+        lines = self.error_lines if read_lines else None
+        read = lines.read_window(namespace, workloads=read_workloads, now=now) \
+            if lines is not None else None
+        if read is not None:
+            windows.append(read)
+        answer = None
+        if windows:
+            answer = await self._call("loki", lambda: self.loki.count_windows(
+                namespace=namespace, windows=windows, at=now), now, report, "error counts")
+        if desk is not None and plan is not None:
+            desk.counted(namespace, plan, answer, now=now)
+        if lines is not None:
+            # The tick's one log query: only the legs the metric query saw lines of (every leg
+            # when it failed), none when there were none.
+            legs = None if answer is None or read is None else \
+                answer.legs(read.name, await self.loki.error_match())
+
+            async def call(thunk: Callable[[], Awaitable[T]]) -> T | None:
+                return await self._call("loki", thunk, now, report, "error lines")
+
+            await lines.refresh(namespace, workloads=read_workloads, now=now, legs=legs,
+                                call=call)
+        if answer is None:
+            return None
+        if batch is not None and baseline_of:
+            samples = answer.counts["baseline"].samples
+            for rollout in batch.rollouts:
+                state = healthy[rollout.key]
+                self._baselines[rollout.key] = Baseline(
+                    baseline_errors(samples, baseline_of[rollout.key], state), batch.seconds,
+                    excluded_revisions=state.excluded)
+        return answer.counts["errors"] if judged else None
+
+    def _read_workloads(self, selected: Sequence[Deployment]) -> list[str] | None:
+        """The workloads the tick's read of error lines asks for: every one when every
+        Deployment is watched; else the selected Deployments' and those the triage names."""
+        named = self._triage_workloads()
+        if named is None:
+            return None
+        return sorted(set(named) | {self.workload_of(dep) for dep in selected})
+
+    def _triage_workloads(self) -> list[str] | None:
+        """The workloads whose error lines are read each tick (None: every workload)."""
+        if self.settings.watches_all_deployments:
+            return None
+        return sorted({self.settings.loki_label_app} if len(
+            self.settings.target_deployment) == 1 else set(self.settings.target_deployment))
+
+    def _baseline_window(self, namespace: str, judged: Sequence[Rollout],
+                         replicasets: Sequence[ReplicaSet]) -> tuple[Any, dict[RolloutKey, Any]]:
+        """The rollouts whose baselines are missing and that one window can serve, and the last
+        healthy state of each (correlator.last_healthy_state).
+
+        A base-image bump rolls hundreds of Deployments within a minute or two: one window per
+        rollout would make a query of hundreds of legs. See correlator.baseline_batch for which
+        rollouts share the window; the others wait for a later tick. The revisions judged bad
+        are the store's, so a baseline waits until Events were read back (what another replica
+        notified). One store read and one pass over the ReplicaSets for all of them.
         """
         pending = [r for r in judged if r.key not in self._baselines]
         if not pending or not self._readback_done:
-            return
-        # One store read and one pass over the ReplicaSets for all of them: a mass rollout
-        # leaves hundreds pending for several ticks.
+            return None, {}
         bad_of = self.store.judged_bad(namespace)
         names = {r.deployment.name for r in pending}
         sets_of: dict[str, list[ReplicaSet]] = {}
@@ -773,24 +875,7 @@ class Detector:
         batch = baseline_batch(pending, span_seconds=self.rules.error_window_seconds,
                                lookback_seconds=self.rules.baseline_lookback_seconds,
                                minimum_seconds=self.rules.error_window_seconds, healthy=healthy)
-        if batch is None:
-            return
-        for rollout, none in batch.absent:
-            self._baselines[rollout.key] = Baseline(0.0, 0, excluded_revisions=none.excluded,
-                                                    absent=none.reason)
-        if not batch.rollouts:
-            return
-        workloads = {r.key: self.workload_of(r.deployment) for r in batch.rollouts}
-        counts = await self._call("loki", lambda: self.loki.count_errors(
-            namespace=namespace, workloads=self._workload_filter(set(workloads.values())),
-            window_seconds=batch.seconds, at=batch.end), now, report, "baseline")
-        if counts is None:
-            return
-        for rollout in batch.rollouts:
-            state = healthy[rollout.key]
-            self._baselines[rollout.key] = Baseline(
-                baseline_errors(counts.samples, workloads[rollout.key], state), batch.seconds,
-                excluded_revisions=state.excluded)
+        return batch, healthy
 
     def _workload_filter(self, workloads: set[str]) -> list[str] | None:
         """The workloads a query names; None (all of the namespace) past MAX_NAMED_WORKLOADS
@@ -817,15 +902,34 @@ class Detector:
 
     async def _with_signatures(self, incident: Incident, workload_name: str,
                                report: TickReport) -> tuple[Incident, datetime]:
-        """Top error signatures of the new revision (the incident goes out without them if Loki
-        fails), and when its errors began: its first error line after the rollout began, else
-        the rollout's start."""
+        """Top error signatures of the new revision, and when its errors began: its first error
+        line after the rollout began, else the rollout's start.
+
+        The lines read are those of ``[rollout start, detected_at)``, the range the count that
+        made the incident ended with (``count_errors(at=now)``). When they cannot describe every
+        line counted (Loki failed, the sample is full, none of the revision's lines was found),
+        ``evidence.signature_gap`` says so."""
         began = incident.rollout_started_at
         if incident.error_count <= 0:
             return incident, began
+        limit = self.settings.signature_sample_lines
+        if self.error_lines is not None and self.error_lines.holds(incident.namespace,
+                                                                   [workload_name]):
+            # The tick's read holds them: no query of its own.
+            own_lines, before_lines, gap = self.error_lines.signature_lines(
+                incident.namespace, workload=workload_name, since=incident.rollout_started_at,
+                until=incident.detected_at, limit=limit)
+            own = [line for line in own_lines
+                   if line.pod is None or owns_pod(incident.replicaset, line.pod)]
+            began = min((line.at for line in own), default=began)
+            signatures = top_signatures([line.line for line in own],
+                                        before=[line.line for line in before_lines])
+            if gap is None and not signatures:
+                gap = "lines_not_found"
+            return replace(incident, evidence=replace(incident.evidence, signatures=signatures,
+                                                      signature_gap=gap)), began
         workload = [workload_name]
         lookback = timedelta(seconds=self.rules.baseline_lookback_seconds)
-        limit = self.settings.signature_sample_lines
         after, before = await asyncio.gather(
             self._call("loki", lambda: self.loki.sample_errors(
                 namespace=incident.namespace, workloads=workload, start=incident.rollout_started_at,
@@ -836,13 +940,17 @@ class Detector:
                 limit=limit), incident.detected_at, report, "sample before rollout"),
         )
         if after is None:
-            return incident, began
+            return replace(incident, evidence=replace(incident.evidence,
+                                                      signature_gap="loki_failed")), began
         own = [line for line in after
                if line.pod is None or owns_pod(incident.replicaset, line.pod)]
         began = min((line.at for line in own if line.at >= began), default=began)
         signatures = top_signatures([line.line for line in own],
                                     before=[line.line for line in before or ()])
-        return replace(incident, evidence=replace(incident.evidence, signatures=signatures)), began
+        gap = "limit_reached" if len(after) >= limit else \
+            "lines_not_found" if not signatures else None
+        return replace(incident, evidence=replace(incident.evidence, signatures=signatures,
+                                                  signature_gap=gap)), began
 
     # The loop (the outbox worker runs next to it: ``outbox.run``) --------------------------
 
@@ -1001,6 +1109,10 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
             await asyncio.wait_for(stop.wait(), timeout=seconds)
         except asyncio.TimeoutError:
             pass
+
+
+def _names(workloads: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if workloads is None else tuple(workloads)
 
 
 def _risen(assessments: Sequence[Assessment]) -> dict[str, dict[str, bool | None]]:

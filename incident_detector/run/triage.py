@@ -1,7 +1,8 @@
-"""Error triage's shell: one sampled Loki query per namespace and tick, groups kept in the store.
+"""Error triage's shell: one sampled read per namespace and tick, groups kept in the store.
 
 ``judge.triage`` decides; this module reads, remembers and answers. Each ``read`` of a namespace
-asks Loki once (``LokiClient.sample_errors``: the newest ``sample_lines`` error lines) for the
+calls ``sample_errors`` once (the newest ``sample_lines`` error lines; the detector hands it
+``run.error_lines.ErrorLines``, which serves it from the tick's one log query) for the
 time since the previous read of that namespace, so no line is counted twice, folds the answer
 into the groups, keeps at most ``max_groups`` of them (in memory and in the ``error_groups``
 table alike, and none last seen more than ``RETENTION`` ago), and writes what changed in one

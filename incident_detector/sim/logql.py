@@ -137,6 +137,8 @@ class RangeAggregation:
     function: str  # count_over_time | rate
     selector: LogSelector
     range_ns: int
+    # ``[range] offset d``: the range ends d before the evaluation instant.
+    offset_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,50 @@ class BinaryOperation:
     right: MetricQuery
 
 
-MetricQuery = RangeAggregation | VectorAggregation | BinaryOperation
+@dataclass(frozen=True)
+class LabelReplace:
+    """``label_replace(v, dst, replacement, src, regex)``, as Prometheus (and Loki) define it:
+    where ``regex`` matches the whole value of ``src`` (the empty string when absent), ``dst``
+    becomes ``replacement`` with ``$1``, ``${1}``, ``$name`` expanded (an empty result removes
+    ``dst``); other series are returned unchanged."""
+
+    inner: MetricQuery
+    destination: str
+    replacement: str
+    source: str
+    regex: re.Pattern[str]
+
+    def apply(self, labels: dict[str, str]) -> dict[str, str]:
+        found = self.regex.fullmatch(labels.get(self.source, ""))
+        if found is None:
+            return labels
+        value = _expand(self.replacement, found)
+        out = dict(labels)
+        if value:
+            out[self.destination] = value
+        else:
+            out.pop(self.destination, None)
+        return out
+
+
+_GROUP_REFERENCE = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
+
+
+def _expand(template: str, found: re.Match[str]) -> str:
+    """Go's Regexp.ExpandString: ``$name`` takes the longest run of name characters; a group
+    that does not exist (or did not take part) expands to nothing."""
+    def group(reference: re.Match[str]) -> str:
+        name = reference.group(1) or reference.group(2)
+        try:
+            value = found.group(int(name) if name.isdigit() else name)
+        except (IndexError, re.error):
+            return ""
+        return value or ""
+
+    return _GROUP_REFERENCE.sub(group, template.replace("$$", "\x00")).replace("\x00", "$")
+
+
+MetricQuery = RangeAggregation | VectorAggregation | BinaryOperation | LabelReplace
 Query = LogSelector | MetricQuery
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -167,6 +212,7 @@ _MATCH_OPS = ("=~", "!~", "!=", "=")
 _FILTER_OPS = ("|=", "|~", "!=", "!~")
 _RANGE_FUNCTIONS = ("count_over_time", "rate")
 _VECTOR_AGGREGATIONS = ("sum",)
+_LABEL_FUNCTIONS = ("label_replace",)
 _BINARY_OPERATIONS = ("or",)
 
 
@@ -366,10 +412,34 @@ class _Parser:
                 raise self.fail("expected ']'")
             range_ns = parse_duration_ns(self.text[self.pos:end].strip())
             self.pos = end + 1
+            offset_ns = 0
+            if self.peek_identifier() == "offset":
+                self.identifier()
+                self.skip_space()
+                found = re.compile(r"[0-9a-z]+").match(self.text, self.pos)
+                if found is None:
+                    raise self.fail("expected a duration after offset")
+                offset_ns = parse_duration_ns(found.group(0))
+                self.pos = found.end()
             self.take(")")
-            return RangeAggregation(name, selector, range_ns)
+            return RangeAggregation(name, selector, range_ns, offset_ns)
+        if name in _LABEL_FUNCTIONS:
+            self.take("(")
+            inner = self.metric_expression()
+            arguments = []
+            for _ in range(4):
+                self.take(",")
+                arguments.append(self.string())
+            self.take(")")
+            destination, replacement, source, regex = arguments
+            if not _LABEL_NAME.fullmatch(destination):
+                raise LogQLError(f'parse error : invalid destination label name in '
+                                 f'label_replace: "{destination[:40]}"')
+            return LabelReplace(inner, destination, replacement, source,
+                                compile_re2(regex))
         raise self.fail(f"unsupported function or aggregation {name!r} (the simulated Loki "
-                        f"knows {', '.join(_VECTOR_AGGREGATIONS + _RANGE_FUNCTIONS)})")
+                        f"knows "
+                        f"{', '.join(_VECTOR_AGGREGATIONS + _RANGE_FUNCTIONS + _LABEL_FUNCTIONS)})")
 
     def grouping(self) -> tuple[str | None, tuple[str, ...]]:
         keyword = self.peek_identifier()
@@ -444,7 +514,7 @@ def parse_logql(text: str) -> Query:
 
 
 def _selectors(query: Query) -> Iterable[LogSelector]:
-    while isinstance(query, VectorAggregation):
+    while isinstance(query, VectorAggregation | LabelReplace):
         query = query.inner
     if isinstance(query, BinaryOperation):
         yield from _selectors(query.left)
@@ -603,8 +673,12 @@ class LogIndex:
             seen = {tuple(sorted(labels.items())) for labels, _ in left}
             return left + [(labels, value) for labels, value in self._evaluate(query.right, at_ns)
                            if tuple(sorted(labels.items())) not in seen]
+        if isinstance(query, LabelReplace):
+            return [(query.apply(labels), value)
+                    for labels, value in self._evaluate(query.inner, at_ns)]
         if isinstance(query, RangeAggregation):
             series = []
+            at_ns -= query.offset_ns
             for index in self._matching_streams(query.selector):
                 for part in self._passing(index, query.selector.filters):
                     times = part.times

@@ -52,6 +52,8 @@ logs:
     pod_label: true           # false: the streams carry no pod label (no pod identity);
                               # metadata: the pod is sent as structured metadata (an
                               # OpenTelemetry pipeline does this; Loki 3.0 or later)
+    burst: 0                  # optional: lines each pod writes at once at `from`, in one push
+                              # (one timestamp), besides per_minute (default 0 lines per minute)
 loki:                         # optional: the simulated Loki
   version: 3.5.7              # what /loki/api/v1/status/buildinfo reports (default 3.5.7)
   discover_log_levels: true   # default: true from 3.0 on, where Loki gives every line a
@@ -241,7 +243,9 @@ class LogSpec(_Strict):
     revision: int
     from_: Seconds = Field(alias="from")
     to: Seconds | None = None
-    per_minute: float | tuple[tuple[Seconds, float], ...]
+    per_minute: float | tuple[tuple[Seconds, float], ...] = 0.0
+    # Lines each pod writes at once at `from` (one push, one timestamp), besides per_minute.
+    burst: int = Field(default=0, ge=0, le=1000)
     line: str = Field(min_length=1)
     pod_label: bool | Literal["metadata"] = True
 

@@ -406,6 +406,9 @@ class World:
         seed = f"{pod}/{spec_index}"
         phase = (int.from_bytes(_digest("phase", seed)[:4], "big") % 1_000_000 + 1) / 1_000_000
         times = line_times(spec.rate_points(), start, end, phase)
+        if spec.burst and start <= spec.from_ < end:
+            # One push of `burst` lines: they share one timestamp, as a logger flushing a batch.
+            times = sorted([float(spec.from_)] * spec.burst + times)
         for index, t in enumerate(times):
             line = _fill_line(spec.line, pod=pod, seed=seed, index=index)
             entries.append((self._t0_ns + round(t * NS_PER_SECOND), line, as_metadata))

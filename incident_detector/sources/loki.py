@@ -1,7 +1,8 @@
 """The Loki adapter: LogQL built from configured values, Loki's JSON turned into our own data.
 
-Two queries per namespace and tick at most: one batched metric query (error lines per workload
-and pod over a window) and, when an incident is being described, the log queries for example lines.
+Per namespace and tick, one batched metric query (``windows_query``: every count window the tick
+needs, tagged by window) and one log query for the error lines of the tick's range (its legs
+with lines only, ``WindowCounts.legs``); ``count_errors`` and ``sample_errors`` ask one thing each.
 Every configured value that ends up in LogQL goes through ``quote`` (and ``regex_escape`` inside a
 regex matcher), so no namespace, workload name or pattern can change the shape of the query.
 
@@ -21,7 +22,7 @@ import binascii
 import math
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from importlib import metadata
@@ -266,6 +267,85 @@ def error_count_query(
     )
 
 
+# The legs of "error line" (error_lines_queries): lines at an error level, and lines judged by
+# the pattern (all of them without levels; those without a detected level with them).
+LEG_LEVEL, LEG_PATTERN = "level", "pattern"
+# The label that tells the windows of a batched metric query apart (``label_replace``).
+WINDOW_LABEL = "window"
+_WINDOW_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class CountWindow:
+    """One window of a namespace's batched metric query (``windows_query``): the error lines of
+    some workloads (None: all of the namespace) over ``[end - seconds, end)``, where ``end`` is
+    ``offset_ms`` milliseconds before the query's instant; ``by`` (workload, pod), workload, or
+    level alone (``"level"``: one series per detected_level, to tell which legs have lines)."""
+
+    name: str
+    workloads: tuple[str, ...] | None
+    seconds: int
+    offset_ms: int = 0
+    by: str = "pod"
+
+    def __post_init__(self) -> None:
+        if not _WINDOW_NAME.fullmatch(self.name):
+            raise ValueError(f"a window name is 1 to 64 of [A-Za-z0-9_.:-], not {self.name!r}")
+        if isinstance(self.seconds, bool) or not isinstance(self.seconds, int) or self.seconds < 1:
+            raise ValueError(f"seconds must be a positive integer, not {self.seconds!r}")
+        if isinstance(self.offset_ms, bool) or not isinstance(self.offset_ms, int) \
+                or self.offset_ms < 0:
+            raise ValueError(f"offset_ms must be an integer >= 0, not {self.offset_ms!r}")
+        if isinstance(self.workloads, str):
+            raise TypeError("workloads must be a sequence of names, not a single str")
+        if self.workloads is not None and not self.workloads:
+            raise ValueError("workloads must name at least one workload, or be None for all")
+        if self.by not in ("pod", "workload", "level"):
+            raise ValueError(f"by must be pod, workload or level, not {self.by!r}")
+
+    @classmethod
+    def ending(cls, name: str, *, workloads: Sequence[str] | None, seconds: int,
+               end: datetime, at: datetime, by: str = "pod") -> CountWindow:
+        """The window of ``seconds`` that ends at ``end``, in a query made at ``at``: the offset
+        in whole milliseconds (LogQL's finest unit here), rounded down, so the window ends at
+        ``end`` or less than a millisecond after it; never after ``at``."""
+        offset_ms = max(0, (at - end) // timedelta(milliseconds=1))
+        names = None if workloads is None else tuple(dict.fromkeys(workloads))
+        return cls(name, names, seconds, offset_ms, by)
+
+
+def windows_query(*, namespace: str, windows: Sequence[CountWindow], match: ErrorMatch,
+                  keys: LabelKeys) -> str:
+    """ONE metric query for every window: each leg of each window counted as
+    ``error_count_query`` counts it, over its range and ``offset``, tagged with
+    ``label_replace(..., "window", "<name>", "<workload label>", ".*")`` (the regex matches any
+    value, an absent label's empty one too: every series gets the label), and all joined with
+    ``or``. Legs of different windows differ in ``window``, legs of one window in
+    ``detected_level``: ``or``, which keeps a right-hand series only when the left has none with
+    the same labels, is their union."""
+    if not windows:
+        raise ValueError("a batched query needs at least one window")
+    names = [window.name for window in windows]
+    if len(set(names)) != len(names):
+        raise ValueError(f"window names must differ: {names}")
+    parts = []
+    for window in windows:
+        legs = error_lines_queries(namespace=namespace, workloads=window.workloads,
+                                   match=match, keys=keys)
+        labels = {"pod": [keys.workload, keys.pod], "workload": [keys.workload],
+                  "level": []}[window.by]
+        if match.by_level:
+            labels.append(DETECTED_LEVEL)
+        grouping = f"sum by ({', '.join(labels)})" if labels else "sum"
+        offset = f" offset {window.offset_ms}ms" if window.offset_ms else ""
+        for leg in legs:
+            parts.append(
+                f"label_replace({grouping} (count_over_time({leg} "
+                f"[{window.seconds}s]{offset})), {quote(WINDOW_LABEL)}, {quote(window.name)}, "
+                f'{quote(keys.workload)}, ".*")')
+    return " or ".join(parts)
+
+
 # --- Parsing Loki's answers --------------------------------------------------------------------
 
 
@@ -291,6 +371,75 @@ def parse_vector(
         body, namespace=namespace, window_seconds=window_seconds, keys=keys
     )
     return counts
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCounts:
+    """The answer of a batched metric query: each window's counts, and the levels seen in each
+    (the ``detected_level`` values of its series; ``""`` for lines without one)."""
+
+    counts: dict[str, ErrorCounts]
+    levels: dict[str, frozenset[str]]
+
+    def leg_has_lines(self, name: str, levels: Sequence[str]) -> bool:
+        """Whether window ``name`` counted any line whose level is among ``levels``."""
+        return any(level in levels for level in self.levels.get(name, ()))
+
+    def legs(self, name: str, match: ErrorMatch) -> frozenset[str]:
+        """The legs of ``error_lines_queries`` (``"level"``, ``"pattern"``) that have lines in
+        window ``name``: what a log query over the same range needs to ask."""
+        if not match.by_level:
+            return frozenset({LEG_PATTERN}) if self.levels.get(name) else frozenset()
+        found = set()
+        if self.leg_has_lines(name, match.levels):
+            found.add(LEG_LEVEL)
+        if match.undetected and self.leg_has_lines(name, match.undetected):
+            found.add(LEG_PATTERN)
+        return frozenset(found)
+
+
+def parse_windows(body: Any, *, namespace: str, windows: Sequence[CountWindow],
+                  keys: LabelKeys) -> WindowCounts:
+    """Each window's counts from the answer of ``windows_query``; a series of no known window
+    is left out."""
+    counts, levels, _ = _read_windows(body, namespace=namespace, windows=windows, keys=keys)
+    return WindowCounts(counts, levels)
+
+
+def _read_windows(body: Any, *, namespace: str, windows: Sequence[CountWindow],
+                  keys: LabelKeys) -> tuple[dict[str, ErrorCounts], dict[str, frozenset[str]],
+                                            tuple[_Skipped, ...]]:
+    seconds = {window.name: window.seconds for window in windows}
+    totals: dict[str, dict[tuple[str, str | None], float]] = {name: {} for name in seconds}
+    levels: dict[str, set[str]] = {name: set() for name in seconds}
+    skipped: list[_Skipped] = []
+    for index, item in enumerate(_result_of(body, "vector")):
+        if not isinstance(item, dict):
+            raise _shape(f"data.result[{index}] is {_describe(item)}, expected an object")
+        metric = _labels_of(item, "metric", index)
+        name = _label(metric, WINDOW_LABEL, index)
+        if name not in totals:
+            continue
+        workload = _label(metric, keys.workload, index) or ""
+        pod = _label(metric, keys.pod, index)
+        value = item.get("value")
+        if not isinstance(value, list) or len(value) != 2:
+            raise _shape(f"data.result[{index}].value is not a [time, value] pair")
+        count, problem = _count_of(value[1])
+        if problem is not None:
+            skipped.append(_Skipped(problem, workload, pod, _describe(value[1])))
+            continue
+        if count > 0:
+            levels[name].add(_label(metric, DETECTED_LEVEL, index) or "")
+        per_key = totals[name]
+        per_key[(workload, pod)] = min(per_key.get((workload, pod), 0.0) + count,
+                                       sys.float_info.max)
+    counts = {
+        name: ErrorCounts(namespace=namespace, window_seconds=seconds[name], samples=tuple(
+            ErrorSample(workload=workload, pod=pod, count=count)
+            for (workload, pod), count in per_key.items()))
+        for name, per_key in totals.items()}
+    return counts, {name: frozenset(found) for name, found in levels.items()}, tuple(skipped)
 
 
 def parse_streams(body: Any, *, keys: LabelKeys) -> tuple[LogLine, ...]:
@@ -346,17 +495,46 @@ def _read_streams(
         if not isinstance(values, list):
             raise _shape(f"data.result[{index}].values is {_describe(values)}, expected a list")
         for entry in values:
-            # Loki 3 may add a third element (structured metadata); only the first two matter.
             if not isinstance(entry, list) or len(entry) < 2 or not isinstance(entry[1], str):
                 raise _shape(f"data.result[{index}].values holds something not [time, line]")
             at = _time_of(entry[0])
+            line_pod, line_workload = pod, workload
+            if len(entry) > 2 and (pod is None or workload is None):
+                # Loki 3 answering with categorized labels (or a proxy that asked for them)
+                # keeps structured metadata out of the stream, in a third element per line:
+                # a pod sent as structured metadata (OpenTelemetry) is found there.
+                extra = _entry_metadata(entry[2])
+                line_pod = pod or _text_label(extra, keys.pod)
+                line_workload = workload or _text_label(extra, keys.workload)
             if at is None:
-                skipped.append(_Skipped("bad_timestamp", workload, pod, _describe(entry[0])))
+                skipped.append(_Skipped("bad_timestamp", line_workload, line_pod,
+                                        _describe(entry[0])))
                 continue
-            lines.append(LogLine(at=at, line=_clean_line(entry[1]), pod=pod, workload=workload))
+            lines.append(LogLine(at=at, line=_clean_line(entry[1]), pod=line_pod,
+                                 workload=line_workload))
     # sort is stable: entries of the same instant keep Loki's order.
     lines.sort(key=lambda line: line.at, reverse=True)
     return tuple(lines), tuple(skipped)
+
+
+def _entry_metadata(extra: Any) -> dict[str, Any]:
+    """The labels of a value entry's third element: ``{"structuredMetadata": {...}, "parsed":
+    {...}}`` with categorized labels, a flat object otherwise; anything else holds none."""
+    if not isinstance(extra, dict):
+        return {}
+    if "structuredMetadata" in extra or "parsed" in extra:
+        merged: dict[str, Any] = {}
+        for part in ("parsed", "structuredMetadata"):
+            labels = extra.get(part)
+            if isinstance(labels, dict):
+                merged.update(labels)
+        return merged
+    return extra
+
+
+def _text_label(labels: dict[str, Any], key: str) -> str | None:
+    value = labels.get(key)
+    return value if isinstance(value, str) and value else None
 
 
 def _result_of(body: Any, result_type: str) -> list[Any]:
@@ -629,7 +807,14 @@ class LokiClient:
         window_seconds: int,
         at: datetime | None = None,
     ) -> ErrorCounts:
-        """Error lines per (workload, pod) over the window ending now, or at ``at``."""
+        """Error lines per (workload, pod) over the window ending now, or at ``at``.
+
+        With ``at``, the window is ``[at - window, at)``: Loki counts the lines of
+        ``(time - range, time]``, so ``time`` is sent one nanosecond before ``at``. That is the
+        range ``sample_errors`` reads up to ``end=at`` (Loki's ``end`` is exclusive), so the lines
+        counted at an instant are the lines that can be sampled up to it, whatever Loki's own
+        clock says and whenever they were pushed.
+        """
         match = await self.error_match()
         params = {
             "query": error_count_query(
@@ -642,7 +827,7 @@ class LokiClient:
             )
         }
         if at is not None:
-            params["time"] = unix_nanos(at)
+            params["time"] = str(int(unix_nanos(at)) - 1)
         body = await self._get_json(QUERY_PATH, params)
         counts, skipped, levels_seen = _read_vector(
             body, namespace=namespace, window_seconds=window_seconds, keys=self._keys
@@ -652,6 +837,27 @@ class LokiClient:
             self._report_levels_absent()
         return counts
 
+    async def count_windows(
+        self, *, namespace: str, windows: Sequence[CountWindow], at: datetime
+    ) -> WindowCounts:
+        """Every window's error lines in ONE metric query made at ``at`` (``windows_query``);
+        a window ending at ``at`` (offset 0) covers ``[at - seconds, at)``, as ``count_errors``
+        with ``at`` does."""
+        match = await self.error_match()
+        params = {
+            "query": windows_query(namespace=namespace, windows=windows, match=match,
+                                   keys=self._keys),
+            "time": str(int(unix_nanos(at)) - 1),
+        }
+        body = await self._get_json(QUERY_PATH, params)
+        counts, levels, skipped = _read_windows(body, namespace=namespace, windows=windows,
+                                                keys=self._keys)
+        self._report_skipped(skipped)
+        if match.by_level and any(c.samples for c in counts.values()) and \
+                not any(level for found in levels.values() for level in found):
+            self._report_levels_absent()
+        return WindowCounts(counts, levels)
+
     async def sample_errors(
         self,
         *,
@@ -660,14 +866,22 @@ class LokiClient:
         start: datetime,
         end: datetime,
         limit: int = 200,
+        legs: Collection[str] | None = None,
     ) -> tuple[LogLine, ...]:
-        """Up to ``limit`` error lines between ``start`` and ``end``, newest first."""
+        """Up to ``limit`` error lines of ``[start, end)``, newest first. ``legs``: only those
+        legs of ``error_lines_queries`` (``WindowCounts.legs`` says which have lines); None:
+        every leg."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
         match = await self.error_match()
         queries = error_lines_queries(
             namespace=namespace, workloads=workloads, match=match, keys=self._keys
         )
+        if legs is not None:
+            names = (LEG_LEVEL, LEG_PATTERN) if match.by_level else (LEG_PATTERN,)
+            queries = tuple(q for q, name in zip(queries, names) if name in legs)
+            if not queries:
+                return ()
         window = {"start": unix_nanos(start), "end": unix_nanos(end)}
 
         async def newest(query: str) -> tuple[LogLine, ...]:
