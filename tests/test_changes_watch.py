@@ -416,3 +416,17 @@ def test_the_kinds_are_refreshed_concurrently(apiserver, paths):
     refresh(watcher)
     # One after the other, eight watches of 0.4 s would take 3.2 s.
     assert 0.4 <= time.monotonic() - started < 2.0
+
+
+def test_ingress_backends_and_network_policy_peers_are_kept_for_the_service_map(apiserver,
+                                                                                 paths):
+    watcher = watcher_for(apiserver)
+    assert watcher.states("Ingress", NAMESPACE) == ()
+    refresh(watcher)
+    [ingress] = watcher.states("Ingress", NAMESPACE)
+    assert ingress.backends == (("shop.example.com/api", "payments-api"),)
+    [policy] = watcher.states("NetworkPolicy", NAMESPACE)
+    assert policy.selector == (("app", "payments-api"),)
+    assert policy.peers == (("ingress", (("app", "frontend"),)),)
+    assert [s.name for s in watcher.states("ConfigMap", NAMESPACE)] == \
+        sorted(s.name for s in watcher.states("ConfigMap", NAMESPACE))
