@@ -51,6 +51,7 @@ from ..judge.dependencies import (
     template_mentions,
 )
 from ..judge.rules import RuleSet, Subject, classify
+from ..judge.service_map import ServiceMap
 from ..judge.signatures import top_signatures
 from ..model import (
     Baseline,
@@ -84,11 +85,14 @@ CAUSE_LOOKBACK = timedelta(hours=2)
 LEARNED_LINES_PER_WORKLOAD = 50
 LEARN_LINES_PER_CALL = 100
 LEARN_LINES_PER_WORKLOAD = 5
+# The service map reads a namespace's configuration again at least this often.
+MAP_REFRESH = timedelta(minutes=5)
 
 
 class ChangeSource(Protocol):
     async def refresh(self, namespace: str, *, now: datetime) -> tuple[Change, ...]: ...
     def services(self, namespace: str) -> tuple[Service, ...]: ...
+    def states(self, kind: str, namespace: str) -> tuple[Any, ...]: ...
     def status(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
@@ -179,6 +183,8 @@ class ChangeDesk:
         self._known_rollouts: dict[str, set[tuple[str, str, int | None]]] = {}
         # Told when new changes were recorded (the CloudEvent emitter's wake-up).
         self.on_recorded: Callable[[], None] | None = None
+        # Who calls whom, for /api/graph and /map: kept current from what the tick already read.
+        self.map_keeper = MapKeeper(self)
 
     # 1. What changed -----------------------------------------------------------------------
 
@@ -310,6 +316,7 @@ class ChangeDesk:
                 continue
             kept = self._lines.setdefault((namespace, workload), [])
             kept.extend(naming)
+            self.map_keeper.heard(namespace, workload, naming)
             del kept[:-LEARNED_LINES_PER_WORKLOAD]
             learnt = True
         if learnt:
@@ -395,6 +402,7 @@ class ChangeDesk:
         seen = self._seen.get(namespace)
         if seen is None:
             return []
+        self.map_keeper.update(namespace, now=now)
         recent = self._in_window(namespace, now)
         if not recent:
             self.last_judgements = [j for j in self.last_judgements
@@ -602,3 +610,66 @@ def _per_workload(counts: ErrorCounts | None) -> dict[str, float]:
     for sample in counts.samples if counts is not None else ():
         out[sample.workload] = out.get(sample.workload, 0.0) + sample.count
     return out
+
+
+class MapKeeper:
+    """The service map (``judge.service_map``), kept current from what the desk already holds:
+    the tick's Deployments and templates, the watches' Services, ConfigMaps, Ingresses and
+    NetworkPolicies, and the error lines ``learn_lines`` keeps. No request of its own. A
+    namespace's configuration is read again when its inputs change, and at least every
+    MAP_REFRESH (which is when its evidence is last seen); new error lines at the next tick."""
+
+    def __init__(self, desk: ChangeDesk) -> None:
+        self.desk = desk
+        self.service_map = ServiceMap()
+        # Per namespace: the inputs its declared links were read from, and when.
+        self._inputs: dict[str, tuple[Any, datetime]] = {}
+        # Error lines naming a host heard since the last update, per (namespace, workload).
+        self._heard: dict[tuple[str, str], list[str]] = {}
+
+    def heard(self, namespace: str, workload: str, lines: Sequence[str]) -> None:
+        kept = self._heard.setdefault((namespace, workload), [])
+        kept.extend(lines)
+        del kept[:-LEARNED_LINES_PER_WORKLOAD]
+
+    def _states(self, kind: str, namespace: str) -> tuple[Any, ...]:
+        states = getattr(self.desk.watcher, "states", None)
+        return tuple(states(kind, namespace)) if states is not None else ()
+
+    def update(self, namespace: str, *, now: datetime) -> None:
+        from ..judge import service_map as graph
+
+        desk = self.desk
+        seen = desk._seen.get(namespace)
+        if seen is None:
+            return
+        templates = desk._templates(namespace)
+        objects = {"config_maps": self._states("ConfigMap", namespace),
+                   "ingresses": self._states("Ingress", namespace),
+                   "network_policies": self._states("NetworkPolicy", namespace)}
+        services = tuple(s for ns in sorted(desk._seen) for s in desk._services(ns))
+        key = (tuple((ns, other.revisions, tuple(sorted(d.pod_labels
+                                                        for d in other.deployments.values())))
+                     for ns, other in sorted(desk._seen.items())),
+               services, tuple(objects.values()))
+        known = self._inputs.get(namespace)
+        declare = known is None or known[0] != key or now - known[1] >= MAP_REFRESH
+        lines = {w: ls for (ns, w), ls in self._heard.items() if ns == namespace}
+        if not declare and not lines:
+            return
+        namer = graph.Namer((d for other in desk._seen.values()
+                             for d in other.deployments.values()), services)
+        by_workload = {desk.workload_of(d): d.name for d in seen.deployments.values()}
+        observed = [s for workload, kept in sorted(lines.items())
+                    for s in graph.line_sightings(namer, namespace,
+                                                  by_workload.get(workload, workload), kept)]
+        for workload in lines:
+            del self._heard[(namespace, workload)]
+        declared = graph.declared_sightings(namer, namespace, templates=templates, **objects) \
+            if declare else None
+        self.service_map = graph.update(
+            self.service_map, namespace, now=now, observed=observed, declared=declared,
+            workloads=sorted(seen.deployments) if declare else None)
+        if declare:
+            self._inputs[namespace] = (key, now)
+
