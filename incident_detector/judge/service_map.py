@@ -454,4 +454,4 @@ def edge_dict(edge: Edge) -> dict[str, Any]:
 
 
 def _iso(at: datetime) -> str:
-    return at.isoformat().replace("+00:00", "Z")
+    return at.replace(microsecond=0).isoformat().replace("+00:00", "Z")
