@@ -315,8 +315,14 @@ class Resolver:
 
     def __init__(self, deployments: Iterable[Deployment], services: Iterable[Service]) -> None:
         self._deployments: dict[str, list[Deployment]] = {}
+        # The Deployments whose pods carry each label pair, per namespace: a Service's selector
+        # is checked against those of one of its pairs, not against every Deployment (hundreds
+        # of Services over hundreds of Deployments).
+        self._labelled: dict[tuple[str, tuple[str, str]], list[Deployment]] = {}
         for dep in deployments:
             self._deployments.setdefault(dep.namespace, []).append(dep)
+            for pair in dep.pod_labels:
+                self._labelled.setdefault((dep.namespace, pair), []).append(dep)
         self._services = {(s.namespace, s.name): s for s in services}
         self._cache: dict[tuple[str, str], tuple[tuple[str, str, str | None], ...]] = {}
 
@@ -331,8 +337,10 @@ class Resolver:
     def _lookup(self, namespace: str, name: str) -> tuple[tuple[str, str, str | None], ...]:
         deployments = self._deployments.get(namespace, ())
         service = self._services.get((namespace, name))
-        if service is not None:
-            behind = tuple(sorted((namespace, d.name, service.name) for d in deployments
+        if service is not None and service.selector:
+            candidates = min((self._labelled.get((namespace, tuple(pair)), ())
+                              for pair in service.selector), key=len)
+            behind = tuple(sorted((namespace, d.name, service.name) for d in candidates
                                   if selects(service.selector, d.pod_labels)))
             if behind:
                 return behind
