@@ -624,6 +624,11 @@ class MapKeeper:
         self.service_map = ServiceMap()
         # Per namespace: the inputs its declared links were read from, and when.
         self._inputs: dict[str, tuple[Any, datetime]] = {}
+        # Hosts to workloads (every namespace's Deployments and Services), and what it was
+        # made of; per workload, the links its template and ConfigMaps gave, and what they
+        # were read from: a rollout reads one template again, not the namespace's.
+        self._namer: tuple[Any, Any] | None = None
+        self._read: dict[tuple[str, str], tuple[PodTemplate, tuple[Any, ...], list[Any]]] = {}
         # Error lines naming a host heard since the last update, per (namespace, workload).
         self._heard: dict[tuple[str, str], list[str]] = {}
 
@@ -657,19 +662,46 @@ class MapKeeper:
         lines = {w: ls for (ns, w), ls in self._heard.items() if ns == namespace}
         if not declare and not lines:
             return
-        namer = graph.Namer((d for other in desk._seen.values()
-                             for d in other.deployments.values()), services)
+        deployments = [d for _, other in sorted(desk._seen.items())
+                       for d in other.deployments.values()]
+        namer_key = (tuple((d.namespace, d.name, d.pod_labels) for d in deployments), services)
+        if self._namer is None or self._namer[0] != namer_key:
+            self._namer = (namer_key, graph.Namer(deployments, services))
+            self._read.clear()
+        namer = self._namer[1]
         by_workload = {desk.workload_of(d): d.name for d in seen.deployments.values()}
         observed = [s for workload, kept in sorted(lines.items())
                     for s in graph.line_sightings(namer, namespace,
                                                   by_workload.get(workload, workload), kept)]
         for workload in lines:
             del self._heard[(namespace, workload)]
-        declared = graph.declared_sightings(namer, namespace, templates=templates, **objects) \
-            if declare else None
+        declared = self._declared(namer, namespace, templates, objects) if declare else None
         self.service_map = graph.update(
             self.service_map, namespace, now=now, observed=observed, declared=declared,
             workloads=sorted(seen.deployments) if declare else None)
         if declare:
             self._inputs[namespace] = (key, now)
+
+    def _declared(self, namer: Any, namespace: str, templates: Mapping[str, PodTemplate],
+                  objects: Mapping[str, tuple[Any, ...]]) -> list[Any]:
+        from ..judge import service_map as graph
+
+        config_maps = {state.name: state for state in objects["config_maps"]}
+        out: list[Any] = []
+        for name, template in sorted(templates.items()):
+            used = tuple(config_maps.get(ref) for ref in sorted(template.config_maps))
+            known = self._read.get((namespace, name))
+            if known is None or not (known[0] is template or known[0] == template) or \
+                    known[1] != used:
+                known = (template, used, list(graph.template_sightings(
+                    namer, namespace, name, template, config_maps=config_maps)))
+                self._read[(namespace, name)] = known
+            out.extend(known[2])
+        for gone in [k for k in self._read if k[0] == namespace and k[1] not in templates]:
+            del self._read[gone]
+        for ingress in objects["ingresses"]:
+            out.extend(graph.ingress_sightings(namer, namespace, ingress))
+        for policy in objects["network_policies"]:
+            out.extend(graph.policy_sightings(namespace, policy, namer.deployments))
+        return out
 
