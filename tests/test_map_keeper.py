@@ -128,3 +128,21 @@ def test_configuration_is_read_again_after_the_refresh_interval():
     tick(desk, deployments, replicasets, NOW + MAP_REFRESH)
     assert desk.map_keeper.service_map.edges[("shop/web", "shop/api")].last_seen == \
         NOW + MAP_REFRESH
+
+
+def test_a_workload_appearing_in_another_namespace_is_linked_at_the_next_tick():
+    """Its Deployment and Service change the hosts' meaning: every namespace is read again."""
+    desk = desk_with(Watches())
+    shop = [deployment("web")]
+    shop_sets = [replicaset("web", 1, ("API_URL", "http://api.billing:8080"))]
+    tick(desk, shop, shop_sets, NOW)
+    # Namespace billing is not known yet: "api.billing" may be a host under a domain "billing".
+    assert links(desk) == {("shop/web", "external/api.billing"): {"env"}}
+    later = NOW + timedelta(seconds=20)
+    billing = [replace(deployment("api"), namespace="billing")]
+    billing_sets = [replace(replicaset("api"), namespace="billing")]
+    asyncio.run(desk.observe("billing", deployments=billing, selected=[],
+                             replicasets=billing_sets, now=later, call=_call))
+    tick(desk, shop, shop_sets, later)
+    assert links(desk) == {("shop/web", "billing/api"): {"env", "service_selector"}}
+    assert "external/api.billing" not in desk.map_keeper.service_map.nodes

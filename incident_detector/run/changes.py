@@ -34,6 +34,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from ..judge import causes as ranking
+from ..judge import service_map as graph
 from ..judge.change_diff import deployment_change, rollout_change
 from ..judge.change_windows import Judgement, Suspect, baseline_span, judge, suspects
 from ..judge.correlator import (
@@ -51,7 +52,6 @@ from ..judge.dependencies import (
     template_mentions,
 )
 from ..judge.rules import RuleSet, Subject, classify
-from ..judge.service_map import ServiceMap
 from ..judge.signatures import top_signatures
 from ..model import (
     Baseline,
@@ -621,14 +621,16 @@ class MapKeeper:
 
     def __init__(self, desk: ChangeDesk) -> None:
         self.desk = desk
-        self.service_map = ServiceMap()
+        self.service_map = graph.ServiceMap()
         # Per namespace: the inputs its declared links were read from, and when.
         self._inputs: dict[str, tuple[Any, datetime]] = {}
-        # Hosts to workloads (every namespace's Deployments and Services), and what it was
-        # made of; per workload, the links its template and ConfigMaps gave, and what they
-        # were read from: a rollout reads one template again, not the namespace's.
-        self._namer: tuple[Any, Any] | None = None
-        self._read: dict[tuple[str, str], tuple[PodTemplate, tuple[Any, ...], list[Any]]] = {}
+        # Hosts to workloads (every namespace's Deployments and Services): the tick it was
+        # checked at, what it was made of, and itself. Per workload, the links its template
+        # and ConfigMaps gave, and what they were read from: a rollout reads one template
+        # again, not the namespace's.
+        self._namer: tuple[datetime, Any, graph.Namer] | None = None
+        self._read: dict[tuple[str, str],
+                         tuple[PodTemplate, tuple[Any, ...], list[graph.Sighting]]] = {}
         # Error lines naming a host heard since the last update, per (namespace, workload).
         self._heard: dict[tuple[str, str], list[str]] = {}
 
@@ -641,9 +643,25 @@ class MapKeeper:
         states = getattr(self.desk.watcher, "states", None)
         return tuple(states(kind, namespace)) if states is not None else ()
 
-    def update(self, namespace: str, *, now: datetime) -> None:
-        from ..judge import service_map as graph
+    def _namer_at(self, now: datetime) -> graph.Namer:
+        """Hosts to workloads as of this tick: made again only when a Deployment, its pod
+        labels or a Service changed in some namespace (checked once per tick)."""
+        if self._namer is not None and self._namer[0] == now:
+            return self._namer[2]
+        desk = self.desk
+        deployments = [d for _, seen in sorted(desk._seen.items())
+                       for d in seen.deployments.values()]
+        services = tuple(s for namespace in sorted(desk._seen) for s in desk._services(namespace))
+        key = (tuple((d.namespace, d.name, d.pod_labels) for d in deployments), services)
+        if self._namer is None or self._namer[1] != key:
+            namer = graph.Namer(deployments, services)
+            self._read.clear()
+        else:
+            namer = self._namer[2]
+        self._namer = (now, key, namer)
+        return namer
 
+    def update(self, namespace: str, *, now: datetime) -> None:
         desk = self.desk
         seen = desk._seen.get(namespace)
         if seen is None:
@@ -652,23 +670,15 @@ class MapKeeper:
         objects = {"config_maps": self._states("ConfigMap", namespace),
                    "ingresses": self._states("Ingress", namespace),
                    "network_policies": self._states("NetworkPolicy", namespace)}
-        services = tuple(s for ns in sorted(desk._seen) for s in desk._services(ns))
-        key = (tuple((ns, other.revisions, tuple(sorted(d.pod_labels
-                                                        for d in other.deployments.values())))
-                     for ns, other in sorted(desk._seen.items())),
-               services, tuple(objects.values()))
+        namer = self._namer_at(now)
+        # A new Namer (any namespace's Deployments or Services changed) reads every namespace
+        # again: a host may now reach another workload.
+        key = (seen.revisions, tuple(objects.values()), namer)
         known = self._inputs.get(namespace)
         declare = known is None or known[0] != key or now - known[1] >= MAP_REFRESH
         lines = {w: ls for (ns, w), ls in self._heard.items() if ns == namespace}
         if not declare and not lines:
             return
-        deployments = [d for _, other in sorted(desk._seen.items())
-                       for d in other.deployments.values()]
-        namer_key = (tuple((d.namespace, d.name, d.pod_labels) for d in deployments), services)
-        if self._namer is None or self._namer[0] != namer_key:
-            self._namer = (namer_key, graph.Namer(deployments, services))
-            self._read.clear()
-        namer = self._namer[1]
         by_workload = {desk.workload_of(d): d.name for d in seen.deployments.values()}
         observed = [s for workload, kept in sorted(lines.items())
                     for s in graph.line_sightings(namer, namespace,
@@ -682,12 +692,11 @@ class MapKeeper:
         if declare:
             self._inputs[namespace] = (key, now)
 
-    def _declared(self, namer: Any, namespace: str, templates: Mapping[str, PodTemplate],
-                  objects: Mapping[str, tuple[Any, ...]]) -> list[Any]:
-        from ..judge import service_map as graph
-
+    def _declared(self, namer: graph.Namer, namespace: str,
+                  templates: Mapping[str, PodTemplate],
+                  objects: Mapping[str, tuple[Any, ...]]) -> list[graph.Sighting]:
         config_maps = {state.name: state for state in objects["config_maps"]}
-        out: list[Any] = []
+        out: list[graph.Sighting] = []
         for name, template in sorted(templates.items()):
             used = tuple(config_maps.get(ref) for ref in sorted(template.config_maps))
             known = self._read.get((namespace, name))
