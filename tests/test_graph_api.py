@@ -192,3 +192,30 @@ def test_any_query_is_answered_with_a_graph_or_a_reason(query):
         return
     assert 0 <= wanted.depth <= MAX_DEPTH
     assert wanted.workload is None or "/" in wanted.workload
+
+
+def test_rising_and_rollout_states_come_from_the_last_ticks_assessments():
+    from datetime import datetime, timezone
+    from types import SimpleNamespace
+
+    from incident_detector.judge.correlator import Assessment, Verdict
+    from incident_detector.model import Signal
+    from incident_detector.run.store import Store
+    from incident_detector.web.graph import states
+
+    now = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
+
+    def assessment(name: str, *, in_window: bool, signals=()) -> Assessment:
+        return Assessment("shop", name, 2, f"{name}-2", now, 30.0, in_window,
+                          Verdict.NO_VERDICT, tuple(signals), 12.0, None, 1.0)
+
+    store = Store(":memory:")
+    try:
+        detector = SimpleNamespace(store=store, last_tick=SimpleNamespace(assessments=(
+            assessment("cart", in_window=True, signals=(Signal.ERROR_SPIKE,)),
+            assessment("search", in_window=True),
+            assessment("old", in_window=False))))
+        assert states(detector, now=now) == {"shop/cart": ("rising", None),
+                                             "shop/search": ("rollout", None)}
+    finally:
+        store.close()
