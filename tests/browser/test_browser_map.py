@@ -153,3 +153,21 @@ def test_two_hundred_workloads_are_drawn_apart_and_quickly(daemon, page):
     assert drawn["overlaps"] == 0
     # Generous: the layout and the drawing take well under a second on a slow machine.
     assert drawn["ms"] < 5000, drawn
+    # A chain of 200 calls is folded into bands that fit the frame's width, not 200 columns.
+    folded = page.evaluate("""() => {
+        const nodes = [], edges = [];
+        for (let i = 0; i < 200; i++) {
+            nodes.push({id: "c/w" + i, namespace: "c", name: "w" + i, kind: "workload",
+                        state: "ok", incident: null});
+            if (i) { edges.push({source: "c/w" + (i - 1), target: "c/w" + i, last_seen: "",
+                                 evidence: []}); }
+        }
+        window.serviceMap.draw({nodes: nodes, edges: edges, near: [], focus: null});
+        const frame = document.getElementById("map-canvas");
+        const svg = frame.querySelector("svg");
+        const xs = new Set([...frame.querySelectorAll("g.node")].map(
+            g => g.getBoundingClientRect().left));
+        return {width: Number(svg.getAttribute("width")), frame: frame.clientWidth,
+                columns: xs.size};
+    }""")
+    assert folded["width"] <= folded["frame"] and 1 < folded["columns"] <= 8, folded

@@ -85,19 +85,28 @@
       sweep(layers.slice(1), function (id) { return dagIn[id]; });
       sweep(layers.slice(0, -1).reverse(), function (id) { return dagOut[id]; });
     }
-    if (layers.length > 1 && fit) {
-      COL = Math.max(COL_MIN, Math.min(COL_MAX, (fit - 2 * PAD - NODE_W) / (layers.length - 1)));
+    // A deep graph (a long chain of calls) is folded into bands of as many layers as the frame
+    // holds, stacked top to bottom, rather than drawn as one row of hundreds of columns.
+    var perBand = fit ? Math.max(1, Math.floor((fit - 2 * PAD - NODE_W) / COL_MIN) + 1)
+      : Math.max(1, layers.length);
+    var across = Math.min(layers.length, perBand);
+    if (across > 1 && fit) {
+      COL = Math.max(COL_MIN, Math.min(COL_MAX, (fit - 2 * PAD - NODE_W) / (across - 1)));
     }
-    var tallest = layers.reduce(function (m, l) { return Math.max(m, l.length); }, 0);
-    var pos = {};
-    layers.forEach(function (l, index) {
-      var offset = (tallest - l.length) * ROW / 2;
-      l.forEach(function (id, k) {
-        pos[id] = { x: PAD + index * COL, y: PAD + offset + k * ROW, layer: index };
+    var pos = {}, top = PAD;
+    for (var band = 0; band * perBand < layers.length; band++) {
+      var group = layers.slice(band * perBand, (band + 1) * perBand);
+      var tallest = group.reduce(function (m, l) { return Math.max(m, l.length); }, 0);
+      group.forEach(function (l, j) {
+        var offset = (tallest - l.length) * ROW / 2;
+        l.forEach(function (id, k) {
+          pos[id] = { x: PAD + j * COL, y: top + offset + k * ROW, layer: band * perBand + j };
+        });
       });
-    });
-    var width = Math.max(0, layers.length - 1) * COL + NODE_W + 2 * PAD;
-    var top = PAD + tallest * ROW + (alone.length && linked.length ? ROW : 0);
+      top += tallest * ROW + ROW;
+    }
+    if (!alone.length || !linked.length) { top -= ROW; }
+    var width = Math.max(0, across - 1) * COL + NODE_W + 2 * PAD;
     var perRow = Math.max(1, Math.floor((Math.max(width, 4 * COL) - PAD) / (NODE_W + 16)));
     alone.sort().forEach(function (id, k) {
       pos[id] = { x: PAD + (k % perRow) * (NODE_W + 16), y: top + Math.floor(k / perRow) * ROW,
@@ -168,8 +177,8 @@
       var a = pos[e.source], b = pos[e.target];
       if (!a || !b) { return; }
       var x1 = a.x + NODE_W, y1 = a.y + NODE_H / 2, x2 = b.x, y2 = b.y + NODE_H / 2, d;
-      if (b.layer > a.layer) {
-        var mid = (x2 - x1) / 2;
+      if (b.layer > a.layer) {  // onwards; into the next band when the graph is folded
+        var mid = x2 > x1 ? (x2 - x1) / 2 : 60;
         d = "M" + x1 + "," + y1 + " C" + (x1 + mid) + "," + y1 + " " + (x2 - mid) + "," + y2 + " " + x2 + "," + y2;
       } else {  // a link back (a cycle) or within a layer: around, under the nodes
         var dip = Math.max(y1, y2) + ROW * 0.9;
