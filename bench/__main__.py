@@ -2,7 +2,7 @@
 
 import sys
 
-from . import changes, dashboard, detection, fast_lane, footprint, mass_rollout
+from . import changes, dashboard, detection, fast_lane, footprint, mass_rollout, service_map
 
 print("== Detection quality over the scenario suite (bench/detection.py)")
 detection.main([])
@@ -21,4 +21,7 @@ dashboard.main([])
 print()
 print("== The change timeline's watches: 500 Deployments, 1,000 ConfigMaps (bench/changes.py)")
 changes.main([])
+print()
+print("== The service map: 500 workloads, 2,000 links (bench/service_map.py)")
+service_map.main([])
 sys.exit(0)

@@ -274,6 +274,9 @@ def web_routes(detector: Detector, settings: Settings) -> list:
         from .web.changes import change_routes
 
         routes += change_routes(changes=detector.change_desk.changes, live=detector.live)
+    from .web.graph import graph_routes
+
+    routes += graph_routes(detector=detector, templates=templates(), clock=detector.clock)
     routes += dashboard_routes(detector=detector, decision_context=actions.decision_context,
                                clock=detector.clock)
     return routes

@@ -414,3 +414,18 @@ def test_the_kinds_are_refreshed_concurrently(apiserver, paths):
     apiserver.hold_watches(len(paths))
     assert refresh(watcher) == ()
     assert len(requests_by_path(apiserver)) == len(paths)
+
+
+def test_ingress_backends_and_network_policy_peers_are_kept_for_the_service_map(apiserver,
+                                                                                 paths):
+    watcher = watcher_for(apiserver)
+    assert watcher.states("Ingress", NAMESPACE) == ()
+    refresh(watcher)
+    [ingress] = watcher.states("Ingress", NAMESPACE)
+    assert ingress.backends == (("shop.example.com/api", "payments-api"),)
+    [policy] = watcher.states("NetworkPolicy", NAMESPACE)
+    assert policy.selector == (("app", "payments-api"),)
+    assert policy.peers == (("ingress", (("app", "frontend"),)),)
+    assert [s.name for s in watcher.states("ConfigMap", NAMESPACE)] == \
+        sorted(s.name for s in watcher.states("ConfigMap", NAMESPACE))
+

@@ -112,8 +112,14 @@ class ObjectState:
     # StatefulSets and DaemonSets: their pod template and metadata.generation.
     template: PodTemplate | None = None
     generation: int | None = None
-    # Services: the pod selector.
+    # Services: the pod selector; NetworkPolicies: the matchLabels of their podSelector.
     selector: tuple[tuple[str, str], ...] = ()
+    # Ingresses: ("<host>/<path>", Service name) of each backend that is a Service (the service
+    # map's links from outside).
+    backends: tuple[tuple[str, str], ...] = ()
+    # NetworkPolicies: ("ingress" | "egress", the matchLabels of a peer's podSelector) of each
+    # peer of the policy's own namespace (no namespaceSelector, no ipBlock).
+    peers: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
 
 
 def _covers(owned: str, path: str) -> bool:

@@ -80,6 +80,8 @@ _ADDRESS_WORDS = frozenset({
     "upstream", "backend", "server", "servers", "target", "brokers",
 })
 _WORDS = re.compile(r"[A-Za-z0-9]+")
+# Last labels of names that stay inside the cluster (or the host): never an outside host.
+_IN_CLUSTER_SUFFIXES = frozenset({"local", "internal", "localdomain", "svc", "cluster"})
 _ITEM_SEPARATORS = re.compile(r"[,;\s]+")
 
 
@@ -116,22 +118,64 @@ def _names_an_address(name: str) -> bool:
     return bool(words) and words[-1].lower() in _ADDRESS_WORDS
 
 
-def _value_hosts(name: str, value: str) -> Iterator[str]:
-    """Hosts in one literal value (of a variable or flag called ``name``)."""
-    candidates = [m.group(1) for m in _URL.finditer(value)]
-    candidates += [m.group(1) for m in _CLUSTER_NAME.finditer(value)]
+def external_host(text: str) -> str | None:
+    """``API.Stripe.com:443`` -> ``api.stripe.com``: a host name outside the cluster, or None
+    (an in-cluster ``*.svc`` or ``*.cluster.local`` name, one label alone, an IP address, a
+    last label that is not a word). ``payments.shop`` passes: only whoever knows the namespaces
+    can tell a Service of namespace ``shop`` from a host under a top-level domain ``shop``."""
+    host = text.strip().strip("[]'\"").lower()
+    host, _, port = host.partition(":")
+    if port and not port.isdigit():
+        return None
+    host = host.rstrip(".")
+    if not host or len(host) > 253:
+        return None
+    labels = host.split(".")
+    if len(labels) < 2 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+        return None
+    if not labels[-1].isalpha() or len(labels[-1]) < 2 or labels[-1] in _IN_CLUSTER_SUFFIXES \
+            or "svc" in labels or host in _NOT_HOSTS:
+        return None
+    return host
+
+
+def _value_candidates(name: str, value: str) -> Iterator[str]:
+    """What may be a host in one literal value (of a variable or flag called ``name``)."""
+    yield from (m.group(1) for m in _URL.finditer(value))
+    yield from (m.group(1) for m in _CLUSTER_NAME.finditer(value))
     for item in _ITEM_SEPARATORS.split(value):
         if _HOST_PORT.fullmatch(item):
-            candidates.append(item)
+            yield item
         elif item and "://" not in item and _names_an_address(name):
-            candidates.append(item)
-    for candidate in candidates:
+            yield item
+
+
+def _value_hosts(name: str, value: str) -> Iterator[str]:
+    """Hosts in one literal value (of a variable or flag called ``name``)."""
+    for candidate in _value_candidates(name, value):
         host = normalize_host(candidate)
         if host is not None:
             yield host
 
 
-def _arg_values(args: tuple[str, ...]) -> Iterator[tuple[str, str, str]]:
+def hosts_in_value(name: str, value: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(in-cluster hosts, outside hosts) named by a value of a variable, flag or ConfigMap key
+    called ``name``, each in order and once; nothing for a value that looks like a secret."""
+    if looks_secret_value(value):
+        return (), ()
+    inside: dict[str, None] = {}
+    outside: dict[str, None] = {}
+    for candidate in _value_candidates(name, value[:MAX_LINE_CHARS]):
+        host = normalize_host(candidate)
+        if host is not None:
+            inside[host] = None
+        found = external_host(candidate)
+        if found is not None:
+            outside[found] = None
+    return tuple(inside)[:MAX_HOSTS], tuple(outside)[:MAX_HOSTS]
+
+
+def argument_values(args: tuple[str, ...]) -> Iterator[tuple[str, str, str]]:
     """(flag, value, the words naming it) of each argument worth reading; secrets skipped."""
     hide_next = False
     flag_before: str | None = None
@@ -165,7 +209,7 @@ def template_mentions(template: PodTemplate) -> list[tuple[str, str]]:
             if var.value is None or looks_secret_value(var.value):
                 continue
             out.extend((host, f"env {var.name}") for host in _value_hosts(var.name, var.value))
-        for flag, value, where in _arg_values(container.command + container.args):
+        for flag, value, where in argument_values(container.command + container.args):
             out.extend((host, f"{where} of container {container.name}")
                        for host in _value_hosts(flag, value))
         if len(out) >= MAX_HOSTS:
@@ -178,16 +222,32 @@ def hosts_in_template(template: PodTemplate) -> frozenset[str]:
     return frozenset(host for host, _ in template_mentions(template))
 
 
+def _line_candidates(line: str) -> Iterator[str]:
+    text = line[:MAX_LINE_CHARS]
+    for pattern in (_URL, _CLUSTER_NAME, _KEYED_HOST, _VERB_HOST):
+        for match in pattern.finditer(text):
+            yield match.group(1)
+
+
 def hosts_in_line(line: str) -> frozenset[str]:
     """The hosts a log line names: ``host=payments``, ``upstream=payments:8080``,
     ``http://payments/charge``, ``dial tcp payments:5432``, ``payments.shop.svc``..."""
-    text = line[:MAX_LINE_CHARS]
     found: set[str] = set()
-    for pattern in (_URL, _CLUSTER_NAME, _KEYED_HOST, _VERB_HOST):
-        for match in pattern.finditer(text):
-            host = normalize_host(match.group(1))
-            if host is not None:
-                found.add(host)
+    for candidate in _line_candidates(line):
+        host = normalize_host(candidate)
+        if host is not None:
+            found.add(host)
+    return frozenset(found)
+
+
+def external_hosts_in_line(line: str) -> frozenset[str]:
+    """The outside hosts a log line names (``dial tcp api.stripe.com:443``,
+    ``https://hooks.example.com/x``), as ``external_host`` gives them."""
+    found: set[str] = set()
+    for candidate in _line_candidates(line):
+        host = external_host(candidate)
+        if host is not None:
+            found.add(host)
     return frozenset(found)
 
 
@@ -250,13 +310,19 @@ class Dependencies:
                             if any(d.key == (namespace, deployment) for d in deps)))
 
 
-class _Resolver:
+class Resolver:
     """Hosts to Deployments, through the Services of the host's namespace."""
 
     def __init__(self, deployments: Iterable[Deployment], services: Iterable[Service]) -> None:
         self._deployments: dict[str, list[Deployment]] = {}
+        # The Deployments whose pods carry each label pair, per namespace: a Service's selector
+        # is checked against those of one of its pairs, not against every Deployment (hundreds
+        # of Services over hundreds of Deployments).
+        self._labelled: dict[tuple[str, tuple[str, str]], list[Deployment]] = {}
         for dep in deployments:
             self._deployments.setdefault(dep.namespace, []).append(dep)
+            for pair in dep.pod_labels:
+                self._labelled.setdefault((dep.namespace, pair), []).append(dep)
         self._services = {(s.namespace, s.name): s for s in services}
         self._cache: dict[tuple[str, str], tuple[tuple[str, str, str | None], ...]] = {}
 
@@ -271,8 +337,10 @@ class _Resolver:
     def _lookup(self, namespace: str, name: str) -> tuple[tuple[str, str, str | None], ...]:
         deployments = self._deployments.get(namespace, ())
         service = self._services.get((namespace, name))
-        if service is not None:
-            behind = tuple(sorted((namespace, d.name, service.name) for d in deployments
+        if service is not None and service.selector:
+            candidates = min((self._labelled.get((namespace, tuple(pair)), ())
+                              for pair in service.selector), key=len)
+            behind = tuple(sorted((namespace, d.name, service.name) for d in candidates
                                   if selects(service.selector, d.pod_labels)))
             if behind:
                 return behind
@@ -297,7 +365,7 @@ def learn_dependencies(
     through the Services given. ``templates`` and ``error_lines`` are keyed by ``(namespace,
     name)`` of the Deployment, or by its name alone when all are of one namespace."""
     deployments = tuple(deployments)
-    resolver = _Resolver(deployments, services)
+    resolver = Resolver(deployments, services)
     error_lines = error_lines or {}
     edges: dict[WorkloadKey, tuple[Dependency, ...]] = {}
     for dep in deployments:

@@ -35,6 +35,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from ..judge import causes as ranking
+from ..judge import service_map as graph
 from ..judge.change_diff import deployment_change, rollout_change
 from ..judge.change_windows import Judgement, Suspect, baseline_span, judge, suspects
 from ..judge.correlator import (
@@ -86,11 +87,14 @@ CAUSE_LOOKBACK = timedelta(hours=2)
 LEARNED_LINES_PER_WORKLOAD = 50
 LEARN_LINES_PER_CALL = 100
 LEARN_LINES_PER_WORKLOAD = 5
+# The service map reads a namespace's configuration again at least this often.
+MAP_REFRESH = timedelta(minutes=5)
 
 
 class ChangeSource(Protocol):
     async def refresh(self, namespace: str, *, now: datetime) -> tuple[Change, ...]: ...
     def services(self, namespace: str) -> tuple[Service, ...]: ...
+    def states(self, kind: str, namespace: str) -> tuple[Any, ...]: ...
     def status(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
@@ -184,6 +188,8 @@ class ChangeDesk:
         self._known_rollouts: dict[str, set[tuple[str, str, int | None]]] = {}
         # Told when new changes were recorded (the CloudEvent emitter's wake-up).
         self.on_recorded: Callable[[], None] | None = None
+        # Who calls whom, for /api/graph and /map: kept current from what the tick already read.
+        self.map_keeper = MapKeeper(self)
 
     # 1. What changed -----------------------------------------------------------------------
 
@@ -315,6 +321,7 @@ class ChangeDesk:
                 continue
             kept = self._lines.setdefault((namespace, workload), [])
             kept.extend(naming)
+            self.map_keeper.heard(namespace, workload, naming)
             del kept[:-LEARNED_LINES_PER_WORKLOAD]
             learnt = True
         if learnt:
@@ -458,6 +465,7 @@ class ChangeDesk:
         seen = self._seen.get(namespace)
         if seen is None:
             return []
+        self.map_keeper.update(namespace, now=now)
         counted = self._counted.pop(namespace, None)
         recent, found = self._suspects(namespace, busy=busy, now=now)
         if not recent:
@@ -692,3 +700,107 @@ def _per_workload(counts: ErrorCounts | None) -> dict[str, float]:
     for sample in counts.samples if counts is not None else ():
         out[sample.workload] = out.get(sample.workload, 0.0) + sample.count
     return out
+
+
+class MapKeeper:
+    """The service map (``judge.service_map``), kept current from what the desk already holds:
+    the tick's Deployments and templates, the watches' Services, ConfigMaps, Ingresses and
+    NetworkPolicies, and the error lines ``learn_lines`` keeps. No request of its own. A
+    namespace's configuration is read again when its inputs change, and at least every
+    MAP_REFRESH (which is when its evidence is last seen); new error lines at the next tick."""
+
+    def __init__(self, desk: ChangeDesk) -> None:
+        self.desk = desk
+        self.service_map = graph.ServiceMap()
+        # Per namespace: the inputs its declared links were read from, and when.
+        self._inputs: dict[str, tuple[Any, datetime]] = {}
+        # Hosts to workloads (every namespace's Deployments and Services): the tick it was
+        # checked at, what it was made of, and itself. Per workload, the links its template
+        # and ConfigMaps gave, and what they were read from: a rollout reads one template
+        # again, not the namespace's.
+        self._namer: tuple[datetime, Any, graph.Namer] | None = None
+        self._read: dict[tuple[str, str],
+                         tuple[PodTemplate, tuple[Any, ...], list[graph.Sighting]]] = {}
+        # Error lines naming a host heard since the last update, per (namespace, workload).
+        self._heard: dict[tuple[str, str], list[str]] = {}
+
+    def heard(self, namespace: str, workload: str, lines: Sequence[str]) -> None:
+        kept = self._heard.setdefault((namespace, workload), [])
+        kept.extend(lines)
+        del kept[:-LEARNED_LINES_PER_WORKLOAD]
+
+    def _states(self, kind: str, namespace: str) -> tuple[Any, ...]:
+        states = getattr(self.desk.watcher, "states", None)
+        return tuple(states(kind, namespace)) if states is not None else ()
+
+    def _namer_at(self, now: datetime) -> graph.Namer:
+        """Hosts to workloads as of this tick: made again only when a Deployment, its pod
+        labels or a Service changed in some namespace (checked once per tick)."""
+        if self._namer is not None and self._namer[0] == now:
+            return self._namer[2]
+        desk = self.desk
+        deployments = [d for _, seen in sorted(desk._seen.items())
+                       for d in seen.deployments.values()]
+        services = tuple(s for namespace in sorted(desk._seen) for s in desk._services(namespace))
+        key = (tuple((d.namespace, d.name, d.pod_labels) for d in deployments), services)
+        if self._namer is None or self._namer[1] != key:
+            namer = graph.Namer(deployments, services)
+            self._read.clear()
+        else:
+            namer = self._namer[2]
+        self._namer = (now, key, namer)
+        return namer
+
+    def update(self, namespace: str, *, now: datetime) -> None:
+        desk = self.desk
+        seen = desk._seen.get(namespace)
+        if seen is None:
+            return
+        templates = desk._templates(namespace)
+        objects = {"config_maps": self._states("ConfigMap", namespace),
+                   "ingresses": self._states("Ingress", namespace),
+                   "network_policies": self._states("NetworkPolicy", namespace)}
+        namer = self._namer_at(now)
+        # A new Namer (any namespace's Deployments or Services changed) reads every namespace
+        # again: a host may now reach another workload.
+        key = (seen.revisions, tuple(objects.values()), namer)
+        known = self._inputs.get(namespace)
+        declare = known is None or known[0] != key or now - known[1] >= MAP_REFRESH
+        lines = {w: ls for (ns, w), ls in self._heard.items() if ns == namespace}
+        if not declare and not lines:
+            return
+        by_workload = {desk.workload_of(d): d.name for d in seen.deployments.values()}
+        observed = [s for workload, kept in sorted(lines.items())
+                    for s in graph.line_sightings(namer, namespace,
+                                                  by_workload.get(workload, workload), kept)]
+        for workload in lines:
+            del self._heard[(namespace, workload)]
+        declared = self._declared(namer, namespace, templates, objects) if declare else None
+        self.service_map = graph.update(
+            self.service_map, namespace, now=now, observed=observed, declared=declared,
+            workloads=sorted(seen.deployments) if declare else None)
+        if declare:
+            self._inputs[namespace] = (key, now)
+
+    def _declared(self, namer: graph.Namer, namespace: str,
+                  templates: Mapping[str, PodTemplate],
+                  objects: Mapping[str, tuple[Any, ...]]) -> list[graph.Sighting]:
+        config_maps = {state.name: state for state in objects["config_maps"]}
+        out: list[graph.Sighting] = []
+        for name, template in sorted(templates.items()):
+            used = tuple(config_maps.get(ref) for ref in sorted(template.config_maps))
+            known = self._read.get((namespace, name))
+            if known is None or not (known[0] is template or known[0] == template) or \
+                    known[1] != used:
+                known = (template, used, list(graph.template_sightings(
+                    namer, namespace, name, template, config_maps=config_maps)))
+                self._read[(namespace, name)] = known
+            out.extend(known[2])
+        for gone in [k for k in self._read if k[0] == namespace and k[1] not in templates]:
+            del self._read[gone]
+        for ingress in objects["ingresses"]:
+            out.extend(graph.ingress_sightings(namer, namespace, ingress))
+        for policy in objects["network_policies"]:
+            out.extend(graph.policy_sightings(namespace, policy, namer.deployments))
+        return out
+

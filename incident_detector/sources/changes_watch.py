@@ -193,9 +193,9 @@ def object_state(kind: str, item: Mapping[str, Any], *, key: bytes) -> ObjectSta
     elif kind == "HorizontalPodAutoscaler":
         _autoscaler(fields, spec)
     elif kind == "Ingress":
-        _ingress(fields, spec)
+        extra = _ingress(fields, spec)
     elif kind == "NetworkPolicy":
-        _network_policy(fields, spec)
+        extra = _network_policy(fields, spec)
     else:
         raise ValueError(f"{kind!r} is not a kind watched here")
     fields.metadata(metadata, secret=kind == "Secret")
@@ -287,21 +287,30 @@ def _autoscaler(fields: _Fields, spec: Mapping[str, Any]) -> None:
     fields.add("spec.behavior", spec.get("behavior") or None)
 
 
-def _ingress(fields: _Fields, spec: Mapping[str, Any]) -> None:
+def _ingress(fields: _Fields, spec: Mapping[str, Any]) -> dict[str, Any]:
     fields.add("spec.ingressClassName", _str(spec.get("ingressClassName")))
+    backends: list[tuple[str, str]] = []
     for rule in map(_dict, _list(spec.get("rules"))):
         host = _str(rule.get("host")) or "*"
         for path in map(_dict, _list(_dict(rule.get("http")).get("paths"))):
             where = f"{host}{_str(path.get('path')) or '/'}"
-            fields.add(f"spec.rules[{where}]", path, shown=_backend(_dict(path.get("backend"))))
+            backend = _dict(path.get("backend"))
+            fields.add(f"spec.rules[{where}]", path, shown=_backend(backend))
+            service = _str(_dict(backend.get("service")).get("name"))
+            if service:
+                backends.append((_clip(where), service))
     default = _dict(spec.get("defaultBackend"))
     if default:
         fields.add("spec.defaultBackend", default, shown=_backend(default))
+        service = _str(_dict(default.get("service")).get("name"))
+        if service:
+            backends.append(("*/", service))
     hosts = sorted({h for tls in map(_dict, _list(spec.get("tls")))
                     for h in _list(tls.get("hosts")) if isinstance(h, str)})
     tls = _list(spec.get("tls"))
     if tls:
         fields.add("spec.tls", tls, shown=_clip(",".join(hosts) or "(no hosts)"))
+    return {"backends": tuple(dict.fromkeys(backends))}
 
 
 def _backend(backend: Mapping[str, Any]) -> str:
@@ -314,17 +323,25 @@ def _backend(backend: Mapping[str, Any]) -> str:
     return _clip(f"{_str(resource.get('kind')) or 'resource'} {_str(resource.get('name')) or '?'}")
 
 
-def _network_policy(fields: _Fields, spec: Mapping[str, Any]) -> None:
+def _network_policy(fields: _Fields, spec: Mapping[str, Any]) -> dict[str, Any]:
     fields.add("spec.podSelector", spec.get("podSelector") or {})
     types = _list(spec.get("policyTypes"))
     if types:
         fields.add("spec.policyTypes", types, shown=_clip(",".join(map(str, types))))
-    for direction in ("ingress", "egress"):
+    peers: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+    for direction, side in (("ingress", "from"), ("egress", "to")):
         rules = _list(spec.get(direction))
         if direction in spec:
             count = len(rules)
             fields.add(f"spec.{direction}", rules,
                        shown=f"{count} rule" + ("" if count == 1 else "s"))
+        for rule in map(_dict, rules):
+            for peer in map(_dict, _list(rule.get(side))):
+                if "podSelector" in peer and "namespaceSelector" not in peer:
+                    labels = _str_map(_dict(peer.get("podSelector")).get("matchLabels"))
+                    peers.append((direction, tuple(sorted(labels.items()))))
+    selector = _str_map(_dict(spec.get("podSelector")).get("matchLabels"))
+    return {"selector": tuple(sorted(selector.items())), "peers": tuple(dict.fromkeys(peers))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,6 +464,11 @@ class ChangeWatcher:
         with self._lock:
             watched = self._watched.get((kind, namespace))
         return dict(watched.items) if watched is not None else {}
+
+    def states(self, kind: str, namespace: str) -> tuple[ObjectState, ...]:
+        """What is kept of the objects of ``kind`` in ``namespace``, as of the last refresh
+        (none when the kind is not watched there), by name."""
+        return tuple(state for _, state in sorted(self._items(kind, namespace).items()))
 
     def services(self, namespace: str) -> tuple[Service, ...]:
         """The Services of ``namespace`` and their pod selectors, as of the last refresh."""
