@@ -217,3 +217,71 @@ def test_a_write_that_fails_on_its_way_is_tried_again_at_a_later_tick(tmp_path):
     executed = [row for row in reversed(seen["audit"]) if row["decision"] == "executed"]
     assert [row["result"] for row in executed] == ["error", "applied"]
     assert seen["journal"][0].state == VERIFIED
+
+
+def _click_after_status_moved(tmp_path, *, renew: bool) -> dict:
+    """The fast lane raises the incident while the rollout's pods are still becoming ready
+    (the Deployment's status, so its resourceVersion, moves at 90 s); the on-call engineer
+    clicks Approve later. ``renew``: the detector looks at the Deployment in between."""
+    from incident_detector.sim.replay import _next_look
+
+    scenario = load_scenario(SCENARIOS / "bad-rollout-sharp-spike.yaml")
+    clock = ManualClock(SCENARIO_EPOCH)
+    world = World(scenario, t0=SCENARIO_EPOCH)
+    loki = LokiFake(world, clock)
+    api = KubeApiFake(world, clock, on_world_change=lambda changed: setattr(loki, "world", changed))
+    sink = SlackSink()
+    seen: dict[str, Any] = {}
+
+    async def run() -> None:
+        with LocalServer(api) as k, LocalServer(loki) as lk, LocalServer(sink) as sl:
+            settings = scenario_settings(
+                scenario, loki_url=lk.url, slack_url=sl.url + "/services/T/B/X",
+                remediation_mode="approve", slack_signing_secret=SECRET,
+                slack_approvers=APPROVER, verify_timeout_seconds=60)
+            async with build_detector(settings=settings, kube_api=kube.api_client_for(k.url),
+                                      stdout=io.StringIO(), clock=clock, monotonic=clock.monotonic,
+                                      store=Store(tmp_path / "state.sqlite3")) as detector:
+                app = make_app(detector, extra_routes=slack_routes(detector, settings))
+                events = [at for at in world.change_instants() if at > clock.now]
+                next_tick = clock.now
+                while not sink.messages:
+                    if clock.now >= next_tick:
+                        await detector.tick()
+                        next_tick += TICK
+                    else:
+                        await detector.fast_look()
+                    await detector.outbox.deliver_due()
+                    clock.now = _next_look(clock.now, next_tick=next_tick, detector=detector,
+                                           settings=settings, watch_events=events)
+                seen["raised_at"] = (clock.now - SCENARIO_EPOCH).total_seconds()
+                clock.now = world.at(95)  # the pods became ready at 90 s
+                if renew:
+                    await detector.fast_look()
+                token = _button(sink.messages[0], "approve")
+                body = click_body(token, user=APPROVER, response_url=sl.url + "/response")
+                async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                             base_url="http://d") as web:
+                    await web.post("/integrations/slack/actions", content=body,
+                                   headers=signed_headers(body, at=clock.now, secret=SECRET))
+                    await asyncio.wait(set(detector.remediator.running) or
+                                       {asyncio.ensure_future(asyncio.sleep(0))})
+                    seen["audit"] = (await web.get("/api/audit")).json()["audit"]
+
+    asyncio.run(run())
+    return seen
+
+
+def test_a_status_change_after_the_incident_does_not_make_the_approval_stale(tmp_path):
+    """Pods turning ready move the Deployment's resourceVersion, not its spec: the proposed
+    rollback's precondition follows them, and the approved rollback is applied."""
+    seen = _click_after_status_moved(tmp_path, renew=True)
+    assert seen["raised_at"] < 90
+    executed = [row for row in seen["audit"] if row["decision"] == "executed"]
+    assert [row["result"] for row in executed] == ["applied"]
+
+
+def test_without_a_look_in_between_the_precondition_is_what_was_seen(tmp_path):
+    """Not renewed (no look saw the newer state): the write is refused as stale, as before."""
+    seen = _click_after_status_moved(tmp_path, renew=False)
+    assert any(row["result"] == "stale" or row["decision"] == "stale" for row in seen["audit"])

@@ -428,6 +428,28 @@ class Remediator:
                 log.warning("analysis.ask_slack_failed", reason=exc.reason)
         return True
 
+    def renew(self, deployments: Mapping[tuple[str, str], Deployment]) -> None:
+        """Each look (a tick or a fast look): the proposed actions' preconditions follow their
+        Deployments while the spec is unchanged (``_renew``)."""
+        for entry in self.journal.recent(since=self.clock() - HISTORY):
+            if entry.state == PROPOSED:
+                self._renew(entry, deployments.get((entry.key[0], entry.key[1])))
+
+    def _renew(self, entry: JournalEntry, deployment: Deployment | None) -> None:
+        """A proposed action waits for a person while its Deployment's status moves (pods
+        turning ready, a condition's heartbeat): each moves the resourceVersion its write is
+        conditioned on, and an approval would then be refused as stale although nothing it
+        acts on changed. When the Deployment is seen with the same spec (same object, same
+        current revision, same generation), the precondition follows it; any change to the
+        spec leaves it as it was, and the write is refused."""
+        if deployment is None or not same_spec(entry, deployment) or \
+                deployment.resource_version == entry.precondition:
+            return
+        if self.journal.renew_precondition(entry.id, seen=entry.precondition,
+                                           now_seen=deployment.resource_version):
+            log.debug("remediation.precondition_renewed", action_id=entry.id,
+                      seen=entry.precondition, now_seen=deployment.resource_version)
+
     async def _write(self, entry: JournalEntry, *, dry_run: bool) -> ActionResult:
         """The executor's call for ``entry.action``, with what was recorded: the Deployment's
         resourceVersion seen, the pod's uid, the replica count, the selector."""
@@ -530,6 +552,7 @@ class Remediator:
         for entry in self.journal.unfinished():
             if entry.state == APPROVED and entry.result is not None:  # a failed attempt
                 self._start(entry.id)
+        self.renew(deployments)
         for entry in self.journal.recent(since=now - HISTORY):
             if entry.state != DONE:
                 continue
@@ -690,6 +713,17 @@ def _replicas(params: Sequence[tuple[str, Any]]) -> int | None:
     return value
 
 
+def same_spec(entry: JournalEntry, deployment: Deployment) -> bool:
+    """Whether ``deployment`` is, in its spec, what ``entry`` was planned on: the same object
+    (uid), still at the action's revision, at the generation seen then (every spec change, a
+    scale or a pause included, moves it). Unknown (an entry without a generation, a
+    Deployment without a rollout status) is not the same."""
+    generation = entry.params.get("generation")
+    return bool(deployment.resource_version) and deployment.uid == entry.key[3] and \
+        deployment.revision == entry.key[2] and deployment.rollout is not None and \
+        isinstance(generation, int) and deployment.rollout.generation == generation
+
+
 def _params(request: PlanRequest, action: Action, decision: GuardrailDecision, *,
             argocd: bool = False) -> dict[str, Any]:
     """What the journal keeps: what the guardrails looked at, and what the write needs. A
@@ -705,6 +739,8 @@ def _params(request: PlanRequest, action: Action, decision: GuardrailDecision, *
         "rule": None if request.rule is None else str(request.rule),
         # As given when it is a number (a refused request may carry anything else).
         "cooldown_seconds": _seconds(request.cooldown_seconds),
+        # The spec's generation seen with the precondition (see same_spec).
+        "generation": deployment.rollout.generation if deployment.rollout is not None else None,
     }
     if action is Action.ROLLBACK and request.to_replicaset is not None:
         params.update(to_revision=request.to_replicaset.revision,

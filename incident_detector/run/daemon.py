@@ -415,6 +415,8 @@ class Detector:
             self.outbox.deliver_stdout()
             if report.incidents:
                 self.outbox.wakeup.set()
+            if self.remediator is not None:
+                self.remediator.renew({key: view.deployment for key, view in by_key.items()})
             return
         if self.alert_desk is not None:
             await self._alerts(now, report, decision.assessments, by_key, observed)

@@ -107,6 +107,15 @@ class Journal:
             (to, db_time(now), who, result, entry_id, *expected))
         return cursor.rowcount == 1
 
+    def renew_precondition(self, entry_id: int, *, seen: str, now_seen: str) -> bool:
+        """Move a proposed action's precondition from ``seen`` to ``now_seen`` (compare and
+        set, only while it waits for a decision): the caller saw the same spec at a newer
+        resourceVersion. True for the one caller that moved it."""
+        cursor = self._db.execute(
+            "UPDATE actions SET precondition=? WHERE id=? AND state=? AND precondition=?",
+            (now_seen, entry_id, PROPOSED, seen))
+        return cursor.rowcount == 1
+
     def get(self, entry_id: int | None) -> JournalEntry | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM actions WHERE id=?",
                                (entry_id,)).fetchone()
