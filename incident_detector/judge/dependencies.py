@@ -88,15 +88,8 @@ _ITEM_SEPARATORS = re.compile(r"[,;\s]+")
 def normalize_host(text: str) -> str | None:
     """``Payments.Shop.svc.cluster.local:8080`` -> ``payments.shop``; None for what is not an
     in-cluster name (an IP address, ``api.stripe.com``, ``localhost``, a word with a slash)."""
-    host = text.strip().strip("[]'\"").lower()
-    host, _, port = host.partition(":")
-    if port and not port.isdigit():
-        return None
-    host = host.rstrip(".")
-    if not host or len(host) > 253:
-        return None
-    labels = host.split(".")
-    if not all(_DNS_LABEL.fullmatch(label) for label in labels):
+    labels = _host_labels(text)
+    if labels is None:
         return None
     if len(labels) == 1:
         name, namespace = labels[0], None
@@ -113,6 +106,20 @@ def normalize_host(text: str) -> str | None:
     return name if namespace is None else f"{name}.{namespace}"
 
 
+def _host_labels(text: str) -> list[str] | None:
+    """The DNS labels of a host name, lower-cased, without its port and trailing dot; None for
+    what is not a host name (a bad port, an empty or overlong name, a label DNS refuses)."""
+    host = text.strip().strip("[]'\"").lower()
+    host, _, port = host.partition(":")
+    if port and not port.isdigit():
+        return None
+    host = host.rstrip(".")
+    if not host or len(host) > 253:
+        return None
+    labels = host.split(".")
+    return labels if all(_DNS_LABEL.fullmatch(label) for label in labels) else None
+
+
 def _names_an_address(name: str) -> bool:
     words = _WORDS.findall(name)
     return bool(words) and words[-1].lower() in _ADDRESS_WORDS
@@ -123,16 +130,10 @@ def external_host(text: str) -> str | None:
     (an in-cluster ``*.svc`` or ``*.cluster.local`` name, one label alone, an IP address, a
     last label that is not a word). ``payments.shop`` passes: only whoever knows the namespaces
     can tell a Service of namespace ``shop`` from a host under a top-level domain ``shop``."""
-    host = text.strip().strip("[]'\"").lower()
-    host, _, port = host.partition(":")
-    if port and not port.isdigit():
+    labels = _host_labels(text)
+    if labels is None or len(labels) < 2:
         return None
-    host = host.rstrip(".")
-    if not host or len(host) > 253:
-        return None
-    labels = host.split(".")
-    if len(labels) < 2 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
-        return None
+    host = ".".join(labels)
     if not labels[-1].isalpha() or len(labels[-1]) < 2 or labels[-1] in _IN_CLUSTER_SUFFIXES \
             or "svc" in labels or host in _NOT_HOSTS:
         return None
