@@ -16,6 +16,9 @@ last ``resourceVersion`` (``WatchedList``): decoding every object every tick wou
 of CPU per 1.7 MB of JSON, while the watch returns only what changed. Pods (those that carry a
 ``pod-template-hash`` label: a Deployment's) are kept the same way from the first tick that has a
 rollout to judge, and only the pods of the revisions asked for are returned.
+With ``KubeClient.follow`` (WATCH_FOLLOW, the daemon's default) a thread per list keeps it
+current from long watches read event by event instead (``WatchedList.follow``): a refresh then
+asks nothing, and the changes that can change a verdict (``WAKES``) wake the detector.
 
 The Deployment watch also feeds the change timeline: every Deployment whose revision, replicas,
 pause or generation changed is kept as an (old, new) pair until ``drain_deployment_changes``
