@@ -218,3 +218,17 @@ def test_a_standby_takes_no_fast_look():
     result = asyncio.run(_drive(spike, check=check))
     assert looks.count("fast") == 1
     assert '"incident"' not in result["stdout"]
+
+
+def test_an_incident_a_fast_look_raises_carries_its_signatures():
+    """A fast look comes between two ticks' reads of error lines: the lines that made its spike
+    (pushed at 82 s, after the tick at 80 s) are not in the tick's buffer yet, and must be
+    read for it all the same."""
+    result = asyncio.run(replay(scenario("two-rollouts-errors-in-one-push")))
+    assert sorted(n.deployment for n in result.notifications) == ["payments-api",
+                                                                   "payments-worker"]
+    for notification in result.notifications:
+        assert 82 <= notification.at_seconds < 100  # a fast look, not the tick at 100 s
+        evidence = notification.record["evidence"]
+        assert evidence["signatures"] and evidence.get("signature_gap") is None
+        assert evidence["signatures"][0]["count"] == 24  # two pods, twelve lines each

@@ -915,9 +915,10 @@ class Detector:
         if incident.error_count <= 0:
             return incident, began
         limit = self.settings.signature_sample_lines
-        if self.error_lines is not None and self.error_lines.holds(incident.namespace,
-                                                                   [workload_name]):
-            # The tick's read holds them: no query of its own.
+        if self.error_lines is not None and self.error_lines.holds(
+                incident.namespace, [workload_name], until=incident.detected_at):
+            # The tick's read holds them: no query of its own. A fast look's incident comes
+            # after that read, and reads its own range below.
             own_lines, before_lines, gap = self.error_lines.signature_lines(
                 incident.namespace, workload=workload_name, since=incident.rollout_started_at,
                 until=incident.detected_at, limit=limit)

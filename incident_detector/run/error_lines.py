@@ -155,10 +155,14 @@ class ErrorLines:
 
     # The readers -------------------------------------------------------------------------
 
-    def holds(self, namespace: str, workloads: Collection[str] | None) -> bool:
-        """Whether the reads ask for every line of ``workloads`` (None: of every workload)."""
+    def holds(self, namespace: str, workloads: Collection[str] | None, *,
+              until: datetime | None = None) -> bool:
+        """Whether the reads ask for every line of ``workloads`` (None: of every workload), and
+        have read up to ``until`` (a look between two ticks' reads comes after the last one)."""
         state = self._namespaces.get(namespace)
         if state is None or state.read_until is None:
+            return False
+        if until is not None and state.read_until < until:
             return False
         if state.workloads is None:
             return True

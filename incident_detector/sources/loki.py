@@ -22,7 +22,7 @@ import binascii
 import math
 import re
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from importlib import metadata
@@ -413,24 +413,12 @@ def _read_windows(body: Any, *, namespace: str, windows: Sequence[CountWindow],
     totals: dict[str, dict[tuple[str, str | None], float]] = {name: {} for name in seconds}
     levels: dict[str, set[str]] = {name: set() for name in seconds}
     skipped: list[_Skipped] = []
-    for index, item in enumerate(_result_of(body, "vector")):
-        if not isinstance(item, dict):
-            raise _shape(f"data.result[{index}] is {_describe(item)}, expected an object")
-        metric = _labels_of(item, "metric", index)
-        name = _label(metric, WINDOW_LABEL, index)
+    for metric, workload, pod, count in _vector_samples(body, keys=keys, skipped=skipped):
+        name = metric.get(WINDOW_LABEL)
         if name not in totals:
             continue
-        workload = _label(metric, keys.workload, index) or ""
-        pod = _label(metric, keys.pod, index)
-        value = item.get("value")
-        if not isinstance(value, list) or len(value) != 2:
-            raise _shape(f"data.result[{index}].value is not a [time, value] pair")
-        count, problem = _count_of(value[1])
-        if problem is not None:
-            skipped.append(_Skipped(problem, workload, pod, _describe(value[1])))
-            continue
         if count > 0:
-            levels[name].add(_label(metric, DETECTED_LEVEL, index) or "")
+            levels[name].add(metric.get(DETECTED_LEVEL) or "")
         per_key = totals[name]
         per_key[(workload, pod)] = min(per_key.get((workload, pod), 0.0) + count,
                                        sys.float_info.max)
@@ -440,6 +428,29 @@ def _read_windows(body: Any, *, namespace: str, windows: Sequence[CountWindow],
             for (workload, pod), count in per_key.items()))
         for name, per_key in totals.items()}
     return counts, {name: frozenset(found) for name, found in levels.items()}, tuple(skipped)
+
+
+def _vector_samples(body: Any, *, keys: LabelKeys, skipped: list[_Skipped]
+                    ) -> Iterator[tuple[dict[str, Any], str, str | None, float]]:
+    """Each sample of an instant vector as (its labels, workload, pod, count), in Loki's order;
+    a sample whose value is no count goes to ``skipped`` instead. Every label read is checked
+    to be a string (``_label``)."""
+    for index, item in enumerate(_result_of(body, "vector")):
+        if not isinstance(item, dict):
+            raise _shape(f"data.result[{index}] is {_describe(item)}, expected an object")
+        metric = _labels_of(item, "metric", index)
+        for label in (WINDOW_LABEL, DETECTED_LEVEL):
+            _label(metric, label, index)
+        workload = _label(metric, keys.workload, index) or ""
+        pod = _label(metric, keys.pod, index)
+        value = item.get("value")
+        if not isinstance(value, list) or len(value) != 2:
+            raise _shape(f"data.result[{index}].value is not a [time, value] pair")
+        count, problem = _count_of(value[1])
+        if problem is not None:
+            skipped.append(_Skipped(problem, workload, pod, _describe(value[1])))
+            continue
+        yield metric, workload, pod, count
 
 
 def parse_streams(body: Any, *, keys: LabelKeys) -> tuple[LogLine, ...]:
@@ -455,20 +466,8 @@ def _read_vector(
     totals: dict[tuple[str, str | None], float] = {}
     skipped: list[_Skipped] = []
     levels_seen = False
-    for index, item in enumerate(_result_of(body, "vector")):
-        if not isinstance(item, dict):
-            raise _shape(f"data.result[{index}] is {_describe(item)}, expected an object")
-        metric = _labels_of(item, "metric", index)
-        workload = _label(metric, keys.workload, index) or ""
-        pod = _label(metric, keys.pod, index)
-        levels_seen = levels_seen or _label(metric, DETECTED_LEVEL, index) is not None
-        value = item.get("value")
-        if not isinstance(value, list) or len(value) != 2:
-            raise _shape(f"data.result[{index}].value is not a [time, value] pair")
-        count, problem = _count_of(value[1])
-        if problem is not None:
-            skipped.append(_Skipped(problem, workload, pod, _describe(value[1])))
-            continue
+    for metric, workload, pod, count in _vector_samples(body, keys=keys, skipped=skipped):
+        levels_seen = levels_seen or bool(metric.get(DETECTED_LEVEL))
         # dicts keep insertion order: samples come out in Loki's order of first appearance.
         total = totals.get((workload, pod), 0.0) + count
         totals[(workload, pod)] = min(total, sys.float_info.max)
