@@ -30,7 +30,7 @@ from incident_detector.judge.correlator import Assessment, Verdict
 from incident_detector.model import Signal
 from incident_detector.run.daemon import Detector, TickReport
 from incident_detector.run.outbox import StdoutSink
-from incident_detector.run.store import Store
+from incident_detector.store.records import Store
 from incident_detector.web.api import api_routes
 from incident_detector.web.app import make_app
 from incident_detector.web.dashboard import dashboard_routes

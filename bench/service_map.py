@@ -43,10 +43,10 @@ from incident_detector.model import (
     ReplicaSet,
     Service,
 )
-from incident_detector.run.change_log import ChangeLog
+from incident_detector.store.changes import ChangeLog
 from incident_detector.run.changes import ChangeDesk
 from incident_detector.run.live import LiveFeed
-from incident_detector.run.store import Store
+from incident_detector.store.records import Store
 
 NAMESPACE = "bench"
 NOW = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)

@@ -27,12 +27,12 @@ from .run import leader
 from .run.daemon import Clock, Detector, utcnow
 from .judge.analysis import PromptError
 from .judge.rules import RulesError
-from .run.change_log import ChangeLog
+from .store.changes import ChangeLog
 from .run.changes import ChangeDesk
 from .run.live import LiveFeed
 from .run.outbox import StdoutSink
 from .run.rules_file import RulesFile
-from .run.store import Store
+from .store.records import Store
 from .sources import kube, loki
 from .web.app import make_app
 
@@ -98,7 +98,7 @@ async def build_detector(
         from .act.executor import KubeExecutor
         from .act.guardrails import policy_from_settings
         from .act.remediation import Remediator
-        from .run.journal import Journal
+        from .store.journal import Journal
 
         remediator = Remediator(
             policy=policy_from_settings(settings),
@@ -139,7 +139,7 @@ async def build_detector(
             # Imported only when the intake is on, like remediation.
             from .judge.alert_map import AlertLabels
             from .run.alert_desk import AlertDesk
-            from .run.alert_inbox import AlertInbox
+            from .store.alerts import AlertInbox
 
             detector.alert_desk = AlertDesk(
                 inbox=AlertInbox(store.connection),

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from incident_detector.main import build_detector, web_routes
-from incident_detector.run.store import Store
+from incident_detector.store.records import Store
 from incident_detector.sim.alertmanager import webhook_body
 from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
 from incident_detector.sim.replay import SCENARIO_EPOCH, ManualClock, scenario_settings

@@ -11,8 +11,8 @@ import pytest
 
 from incident_detector.judge.alert_map import Unmapped
 from incident_detector.model import Alert, AlertTarget
-from incident_detector.run.alert_inbox import AlertInbox, ReceiveSummary
-from incident_detector.run.store import Store
+from incident_detector.store.alerts import AlertInbox, ReceiveSummary
+from incident_detector.store.records import Store
 from incident_detector.sources.alerts import AlertNotification, parse_webhook
 
 FIXTURES = Path(__file__).parent / "fixtures" / "alertmanager"

@@ -18,8 +18,8 @@ from starlette.testclient import TestClient
 
 from incident_detector.judge.alert_map import Unmapped
 from incident_detector.model import AlertTarget
-from incident_detector.run.alert_inbox import AlertInbox
-from incident_detector.run.store import Store
+from incident_detector.store.alerts import AlertInbox
+from incident_detector.store.records import Store
 from incident_detector.web.alertmanager import (
     API_PATH,
     MAX_BODY_BYTES,

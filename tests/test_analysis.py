@@ -36,9 +36,9 @@ from incident_detector.model import ErrorSignature, Evidence, PodProblem, Templa
 from incident_detector.notify import render
 from incident_detector.notify.slack import THREAD_KEY, SlackNotifier, thread_key
 from incident_detector.run.analysis import Analyst
-from incident_detector.run.journal import Journal
+from incident_detector.store.journal import Journal
 from incident_detector.run.outbox import StdoutSink
-from incident_detector.run.store import Store
+from incident_detector.store.records import Store
 from incident_detector.sources.llm import LlmClient
 
 FIXTURES = Path(__file__).parent / "fixtures" / "llm"

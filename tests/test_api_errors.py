@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from incident_detector.model import LogLine, Priority
-from incident_detector.run.store import Store
+from incident_detector.store.records import Store
 from incident_detector.run.triage import Triage
 from incident_detector.web.api import ERRORS_PATH, api_routes
 

@@ -34,7 +34,7 @@ from incident_detector.model import (
     RolloutStatus,
     TemplateChange,
 )
-from incident_detector.run.change_log import change_dict, change_summary
+from incident_detector.store.changes import change_dict, change_summary
 from incident_detector.sources.changes_watch import CHANGE_CALLS, digest, object_state
 
 KEY = b"k" * 32

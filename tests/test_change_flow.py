@@ -150,12 +150,12 @@ def test_a_cause_whose_deployment_moved_on_is_never_rolled_back(tmp_path):
     from incident_detector.judge.correlator import Rules
     from incident_detector.model import (
         Cause, Change, Container, Deployment, PodTemplate, ReplicaSet)
-    from incident_detector.run.change_log import ChangeLog
+    from incident_detector.store.changes import ChangeLog
     from incident_detector.run.changes import ChangeDesk
-    from incident_detector.run.journal import Journal
+    from incident_detector.store.journal import Journal
     from incident_detector.run.live import LiveFeed
     from incident_detector.run.outbox import StdoutSink
-    from incident_detector.run.store import Store
+    from incident_detector.store.records import Store
     from incident_detector.sources import kube
 
     now = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)

@@ -19,7 +19,7 @@ from incident_detector.model import (
     RemediationView,
 )
 from incident_detector.notify import change_render, render
-from incident_detector.run.change_log import change_dict
+from incident_detector.store.changes import change_dict
 
 AT = datetime(2026, 11, 27, 8, 59, 20, tzinfo=timezone.utc)
 DETECTED = AT + timedelta(seconds=130)

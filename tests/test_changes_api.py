@@ -18,9 +18,9 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from incident_detector.model import Change, FieldChange
-from incident_detector.run.change_log import ChangeLog, change_dict
+from incident_detector.store.changes import ChangeLog, change_dict
 from incident_detector.run.live import SUBSCRIBER_QUEUE, LiveFeed
-from incident_detector.run.store import Store
+from incident_detector.store.records import Store
 from incident_detector.web.changes import change_routes
 
 T0 = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)

@@ -29,7 +29,7 @@ from apiserver import (
 )
 from incident_detector.errors import SourceError
 from incident_detector.model import CHANGE_KINDS, CREATED, DELETED, UPDATED, Change, FieldChange
-from incident_detector.run.change_log import change_dict
+from incident_detector.store.changes import change_dict
 from incident_detector.sim.server import Response
 from incident_detector.sources.changes_watch import (
     CHANGE_CALLS,

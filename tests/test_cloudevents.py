@@ -25,8 +25,8 @@ from incident_detector.notify.cloudevents import (
     make_http_client,
 )
 from incident_detector.retry import Backoff
-from incident_detector.run.change_log import ChangeLog, change_dict
-from incident_detector.run.store import Store
+from incident_detector.store.changes import ChangeLog, change_dict
+from incident_detector.store.records import Store
 
 URL = "https://events.example.com/hooks/changes?key=url-secret-key"
 TOKEN = "ce-token-5f1d0c8e2b7a49e1"

@@ -19,7 +19,7 @@ from incident_detector.sim.replay import SCENARIO_EPOCH, ManualClock, scenario_s
 from incident_detector.sim.scenario import load_scenario
 from incident_detector.sim.server import LocalServer, Request, Response
 from incident_detector.sim.world import World
-from incident_detector.run.store import Store
+from incident_detector.store.records import Store
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 NAMESPACE_IN_PATH = re.compile(r"/namespaces/([^/]+)/")

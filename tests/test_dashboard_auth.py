@@ -30,8 +30,8 @@ from starlette.testclient import TestClient
 
 from incident_detector.config import ConfigError, load_settings
 from incident_detector.main import build_detector
-from incident_detector.run.journal import PROPOSED, REJECTED
-from incident_detector.run.store import Store
+from incident_detector.store.journal import PROPOSED, REJECTED
+from incident_detector.store.records import Store
 from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
 from incident_detector.sim.replay import SCENARIO_EPOCH, ManualClock, scenario_settings
 from incident_detector.sim.scenario import load_scenario

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from incident_detector.main import build_detector
-from incident_detector.run.store import Store
+from incident_detector.store.records import Store
 from incident_detector.sim.replay import (
     SCENARIO_EPOCH,
     ManualClock,

@@ -200,7 +200,7 @@ def test_rising_and_rollout_states_come_from_the_last_ticks_assessments():
 
     from incident_detector.judge.correlator import Assessment, Verdict
     from incident_detector.model import Signal
-    from incident_detector.run.store import Store
+    from incident_detector.store.records import Store
     from incident_detector.web.graph import states
 
     now = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)

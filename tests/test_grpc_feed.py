@@ -17,9 +17,9 @@ import pytest
 
 from incident_detector.feed import GRPC_EXTRA_HINT
 from incident_detector.model import Change, FieldChange
-from incident_detector.run.change_log import ChangeLog, change_dict
+from incident_detector.store.changes import ChangeLog, change_dict
 from incident_detector.run.live import LiveFeed
-from incident_detector.run.store import Store
+from incident_detector.store.records import Store
 
 T0 = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
 READ_TIMEOUT = 10.0

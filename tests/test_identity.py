@@ -22,7 +22,7 @@ from incident_detector.sim.replay import SCENARIO_EPOCH, ManualClock, scenario_s
 from incident_detector.sim.scenario import load_scenario
 from incident_detector.sim.server import LocalServer
 from incident_detector.sim.world import World
-from incident_detector.run.store import Store
+from incident_detector.store.records import Store
 
 SCENARIO = load_scenario(Path(__file__).parent / "scenarios" / "bad-rollout-sharp-spike.yaml")
 TICK = timedelta(seconds=20)

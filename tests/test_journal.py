@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from incident_detector.run.journal import (
+from incident_detector.store.journal import (
     APPROVED,
     DONE,
     EXECUTING,
@@ -15,7 +15,7 @@ from incident_detector.run.journal import (
     REJECTED,
     Journal,
 )
-from incident_detector.run.store import Store
+from incident_detector.store.records import Store
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=timezone.utc)
 KEY = ("demo-aiops", "payments-api", 2, "uid-1")

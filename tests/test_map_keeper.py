@@ -14,10 +14,10 @@ from incident_detector.judge.change_diff import FieldValue, ObjectState
 from incident_detector.judge.correlator import Rules
 from incident_detector.model import Container, Deployment, EnvVar, PodTemplate, ReplicaSet, \
     Service
-from incident_detector.run.change_log import ChangeLog
+from incident_detector.store.changes import ChangeLog
 from incident_detector.run.changes import MAP_REFRESH, ChangeDesk
 from incident_detector.run.live import LiveFeed
-from incident_detector.run.store import Store
+from incident_detector.store.records import Store
 
 NOW = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
 

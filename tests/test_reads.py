@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from incident_detector.run.journal import Journal
-from incident_detector.run.reads import (
+from incident_detector.store.journal import Journal
+from incident_detector.store.reads import (
     BadQuery,
     Filters,
     audit,
@@ -18,7 +18,7 @@ from incident_detector.run.reads import (
     queue,
     stats,
 )
-from incident_detector.run.store import Store
+from incident_detector.store.records import Store
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 
 from incident_detector.main import build_detector, slack_routes
-from incident_detector.run.journal import DONE, PROPOSED, REJECTED, VERIFIED
-from incident_detector.run.store import Store
+from incident_detector.store.journal import DONE, PROPOSED, REJECTED, VERIFIED
+from incident_detector.store.records import Store
 from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
 from incident_detector.sim.replay import SCENARIO_EPOCH, ManualClock, scenario_settings
 from incident_detector.sim.scenario import load_scenario

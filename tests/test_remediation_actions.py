@@ -36,8 +36,8 @@ from incident_detector.act.remediation import Fix, PlanRequest, pod_selector, pr
 from incident_detector.judge.correlator import Rollout, find_rollout
 from incident_detector.main import build_detector, slack_routes
 from incident_detector.model import Deployment, Evidence, Incident, Pod, PodProblem, Signal
-from incident_detector.run.journal import PROPOSED, REFUSED, UNVERIFIED
-from incident_detector.run.store import Store
+from incident_detector.store.journal import PROPOSED, REFUSED, UNVERIFIED
+from incident_detector.store.records import Store
 from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
 from incident_detector.sim.replay import SCENARIO_EPOCH, ManualClock, scenario_settings
 from incident_detector.sim.scenario import load_scenario

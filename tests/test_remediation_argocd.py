@@ -33,8 +33,8 @@ import respx
 
 from incident_detector.act.remediation import Remediator
 from incident_detector.main import build_detector, slack_routes
-from incident_detector.run.journal import DONE, DRY_RUN, FAILED, STALE, UNVERIFIED, VERIFIED
-from incident_detector.run.store import Store
+from incident_detector.store.journal import DONE, DRY_RUN, FAILED, STALE, UNVERIFIED, VERIFIED
+from incident_detector.store.records import Store
 from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
 from incident_detector.sim.replay import SCENARIO_EPOCH, ManualClock, scenario_settings
 from incident_detector.sim.scenario import load_scenario

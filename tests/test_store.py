@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
-from incident_detector.run import store as store_module
-from incident_detector.run.store import Store, StoreVersionError
+from incident_detector.store import records as store_module
+from incident_detector.store.records import Store, StoreVersionError
 
 T0 = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
 KEY = ("demo-aiops", "payments-api", 2, "uid-1")
@@ -222,7 +222,7 @@ def test_a_file_of_version_2_gains_the_journal_and_the_audit_trail(tmp_path):
 
 def test_schema_4_files_gain_a_priority_column_read_from_their_records(tmp_path):
 
-    from incident_detector.run.store import SCHEMA_VERSION, _create_tables
+    from incident_detector.store.records import SCHEMA_VERSION, _create_tables
 
     path = tmp_path / "v4.sqlite3"
     db = sqlite3.connect(path)

@@ -26,7 +26,7 @@ from incident_detector.errors import SourceError
 from incident_detector.judge.signatures import fingerprint
 from incident_detector.judge.triage import fold
 from incident_detector.model import LogLine, Priority
-from incident_detector.run.store import Store, db_time
+from incident_detector.store.records import Store, db_time
 from incident_detector.run.triage import MAX_READ_SPAN, RETENTION, Triage
 from incident_detector.sim.fakes import LokiFake
 from incident_detector.sim.replay import SCENARIO_EPOCH

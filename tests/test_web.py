@@ -17,7 +17,7 @@ from incident_detector.sim.replay import (
     simulated_cluster,
 )
 from incident_detector.sim.scenario import load_scenario
-from incident_detector.run.store import Store
+from incident_detector.store.records import Store
 from incident_detector.web.app import make_app
 
 from harness import SCENARIO

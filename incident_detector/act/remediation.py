@@ -66,7 +66,7 @@ from ..model import (
 from ..notify.events import EventRecorder
 from ..notify.render import remediation_blocks
 from ..notify.slack import THREAD_KEY, thread_key
-from ..run.journal import (
+from ..store.journal import (
     APPROVED,
     DONE,
     DRY_RUN,

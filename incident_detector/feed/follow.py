@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from ..model import CHANGE_KINDS
-from ..run.change_log import MAX_QUERY_LIMIT, ChangeLog, change_dict
+from ..store.changes import MAX_QUERY_LIMIT, ChangeLog, change_dict
 from ..run.live import LiveFeed
 
 # The LiveFeed's kind of a recorded change.

@@ -30,7 +30,7 @@ try:
 except ImportError as missing:  # the base install: say what to do, not which module is absent
     raise GrpcExtraMissing(GRPC_EXTRA_HINT) from missing
 
-from ..run.change_log import ChangeLog
+from ..store.changes import ChangeLog
 from ..run.live import LiveFeed
 from .follow import ChangeFilter, change_kind, follow
 

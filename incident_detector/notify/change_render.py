@@ -18,7 +18,7 @@ from typing import Any
 from ..judge.causes import scale_down
 from ..model import Change, ChangeIncident
 from ..redact import redact
-from ..run.change_log import change_summary
+from ..store.changes import change_summary
 from .render import (
     SCHEMA_VERSION,
     SLACK_EXAMPLE_MAX_CHARS,

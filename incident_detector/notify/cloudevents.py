@@ -44,7 +44,7 @@ from pydantic import SecretStr
 from ..errors import parse_retry_after
 from ..model import Change
 from ..retry import Backoff
-from ..run.change_log import ChangeLog, PendingEmission, change_dict
+from ..store.changes import ChangeLog, PendingEmission, change_dict
 
 if TYPE_CHECKING:
     from ..config import Settings

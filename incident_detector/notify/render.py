@@ -32,7 +32,7 @@ from ..model import (
     Signal,
 )
 from ..redact import redact
-from ..run.change_log import change_dict, change_summary
+from ..store.changes import change_dict, change_summary
 
 SCHEMA_VERSION = 1
 

@@ -34,7 +34,7 @@ from ..model import (
     alert_key,
 )
 from ..notify import alert_render
-from .alert_inbox import AlertInbox, StoredAlert
+from ..store.alerts import AlertInbox, StoredAlert
 from .outbox import Outbox
 
 if TYPE_CHECKING:

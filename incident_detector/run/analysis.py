@@ -57,7 +57,7 @@ from ..judge.placeholders import Redactor
 from ..notify import analysis_render
 from ..notify.slack import THREAD_KEY, thread_key
 from ..sources.llm import LlmAnswer, LlmError
-from .journal import Journal
+from ..store.journal import Journal
 
 log = structlog.get_logger("incident_detector")
 

@@ -70,7 +70,7 @@ from ..model import (
 )
 from ..notify import change_render
 from ..sources.loki import CountWindow
-from .change_log import ChangeLog, change_dict
+from ..store.changes import ChangeLog, change_dict
 from .live import LiveFeed
 
 log = structlog.get_logger("incident_detector")

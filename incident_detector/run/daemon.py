@@ -59,17 +59,17 @@ from ..notify.slack import thread_key
 from ..retry import Backoff
 from ..sources.loki import CountWindow, WindowCounts
 from .health import Sources, iso
-from .journal import AuditRow, Journal
+from ..store.journal import AuditRow, Journal
 from .live import LiveFeed, RolloutSeries
 from .loki_budget import LokiBudget, MeteredLoki
 from .metrics import DetectorMetrics
 from .outbox import EventSink, Outbox, Sender, StdoutSink
-from .store import Store
+from ..store.records import Store
 
 if TYPE_CHECKING:  # act/ builds on run/: only the type is needed here
     from ..act.remediation import Remediator
     from .alert_desk import AlertDesk, NamespaceAlerts
-    from .alert_inbox import StoredAlert
+    from ..store.alerts import StoredAlert
     from .changes import ChangeDesk
     from .error_lines import ErrorLines
     from .rules_file import RulesFile

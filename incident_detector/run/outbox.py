@@ -23,7 +23,7 @@ from ..notify.slack import THREAD_KEY, thread_key
 from ..retry import Backoff
 from .health import Sources
 from .metrics import DetectorMetrics
-from .store import OutboxItem, Store
+from ..store.records import OutboxItem, Store
 
 log = structlog.get_logger("incident_detector")
 

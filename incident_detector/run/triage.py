@@ -45,7 +45,7 @@ from ..judge.triage import (
     to_notify,
 )
 from ..model import LogLine, Priority
-from .store import db_time, from_db_time, transaction
+from ..store.records import db_time, from_db_time, transaction
 
 log = structlog.get_logger(__name__)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings, load_settings
-from ..run.store import Store
+from ..store.records import Store
 from .fakes import KubeApiFake, LokiFake, SlackSink
 from .scenario import ExpectedChangeIncident, Scenario, load_scenario
 from .server import LocalServer

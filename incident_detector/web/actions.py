@@ -54,7 +54,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from ..notify.render import ACTION_BUTTONS
-from ..run.journal import (
+from ..store.journal import (
     APPROVED,
     DONE,
     DRY_RUN,

@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..run.alert_inbox import AlertInbox, ReceiveSummary
+from ..store.alerts import AlertInbox, ReceiveSummary
 from ..sources.alerts import STATUSES, PayloadError, parse_webhook
 from .bodies import read_capped
 

@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..model import Priority
-from ..run import reads
+from ..store import reads
 from . import queries
 
 ERRORS_PATH = "/api/errors"

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ..run.journal import Journal
+from ..store.journal import Journal
 from ..run.metrics import DetectorMetrics
 
 AUDIT_PAGE_MAX = 500

@@ -38,7 +38,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from ..feed.follow import FEED_KIND, ChangeFilter, change_kind, follow
-from ..run.change_log import ChangeLog, change_dict
+from ..store.changes import ChangeLog, change_dict
 from ..run.live import LiveFeed
 from .api import BadParameter, _bad, _limit, _since, _text
 

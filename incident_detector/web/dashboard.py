@@ -29,7 +29,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..run import reads
+from ..store import reads
 from . import queries
 from .actions import flash_message
 from .api import BadParameter, _new_only, _priority, _text

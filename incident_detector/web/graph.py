@@ -36,7 +36,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..judge import service_map as graph
 from ..model import Signal
-from ..run import reads
+from ..store import reads
 from .api import BadParameter, _bad, _text
 from .queries import QUEUE_WINDOW, leader
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..run import reads
+from ..store import reads
 from ..run.health import iso
 
 # The overview's queue: the open incidents detected within this long, at most QUEUE_SIZE.

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .store import IncidentKey, db_time, from_db_time
+from .records import IncidentKey, db_time, from_db_time
 
 PROPOSED, APPROVED, EXECUTING = "proposed", "approved", "executing"
 DONE, FAILED, STALE, REJECTED, REFUSED = "done", "failed", "stale", "rejected", "refused"

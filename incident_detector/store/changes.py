@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..model import Change, FieldChange
-from .store import db_time, from_db_time, transaction
+from .records import db_time, from_db_time, transaction
 
 # The CloudEvent of a change: waiting to be sent, sent, or given up after too many attempts.
 PENDING, SENT, GAVE_UP = "pending", "sent", "gave_up"

@@ -26,7 +26,7 @@ from typing import Any
 from ..judge.alert_map import Unmapped
 from ..model import Alert, AlertTarget
 from ..sources.alerts import AlertNotification
-from .store import db_time, from_db_time, transaction
+from .records import db_time, from_db_time, transaction
 
 DEFAULT_KEEP_DAYS = 7
 DEFAULT_MAX_ROWS = 10_000

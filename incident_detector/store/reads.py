@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .store import db_time
+from .records import db_time
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
