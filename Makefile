@@ -1,6 +1,6 @@
 # The two commands a newcomer runs: `make demo` and `make test`. Each creates its own
 # virtual environment (.venv) and installs into it what it needs: the demo the package alone,
-# the tests the package with its test tools and the gRPC extra.
+# the tests the package with its test tools and the gRPC and PostgreSQL extras.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -23,7 +23,7 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 
 # The test install holds the demo's too.
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,grpc]'
+	$(BIN)/python -m pip install --quiet -e '.[test,grpc,postgres]'
 	touch $@ $(DEMO_STAMP)
 
 install: $(TEST_STAMP)

@@ -39,3 +39,33 @@ def apiserver(running_apiserver):
 def cluster(tmp_path):
     """Loopback kube-apiserver, Loki and Slack serving a bad rollout that began 100 s ago."""
     yield from make_cluster(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL server per test session (per xdist worker): tests/postgres.py."""
+    from postgres import PostgresServer, find_bindir, in_ci
+
+    bindir = find_bindir()
+    if bindir is None:
+        message = "PostgreSQL is not installed (Debian: apt-get install postgresql)"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PostgresServer(bindir).start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(postgres_server):
+    """The URL of an empty store on the session's PostgreSQL (a schema of its own)."""
+    return postgres_server.new_schema()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_target(request, tmp_path):
+    """Where a store lives, once per backend: the suites of store/ run against both."""
+    if request.param == "sqlite":
+        return str(tmp_path / "state.sqlite3")
+    return request.getfixturevalue("pg_url")

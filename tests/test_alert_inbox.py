@@ -24,8 +24,8 @@ def fixture(name: str) -> AlertNotification:
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = Store(tmp_path / "state.sqlite3")
+def store(store_target):
+    store = Store(store_target)
     yield store
     store.close()
 
@@ -125,7 +125,9 @@ def test_annotations_follow_the_latest_notification(inbox):
     assert inbox.firing()[0].alert.annotation("summary") == "worse now"
 
 
-def test_receive_is_all_or_none(inbox, store):
+def test_receive_is_all_or_none(tmp_path):
+    store = Store(tmp_path / "state.sqlite3")  # a SQLite trigger makes the write fail
+    inbox = AlertInbox(store.connection)
     inbox.receive(notification(make_alert("a1")), now=NOW)
     # A trigger that fails on the second row of the next notification.
     store.connection.execute(
@@ -252,8 +254,8 @@ def test_prune_to_max_rows_drops_the_oldest_finished_first(inbox):
     assert inbox.count() == 0
 
 
-def test_the_inbox_survives_a_restart(tmp_path):
-    path = tmp_path / "state.sqlite3"
+def test_the_inbox_survives_a_restart(store_target):
+    path = store_target
     first = Store(path)
     inbox = AlertInbox(first.connection)
     inbox.receive(fixture("grouped.json"), now=NOW)

@@ -22,8 +22,8 @@ KEY = ("demo-aiops", "payments-api", 2, "uid-1")
 
 
 @pytest.fixture
-def journal(tmp_path):
-    store = Store(tmp_path / "state.sqlite3")
+def journal(store_target):
+    store = Store(store_target)
     yield Journal(store.connection)
     store.close()
 
@@ -56,8 +56,8 @@ def test_states_move_only_from_what_was_expected(journal):
         journal.advance(entry.id, expected=[DONE], to="exploded", now=later)
 
 
-def test_a_restart_finds_what_was_approved_or_under_way(tmp_path):
-    path = tmp_path / "state.sqlite3"
+def test_a_restart_finds_what_was_approved_or_under_way(store_target):
+    path = store_target
     store = Store(path)
     journal = Journal(store.connection)
     approved = journal.propose(key=KEY, action="rollback", params={}, precondition="1", now=T0,

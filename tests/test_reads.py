@@ -47,8 +47,8 @@ def notice(store, key, *, kind="alert", ns="shop", dep="checkout", at=T0, priori
 
 
 @pytest.fixture
-def store():
-    store = Store(":memory:")
+def store(store_target):
+    store = Store(store_target)
     yield store
     store.close()
 

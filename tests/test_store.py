@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import sqlite3
 
 import pytest
 
-from incident_detector.store import records as store_module
+from incident_detector.store import schema as schema_module
 from incident_detector.store.records import Store, StoreVersionError
 
 T0 = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
+# The tables as the code of schema 6 declared them: the files earlier releases wrote.
+TABLES_V6 = (Path(__file__).parent / "fixtures" / "store" / "tables-v6.sql").read_text()
 KEY = ("demo-aiops", "payments-api", 2, "uid-1")
 
 
@@ -19,16 +22,16 @@ def record(store: Store, key=KEY, at=T0) -> bool:
                                  deliveries=[("stdout", {"a": 1}), ("slack", {"text": "x"})])
 
 
-def test_an_incident_is_recorded_once(tmp_path):
-    store = Store(tmp_path / "state.sqlite3")
+def test_an_incident_is_recorded_once(store_target):
+    store = Store(store_target)
     assert record(store)
     assert not record(store)  # same key: nothing written, nothing queued again
     assert store.is_known(KEY) and store.known_keys() == {KEY}
     assert len(store.due(T0)) == 2
 
 
-def test_memory_survives_a_reopen(tmp_path):
-    path = tmp_path / "state.sqlite3"
+def test_memory_survives_a_reopen(store_target):
+    path = store_target
     store = Store(path)
     record(store)
     item = store.due(T0, channels=["stdout"])[0]
@@ -39,8 +42,8 @@ def test_memory_survives_a_reopen(tmp_path):
     assert [i.channel for i in again.due(T0)] == ["slack"]  # the undelivered one is still there
 
 
-def test_failed_delivery_is_retried_later_and_given_up_is_shown(tmp_path):
-    store = Store(":memory:")
+def test_failed_delivery_is_retried_later_and_given_up_is_shown(store_target):
+    store = Store(store_target)
     record(store)
     slack = store.due(T0, channels=["slack"])[0]
     store.mark_failed(slack.id, now=T0, error="http_503: unavailable", retry_at=T0 + timedelta(seconds=30))
@@ -53,8 +56,8 @@ def test_failed_delivery_is_retried_later_and_given_up_is_shown(tmp_path):
     assert summary.given_up[0]["channel"] == "slack" and summary.given_up[0]["attempts"] == 2
 
 
-def test_recent_incidents_newest_first_with_summary():
-    store = Store(":memory:")
+def test_recent_incidents_newest_first_with_summary(store_target):
+    store = Store(store_target)
     record(store, at=T0)
     record(store, key=("demo-aiops", "payments-api", 3, "uid-1"), at=T0 + timedelta(minutes=5))
     store.remember_foreign(key=("demo-aiops", "payments-api", 1, "uid-1"), replicaset="x",
@@ -65,8 +68,8 @@ def test_recent_incidents_newest_first_with_summary():
     assert store.count_incidents() == 3
 
 
-def test_a_deployment_created_again_has_incidents_of_its_own(tmp_path):
-    store = Store(tmp_path / "state.sqlite3")
+def test_a_deployment_created_again_has_incidents_of_its_own(store_target):
+    store = Store(store_target)
     record(store)
     again = ("demo-aiops", "payments-api", 2, "uid-2")
     assert not store.is_known(again)
@@ -75,8 +78,8 @@ def test_a_deployment_created_again_has_incidents_of_its_own(tmp_path):
     assert {item.key for item in store.due(T0)} == {KEY, again}
 
 
-def test_the_revisions_judged_bad_per_deployment_of_a_namespace(tmp_path):
-    store = Store(tmp_path / "state.sqlite3")
+def test_the_revisions_judged_bad_per_deployment_of_a_namespace(store_target):
+    store = Store(store_target)
     record(store)
     record(store, key=("demo-aiops", "payments-api", 3, "uid-2"))
     record(store, key=("demo-aiops", "fraud-check", 2, "uid-9"))
@@ -195,7 +198,7 @@ def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path, monkeypatch):
         db.execute("ALTER TABLE incidents RENAME TO incidents_v1")
         raise Boom()
 
-    monkeypatch.setitem(store_module.MIGRATIONS, 0, (explode, 2))
+    monkeypatch.setitem(schema_module.MIGRATIONS, 0, (explode, 2))
     with pytest.raises(Boom):
         Store(path)
     db = sqlite3.connect(path)
@@ -222,11 +225,9 @@ def test_a_file_of_version_2_gains_the_journal_and_the_audit_trail(tmp_path):
 
 def test_schema_4_files_gain_a_priority_column_read_from_their_records(tmp_path):
 
-    from incident_detector.store.records import SCHEMA_VERSION, _create_tables
-
     path = tmp_path / "v4.sqlite3"
     db = sqlite3.connect(path)
-    _create_tables(db)  # the tables as schema 4 made them
+    db.executescript(TABLES_V6)  # the tables as schema 4 made them (and the change timeline)
     db.execute("INSERT INTO incidents (namespace, deployment, revision, deployment_uid,"
                " replicaset, detected_at, record) VALUES ('ns', 'api', 2, 'u', 'api-1',"
                " '2026-11-23T18:00:00.000000Z', '{\"kind\": \"rollout\", \"priority\": \"P1\"}')")
@@ -236,7 +237,7 @@ def test_schema_4_files_gain_a_priority_column_read_from_their_records(tmp_path)
     db.commit()
     db.close()
     store = Store(path)
-    assert store.migrated_from == 4 and SCHEMA_VERSION == 6
+    assert store.migrated_from == 4
     rows = store.connection.execute(
         "SELECT priority FROM incidents UNION ALL SELECT priority FROM notices").fetchall()
     assert rows == [("P1",), (None,)]
@@ -260,3 +261,139 @@ def test_schema_5_files_gain_the_change_timeline(tmp_path):
     columns = {row[1] for row in store.connection.execute("PRAGMA table_info(changes)")}
     assert {"namespace", "kind", "name", "resource_version", "at", "record",
             "emit_state"} <= columns
+
+
+# --- schema 7: ids of their own, on both databases --------------------------------------------
+
+def test_schema_6_files_keep_their_rowids_as_ids(tmp_path):
+    # /incidents/r12 links made before stay right: the ids are the rowids they were.
+    path = tmp_path / "v6.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(TABLES_V6)
+    db.execute("ALTER TABLE incidents ADD COLUMN priority TEXT")
+    db.execute("ALTER TABLE notices ADD COLUMN priority TEXT")
+    for rowid, revision in ((7, 2), (3, 5)):
+        db.execute("INSERT INTO incidents (rowid, namespace, deployment, revision, deployment_uid,"
+                   " replicaset, detected_at, record, priority) VALUES (?, 'ns', 'api', ?, 'u',"
+                   " 'api-1', '2026-11-23T18:00:00.000000Z', '{}', 'P2')", (rowid, revision))
+    db.execute("INSERT INTO notices (rowid, key, kind, namespace, deployment, detected_at, record)"
+               " VALUES (4, 'alert/f/t', 'alert', 'ns', 'api', '2026-11-23T18:00:00.000000Z',"
+               " '{}')")
+    db.execute("PRAGMA user_version=6")
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.migrated_from == 6
+    rows = store.connection.execute("SELECT id, revision, priority FROM incidents ORDER BY id")
+    assert rows.fetchall() == [(3, 5, "P2"), (7, 2, "P2")]
+    assert store.connection.execute("SELECT id FROM notices").fetchall() == [(4,)]
+    # New rows number on from there, and the unique key still holds.
+    assert record(store, key=("ns", "api", 9, "u"))
+    assert not store.record_incident(key=("ns", "api", 2, "u"), replicaset="api-1",
+                                     detected_at=T0, record={}, deliveries=())
+    assert store.connection.execute("SELECT MAX(id) FROM incidents").fetchone()[0] == 8
+
+
+def test_a_store_of_a_newer_detector_is_refused_on_postgresql(pg_url):
+    store = Store(pg_url)
+    store.connection.execute("INSERT INTO schema_migrations VALUES (99, 'then', 'future')")
+    with pytest.raises(StoreVersionError) as refused:
+        Store(pg_url)
+    assert "schema version 99" in str(refused.value) and "DATABASE_URL" in str(refused.value)
+    assert "pw-" not in str(refused.value)  # the URL in the message has no password
+
+
+def test_two_replicas_starting_together_migrate_once(pg_url):
+    import threading
+
+    stores, errors = [], []
+    barrier = threading.Barrier(4)
+
+    def start(name: str) -> None:
+        barrier.wait()
+        try:
+            stores.append(Store(pg_url, owner=name))
+        except Exception as exc:  # pragma: no cover - the assertion below says which
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(f"replica-{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(s.migrated_from is None for s in stores) == [False, True, True, True]
+    applied = stores[0].connection.execute(
+        "SELECT version, applied_by FROM schema_migrations").fetchall()
+    assert len(applied) == 1 and applied[0][0] == schema_module.SCHEMA_VERSION
+
+
+def test_one_incident_per_revision_across_replicas(store_target):
+    first, second = Store(store_target, owner="a"), Store(store_target, owner="b")
+    assert record(first)
+    assert not record(second)  # the other replica's row is there: nothing to send
+    assert len(second.due(T0)) == 2
+
+
+def test_an_outbox_row_is_sent_by_the_one_replica_that_claimed_it(store_target):
+    first, second = Store(store_target, owner="a"), Store(store_target, owner="b")
+    record(first)
+    row = first.due(T0, channels=["slack"])[0]
+    assert first.claim(row.id, T0)
+    assert not second.claim(row.id, T0)
+    assert second.due(T0, channels=["slack"]) == []  # held by the other sender
+    assert first.claim(row.id, T0 + timedelta(seconds=1))  # its own claim, renewed
+    # A replica killed mid-send: its claim runs out and the row goes out from the other.
+    later = T0 + timedelta(seconds=store_module_claim() + 2)
+    assert [i.id for i in second.due(later, channels=["slack"])] == [row.id]
+    assert second.claim(row.id, later)
+    second.mark_delivered(row.id, later)
+    assert not first.claim(row.id, later + timedelta(hours=1))  # delivered: nobody sends again
+
+
+def store_module_claim() -> float:
+    from incident_detector.store.records import CLAIM_SECONDS
+
+    return CLAIM_SECONDS
+
+
+def test_a_notice_closes_once_whichever_replica_closes_it(store_target):
+    first, second = Store(store_target, owner="a"), Store(store_target, owner="b")
+    assert first.record_notice(key="alert/f/t", kind="alert", namespace="ns", deployment="api",
+                               detected_at=T0, record={"summary": "s", "priority": "P2"},
+                               deliveries=[("stdout", {"a": 1})])
+    assert not second.record_notice(key="alert/f/t", kind="alert", namespace="ns",
+                                    deployment="api", detected_at=T0, record={},
+                                    deliveries=[("stdout", {"a": 1})])
+    closed = [s.close_notice(key="alert/f/t", closed_at=T0 + timedelta(minutes=1),
+                             record={"why": "resolved"}, deliveries=[("stdout", {"b": 2})])
+              for s in (second, first)]
+    assert closed == [True, False]
+    notice = first.notice("alert/f/t")
+    assert notice["record"] == {"summary": "s", "priority": "P2", "closed": {"why": "resolved"}}
+    assert first.recent_notices()[0]["summary"] == "s"
+    assert len(first.due(T0 + timedelta(minutes=2))) == 2  # the notice's line and the follow-up
+
+
+def test_a_legacy_row_is_adopted_on_both_databases(store_target):
+    store = Store(store_target)
+    store.remember_foreign(key=("ns", "api", 2, ""), replicaset="api-1", detected_at=T0,
+                           origin="event")
+    assert store.has_legacy
+    assert store.adopt_legacy(key=("ns", "api", 2, "u"), replicaset="api-1", replicaset_uid="r",
+                              replicaset_created_at=T0 - timedelta(minutes=1))
+    assert store.known_keys() == {("ns", "api", 2, "u")} and not store.has_legacy
+
+
+def test_the_database_unreachable_is_an_error_without_the_password(postgres_server):
+    from incident_detector.store.db import StoreUnavailable
+
+    url = postgres_server.url().replace(str(postgres_server.port), "1")
+    with pytest.raises(StoreUnavailable) as down:
+        Store(url)
+    assert postgres_server.password not in str(down.value)
+    assert "***" in str(down.value) and down.value.retryable
+    wrong = postgres_server.url(password="not-the-password-42")
+    with pytest.raises(StoreUnavailable) as refused:
+        Store(wrong)
+    assert "not-the-password-42" not in str(refused.value)

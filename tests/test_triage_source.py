@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sqlite3
 from collections.abc import Iterable
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -26,6 +25,7 @@ from incident_detector.errors import SourceError
 from incident_detector.judge.signatures import fingerprint
 from incident_detector.judge.triage import fold
 from incident_detector.model import LogLine, Priority
+from incident_detector.store.db import Database
 from incident_detector.store.records import Store, db_time
 from incident_detector.run.triage import MAX_READ_SPAN, RETENTION, Triage
 from incident_detector.sim.fakes import LokiFake
@@ -74,7 +74,7 @@ class CountingSampler:
         return await self.client.sample_errors(**kwargs)
 
 
-def make_triage(db: sqlite3.Connection, loki, **overrides) -> Triage:
+def make_triage(db: Database, loki, **overrides) -> Triage:
     options = dict(connection=db, loki=loki, sample_lines=500, max_groups=100,
                    prioritize=by_words, notify_priorities=("P1",),
                    first_window=timedelta(seconds=120))
@@ -273,8 +273,8 @@ def loki():
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = Store(tmp_path / "state.sqlite3")
+def store(store_target):
+    store = Store(store_target)
     yield store
     store.close()
 

@@ -147,6 +147,8 @@ class Outbox:
 
     def deliver_stdout(self) -> None:
         for item in self.store.due(self.clock(), channels=[CHANNEL_STDOUT]):
+            if not self.store.claim(item.id, self.clock()):
+                continue  # another replica on the same database writes it
             self.stdout.write(item.payload)
             self.store.mark_delivered(item.id, self.clock())
 
@@ -166,6 +168,8 @@ class Outbox:
 
     async def _deliver(self, item: OutboxItem) -> bool:
         now = self.clock()
+        if not self.store.claim(item.id, now):
+            return False  # another replica on the same database sends it
         sender = {CHANNEL_SLACK: self.slack, CHANNEL_EVENT: self.events}.get(item.channel)
         if sender is None:
             self.store.mark_given_up(item.id, now=now, error=f"{item.channel} is not configured")

@@ -25,7 +25,6 @@ rather than losing them.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -45,6 +44,7 @@ from ..judge.triage import (
     to_notify,
 )
 from ..model import LogLine, Priority
+from ..store.db import Database
 from ..store.records import db_time, from_db_time, transaction
 
 log = structlog.get_logger(__name__)
@@ -76,7 +76,7 @@ class Triage:
     def __init__(
         self,
         *,
-        connection: sqlite3.Connection,
+        connection: Database,
         loki: ErrorSampler,
         sample_lines: int,
         max_groups: int,
@@ -326,6 +326,7 @@ class Triage:
                 self._db.execute("DELETE FROM error_groups WHERE last_seen < ?",
                                  (db_time(now - RETENTION),))
                 self._db.execute(
-                    "DELETE FROM error_groups WHERE rowid NOT IN (SELECT rowid FROM error_groups"
+                    "DELETE FROM error_groups WHERE (namespace, fingerprint) NOT IN (SELECT"
+                    " namespace, fingerprint FROM error_groups"
                     " ORDER BY last_seen DESC, namespace DESC, fingerprint DESC LIMIT ?)",
                     (self._max_groups,))

@@ -18,7 +18,6 @@ arrives after its resolution is stale and changes nothing.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +25,8 @@ from typing import Any
 from ..judge.alert_map import Unmapped
 from ..model import Alert, AlertTarget
 from ..sources.alerts import AlertNotification
-from .records import db_time, from_db_time, transaction
+from .db import Database
+from .records import NO_LIMIT, db_time, from_db_time, transaction
 
 DEFAULT_KEEP_DAYS = 7
 DEFAULT_MAX_ROWS = 10_000
@@ -98,7 +98,7 @@ class StoredAlert:
 class AlertInbox:
     """``AlertInbox(store.connection)``: the ``alerts`` table of schema 4."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: Database) -> None:
         self._db = connection
 
     def receive(self, notification: AlertNotification, *, now: datetime) -> ReceiveSummary:
@@ -212,9 +212,10 @@ class AlertInbox:
                 "DELETE FROM alerts WHERE updated_at < ? AND NOT (status='resolved'"
                 " AND incident IS NOT NULL AND closed_at IS NULL)", (cutoff,)).rowcount
             deleted += self._db.execute(
-                "DELETE FROM alerts WHERE rowid IN (SELECT rowid FROM alerts"
-                f" ORDER BY CASE WHEN {_OPEN} THEN 0 ELSE 1 END, updated_at DESC"
-                " LIMIT -1 OFFSET ?)", (max(0, max_rows),)).rowcount
+                "DELETE FROM alerts WHERE (fingerprint, starts_at) IN (SELECT fingerprint,"
+                f" starts_at FROM alerts ORDER BY CASE WHEN {_OPEN} THEN 0 ELSE 1 END,"
+                " updated_at DESC, fingerprint LIMIT ? OFFSET ?)",
+                (NO_LIMIT, max(0, max_rows))).rowcount
         return deleted
 
 

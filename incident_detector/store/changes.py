@@ -14,14 +14,14 @@ CloudEvent's ``data``, the gRPC feed and an incident's ``evidence.causes``.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from ..model import Change, FieldChange
-from .records import db_time, from_db_time, transaction
+from .db import Database
+from .records import NO_LIMIT, db_time, from_db_time, transaction
 
 # The CloudEvent of a change: waiting to be sent, sent, or given up after too many attempts.
 PENDING, SENT, GAVE_UP = "pending", "sent", "gave_up"
@@ -117,7 +117,7 @@ class PendingEmission:
 class ChangeLog:
     """The ``changes`` table of the state file (run.store, schema 6)."""
 
-    def __init__(self, db: sqlite3.Connection, *, retention: timedelta, max_rows: int,
+    def __init__(self, db: Database, *, retention: timedelta, max_rows: int,
                  emit: bool = False) -> None:
         self._db = db
         self.retention = retention
@@ -133,16 +133,17 @@ class ChangeLog:
         recorded: list[Change] = []
         with transaction(self._db):
             for change in changes:
-                cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO changes (namespace, kind, name, resource_version, at,"
-                    " observed_at, record, emit_state, emit_next_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                row = self._db.execute(
+                    "INSERT INTO changes (namespace, kind, name, resource_version, at,"
+                    " observed_at, record, emit_state, emit_next_at) VALUES (?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT DO NOTHING RETURNING id",
                     (change.namespace, change.kind, change.name, change.resource_version,
                      db_time(change.at), db_time(change.observed_at), "{}",
                      PENDING if self.emit else None,
-                     db_time(change.observed_at) if self.emit else None))
-                if cursor.rowcount != 1:
+                     db_time(change.observed_at) if self.emit else None)).fetchone()
+                if row is None:
                     continue
-                stored = _with_id(change, int(cursor.lastrowid))  # type: ignore[arg-type]
+                stored = _with_id(change, int(row[0]))
                 self._db.execute("UPDATE changes SET record=? WHERE id=?",
                                  (json.dumps(change_dict(stored), sort_keys=True), stored.id))
                 recorded.append(stored)
@@ -196,7 +197,7 @@ class ChangeLog:
                                    (db_time(now - self.retention),)).rowcount
             extra = self._db.execute(
                 "DELETE FROM changes WHERE id IN (SELECT id FROM changes ORDER BY id DESC "
-                "LIMIT -1 OFFSET ?)", (self.max_rows,)).rowcount
+                "LIMIT ? OFFSET ?)", (NO_LIMIT, self.max_rows)).rowcount
         return old + extra
 
     # CloudEvent delivery ------------------------------------------------------------------

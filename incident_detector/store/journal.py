@@ -16,12 +16,12 @@ detector never deletes one.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .db import Database
 from .records import IncidentKey, db_time, from_db_time
 
 PROPOSED, APPROVED, EXECUTING = "proposed", "approved", "executing"
@@ -71,7 +71,7 @@ class AuditRow:
 
 
 class Journal:
-    def __init__(self, db: sqlite3.Connection, *,
+    def __init__(self, db: Database, *,
                  on_audit: Callable[[AuditRow], None] | None = None) -> None:
         self._db = db
         # Told of every audit row once it is written (the dashboard's live feed).
@@ -85,13 +85,13 @@ class Journal:
         of that kind (whatever became of it)."""
         if state not in (PROPOSED, APPROVED, REFUSED):
             raise ValueError(f"an action starts proposed, approved or refused, not {state!r}")
-        cursor = self._db.execute(
-            "INSERT OR IGNORE INTO actions (namespace, deployment, revision, deployment_uid,"
+        row = self._db.execute(
+            "INSERT INTO actions (namespace, deployment, revision, deployment_uid,"
             " action, params, precondition, state, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
             (*key, action, json.dumps(params, sort_keys=True), precondition, state, db_time(now),
-             db_time(now)))
-        return self.get(cursor.lastrowid) if cursor.rowcount == 1 else None
+             db_time(now))).fetchone()
+        return self.get(int(row[0])) if row is not None else None
 
     def advance(self, entry_id: int, *, expected: Iterable[str], to: str, now: datetime,
                 who: str | None = None, result: str | None = None) -> bool:
@@ -145,11 +145,12 @@ class Journal:
     def audit(self, *, at: datetime, who: str, action: str, target: str, decision: str,
               reason: str, dry_run: bool, result: str | None = None,
               action_id: int | None = None) -> AuditRow:
-        cursor = self._db.execute(
+        (audit_id,) = self._db.execute(
             "INSERT INTO audit (at, who, action, target, decision, reason, dry_run, result,"
-            " action_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (db_time(at), who, action, target, decision, reason, int(dry_run), result, action_id))
-        row = AuditRow(cursor.lastrowid or 0, at, who, action, target, decision, reason,
+            " action_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (db_time(at), who, action, target, decision, reason, int(dry_run), result,
+             action_id)).fetchone()
+        row = AuditRow(int(audit_id), at, who, action, target, decision, reason,
                        dry_run, result, action_id)
         if self._on_audit is not None:
             self._on_audit(row)

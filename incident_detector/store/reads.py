@@ -1,11 +1,11 @@
 """Read models for the dashboard and its JSON API: SQL reads over the store's tables, nothing else.
 
-Incidents of every kind in one list. A row of ``incidents`` (a bad rollout) is ``r<rowid>``, a
-row of ``notices`` (an alert incident or a notified error group) is ``n<rowid>``: the id a page
-links to and a cursor pages from. Neither table ever deletes or rewrites its rows and the store
-never vacuums, so a rowid stays its row's.
+Incidents of every kind in one list. A row of ``incidents`` (a bad rollout) is ``r<id>``, a
+row of ``notices`` (an alert incident or a notified error group) is ``n<id>``: the id a page
+links to and a cursor pages from. Neither table ever deletes its rows, so an id stays its row's
+(on SQLite the ids are the rowids of earlier versions: links made before stay right).
 
-The list is newest first by ``detected_at`` (then ``r`` before ``n``, then rowid, so that the
+The list is newest first by ``detected_at`` (then ``r`` before ``n``, then id, so that the
 order is total) and pages by keyset: ``before=<id>`` continues after that incident, which stays
 right however many incidents arrive meanwhile.
 
@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from .db import Database
 from .records import db_time
 
 MAX_LIMIT = 500
@@ -41,7 +41,7 @@ _ID = re.compile(r"^([rn])([1-9][0-9]{0,17})$")
 # priority has a column of its own, schema 5). The closing of a rollout incident is its verified
 # action's time (a lookup in the actions' unique key).
 _KEYS = """
-SELECT 'r' AS src, i.rowid AS rid, 'rollout' AS kind, i.namespace AS namespace,
+SELECT 'r' AS src, i.id AS rid, 'rollout' AS kind, i.namespace AS namespace,
        i.deployment AS deployment, i.detected_at AS detected_at,
        (SELECT MAX(a.updated_at) FROM actions a WHERE a.namespace = i.namespace
           AND a.deployment = i.deployment AND a.revision = i.revision
@@ -49,21 +49,19 @@ SELECT 'r' AS src, i.rowid AS rid, 'rollout' AS kind, i.namespace AS namespace,
        i.priority AS priority
   FROM incidents i
 UNION ALL
-SELECT 'n', n.rowid, n.kind, n.namespace, n.deployment, n.detected_at, n.closed_at, n.priority
+SELECT 'n', n.id, n.kind, n.namespace, n.deployment, n.detected_at, n.closed_at, n.priority
   FROM notices n
 """
 # The chosen rows in full, from their own table.
+# ``{json}(field)`` reads a field of the record (each database says it its own way).
 _DETAILS = {
-    "r": "SELECT 'r', rowid, 'rollout', namespace, deployment, revision, deployment_uid,"
-         " namespace || '/' || deployment || '/' || revision || '/' || deployment_uid,"
-         " detected_at, priority, json_extract(record, '$.rule'),"
-         " json_extract(record, '$.summary'), json_extract(record, '$.confidence'), origin"
-         " FROM incidents WHERE rowid IN ({marks})",
-    "n": "SELECT 'n', rowid, kind, namespace, deployment, json_extract(record, '$.revision'),"
-         " json_extract(record, '$.deployment_uid'), key, detected_at,"
-         " priority, json_extract(record, '$.rule'),"
-         " json_extract(record, '$.summary'), NULL, 'detected'"
-         " FROM notices WHERE rowid IN ({marks})",
+    "r": "SELECT 'r', id, 'rollout', namespace, deployment, revision, deployment_uid,"
+         " namespace || '/' || deployment || '/' || CAST(revision AS TEXT) || '/' ||"
+         " deployment_uid, detected_at, priority, {rule}, {summary}, {confidence}, origin"
+         " FROM incidents WHERE id IN ({marks})",
+    "n": "SELECT 'n', id, kind, namespace, deployment, {revision}, {deployment_uid}, key,"
+         " detected_at, priority, {rule}, {summary}, NULL, 'detected'"
+         " FROM notices WHERE id IN ({marks})",
 }
 _COLUMNS = ("src", "rid", "kind", "namespace", "deployment", "revision", "deployment_uid", "key",
             "detected_at", "priority", "rule", "summary", "confidence", "origin", "closed_at")
@@ -71,18 +69,20 @@ _PRIORITY_ORDER = ("CASE priority WHEN 'P1' THEN 1 WHEN 'P2' THEN 2 WHEN 'P3' TH
                    " WHEN 'P4' THEN 4 ELSE 5 END")
 
 
-def _select(db: sqlite3.Connection, *, where: list[str], args: Sequence[Any], order: str,
+def _select(db: Database, *, where: list[str], args: Sequence[Any], order: str,
             limit: int) -> list[tuple[Any, ...]]:
     """Filter and order the cheap keys, then read the chosen rows in full (in that order)."""
     clause = f" WHERE {' AND '.join(where)}" if where else ""
-    chosen = db.execute(f"SELECT src, rid, closed_at FROM ({_KEYS}){clause}"
+    chosen = db.execute(f"SELECT src, rid, closed_at FROM ({_KEYS}) AS k{clause}"
                         f" ORDER BY {order} LIMIT ?", (*args, limit)).fetchall()
     closed = {(src, rid): closed_at for src, rid, closed_at in chosen}
     rows: dict[tuple[str, int], tuple[Any, ...]] = {}
     for src in ("r", "n"):
         ids = [rid for s, rid, _ in chosen if s == src]
         if ids:
-            sql = _DETAILS[src].format(marks=", ".join("?" for _ in ids))
+            sql = _DETAILS[src].format(marks=", ".join("?" for _ in ids), **{
+                field: db.json_text("record", field)
+                for field in ("rule", "summary", "confidence", "revision", "deployment_uid")})
             for row in db.execute(sql, ids):
                 rows[(src, row[1])] = (*row, closed[(src, row[1])])
     return [rows[(src, rid)] for src, rid, _ in chosen if (src, rid) in rows]
@@ -151,10 +151,22 @@ def _item(row: Sequence[Any]) -> dict[str, Any]:
               "status": "closed" if values["closed_at"] else "open"}
     if values["revision"] is not None:
         values["revision"] = int(values["revision"])
+    values["confidence"] = _number(values["confidence"])
     return values
 
 
-def incidents(db: sqlite3.Connection, *, filters: Filters = Filters(), before: str | None = None,
+def _number(value: Any) -> float | int | None:
+    """A number read from a record's JSON (PostgreSQL hands it over as text)."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() and "." not in str(value) else number
+
+
+def incidents(db: Database, *, filters: Filters = Filters(), before: str | None = None,
               limit: int = DEFAULT_LIMIT) -> Page:
     """Incidents of every kind, newest first, ``limit`` (1..MAX_LIMIT) at a time."""
     if not 1 <= limit <= MAX_LIMIT:
@@ -163,7 +175,7 @@ def incidents(db: sqlite3.Connection, *, filters: Filters = Filters(), before: s
     if before is not None:
         src, rid = parse_id(before)
         table = "incidents" if src == "r" else "notices"
-        row = db.execute(f"SELECT detected_at FROM {table} WHERE rowid = ?", (rid,)).fetchone()
+        row = db.execute(f"SELECT detected_at FROM {table} WHERE id = ?", (rid,)).fetchone()
         if row is None:
             raise BadQuery(f"before names no incident: {before}")
         clauses.append("(detected_at, src, rid) < (?, ?, ?)")
@@ -173,7 +185,7 @@ def incidents(db: sqlite3.Connection, *, filters: Filters = Filters(), before: s
     return Page(items, items[-1]["id"] if len(rows) > limit else None)
 
 
-def queue(db: sqlite3.Connection, *, since: datetime, limit: int = 50) -> list[dict[str, Any]]:
+def queue(db: Database, *, since: datetime, limit: int = 50) -> list[dict[str, Any]]:
     """The open incidents detected since ``since``, most urgent first (P1 before P2, newest
     first within a priority): the overview's priority queue."""
     rows = _select(db, where=["closed_at IS NULL", "detected_at >= ?"], args=[db_time(since)],
@@ -181,17 +193,17 @@ def queue(db: sqlite3.Connection, *, since: datetime, limit: int = 50) -> list[d
     return [_item(row) for row in rows]
 
 
-def incident(db: sqlite3.Connection, incident_id: str) -> dict[str, Any] | None:
+def incident(db: Database, incident_id: str) -> dict[str, Any] | None:
     """One incident by id with its whole record (``record``) and its ``timeline``; None when
     there is no such incident (BadQuery when the id cannot be one)."""
     src, rid = parse_id(incident_id)
     rows = _select(db, where=["src = ?", "rid = ?"], args=[src, rid], order=_NEWEST_FIRST,
                    limit=1)
     if src == "r":
-        record_row = db.execute("SELECT record, replicaset FROM incidents WHERE rowid = ?",
+        record_row = db.execute("SELECT record, replicaset FROM incidents WHERE id = ?",
                                 (rid,)).fetchone()
     else:
-        record_row = db.execute("SELECT record, '' FROM notices WHERE rowid = ?",
+        record_row = db.execute("SELECT record, '' FROM notices WHERE id = ?",
                                 (rid,)).fetchone()
     if not rows or record_row is None:
         return None
@@ -214,7 +226,7 @@ def journal_key(item: dict[str, Any]) -> tuple[str, str, int, str] | None:
             item.get("deployment_uid") or "")
 
 
-def actions_of(db: sqlite3.Connection, item: dict[str, Any]) -> list[dict[str, Any]]:
+def actions_of(db: Database, item: dict[str, Any]) -> list[dict[str, Any]]:
     """The journal's actions for the incident, each with its audit rows (oldest first)."""
     key = journal_key(item)
     columns = "id, action, params, state, created_at, updated_at, decided_by, result"
@@ -244,7 +256,7 @@ def actions_of(db: sqlite3.Connection, item: dict[str, Any]) -> list[dict[str, A
     return actions
 
 
-def notifications_of(db: sqlite3.Connection, item: dict[str, Any]) -> list[dict[str, Any]]:
+def notifications_of(db: Database, item: dict[str, Any]) -> list[dict[str, Any]]:
     """The outbox rows of the incident: one per channel (and, for a closed alert incident, its
     follow-up's too)."""
     if item["id"].startswith("r"):
@@ -354,7 +366,7 @@ def _audit(row: Sequence[Any]) -> dict[str, Any]:
             "action_id": action_id}
 
 
-def audit(db: sqlite3.Connection, *, who: str | None = None, decision: str | None = None,
+def audit(db: Database, *, who: str | None = None, decision: str | None = None,
           action: str | None = None, target: str | None = None, since: datetime | None = None,
           before: int | None = None, limit: int = DEFAULT_LIMIT) -> Page:
     """The audit trail, newest first, filtered; ``before`` is an audit row id."""
@@ -388,7 +400,7 @@ def start_of_day(now: datetime) -> datetime:
     return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def stats(db: sqlite3.Connection, *, now: datetime, open_since: timedelta = timedelta(hours=24)
+def stats(db: Database, *, now: datetime, open_since: timedelta = timedelta(hours=24)
           ) -> dict[str, Any]:
     """Today's figures (since 00:00 UTC): incidents by kind and by priority, actions by
     decision; the notifications given up (today, and ever); the incidents open that were
@@ -398,7 +410,7 @@ def stats(db: sqlite3.Connection, *, now: datetime, open_since: timedelta = time
     by_priority = {priority: 0 for priority in PRIORITIES}
     total = 0
     for kind, priority, count in db.execute(
-            f"SELECT kind, priority, COUNT(*) FROM ({_KEYS}) WHERE detected_at >= ?"
+            f"SELECT kind, priority, COUNT(*) FROM ({_KEYS}) AS k WHERE detected_at >= ?"
             " GROUP BY kind, priority", (today,)):
         total += count
         by_kind[kind] = by_kind.get(kind, 0) + count
@@ -411,7 +423,7 @@ def stats(db: sqlite3.Connection, *, now: datetime, open_since: timedelta = time
         "SELECT COUNT(CASE WHEN gave_up_at >= ? THEN 1 END), COUNT(gave_up_at) FROM outbox",
         (today,)).fetchone()
     (open_count,) = db.execute(
-        f"SELECT COUNT(*) FROM ({_KEYS})"
+        f"SELECT COUNT(*) FROM ({_KEYS}) AS k"
         " WHERE closed_at IS NULL AND detected_at >= ?",
         (db_time(now - open_since),)).fetchone()
     return {"day_started_at": today,
@@ -422,7 +434,7 @@ def stats(db: sqlite3.Connection, *, now: datetime, open_since: timedelta = time
             "open_since": db_time(now - open_since)}
 
 
-def alert_intake(db: sqlite3.Connection) -> dict[str, Any]:
+def alert_intake(db: Database) -> dict[str, Any]:
     """What Alertmanager's webhook brought: when an alert last arrived or changed, and how many
     are firing (the alerts table exists from schema 4 on, empty when the intake is off)."""
     last, firing = db.execute(
@@ -431,14 +443,15 @@ def alert_intake(db: sqlite3.Connection) -> dict[str, Any]:
     return {"last_received_at": last, "firing": int(firing or 0)}
 
 
-def rollout_incident(db: sqlite3.Connection, *, namespace: str, deployment: str,
+def rollout_incident(db: Database, *, namespace: str, deployment: str,
                      revision: int) -> dict[str, Any] | None:
     """The newest incident of a rollout (its id, confidence and priority), by the incidents'
     primary key."""
     row = db.execute(
-        "SELECT rowid, json_extract(record, '$.confidence'), json_extract(record, '$.priority')"
+        f"SELECT id, {db.json_text('record', 'confidence')}, priority"
         " FROM incidents WHERE namespace=? AND deployment=? AND revision=?"
-        " ORDER BY detected_at DESC LIMIT 1", (namespace, deployment, revision)).fetchone()
+        " ORDER BY detected_at DESC, id DESC LIMIT 1",
+        (namespace, deployment, revision)).fetchone()
     if row is None:
         return None
-    return {"id": f"r{row[0]}", "confidence": row[1], "priority": row[2]}
+    return {"id": f"r{row[0]}", "confidence": _number(row[1]), "priority": row[2]}

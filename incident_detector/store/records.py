@@ -1,249 +1,55 @@
 """Durable memory: which revisions were already judged bad, and the notification outbox.
 
-One small SQLite file (the embedded database of the standard library; nothing to install or run).
+A SQLite file by default (the embedded database of the standard library; nothing to install or
+run), or a PostgreSQL database shared by every replica (``DATABASE_URL``, see ``store.db``).
 An incident is written together with one outbox row per channel *in the same transaction* before
 anything is sent, so a crash between "decided" and "sent" loses nothing: the next tick (or the next
 process) finds the undelivered rows and sends them. A row is marked delivered right after its send
 succeeds; the window in which a crash can repeat a send is that one statement.
+
+With many replicas on one database, exactly once is the database's doing, not luck: an incident
+or a notice is inserted with ``ON CONFLICT DO NOTHING`` on its unique key (the one replica whose
+row went in sends it), and an outbox row is claimed by compare and set before it is sent (the one
+replica whose claim went in sends it; a claim runs out after ``CLAIM_SECONDS`` so that the rows of
+a replica killed mid-send go out from another).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+from .db import Database, connect
+from .schema import SCHEMA_VERSION, StoreVersionError, migrate
+
+__all__ = ["NO_LIMIT", "SCHEMA_VERSION", "Store", "StoreVersionError", "db_time", "from_db_time",
+           "transaction"]
 
 # (namespace, deployment, revision, deployment uid). The uid is "" for rows written before
 # uids were recorded, until ``adopt_legacy`` gives them one.
 IncidentKey = tuple[str, str, int, str]
 
-# The schema's version, kept in SQLite's user_version. 0: a new file, or one written before
-# versions were recorded (identity without uids); each step up is one function of MIGRATIONS.
-SCHEMA_VERSION = 6
-
-_TABLES = """
-CREATE TABLE IF NOT EXISTS incidents (
-    namespace       TEXT NOT NULL,
-    deployment      TEXT NOT NULL,
-    revision        INTEGER NOT NULL,
-    deployment_uid  TEXT NOT NULL DEFAULT '',
-    replicaset      TEXT NOT NULL,
-    replicaset_uid  TEXT NOT NULL DEFAULT '',
-    detected_at     TEXT NOT NULL,
-    origin          TEXT NOT NULL DEFAULT 'detected',
-    record          TEXT NOT NULL,
-    PRIMARY KEY (namespace, deployment, revision, deployment_uid)
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    namespace       TEXT NOT NULL,
-    deployment      TEXT NOT NULL,
-    revision        INTEGER NOT NULL,
-    deployment_uid  TEXT NOT NULL DEFAULT '',
-    channel         TEXT NOT NULL,
-    payload         TEXT NOT NULL,
-    created_at      TEXT NOT NULL,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at TEXT NOT NULL,
-    last_error      TEXT,
-    delivered_at    TEXT,
-    gave_up_at      TEXT,
-    UNIQUE (namespace, deployment, revision, deployment_uid, channel)
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered_at, gave_up_at, next_attempt_at);
-""" + """
-CREATE TABLE IF NOT EXISTS actions (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    namespace       TEXT NOT NULL,
-    deployment      TEXT NOT NULL,
-    revision        INTEGER NOT NULL,
-    deployment_uid  TEXT NOT NULL DEFAULT '',
-    action          TEXT NOT NULL,
-    params          TEXT NOT NULL DEFAULT '{}',
-    precondition    TEXT NOT NULL,
-    state           TEXT NOT NULL,
-    created_at      TEXT NOT NULL,
-    updated_at      TEXT NOT NULL,
-    decided_by      TEXT,
-    result          TEXT,
-    UNIQUE (namespace, deployment, revision, deployment_uid, action)
-);
-CREATE TABLE IF NOT EXISTS audit (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    at              TEXT NOT NULL,
-    who             TEXT NOT NULL,
-    action          TEXT NOT NULL,
-    target          TEXT NOT NULL,
-    decision        TEXT NOT NULL,
-    reason          TEXT NOT NULL,
-    dry_run         INTEGER NOT NULL,
-    result          TEXT,
-    action_id       INTEGER
-);
-""" + """
-CREATE TABLE IF NOT EXISTS alerts (
-    fingerprint     TEXT NOT NULL,
-    starts_at       TEXT NOT NULL,
-    name            TEXT NOT NULL,
-    status          TEXT NOT NULL,
-    ends_at         TEXT,
-    labels          TEXT NOT NULL,
-    annotations     TEXT NOT NULL,
-    generator_url   TEXT NOT NULL DEFAULT '',
-    group_key       TEXT NOT NULL DEFAULT '',
-    receiver        TEXT NOT NULL DEFAULT '',
-    received_at     TEXT NOT NULL,
-    updated_at      TEXT NOT NULL,
-    namespace       TEXT,
-    deployment      TEXT,
-    mapped_by       TEXT,
-    unmapped_reason TEXT,
-    incident        TEXT,
-    closed_at       TEXT,
-    PRIMARY KEY (fingerprint, starts_at)
-);
-CREATE INDEX IF NOT EXISTS alerts_updated ON alerts (updated_at);
-CREATE TABLE IF NOT EXISTS notices (
-    key             TEXT PRIMARY KEY,
-    kind            TEXT NOT NULL,
-    namespace       TEXT NOT NULL,
-    deployment      TEXT NOT NULL,
-    detected_at     TEXT NOT NULL,
-    closed_at       TEXT,
-    record          TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS error_groups (
-    namespace       TEXT NOT NULL,
-    fingerprint     TEXT NOT NULL,
-    workloads       TEXT NOT NULL,
-    example         TEXT NOT NULL,
-    count           INTEGER NOT NULL,
-    first_seen      TEXT NOT NULL,
-    last_seen       TEXT NOT NULL,
-    priority        TEXT NOT NULL,
-    rule            TEXT,
-    notified_at     TEXT,
-    sampled         INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (namespace, fingerprint)
-);
-CREATE INDEX IF NOT EXISTS error_groups_last_seen ON error_groups (last_seen);
-""" + """
-CREATE TABLE IF NOT EXISTS changes (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    namespace       TEXT NOT NULL,
-    kind            TEXT NOT NULL,
-    name            TEXT NOT NULL,
-    resource_version TEXT NOT NULL,
-    at              TEXT NOT NULL,
-    observed_at     TEXT NOT NULL,
-    record          TEXT NOT NULL,
-    emit_state      TEXT,
-    emit_attempts   INTEGER NOT NULL DEFAULT 0,
-    emit_next_at    TEXT,
-    emit_error      TEXT,
-    UNIQUE (namespace, kind, name, resource_version)
-);
-CREATE INDEX IF NOT EXISTS changes_at ON changes (at);
-CREATE INDEX IF NOT EXISTS changes_object ON changes (namespace, kind, name);
-CREATE INDEX IF NOT EXISTS changes_emit ON changes (emit_state, emit_next_at);
-"""
-
 _KEY = "namespace=? AND deployment=? AND revision=? AND deployment_uid=?"
+# How long a sender holds the outbox rows it claimed: longer than any send takes (Slack's and
+# the apiserver's timeouts are seconds), short enough that a replica killed mid-send leaves its
+# rows to the next leader soon.
+CLAIM_SECONDS = 60.0
+# "No limit" in a LIMIT ... OFFSET both databases accept (SQLite's -1 and PostgreSQL's ALL are
+# each the other's syntax error).
+NO_LIMIT = 2**62
 
 
 @contextlib.contextmanager
-def transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction, taken at once (BEGIN IMMEDIATE: no upgrade from a read lock that
-    could fail half-way), committed when the block ends, rolled back when it raises. A block
-    that returns early without writing commits nothing."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
+def transaction(db: Database) -> Iterator[None]:
+    """One write transaction, committed when the block ends, rolled back when it raises (SQLite
+    takes its write lock at once, PostgreSQL's rows lock as they are written)."""
+    with db.transaction():
         yield
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
-def _create_tables(db: sqlite3.Connection) -> None:
-    # Statement by statement: executescript would COMMIT the migration's transaction first.
-    for statement in _TABLES.split(";"):
-        if statement.strip():
-            db.execute(statement)
-
-
-def _migrate_to_2(db: sqlite3.Connection) -> None:
-    """Version 1 (the first schema, no user_version) keyed incidents by (namespace, deployment,
-    revision). Its rows are kept with an empty uid: the detector gives each one the uid of the
-    Deployment it was about when it sees that revision again (``Store.adopt_legacy``)."""
-    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if "incidents" not in tables:
-        _create_tables(db)  # a new file
-        return
-    db.execute("ALTER TABLE incidents RENAME TO incidents_v1")
-    db.execute("ALTER TABLE outbox RENAME TO outbox_v1")
-    db.execute("DROP INDEX IF EXISTS outbox_pending")
-    _create_tables(db)
-    db.execute(
-        "INSERT INTO incidents (namespace, deployment, revision, replicaset, detected_at, origin,"
-        " record) SELECT namespace, deployment, revision, replicaset, detected_at, origin, record"
-        " FROM incidents_v1")
-    db.execute(
-        "INSERT INTO outbox (id, namespace, deployment, revision, channel, payload, created_at,"
-        " attempts, next_attempt_at, last_error, delivered_at, gave_up_at)"
-        " SELECT id, namespace, deployment, revision, channel, payload, created_at, attempts,"
-        " next_attempt_at, last_error, delivered_at, gave_up_at FROM outbox_v1")
-    db.execute("DROP TABLE incidents_v1")
-    db.execute("DROP TABLE outbox_v1")
-
-
-def _migrate_to_3(db: sqlite3.Connection) -> None:
-    """Version 3 adds the remediation journal (``actions``) and the ``audit`` trail."""
-    _create_tables(db)  # CREATE ... IF NOT EXISTS: only the new tables are made
-
-
-def _migrate_to_4(db: sqlite3.Connection) -> None:
-    """Version 4 adds the Alertmanager ``alerts``, the ``notices`` (incidents that are not about
-    one revision: alert incidents, error groups) and the triage's ``error_groups``."""
-    _create_tables(db)
-
-
-def _migrate_to_5(db: sqlite3.Connection) -> None:
-    """Version 5 gives incidents and notices a ``priority`` column (read from their records),
-    so that lists and the dashboard's queue sort and filter without opening every record, and
-    indexes what the dashboard reads by time."""
-    for table in ("incidents", "notices"):
-        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-        if "priority" not in columns:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN priority TEXT")
-        db.execute(f"UPDATE {table} SET priority = json_extract(record, '$.priority')"
-                   " WHERE json_valid(record)")
-        db.execute(f"CREATE INDEX IF NOT EXISTS {table}_detected ON {table} (detected_at)")
-    db.execute("CREATE INDEX IF NOT EXISTS audit_action ON audit (action_id)")
-    db.execute("CREATE INDEX IF NOT EXISTS audit_at ON audit (at)")
-
-
-def _migrate_to_6(db: sqlite3.Connection) -> None:
-    """Version 6 adds the change timeline (``changes``), with the state of each change's
-    CloudEvent delivery."""
-    _create_tables(db)
-
-
-# MIGRATIONS[n] takes a file from version n to the next version it names; version 1 never had a
-# number of its own (its files say 0), so 0 and 1 share the same step.
-MIGRATIONS = {0: (_migrate_to_2, 2), 1: (_migrate_to_2, 2), 2: (_migrate_to_3, 3),
-              3: (_migrate_to_4, 4), 4: (_migrate_to_5, 5),
-              5: (_migrate_to_6, 6)}
-
-
-class StoreVersionError(RuntimeError):
-    """The file was written by a newer version of the detector."""
 
 
 def db_time(value: datetime) -> str:
@@ -275,42 +81,25 @@ class OutboxSummary:
 
 
 class Store:
-    """``Store(path)``; ``":memory:"`` keeps everything in the process (tests, demo)."""
+    """``Store(target)``: a SQLite path (``":memory:"`` keeps everything in the process: tests,
+    the demo) or a PostgreSQL URL. ``owner`` names this process in the rows it claims."""
 
-    def __init__(self, path: str | Path) -> None:
-        target = str(path)
-        if target != ":memory:":
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-        # One connection, used from the event loop thread only; autocommit off, explicit
-        # transactions. WAL keeps a reader (none today) from blocking the writer.
-        self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self.migrated_from = self._migrate()
-        self.path = target
+    def __init__(self, target: str | Path, *, owner: str = "", db: Database | None = None) -> None:
+        self._db = db if db is not None else connect(target)
+        self.owner = owner or "incident-detector"
+        self.migrated_from = migrate(self._db, by=self.owner)
+        self.path = str(target)
         # Rows from before uids were recorded: looked for only while some remain.
         self._legacy = self._count_legacy()
 
-    def _migrate(self) -> int | None:
-        """Bring the file to SCHEMA_VERSION in one transaction; the version it had, if older."""
-        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-        if version == SCHEMA_VERSION:
-            return None
-        if version > SCHEMA_VERSION:
-            raise StoreVersionError(
-                f"{self._db_path()} has schema version {version}; this detector knows up to "
-                f"{SCHEMA_VERSION}: use a newer detector or another STATE_PATH")
-        with transaction(self._db):
-            step = version
-            while step != SCHEMA_VERSION:
-                migrate, step = MIGRATIONS[step]
-                migrate(self._db)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        return version
+    @property
+    def dialect(self) -> str:
+        return self._db.dialect
 
-    def _db_path(self) -> str:
-        row = self._db.execute("PRAGMA database_list").fetchone()
-        return (row[2] if row else "") or ":memory:"
+    @property
+    def target(self) -> str:
+        """Where the store is, fit for a log line (a URL's password is not in it)."""
+        return self._db.target
 
     def _count_legacy(self) -> int:
         return int(self._db.execute(
@@ -333,14 +122,23 @@ class Store:
             return False
         legacy = (namespace, deployment, revision, "")
         with transaction(self._db):
-            cursor = self._db.execute(
-                "UPDATE OR IGNORE incidents SET deployment_uid=?, replicaset_uid=?"
-                f" WHERE {_KEY} AND (replicaset=? OR replicaset='') AND detected_at>=?",
-                (uid, replicaset_uid, *legacy, replicaset, db_time(replicaset_created_at)))
-            adopted = cursor.rowcount == 1
+            # Not when a row with the uid exists already (the unique key would refuse it).
+            row = self._db.execute(
+                "UPDATE incidents SET deployment_uid=?, replicaset_uid=?"
+                f" WHERE {_KEY} AND (replicaset=? OR replicaset='') AND detected_at>=?"
+                " AND NOT EXISTS (SELECT 1 FROM incidents AS known WHERE known.namespace=?"
+                " AND known.deployment=? AND known.revision=? AND known.deployment_uid=?)"
+                " RETURNING id",
+                (uid, replicaset_uid, *legacy, replicaset, db_time(replicaset_created_at),
+                 *key)).fetchone()
+            adopted = row is not None
             if adopted:
-                self._db.execute(f"UPDATE OR IGNORE outbox SET deployment_uid=? WHERE {_KEY}",
-                                 (uid, *legacy))
+                self._db.execute(
+                    f"UPDATE outbox SET deployment_uid=? WHERE {_KEY} AND NOT EXISTS (SELECT 1"
+                    " FROM outbox AS known WHERE known.namespace=outbox.namespace AND"
+                    " known.deployment=outbox.deployment AND known.revision=outbox.revision"
+                    " AND known.deployment_uid=? AND known.channel=outbox.channel)",
+                    (uid, *legacy, uid))
         if adopted:
             self._legacy = self._count_legacy()
         return adopted
@@ -349,8 +147,8 @@ class Store:
         self._db.close()
 
     @property
-    def connection(self) -> sqlite3.Connection:
-        """The one connection, for the other tables' owners (``journal``) in the same file."""
+    def connection(self) -> Database:
+        """The one connection, for the other tables' owners (``journal``, ``alerts``...)."""
         return self._db
 
     # Incidents -----------------------------------------------------------------------------
@@ -370,7 +168,7 @@ class Store:
         revisions judged bad, of each object and of earlier ones of the same name."""
         rows = self._db.execute(
             "SELECT deployment, revision, deployment_uid, replicaset FROM incidents"
-            " WHERE namespace=?", (namespace,))
+            " WHERE namespace=? ORDER BY id", (namespace,))
         out: dict[str, list[tuple[int, str, str]]] = {}
         for deployment, revision, uid, replicaset in rows:
             out.setdefault(deployment, []).append((int(revision), uid, replicaset))
@@ -392,18 +190,19 @@ class Store:
         """Remember an incident and queue its deliveries, atomically.
 
         Returns False (and writes nothing) when the key is already known: the caller then sends
-        nothing, which is what makes "one incident per revision" hold across restarts.
+        nothing, which is what makes "one incident per revision" hold across restarts and
+        replicas.
         """
         now = db_time(detected_at)
         with transaction(self._db):
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO incidents (namespace, deployment, revision,"
+            row = self._db.execute(
+                "INSERT INTO incidents (namespace, deployment, revision,"
                 " deployment_uid, replicaset, replicaset_uid, detected_at, record, priority)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
                 (*key, replicaset, replicaset_uid, now, json.dumps(record),
                  record.get("priority")),
-            )
-            if cursor.rowcount == 0:
+            ).fetchone()
+            if row is None:
                 return False
             for channel, payload in deliveries:
                 self._db.execute(
@@ -417,20 +216,20 @@ class Store:
     def remember_foreign(self, *, key: IncidentKey, replicaset: str, detected_at: datetime,
                          origin: str, replicaset_uid: str = "") -> bool:
         """Remember an incident another process already notified (read back from Events)."""
-        cursor = self._db.execute(
-            "INSERT OR IGNORE INTO incidents (namespace, deployment, revision, deployment_uid,"
+        row = self._db.execute(
+            "INSERT INTO incidents (namespace, deployment, revision, deployment_uid,"
             " replicaset, replicaset_uid, detected_at, origin, record)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}')",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}') ON CONFLICT DO NOTHING RETURNING id",
             (*key, replicaset, replicaset_uid, db_time(detected_at), origin),
-        )
-        if cursor.rowcount == 1 and not key[3]:
+        ).fetchone()
+        if row is not None and not key[3]:
             self._legacy += 1
-        return cursor.rowcount == 1
+        return row is not None
 
     def recent_incidents(self, limit: int = 20) -> list[dict[str, Any]]:
         rows = self._db.execute(
             "SELECT namespace, deployment, revision, deployment_uid, replicaset, detected_at,"
-            " origin, record FROM incidents ORDER BY detected_at DESC LIMIT ?",
+            " origin, record FROM incidents ORDER BY detected_at DESC, id DESC LIMIT ?",
             (limit,),
         )
         out = []
@@ -455,12 +254,13 @@ class Store:
         """
         now = db_time(detected_at)
         with transaction(self._db):
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO notices (key, kind, namespace, deployment, detected_at,"
-                " record, priority) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            row = self._db.execute(
+                "INSERT INTO notices (key, kind, namespace, deployment, detected_at,"
+                " record, priority) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING RETURNING id",
                 (key, kind, namespace, deployment, now, json.dumps(record),
-                 record.get("priority")))
-            if cursor.rowcount == 0:
+                 record.get("priority"))).fetchone()
+            if row is None:
                 return False
             self._queue(namespace, deployment, key, now, deliveries)
             return True
@@ -468,16 +268,19 @@ class Store:
     def close_notice(self, *, key: str, closed_at: datetime, record: dict[str, Any],
                      deliveries: Iterable[tuple[str, dict[str, Any]]]) -> bool:
         """Close an open notice and queue its follow-up, atomically; False when it is not open
-        (unknown, or already closed: the follow-up goes out once)."""
+        (unknown, or already closed: the follow-up goes out once, whichever replica closes)."""
         now = db_time(closed_at)
         with transaction(self._db):
-            row = self._db.execute("SELECT namespace, deployment FROM notices"
-                                   " WHERE key=? AND closed_at IS NULL", (key,)).fetchone()
+            row = self._db.execute(
+                "UPDATE notices SET closed_at=? WHERE key=? AND closed_at IS NULL"
+                " RETURNING namespace, deployment, record", (now, key)).fetchone()
             if row is None:
                 return False
-            self._db.execute("UPDATE notices SET closed_at=?, record=json_set(record,"
-                             " '$.closed', json(?)) WHERE key=?", (now, json.dumps(record), key))
-            self._queue(row[0], row[1], f"{key}/closed", now, deliveries)
+            namespace, deployment, stored = row
+            merged = {**json.loads(stored or "{}"), "closed": record}
+            self._db.execute("UPDATE notices SET record=? WHERE key=?",
+                             (json.dumps(merged), key))
+            self._queue(namespace, deployment, f"{key}/closed", now, deliveries)
             return True
 
     def notice(self, key: str) -> dict[str, Any] | None:
@@ -492,8 +295,8 @@ class Store:
     def recent_notices(self, limit: int = 20) -> list[dict[str, Any]]:
         rows = self._db.execute(
             "SELECT key, kind, namespace, deployment, detected_at, closed_at,"
-            " json_extract(record, '$.summary'), json_extract(record, '$.priority')"
-            " FROM notices ORDER BY detected_at DESC LIMIT ?", (limit,))
+            f" {self._db.json_text('record', 'summary')}, priority"
+            " FROM notices ORDER BY detected_at DESC, id DESC LIMIT ?", (limit,))
         return [{"key": key, "kind": kind, "namespace": ns, "deployment": dep,
                  "detected_at": detected_at, "closed_at": closed_at, "summary": summary,
                  "priority": priority}
@@ -503,19 +306,22 @@ class Store:
                deliveries: Iterable[tuple[str, dict[str, Any]]]) -> None:
         for channel, payload in deliveries:
             self._db.execute(
-                "INSERT OR IGNORE INTO outbox (namespace, deployment, revision, deployment_uid,"
-                " channel, payload, created_at, next_attempt_at) VALUES (?, ?, 0, ?, ?, ?, ?, ?)",
+                "INSERT INTO outbox (namespace, deployment, revision, deployment_uid,"
+                " channel, payload, created_at, next_attempt_at) VALUES (?, ?, 0, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
                 (namespace, deployment, key, channel, json.dumps(payload), now, now))
 
     # Outbox --------------------------------------------------------------------------------
 
     def due(self, now: datetime, *, channels: Iterable[str] | None = None) -> list[OutboxItem]:
+        """The rows due for a send that no other sender holds (by ``claim``), oldest first."""
         rows = self._db.execute(
             "SELECT id, namespace, deployment, revision, deployment_uid, channel, payload,"
             " created_at, attempts, last_error FROM outbox"
             " WHERE delivered_at IS NULL AND gave_up_at IS NULL"
-            " AND next_attempt_at <= ? ORDER BY id",
-            (db_time(now),),
+            " AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?"
+            " OR claimed_by = ?) ORDER BY id",
+            (db_time(now), db_time(now), self.owner),
         ).fetchall()
         wanted = None if channels is None else set(channels)
         items = []
@@ -523,24 +329,39 @@ class Store:
             if wanted is not None and channel not in wanted:
                 continue
             items.append(OutboxItem(id_, (ns, dep, int(rev), uid), channel, json.loads(payload),
-                                    from_db_time(created_at) or datetime.min, int(attempts), last_error))
+                                    from_db_time(created_at) or datetime.min, int(attempts),
+                                    last_error))
         return items
+
+    def claim(self, item_id: int, now: datetime, *,
+              hold: timedelta = timedelta(seconds=CLAIM_SECONDS)) -> bool:
+        """Take a row for this sender until ``now + hold`` (compare and set): True for the one
+        sender that took it; a row delivered, given up or held by another is not taken."""
+        row = self._db.execute(
+            "UPDATE outbox SET claimed_by=?, claimed_until=? WHERE id=? AND delivered_at IS NULL"
+            " AND gave_up_at IS NULL AND (claimed_until IS NULL OR claimed_until <= ?"
+            " OR claimed_by = ?) RETURNING id",
+            (self.owner, db_time(now + hold), item_id, db_time(now), self.owner)).fetchone()
+        return row is not None
 
     def mark_delivered(self, item_id: int, now: datetime) -> None:
         self._db.execute(
-            "UPDATE outbox SET delivered_at=?, attempts=attempts+1, last_error=NULL WHERE id=?",
+            "UPDATE outbox SET delivered_at=?, attempts=attempts+1, last_error=NULL,"
+            " claimed_until=NULL WHERE id=?",
             (db_time(now), item_id),
         )
 
     def mark_failed(self, item_id: int, *, now: datetime, error: str, retry_at: datetime) -> None:
         self._db.execute(
-            "UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt_at=? WHERE id=?",
+            "UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt_at=?,"
+            " claimed_until=NULL WHERE id=?",
             (error[:500], db_time(retry_at), item_id),
         )
 
     def mark_given_up(self, item_id: int, *, now: datetime, error: str) -> None:
         self._db.execute(
-            "UPDATE outbox SET attempts=attempts+1, last_error=?, gave_up_at=? WHERE id=?",
+            "UPDATE outbox SET attempts=attempts+1, last_error=?, gave_up_at=?,"
+            " claimed_until=NULL WHERE id=?",
             (error[:500], db_time(now), item_id),
         )
 
@@ -574,7 +395,8 @@ class Store:
              "attempts": int(attempts), "last_error": last_error, "gave_up_at": gave_up_at}
             for ns, dep, rev, channel, attempts, last_error, gave_up_at in self._db.execute(
                 "SELECT namespace, deployment, revision, channel, attempts, last_error, gave_up_at"
-                " FROM outbox WHERE gave_up_at IS NOT NULL ORDER BY gave_up_at DESC LIMIT ?",
+                " FROM outbox WHERE gave_up_at IS NOT NULL ORDER BY gave_up_at DESC, id DESC"
+                " LIMIT ?",
                 (limit,),
             )
         )

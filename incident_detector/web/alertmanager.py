@@ -25,7 +25,6 @@ import base64
 import binascii
 import hmac
 import re
-import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 
@@ -36,6 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..store.alerts import AlertInbox, ReceiveSummary
+from ..store.db import STORE_ERRORS
 from ..sources.alerts import STATUSES, PayloadError, parse_webhook
 from .bodies import read_capped
 
@@ -101,7 +101,7 @@ def alertmanager_routes(*, token: SecretStr | None, inbox: AlertInbox,
             return refuse(400, "bad_payload", peer, error=exc.reason)
         try:
             summary = inbox.receive(notification, now=clock())
-        except sqlite3.Error as exc:
+        except STORE_ERRORS as exc:
             log.error("alertmanager.store_failed", error=type(exc).__name__)
             return refuse(503, "store_failed", peer, error="could not record the alerts",
                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
