@@ -35,7 +35,7 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 SECRET_FIELDS = frozenset({"slack_webhook_url", "loki_bearer_token", "loki_password",
                            "slack_signing_secret", "slack_bot_token", "alertmanager_token",
                            "dashboard_token", "llm_api_key", "argocd_token",
-                           "change_webhook_token"})
+                           "change_webhook_token", "database_url"})
 PRIORITIES = ("P1", "P2", "P3", "P4")
 # What remediation may do (act/guardrails.Action has the same values).
 REMEDIATION_ACTIONS = ("rollback", "restart", "pause", "scale", "delete-pod", "delete-stuck-pods")
@@ -103,8 +103,10 @@ class Settings(BaseSettings):
     # /healthz turns 503 when no tick has finished for this long (default: 3 intervals + 60 s).
     stall_after_seconds: float | None = Field(default=None, gt=0)
 
-    # Durable memory and delivery.
+    # Durable memory and delivery: a SQLite file, or a PostgreSQL database shared by every
+    # replica (postgresql://user:password@host:5432/db, libpq options such as sslmode).
     state_path: str = "incident-detector.sqlite3"
+    database_url: SecretStr | None = None
     notify_max_age_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
     # Identity in Events and leases; the pod name when run by the manifests in k8s/.
     pod_name: str = "incident-detector"
@@ -529,6 +531,16 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a valid namespace name")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_postgresql(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message names the scheme only: the value holds a password.
+        if value is not None and not value.get_secret_value().startswith(
+                ("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// or postgres:// URL "
+                             "(unset it to keep the SQLite file at STATE_PATH)")
+        return value
+
     @model_validator(mode="after")
     def _llm_and_argocd_complete(self) -> "Settings":
         if self.llm_base_url is not None and not self.llm_model:
@@ -565,6 +577,18 @@ class Settings(BaseSettings):
         return self.target_deployment == (ALL_DEPLOYMENTS,)
 
     @property
+    def store_target(self) -> str:
+        """What the store opens: DATABASE_URL when set, else the SQLite file at STATE_PATH."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return self.state_path
+
+    @property
+    def shared_store(self) -> bool:
+        """Whether every replica reads and writes the same store (PostgreSQL)."""
+        return self.database_url is not None
+
+    @property
     def slack_enabled(self) -> bool:
         return self.slack_webhook_url is not None
 
@@ -573,7 +597,11 @@ class Settings(BaseSettings):
         out: dict[str, Any] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if name in SECRET_FIELDS:
+            if name == "database_url" and value is not None:
+                from .store.db import safe_url
+
+                out[name] = safe_url(value.get_secret_value())
+            elif name in SECRET_FIELDS:
                 out[name] = "set" if value is not None else "unset"
             elif isinstance(value, tuple):
                 out[name] = list(value)

@@ -11,7 +11,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TextIO
@@ -32,6 +32,7 @@ from .run.changes import ChangeDesk
 from .run.live import LiveFeed
 from .run.outbox import StdoutSink
 from .run.rules_file import RulesFile
+from .store.db import StoreUnavailable
 from .store.records import Store
 from .sources import kube, loki
 from .web.app import make_app
@@ -41,6 +42,31 @@ log = structlog.get_logger("incident_detector")
 # How long pending deliveries may still run after SIGTERM before the process exits; what is not
 # sent by then stays in the outbox and goes out after the restart.
 SHUTDOWN_GRACE_SECONDS = 5.0
+# A database that is not up yet at start is waited for, not a crash loop: first retry after
+# this many seconds, doubling up to the cap.
+STORE_WAIT_BASE_SECONDS = 1.0
+STORE_WAIT_CAP_SECONDS = 30.0
+
+
+async def open_store(settings: Settings, *,
+                     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> Store:
+    """The store the settings name: the SQLite file at STATE_PATH, or DATABASE_URL's database,
+    waited for with capped backoff and a log line per attempt while it cannot be reached. A
+    store of a newer detector (StoreVersionError) is not waited for: that needs a person."""
+    attempt = 0
+    while True:
+        try:
+            store = Store(settings.store_target, owner=settings.pod_name)
+        except StoreUnavailable as exc:
+            attempt += 1
+            delay = min(STORE_WAIT_CAP_SECONDS, STORE_WAIT_BASE_SECONDS * 2 ** (attempt - 1))
+            log.warning("store.waiting", error=exc.message, attempt=attempt,
+                        retry_in_seconds=delay)
+            await sleep(delay)
+            continue
+        log.info("store.opened", backend=store.dialect, target=store.target,
+                 migrated_from=store.migrated_from)
+        return store
 
 
 @contextlib.asynccontextmanager
@@ -64,7 +90,7 @@ async def build_detector(
 
         prompt = load_prompt(settings.llm_prompt_file)
     own_store = store is None
-    store = store or Store(settings.state_path)
+    store = store or await open_store(settings)
     loki_http = loki.make_http_client(settings)
     slack_http, slack_notifier = None, None
     if settings.slack_bot_token is not None and settings.slack_channel_id:
@@ -72,9 +98,12 @@ async def build_detector(
         # slack_sdk's Web API client costs megabytes that a webhook install never needs.
         from .notify.slack_bot import SlackBotNotifier
 
+        from .store.threads import SlackThreads
+
         slack_notifier = SlackBotNotifier(token=settings.slack_bot_token,
                                           channel=settings.slack_channel_id,
-                                          timeout=settings.slack_timeout_seconds)
+                                          timeout=settings.slack_timeout_seconds,
+                                          threads=SlackThreads(store.connection, clock=clock))
     elif settings.slack_webhook_url is not None:  # without either, Slack is simply off
         slack_http = slack.make_http_client(timeout=settings.slack_timeout_seconds)
         slack_notifier = slack.SlackNotifier(http=slack_http, webhook_url=settings.slack_webhook_url,
@@ -105,7 +134,9 @@ async def build_detector(
             journal=Journal(store.connection,
                             on_audit=lambda row: live.publish("action", row.as_dict())),
             executor=KubeExecutor(api=kube_api, timeout=settings.kube_timeout_seconds),
-            tokens=ApprovalTokens(clock=clock), stdout=StdoutSink(stdout), slack=slack_notifier,
+            tokens=ApprovalTokens(clock=clock, db=store.connection), stdout=StdoutSink(stdout),
+            slack=slack_notifier, is_leader=lambda: elector is None or elector.is_leader,
+            owner=settings.pod_name,
             clock=clock, verify_timeout_seconds=settings.verify_timeout_seconds, events=recorder,
             argocd=ArgoCdClient(base_url=str(settings.argocd_url), token=settings.argocd_token,
                                 timeout=settings.argocd_timeout_seconds,
@@ -255,6 +286,7 @@ def web_routes(detector: Detector, settings: Settings) -> list:
         routes += alertmanager_routes(token=settings.alertmanager_token,
                                       inbox=detector.alert_desk.inbox,
                                       is_leader=detector.is_leader, clock=detector.clock,
+                                      shared_store=settings.shared_store,
                                       on_received=detector.alerts_received)
     # The dashboard and its JSON API; its writes (approve, reject) only with DASHBOARD_TOKEN or
     # AUTH_PROXY_HEADER, through the same one-time tokens, guardrails and audit as Slack.

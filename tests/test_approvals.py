@@ -180,3 +180,51 @@ def test_a_token_may_live_shorter_than_the_default_but_not_longer():
     assert tokens.peek(capped) is None
     with pytest.raises(ValueError):
         tokens.issue("c", "approve", ttl=timedelta(0))
+
+
+# --- kept in the store: across restarts, and across replicas on one database ------------------
+
+
+def test_a_button_survives_a_restart_of_the_detector(store_target):
+    from incident_detector.store.records import Store
+
+    clock = Clock()
+    first = Store(store_target)
+    token = ApprovalTokens(clock=clock, db=first.connection).issue("12", "approve")
+    first.close()
+    again = Store(store_target)
+    tokens = ApprovalTokens(clock=clock, db=again.connection)
+    assert tokens.peek(token) == Grant("12", "approve")
+    assert tokens.consume(token) == Grant("12", "approve")
+    assert tokens.consume(token) is None
+    # Only the digest is kept: the token itself is nowhere in the database.
+    rows = again.connection.execute("SELECT digest, subject FROM approval_tokens").fetchall()
+    assert all(token not in digest for digest, _ in rows)
+
+
+def test_approve_on_one_replica_and_reject_on_another_make_one_winner(store_target):
+    from incident_detector.store.records import Store
+
+    clock = Clock()
+    for n in range(10):
+        replicas = [ApprovalTokens(clock=clock, db=Store(store_target).connection)
+                    for _ in range(2)]
+        approve = replicas[0].issue(f"q{n}", "approve")
+        reject = replicas[0].issue(f"q{n}", "reject")
+        start = threading.Barrier(2)
+        won: list[Grant] = []
+
+        def click(tokens: ApprovalTokens, token: str) -> None:
+            start.wait()
+            grant = tokens.consume(token)
+            if grant is not None:
+                won.append(grant)
+
+        threads = [threading.Thread(target=click, args=(replicas[0], approve)),
+                   threading.Thread(target=click, args=(replicas[1], reject))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(won) == 1 and won[0].incident_key == f"q{n}"
+        assert replicas[1].is_closed(f"q{n}") and replicas[0].is_closed(f"q{n}")

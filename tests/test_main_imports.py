@@ -51,6 +51,7 @@ DEFERRED = (
     "incident_detector.sources.llm", "incident_detector.run.analysis",  # LLM_BASE_URL
     "incident_detector.feed.grpc_server",
     "incident_detector.notify.slack_bot",
+    "psycopg", "psycopg_binary",          # DATABASE_URL (the SQLite default pays nothing)
 )
 
 

@@ -172,8 +172,16 @@ class Remediator:
     def __init__(self, *, policy: Policy, journal: Journal, executor: KubeExecutor,
                  tokens: ApprovalTokens, stdout: Writer, slack: Sender | None, clock: Clock,
                  verify_timeout_seconds: float, http: httpx.AsyncClient | None = None,
-                 events: EventRecorder | None = None, argocd: ArgoCdClient | None = None) -> None:
+                 events: EventRecorder | None = None, argocd: ArgoCdClient | None = None,
+                 is_leader: Callable[[], bool] = lambda: True, owner: str = "") -> None:
         self.events = events
+        # Only the leader writes to the cluster. Any replica records a decision (a click that
+        # reached it) in the journal; the leader's next tick carries it out (``follow``).
+        self.is_leader = is_leader
+        self.owner = owner
+        # The journal entries this process is executing now (never started twice here; the
+        # journal's compare and set keeps other replicas out).
+        self._executing: set[int] = set()
         # Without a client, Argo CD's API is not there to use, whatever the settings said.
         self.policy = policy if argocd is not None or not policy.argocd \
             else replace(policy, argocd=False)
@@ -349,6 +357,12 @@ class Remediator:
             return
         self._audit(entry, who=decision.who, decision="approved", reason=verdict.reason,
                     dry_run=verdict.dry_run)
+        if not self.is_leader():
+            # Recorded in the shared journal: the leader's next tick carries it out, and its
+            # outcome goes to the incident's thread like any follow-up.
+            await self._answer(decision, f"Approved by <@{decision.who}>: the leader replica "
+                                         "carries it out and reports the outcome here.")
+            return
         result = await self.execute(entry.id)
         await self._answer(decision, _outcome_text(entry, result, who=decision.who,
                                                    when=now))
@@ -356,12 +370,22 @@ class Remediator:
     # Doing -------------------------------------------------------------------------------
 
     def _start(self, entry_id: int) -> None:
+        if entry_id in self._executing:
+            return
+        self._executing.add(entry_id)
         task = asyncio.get_running_loop().create_task(self.execute(entry_id))
         self.running.add(task)
         task.add_done_callback(self.running.discard)
 
     async def execute(self, entry_id: int) -> ActionResult | None:
         """Run an approved action once: approved -> executing, the write, the outcome."""
+        self._executing.add(entry_id)
+        try:
+            return await self._execute(entry_id)
+        finally:
+            self._executing.discard(entry_id)
+
+    async def _execute(self, entry_id: int) -> ActionResult | None:
         now = self.clock()
         entry = self.journal.get(entry_id)
         if entry is None:
@@ -369,7 +393,8 @@ class Remediator:
         if entry.state == APPROVED and entry.decided_by is None \
                 and await self._lowered_by_analysis(entry):
             return None
-        if not self.journal.advance(entry.id, expected=[APPROVED], to=EXECUTING, now=now):
+        if not self.journal.advance(entry.id, expected=[APPROVED], to=EXECUTING, now=now,
+                                    executor=self.owner or None):
             if entry.state != EXECUTING:  # someone else has it, or it is over
                 return None
             # Resumed after a restart: the write may have landed; its precondition tells.
@@ -534,6 +559,8 @@ class Remediator:
     async def resume(self) -> None:
         """At start: carry on with what a previous process approved or began."""
         for entry in self.journal.unfinished():
+            if entry.id in self._executing:
+                continue  # under way in this process (resumed after the store came back)
             log.info("remediation.resume", action=entry.action, target=_target(entry),
                      state=entry.state)
             if entry.state == EXECUTING:
@@ -550,7 +577,8 @@ class Remediator:
         the verdict on every executed action still being verified."""
         now = self.clock()
         for entry in self.journal.unfinished():
-            if entry.state == APPROVED and entry.result is not None:  # a failed attempt
+            # A failed attempt, or a decision another replica recorded: carried out here.
+            if entry.state == APPROVED and entry.id not in self._executing:
                 self._start(entry.id)
         self.renew(deployments)
         for entry in self.journal.recent(since=now - HISTORY):

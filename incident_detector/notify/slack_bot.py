@@ -8,14 +8,15 @@ client: no log line, error or repr carries it.
 
 A payload may name its thread with the key ``THREAD_KEY`` (the incident's key as text): the
 first message of a thread is posted to the channel and its ``ts`` remembered, the next ones
-reply to it. The memory is this process's: after a restart a follow-up starts a new message.
+reply to it. The memory is the store's (``store.threads``), so a follow-up sent after a restart,
+or by another replica on the same database, still replies in the incident's thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import urllib.error
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from pydantic import SecretStr
@@ -34,15 +35,35 @@ RETRYABLE_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "s
                               "request_timeout"})
 
 
+class Threads(Protocol):
+    """Where the ``ts`` of each thread's first message is kept (``store.threads``)."""
+
+    def get(self, key: str) -> str | None: ...
+    def remember(self, key: str, *, channel: str, ts: str) -> None: ...
+
+
+class ThreadsInMemory:
+    """This process's memory only: for tools and tests without a store."""
+
+    def __init__(self) -> None:
+        self._ts: dict[str, str] = {}
+
+    def get(self, key: str) -> str | None:
+        return self._ts.get(key)
+
+    def remember(self, key: str, *, channel: str, ts: str) -> None:
+        self._ts.setdefault(key, ts)
+
+
 class SlackBotNotifier:
     """Delivers one message per ``send``; raises ``SourceError`` when it cannot."""
 
     def __init__(self, *, token: SecretStr, channel: str, timeout: float,
-                 base_url: str = SLACK_API) -> None:
+                 base_url: str = SLACK_API, threads: Threads | None = None) -> None:
         self._client = WebClient(token=token.get_secret_value(), base_url=base_url,
                                  timeout=max(1, round(timeout)))
         self._channel = channel
-        self._threads: dict[str, str] = {}
+        self._threads: Threads = threads if threads is not None else ThreadsInMemory()
 
     def __repr__(self) -> str:
         return f"SlackBotNotifier(channel={self._channel!r})"
@@ -63,7 +84,7 @@ class SlackBotNotifier:
                               retryable=True) from None
         ts = answer.get("ts")
         if isinstance(key, str) and parent is None and isinstance(ts, str):
-            self._threads[key] = ts
+            self._threads.remember(key, channel=self._channel, ts=ts)
 
 
 def _api_error(exc: SlackApiError) -> SourceError:

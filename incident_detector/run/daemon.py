@@ -59,6 +59,7 @@ from ..notify.slack import thread_key
 from ..retry import Backoff
 from ..sources.loki import CountWindow, WindowCounts
 from .health import Sources, iso
+from ..store.db import StoreUnavailable
 from ..store.journal import AuditRow, Journal
 from .live import LiveFeed, RolloutSeries
 from .loki_budget import LokiBudget, MeteredLoki
@@ -224,7 +225,8 @@ class Detector:
         # One registry per detector (never prometheus_client's global one); served on /metrics.
         self.metrics = metrics if metrics is not None else DetectorMetrics()
         self.metrics.read_state_from(store=store, is_leader=self.is_leader)
-        self.sources = Sources(("kubernetes", "loki", "slack", "event"), metrics=self.metrics,
+        self.sources = Sources(("kubernetes", "loki", "slack", "event", "store"),
+                               metrics=self.metrics,
                                backoff=source_backoff)
         self.outbox = Outbox(store=store, stdout=stdout, slack=slack, events=events,
                              sources=self.sources, metrics=self.metrics, clock=clock,
@@ -282,12 +284,14 @@ class Detector:
         self._heartbeat = self.monotonic()
         self._woken.clear()
         if not self.is_leader():
-            # A standby reads nothing and sends nothing; it only stays alive and ready to lead.
+            # A standby reads nothing and sends nothing; it only stays alive and ready to lead
+            # (and checks that the store it would lead with answers).
             report.role = "standby"
             self._readback_done = self.events is None
             self._readback_attempts = 0
-        else:
-            await self._leader_tick(now, report)
+            self._store_answers(now, report)
+        elif self._store_answers(now, report):
+            await self._with_store(self._leader_tick(now, report), now, report)
         self._finish(report, started=started, cpu_started=cpu_started)
         self.last_tick = report
         self.ticks += 1
@@ -320,12 +324,41 @@ class Detector:
         started = time.monotonic()
         cpu_started = time.process_time()
         report = TickReport(started_at=now, role="fast")
-        await self._leader_tick(now, report, namespaces=namespaces)
+        if self.sources["store"].failing:
+            return None  # the tick checks the store and says so; a look would only fail
+        await self._with_store(self._leader_tick(now, report, namespaces=namespaces), now,
+                               report)
         self._finish(report, started=started, cpu_started=cpu_started)
         self.last_fast_look = report
         self.fast_looks += 1
         self.metrics.fast_look_finished(degraded=report.degraded)
         return report
+
+    def _store_answers(self, now: datetime, report: TickReport) -> bool:
+        """Whether the store answers a trivial query; when it does not, the tick holds what it
+        would record (incidents are decided again at the next tick, from Kubernetes and Loki,
+        which keep them) and says why."""
+        try:
+            self.store.ping()
+        except StoreUnavailable as exc:
+            self._store_failed(now, report, exc)
+            return False
+        self.sources["store"].succeeded(now)
+        return True
+
+    async def _with_store(self, work: Awaitable[None], now: datetime, report: TickReport) -> None:
+        """Run a tick's work; the store going away in the middle of it ends the work there
+        (what was written is written, each write whole) instead of crashing the tick."""
+        try:
+            await work
+        except StoreUnavailable as exc:
+            self._store_failed(now, report, exc)
+
+    def _store_failed(self, now: datetime, report: TickReport, exc: StoreUnavailable) -> None:
+        self.sources["store"].failed(now, exc)
+        report.problems.append(f"store: {exc.reason}: {exc.message}")
+        # Once it is back, what an action was doing when the store went away is taken up again.
+        self._resumed = False
 
     def _finish(self, report: TickReport, *, started: float, cpu_started: float) -> None:
         report.finished_at = self.clock()
@@ -1059,12 +1092,34 @@ class Detector:
         return self.monotonic() - self._heartbeat <= self.settings.stall_seconds
 
     def ready(self) -> bool:
-        # A standby is ready: its job is to be able to take over, and it is alive.
+        return self.unready_reason() is None
+
+    def unready_reason(self) -> str | None:
+        """Why /readyz says 503 (None: ready). A standby is ready while it is alive and its
+        store answers: its job is to be able to take over."""
+        store = self.sources["store"]
+        if store.failing:
+            return f"the store is unavailable: {store.last_error}"
         if not self.is_leader():
-            return self.alive()
-        return self.last_tick is not None and not self.last_tick.degraded
+            return None if self.alive() else "stalled: no tick finished recently"
+        if self.last_tick is None:
+            return "no tick has finished yet"
+        if self.last_tick.degraded:
+            return "the last tick was degraded: " + "; ".join(self.last_tick.problems[:3])
+        return None
 
     def status(self) -> dict[str, Any]:
+        try:
+            return self._status()
+        except StoreUnavailable as exc:
+            # What is known without the store: the role, the sources, the last tick.
+            return {"service": "incident-detector", "alive": self.alive(), "ready": False,
+                    "store": {"ok": False, "error": exc.message},
+                    "started_at": iso(self.started_at), "ticks": self.ticks,
+                    "last_tick": self.last_tick.as_dict() if self.last_tick else None,
+                    "sources": self.sources.as_dict(self.sources.health)}
+
+    def _status(self) -> dict[str, Any]:
         outbox = self.store.outbox_summary()
         return {
             "service": "incident-detector",
@@ -1092,6 +1147,8 @@ class Detector:
                 "loki_queries_last_minute": self.loki_budget.rates(),
                 "loki_max_queries_per_minute": self.loki_budget.per_minute,
             },
+            "store": {"ok": True, "backend": self.store.dialect, "target": self.store.target,
+                      "shared": self.store.dialect != "sqlite"},
             "incidents": self.store.recent_incidents(),
             "notices": self.store.recent_notices(),
             "rules": self.rules_file.status() if self.rules_file is not None

@@ -19,6 +19,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from ..model import Priority, Signal
+from ..store.db import StoreUnavailable
 
 PREFIX = "incident_detector"
 SOURCES = ("kubernetes", "loki", "slack", "event")
@@ -172,14 +173,26 @@ class _LokiQueriesCollector(Collector):
             value=self._budget.per_minute)
 
 
+STORE_UP_HELP = "1 while the store (SQLite file or PostgreSQL) answers, 0 while it does not."
+
+
 class _StateCollector(Collector):
     def __init__(self, *, store: OutboxReader, is_leader: Callable[[], bool]) -> None:
         self._store = store
         self._is_leader = is_leader
 
     def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            f"{PREFIX}_leader",
+            "1 while this replica is the leader (or election is off), 0 on standby.",
+            value=1 if self._is_leader() else 0)
         # Every given-up row, not just the latest few that /status lists: they are rare.
-        summary = self._store.outbox_summary(limit=sys.maxsize)
+        try:
+            summary = self._store.outbox_summary(limit=sys.maxsize)
+        except StoreUnavailable:
+            yield GaugeMetricFamily(f"{PREFIX}_store_up", STORE_UP_HELP, value=0)
+            return
+        yield GaugeMetricFamily(f"{PREFIX}_store_up", STORE_UP_HELP, value=1)
         outbox = GaugeMetricFamily(
             f"{PREFIX}_outbox_notifications",
             "Notifications in the outbox (persisted across restarts), by state.", labels=["state"])
@@ -187,7 +200,3 @@ class _StateCollector(Collector):
         outbox.add_metric(["delivered"], summary.delivered)
         outbox.add_metric(["given_up"], len(summary.given_up))
         yield outbox
-        yield GaugeMetricFamily(
-            f"{PREFIX}_leader",
-            "1 while this replica is the leader (or election is off), 0 on standby.",
-            value=1 if self._is_leader() else 0)

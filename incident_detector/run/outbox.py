@@ -23,6 +23,7 @@ from ..notify.slack import THREAD_KEY, thread_key
 from ..retry import Backoff
 from .health import Sources
 from .metrics import DetectorMetrics
+from ..store.db import StoreUnavailable
 from ..store.records import OutboxItem, Store
 
 log = structlog.get_logger("incident_detector")
@@ -206,6 +207,9 @@ class Outbox:
                 await self.deliver_due()
             except asyncio.CancelledError:
                 raise
+            except StoreUnavailable as exc:
+                # The rows wait in the database; the tick reports the store's state.
+                self.sources["store"].failed(self.clock(), exc)
             except Exception:
                 log.exception("outbox.crashed")
             waiter = asyncio.ensure_future(self.wakeup.wait())

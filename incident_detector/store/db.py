@@ -40,6 +40,9 @@ STATEMENT_TIMEOUT_MS = 10_000
 # costs one connect timeout per wait, not one per statement.
 RECONNECT_BASE_SECONDS = 0.5
 RECONNECT_CAP_SECONDS = 30.0
+# SQLSTATE classes worth a later try on the same connection: 40 (deadlock, serialization
+# failure), 53 (too many connections, out of memory), 55P03 (lock not available).
+TRANSIENT_SQLSTATES = ("40", "53", "55P03")
 
 
 class StoreUnavailable(SourceError):
@@ -297,18 +300,31 @@ class PostgresDatabase:
         return StoreUnavailable(self.last_error)
 
     def _lost(self, exc: BaseException) -> bool:
-        errors = self._psycopg
-        return isinstance(exc, (errors.OperationalError, errors.InterfaceError)) \
-            or (self._conn is not None and self._conn.closed)
+        """The connection is gone (the server stopped, the network broke): reconnect later."""
+        conn = self._conn
+        return isinstance(exc, self._psycopg.InterfaceError) or conn is None or conn.closed \
+            or bool(getattr(conn, "broken", False)) \
+            or getattr(exc, "sqlstate", None) is None \
+            or str(getattr(exc, "sqlstate", "")).startswith(("08", "57P"))
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        if self._lost(exc):
+            return self._unavailable("lost the connection", exc)
+        if str(getattr(exc, "sqlstate", "")).startswith(TRANSIENT_SQLSTATES):
+            # A deadlock or serialization failure, too many connections: the statement (or its
+            # transaction) may succeed if tried again; the connection is fine.
+            return StoreUnavailable(scrub(f"{type(exc).__name__}: {exc}", self._secrets))
+        return exc
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         conn = self._connection()
         try:
             return conn.execute(to_pyformat(sql), tuple(params) if params else None)
         except self._psycopg.Error as exc:
-            if self._lost(exc):
-                raise self._unavailable("lost the connection", exc) from None
-            raise
+            failure = self._failed(exc)
+            if failure is exc:
+                raise
+            raise failure from None
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = [tuple(row) for row in rows]
@@ -319,9 +335,10 @@ class PostgresDatabase:
             with conn.cursor() as cursor:
                 cursor.executemany(to_pyformat(sql), rows)
         except self._psycopg.Error as exc:
-            if self._lost(exc):
-                raise self._unavailable("lost the connection", exc) from None
-            raise
+            failure = self._failed(exc)
+            if failure is exc:
+                raise
+            raise failure from None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:

@@ -94,7 +94,8 @@ class Journal:
         return self.get(int(row[0])) if row is not None else None
 
     def advance(self, entry_id: int, *, expected: Iterable[str], to: str, now: datetime,
-                who: str | None = None, result: str | None = None) -> bool:
+                who: str | None = None, result: str | None = None,
+                executor: str | None = None) -> bool:
         """Move an action to ``to`` only from one of the ``expected`` states (compare and set):
         True for the one caller that moved it, False for everyone else."""
         if to not in STATES:
@@ -103,8 +104,9 @@ class Journal:
         placeholders = ", ".join("?" for _ in expected)
         cursor = self._db.execute(
             f"UPDATE actions SET state=?, updated_at=?, decided_by=COALESCE(?, decided_by),"
-            f" result=COALESCE(?, result) WHERE id=? AND state IN ({placeholders})",
-            (to, db_time(now), who, result, entry_id, *expected))
+            f" result=COALESCE(?, result), executor=COALESCE(?, executor)"
+            f" WHERE id=? AND state IN ({placeholders})",
+            (to, db_time(now), who, result, executor, entry_id, *expected))
         return cursor.rowcount == 1
 
     def renew_precondition(self, entry_id: int, *, seen: str, now_seen: str) -> bool:

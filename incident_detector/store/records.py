@@ -146,6 +146,10 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    def ping(self) -> None:
+        """A trivial query: raises StoreUnavailable when the database does not answer."""
+        self._db.execute("SELECT 1").fetchone()
+
     @property
     def connection(self) -> Database:
         """The one connection, for the other tables' owners (``journal``, ``alerts``...)."""

@@ -5,7 +5,10 @@ The intake trusts nothing it has not checked, cheapest check first:
   no ALERTMANAGER_TOKEN configured     404  (the feature is off)
   credentials missing or wrong         401  (``Authorization: Bearer <token>``, or Basic with
                                               the token as password; constant-time comparison)
-  this replica is a standby            503  (only the leader acts; Alertmanager retries 5xx)
+  this replica is a standby            503  (only the leader acts; Alertmanager retries 5xx),
+                                            unless the store is shared (DATABASE_URL): then
+                                            any replica records, and the leader's next tick
+                                            takes the alerts from the store
   body over 1 MiB                      413  (by Content-Length, then while reading)
   not JSON, or not a version 4 payload 400  (the reason in ``{"error": ...}``)
   the inbox could not be written       503  (retried by Alertmanager)
@@ -56,6 +59,7 @@ _LENGTH = re.compile(r"[0-9]{1,19}")
 
 def alertmanager_routes(*, token: SecretStr | None, inbox: AlertInbox,
                         is_leader: Callable[[], bool], clock: Clock,
+                        shared_store: bool = False,
                         on_received: Callable[[ReceiveSummary], None] | None = None,
                         max_body_bytes: int = MAX_BODY_BYTES) -> list[Route]:
     """The intake and the listing; the intake answers 404 while ``token`` is None."""
@@ -78,7 +82,7 @@ def alertmanager_routes(*, token: SecretStr | None, inbox: AlertInbox,
         if why is not None:
             return refuse(401, why, peer, error="unauthorized",
                           headers={"WWW-Authenticate": CHALLENGE})
-        if not is_leader():
+        if not shared_store and not is_leader():
             return refuse(503, "standby", peer,
                           error="this replica is a standby: only the leader records alerts",
                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)})

@@ -14,15 +14,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from ..store.db import StoreUnavailable
 from ..store.journal import Journal
 from ..run.metrics import DetectorMetrics
 
 AUDIT_PAGE_MAX = 500
+STORE_RETRY_AFTER_SECONDS = 5
 
 
 class StatusSource(Protocol):
     def alive(self) -> bool: ...
     def ready(self) -> bool: ...
+    def unready_reason(self) -> str | None: ...
     def status(self) -> dict: ...
     metrics: DetectorMetrics
     journal: Journal
@@ -38,9 +41,10 @@ def make_app(detector: StatusSource, *, extra_routes: Sequence[BaseRoute] = ()) 
 
     async def readyz(request: Request) -> PlainTextResponse:
         # Readiness: the last tick could do its whole job (every source answered).
-        if detector.ready():
+        reason = detector.unready_reason()
+        if reason is None:
             return PlainTextResponse("ready\n")
-        return PlainTextResponse("not ready: see /status\n", status_code=503)
+        return PlainTextResponse(f"not ready: {reason}\n(see /status)\n", status_code=503)
 
     async def status(request: Request) -> JSONResponse:
         return JSONResponse(detector.status())
@@ -61,7 +65,18 @@ def make_app(detector: StatusSource, *, extra_routes: Sequence[BaseRoute] = ()) 
         rows = detector.journal.audit_rows(limit=limit, before_id=before_id)
         return JSONResponse({"audit": [row.as_dict() for row in rows]})
 
-    return Starlette(routes=[
+    async def store_unavailable(request: Request, exc: Exception) -> Response:
+        # Any page or API call that needed the store while it is away: 503, with the reason
+        # (never the password: StoreUnavailable's message is scrubbed) and when to try again.
+        message = getattr(exc, "message", "the store is unavailable")
+        headers = {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)}
+        if request.url.path.startswith("/api/") or "json" in request.headers.get("accept", ""):
+            return JSONResponse({"error": "store_unavailable", "detail": message},
+                                status_code=503, headers=headers)
+        return PlainTextResponse(f"The store is unavailable: {message}\n", status_code=503,
+                                 headers=headers)
+
+    return Starlette(exception_handlers={StoreUnavailable: store_unavailable}, routes=[
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/status", status, methods=["GET"]),
