@@ -135,8 +135,7 @@ async def build_detector(
                             on_audit=lambda row: live.publish("action", row.as_dict())),
             executor=KubeExecutor(api=kube_api, timeout=settings.kube_timeout_seconds),
             tokens=ApprovalTokens(clock=clock, db=store.connection), stdout=StdoutSink(stdout),
-            slack=slack_notifier, is_leader=lambda: elector is None or elector.is_leader,
-            owner=settings.pod_name,
+            slack=slack_notifier, owner=settings.pod_name,
             clock=clock, verify_timeout_seconds=settings.verify_timeout_seconds, events=recorder,
             argocd=ArgoCdClient(base_url=str(settings.argocd_url), token=settings.argocd_token,
                                 timeout=settings.argocd_timeout_seconds,
@@ -164,6 +163,9 @@ async def build_detector(
             rules=rules,
             live=live,
         )
+        if remediator is not None:
+            # Only the leader writes to the cluster; a standby records the decisions it takes in.
+            remediator.is_leader = detector.is_leader
         # Every Loki request is counted for the namespace that asked (LOKI_MAX_QUERIES_PER_MINUTE).
         loki_http.event_hooks["request"].append(detector.loki_budget.on_request)
         if settings.alertmanager_token is not None:

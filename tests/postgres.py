@@ -66,7 +66,17 @@ class PostgresServer:
         subprocess.run([*self._as, *args], check=True, capture_output=True, timeout=120,
                        cwd=self.base)
 
+    def running(self) -> bool:
+        if not self.data.exists():
+            return False
+        status = subprocess.run([*self._as, str(self.bindir / "pg_ctl"), "-D", str(self.data),
+                                 "status"], capture_output=True, timeout=60, cwd=self.base)
+        return status.returncode == 0
+
     def start(self) -> PostgresServer:
+        """Start the server (making the cluster the first time); nothing when it runs."""
+        if self.running():
+            return self
         if not self.data.exists():
             pwfile = self.base / "pw"
             pwfile.write_text(self.password + "\n")

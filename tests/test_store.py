@@ -397,3 +397,38 @@ def test_the_database_unreachable_is_an_error_without_the_password(postgres_serv
     with pytest.raises(StoreUnavailable) as refused:
         Store(wrong)
     assert "not-the-password-42" not in str(refused.value)
+
+
+# --- at start: a database that is not up yet is waited for --------------------------------------
+
+def test_a_database_not_up_yet_is_waited_for_with_capped_backoff(postgres_server, pg_url):
+    import asyncio
+
+    from structlog.testing import capture_logs
+
+    from incident_detector.config import load_settings
+    from incident_detector.main import open_store
+
+    settings = load_settings({"LOKI_URL": "http://loki:3100", "NAMESPACE": "shop",
+                              "DATABASE_URL": pg_url, "POD_NAME": "detector-0"})
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 7:
+            postgres_server.start()
+
+    postgres_server.stop()
+    try:
+        with capture_logs() as logs:
+            store = asyncio.run(open_store(settings, sleep=sleep))
+    finally:
+        postgres_server.start()  # whatever happened: the session's other tests need it
+    assert sleeps == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    waiting = [line for line in logs if line["event"] == "store.waiting"]
+    assert [line["attempt"] for line in waiting] == [1, 2, 3, 4, 5, 6, 7]
+    assert "could not connect" in waiting[0]["error"]
+    assert postgres_server.password not in repr(logs)
+    opened = [line for line in logs if line["event"] == "store.opened"]
+    assert opened[0]["backend"] == "postgresql" and "***" in opened[0]["target"]
+    assert store.owner == "detector-0" and store.count_incidents() == 0
