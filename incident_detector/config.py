@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .credentials import parse_dashboard_token, safe_url
 from .model import CHANGE_KINDS
 
 DEFAULT_ERROR_PATTERN = "(?i)(error|exception|fatal|panic)"
@@ -487,8 +488,6 @@ class Settings(BaseSettings):
     def _dashboard_token_form(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             # The one parser of the value (the dashboard's); its errors never quote the secret.
-            from .web.auth import parse_dashboard_token
-
             try:
                 parse_dashboard_token(value.get_secret_value())
             except ValueError as exc:
@@ -598,8 +597,6 @@ class Settings(BaseSettings):
         for name in type(self).model_fields:
             value = getattr(self, name)
             if name == "database_url" and value is not None:
-                from .store.db import safe_url
-
                 out[name] = safe_url(value.get_secret_value())
             elif name in SECRET_FIELDS:
                 out[name] = "set" if value is not None else "unset"

@@ -21,11 +21,11 @@ import functools
 import re
 import sqlite3
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..credentials import safe_url, scrub, secrets_of
 from ..errors import SourceError
 
 SOURCE = "store"
@@ -151,46 +151,6 @@ class SqliteDatabase:
 
 
 # PostgreSQL ---------------------------------------------------------------------------------
-
-def safe_url(url: str) -> str:
-    """The URL without its password (and without any query value named like one)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "postgresql://***"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
-    query = urllib.parse.urlencode(
-        [(k, "***" if k.lower() in ("password", "sslpassword") else v)
-         for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)], safe="*")
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-def secrets_of(url: str) -> list[str]:
-    """Every form of the URL's password that an error message could echo."""
-    found: list[str] = []
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return [url]
-    values = [parts.password or ""]
-    values += [v for k, v in urllib.parse.parse_qsl(parts.query)
-               if k.lower() in ("password", "sslpassword")]
-    for value in values:
-        if value:
-            found += [value, urllib.parse.quote(value, safe=""), urllib.parse.unquote(value)]
-    return sorted(set(found), key=len, reverse=True)
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
 
 @functools.lru_cache(maxsize=512)
 def to_pyformat(sql: str) -> str:

@@ -34,7 +34,7 @@ import re
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
@@ -42,6 +42,8 @@ from urllib.parse import urlsplit
 import structlog
 from starlette.requests import Request
 from starlette.responses import Response
+
+from ..credentials import TokenCredential, parse_dashboard_token
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -53,10 +55,6 @@ Via = Literal["proxy", "session", "bearer"]
 
 SESSION_COOKIE = "incident_detector_session"
 SESSION_LIFETIME = timedelta(hours=8)
-# The user of a bare DASHBOARD_TOKEN (one without "name:").
-DEFAULT_USER = "dashboard"
-# A user's name in DASHBOARD_TOKEN: a simple word, as it appears in the audit ("dashboard:alice").
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # A user named by the proxy: printable ASCII (an e-mail address, "Alice Smith"), nothing that
 # could break a log line or a page.
 _PROXY_USER = re.compile(r"[\x20-\x7e]{1,256}")
@@ -68,41 +66,6 @@ _SESSION_ID_BYTES = 18
 # secret still falls to patience.
 MIN_SECRET_CHARS = 16
 DEFAULT_PORTS = (":80", ":443")
-
-
-@dataclass(frozen=True, slots=True)
-class TokenCredential:
-    """The parsed DASHBOARD_TOKEN: whom it names, and the secret (never in a repr)."""
-
-    user: str
-    secret: str = field(repr=False)
-    # The configured value as written ("name:secret"): accepted as the secret too.
-    whole: str = field(repr=False)
-
-    def matches(self, given: str) -> bool:
-        """Whether ``given`` is the secret (or the whole ``name:secret``), in constant time."""
-        offered = given.encode("utf-8", "replace")
-        secret_ok = hmac.compare_digest(offered, self.secret.encode("utf-8"))
-        whole_ok = hmac.compare_digest(offered, self.whole.encode("utf-8"))
-        return secret_ok | whole_ok
-
-
-def parse_dashboard_token(value: str) -> TokenCredential:
-    """``name:secret`` (the secret may hold further colons), or a bare secret for the user
-    ``dashboard``. A value with a colon whose name is not a simple word is refused rather than
-    guessed at. The error never quotes the value."""
-    value = value.strip()
-    if not value:
-        raise ValueError("DASHBOARD_TOKEN is empty")
-    name, colon, secret = value.partition(":")
-    if not colon:
-        return TokenCredential(user=DEFAULT_USER, secret=value, whole=value)
-    if not _NAME.fullmatch(name):
-        raise ValueError("DASHBOARD_TOKEN is 'name:secret' with a name of letters, digits, '.', "
-                         "'_' or '-' (at most 64), or a bare secret without ':'")
-    if not secret:
-        raise ValueError("DASHBOARD_TOKEN has a name but no secret after the ':'")
-    return TokenCredential(user=name, secret=secret, whole=value)
 
 
 @dataclass(frozen=True, slots=True)
