@@ -38,7 +38,7 @@ SECRET_FIELDS = frozenset({"slack_webhook_url", "loki_bearer_token", "loki_passw
                            "dashboard_token", "llm_api_key", "argocd_token",
                            "change_webhook_token", "database_url"})
 PRIORITIES = ("P1", "P2", "P3", "P4")
-# What remediation may do (act/guardrails.Action has the same values).
+# What remediation may do (judge/guardrails.Action has the same values).
 REMEDIATION_ACTIONS = ("rollback", "restart", "pause", "scale", "delete-pod", "delete-stuck-pods")
 # Slack ids: users start with U or W (Enterprise Grid), conversations with C, G or D.
 _SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")

@@ -125,7 +125,7 @@ async def build_detector(
         from .act.approvals import ApprovalTokens
         from .act.argocd import ArgoCdClient
         from .act.executor import KubeExecutor
-        from .act.guardrails import policy_from_settings
+        from .judge.guardrails import policy_from_settings
         from .act.remediation import Remediator
         from .store.journal import Journal
 

@@ -311,6 +311,10 @@ class IncidentKind(str, Enum):
     CHANGE = "change"
 
 
+# Labels or annotations: (name, value) pairs, sorted by name.
+Pairs = tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Alert:
     """One alert of an Alertmanager webhook notification (payload version 4).
@@ -545,7 +549,7 @@ class RemediationView:
 
     action: str
     to_revision: int | None
-    # act, ask, notify_only or refuse (act.guardrails.Outcome)
+    # act, ask, notify_only or refuse (judge.guardrails.Outcome)
     outcome: str
     reason: str
     guardrail: str
@@ -681,3 +685,39 @@ def change_incident_key(namespace: str, deployment: str, deployment_uid: str,
     """``change/<namespace>/<deployment>/<uid>/<kind>/<name>/<resourceVersion>``."""
     return (f"change/{namespace}/{deployment}/{deployment_uid}/{change.kind}/{change.name}/"
             f"{change.resource_version}")
+
+
+@dataclass(frozen=True, slots=True)
+class Unmapped:
+    """Why an alert names no watched Deployment; it is recorded and shown, not dropped.
+
+    ``namespace`` is the namespace the alert named, when it named one (shown and filtered on).
+    """
+
+    reason: str
+    namespace: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertNotification:
+    """One webhook notification: a group of alerts as Alertmanager routed it."""
+
+    version: str
+    status: str
+    receiver: str
+    group_key: str
+    group_labels: Pairs
+    common_labels: Pairs
+    common_annotations: Pairs
+    external_url: str
+    # Alerts left out because the receiver sets ``max_alerts`` (they are not in ``alerts``).
+    truncated_alerts: int
+    alerts: tuple[Alert, ...]
+
+    @property
+    def firing(self) -> int:
+        return sum(1 for alert in self.alerts if alert.firing)
+
+    @property
+    def resolved(self) -> int:
+        return len(self.alerts) - self.firing

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from factories import make_incident
-from incident_detector.act.guardrails import GuardrailDecision, Outcome
+from incident_detector.judge.guardrails import GuardrailDecision, Outcome
 from incident_detector.judge.analysis import (
     DEFAULT_PROMPT,
     OUTCOME_ORDER,

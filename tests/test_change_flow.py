@@ -145,7 +145,7 @@ def test_a_cause_whose_deployment_moved_on_is_never_rolled_back(tmp_path):
 
     from incident_detector.act.approvals import ApprovalTokens
     from incident_detector.act.executor import KubeExecutor
-    from incident_detector.act.guardrails import Policy
+    from incident_detector.judge.guardrails import Policy
     from incident_detector.act.remediation import Remediator
     from incident_detector.judge.correlator import Rules
     from incident_detector.model import (

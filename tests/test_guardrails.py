@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from incident_detector.act.guardrails import (
+from incident_detector.judge.guardrails import (
     Action,
     GuardrailDecision,
     Outcome,
@@ -617,7 +617,7 @@ def test_a_rule_cooldown_never_allows_more(prop, policy, history, cooldown):
 
 
 def test_a_dashboard_approval_counts_by_its_own_authentication_not_slack_approvers():
-    from incident_detector.act.guardrails import Outcome, Policy, Proposal, decide
+    from incident_detector.judge.guardrails import Outcome, Policy, Proposal, decide
     from datetime import datetime, timezone
 
     now = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)

@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from incident_detector.act.guardrails import Action
+from incident_detector.judge.guardrails import Action
 from incident_detector.act.remediation import Fix, PlanRequest, pod_selector, problem_pod
 from incident_detector.judge.correlator import Rollout, find_rollout
 from incident_detector.main import build_detector, slack_routes

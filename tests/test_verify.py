@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from incident_detector.act.argocd import Application, HistoryEntry
-from incident_detector.act.guardrails import Action
+from incident_detector.judge.guardrails import Action
 from incident_detector.act.verify import (
     VerificationResult,
     verify,

@@ -81,7 +81,7 @@ from ..store.journal import (
     Journal,
     JournalEntry,
 )
-from ..web.slack_actions import Decision
+from .approvals import Decision
 from .approvals import ApprovalTokens
 from .argocd import (
     ArgoCdClient,
@@ -96,7 +96,7 @@ from .argocd import (
 from .executor import ALREADY_DONE, APPLIED, DRY_RUN_OK, FORBIDDEN, ActionResult, KubeExecutor
 from .executor import FAILED as WRITE_FAILED
 from .executor import STALE as WRITE_STALE
-from .guardrails import (
+from ..judge.guardrails import (
     CHANGES_DEPLOYMENT,
     Action,
     GuardrailDecision,

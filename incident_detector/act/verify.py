@@ -39,7 +39,7 @@ from .argocd import (
     HistoryEntry,
     short_revision,
 )
-from .guardrails import Action
+from ..judge.guardrails import Action
 
 
 class VerificationResult(str, Enum):

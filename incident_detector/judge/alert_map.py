@@ -23,7 +23,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..model import Alert, AlertTarget, Deployment, ReplicaSet
+from ..model import Alert, AlertTarget, Deployment, ReplicaSet, Unmapped
 from .correlator import owns_pod
 
 # Pod template labels compared with a workload label's value, in order (then the name).
@@ -54,17 +54,6 @@ class AlertLabels:
                    deployment=tuple(settings.alert_deployment_labels),
                    pod=tuple(settings.alert_pod_labels),
                    workload=tuple(settings.alert_workload_labels))
-
-
-@dataclass(frozen=True, slots=True)
-class Unmapped:
-    """Why an alert names no watched Deployment; it is recorded and shown, not dropped.
-
-    ``namespace`` is the namespace the alert named, when it named one (shown and filtered on).
-    """
-
-    reason: str
-    namespace: str | None = None
 
 
 def map_alert(alert: Alert, *, labels: AlertLabels, watched_namespaces: Collection[str],

@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from ..act.guardrails import GuardrailDecision, Outcome
+from .guardrails import GuardrailDecision, Outcome
 from ..config import REMEDIATION_ACTIONS
 from .placeholders import Redactor
 

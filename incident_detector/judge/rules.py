@@ -55,7 +55,7 @@ fix, deleting its pods is not. ``crash-loop`` therefore only decides for problem
 rollout explains (an alert about a pod, say).
 
 A rule only *chooses* an action. Whether it may run (``REMEDIATION_MODE``, ``ALLOWED_ACTIONS``,
-namespaces, GitOps, the cooldown, the hourly cap, approvals) is ``act.guardrails.decide``'s
+namespaces, GitOps, the cooldown, the hourly cap, approvals) is ``judge.guardrails.decide``'s
 business, unchanged: a rule can lower what the guardrails allow (``action: none``, a longer
 ``cooldown``), never raise it. A rule's ``cooldown`` shorter than ``REMEDIATION_COOLDOWN_MINUTES``
 therefore has no effect; whoever applies it takes the longer of the two.

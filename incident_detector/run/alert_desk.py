@@ -208,7 +208,7 @@ class AlertDesk:
         """The rule's action through the very same guardrails and approvals as a rollback."""
         if self.remediator is None or verdict.action == "none":
             return incident
-        from ..act.guardrails import Action
+        from ..judge.guardrails import Action
         from ..act.remediation import PlanRequest
 
         try:

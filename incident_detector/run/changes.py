@@ -638,7 +638,7 @@ class ChangeDesk:
         rollout = self.cause_rollout(namespace, cause)
         if rollout is None:
             return None
-        from ..act.guardrails import Action
+        from ..judge.guardrails import Action
         from ..act.remediation import PlanRequest
 
         rs = rollout.replicaset

@@ -21,11 +21,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from ..model import Alert
+from ..model import Alert, AlertNotification, Pairs
 
 SUPPORTED_VERSION = "4"
 STATUSES = ("firing", "resolved")
@@ -39,8 +38,6 @@ _RFC3339 = re.compile(
 # Quoted values in a reason are cut here: the reason is logged and sent back.
 _QUOTE_MAX = 40
 
-Pairs = tuple[tuple[str, str], ...]
-
 
 class PayloadError(ValueError):
     """The body is not an Alertmanager webhook notification; ``reason`` says what is wrong."""
@@ -48,31 +45,6 @@ class PayloadError(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class AlertNotification:
-    """One webhook notification: a group of alerts as Alertmanager routed it."""
-
-    version: str
-    status: str
-    receiver: str
-    group_key: str
-    group_labels: Pairs
-    common_labels: Pairs
-    common_annotations: Pairs
-    external_url: str
-    # Alerts left out because the receiver sets ``max_alerts`` (they are not in ``alerts``).
-    truncated_alerts: int
-    alerts: tuple[Alert, ...]
-
-    @property
-    def firing(self) -> int:
-        return sum(1 for alert in self.alerts if alert.firing)
-
-    @property
-    def resolved(self) -> int:
-        return len(self.alerts) - self.firing
 
 
 def parse_webhook(body: bytes) -> AlertNotification:

@@ -22,9 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..judge.alert_map import Unmapped
-from ..model import Alert, AlertTarget
-from ..sources.alerts import AlertNotification
+from ..model import Alert, AlertNotification, AlertTarget, Unmapped
 from .db import Database
 from .records import NO_LIMIT, db_time, from_db_time, transaction
 

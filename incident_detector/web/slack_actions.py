@@ -31,9 +31,8 @@ import json
 import re
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qs
 
 import structlog
@@ -41,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from ..act.approvals import ApprovalTokens
+from ..act.approvals import ApprovalTokens, Decision, DecisionKind, DecisionSource
 from .bodies import read_capped
 
 log = structlog.get_logger("incident_detector")
@@ -65,30 +64,6 @@ APPROVE_PREFIX = "approve"
 REJECT_PREFIX = "reject"
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _LENGTH = re.compile(r"[0-9]{1,19}")
-
-DecisionKind = Literal["approve", "reject", "refused_user"]
-
-
-DecisionSource = Literal["slack", "dashboard"]
-
-
-@dataclass(frozen=True)
-class Decision:
-    """A verified click (in Slack, or on the dashboard), as the rest of the detector sees it."""
-
-    kind: DecisionKind
-    incident_key: str | None  # None for a refused click whose token was unknown
-    action: str | None
-    # A Slack user ID; for the dashboard, "dashboard:" and the user its token or proxy names.
-    who: str
-    when: datetime
-    # As given in the verified payload (the signature covers it). Kept out of repr so that
-    # logging a Decision cannot leak it.
-    response_url: str | None = field(default=None, repr=False)
-    # Where the decision was made: a Slack click is checked against SLACK_APPROVERS; a dashboard
-    # user was already authenticated by DASHBOARD_TOKEN or the authenticating proxy.
-    source: DecisionSource = "slack"
-
 
 def decision_from_token(tokens: ApprovalTokens, token: object, *, kind: DecisionKind, who: str,
                         when: datetime, response_url: str | None = None,
