@@ -10,12 +10,15 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # The build context is trimmed by .dockerignore to the package and its metadata.
 COPY . .
-# Optional extras, e.g. `docker build --build-arg EXTRAS=grpc .` for the gRPC change feed
-# (CHANGE_GRPC_PORT); none by default.
-ARG EXTRAS=""
+# Extras: postgres by default, so that one image runs with DATABASE_URL or without it (psycopg's
+# binary wheel brings its own libpq: nothing to apt-get; it is imported only when DATABASE_URL is
+# set). `--build-arg EXTRAS=postgres,grpc` adds the gRPC change feed (CHANGE_GRPC_PORT).
+ARG EXTRAS="postgres"
 # pip compiles the bytecode at install time, so the read-only runtime never needs to write it.
+# The import checks that the driver's wheel loads on this base (the runtime's, too).
 RUN pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}" \
- && python -c "import incident_detector"
+ && python -c "import incident_detector" \
+ && case ",$EXTRAS," in *,postgres,*) python -c "import psycopg; psycopg.pq.version()";; esac
 
 FROM python:3.11-slim
 # A fixed numeric user and group, no home directory, no login shell: the Deployment's

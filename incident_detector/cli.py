@@ -1,4 +1,5 @@
-"""Command line: ``incident-detector [--once]``, ``incident-detector demo``, ``incident-detector replay``."""
+"""Command line: ``incident-detector [--once]``, ``incident-detector demo``,
+``incident-detector replay``, ``incident-detector store copy``."""
 
 from __future__ import annotations
 
@@ -47,6 +48,28 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="replay a recorded scenario on a simulated clock")
     replay.add_argument("scenario", help="path to a scenario file (see tests/scenarios/)")
     replay.add_argument("--json", action="store_true", help="print the result as JSON")
+    store = sub.add_parser(
+        "store", help="store copy --from STATE_PATH --to DATABASE_URL: move the history "
+                      "(incidents, audit, approvals...) into PostgreSQL, keeping its ids")
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    copy = store_sub.add_parser(
+        "copy", help="copy a store (a SQLite STATE_PATH) into another (a DATABASE_URL)",
+        description="Copy every table of a store into another, keeping ids (links such as "
+                    "/incidents/r12 and audit ids stay the same), idempotently: rows already "
+                    "there are left as they are, so running it again copies only what is new. "
+                    "Supported: SQLite to PostgreSQL (the migration), PostgreSQL to PostgreSQL, "
+                    "PostgreSQL to SQLite and SQLite to SQLite (--to sqlite:PATH). An older "
+                    "SQLite file is migrated first, as at the detector's start. Stop the "
+                    "detector before the last run: rows already copied are not updated.",
+        epilog="exit codes: 0 copied, 1 a database could not be reached or refused, "
+               "2 bad arguments")
+    copy.add_argument("--from", dest="source", required=True, metavar="SOURCE",
+                      help="a SQLite file (STATE_PATH) or a postgresql:// URL")
+    copy.add_argument("--to", dest="destination", required=True, metavar="DESTINATION",
+                      help="a postgresql:// or postgres:// URL (DATABASE_URL; libpq options such"
+                           " as sslmode in its query), or sqlite:PATH")
+    copy.add_argument("--batch", type=int, default=500, metavar="ROWS",
+                      help="rows per read and per write transaction (default 500)")
     return parser
 
 
@@ -58,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "replay":
         from .sim.replay import replay_main
         return replay_main(args.scenario, as_json=args.json)
+    if args.command == "store":
+        from .store.copy import copy_main
+        return copy_main(args.source, args.destination, batch_rows=args.batch)
 
     try:
         settings = load_settings()

@@ -28,10 +28,17 @@ K8S_DIR = REPO_ROOT / "k8s"
 NAMESPACED_DIR = K8S_DIR / "namespaced"
 CLUSTER_WIDE_DIR = K8S_DIR / "cluster-wide"
 REMEDIATION_DIR = K8S_DIR / "remediation"
+POSTGRES_DIR = K8S_DIR / "postgres"
+POSTGRES_REMEDIATION_DIR = POSTGRES_DIR / "remediation"
+SQLITE_PVC_DIR = K8S_DIR / "sqlite-pvc"
+DATABASE_URL_COMPONENT = K8S_DIR / "components" / "database-url"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 KUSTOMIZATION_FILE = "kustomization.yaml"
 SECRET_EXAMPLE = K8S_DIR / "secret.example.yaml"
+DATABASE_SECRET_EXAMPLE = POSTGRES_DIR / "secret.example.yaml"
+SECRET_EXAMPLES = frozenset({SECRET_EXAMPLE.resolve(), DATABASE_SECRET_EXAMPLE.resolve()})
+DATABASE_SECRET_NAME = "incident-detector-database"
 
 NAMESPACE = "demo-aiops"
 APP_NAME = "incident-detector"
@@ -51,14 +58,22 @@ MODEL_BY_KIND: dict[tuple[str, str], str] = {
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "V1RoleBinding",
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): "V1ClusterRole",
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "V1ClusterRoleBinding",
+    ("policy/v1", "PodDisruptionBudget"): "V1PodDisruptionBudget",
+    ("v1", "PersistentVolumeClaim"): "V1PersistentVolumeClaim",
 }
 CLUSTER_SCOPED_KINDS = frozenset({"ClusterRole", "ClusterRoleBinding"})
 
 # The installs: each is a kustomization root that `kubectl apply -k` takes. The remediation one
-# is the namespaced install plus a Role for the writes its enabled actions need.
+# is the namespaced install plus a Role for the writes its enabled actions need; the postgres
+# ones add DATABASE_URL (the component components/database-url) to the namespaced and the
+# remediation install, and sqlite-pvc puts the one replica's SQLite file on a volume claim.
 INSTALLS: dict[str, Path] = {
     "namespaced": K8S_DIR, "cluster-wide": CLUSTER_WIDE_DIR, "remediation": REMEDIATION_DIR,
+    "postgres": POSTGRES_DIR, "postgres-remediation": POSTGRES_REMEDIATION_DIR,
+    "sqlite-pvc": SQLITE_PVC_DIR,
 }
+# The installs whose memory is the shared PostgreSQL database.
+DATABASE_INSTALLS = ("postgres", "postgres-remediation")
 # The read-only roles of the installs that only watch (the remediation install reuses the
 # namespaced one's and adds REMEDIATION_ROLE_FILE, checked on its own below).
 ROLE_FILES: dict[str, tuple[Path, ...]] = {
@@ -107,9 +122,9 @@ DUMMY_SECRET_ENV = {
 }
 
 # Environment variables the daemon reads outside config.Settings (yet): POD_NAME is the
-# leader-election identity, STATE_PATH the SQLite file. A name that becomes a Settings field is
-# accepted as a field; until then it must be listed here.
-ENV_OUTSIDE_SETTINGS = frozenset({"POD_NAME", "STATE_PATH"})
+# leader-election identity, STATE_PATH the SQLite file, DATABASE_URL the PostgreSQL store. A
+# name that becomes a Settings field is accepted as a field; until then it must be listed here.
+ENV_OUTSIDE_SETTINGS = frozenset({"POD_NAME", "STATE_PATH", "DATABASE_URL"})
 SEED_ENV = {
     "NAMESPACE": "demo-aiops",
     "TARGET_DEPLOYMENT": "payments-api",
@@ -178,9 +193,11 @@ def kustomization(directory: Path) -> dict[str, Any]:
 
 
 def install_files(directory: Path) -> list[Path]:
-    """Manifest files a kustomization root pulls in, following nested kustomizations."""
+    """Manifest files a kustomization root pulls in, following nested kustomizations and the
+    components it uses."""
+    config = kustomization(directory)
     files: list[Path] = []
-    for entry in kustomization(directory).get("resources", []):
+    for entry in [*config.get("resources", []), *config.get("components", [])]:
         target = (directory / entry).resolve()
         files.extend(install_files(target) if target.is_dir() else [target])
     return files
@@ -243,7 +260,10 @@ def merge_by_name(base: Any, patch: Any) -> Any:
     if isinstance(base, dict) and isinstance(patch, dict):
         merged = dict(base)
         for key, value in patch.items():
-            merged[key] = merge_by_name(base[key], value) if key in base else value
+            if value is None:  # a null in a strategic merge patch deletes the field
+                merged.pop(key, None)
+            else:
+                merged[key] = merge_by_name(base[key], value) if key in base else value
         return merged
     named = (isinstance(base, list) and isinstance(patch, list)
              and all(isinstance(item, dict) and "name" in item for item in [*base, *patch]))
@@ -256,9 +276,19 @@ def merge_by_name(base: Any, patch: Any) -> Any:
 
 
 def deployment_patches(install: str) -> list[dict[str, Any]]:
-    """The bodies of an install's inline patches on the Deployment (none for the base)."""
+    """The bodies of an install's inline patches on the Deployment (none for the base), in the
+    order kustomize applies them: those of the kustomizations it builds on, then those of its
+    components, then its own."""
+    return kustomization_patches(INSTALLS[install])
+
+
+def kustomization_patches(directory: Path) -> list[dict[str, Any]]:
+    config = kustomization(directory)
     bodies = []
-    for patch in kustomization(INSTALLS[install]).get("patches", []):
+    for entry in [*config.get("resources", []), *config.get("components", [])]:
+        if (directory / entry).is_dir():
+            bodies.extend(kustomization_patches((directory / entry).resolve()))
+    for patch in config.get("patches", []):
         assert patch["target"] == {"kind": "Deployment", "name": deployment()["metadata"]["name"]}
         bodies.append(yaml.safe_load(patch["patch"]))
     return bodies
@@ -337,7 +367,7 @@ def test_kustomization_lists_files_that_exist(install: str) -> None:
     config = kustomization(directory)
     assert config["kind"] == "Kustomization"
     assert config.get("namespace") == NAMESPACE
-    for entry in config.get("resources", []):
+    for entry in [*config.get("resources", []), *config.get("components", [])]:
         target = directory / entry
         assert target.is_file() or (target / KUSTOMIZATION_FILE).is_file(), entry
     for patch in config.get("patches", []):
@@ -352,10 +382,10 @@ def test_base_kustomization_lists_files_that_exist() -> None:
         assert (K8S_DIR / "base" / entry).is_file(), entry
 
 
-def test_every_manifest_is_installed_except_the_secret_example() -> None:
+def test_every_manifest_is_installed_except_the_secret_examples() -> None:
     installed = {path for directory in INSTALLS.values() for path in install_files(directory)}
-    assert SECRET_EXAMPLE.resolve() not in installed, "the Secret must not be shipped"
-    assert {path.resolve() for path in manifest_files()} - installed == {SECRET_EXAMPLE.resolve()}
+    assert not SECRET_EXAMPLES & installed, "the Secrets must not be shipped"
+    assert {path.resolve() for path in manifest_files()} - installed == SECRET_EXAMPLES
 
 
 @pytest.mark.parametrize("install", sorted(INSTALLS))
@@ -367,11 +397,18 @@ def test_install_has_one_of_each_and_binds_its_role_to_the_service_account(insta
         "namespaced": [("Role", "RoleBinding")],
         "cluster-wide": [("ClusterRole", "ClusterRoleBinding"), ("Role", "RoleBinding")],
         "remediation": [("Role", "RoleBinding"), ("Role", "RoleBinding")],
+        "postgres": [("Role", "RoleBinding")],
+        "postgres-remediation": [("Role", "RoleBinding"), ("Role", "RoleBinding")],
+        "sqlite-pvc": [("Role", "RoleBinding")],
     }[install]
+    # What an install adds besides RBAC: the budget of the two remediation replicas, the
+    # volume claim of the SQLite file.
+    extra = {"postgres-remediation": ["PodDisruptionBudget"],
+             "sqlite-pvc": ["PersistentVolumeClaim"]}.get(install, [])
     kinds = sorted(doc["kind"] for doc in docs)
     # Two ConfigMaps: the rules, and the LLM analysis' prompt.
     assert kinds == sorted(["ServiceAccount", "Deployment", "Service", "ConfigMap", "ConfigMap",
-                            *(kind for pair in pairs for kind in pair)])
+                            *extra, *(kind for pair in pairs for kind in pair)])
     account = only(docs, "ServiceAccount")["metadata"]["name"]
     roles = {(doc["kind"], doc["metadata"]["name"]) for doc in docs
              if doc["kind"] in ("Role", "ClusterRole")}
@@ -441,6 +478,9 @@ def test_kustomize_build_renders_every_object_in_the_namespace(install: str) -> 
     expected_spec = patched_deployment(install)["spec"]
     assert rendered_deployment["spec"]["replicas"] == expected_spec["replicas"]
     assert rendered_deployment["spec"].get("strategy") == expected_spec.get("strategy")
+    volumes = rendered_deployment["spec"]["template"]["spec"]["volumes"]
+    assert {v["name"]: v for v in volumes} == {
+        v["name"]: v for v in expected_spec["template"]["spec"]["volumes"]}
 
 
 # --- the Deployment --------------------------------------------------------------------------
@@ -819,6 +859,171 @@ def test_patched_deployment_deserializes_without_losing_fields(install: str) -> 
     assert fields_lost(patched, round_trip) == []
 
 
+# --- PostgreSQL, and the SQLite file on a volume ----------------------------------------------
+
+
+def pod_env(dep: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    [main] = dep["spec"]["template"]["spec"]["containers"]
+    return {var["name"]: var for var in main["env"]}
+
+
+def state_volume(dep: dict[str, Any]) -> dict[str, Any]:
+    """The volume mounted at the folder of STATE_PATH (where the SQLite file is)."""
+    pod = dep["spec"]["template"]["spec"]
+    [main] = pod["containers"]
+    folder = str(Path(pod_env(dep)["STATE_PATH"]["value"]).parent)
+    [mount] = [m for m in main["volumeMounts"] if m["mountPath"] == folder]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    return volume
+
+
+def memory_problems(dep: dict[str, Any]) -> list[str]:
+    """Why a Deployment could have two detectors write one SQLite file, or two with memories
+    of their own that both act. Without DATABASE_URL each pod's memory is its own SQLite file:
+    on an emptyDir two replicas have one each (the leader detects, the standby waits), on a
+    volume claim there is one file, so one pod, also during a rollout; and remediation keeps
+    approvals and the journal in that memory, so it needs one replica or the database."""
+    env = pod_env(dep)
+    if "DATABASE_URL" in env:
+        return []
+    spec = dep["spec"]
+    replicas = spec.get("replicas", 1)
+    volume = state_volume(dep)
+    problems = []
+    if "persistentVolumeClaim" in volume:
+        if replicas != 1:
+            problems.append(f"{replicas} replicas on one SQLite file (a volume claim)")
+        if spec.get("strategy", {}).get("type") != "Recreate":
+            problems.append("a rolling update runs two pods on one SQLite file")
+    elif set(volume) != {"name", "emptyDir"}:
+        problems.append(f"the SQLite file is on {volume}, neither a pod's own nor a claim")
+    if replicas > 1 and env.get("LEADER_ELECTION", {}).get("value") != "true":
+        problems.append(f"{replicas} replicas with a memory each and no leader election")
+    if replicas > 1 and env.get("REMEDIATION_MODE", {}).get("value", "off") != "off":
+        problems.append(f"remediation on {replicas} replicas without DATABASE_URL: a click "
+                        "may reach a replica that never asked")
+    return problems
+
+
+@pytest.mark.parametrize("install", sorted(INSTALLS))
+def test_no_install_lets_two_replicas_share_a_sqlite_file(install: str) -> None:
+    assert memory_problems(patched_deployment(install)) == []
+
+
+def test_the_memory_check_fails_on_two_replicas_without_the_database() -> None:
+    # Guards the check above with the installs it must refuse.
+    shared = patched_deployment("sqlite-pvc")
+    assert memory_problems(shared) == []
+    assert memory_problems(merge_by_name(shared, {"spec": {"replicas": 2}})) == [
+        "2 replicas on one SQLite file (a volume claim)",
+        "2 replicas with a memory each and no leader election"]
+    rolling = merge_by_name(shared, {"spec": {"strategy": {"type": "RollingUpdate"}}})
+    assert memory_problems(rolling) == ["a rolling update runs two pods on one SQLite file"]
+    highly_available = patched_deployment("postgres-remediation")
+    without_database = json.loads(json.dumps(highly_available))
+    [main] = without_database["spec"]["template"]["spec"]["containers"]
+    main["env"] = [var for var in main["env"] if var["name"] != "DATABASE_URL"]
+    assert memory_problems(highly_available) == []
+    assert [p.split(":")[0] for p in memory_problems(without_database)] == [
+        "remediation on 2 replicas without DATABASE_URL"]
+
+
+@pytest.mark.parametrize("install", sorted(INSTALLS))
+def test_every_install_sets_only_env_the_daemon_reads(install: str) -> None:
+    for name, var in patched_env(install).items():
+        assert name.lower() in Settings.model_fields or name in ENV_OUTSIDE_SETTINGS, name
+        if name.lower() in SECRET_FIELDS or name == "DATABASE_URL":
+            assert "value" not in var, f"{name} must come from a Secret"
+
+
+@pytest.mark.parametrize("install", DATABASE_INSTALLS)
+def test_the_database_url_comes_from_its_secret_and_is_required(install: str) -> None:
+    var = patched_env(install)["DATABASE_URL"]
+    assert "value" not in var, "the URL holds the password: never inline"
+    ref = var["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == DATABASE_SECRET_NAME and ref["key"] == "database-url"
+    # Required: a pod without it would fall back to a SQLite file of its own, and the two
+    # replicas would remember different things.
+    assert ref.get("optional", False) is False
+    assert DATABASE_URL_COMPONENT.resolve() in {
+        (INSTALLS[install] / entry).resolve()
+        for entry in kustomization(INSTALLS[install]).get("components", [])}
+
+
+def test_the_database_secret_example_ships_no_value_and_the_key_the_deployment_reads() -> None:
+    secret = only(load_documents(DATABASE_SECRET_EXAMPLE), "Secret")
+    assert secret["metadata"]["name"] == DATABASE_SECRET_NAME
+    assert secret["metadata"]["namespace"] == NAMESPACE
+    assert secret["stringData"] == {"database-url": ""} and "data" not in secret
+    text = DATABASE_SECRET_EXAMPLE.read_text()
+    assert "kubectl" in text and f"create secret generic {DATABASE_SECRET_NAME}" in text
+
+
+def test_the_postgres_install_keeps_two_replicas_with_leader_election() -> None:
+    spec = patched_deployment("postgres")["spec"]
+    assert spec["replicas"] == 2 and patched_env("postgres")["LEADER_ELECTION"]["value"] == "true"
+
+
+def lease_grants(install: str) -> set[tuple[str, str, str]]:
+    """What the Roles bound to the detector's account grant on Leases."""
+    docs = install_documents(install)
+    bound = {doc["roleRef"]["name"] for doc in docs if doc["kind"] == "RoleBinding"}
+    return {grant for doc in docs if doc["kind"] == "Role" and doc["metadata"]["name"] in bound
+            for rule in doc["rules"] for grant in rule_grants(rule)
+            if grant[1] == "leases"}
+
+
+def test_postgres_remediation_runs_two_replicas_with_leader_election_again() -> None:
+    from incident_detector.run.leader import LEASE_PERMISSIONS
+
+    spec = patched_deployment("postgres-remediation")["spec"]
+    assert spec["replicas"] == 2
+    # A new pod is ready before an old one goes: a replica always answers a click.
+    assert spec["strategy"] == {"type": "RollingUpdate",
+                                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert patched_env("postgres-remediation")["LEADER_ELECTION"] == {
+        "name": "LEADER_ELECTION", "value": "true"}
+    assert set(LEASE_PERMISSIONS) <= lease_grants("postgres-remediation")
+    settings = load_settings({**literal_env(patched_env("postgres-remediation")),
+                              **DUMMY_SECRET_ENV})
+    assert settings.leader_election is True and settings.remediation_mode == "approve"
+    assert settings.allowed_actions == ("rollback",)
+    # The same writes as k8s/remediation/: only the replicas and the memory differ.
+    roles = {doc["metadata"]["name"]: doc["rules"] for doc in
+             install_documents("postgres-remediation") if doc["kind"] == "Role"}
+    assert roles == {doc["metadata"]["name"]: doc["rules"] for doc in
+                     install_documents("remediation") if doc["kind"] == "Role"}
+
+
+def test_postgres_remediation_keeps_one_replica_through_a_drain() -> None:
+    budget = only(install_documents("postgres-remediation"), "PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == 1
+    pod_labels = patched_deployment("postgres-remediation")["spec"]["template"]["metadata"][
+        "labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    # Only where there are two: with one replica the budget would block every drain.
+    for install in INSTALLS:
+        if any(doc["kind"] == "PodDisruptionBudget" for doc in install_documents(install)):
+            assert patched_deployment(install)["spec"]["replicas"] >= 2, install
+
+
+def test_sqlite_pvc_puts_the_file_on_a_claim_for_one_replica() -> None:
+    dep = patched_deployment("sqlite-pvc")
+    spec = dep["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert patched_env("sqlite-pvc")["LEADER_ELECTION"]["value"] == "false"
+    assert "DATABASE_URL" not in patched_env("sqlite-pvc")
+    assert pod_env(dep)["STATE_PATH"]["value"] == STATE_PATH
+    claim = only(install_documents("sqlite-pvc"), "PersistentVolumeClaim")
+    assert state_volume(dep) == {"name": "state",
+                                 "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}}
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"]["requests"]["storage"]
+    # The other writable path stays the pod's own.
+    [tmp] = [v for v in spec["template"]["spec"]["volumes"] if v["name"] == "tmp"]
+    assert "emptyDir" in tmp
+
+
 # --- Dockerfile ------------------------------------------------------------------------------
 
 
@@ -910,6 +1115,24 @@ def test_dockerfile_final_stage_environment_and_entrypoint() -> None:
     assert json.loads(only_instruction(stage, "ENTRYPOINT").arguments) == ENTRYPOINT
     exposed = only_instruction(stage, "EXPOSE").arguments.split()
     assert [int(port.partition("/")[0]) for port in exposed] == [container_port("http")]
+
+
+def test_dockerfile_installs_the_postgres_extra_by_default() -> None:
+    # One image for both stores: DATABASE_URL works without a rebuild (the driver is imported
+    # only when it is set, so the SQLite default pays nothing for it at run time).
+    import tomllib
+
+    builder = stages(dockerfile_instructions(DOCKERFILE.read_text()))[0]
+    [extras] = [shlex.split(i.arguments)[0] for i in builder if i.keyword == "ARG"
+                and i.arguments.startswith("EXTRAS")]
+    assert "postgres" in extras.partition("=")[2].split(",")
+    [install] = [i.arguments for i in builder if i.keyword == "RUN" and "pip install" in
+                 i.arguments]
+    assert '".${EXTRAS:+[$EXTRAS]}"' in install and "import psycopg" in install
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    # The binary wheel: libpq comes with it, nothing to apt-get on the slim base.
+    assert any(req.startswith("psycopg[binary]")
+               for req in project["optional-dependencies"]["postgres"])
 
 
 def test_dockerfile_final_stage_installs_no_build_tools() -> None:
