@@ -67,26 +67,36 @@ class Symptom:
 # --- walking the map ------------------------------------------------------------------------
 
 
-def _walk(service_map: graph.ServiceMap, start: str, *, upstream: bool,
-          max_hops: int) -> dict[str, Path]:
-    """Breadth first from ``start`` along the calls (``upstream``: against them, to the
-    callers), over workloads only; each reached node's path from ``start``."""
+def neighbours(service_map: graph.ServiceMap, *, upstream: bool) -> dict[str, list[str]]:
+    """Per node, the workloads it calls (``upstream``: that call it), sorted: made once for
+    many walks over the same map."""
     nodes = service_map.nodes
-    if start not in nodes:
-        return {}
     near: dict[str, list[str]] = {}
     for source, target in service_map.edges:
         a, b = (target, source) if upstream else (source, target)
         if nodes.get(b) is None or nodes[b].kind != graph.WORKLOAD:
             continue
         near.setdefault(a, []).append(b)
+    for found in near.values():
+        found.sort()
+    return near
+
+
+def _walk(service_map: graph.ServiceMap, start: str, *, upstream: bool,
+          max_hops: int, near: Mapping[str, Sequence[str]] | None = None) -> dict[str, Path]:
+    """Breadth first from ``start`` along the calls (``upstream``: against them, to the
+    callers), over workloads only; each reached node's path from ``start``."""
+    if start not in service_map.nodes:
+        return {}
+    if near is None:
+        near = neighbours(service_map, upstream=upstream)
     paths: dict[str, Path] = {start: (start,)}
     queue = deque([start])
     while queue:
         current = queue.popleft()
         if len(paths[current]) > max_hops:
             continue
-        for other in sorted(near.get(current, ())):
+        for other in near.get(current, ()):
             if other not in paths:
                 paths[other] = (*paths[current], other)
                 queue.append(other)
@@ -94,12 +104,14 @@ def _walk(service_map: graph.ServiceMap, start: str, *, upstream: bool,
     return paths
 
 
-def callers(service_map: graph.ServiceMap, workload: str, *,
-            max_hops: int = MAX_HOPS) -> dict[str, Path]:
+def callers(service_map: graph.ServiceMap, workload: str, *, max_hops: int = MAX_HOPS,
+            near: Mapping[str, Sequence[str]] | None = None) -> dict[str, Path]:
     """The workloads that call ``workload`` (``<ns>/<name>``) directly or through others, each
-    with its chain of calls: the caller first, ``workload`` last."""
+    with its chain of calls: the caller first, ``workload`` last. ``near``: the map's
+    ``neighbours(upstream=True)``, when already made."""
     return {caller: tuple(reversed(path)) for caller, path in
-            _walk(service_map, workload, upstream=True, max_hops=max_hops).items()}
+            _walk(service_map, workload, upstream=True, max_hops=max_hops,
+                  near=near).items()}
 
 
 def callees(service_map: graph.ServiceMap, workload: str, *,
@@ -301,3 +313,18 @@ def symptom_labels(tree: Causality) -> tuple[str, ...]:
     return tuple(kinds[e.target].label for e in tree.edges
                  if e.source == me and not e.target.startswith("workload:")
                  and e.target in kinds)
+
+
+def nearest_failing(service_map: graph.ServiceMap, workload: str,
+                    failing: Mapping[str, object], *,
+                    max_hops: int = MAX_HOPS) -> tuple[str, Path] | None:
+    """Of the workloads in ``failing`` (by id), the nearest one ``workload`` calls, directly
+    or through others, and the chain of calls to it; None when it calls none of them."""
+    if not failing:
+        return None
+    reached = callees(service_map, workload, max_hops=max_hops)
+    found = sorted((len(path), callee) for callee, path in reached.items() if callee in failing)
+    if not found:
+        return None
+    callee = found[0][1]
+    return callee, reached[callee]

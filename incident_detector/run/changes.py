@@ -34,6 +34,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
+from ..judge import causality as chains
 from ..judge import causes as ranking
 from ..judge import service_map as graph
 from ..judge.change_diff import deployment_change, rollout_change
@@ -55,7 +56,10 @@ from ..judge.dependencies import (
 from ..judge.rules import RuleSet, Subject, classify
 from ..judge.signatures import top_signatures
 from ..model import (
+    DELETED,
     Baseline,
+    BlastEntry,
+    Causality,
     Cause,
     Change,
     ChangeIncident,
@@ -410,9 +414,16 @@ class ChangeDesk:
         deps = self.dependencies(namespace)
         templates = self._templates(namespace)
         services = self._services(namespace)
-        affected = {c.key: ranking.affected_workloads(
-            c, tuple(seen.deployments.values()), templates, deps, services=services)
-            for c in recent if self._may_affect(c, seen)}
+        affected = {}
+        for c in recent:
+            names = set(ranking.affected_workloads(
+                c, tuple(seen.deployments.values()), templates, deps, services=services)
+                if self._may_affect(c, seen) else ())
+            # The workloads calling a rolled-out one through others (the service map): a
+            # rise in them is tied to the rollout too.
+            names.update(self.map_keeper.callers_of(c))
+            if names:
+                affected[c.key] = tuple(sorted(names))
         judged = {name: d for name, d in seen.deployments.items() if name in seen.selected}
         return recent, suspects(recent, affected, deployments=judged, now=now,
                                 window_seconds=self.window_seconds, busy=busy)
@@ -569,6 +580,14 @@ class ChangeDesk:
         verdict = classify(self.rule_set(), Subject(
             log_lines=tuple(s.example for s in signatures), signals=("change",)))
         top = causes[0] if causes else None
+        before = f", {round(judgement.baseline.per_minute, 2):g}/min before the change" \
+            if judgement.baseline else ""
+        tree = self.causality(suspect.namespace, dep.name, causes, symptoms=[
+            chains.Symptom("signal", "error_spike",
+                           f"error spike: {round(count / window_minutes, 2):g}/min",
+                           (f"{count:g} error lines in the last "
+                            f"{self.rules.error_window_seconds}s{before}",)),
+            *signature_symptoms(signatures)])
         remediation = self.plan_for_cause(suspect.namespace, top, detected_at=now,
                                           confidence=None, remediator=self.remediator) \
             if top is not None else None
@@ -581,7 +600,7 @@ class ChangeDesk:
             if judgement.baseline else None,
             causes=causes, signatures=signatures, priority=verdict.priority,
             rule=verdict.rule, action=(top.action or "none") if top else "none",
-            command=top.command if top else None, remediation=remediation)
+            command=top.command if top else None, remediation=remediation, causality=tree)
 
     # 3. Causes of any incident ------------------------------------------------------------
 
@@ -602,13 +621,57 @@ class ChangeDesk:
             candidates = [c for c in candidates if c not in recorded]
         templates = self._templates(namespace)
         seen = self._seen.get(namespace)
+        reach = self.map_keeper.reach(namespace, deployment.name)
+        elsewhere = sorted({node.partition("/")[0] for node in reach} - {namespace})
+        if elsewhere:
+            # What changed in the namespaces of the workloads it calls through others.
+            candidates += self.changes.recent(since=began - CAUSE_LOOKBACK,
+                                              namespaces=elsewhere)
         return ranking.rank_causes(
             ranking.Symptom.of(deployment, began=began, template=templates.get(deployment.name),
                                pods=tuple(pods), error_lines=tuple(error_lines),
                                own_rollout=own_rollout),
             candidates, now=now, dependencies=self.dependencies(namespace), risen=risen,
             deployments=tuple(seen.deployments.values()) if seen else (deployment,),
-            services=self._services(namespace))
+            services=self._services(namespace), reach=reach)
+
+    # 4. Who else it hurts, and how its causes reach it -------------------------------------
+
+    def blast_radius(self, namespace: str, deployment: str, *,
+                     now: datetime) -> tuple[BlastEntry, ...]:
+        """The callers of ``deployment`` (the service map, directly or through others) whose
+        error rate rose: the rate now from the tick's metric query (the change timeline's
+        suspects: the callers of a recorded rollout are counted), the rate before from their
+        baselines. Nothing is asked of a source; empty when the tick did not count them."""
+        counted = self._counted.get(namespace)
+        seen = self._seen.get(namespace)
+        if counted is None or counted[0] != now or counted[1] is None or seen is None:
+            return ()
+        _, per_workload, covered = counted
+        minutes = self.rules.error_window_seconds / 60.0
+        before: dict[str, float] = {}
+        # The baseline each caller was given for this rollout, else any it has.
+        for (ns, name, key), baseline in sorted(self._baselines.items(), key=lambda kv: (
+                f"/Deployment/{deployment}/" in kv[0][2], kv[0][2])):
+            if ns == namespace:
+                before[name] = baseline.per_minute
+        rates: dict[str, tuple[float | None, float | None]] = {}
+        for name, dep in seen.deployments.items():
+            workload = self.workload_of(dep)
+            if name == deployment or workload not in covered:
+                continue
+            rates[graph.node_id(namespace, name)] = (
+                before.get(name), per_workload.get(workload, 0.0) / minutes)
+        return chains.blast_radius(self.map_keeper.service_map,
+                                   graph.node_id(namespace, deployment), rates)
+
+    def causality(self, namespace: str, deployment: str, causes: Sequence[Cause], *,
+                  symptoms: Sequence[chains.Symptom],
+                  blast: Sequence[BlastEntry] = ()) -> Causality:
+        """The causality tree of an incident of ``deployment`` over the current map."""
+        return chains.causality(graph.node_id(namespace, deployment), causes,
+                                service_map=self.map_keeper.service_map,
+                                symptoms=symptoms, blast=blast)
 
     # Acting on a cause --------------------------------------------------------------------
 
@@ -695,6 +758,17 @@ class CountPlan:
         return out
 
 
+def signature_symptoms(signatures: Sequence[Any], *, since: str = "the change",
+                       limit: int = 3) -> list[chains.Symptom]:
+    """An incident's top error signatures as symptoms of its tree: each an error group, its
+    share of the sampled lines as the score."""
+    total = sum(s.count for s in signatures) or 1
+    return [chains.Symptom("error_group", s.fingerprint, f"error group: {s.fingerprint}",
+                           (f"{s.count} of the sampled lines"
+                            + (f", new since {since}" if s.new else ""),),
+                           round(s.count / total, 2)) for s in signatures[:limit]]
+
+
 def _per_workload(counts: ErrorCounts | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for sample in counts.samples if counts is not None else ():
@@ -723,6 +797,28 @@ class MapKeeper:
                          tuple[PodTemplate, tuple[Any, ...], list[graph.Sighting]]] = {}
         # Error lines naming a host heard since the last update, per (namespace, workload).
         self._heard: dict[tuple[str, str], list[str]] = {}
+        # Who calls whom, against the calls, for the map it was made of (see callers_of).
+        self._upstream: tuple[graph.ServiceMap, dict[str, list[str]]] | None = None
+
+    def reach(self, namespace: str, deployment: str) -> dict[str, tuple[str, ...]]:
+        """The workloads ``deployment`` calls on the map, directly or through others."""
+        return chains.callees(self.service_map, graph.node_id(namespace, deployment))
+
+    def callers_of(self, change: Change) -> tuple[str, ...]:
+        """The Deployments of a rolled-out (scaled-down, deleted) workload's namespace that
+        call it through others on the map (its direct callers are ``affected_workloads``'
+        already; those of a workload the map does not know: none)."""
+        if change.kind not in ranking.WORKLOAD_KINDS or not (
+                change.rollout or change.action == DELETED
+                or ranking.scale_down(change) is not None):
+            return ()
+        if self._upstream is None or self._upstream[0] is not self.service_map:
+            self._upstream = (self.service_map,
+                              chains.neighbours(self.service_map, upstream=True))
+        found = chains.callers(self.service_map, graph.node_id(change.namespace, change.name),
+                               near=self._upstream[1])
+        return tuple(sorted(node.partition("/")[2] for node in found
+                            if node.partition("/")[0] == change.namespace))
 
     def heard(self, namespace: str, workload: str, lines: Sequence[str]) -> None:
         kept = self._heard.setdefault((namespace, workload), [])

@@ -34,6 +34,7 @@ from ..judge.correlator import (
     rollout_key,
     rollouts_to_judge,
 )
+from ..judge.causality import Symptom
 from ..judge.change_diff import rollout_change
 from ..judge.confidence import scored
 from ..judge.correlator import Verdict, rollout_alerts
@@ -62,6 +63,7 @@ from .health import Sources, iso
 from ..store.journal import AuditRow, Journal
 from .live import LiveFeed, RolloutSeries
 from .loki_budget import LokiBudget, MeteredLoki
+from .changes import signature_symptoms
 from .metrics import DetectorMetrics
 from .outbox import EventSink, Outbox, Sender, StdoutSink
 from ..store.records import Store
@@ -544,7 +546,12 @@ class Detector:
             error_lines=tuple(s.example for s in incident.evidence.signatures),
             own_rollout=rollout_change(rollout, observed_at=incident.detected_at)
             if rollout is not None else None, risen=risen, pods=view.pods or ())
-        return replace(incident, evidence=replace(incident.evidence, causes=causes))
+        blast = self.change_desk.blast_radius(incident.namespace, incident.deployment,
+                                              now=incident.detected_at)
+        tree = self.change_desk.causality(incident.namespace, incident.deployment, causes,
+                                          symptoms=rollout_symptoms(incident), blast=blast)
+        return replace(incident, evidence=replace(incident.evidence, causes=causes,
+                                                  blast_radius=blast, causality=tree))
 
     async def _change_incidents(self, now: datetime, report: TickReport,
                                 risen: Mapping[str, Mapping[str, bool | None]]) -> None:
@@ -1137,6 +1144,31 @@ def _foreign_cause(incident: Incident) -> Cause | None:
             change.revision in (None, incident.revision):
         return None
     return causes[0]
+
+
+def rollout_symptoms(incident: Incident) -> list[Symptom]:
+    """What a rollout incident's workload shows, for its causality tree: its signals, its
+    error signatures (error groups), its alerts."""
+    evidence = incident.evidence
+    minutes = incident.window_seconds / 60.0
+    out = []
+    for signal in incident.signals:
+        if signal == Signal.ERROR_SPIKE:
+            before = "" if evidence.baseline_per_minute is None \
+                else f", {evidence.baseline_per_minute:g}/min before the rollout"
+            out.append(Symptom("signal", signal.value,
+                               f"error spike: {round(incident.error_count / minutes, 2):g}/min",
+                               (f"{incident.error_count:g} error lines in the last "
+                                f"{incident.window_seconds}s (threshold "
+                                f"{incident.threshold}){before}",)))
+        elif signal != Signal.ALERT:
+            out.append(Symptom("signal", signal.value, signal.value.replace("_", " ")))
+    out += signature_symptoms(evidence.signatures, since="the rollout")
+    for alert in evidence.alerts:
+        out.append(Symptom("alert", alert.name or alert.fingerprint,
+                           f"alert {alert.name or alert.fingerprint}",
+                           (f"firing since {alert.starts_at.isoformat()}",)))
+    return out
 
 
 def rollout_subject(incident: Incident) -> Subject:
