@@ -228,7 +228,7 @@ class _Tree:
     def calls(self, service_map: graph.ServiceMap, path: Path) -> None:
         """A chain of calls (caller first), as edges from each callee to its caller: a
         callee's failure reaches its caller."""
-        for caller, callee in zip(path, path[1:]):
+        for caller, callee in reversed(list(zip(path, path[1:]))):
             self.edge(self.workload(callee), self.workload(caller),
                       (f"{caller} calls {callee}",
                        *link_evidence(service_map, caller, callee)),

@@ -91,6 +91,8 @@ CAUSE_LOOKBACK = timedelta(hours=2)
 LEARNED_LINES_PER_WORKLOAD = 50
 LEARN_LINES_PER_CALL = 100
 LEARN_LINES_PER_WORKLOAD = 5
+# A rollout incident's blast radius asks for the callers of at most this many namespaces.
+BLAST_NAMESPACES = 5
 # The service map reads a namespace's configuration again at least this often.
 MAP_REFRESH = timedelta(minutes=5)
 
@@ -637,33 +639,43 @@ class ChangeDesk:
 
     # 4. Who else it hurts, and how its causes reach it -------------------------------------
 
-    def blast_radius(self, namespace: str, deployment: str, *,
-                     now: datetime) -> tuple[BlastEntry, ...]:
-        """The callers of ``deployment`` (the service map, directly or through others) whose
-        error rate rose: the rate now from the tick's metric query (the change timeline's
-        suspects: the callers of a recorded rollout are counted), the rate before from their
-        baselines. Nothing is asked of a source; empty when the tick did not count them."""
-        counted = self._counted.get(namespace)
-        seen = self._seen.get(namespace)
-        if counted is None or counted[0] != now or counted[1] is None or seen is None:
-            return ()
-        _, per_workload, covered = counted
-        minutes = self.rules.error_window_seconds / 60.0
-        before: dict[str, float] = {}
-        # The baseline each caller was given for this rollout, else any it has.
-        for (ns, name, key), baseline in sorted(self._baselines.items(), key=lambda kv: (
-                f"/Deployment/{deployment}/" in kv[0][2], kv[0][2])):
-            if ns == namespace:
-                before[name] = baseline.per_minute
+    async def blast_radius(self, namespace: str, deployment: str, *, started_at: datetime,
+                           now: datetime, call: Call, loki: Any) -> tuple[BlastEntry, ...]:
+        """The callers of ``deployment`` on the map (directly or through others) whose error
+        rate rose: for the callers of each namespace, two metric queries, their errors over the
+        error window now and over the baseline lookback before the rollout began
+        (``started_at``). Asked once per rollout incident, for at most ``BLAST_NAMESPACES``
+        namespaces; a namespace whose query failed lists none. ``loki``: what counts (the
+        detector's Loki client: the desk's own reader may only read lines)."""
+        failing = graph.node_id(namespace, deployment)
+        service_map = self.map_keeper.service_map
+        found = chains.callers(service_map, failing)
+        by_namespace: dict[str, list[str]] = {}
+        for node in sorted(found):
+            ns, _, name = node.partition("/")
+            seen = self._seen.get(ns)
+            if seen is not None and name in seen.deployments:
+                by_namespace.setdefault(ns, []).append(name)
+        window, lookback = self.rules.error_window_seconds, self.rules.baseline_lookback_seconds
         rates: dict[str, tuple[float | None, float | None]] = {}
-        for name, dep in seen.deployments.items():
-            workload = self.workload_of(dep)
-            if name == deployment or workload not in covered:
+        for ns, names in sorted(by_namespace.items())[:BLAST_NAMESPACES]:
+            deployments = self._seen[ns].deployments
+            workloads = {self.workload_of(deployments[name]): name for name in names}
+            listed = sorted(workloads)
+            now_counts = await call("loki", "blast radius", lambda ns=ns, listed=listed: (
+                loki.count_errors(namespace=ns, workloads=listed, window_seconds=window,
+                                  at=now)))
+            before_counts = await call("loki", "blast radius", lambda ns=ns, listed=listed: (
+                loki.count_errors(namespace=ns, workloads=listed, window_seconds=lookback,
+                                  at=started_at)))
+            if now_counts is None or before_counts is None:
                 continue
-            rates[graph.node_id(namespace, name)] = (
-                before.get(name), per_workload.get(workload, 0.0) / minutes)
-        return chains.blast_radius(self.map_keeper.service_map,
-                                   graph.node_id(namespace, deployment), rates)
+            after = _per_workload(now_counts)
+            before = _per_workload(before_counts)
+            for workload, name in workloads.items():
+                rates[graph.node_id(ns, name)] = (before.get(workload, 0.0) * 60.0 / lookback,
+                                                  after.get(workload, 0.0) * 60.0 / window)
+        return chains.blast_radius(service_map, failing, rates)
 
     def causality(self, namespace: str, deployment: str, causes: Sequence[Cause], *,
                   symptoms: Sequence[chains.Symptom],

@@ -386,6 +386,7 @@ class Detector:
             if self.change_desk is not None:
                 incident = self._with_causes(incident, view, rollout, errors_began,
                                              risen.get(incident.namespace, {}))
+                incident = await self._with_map(incident, now, report)
             verdict = classify(self.rule_set, rollout_subject(incident))
             incident = replace(incident, priority=verdict.priority, rule=verdict.rule,
                                rule_action=verdict.action)
@@ -546,12 +547,25 @@ class Detector:
             error_lines=tuple(s.example for s in incident.evidence.signatures),
             own_rollout=rollout_change(rollout, observed_at=incident.detected_at)
             if rollout is not None else None, risen=risen, pods=view.pods or ())
-        blast = self.change_desk.blast_radius(incident.namespace, incident.deployment,
-                                              now=incident.detected_at)
-        tree = self.change_desk.causality(incident.namespace, incident.deployment, causes,
+        return replace(incident, evidence=replace(incident.evidence, causes=causes))
+
+    async def _with_map(self, incident: Incident, now: datetime,
+                        report: TickReport) -> Incident:
+        """The incident's blast radius (its callers whose errors rose too) and its causality
+        tree, from the service map."""
+        assert self.change_desk is not None
+
+        async def call(source: str, what: str, thunk: Callable[[], Awaitable[T]]) -> T | None:
+            return await self._call(source, thunk, now, report, what)
+
+        blast = await self.change_desk.blast_radius(
+            incident.namespace, incident.deployment, started_at=incident.rollout_started_at,
+            now=incident.detected_at, call=call, loki=self.loki)
+        tree = self.change_desk.causality(incident.namespace, incident.deployment,
+                                          incident.evidence.causes,
                                           symptoms=rollout_symptoms(incident), blast=blast)
-        return replace(incident, evidence=replace(incident.evidence, causes=causes,
-                                                  blast_radius=blast, causality=tree))
+        return replace(incident, evidence=replace(incident.evidence, blast_radius=blast,
+                                                  causality=tree))
 
     async def _change_incidents(self, now: datetime, report: TickReport,
                                 risen: Mapping[str, Mapping[str, bool | None]]) -> None:
