@@ -185,3 +185,35 @@ def test_callers_that_do_not_rise_are_not_in_the_radius(tmp_path, quiet):
     record = only_rollout(result)
     assert [b["workload"] for b in record["evidence"]["blast_radius"]] == ["shop/checkout"]
     assert f"shop/{quiet}" not in str(record["evidence"]["blast_radius"])
+
+
+def test_the_callers_error_groups_point_at_the_rollout_incident(tmp_path):
+    # An hour after the detector began watching (triage calls an error new only then),
+    # payments rolls out a bad revision; checkout's new errors are an error group of their
+    # own, notified (every priority is), and part of payments' incident.
+    later = 3700
+
+    def late(entry: dict[str, Any], bad: bool = False) -> dict[str, Any]:
+        for log in entry["logs"]:
+            if log["from"] > 0:
+                log["from"] += later - 60
+        for revision in entry["revisions"][1:]:
+            revision["at"] += later - 60
+        return entry
+
+    result = shop(tmp_path, "error-groups", [
+        late(workload("checkout", env={"PAYMENTS_URL": "http://payments:8080"},
+                      errors=calls("payments"))),
+        late(workload("payments", bad_at=60)),
+    ], failing="payments", callers=["checkout"], duration=later + 200,
+        settings={"notify_priorities": "P1,P2,P3,P4"})
+    groups = {tuple(n.record["workloads"]): n for n in result.error_groups}
+    checkout = groups[("checkout",)]
+    assert checkout.record["incident"] == {
+        "kind": "rollout", "namespace": "shop", "deployment": "payments", "revision": 2,
+        "detected_at": result.notifications[0].record["detected_at"],
+        "path": ["shop/checkout", "shop/payments"]}
+    assert ("Part of the rollout incident of payments revision 2 in shop (checkout calls "
+            "payments)") in slack_text(checkout.slack)
+    # payments' own new errors point at its own incident.
+    assert groups[("payments",)].record["incident"]["path"] == ["shop/payments"]

@@ -215,3 +215,13 @@ def test_any_map_gives_bounded_trees_and_paths_that_are_calls(links, failing, ra
     assert all(0.0 <= e.score <= 1.0 for e in tree.edges)
     assert set(tree.roots) <= ids
     chain(tree)
+
+
+def test_the_nearest_failing_callee_and_the_chain_to_it():
+    failing = {"shop/payments": "incident 1", "shop/checkout": "incident 2"}
+    assert causality.nearest_failing(THREE_TIER, "shop/frontend", failing) == (
+        "shop/checkout", ("shop/frontend", "shop/checkout"))
+    assert causality.nearest_failing(THREE_TIER, "shop/frontend", {"shop/payments": 1}) == (
+        "shop/payments", ("shop/frontend", "shop/checkout", "shop/payments"))
+    assert causality.nearest_failing(THREE_TIER, "shop/payments", failing) is None
+    assert causality.nearest_failing(THREE_TIER, "shop/frontend", {}) is None

@@ -401,6 +401,13 @@ class ChangeDesk:
                 (change.namespace, change.name) in seen.called
         return True
 
+    def deployment_names(self, namespace: str) -> dict[str, str]:
+        """The Deployments of ``namespace`` by the workload label of their log streams."""
+        seen = self._seen.get(namespace)
+        if seen is None:
+            return {}
+        return {self.workload_of(d): name for name, d in seen.deployments.items()}
+
     def _services(self, namespace: str) -> tuple[Service, ...]:
         return self.watcher.services(namespace) if self.watcher is not None else ()
 
@@ -811,6 +818,10 @@ class MapKeeper:
         self._heard: dict[tuple[str, str], list[str]] = {}
         # Who calls whom, against the calls, for the map it was made of (see callers_of).
         self._upstream: tuple[graph.ServiceMap, dict[str, list[str]]] | None = None
+
+    def nearest_failing(self, node: str, failing: Mapping[str, object]
+                        ) -> tuple[str, tuple[str, ...]] | None:
+        return chains.nearest_failing(self.service_map, node, failing)
 
     def reach(self, namespace: str, deployment: str) -> dict[str, tuple[str, ...]]:
         """The workloads ``deployment`` calls on the map, directly or through others."""

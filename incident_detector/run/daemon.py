@@ -216,6 +216,10 @@ class Detector:
         # Deployments with a rollout in its window (left to the correlator).
         self._change_reads: dict[str, asyncio.Future[Any]] = {}
         self._busy: dict[str, set[str]] = {}
+        # The workloads ("<ns>/<name>") of the rollout incidents of the rollout window: the
+        # error groups of their callers point at them (what the incident's records say of
+        # it, and when its rollout began). Memory only: after a restart, from the next one.
+        self._failing: dict[str, tuple[dict[str, Any], datetime]] = {}
         self._resumed = False
         # What the dashboard reads: the live feed of events, and each rollout's error rate.
         self.live = live if live is not None else LiveFeed()
@@ -407,6 +411,10 @@ class Detector:
                                                 pods=view.pods or ())
             if self.outbox.record(incident):
                 report.incidents.append(incident.key)
+                self._failing[f"{incident.namespace}/{incident.deployment}"] = (
+                    {"kind": "rollout", "namespace": incident.namespace,
+                     "deployment": incident.deployment, "revision": incident.revision,
+                     "detected_at": iso(incident.detected_at)}, incident.rollout_started_at)
                 if self.analyst is not None:
                     self.analyst.analyse_later(incident.key, incident_record(incident))
                 self.live.publish("incident", {
@@ -521,20 +529,44 @@ class Detector:
             return await self._call("loki", thunk, now, report, "triage")
 
         workloads = self._triage_workloads()
+        window = timedelta(seconds=self.rules.rollout_window_seconds)
+        self._failing = {k: v for k, v in self._failing.items() if now - v[1] <= window}
         for namespace in self.settings.namespace:
             due = await self.triage.read(namespace, workloads=workloads, now=now, call=call)
             notified = []
             for group in due:
                 key = triage_render.group_key(group)
+                incident = self._group_incident(group)
                 if self.outbox.record_notice(
                         key=key, kind="error_group", namespace=group.namespace,
                         deployment=",".join(group.workloads), detected_at=now,
-                        record=triage_render.group_record(group, now=now),
-                        slack_payload=triage_render.slack_payload(group, now=now)) or \
+                        record=triage_render.group_record(group, now=now, incident=incident),
+                        slack_payload=triage_render.slack_payload(
+                            group, now=now, incident=incident)) or \
                         self.store.notice(key) is not None:
                     notified.append((group.namespace, group.fingerprint))
             if notified:
                 self.triage.mark_notified(notified, now=now)
+
+    def _group_incident(self, group: Any) -> dict[str, Any] | None:
+        """The rollout incident an error group's workloads are part of: their own, or that of
+        a workload they call (the service map), whose rollout began before the group was first
+        seen; with the chain of calls to it."""
+        if not self._failing or self.change_desk is None:
+            return None
+        names = self.change_desk.deployment_names(group.namespace)
+        failing = {node: ref for node, (ref, started) in self._failing.items()
+                   if group.first_seen >= started}
+        for workload in group.workloads:
+            name = names.get(workload)
+            if name is None:
+                continue
+            node = f"{group.namespace}/{name}"
+            found = (node, (node,)) if node in failing else \
+                self.change_desk.map_keeper.nearest_failing(node, failing)
+            if found is not None:
+                return {**failing[found[0]], "path": list(found[1])}
+        return None
 
     def _with_causes(self, incident: Incident, view: WorkloadView, rollout: Rollout | None,
                      errors_began: datetime, risen: Mapping[str, bool | None]) -> Incident:
