@@ -681,6 +681,10 @@ class AlertIncident:
     last_rollout: LastRollout | None = None
     signatures: tuple[ErrorSignature, ...] = ()
     remediation: RemediationView | None = None
+    # The recent changes that may have made it fire (a rollout of a workload it calls, directly
+    # or through others), and the tree from them to the alert (judge.causality).
+    causes: tuple[Cause, ...] = ()
+    causality: Causality | None = None
 
     @property
     def key(self) -> str:

@@ -52,6 +52,7 @@ def shop(tmp_path: Path, name: str, workloads: list[dict[str, Any]], *,
         "services": [{"name": w["name"], "selector": {"app": w["name"]}, "ports": [8080]}
                      for w in workloads],
         "expect": {"incidents": [{"deployment": failing, "revision": 2}],
+                   "alert_incidents": [{"alert": a["name"]} for a in extra.get("alerts", ())],
                    "change_incidents": [{"deployment": c,
                                          "cause": {"kind": "Deployment", "name": failing}}
                                         for c in callers]},
@@ -217,3 +218,26 @@ def test_the_callers_error_groups_point_at_the_rollout_incident(tmp_path):
             "payments)") in slack_text(checkout.slack)
     # payments' own new errors point at its own incident.
     assert groups[("payments",)].record["incident"]["path"] == ["shop/payments"]
+
+
+def test_an_alert_in_a_caller_is_tied_to_its_callee_s_rollout(tmp_path):
+    # frontend -> checkout -> payments. payments rolls out at t=60; at t=90 an alert fires on
+    # frontend (no rollout of its own, its error lines say nothing).
+    result = shop(tmp_path, "alert-in-a-caller", [
+        workload("frontend", env={"CHECKOUT_URL": "http://checkout:8080"}),
+        workload("checkout", env={"PAYMENTS_URL": "http://payments:8080"}),
+        workload("payments", bad_at=60),
+    ], failing="payments", callers=[], alerts=[{
+        "name": "HighLatency", "at": 90,
+        "labels": {"namespace": "shop", "deployment": "frontend", "severity": "warning"},
+        "annotations": {"summary": "p99 latency above 2s"}}])
+    [alert] = result.alert_notifications
+    evidence = alert.record["evidence"]
+    top = evidence["causes"][0]
+    assert top["change"]["kind"] == "Deployment" and top["change"]["name"] == "payments"
+    assert any("(service map, 2 hops)" in reason for reason in top["reasons"])
+    tree = evidence["causality"]
+    assert ("workload:shop/frontend", "alert:HighLatency") in {
+        (e["source"], e["target"]) for e in tree["edges"]}
+    assert ("Root: Deployment shop/payments rolled out revision 2 → shop/payments → "
+            "shop/checkout → shop/frontend") in slack_text(alert.slack)

@@ -41,6 +41,7 @@ from ..judge.correlator import Verdict, rollout_alerts
 from ..judge.rules import DEFAULT_RULES, RuleSet, RuleVerdict, Subject, classify
 from ..judge.signatures import top_signatures
 from ..model import (
+    AlertIncident,
     Baseline,
     Cause,
     Deployment,
@@ -517,7 +518,8 @@ class Detector:
             report.alert_incidents.extend(await self.alert_desk.raise_incidents(
                 namespace, found, taken=taken, seen_starts=self._seen_starts, now=now,
                 call=call, kube=self.kube, loki=self.error_lines or self.loki,
-                workload_of=self.workload_of))
+                workload_of=self.workload_of,
+                explain=self._explain_alert if self.change_desk is not None else None))
         self.alert_desk.close_resolved(now)
 
     async def _triage(self, now: datetime, report: TickReport) -> None:
@@ -547,6 +549,23 @@ class Detector:
                     notified.append((group.namespace, group.fingerprint))
             if notified:
                 self.triage.mark_notified(notified, now=now)
+
+    def _explain_alert(self, incident: AlertIncident, deployment: Deployment) -> AlertIncident:
+        """An alert incident's likeliest causes since before it began firing (a workload it
+        calls that just rolled out, found through the service map), and its causality tree."""
+        assert self.change_desk is not None
+        alert = incident.alert
+        namespace = incident.target.namespace
+        causes = self.change_desk.causes_for(
+            namespace=namespace, deployment=deployment, began=alert.starts_at,
+            now=incident.detected_at, error_lines=tuple(s.example for s in incident.signatures),
+            own_rollout=None, risen={}, pods=incident.pods)
+        name = alert.name or alert.fingerprint
+        tree = self.change_desk.causality(namespace, deployment.name, causes, symptoms=[
+            Symptom("alert", name, f"alert {name}",
+                    (f"firing since {iso(alert.starts_at)}",)),
+            *signature_symptoms(incident.signatures, since="the alert")])
+        return replace(incident, causes=causes, causality=tree)
 
     def _group_incident(self, group: Any) -> dict[str, Any] | None:
         """The rollout incident an error group's workloads are part of: their own, or that of
