@@ -91,6 +91,8 @@ CAUSE_LOOKBACK = timedelta(hours=2)
 LEARNED_LINES_PER_WORKLOAD = 50
 LEARN_LINES_PER_CALL = 100
 LEARN_LINES_PER_WORKLOAD = 5
+# Workloads that are nodes of the service map besides Deployments (from the watches).
+OTHER_WORKLOAD_KINDS = ("StatefulSet", "DaemonSet")
 # A rollout incident's blast radius asks for the callers of at most this many namespaces.
 BLAST_NAMESPACES = 5
 # The service map reads a namespace's configuration again at least this often.
@@ -797,8 +799,9 @@ def _per_workload(counts: ErrorCounts | None) -> dict[str, float]:
 
 class MapKeeper:
     """The service map (``judge.service_map``), kept current from what the desk already holds:
-    the tick's Deployments and templates, the watches' Services, ConfigMaps, Ingresses and
-    NetworkPolicies, and the error lines ``learn_lines`` keeps. No request of its own. A
+    the tick's Deployments and templates, the watches' StatefulSets and DaemonSets (templates
+    and pod labels), Services, ConfigMaps, Ingresses and NetworkPolicies, and the error lines
+    ``learn_lines`` keeps. No request of its own. A
     namespace's configuration is read again when its inputs change, and at least every
     MAP_REFRESH (which is when its evidence is last seen); new error lines at the next tick."""
 
@@ -852,14 +855,27 @@ class MapKeeper:
         states = getattr(self.desk.watcher, "states", None)
         return tuple(states(kind, namespace)) if states is not None else ()
 
+    def _other_workloads(self, namespace: str) -> dict[str, Any]:
+        """The StatefulSets and DaemonSets of ``namespace`` the change timeline's watches keep
+        (its ``ObjectState``s, by name), but for one named as a Deployment is: nodes of the map
+        too, at no request of their own."""
+        seen = self.desk._seen.get(namespace)
+        taken = seen.deployments if seen is not None else {}
+        return {state.name: state for kind in OTHER_WORKLOAD_KINDS
+                for state in self._states(kind, namespace) if state.name not in taken}
+
     def _namer_at(self, now: datetime) -> graph.Namer:
-        """Hosts to workloads as of this tick: made again only when a Deployment, its pod
-        labels or a Service changed in some namespace (checked once per tick)."""
+        """Hosts to workloads as of this tick: made again only when a Deployment, a
+        StatefulSet or DaemonSet, their pod labels or a Service changed in some namespace
+        (checked once per tick)."""
         if self._namer is not None and self._namer[0] == now:
             return self._namer[2]
         desk = self.desk
         deployments = [d for _, seen in sorted(desk._seen.items())
                        for d in seen.deployments.values()]
+        deployments += [Deployment(namespace, state.name, None, pod_labels=state.pod_labels)
+                        for namespace in sorted(desk._seen)
+                        for state in self._other_workloads(namespace).values()]
         services = tuple(s for namespace in sorted(desk._seen) for s in desk._services(namespace))
         key = (tuple((d.namespace, d.name, d.pod_labels) for d in deployments), services)
         if self._namer is None or self._namer[1] != key:
@@ -875,14 +891,16 @@ class MapKeeper:
         seen = desk._seen.get(namespace)
         if seen is None:
             return
-        templates = desk._templates(namespace)
+        others = self._other_workloads(namespace)
+        templates = {**{name: state.template for name, state in others.items()
+                        if state.template is not None}, **desk._templates(namespace)}
         objects = {"config_maps": self._states("ConfigMap", namespace),
                    "ingresses": self._states("Ingress", namespace),
                    "network_policies": self._states("NetworkPolicy", namespace)}
         namer = self._namer_at(now)
         # A new Namer (any namespace's Deployments or Services changed) reads every namespace
         # again: a host may now reach another workload.
-        key = (seen.revisions, tuple(objects.values()), namer)
+        key = (seen.revisions, tuple(objects.values()), tuple(others.values()), namer)
         known = self._inputs.get(namespace)
         declare = known is None or known[0] != key or now - known[1] >= MAP_REFRESH
         lines = {w: ls for (ns, w), ls in self._heard.items() if ns == namespace}
@@ -897,7 +915,7 @@ class MapKeeper:
         declared = self._declared(namer, namespace, templates, objects) if declare else None
         self.service_map = graph.update(
             self.service_map, namespace, now=now, observed=observed, declared=declared,
-            workloads=sorted(seen.deployments) if declare else None)
+            workloads=sorted({*seen.deployments, *others}) if declare else None)
         if declare:
             self._inputs[namespace] = (key, now)
 
