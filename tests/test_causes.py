@@ -618,3 +618,16 @@ def test_a_direct_dependency_stays_a_dependency_with_the_map():
 def test_a_caller_s_rollout_is_not_a_candidate_through_the_map():
     # orders calls checkout: upstream of it, not on the way of its calls.
     assert rank([rollout("orders", ago=30)], reach=REACH) == ()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_changes, max_size=12, unique_by=lambda c: c.key),
+       st.lists(st.sampled_from(["upstream call failed host=payments", "dial tcp ledger:5432",
+                                 "timeout"]), max_size=5))
+def test_ranking_with_the_map_never_raises_and_stays_sorted(changes, lines):
+    sym = symptom(error_lines=tuple(lines))
+    causes = rank(changes, sym=sym, reach=REACH)
+    assert len(causes) <= MAX_CAUSES
+    assert [c.score for c in causes] == sorted((c.score for c in causes), reverse=True)
+    assert all(0.0 <= c.score <= 1.0 and c.reasons for c in causes)
+    assert rank(list(reversed(changes)), sym=sym, reach=REACH) == causes
