@@ -12,7 +12,11 @@ Printed: the first build (every link read), the update after one workload rolled
 namespace's configuration read again), the update after 100 new error lines, a quiet tick (no
 input changed), the /api/graph answer (whole map and one workload's neighbourhood), the memory
 the map holds (tracemalloc), and, when Debian's chromium is there, the page's layout and drawing
-time in Chromium for 200 and 500 workloads.
+time in Chromium for 200 and 500 workloads. Then what an incident adds (judge.causality, over
+the same map, four hops): the blast radius of a workload (its callers walked, every workload's
+rates given), its causality tree (three causes, two of them a few calls away, symptoms and the
+blast radius), the workloads it reaches for the ranking, and, per tick, the callers through
+others of 100 rollouts (the change timeline's suspects of a mass rollout).
 
     python -m bench.service_map [WORKLOADS]
 """
@@ -32,11 +36,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from incident_detector.judge import causality as chains
 from incident_detector.judge import service_map as graph
 from incident_detector.judge.change_diff import FieldValue, ObjectState
 from incident_detector.judge.correlator import Rules
 from incident_detector.model import (
+    Cause,
+    Change,
     Container,
+    FieldChange,
     Deployment,
     EnvVar,
     PodTemplate,
@@ -231,6 +239,36 @@ def main(argv: list[str]) -> None:
     near = statistics.median(timed(lambda: answer(f"{NAMESPACE}/svc-0100"))
                              for _ in range(REPEAT))
 
+    failing = f"{NAMESPACE}/svc-0200"
+    rates = {node: (0.0, 5.0) for node in service_map.nodes}
+    blasts = []
+    for _ in range(REPEAT):
+        blasts.append(timed(lambda: chains.blast_radius(service_map, failing, rates)))
+    blast = chains.blast_radius(service_map, failing, rates)
+    reached = chains.callers(service_map, failing)
+
+    def rollout(name: str) -> Change:
+        return Change(namespace=NAMESPACE, kind="Deployment", name=name, action="updated",
+                      at=NOW, observed_at=NOW, fields=(FieldChange("image app", "a", "b"),),
+                      revision=2, previous_revision=1)
+
+    causes = [Cause(rollout("svc-0200"), 0.7, ("own",)), Cause(rollout("svc-0231"), 0.5, ()),
+              Cause(rollout("svc-0328"), 0.4, ())]
+    symptoms = [chains.Symptom("signal", "error_spike", "error spike"),
+                chains.Symptom("error_group", "fp", "error group: x")]
+    trees = [timed(lambda: chains.causality(failing, causes, service_map=service_map,
+                                            symptoms=symptoms, blast=blast))
+             for _ in range(REPEAT)]
+    tree = chains.causality(failing, causes, service_map=service_map, symptoms=symptoms,
+                            blast=blast)
+    reaches = [timed(lambda: desk.map_keeper.reach(NAMESPACE, "svc-0200"))
+               for _ in range(REPEAT)]
+    mass = [rollout(f"svc-{i * 5:04d}") for i in range(100)]
+    desk.map_keeper._upstream = None
+    first_suspects = timed(lambda: [desk.map_keeper.callers_of(c) for c in mass])
+    suspects_again = statistics.median(
+        timed(lambda: [desk.map_keeper.callers_of(c) for c in mass]) for _ in range(REPEAT))
+
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
@@ -254,6 +292,14 @@ def main(argv: list[str]) -> None:
     print(f"/api/graph, whole map             {ms(whole)} (subgraph and JSON)")
     print(f"/api/graph, a workload, depth 2   {ms(near)}")
     print(f"memory held by the map            {(after - baseline) / 1e6:.1f} MB (tracemalloc)")
+    print(f"blast radius of a workload        {ms(statistics.median(blasts))} median of {REPEAT} "
+          f"({len(reached)} callers within {chains.MAX_HOPS} hops, {len(blast)} listed)")
+    print(f"its causality tree                {ms(statistics.median(trees))} median of {REPEAT} "
+          f"({len(tree.nodes)} nodes, {len(tree.edges)} edges)")
+    print(f"what it reaches, for the ranking  {ms(statistics.median(reaches))} median of "
+          f"{REPEAT}")
+    print(f"callers of 100 rollouts, per tick {ms(suspects_again)} median of {REPEAT} "
+          f"(first {ms(first_suspects)}, when the map changed)")
     rendered = chromium_render(service_map, (200, n))
     for size, took in rendered.items():
         print(f"page layout and drawing, {size:>3} workloads in Chromium: {took:.0f} ms")

@@ -496,6 +496,51 @@ class Cause:
     command: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class BlastEntry:
+    """A workload whose errors rose after a rollout and that calls the failing workload,
+    directly or through others (judge.causality.blast_radius)."""
+
+    # "<namespace>/<workload>"
+    workload: str
+    # The calls from it to the failing workload: the caller first, the failing one last.
+    path: tuple[str, ...]
+    # Its error rate before the rollout (None: not known) and now.
+    before_per_minute: float | None
+    after_per_minute: float
+
+
+@dataclass(frozen=True, slots=True)
+class CausalNode:
+    """A node of an incident's causality tree: a change, a workload, or a symptom (a signal,
+    an error group, an alert)."""
+
+    id: str
+    kind: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class CausalEdge:
+    """From a cause to what it caused, with why and how strongly (in [0, 1])."""
+
+    source: str
+    target: str
+    evidence: tuple[str, ...]
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Causality:
+    """The root candidates (changes), through the service map, to the symptoms
+    (judge.causality.causality)."""
+
+    subject: str
+    roots: tuple[str, ...] = ()
+    nodes: tuple[CausalNode, ...] = ()
+    edges: tuple[CausalEdge, ...] = ()
+
+
 # Why an incident's signatures were sampled short: Loki did not answer the sample; the sample
 # reached its limit (older lines of the rollout were not read); no error line of the revision
 # was found where the count saw some.
@@ -541,6 +586,10 @@ class Evidence:
     alerts: tuple[Alert, ...] = ()
     # The likeliest causes among recent changes, best first, at most three (judge.causes).
     causes: tuple[Cause, ...] = ()
+    # The callers whose errors rose too (judge.causality.blast_radius), and the tree from the
+    # causes through the service map to the symptoms (judge.causality.causality).
+    blast_radius: tuple[BlastEntry, ...] = ()
+    causality: Causality | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -636,6 +685,10 @@ class AlertIncident:
     last_rollout: LastRollout | None = None
     signatures: tuple[ErrorSignature, ...] = ()
     remediation: RemediationView | None = None
+    # The recent changes that may have made it fire (a rollout of a workload it calls, directly
+    # or through others), and the tree from them to the alert (judge.causality).
+    causes: tuple[Cause, ...] = ()
+    causality: Causality | None = None
 
     @property
     def key(self) -> str:
@@ -668,6 +721,8 @@ class ChangeIncident:
     causes: tuple[Cause, ...] = ()
     signatures: tuple[ErrorSignature, ...] = ()
     priority: Priority = Priority.P2
+    # From the causes through the service map to its symptoms (judge.causality).
+    causality: Causality | None = None
     rule: str = ""
     # The top cause's action and command ("none" and None: revert where it was made).
     action: str = "none"

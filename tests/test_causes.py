@@ -542,3 +542,92 @@ def test_the_loop_s_shape_of_a_symptom_names_and_templates_by_name():
     deps = learn_dependencies(DEPLOYMENTS, templates=by_name, services=SERVICES,
                               error_lines={"checkout": ["host=payments"]})
     assert deps.of("shop", "checkout")[0].error_lines == 1
+
+
+# --- the service map: a change a few calls away ----------------------------------------------
+
+# checkout -> payments -> ledger (billing) -> vault (billing), and checkout's neighbour orders,
+# which nothing on the map ties to checkout.
+from incident_detector.judge import causality, service_map as graph  # noqa: E402
+
+_LINKS = (("shop/checkout", "shop/payments", "env", "PAYMENTS_URL=http://payments:8080"),
+          ("shop/payments", "billing/ledger", "env", "LEDGER_URL=http://ledger.billing:80"),
+          ("billing/ledger", "billing/vault", "error_line", "dial tcp vault:8200 <_>"),
+          ("shop/orders", "shop/checkout", "env", "CHECKOUT_URL=http://checkout:8080"))
+MAP = graph.update(graph.ServiceMap(), "shop", now=RISE, workloads=[], observed=[
+    graph.Sighting(a, b, kind, detail) for a, b, kind, detail in _LINKS])
+REACH = causality.callees(MAP, "shop/checkout")
+
+
+def test_the_map_reaches_callees_through_others_with_their_path():
+    assert REACH == {"shop/payments": ("shop/checkout", "shop/payments"),
+                     "billing/ledger": ("shop/checkout", "shop/payments", "billing/ledger"),
+                     "billing/vault": ("shop/checkout", "shop/payments", "billing/ledger",
+                                       "billing/vault")}
+    assert causality.callees(MAP, "shop/checkout", max_hops=1) == {
+        "shop/payments": ("shop/checkout", "shop/payments")}
+
+
+def test_a_rollout_two_calls_away_is_a_candidate_only_with_the_map():
+    ledger = rollout("ledger", ago=240, namespace="billing")
+    assert rank([ledger]) == ()
+    (cause,) = rank([ledger], reach=REACH)
+    assert cause.reasons[0] == ("+0.10 it calls payments, which calls billing/ledger "
+                                "(service map, 2 hops), which rolled out revision 7")
+    assert cause.action == "rollback"
+    assert cause.command == ("kubectl rollout undo deployment/ledger -n billing "
+                             "--to-revision=6")
+
+
+def test_a_callee_a_few_hops_away_outranks_an_unrelated_change_next_door():
+    # ledger rolled out four minutes before the rise, its own errors rising, and checkout's
+    # errors name payments, on the way to it. Twenty seconds before the rise a NetworkPolicy
+    # that selects checkout's pods changed a label nobody uses.
+    ledger = rollout("ledger", ago=240, namespace="billing")
+    policy = change("NetworkPolicy", "metrics-scrape", ago=20,
+                    fields=(FieldChange("spec.podSelector.matchLabels.app", None, "checkout"),))
+    sym = symptom(error_lines=("upstream call failed host=payments status=502",) * 6)
+    rose = {"billing/ledger": True}
+    # Without the map, only the policy is a candidate.
+    assert names(rank([ledger, policy], sym=sym, rose=rose)) == [("NetworkPolicy",
+                                                                  "metrics-scrape")]
+    causes = rank([ledger, policy], sym=sym, rose=rose, reach=REACH)
+    assert names(causes) == [("Deployment", "ledger"), ("NetworkPolicy", "metrics-scrape")]
+    assert causes[0].score > causes[1].score
+    assert "+0.15 all 6 of its error lines name payments, on the way to ledger" in \
+        causes[0].reasons
+    assert "+0.10 the error rate of ledger rose too" in causes[0].reasons
+
+
+def test_each_further_hop_weighs_less():
+    vault = rollout("vault", ago=60, namespace="billing")
+    ledger = rollout("ledger", ago=60, namespace="billing")
+    causes = rank([vault, ledger], reach=REACH)
+    assert names(causes) == [("Deployment", "ledger"), ("Deployment", "vault")]
+    assert causes[1].reasons[0].startswith("+0.07 it calls payments, which calls "
+                                           "billing/ledger, which calls billing/vault "
+                                           "(service map, 3 hops)")
+
+
+def test_a_direct_dependency_stays_a_dependency_with_the_map():
+    bad = rollout("payments", ago=40)
+    with_map = rank([bad], reach=REACH, rose={"payments": True})
+    assert with_map == rank([bad], rose={"payments": True})
+
+
+def test_a_caller_s_rollout_is_not_a_candidate_through_the_map():
+    # orders calls checkout: upstream of it, not on the way of its calls.
+    assert rank([rollout("orders", ago=30)], reach=REACH) == ()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_changes, max_size=12, unique_by=lambda c: c.key),
+       st.lists(st.sampled_from(["upstream call failed host=payments", "dial tcp ledger:5432",
+                                 "timeout"]), max_size=5))
+def test_ranking_with_the_map_never_raises_and_stays_sorted(changes, lines):
+    sym = symptom(error_lines=tuple(lines))
+    causes = rank(changes, sym=sym, reach=REACH)
+    assert len(causes) <= MAX_CAUSES
+    assert [c.score for c in causes] == sorted((c.score for c in causes), reverse=True)
+    assert all(0.0 <= c.score <= 1.0 and c.reasons for c in causes)
+    assert rank(list(reversed(changes)), sym=sym, reach=REACH) == causes

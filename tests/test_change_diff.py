@@ -262,7 +262,7 @@ def test_secret_digests_are_keyed():
 SECRET_VALUES = st.text(min_size=6, max_size=40).filter(lambda v: v.strip() == v and v)
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(before=st.dictionaries(st.from_regex(r"[A-Z_]{1,12}", fullmatch=True), SECRET_VALUES,
                               max_size=5),
        after=st.dictionaries(st.from_regex(r"[A-Z_]{1,12}", fullmatch=True), SECRET_VALUES,
@@ -543,7 +543,7 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size
                     | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=20)
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(kind=st.sampled_from(sorted(CHANGE_CALLS)), spec=JSON, data=JSON, extra=JSON)
 def test_snapshots_and_diffs_never_raise_on_arbitrary_json(kind, spec, data, extra):
     item = {"metadata": {"name": "x", "namespace": "demo", "managedFields": extra,

@@ -429,3 +429,13 @@ def test_ingress_backends_and_network_policy_peers_are_kept_for_the_service_map(
     assert [s.name for s in watcher.states("ConfigMap", NAMESPACE)] == \
         sorted(s.name for s in watcher.states("ConfigMap", NAMESPACE))
 
+
+
+def test_statefulsets_and_daemonsets_keep_their_pod_labels_for_the_service_map(apiserver,
+                                                                              paths):
+    watcher = watcher_for(apiserver)
+    refresh(watcher)
+    [ledger] = watcher.states("StatefulSet", NAMESPACE)
+    assert ledger.name == "ledger" and ledger.pod_labels == (("app", "ledger"),)
+    [agent] = watcher.states("DaemonSet", NAMESPACE)
+    assert agent.pod_labels == (("app", "node-agent"),)

@@ -397,3 +397,39 @@ def test_static_assets_are_small_and_local():
     assert sum(p.stat().st_size for p in static.iterdir()) < 32_000
     for p in static.iterdir():
         assert "http://" not in p.read_text() and "https://" not in p.read_text()
+
+
+# --- the causality tree ------------------------------------------------------------------------
+
+from incident_detector.web.dashboard import causality_tree  # noqa: E402
+
+
+def test_the_causality_tree_nests_from_each_root_and_shows_a_node_twice_without_children():
+    tree = {"roots": ["change:a", "change:b"],
+            "nodes": [{"id": i, "kind": i.partition(":")[0], "label": i} for i in (
+                "change:a", "change:b", "workload:x", "workload:y", "signal:s")],
+            "edges": [{"source": "change:a", "target": "workload:x", "score": 0.7,
+                       "evidence": ["why"]},
+                      {"source": "workload:x", "target": "workload:y", "score": 0.8,
+                       "evidence": []},
+                      {"source": "workload:y", "target": "signal:s", "score": 1.0,
+                       "evidence": []},
+                      {"source": "change:b", "target": "workload:y", "score": 0.2,
+                       "evidence": []},
+                      {"source": "workload:y", "target": "workload:x", "score": 0.5,
+                       "evidence": []}]}
+    first, second = causality_tree(tree)
+    assert first["node"]["id"] == "change:a" and first["edge"] is None
+    [x] = first["children"]
+    assert x["edge"]["score"] == 0.7
+    [y] = x["children"]
+    assert [c["node"]["id"] for c in y["children"]] == ["signal:s", "workload:x"]
+    assert y["children"][1]["seen"] and y["children"][1]["children"] == []
+    [again] = second["children"]
+    assert again["node"]["id"] == "workload:y" and again["seen"] and again["children"] == []
+
+
+def test_a_missing_or_malformed_tree_is_none():
+    assert causality_tree(None) == []
+    assert causality_tree("x") == []
+    assert causality_tree({"roots": ["gone"], "nodes": [], "edges": [1]}) == []

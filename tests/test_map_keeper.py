@@ -146,3 +146,31 @@ def test_a_workload_appearing_in_another_namespace_is_linked_at_the_next_tick():
     tick(desk, shop, shop_sets, later)
     assert links(desk) == {("shop/web", "billing/api"): {"env", "service_selector"}}
     assert "external/api.billing" not in desk.map_keeper.service_map.nodes
+
+
+def test_statefulsets_and_daemonsets_are_nodes_of_the_map():
+    # api names Service db, which selects the pods of the StatefulSet postgres; the DaemonSet
+    # agent's environment names web. Neither is a Deployment.
+    watches = Watches()
+    watches.objects["StatefulSet"] = (ObjectState(
+        "StatefulSet", "shop", "postgres", pod_labels=(("app", "db"),),
+        template=PodTemplate(containers=(Container("pg", "postgres:16"),))),)
+    watches.objects["DaemonSet"] = (ObjectState(
+        "DaemonSet", "shop", "agent", pod_labels=(("app", "agent"),),
+        template=PodTemplate(containers=(Container("a", "agent:1", env=(
+            EnvVar("COLLECTOR_URL", "http://web:8080"),)),))),)
+    desk = desk_with(watches)
+    deployments = [deployment(n) for n in ("web", "api")]
+    replicasets = [replicaset("web", 1, ("API_URL", "http://api:8080")),
+                   replicaset("api", 1, ("DB_HOST", "db"))]
+    tick(desk, deployments, replicasets, NOW)
+    service_map = desk.map_keeper.service_map
+    assert {"shop/postgres", "shop/agent"} <= set(service_map.nodes)
+    assert links(desk) == {("shop/web", "shop/api"): {"env", "service_selector"},
+                           ("shop/api", "shop/postgres"): {"env", "service_selector"},
+                           ("shop/agent", "shop/web"): {"env", "service_selector"}}
+    # The StatefulSet goes: its node and its links with it.
+    watches.objects["StatefulSet"] = ()
+    tick(desk, deployments, replicasets, NOW + timedelta(seconds=20))
+    assert "shop/postgres" not in desk.map_keeper.service_map.nodes
+    assert ("shop/api", "shop/postgres") not in links(desk)

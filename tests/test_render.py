@@ -234,7 +234,7 @@ EVIDENCE_KEYS = {
     "baseline_excluded_revisions", "baseline_absent", "rollout_start_source", "affected_pods",
     "pod_problems", "progress_message", "other_revisions_in_window", "signatures",
     "signature_gap", "changes", "gitops",
-    "alerts", "causes",
+    "alerts", "causes", "blast_radius", "causality",
 }
 
 

@@ -13,7 +13,11 @@ started dropping its traffic. The candidates are the recent changes that can rea
 - a rollout, scale-down or deletion of a Deployment it calls (``judge.dependencies``), or of a
   workload its error lines or its environment name by host (a StatefulSet behind ``postgres``);
 - a Service, NetworkPolicy, Ingress or HorizontalPodAutoscaler that touches it: selects its
-  pods, routes or scales to it, or is the Service through which it calls a dependency.
+  pods, routes or scales to it, or is the Service through which it calls a dependency;
+- a rollout, scale-down or deletion of a workload it reaches on the service map
+  (``reach``: the calls ``judge.causality.callees`` follows, in any watched namespace), a few
+  hops away: ``checkout -> payments -> ledger`` makes ledger's rollout a candidate for
+  checkout's errors.
 
 Anything else (an unrelated ConfigMap, another team's Deployment) is not a candidate.
 
@@ -27,7 +31,11 @@ before the errors began rising``):
   rise is first seen) takes weight away, as it cannot have started it; older than six hours,
   not a candidate at all;
 - whether the failing workload's error lines name it (the dependency's host, a key the
-  ConfigMap changed);
+  ConfigMap changed), or, for a workload reached on the map, the first workload of the chain
+  of calls to it;
+- a workload reached on the map weighs as a dependency when it is called directly, and less
+  (``HOP_DECAY``) for each further call on the way; so a change a few calls away, on the path
+  the errors point to, outranks a change next door that nothing ties to them;
 - whether the dependency's own error rate rose as well (not rising takes a little away);
 - the size of the change (``Change.size``): more fields changed, more that can break;
 - a ConfigMap or Secret read as environment variables by pods none of which restarted since
@@ -78,6 +86,10 @@ DEPENDENCY_ROSE = 0.1
 DEPENDENCY_STEADY = -0.05
 SIZE = 0.1
 NOT_IN_EFFECT = -0.25
+# Each call beyond the first on the way to a workload reached on the service map.
+HOP_DECAY = 0.7
+# The failing workload's error lines name the first workload on the way to it.
+PATH_NAMED = 0.15
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 CONFIG_KINDS = ("ConfigMap", "Secret")
@@ -92,6 +104,7 @@ class Role(str, Enum):
     OWN_SCALE_DOWN = "own_scale_down"
     CONFIG = "config"
     DEPENDENCY = "dependency"
+    DOWNSTREAM = "downstream"
     NAMED_WORKLOAD = "named_workload"
     TOUCHING = "touching"
 
@@ -100,6 +113,7 @@ PRIOR = {
     Role.OWN_ROLLOUT: 0.25,
     Role.CONFIG: 0.2,
     Role.DEPENDENCY: 0.15,
+    Role.DOWNSTREAM: 0.15,
     Role.OWN_SCALE_DOWN: 0.1,
     Role.NAMED_WORKLOAD: 0.1,
     Role.TOUCHING: 0.05,
@@ -262,8 +276,10 @@ def _size(change: Change) -> tuple[float, str]:
 class _Ranking:
     def __init__(self, symptom: Symptom, *, dependencies: Dependencies,
                  risen: Mapping[str, bool | None], deployments: Sequence[Deployment],
-                 services: Sequence[Service]) -> None:
+                 services: Sequence[Service],
+                 reach: Mapping[str, tuple[str, ...]] | None = None) -> None:
         self.symptom = symptom
+        self.reach = reach or {}
         self.rose = risen
         self.deployments = {(d.namespace, d.name): d for d in deployments}
         self.template = symptom.template or PodTemplate()
@@ -324,6 +340,9 @@ class _Ranking:
                       if change.kind == "Deployment" else None)
         if dependency is not None:
             return self._dependency(change, dependency, down)
+        path = self.reach.get(f"{change.namespace}/{change.name}")
+        if path is not None and len(path) >= 2:
+            return self._downstream(change, path, down)
         named_by = self._named_host(change)
         if named_by is None:
             return None
@@ -370,6 +389,38 @@ class _Ranking:
         self._named_in_errors(candidate, lambda host: dependency.named_by(
             host, namespace=self.symptom.namespace), change.name,
             learned=dependency.error_lines)
+        self._dependency_rose(candidate, change)
+        self._size(candidate)
+        self._remedy(candidate, down=down)
+        return candidate
+
+    def _downstream(self, change: Change, path: tuple[str, ...],
+                    down: tuple[int, int] | None) -> _Candidate:
+        """A workload it reaches along the service map's calls (``path``: itself first)."""
+        candidate = _Candidate(change, Role.DOWNSTREAM)
+        hops = len(path) - 1
+        names = [node.partition("/")[2] if node.partition("/")[0] == self.symptom.namespace
+                 else node for node in path]
+        via = ", which calls ".join(names[1:-1])
+        how = (f"it calls {via}, which calls {names[-1]}" if via
+               else f"it calls {names[-1]}")
+        weight = PRIOR[Role.DOWNSTREAM] * HOP_DECAY ** (hops - 1)
+        candidate.weights.append((weight, f"{how} (service map, {_plural(hops, 'hop')}), "
+                                          f"which {_what_happened(change, down)}"))
+        self._time(candidate, change.at, _verb(change, down))
+        first_ns, _, first = path[1].partition("/")
+
+        def names_first(host: str) -> bool:
+            return _host_names(host, namespace=self.symptom.namespace) == (first_ns, first)
+
+        count = sum(1 for hosts in self.line_hosts if any(names_first(h) for h in hosts))
+        if count and hops > 1:
+            candidate.weights.append((PATH_NAMED, self._naming(count, f"{first}, on the way "
+                                                                      f"to {change.name}")))
+        else:
+            self._named_in_errors(candidate, lambda host: _host_names(
+                host, namespace=self.symptom.namespace) == (change.namespace, change.name),
+                change.name)
         self._dependency_rose(candidate, change)
         self._size(candidate)
         self._remedy(candidate, down=down)
@@ -595,17 +646,21 @@ def rank_causes(
     deployments: Iterable[Deployment] = (),
     services: Iterable[Service] = (),
     limit: int = MAX_CAUSES,
+    reach: Mapping[str, tuple[str, ...]] | None = None,
 ) -> tuple[Cause, ...]:
     """The likeliest causes of ``symptom`` among ``changes`` (and its own rollout), best first.
 
     ``risen`` says whether a workload's own error rate rose, by name (in the symptom's
     namespace) or ``namespace/name``; a name missing or None is unknown. ``deployments`` and
     ``services`` are the current objects: what Services select, who is managed by GitOps.
-    Changes made after ``now`` (a skewed clock) count as made at ``now``.
+    Changes made after ``now`` (a skewed clock) count as made at ``now``. ``reach``: the
+    workloads the symptom calls on the service map, directly or through others, by
+    ``<ns>/<name>``, each with its chain of calls (the symptom first; see
+    ``judge.causality.callees``).
     """
     ranking = _Ranking(symptom, dependencies=dependencies or Dependencies(),
                        risen=risen or {},
-                       deployments=tuple(deployments), services=tuple(services))
+                       deployments=tuple(deployments), services=tuple(services), reach=reach)
     pool = list(changes)
     if symptom.own_rollout is not None:
         pool.append(symptom.own_rollout)

@@ -109,9 +109,11 @@ class ObjectState:
     # path -> value, in the order the fields are best read in.
     fields: Mapping[str, FieldValue] = field(default_factory=dict)
     writers: tuple[Writer, ...] = ()
-    # StatefulSets and DaemonSets: their pod template and metadata.generation.
+    # StatefulSets and DaemonSets: their pod template, metadata.generation and the labels of
+    # their pod template.
     template: PodTemplate | None = None
     generation: int | None = None
+    pod_labels: tuple[tuple[str, str], ...] = ()
     # Services: the pod selector; NetworkPolicies: the matchLabels of their podSelector.
     selector: tuple[tuple[str, str], ...] = ()
     # Ingresses: ("<host>/<path>", Service name) of each backend that is a Service (the service

@@ -1,6 +1,7 @@
 """The service map: who calls whom across the watched namespaces, with what said so. Pure.
 
-A node is a workload, ``"<namespace>/<Deployment>"``, or a host outside the cluster,
+A node is a workload, ``"<namespace>/<name>"`` (a Deployment, StatefulSet or DaemonSet), or a
+host outside the cluster,
 ``"external/api.stripe.com"`` (an Ingress without a host is ``"external/ingress/<ns>/<name>"``).
 An edge goes from the caller to the callee and carries its evidence, short items of one *kind*:
 

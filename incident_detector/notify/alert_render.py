@@ -22,6 +22,10 @@ from .render import (
     SLACK_TOP_SIGNATURES,
     _clock,
     _code_block,
+    causality_blocks,
+    causality_json,
+    causes_blocks,
+    causes_json,
     _code_span,
     _context,
     _one_line,
@@ -127,6 +131,8 @@ def alert_record(incident: AlertIncident) -> dict[str, Any]:
                             for c in last.changes],
             },
             "signatures": [signature_dict(s) for s in incident.signatures],
+            "causes": causes_json(incident.causes),
+            "causality": causality_json(incident.causality),
         },
     }
 
@@ -181,6 +187,8 @@ def slack_payload(incident: AlertIncident) -> dict[str, Any]:
             f"• {s.count}×: " + _code_span(_truncate(_one_line(redact(s.example)),
                                                       SLACK_EXAMPLE_MAX_CHARS))
             for s in incident.signatures[:SLACK_TOP_SIGNATURES]]))
+    blocks.extend(causes_blocks(incident.causes))
+    blocks.extend(causality_blocks(incident.causality, namespace=incident.target.namespace))
     action = [mrkdwn_escape(advice(incident).split(": ", 1)[0] + ":")]
     if incident.command:
         action.append(_code_block(incident.command))

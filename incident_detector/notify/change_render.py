@@ -39,6 +39,8 @@ from .render import (
     _truncate,
     _truncate_escaped,
     cause_step,
+    causality_blocks,
+    causality_json,
     causes_blocks,
     causes_json,
     duration,
@@ -141,6 +143,7 @@ def change_incident_record(incident: ChangeIncident) -> dict[str, Any]:
         "evidence": {
             "causes": causes_json(incident.causes),
             "signatures": [signature_dict(s) for s in incident.signatures],
+            "causality": causality_json(incident.causality),
         },
     }
 
@@ -200,6 +203,7 @@ def change_incident_slack(incident: ChangeIncident) -> dict[str, Any]:
         _section("Impact", _impact_lines(incident)),
     ]
     blocks.extend(causes_blocks(incident.causes))
+    blocks.extend(causality_blocks(incident.causality, namespace=incident.namespace))
     blocks.append(_section("Recommended action", _action_lines(incident)))
     if incident.remediation is not None:
         blocks.extend(remediation_blocks(incident.remediation))

@@ -15,12 +15,15 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
+from ..judge.causality import blast_names, chain, symptom_labels
 from ..judge.causes import scale_down
 from ..judge.changes import MORE_KIND
 from ..judge.commands import action_command
 from ..model import (
     Alert,
     Attribution,
+    BlastEntry,
+    Causality,
     Cause,
     Change,
     ErrorSignature,
@@ -361,6 +364,49 @@ def causes_json(causes: tuple[Cause, ...] | list[Cause]) -> list[dict[str, Any]]
             for cause in causes]
 
 
+def blast_radius_json(blast: tuple[BlastEntry, ...]) -> list[dict[str, Any]]:
+    return [{"workload": entry.workload, "path": list(entry.path),
+             "before_per_minute": None if entry.before_per_minute is None
+             else _number(entry.before_per_minute),
+             "after_per_minute": _number(entry.after_per_minute)} for entry in blast]
+
+
+def causality_json(tree: Causality | None) -> dict[str, Any] | None:
+    """An incident's causality tree: its roots, nodes and edges (labels and evidence redacted
+    again: an error group's label is a log line's fingerprint)."""
+    if tree is None:
+        return None
+    return {"subject": tree.subject, "roots": list(tree.roots),
+            "nodes": [{"id": n.id, "kind": n.kind, "label": redact(n.label)}
+                      for n in tree.nodes],
+            "edges": [{"source": e.source, "target": e.target, "score": e.score,
+                       "evidence": [redact(item) for item in e.evidence]}
+                      for e in tree.edges]}
+
+
+def causality_lines(tree: Causality | None, blast: tuple[BlastEntry, ...] = (), *,
+                    namespace: str) -> list[str]:
+    """The causality tree in two Slack lines: the best root and the workloads its failure
+    went through; the symptoms and the callers that fail too."""
+    if tree is None or not tree.roots:
+        return []
+    root = next((e for e in tree.edges if e.source == tree.roots[0]), None)
+    score = f" ({percent(root.score)})" if root is not None else ""
+    path = " → ".join(_truncate(_one_line(redact(label)), 120) for label in chain(tree))
+    symptoms = [_truncate(_one_line(redact(label)), 120) for label in symptom_labels(tree)]
+    also = blast_names(blast, namespace=namespace)
+    second = "Symptoms: " + ("; ".join(symptoms[:4]) or "none recorded")
+    if also:
+        second += f"; also failing: {', '.join(also)}"
+    return [mrkdwn_escape(f"Root: {path}{score}"), mrkdwn_escape(second)]
+
+
+def causality_blocks(tree: Causality | None, blast: tuple[BlastEntry, ...] = (), *,
+                     namespace: str) -> list[dict[str, Any]]:
+    lines = causality_lines(tree, blast, namespace=namespace)
+    return [_section("Causality", lines)] if lines else []
+
+
 def _headline(incident: Incident) -> str:
     """The first sentence: what is broken, by which signals, when relative to the rollout."""
     return (
@@ -526,6 +572,8 @@ def incident_record(incident: Incident) -> dict[str, Any]:
             ),
             "alerts": [alert_dict(alert) for alert in evidence.alerts],
             "causes": causes_json(evidence.causes),
+            "blast_radius": blast_radius_json(evidence.blast_radius),
+            "causality": causality_json(evidence.causality),
         },
     }
 
@@ -661,6 +709,10 @@ def _impact_lines(incident: Incident) -> list[str]:
         f"{mrkdwn_escape(incident.namespace)}/{mrkdwn_escape(incident.deployment)}"
     )
     lines.append(f"• The new revision has been live for {duration(_since_rollout(incident))}")
+    if evidence.blast_radius:
+        names = blast_names(evidence.blast_radius, namespace=incident.namespace)
+        lines.append(f"• Also failing: {mrkdwn_escape(', '.join(names))} (calling "
+                     f"{mrkdwn_escape(incident.deployment)}, directly or through others)")
     return lines
 
 
@@ -846,6 +898,8 @@ def slack_payload(incident: Incident) -> dict[str, Any]:
     if evidence.changes:
         blocks.append(_section("What changed", _change_lines(incident)))
     blocks.extend(causes_blocks(evidence.causes))
+    blocks.extend(causality_blocks(evidence.causality, evidence.blast_radius,
+                                   namespace=incident.namespace))
     blocks.append(
         _context([
             f"Detected {mrkdwn_escape(iso_utc(incident.detected_at))}",

@@ -39,23 +39,40 @@ def summary(group: Any, *, now: datetime) -> str:
             f" ago): {_one_line(redact(group.example))}")
 
 
-def group_record(group: Any, *, now: datetime) -> dict[str, Any]:
+def incident_sentence(incident: dict[str, Any]) -> str:
+    """Where an error group's incident is: ``part of the rollout incident of payments
+    revision 2 in shop (checkout calls payments)``."""
+    path = [node.partition("/")[2] or node for node in incident.get("path", ())]
+    calls = f" ({' calls '.join(path)})" if len(path) > 1 else ""
+    return (f"part of the rollout incident of {incident['deployment']} revision "
+            f"{incident['revision']} in {incident['namespace']}{calls}")
+
+
+def group_record(group: Any, *, now: datetime,
+                 incident: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``incident``: the rollout incident its workloads are part of (their own, or one of a
+    workload they call), with the chain of calls to it; None: none known."""
     return {"event": "incident", "schema": SCHEMA_VERSION, "kind": "error_group",
             "priority": group.priority.value, "rule": group.rule, "key": group_key(group),
             "namespace": group.namespace, "workloads": list(group.workloads),
             "fingerprint": redact(group.fingerprint), "example": redact(group.example),
             "count": group.count, "sampled": group.sampled,
             "first_seen": iso_utc(group.first_seen), "last_seen": iso_utc(group.last_seen),
-            "detected_at": iso_utc(now), "summary": summary(group, now=now)}
+            "detected_at": iso_utc(now), "summary": summary(group, now=now),
+            "incident": incident}
 
 
-def slack_payload(group: Any, *, now: datetime) -> dict[str, Any]:
+def slack_payload(group: Any, *, now: datetime,
+                  incident: dict[str, Any] | None = None) -> dict[str, Any]:
     header = f":warning: [{group.priority.value}] New error in {_where(group)}"
     example = _truncate(_one_line(redact(group.example)), SLACK_EXAMPLE_MAX_CHARS)
     seen = "at least " if group.sampled else ""
     lines = [f"• {_code_span(example)}",
              f"• {seen}{group.count} lines since {mrkdwn_escape(iso_utc(group.first_seen))}",
              f"• Priority {group.priority.value} (rule {mrkdwn_escape(group.rule or 'default')})"]
+    if incident is not None:
+        sentence = incident_sentence(incident)
+        lines.append(f"• {mrkdwn_escape(sentence[0].upper() + sentence[1:])}")
     return {"text": mrkdwn_escape(summary(group, now=now))[:3000],
             "blocks": [{"type": "header", "text": {"type": "plain_text", "emoji": True,
                                                    "text": _truncate(header,

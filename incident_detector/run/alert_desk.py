@@ -135,8 +135,12 @@ class AlertDesk:
     async def raise_incidents(self, namespace: str, found: NamespaceAlerts, *,
                               taken: set[str], seen_starts: Mapping[RolloutKey, datetime],
                               now: datetime, call: Call, kube: Any, loki: Any,
-                              workload_of: Callable[[Deployment], str]) -> list[str]:
-        """An alert incident for each mapped alert not taken by a rollout; the keys recorded."""
+                              workload_of: Callable[[Deployment], str],
+                              explain: Callable[[AlertIncident, Deployment], AlertIncident]
+                              | None = None) -> list[str]:
+        """An alert incident for each mapped alert not taken by a rollout; the keys recorded.
+        ``explain``: the incident with its causes and causality tree (the change timeline's
+        ranking over the service map), when there is a change timeline."""
         pending = [(key, target) for key, target in found.targets.items() if key not in taken]
         if not pending:
             return []
@@ -174,6 +178,8 @@ class AlertDesk:
                              priority=verdict.priority, rule=verdict.rule, action=verdict.action,
                              params=dict(verdict.params), now=now, seen_starts=seen_starts)
             incident = self._plan(incident, deployment, verdict)
+            if explain is not None:
+                incident = explain(incident, deployment)
             if self.outbox.record_notice(
                     key=key, kind="alert", namespace=namespace, deployment=deployment.name,
                     detected_at=now, record=alert_render.alert_record(incident),

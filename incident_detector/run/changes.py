@@ -34,6 +34,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
+from ..judge import causality as chains
 from ..judge import causes as ranking
 from ..judge import service_map as graph
 from ..judge.change_diff import deployment_change, rollout_change
@@ -55,7 +56,10 @@ from ..judge.dependencies import (
 from ..judge.rules import RuleSet, Subject, classify
 from ..judge.signatures import top_signatures
 from ..model import (
+    DELETED,
     Baseline,
+    BlastEntry,
+    Causality,
     Cause,
     Change,
     ChangeIncident,
@@ -87,6 +91,10 @@ CAUSE_LOOKBACK = timedelta(hours=2)
 LEARNED_LINES_PER_WORKLOAD = 50
 LEARN_LINES_PER_CALL = 100
 LEARN_LINES_PER_WORKLOAD = 5
+# Workloads that are nodes of the service map besides Deployments (from the watches).
+OTHER_WORKLOAD_KINDS = ("StatefulSet", "DaemonSet")
+# A rollout incident's blast radius asks for the callers of at most this many namespaces.
+BLAST_NAMESPACES = 5
 # The service map reads a namespace's configuration again at least this often.
 MAP_REFRESH = timedelta(minutes=5)
 
@@ -395,6 +403,13 @@ class ChangeDesk:
                 (change.namespace, change.name) in seen.called
         return True
 
+    def deployment_names(self, namespace: str) -> dict[str, str]:
+        """The Deployments of ``namespace`` by the workload label of their log streams."""
+        seen = self._seen.get(namespace)
+        if seen is None:
+            return {}
+        return {self.workload_of(d): name for name, d in seen.deployments.items()}
+
     def _services(self, namespace: str) -> tuple[Service, ...]:
         return self.watcher.services(namespace) if self.watcher is not None else ()
 
@@ -410,9 +425,16 @@ class ChangeDesk:
         deps = self.dependencies(namespace)
         templates = self._templates(namespace)
         services = self._services(namespace)
-        affected = {c.key: ranking.affected_workloads(
-            c, tuple(seen.deployments.values()), templates, deps, services=services)
-            for c in recent if self._may_affect(c, seen)}
+        affected = {}
+        for c in recent:
+            names = set(ranking.affected_workloads(
+                c, tuple(seen.deployments.values()), templates, deps, services=services)
+                if self._may_affect(c, seen) else ())
+            # The workloads calling a rolled-out one through others (the service map): a
+            # rise in them is tied to the rollout too.
+            names.update(self.map_keeper.callers_of(c))
+            if names:
+                affected[c.key] = tuple(sorted(names))
         judged = {name: d for name, d in seen.deployments.items() if name in seen.selected}
         return recent, suspects(recent, affected, deployments=judged, now=now,
                                 window_seconds=self.window_seconds, busy=busy)
@@ -569,6 +591,14 @@ class ChangeDesk:
         verdict = classify(self.rule_set(), Subject(
             log_lines=tuple(s.example for s in signatures), signals=("change",)))
         top = causes[0] if causes else None
+        before = f", {round(judgement.baseline.per_minute, 2):g}/min before the change" \
+            if judgement.baseline else ""
+        tree = self.causality(suspect.namespace, dep.name, causes, symptoms=[
+            chains.Symptom("signal", "error_spike",
+                           f"error spike: {round(count / window_minutes, 2):g}/min",
+                           (f"{count:g} error lines in the last "
+                            f"{self.rules.error_window_seconds}s{before}",)),
+            *signature_symptoms(signatures)])
         remediation = self.plan_for_cause(suspect.namespace, top, detected_at=now,
                                           confidence=None, remediator=self.remediator) \
             if top is not None else None
@@ -581,7 +611,7 @@ class ChangeDesk:
             if judgement.baseline else None,
             causes=causes, signatures=signatures, priority=verdict.priority,
             rule=verdict.rule, action=(top.action or "none") if top else "none",
-            command=top.command if top else None, remediation=remediation)
+            command=top.command if top else None, remediation=remediation, causality=tree)
 
     # 3. Causes of any incident ------------------------------------------------------------
 
@@ -602,13 +632,67 @@ class ChangeDesk:
             candidates = [c for c in candidates if c not in recorded]
         templates = self._templates(namespace)
         seen = self._seen.get(namespace)
+        reach = self.map_keeper.reach(namespace, deployment.name)
+        elsewhere = sorted({node.partition("/")[0] for node in reach} - {namespace})
+        if elsewhere:
+            # What changed in the namespaces of the workloads it calls through others.
+            candidates += self.changes.recent(since=began - CAUSE_LOOKBACK,
+                                              namespaces=elsewhere)
         return ranking.rank_causes(
             ranking.Symptom.of(deployment, began=began, template=templates.get(deployment.name),
                                pods=tuple(pods), error_lines=tuple(error_lines),
                                own_rollout=own_rollout),
             candidates, now=now, dependencies=self.dependencies(namespace), risen=risen,
             deployments=tuple(seen.deployments.values()) if seen else (deployment,),
-            services=self._services(namespace))
+            services=self._services(namespace), reach=reach)
+
+    # 4. Who else it hurts, and how its causes reach it -------------------------------------
+
+    async def blast_radius(self, namespace: str, deployment: str, *, started_at: datetime,
+                           now: datetime, call: Call, loki: Any) -> tuple[BlastEntry, ...]:
+        """The callers of ``deployment`` on the map (directly or through others) whose error
+        rate rose: for the callers of each namespace, two metric queries, their errors over the
+        error window now and over the baseline lookback before the rollout began
+        (``started_at``). Asked once per rollout incident, for at most ``BLAST_NAMESPACES``
+        namespaces; a namespace whose query failed lists none. ``loki``: what counts (the
+        detector's Loki client: the desk's own reader may only read lines)."""
+        failing = graph.node_id(namespace, deployment)
+        service_map = self.map_keeper.service_map
+        found = chains.callers(service_map, failing)
+        by_namespace: dict[str, list[str]] = {}
+        for node in sorted(found):
+            ns, _, name = node.partition("/")
+            seen = self._seen.get(ns)
+            if seen is not None and name in seen.deployments:
+                by_namespace.setdefault(ns, []).append(name)
+        window, lookback = self.rules.error_window_seconds, self.rules.baseline_lookback_seconds
+        rates: dict[str, tuple[float | None, float | None]] = {}
+        for ns, names in sorted(by_namespace.items())[:BLAST_NAMESPACES]:
+            deployments = self._seen[ns].deployments
+            workloads = {self.workload_of(deployments[name]): name for name in names}
+            listed = sorted(workloads)
+            now_counts = await call("loki", "blast radius", lambda ns=ns, listed=listed: (
+                loki.count_errors(namespace=ns, workloads=listed, window_seconds=window,
+                                  at=now)))
+            before_counts = await call("loki", "blast radius", lambda ns=ns, listed=listed: (
+                loki.count_errors(namespace=ns, workloads=listed, window_seconds=lookback,
+                                  at=started_at)))
+            if now_counts is None or before_counts is None:
+                continue
+            after = _per_workload(now_counts)
+            before = _per_workload(before_counts)
+            for workload, name in workloads.items():
+                rates[graph.node_id(ns, name)] = (before.get(workload, 0.0) * 60.0 / lookback,
+                                                  after.get(workload, 0.0) * 60.0 / window)
+        return chains.blast_radius(service_map, failing, rates)
+
+    def causality(self, namespace: str, deployment: str, causes: Sequence[Cause], *,
+                  symptoms: Sequence[chains.Symptom],
+                  blast: Sequence[BlastEntry] = ()) -> Causality:
+        """The causality tree of an incident of ``deployment`` over the current map."""
+        return chains.causality(graph.node_id(namespace, deployment), causes,
+                                service_map=self.map_keeper.service_map,
+                                symptoms=symptoms, blast=blast)
 
     # Acting on a cause --------------------------------------------------------------------
 
@@ -695,6 +779,17 @@ class CountPlan:
         return out
 
 
+def signature_symptoms(signatures: Sequence[Any], *, since: str = "the change",
+                       limit: int = 3) -> list[chains.Symptom]:
+    """An incident's top error signatures as symptoms of its tree: each an error group, its
+    share of the sampled lines as the score."""
+    total = sum(s.count for s in signatures) or 1
+    return [chains.Symptom("error_group", s.fingerprint, f"error group: {s.fingerprint}",
+                           (f"{s.count} of the sampled lines"
+                            + (f", new since {since}" if s.new else ""),),
+                           round(s.count / total, 2)) for s in signatures[:limit]]
+
+
 def _per_workload(counts: ErrorCounts | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for sample in counts.samples if counts is not None else ():
@@ -704,8 +799,9 @@ def _per_workload(counts: ErrorCounts | None) -> dict[str, float]:
 
 class MapKeeper:
     """The service map (``judge.service_map``), kept current from what the desk already holds:
-    the tick's Deployments and templates, the watches' Services, ConfigMaps, Ingresses and
-    NetworkPolicies, and the error lines ``learn_lines`` keeps. No request of its own. A
+    the tick's Deployments and templates, the watches' StatefulSets and DaemonSets (templates
+    and pod labels), Services, ConfigMaps, Ingresses and NetworkPolicies, and the error lines
+    ``learn_lines`` keeps. No request of its own. A
     namespace's configuration is read again when its inputs change, and at least every
     MAP_REFRESH (which is when its evidence is last seen); new error lines at the next tick."""
 
@@ -723,6 +819,32 @@ class MapKeeper:
                          tuple[PodTemplate, tuple[Any, ...], list[graph.Sighting]]] = {}
         # Error lines naming a host heard since the last update, per (namespace, workload).
         self._heard: dict[tuple[str, str], list[str]] = {}
+        # Who calls whom, against the calls, for the map it was made of (see callers_of).
+        self._upstream: tuple[graph.ServiceMap, dict[str, list[str]]] | None = None
+
+    def nearest_failing(self, node: str, failing: Mapping[str, object]
+                        ) -> tuple[str, tuple[str, ...]] | None:
+        return chains.nearest_failing(self.service_map, node, failing)
+
+    def reach(self, namespace: str, deployment: str) -> dict[str, tuple[str, ...]]:
+        """The workloads ``deployment`` calls on the map, directly or through others."""
+        return chains.callees(self.service_map, graph.node_id(namespace, deployment))
+
+    def callers_of(self, change: Change) -> tuple[str, ...]:
+        """The Deployments of a rolled-out (scaled-down, deleted) workload's namespace that
+        call it through others on the map (its direct callers are ``affected_workloads``'
+        already; those of a workload the map does not know: none)."""
+        if change.kind not in ranking.WORKLOAD_KINDS or not (
+                change.rollout or change.action == DELETED
+                or ranking.scale_down(change) is not None):
+            return ()
+        if self._upstream is None or self._upstream[0] is not self.service_map:
+            self._upstream = (self.service_map,
+                              chains.neighbours(self.service_map, upstream=True))
+        found = chains.callers(self.service_map, graph.node_id(change.namespace, change.name),
+                               near=self._upstream[1])
+        return tuple(sorted(node.partition("/")[2] for node in found
+                            if node.partition("/")[0] == change.namespace))
 
     def heard(self, namespace: str, workload: str, lines: Sequence[str]) -> None:
         kept = self._heard.setdefault((namespace, workload), [])
@@ -733,14 +855,27 @@ class MapKeeper:
         states = getattr(self.desk.watcher, "states", None)
         return tuple(states(kind, namespace)) if states is not None else ()
 
+    def _other_workloads(self, namespace: str) -> dict[str, Any]:
+        """The StatefulSets and DaemonSets of ``namespace`` the change timeline's watches keep
+        (its ``ObjectState``s, by name), but for one named as a Deployment is: nodes of the map
+        too, at no request of their own."""
+        seen = self.desk._seen.get(namespace)
+        taken = seen.deployments if seen is not None else {}
+        return {state.name: state for kind in OTHER_WORKLOAD_KINDS
+                for state in self._states(kind, namespace) if state.name not in taken}
+
     def _namer_at(self, now: datetime) -> graph.Namer:
-        """Hosts to workloads as of this tick: made again only when a Deployment, its pod
-        labels or a Service changed in some namespace (checked once per tick)."""
+        """Hosts to workloads as of this tick: made again only when a Deployment, a
+        StatefulSet or DaemonSet, their pod labels or a Service changed in some namespace
+        (checked once per tick)."""
         if self._namer is not None and self._namer[0] == now:
             return self._namer[2]
         desk = self.desk
         deployments = [d for _, seen in sorted(desk._seen.items())
                        for d in seen.deployments.values()]
+        deployments += [Deployment(namespace, state.name, None, pod_labels=state.pod_labels)
+                        for namespace in sorted(desk._seen)
+                        for state in self._other_workloads(namespace).values()]
         services = tuple(s for namespace in sorted(desk._seen) for s in desk._services(namespace))
         key = (tuple((d.namespace, d.name, d.pod_labels) for d in deployments), services)
         if self._namer is None or self._namer[1] != key:
@@ -756,14 +891,16 @@ class MapKeeper:
         seen = desk._seen.get(namespace)
         if seen is None:
             return
-        templates = desk._templates(namespace)
+        others = self._other_workloads(namespace)
+        templates = {**{name: state.template for name, state in others.items()
+                        if state.template is not None}, **desk._templates(namespace)}
         objects = {"config_maps": self._states("ConfigMap", namespace),
                    "ingresses": self._states("Ingress", namespace),
                    "network_policies": self._states("NetworkPolicy", namespace)}
         namer = self._namer_at(now)
         # A new Namer (any namespace's Deployments or Services changed) reads every namespace
         # again: a host may now reach another workload.
-        key = (seen.revisions, tuple(objects.values()), namer)
+        key = (seen.revisions, tuple(objects.values()), tuple(others.values()), namer)
         known = self._inputs.get(namespace)
         declare = known is None or known[0] != key or now - known[1] >= MAP_REFRESH
         lines = {w: ls for (ns, w), ls in self._heard.items() if ns == namespace}
@@ -778,7 +915,7 @@ class MapKeeper:
         declared = self._declared(namer, namespace, templates, objects) if declare else None
         self.service_map = graph.update(
             self.service_map, namespace, now=now, observed=observed, declared=declared,
-            workloads=sorted(seen.deployments) if declare else None)
+            workloads=sorted({*seen.deployments, *others}) if declare else None)
         if declare:
             self._inputs[namespace] = (key, now)
 

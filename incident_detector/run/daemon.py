@@ -34,12 +34,14 @@ from ..judge.correlator import (
     rollout_key,
     rollouts_to_judge,
 )
+from ..judge.causality import Symptom
 from ..judge.change_diff import rollout_change
 from ..judge.confidence import scored
 from ..judge.correlator import Verdict, rollout_alerts
 from ..judge.rules import DEFAULT_RULES, RuleSet, RuleVerdict, Subject, classify
 from ..judge.signatures import top_signatures
 from ..model import (
+    AlertIncident,
     Baseline,
     Cause,
     Deployment,
@@ -63,6 +65,7 @@ from ..store.db import StoreUnavailable
 from ..store.journal import AuditRow, Journal
 from .live import LiveFeed, RolloutSeries
 from .loki_budget import LokiBudget, MeteredLoki
+from .changes import signature_symptoms
 from .metrics import DetectorMetrics
 from .outbox import EventSink, Outbox, Sender, StdoutSink
 from ..store.records import Store
@@ -215,6 +218,10 @@ class Detector:
         # Deployments with a rollout in its window (left to the correlator).
         self._change_reads: dict[str, asyncio.Future[Any]] = {}
         self._busy: dict[str, set[str]] = {}
+        # The workloads ("<ns>/<name>") of the rollout incidents of the rollout window: the
+        # error groups of their callers point at them (what the incident's records say of
+        # it, and when its rollout began). Memory only: after a restart, from the next one.
+        self._failing: dict[str, tuple[dict[str, Any], datetime]] = {}
         self._resumed = False
         # What the dashboard reads: the live feed of events, and each rollout's error rate.
         self.live = live if live is not None else LiveFeed()
@@ -417,6 +424,7 @@ class Detector:
             if self.change_desk is not None:
                 incident = self._with_causes(incident, view, rollout, errors_began,
                                              risen.get(incident.namespace, {}))
+                incident = await self._with_map(incident, now, report)
             verdict = classify(self.rule_set, rollout_subject(incident))
             incident = replace(incident, priority=verdict.priority, rule=verdict.rule,
                                rule_action=verdict.action)
@@ -437,6 +445,10 @@ class Detector:
                                                 pods=view.pods or ())
             if self.outbox.record(incident):
                 report.incidents.append(incident.key)
+                self._failing[f"{incident.namespace}/{incident.deployment}"] = (
+                    {"kind": "rollout", "namespace": incident.namespace,
+                     "deployment": incident.deployment, "revision": incident.revision,
+                     "detected_at": iso(incident.detected_at)}, incident.rollout_started_at)
                 if self.analyst is not None:
                     self.analyst.analyse_later(incident.key, incident_record(incident))
                 self.live.publish("incident", {
@@ -539,7 +551,8 @@ class Detector:
             report.alert_incidents.extend(await self.alert_desk.raise_incidents(
                 namespace, found, taken=taken, seen_starts=self._seen_starts, now=now,
                 call=call, kube=self.kube, loki=self.error_lines or self.loki,
-                workload_of=self.workload_of))
+                workload_of=self.workload_of,
+                explain=self._explain_alert if self.change_desk is not None else None))
         self.alert_desk.close_resolved(now)
 
     async def _triage(self, now: datetime, report: TickReport) -> None:
@@ -551,20 +564,61 @@ class Detector:
             return await self._call("loki", thunk, now, report, "triage")
 
         workloads = self._triage_workloads()
+        window = timedelta(seconds=self.rules.rollout_window_seconds)
+        self._failing = {k: v for k, v in self._failing.items() if now - v[1] <= window}
         for namespace in self.settings.namespace:
             due = await self.triage.read(namespace, workloads=workloads, now=now, call=call)
             notified = []
             for group in due:
                 key = triage_render.group_key(group)
+                incident = self._group_incident(group)
                 if self.outbox.record_notice(
                         key=key, kind="error_group", namespace=group.namespace,
                         deployment=",".join(group.workloads), detected_at=now,
-                        record=triage_render.group_record(group, now=now),
-                        slack_payload=triage_render.slack_payload(group, now=now)) or \
+                        record=triage_render.group_record(group, now=now, incident=incident),
+                        slack_payload=triage_render.slack_payload(
+                            group, now=now, incident=incident)) or \
                         self.store.notice(key) is not None:
                     notified.append((group.namespace, group.fingerprint))
             if notified:
                 self.triage.mark_notified(notified, now=now)
+
+    def _explain_alert(self, incident: AlertIncident, deployment: Deployment) -> AlertIncident:
+        """An alert incident's likeliest causes since before it began firing (a workload it
+        calls that just rolled out, found through the service map), and its causality tree."""
+        assert self.change_desk is not None
+        alert = incident.alert
+        namespace = incident.target.namespace
+        causes = self.change_desk.causes_for(
+            namespace=namespace, deployment=deployment, began=alert.starts_at,
+            now=incident.detected_at, error_lines=tuple(s.example for s in incident.signatures),
+            own_rollout=None, risen={}, pods=incident.pods)
+        name = alert.name or alert.fingerprint
+        tree = self.change_desk.causality(namespace, deployment.name, causes, symptoms=[
+            Symptom("alert", name, f"alert {name}",
+                    (f"firing since {iso(alert.starts_at)}",)),
+            *signature_symptoms(incident.signatures, since="the alert")])
+        return replace(incident, causes=causes, causality=tree)
+
+    def _group_incident(self, group: Any) -> dict[str, Any] | None:
+        """The rollout incident an error group's workloads are part of: their own, or that of
+        a workload they call (the service map), whose rollout began before the group was first
+        seen; with the chain of calls to it."""
+        if not self._failing or self.change_desk is None:
+            return None
+        names = self.change_desk.deployment_names(group.namespace)
+        failing = {node: ref for node, (ref, started) in self._failing.items()
+                   if group.first_seen >= started}
+        for workload in group.workloads:
+            name = names.get(workload)
+            if name is None:
+                continue
+            node = f"{group.namespace}/{name}"
+            found = (node, (node,)) if node in failing else \
+                self.change_desk.map_keeper.nearest_failing(node, failing)
+            if found is not None:
+                return {**failing[found[0]], "path": list(found[1])}
+        return None
 
     def _with_causes(self, incident: Incident, view: WorkloadView, rollout: Rollout | None,
                      errors_began: datetime, risen: Mapping[str, bool | None]) -> Incident:
@@ -578,6 +632,24 @@ class Detector:
             own_rollout=rollout_change(rollout, observed_at=incident.detected_at)
             if rollout is not None else None, risen=risen, pods=view.pods or ())
         return replace(incident, evidence=replace(incident.evidence, causes=causes))
+
+    async def _with_map(self, incident: Incident, now: datetime,
+                        report: TickReport) -> Incident:
+        """The incident's blast radius (its callers whose errors rose too) and its causality
+        tree, from the service map."""
+        assert self.change_desk is not None
+
+        async def call(source: str, what: str, thunk: Callable[[], Awaitable[T]]) -> T | None:
+            return await self._call(source, thunk, now, report, what)
+
+        blast = await self.change_desk.blast_radius(
+            incident.namespace, incident.deployment, started_at=incident.rollout_started_at,
+            now=incident.detected_at, call=call, loki=self.loki)
+        tree = self.change_desk.causality(incident.namespace, incident.deployment,
+                                          incident.evidence.causes,
+                                          symptoms=rollout_symptoms(incident), blast=blast)
+        return replace(incident, evidence=replace(incident.evidence, blast_radius=blast,
+                                                  causality=tree))
 
     async def _change_incidents(self, now: datetime, report: TickReport,
                                 risen: Mapping[str, Mapping[str, bool | None]]) -> None:
@@ -1194,6 +1266,31 @@ def _foreign_cause(incident: Incident) -> Cause | None:
             change.revision in (None, incident.revision):
         return None
     return causes[0]
+
+
+def rollout_symptoms(incident: Incident) -> list[Symptom]:
+    """What a rollout incident's workload shows, for its causality tree: its signals, its
+    error signatures (error groups), its alerts."""
+    evidence = incident.evidence
+    minutes = incident.window_seconds / 60.0
+    out = []
+    for signal in incident.signals:
+        if signal == Signal.ERROR_SPIKE:
+            before = "" if evidence.baseline_per_minute is None \
+                else f", {evidence.baseline_per_minute:g}/min before the rollout"
+            out.append(Symptom("signal", signal.value,
+                               f"error spike: {round(incident.error_count / minutes, 2):g}/min",
+                               (f"{incident.error_count:g} error lines in the last "
+                                f"{incident.window_seconds}s (threshold "
+                                f"{incident.threshold}){before}",)))
+        elif signal != Signal.ALERT:
+            out.append(Symptom("signal", signal.value, signal.value.replace("_", " ")))
+    out += signature_symptoms(evidence.signatures, since="the rollout")
+    for alert in evidence.alerts:
+        out.append(Symptom("alert", alert.name or alert.fingerprint,
+                           f"alert {alert.name or alert.fingerprint}",
+                           (f"firing since {alert.starts_at.isoformat()}",)))
+    return out
 
 
 def rollout_subject(incident: Incident) -> Subject:

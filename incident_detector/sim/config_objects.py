@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from .scenario import ConfigMapSpec, ConfigWrite, SecretSpec, ServiceSpec
+from .scenario import ConfigMapSpec, ConfigWrite, IngressSpec, SecretSpec, ServiceSpec
 
 Body = dict[str, Any]
 # Scenario seconds -> metav1.Time text.
@@ -121,5 +121,29 @@ def service_object(spec: ServiceSpec, *, namespace: str, uid: str, when: When) -
                 "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": spec_fields}}],
         },
         "spec": body_spec,
+        "status": {"loadBalancer": {}},
+    }
+
+
+def ingress_object(spec: IngressSpec, *, namespace: str, uid: str, when: When) -> Body:
+    """An Ingress of one rule, as a manifest applied with ``kubectl create`` leaves it."""
+    rule: Body = {"http": {"paths": [
+        {"path": p.path, "pathType": "Prefix",
+         "backend": {"service": {"name": p.service, "port": {"number": p.port}}}}
+        for p in spec.paths]}}
+    if spec.host:
+        rule = {"host": spec.host, **rule}
+    created = when(spec.created_at)
+    return {
+        "kind": "Ingress", "apiVersion": "networking.k8s.io/v1",
+        "metadata": {
+            "name": spec.name, "namespace": namespace, "uid": uid, "resourceVersion": "",
+            "creationTimestamp": created, "generation": 1,
+            "managedFields": [{
+                "manager": CREATOR, "operation": "Update", "apiVersion": "networking.k8s.io/v1",
+                "time": created, "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": {"f:rules": {}}}}],
+        },
+        "spec": {"rules": [rule]},
         "status": {"loadBalancer": {}},
     }

@@ -79,6 +79,11 @@ services:                     # optional: ClusterIP Services (core/v1)
     selector: {app: fraud-check}
     ports: [8080]             # or [{port: 80, target_port: http, name: http, protocol: TCP}, ...]
     created_at: -86400        # optional (default -30 days)
+ingresses:                    # optional: Ingresses (networking.k8s.io/v1) to the Services
+  - name: web
+    host: shop.example.com    # optional: every host when left out
+    paths: [{path: /, service: frontend, port: 8080}]
+    created_at: -86400        # optional (default -30 days)
 config_maps:                  # optional: ConfigMaps and the writes made to them
   - name: payments-config
     data: {TIMEOUT_MS: "5000", FEATURE_X: "off"}   # values are strings, as in the API
@@ -432,6 +437,27 @@ class ConfigWrite(BaseModel):
     removed: tuple[str, ...]
 
 
+class IngressPathSpec(_Strict):
+    path: str = "/"
+    service: str
+    port: int = Field(default=80, ge=1, le=65535)
+
+
+class IngressSpec(_Strict):
+    """An Ingress sending a host's traffic to Services (networking.k8s.io/v1): the service
+    map's links from outside the cluster."""
+
+    name: str
+    host: str | None = None
+    paths: tuple[IngressPathSpec, ...] = Field(min_length=1)
+    created_at: Seconds = DEFAULT_CREATED_AT
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _object_name(value, "Ingress")
+
+
 class ConfigMapSpec(_Strict):
     """A ConfigMap and the writes made to its data."""
 
@@ -643,6 +669,7 @@ class Scenario(_Strict):
     alerts: tuple[AlertSpec, ...] = ()
     workloads: tuple[WorkloadSpec, ...] = ()
     services: tuple[ServiceSpec, ...] = ()
+    ingresses: tuple[IngressSpec, ...] = ()
     config_maps: tuple[ConfigMapSpec, ...] = ()
     secrets: tuple[SecretSpec, ...] = ()
     expect: Expectations

@@ -42,7 +42,7 @@ from .logql import (
     from_unix_nanos,
     to_unix_nanos,
 )
-from .config_objects import config_object, service_object
+from .config_objects import config_object, ingress_object, service_object
 from .scenario import PLACEHOLDER, LogSpec, PodProblemSpec, Revision, Scenario
 
 # Kubernetes' alphabet for generated names (no vowels, no look-alike characters).
@@ -71,7 +71,7 @@ LIST_KINDS = {
 }
 # The resources a scenario cannot describe (yet): always listed empty, never a 404.
 EMPTY_RESOURCES = frozenset({"statefulsets", "daemonsets", "horizontalpodautoscalers",
-                             "ingresses", "networkpolicies"})
+                             "networkpolicies"})
 # Where a revision's ``config_maps`` are mounted: /etc/config/<name>.
 CONFIG_MOUNT_ROOT = "/etc/config"
 # A Deployment's fields as written by whoever applies it, and by the Deployment controller.
@@ -549,7 +549,7 @@ class World:
             return [rs for part in self.parts for rs in part._replicasets(namespace, now)]
         if resource == "pods":
             return [pod for part in self.parts for pod in part._pods(namespace, now)]
-        if resource in ("configmaps", "secrets", "services"):
+        if resource in ("configmaps", "secrets", "services", "ingresses"):
             if namespace != self.scenario.namespace:
                 return []
             t = self.seconds(now)
@@ -558,6 +558,10 @@ class World:
                 return [service_object(spec, namespace=namespace, when=self._when,
                                        uid=self._uid("Service", namespace, spec.name))
                         for spec in self.scenario.services if spec.created_at <= t]
+            if resource == "ingresses":
+                return [ingress_object(spec, namespace=namespace, when=self._when,
+                                       uid=self._uid("Ingress", namespace, spec.name))
+                        for spec in self.scenario.ingresses if spec.created_at <= t]
             kind = "ConfigMap" if resource == "configmaps" else "Secret"
             specs = self.scenario.config_maps if resource == "configmaps" else \
                 self.scenario.secrets
@@ -574,7 +578,8 @@ class World:
         configs = (*self.scenario.config_maps, *self.scenario.secrets)
         times = [w.at for spec in configs for w in spec.writes()]
         times += [spec.deleted_at for spec in configs if spec.deleted_at is not None]
-        return times + [spec.created_at for spec in self.scenario.services]
+        return times + [spec.created_at for spec in (*self.scenario.services,
+                                                     *self.scenario.ingresses)]
 
     def _when(self, seconds: float) -> str:
         return kube_time(self.at(seconds))

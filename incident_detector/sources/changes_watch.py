@@ -237,8 +237,11 @@ def _workload(fields: _Fields, kind: str, spec: Mapping[str, Any],
         fields.add("spec.replicas", str(_count(replicas) if replicas is not None else 1))
     strategy_field = "updateStrategy"
     fields.add(f"spec.{strategy_field}", spec.get(strategy_field) or None)
+    # The pod labels: what a Service selects, so that the service map reaches the workload.
+    labels = _str_map(_dict(template.get("metadata")).get("labels"))
     return {"template": parse_pod_template(template),
-            "generation": _count(metadata.get("generation")) or None}
+            "generation": _count(metadata.get("generation")) or None,
+            "pod_labels": tuple(sorted(labels.items()))}
 
 
 def _service(fields: _Fields, spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -119,6 +119,34 @@ def _percent(value: Any) -> str:
     return "—" if _missing(value) else f"{float(value) * 100:.0f}%"
 
 
+# A causality tree drawn on a page: at most this deep (a chain of calls is a few hops).
+TREE_MAX_DEPTH = 12
+
+
+def causality_tree(tree: Any) -> list[dict[str, Any]]:
+    """An incident record's ``evidence.causality`` as nested items for the page, from each
+    root along its edges: ``{"node", "edge" (the one leading to it; None for a root),
+    "children", "seen"}``. A node reached again (two causes through one workload, a cycle) is
+    shown once more without its children, marked ``seen``. Anything malformed: no tree."""
+    if not isinstance(tree, dict):
+        return []
+    nodes = {n.get("id"): n for n in tree.get("nodes") or () if isinstance(n, dict)}
+    below: dict[Any, list[dict[str, Any]]] = {}
+    for edge in tree.get("edges") or ():
+        if isinstance(edge, dict) and edge.get("target") in nodes:
+            below.setdefault(edge.get("source"), []).append(edge)
+    shown: set[Any] = set()
+
+    def item(node_id: Any, edge: dict[str, Any] | None, depth: int) -> dict[str, Any]:
+        seen = node_id in shown
+        shown.add(node_id)
+        children = [] if seen or depth >= TREE_MAX_DEPTH else [
+            item(e["target"], e, depth + 1) for e in below.get(node_id, ())]
+        return {"node": nodes[node_id], "edge": edge, "children": children, "seen": seen}
+
+    return [item(root, None, 0) for root in tree.get("roots") or () if root in nodes]
+
+
 def chart_of(rollout: dict[str, Any], points: Any) -> Markup:
     """The rollout's chart; ``points`` are its SeriesPoints (``queries.series``)."""
     band = rollout["band"]
@@ -186,8 +214,11 @@ def dashboard_routes(*, detector: Any, decision_context: DecisionContext | None 
                 "title": "No such incident",
                 "reason": f"There is no incident {incident_id}."}, status_code=404)
         decision = decision_context(request, found) if decision_context is not None else None
+        evidence = (found["record"] or {}).get("evidence") or {}
         return page(request, "incident.html", {"title": f"Incident {incident_id}",
                                                "incident": found, "record": found["record"],
+                                               "causality": causality_tree(
+                                                   evidence.get("causality")),
                                                "decision": decision,
                                                # What became of a decision just posted.
                                                "flash": flash_message(request)})

@@ -171,3 +171,44 @@ def test_two_hundred_workloads_are_drawn_apart_and_quickly(daemon, page):
                 columns: xs.size};
     }""")
     assert folded["width"] <= folded["frame"] and 1 < folded["columns"] <= 8, folded
+
+
+def test_an_incident_page_draws_its_causality_tree_from_its_own_server(daemon, page,
+                                                                       take_screenshot):
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    incidents = httpx.get(f"{daemon.url}/api/incidents", timeout=5).json()["incidents"]
+    [change] = [i for i in incidents if i["kind"] == "change"
+                and i["deployment"] == "checkout"]
+    answer = page.goto(f"{daemon.url}/incidents/{change['id']}")
+    assert answer is not None and answer.status == 200
+    tree = page.locator("#causality")
+    tree.wait_for()
+    # The root: payments' rollout; below it payments, then checkout, then what checkout shows.
+    root = tree.locator(":scope > li")
+    assert root.count() >= 1
+    assert root.first.get_attribute("data-id") == "change:Deployment/shop/payments"
+    assert "Deployment shop/payments rolled out revision 2" in root.first.locator(
+        ":scope > .label").inner_text()
+    payments = root.first.locator(":scope > ul > li[data-id='workload:shop/payments']")
+    assert payments.count() == 1
+    checkout = payments.locator(":scope > ul > li[data-id='workload:shop/checkout']")
+    assert checkout.count() == 1
+    assert checkout.locator(":scope > .score").inner_text().endswith("%")
+    # Why checkout's failure follows payments': the map's evidence, behind "why".
+    checkout.locator(":scope > details > summary").click()
+    why = checkout.locator(":scope > details").inner_text()
+    assert "shop/checkout calls shop/payments" in why
+    assert "PAYMENTS_URL=http://payments:8080" in why
+    assert checkout.locator(":scope > ul > li.t-signal").count() == 1
+    assert checkout.locator(":scope > ul > li.t-error_group").count() >= 1
+    # The tree is the page's own: nothing was fetched from elsewhere.
+    assert asked and all(url.startswith(daemon.url) for url in asked), asked
+    take_screenshot(page, "causality")
+    # The rollout incident's page has a tree too, rooted at its own rollout.
+    [rollout] = [i for i in incidents if i["kind"] == "rollout"
+                 and i["deployment"] == "payments"]
+    page.goto(f"{daemon.url}/incidents/{rollout['id']}")
+    first = page.locator("#causality > li").first
+    assert first.get_attribute("data-id") == "change:Deployment/shop/payments"
+    assert first.locator(":scope > ul > li[data-id='workload:shop/payments']").count() == 1
