@@ -2,7 +2,8 @@
 
 import sys
 
-from . import changes, dashboard, detection, fast_lane, footprint, mass_rollout, service_map
+from . import (changes, dashboard, detection, fast_lane, footprint, mass_rollout, service_map,
+               store)
 
 print("== Detection quality over the scenario suite (bench/detection.py)")
 detection.main([])
@@ -24,4 +25,7 @@ changes.main([])
 print()
 print("== The service map: 500 workloads, 2,000 links (bench/service_map.py)")
 service_map.main([])
+print()
+print("== The store on SQLite and PostgreSQL: operations, tick cost, memory (bench/store.py)")
+store.main([])
 sys.exit(0)

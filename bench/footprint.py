@@ -448,13 +448,13 @@ def _package_root() -> Path:
     return Path(incident_detector.__file__).resolve().parent.parent
 
 
-def compile_package() -> None:
+def compile_package(package_root: Path | None = None) -> None:
     """Bytecode for the package, as the image's ``pip install`` writes it: a process that
     compiles its modules at start (PYTHONDONTWRITEBYTECODE, an editable checkout) holds
     megabytes more."""
     import compileall
 
-    compileall.compile_dir(str(_package_root() / "incident_detector"), quiet=1)
+    compileall.compile_dir(str((package_root or _package_root()) / "incident_detector"), quiet=1)
 
 
 def runtime_python(venv: Path) -> str:
@@ -497,14 +497,17 @@ def memory_cases(deployments: int, now: datetime) -> list[MemoryCase]:
     ]
 
 
-def measure_memory(case: MemoryCase, *, python: str, in_cluster: bool = True) -> dict:
+def measure_memory(case: MemoryCase, *, python: str, in_cluster: bool = True,
+                   package_root: Path | None = None) -> dict:
+    """``package_root``: the folder holding the ``incident_detector`` to run (default: this
+    one), for a comparison with another version of the package."""
     counter = Counter()
     gc.collect()
     gc.freeze()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         tls = None
-        extra_env: dict[str, str] = {"PYTHONPATH": str(_package_root())}
+        extra_env: dict[str, str] = {"PYTHONPATH": str(package_root or _package_root())}
         command = None
         if in_cluster:
             cert, key = _tls_files(workdir)

@@ -32,6 +32,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -200,7 +201,12 @@ def loki_handler(index: LogIndex, counter: Counter):
     return handle
 
 
-def measure(size: int, *, rolling: bool = True) -> dict:
+def measure(size: int, *, rolling: bool = True, command: list[str] | None = None,
+            extra_env: dict[str, str] | None = None,
+            other_cpu: Callable[[], float] | None = None) -> dict:
+    """One run. ``command`` and ``extra_env`` change how the daemon is started (bench.store
+    starts it on a given store); ``other_cpu`` is the CPU time (seconds) of another process the
+    ticks make work, read at the same marks as the daemon's (PostgreSQL's, for bench.store)."""
     now = datetime.now(timezone.utc)
     cluster, new_pods = build_mass_rollout(size, now, rolling=rolling)
     index = LogIndex(log_streams(new_pods, now))
@@ -214,16 +220,19 @@ def measure(size: int, *, rolling: bool = True) -> dict:
         rules.write_text(RULES)
         proc, log_path, _, started = start_daemon(
             kube_url=kube.url, loki_url=loki.url, workdir=Path(tmp), poll_interval=POLL_INTERVAL,
-            extra_env={"RULES_FILE": str(rules), "TRIAGE_SAMPLE_LINES": "500"})
+            command=command,
+            extra_env={"RULES_FILE": str(rules), "TRIAGE_SAMPLE_LINES": "500", **(extra_env or {})})
         try:
             startup = _first_tick_seconds(log_path, started, proc)
             # Ticks are read from the daemon's own log ("tick" lines, with the tick's CPU time):
             # polling /status, which lists every rollout, would load what is being measured.
             ticks: list[tuple[float, float]] = []  # (start, end), unix seconds
             tick_cpu: list[float] = []
+            tick_wall: list[float] = []
             rss = 0
             seen_lines = 0
             cpu_marks: dict[int, float] = {}
+            other_marks: dict[int, float] = {}
             deadline = time.monotonic() + 60 + TICKS * POLL_INTERVAL * 3
             while time.monotonic() < deadline and len(ticks) < TICKS and proc.poll() is None:
                 lines = log_path.read_text().splitlines()
@@ -235,8 +244,11 @@ def measure(size: int, *, rolling: bool = True) -> dict:
                     ticks.append((end.timestamp() - tick["duration_seconds"] - 0.001,
                                   end.timestamp() + 0.001))
                     tick_cpu.append(tick.get("cpu_seconds") or 0.0)
+                    tick_wall.append(tick["duration_seconds"])
                     if len(ticks) in (WARMUP_TICKS, TICKS):
                         cpu_marks[len(ticks)] = _proc_cpu_seconds(proc.pid)
+                        if other_cpu is not None:
+                            other_marks[len(ticks)] = other_cpu()
                 seen_lines = len(lines)
                 rss = max(rss, _proc_kib(proc.pid, "VmRSS"))
                 time.sleep(0.02)
@@ -261,6 +273,7 @@ def measure(size: int, *, rolling: bool = True) -> dict:
                          if k.startswith(("list ", "watch ")) and k.split()[-1] not in detection})
     (t0, c0), (t1, c1) = sorted(cpu_marks.items())[:2] if len(cpu_marks) >= 2 else ((0, 0), (1, 0))
     tick_cpu_sorted = sorted(tick_cpu[1:])  # the first tick lists everything: start-up
+    tick_wall_sorted = sorted(tick_wall[1:])
     loki = ("loki query", "loki query_range")
     # Every tick: the first is the one that sees the rollouts (baselines, incidents, samples).
     steady = per_tick
@@ -280,6 +293,11 @@ def measure(size: int, *, rolling: bool = True) -> dict:
         "cpu_ms_per_tick": 1000 * (c1 - c0) / max(1, t1 - t0),
         "tick_cpu_ms_median": 1000 * tick_cpu_sorted[len(tick_cpu_sorted) // 2] if tick_cpu else 0,
         "tick_cpu_ms_max": 1000 * tick_cpu_sorted[-1] if tick_cpu else 0,
+        "tick_wall_ms_median": 1000 * tick_wall_sorted[len(tick_wall_sorted) // 2]
+        if tick_wall_sorted else 0,
+        "tick_wall_ms_max": 1000 * tick_wall_sorted[-1] if tick_wall_sorted else 0,
+        "other_cpu_ms_per_tick": 1000 * (other_marks[t1] - other_marks[t0]) / max(1, t1 - t0)
+        if len(other_marks) >= 2 else None,
         "rss_mb": rss / 1024,
         "hwm_mb": hwm / 1024,
         "incidents": sorted(r["deployment"] for r in incidents),
