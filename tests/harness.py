@@ -101,16 +101,20 @@ class Daemon:
         raise AssertionError(f"timed out; output:\n{self.out_path.read_text()}")
 
 
-def make_cluster(tmp_path: Path):
-    """A generator of the fakes for the bad-rollout scenario (used by the ``cluster`` fixture)."""
-    scenario = load_scenario(SCENARIO)
+def make_cluster(tmp_path: Path, *, scenario_path: Path = SCENARIO,
+                 follow_rollbacks: bool = False):
+    """A generator of the fakes for the bad-rollout scenario (used by the ``cluster`` fixture),
+    or for ``scenario_path``. With ``follow_rollbacks`` a rollback written to the apiserver
+    changes the world Loki serves too, so that its verification can pass."""
+    scenario = load_scenario(scenario_path)
     # Anchor the scenario so that, in wall time, the bad rollout happened 100 s ago.
     t0 = datetime.now(timezone.utc) - timedelta(seconds=160)
     world = World(scenario, t0=t0)
     clock = lambda: datetime.now(timezone.utc)  # noqa: E731
     sink = SlackSink()
-    kube_fake = KubeApiFake(world, clock)
     loki_fake = LokiFake(world, clock)
+    kube_fake = KubeApiFake(world, clock, on_world_change=(
+        (lambda changed: setattr(loki_fake, "world", changed)) if follow_rollbacks else None))
     with LocalServer(kube_fake) as kube, LocalServer(loki_fake) as loki, LocalServer(sink) as slack:
         yield {"scenario": scenario, "kube": kube, "loki": loki, "slack": slack, "sink": sink,
                "tmp": tmp_path}

@@ -90,6 +90,9 @@ class Outbox:
         self.wakeup = asyncio.Event()
         # Told of each notice recorded (the dashboard's live feed).
         self.on_notice = on_notice
+        # Rows sent whose delivery the store could not record (it went away between the send
+        # and the write): recorded first thing once it answers, and never sent again meanwhile.
+        self._sent_unrecorded: dict[int, datetime] = {}
 
     def record(self, incident: Incident) -> bool:
         """Store the incident with its deliveries, in one transaction; False if already known."""
@@ -146,12 +149,28 @@ class Outbox:
             deliveries.append((CHANNEL_SLACK, {**slack_payload, THREAD_KEY: key}))
         return deliveries
 
+    def _delivered(self, item_id: int, at: datetime) -> None:
+        """Record a delivery. Should the store not answer, the send is remembered and recorded
+        by ``_record_sent`` before any row is read again: a row still due in the database but
+        already sent is not sent twice by this process."""
+        self._sent_unrecorded[item_id] = at
+        self.store.mark_delivered(item_id, at)
+        del self._sent_unrecorded[item_id]
+
+    def _record_sent(self) -> None:
+        for item_id, at in list(self._sent_unrecorded.items()):
+            self.store.mark_delivered(item_id, at)
+            del self._sent_unrecorded[item_id]
+            log.info("notify.delivery_recorded", outbox_id=item_id,
+                     why="sent while the store was unavailable")
+
     def deliver_stdout(self) -> None:
+        self._record_sent()
         for item in self.store.due(self.clock(), channels=[CHANNEL_STDOUT]):
             if not self.store.claim(item.id, self.clock()):
                 continue  # another replica on the same database writes it
             self.stdout.write(item.payload)
-            self.store.mark_delivered(item.id, self.clock())
+            self._delivered(item.id, self.clock())
 
     async def deliver_due(self) -> int:
         """Send every outbox row that is due (leader only). Returns how many were delivered."""
@@ -193,7 +212,7 @@ class Outbox:
                 self.store.mark_failed(item.id, now=now, error=f"{exc.reason}: {exc.message}",
                                        retry_at=now + timedelta(seconds=wait))
             return False
-        self.store.mark_delivered(item.id, self.clock())
+        self._delivered(item.id, self.clock())
         self.sources[item.channel].succeeded(now)
         log.info("notify.delivered", channel=item.channel, namespace=item.key[0],
                  deployment=item.key[1], revision=item.key[2], attempts=item.attempts + 1)

@@ -262,9 +262,13 @@ class PostgresDatabase:
     def _lost(self, exc: BaseException) -> bool:
         """The connection is gone (the server stopped, the network broke): reconnect later."""
         conn = self._conn
+        # An error without a SQLSTATE did not come from the server: a broken connection is an
+        # OperationalError; anything else (a query with the wrong number of parameters, a value
+        # that cannot be sent) is a mistake to raise as it is, not an outage to wait out.
         return isinstance(exc, self._psycopg.InterfaceError) or conn is None or conn.closed \
             or bool(getattr(conn, "broken", False)) \
-            or getattr(exc, "sqlstate", None) is None \
+            or (getattr(exc, "sqlstate", None) is None
+                and isinstance(exc, self._psycopg.OperationalError)) \
             or str(getattr(exc, "sqlstate", "")).startswith(("08", "57P"))
 
     def _failed(self, exc: BaseException) -> BaseException:
