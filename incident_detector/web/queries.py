@@ -23,7 +23,8 @@ _VERDICT_ORDER = {"incident": 0, "already_notified": 1, "no_verdict": 2, "health
 VERDICT_WORDS = {"incident": "✖ Failing", "already_notified": "✖ Failing (notified)",
                  "healthy": "✔ Healthy", "no_verdict": "… No verdict yet"}
 SOURCE_NAMES = (("kubernetes", "Kubernetes"), ("loki", "Loki"), ("slack", "Slack"),
-                ("event", "Kubernetes Events"), ("alertmanager", "Alertmanager"))
+                ("event", "Kubernetes Events"), ("alertmanager", "Alertmanager"),
+                ("store", "Store"))
 
 
 def _rate(points: Sequence[Any]) -> float:
@@ -115,6 +116,8 @@ def sources(detector: Any) -> list[dict[str, Any]]:
             continue
         health = detector.sources.health[name]
         item.update(health.as_dict())
+        if name == "store":
+            item["detail"] = "PostgreSQL" if detector.store.dialect == "postgresql" else "SQLite"
         item["state"] = "failing" if health.failing else \
             "ok" if health.last_success_at is not None else "idle"
         out.append(item)
