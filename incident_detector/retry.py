@@ -13,6 +13,19 @@ from .errors import SourceError
 T = TypeVar("T")
 
 
+async def wait_for_wakeup(wakeup: asyncio.Event, stop: asyncio.Event, *, timeout: float) -> None:
+    """A worker's pause between two passes: until ``wakeup`` or ``stop`` is set, or ``timeout``
+    seconds have passed, whichever comes first (the worker then looks at what is due)."""
+    waiter = asyncio.ensure_future(wakeup.wait())
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({waiter, stopper}, timeout=timeout,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        stopper.cancel()
+
+
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """Delay before attempt ``n+1`` after ``n`` failures: base * 2**(n-1), capped, with jitter.

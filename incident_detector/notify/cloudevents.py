@@ -43,7 +43,7 @@ from pydantic import SecretStr
 
 from ..errors import parse_retry_after
 from ..model import Change
-from ..retry import Backoff
+from ..retry import Backoff, wait_for_wakeup
 from ..store.changes import ChangeLog, PendingEmission, change_dict
 
 if TYPE_CHECKING:
@@ -227,14 +227,7 @@ class ChangeEmitter:
                 raise
             except Exception:  # the store or a bug: logged, and the next pass tries again
                 log.exception("change_events.crashed")
-            waiter = asyncio.ensure_future(self.wakeup.wait())
-            stopper = asyncio.ensure_future(stop.wait())
-            try:
-                await asyncio.wait({waiter, stopper}, timeout=self._idle_seconds(),
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                stopper.cancel()
+            await wait_for_wakeup(self.wakeup, stop, timeout=self._idle_seconds())
 
     def _idle_seconds(self) -> float:
         """Until the next retry time, within [MIN_IDLE_SECONDS, IDLE_SECONDS]; a replica that is

@@ -20,7 +20,7 @@ from ..errors import SourceError
 from ..model import Incident
 from ..notify import render
 from ..notify.slack import THREAD_KEY, thread_key
-from ..retry import Backoff
+from ..retry import Backoff, wait_for_wakeup
 from .health import Sources
 from .metrics import DetectorMetrics
 from ..store.db import StoreUnavailable
@@ -231,11 +231,4 @@ class Outbox:
                 self.sources["store"].failed(self.clock(), exc)
             except Exception:
                 log.exception("outbox.crashed")
-            waiter = asyncio.ensure_future(self.wakeup.wait())
-            stopper = asyncio.ensure_future(stop.wait())
-            try:
-                await asyncio.wait({waiter, stopper}, timeout=IDLE_SECONDS,
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                stopper.cancel()
+            await wait_for_wakeup(self.wakeup, stop, timeout=IDLE_SECONDS)

@@ -54,20 +54,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from ..notify.render import ACTION_BUTTONS
-from ..store.journal import (
-    APPROVED,
-    DONE,
-    DRY_RUN,
-    EXECUTING,
-    FAILED,
-    PROPOSED,
-    REFUSED,
-    REJECTED,
-    STALE,
-    UNVERIFIED,
-    VERIFIED,
-    JournalEntry,
-)
+from ..store.journal import (APPROVED, DONE, EXECUTING, PROPOSED, STATES, UNVERIFIED, VERIFIED,
+                             JournalEntry)
 from .auth import DashboardAuth
 from .bodies import read_capped
 from .slack_actions import DecisionKind, TokenBucket, decision_from_token
@@ -109,11 +97,10 @@ FLASH_MESSAGES = {
                        "Nothing more was done.",
     "error": "The decision could not be carried out: see the detector's log.",
 }
-_OUTCOME_OF_STATE = {
-    APPROVED: "approved", EXECUTING: "approved", DONE: "done", VERIFIED: "done",
-    UNVERIFIED: "done", DRY_RUN: "dry_run", STALE: "stale", FAILED: "failed",
-    REFUSED: "refused", REJECTED: "rejected",
-}
+# The page's word for each state a decision can leave an action in: the state's own name, but
+# for an approval still under way (approved) and a write made, verified or not (done).
+_OUTCOME_OF_STATE = {state: state for state in STATES if state != PROPOSED} | {
+    EXECUTING: APPROVED, VERIFIED: DONE, UNVERIFIED: DONE}
 
 
 def flash_message(request: Request) -> str | None:
