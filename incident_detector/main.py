@@ -241,6 +241,7 @@ def build_change_desk(settings: Settings, *, detector: Detector,
     """The change timeline: the watches of CHANGE_KINDS (Deployments ride on the detector's own
     watch), its memory in the state file, and the incidents of kind change."""
     from .sources.changes_watch import ChangeWatcher
+    from .store.service_map import ObservedLinks
 
     kinds = [kind for kind in settings.change_kinds if kind != "Deployment"]
     watcher = ChangeWatcher(api=kube_api, timeout=settings.kube_timeout_seconds, kinds=kinds) \
@@ -257,7 +258,7 @@ def build_change_desk(settings: Settings, *, detector: Detector,
         sample_lines=settings.signature_sample_lines, workload_of=detector.workload_of,
         record_notice=detector.outbox.record_notice,
         is_notified=lambda key: store.notice(key) is not None, remediator=detector.remediator,
-        metrics=detector.metrics)
+        metrics=detector.metrics, links=ObservedLinks(store.connection))
 
 
 class _EmbeddedServer(uvicorn.Server):

@@ -18,6 +18,7 @@ from incident_detector.store.changes import ChangeLog
 from incident_detector.run.changes import MAP_REFRESH, ChangeDesk
 from incident_detector.run.live import LiveFeed
 from incident_detector.store.records import Store
+from incident_detector.store.service_map import ObservedLinks
 
 NOW = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
 
@@ -54,14 +55,14 @@ def replicaset(name: str, revision: int = 1, *env: tuple[str, str],
                       deployment_uid=f"uid-{name}")
 
 
-def desk_with(watches: Watches) -> ChangeDesk:
-    store = Store(":memory:")
+def desk_with(watches: Watches, store: Store | None = None) -> ChangeDesk:
+    store = store if store is not None else Store(":memory:")
     return ChangeDesk(
         changes=ChangeLog(store.connection, retention=timedelta(days=1), max_rows=100),
         live=LiveFeed(), watcher=watches, kube=None, loki=None, rules=Rules(),
         window_seconds=600, rule_set=lambda: None, sample_lines=10,
         workload_of=lambda d: f"app-{d.name}", record_notice=lambda **_: True,
-        is_notified=lambda _: False)
+        is_notified=lambda _: False, links=ObservedLinks(store.connection))
 
 
 async def _call(source: str, what: str, thunk: Any) -> Any:
@@ -174,3 +175,27 @@ def test_statefulsets_and_daemonsets_are_nodes_of_the_map():
     tick(desk, deployments, replicasets, NOW + timedelta(seconds=20))
     assert "shop/postgres" not in desk.map_keeper.service_map.nodes
     assert ("shop/api", "shop/postgres") not in links(desk)
+
+
+def test_what_error_lines_taught_survives_a_restart_on_the_same_store(store_target):
+    # Configuration is read again from the watches after a restart; error lines are not: the
+    # link they taught is read back from the store, with the time it was last seen.
+    store = Store(store_target)
+    deployments = [deployment("web"), deployment("api")]
+    replicasets = [replicaset("web"), replicaset("api")]
+    first = desk_with(Watches(), store)
+    tick(first, deployments, replicasets, NOW)
+    first.learn_lines("shop", {"app-web": ['level=error msg="upstream failed" host=api']})
+    tick(first, deployments, replicasets, NOW + timedelta(seconds=20))
+    assert "error_line" in links(first)[("shop/web", "shop/api")]
+
+    again = desk_with(Watches(), Store(store_target))
+    tick(again, deployments, replicasets, NOW + timedelta(hours=1))
+    edge = again.map_keeper.service_map.edges[("shop/web", "shop/api")]
+    learnt = [e for e in edge.evidence if e.kind == "error_line"]
+    assert learnt and learnt[0].seen_at == NOW + timedelta(seconds=20) and learnt[0].observed
+    # A day later what was not heard again is gone, from the map and from the store.
+    late = desk_with(Watches(), Store(store_target))
+    tick(late, deployments, replicasets, NOW + timedelta(days=1, minutes=1))
+    assert "error_line" not in links(late).get(("shop/web", "shop/api"), set())
+    assert ObservedLinks(Store(store_target).connection).since(NOW) == []

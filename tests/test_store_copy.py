@@ -27,6 +27,7 @@ from incident_detector.store.copy import KEYS, copy_main, schema_tables
 from incident_detector.store.db import connect
 from incident_detector.store.journal import APPROVED, DONE, EXECUTING, PROPOSED, Journal
 from incident_detector.store.records import Store, db_time
+from incident_detector.store.service_map import ObservedLinks
 from postgres import free_port
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
@@ -116,8 +117,8 @@ def history(path: Path) -> Path:
                 fields=(FieldChange("image api", f"api:{n}", f"api:{n + 1}"),))
          for n in range(3)])
     error_groups(store)
-    # Approval tokens, answered questions and Slack threads: their tables are the store's, the
-    # code that writes them is the remediation's; rows as it writes them.
+    # Approval tokens, answered questions, Slack threads and the map's learnt links: rows as
+    # the code that writes them (the remediation's, the map's) writes them.
     db = store.connection
     db.execute("INSERT INTO approval_tokens (digest, subject, action, issued_at, expires_at)"
                " VALUES ('sha256:ab12', 'shop/api/12', 'rollback', ?, ?)",
@@ -126,6 +127,7 @@ def history(path: Path) -> Path:
                " VALUES ('shop/api/11', ?, ?)", (db_time(T0), db_time(T0 + timedelta(days=1))))
     db.execute("INSERT INTO slack_threads (key, channel, ts, created_at)"
                " VALUES ('incident/shop/api/12', 'C123', '1733043600.000100', ?)", (db_time(T0),))
+    ObservedLinks(db).record([("shop/web", "shop/api", "error_line", "host=api")], seen_at=T0)
     store.close()
     return path
 
@@ -169,7 +171,7 @@ def password_of(url: str) -> str:
 
 
 def test_every_table_of_the_schema_is_copied():
-    assert set(schema_tables()) == set(KEYS) and len(KEYS) == 11
+    assert set(schema_tables()) == set(KEYS) and len(KEYS) == 12
 
 
 def test_the_command_copies_every_row_with_its_ids_and_never_shows_the_password(

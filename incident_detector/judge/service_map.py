@@ -385,6 +385,27 @@ def update(service_map: ServiceMap, namespace: str, *, now: datetime,
     return _bounded(nodes, edges, limits)
 
 
+def restored(service_map: ServiceMap, observed: Iterable[tuple[Sighting, datetime]], *,
+             now: datetime, limits: Limits = LIMITS) -> ServiceMap:
+    """The map with observed evidence read back from the store, each item at the time it was
+    last seen (what is older than ``limits.observed_for`` left out): what error lines taught
+    before a restart."""
+    edges = dict(service_map.edges)
+    stale = now - limits.observed_for
+    fresh: dict[EdgeKey, list[Evidence]] = {}
+    for s, seen_at in observed:
+        if seen_at >= stale:
+            fresh.setdefault((s.source, s.target), []).append(
+                Evidence(s.kind, s.detail, seen_at, observed=True))
+    for key, items in fresh.items():
+        known = edges.get(key)
+        made = _edge(*key, (*(known.evidence if known else ()), *items),
+                     limits.evidence_per_edge)
+        if made is not None:
+            edges[key] = made
+    return _bounded(dict(service_map.nodes), edges, limits)
+
+
 def _bounded(nodes: dict[str, Node], edges: dict[EdgeKey, Edge], limits: Limits) -> ServiceMap:
     """The least recently seen edges past the limit dropped; the ends of every edge are nodes
     (an outside host while an edge names it, a workload of a namespace not read yet); nodes

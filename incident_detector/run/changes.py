@@ -75,6 +75,7 @@ from ..model import (
 from ..notify import change_render
 from ..sources.loki import CountWindow
 from ..store.changes import ChangeLog, change_dict
+from ..store.service_map import ObservedLinks
 from .live import LiveFeed
 
 log = structlog.get_logger("incident_detector")
@@ -153,8 +154,10 @@ class ChangeDesk:
                  rule_set: Callable[[], RuleSet], sample_lines: int,
                  workload_of: Callable[[Deployment], str], record_notice: Callable[..., bool],
                  is_notified: Callable[[str], bool], remediator: Any = None,
-                 metrics: Any = None) -> None:
+                 metrics: Any = None, links: ObservedLinks | None = None) -> None:
         self.changes = changes
+        # The service map's links learnt from error lines, in the store (see MapKeeper).
+        self.links = links
         self.live = live
         self.watcher = watcher
         self.kube = kube
@@ -821,6 +824,10 @@ class MapKeeper:
         self._heard: dict[tuple[str, str], list[str]] = {}
         # Who calls whom, against the calls, for the map it was made of (see callers_of).
         self._upstream: tuple[graph.ServiceMap, dict[str, list[str]]] | None = None
+        # What error lines taught, kept in the store (None: kept in memory only); read back
+        # when the map is first built.
+        self.links = desk.links
+        self._restored = False
 
     def nearest_failing(self, node: str, failing: Mapping[str, object]
                         ) -> tuple[str, tuple[str, ...]] | None:
@@ -886,11 +893,23 @@ class MapKeeper:
         self._namer = (now, key, namer)
         return namer
 
+    def _restore(self, now: datetime) -> None:
+        self._restored = True
+        if self.links is None:
+            return
+        stale = now - graph.LIMITS.observed_for
+        self.links.forget_before(stale)
+        self.service_map = graph.restored(
+            self.service_map, ((graph.Sighting(*item), at) for item, at in self.links.since(stale)),
+            now=now)
+
     def update(self, namespace: str, *, now: datetime) -> None:
         desk = self.desk
         seen = desk._seen.get(namespace)
         if seen is None:
             return
+        if not self._restored:
+            self._restore(now)
         others = self._other_workloads(namespace)
         templates = {**{name: state.template for name, state in others.items()
                         if state.template is not None}, **desk._templates(namespace)}
@@ -912,6 +931,9 @@ class MapKeeper:
                                                   by_workload.get(workload, workload), kept)]
         for workload in lines:
             del self._heard[(namespace, workload)]
+        if self.links is not None and observed:
+            self.links.record(((s.source, s.target, s.kind, s.detail) for s in observed),
+                              seen_at=now)
         declared = self._declared(namer, namespace, templates, objects) if declare else None
         self.service_map = graph.update(
             self.service_map, namespace, now=now, observed=observed, declared=declared,

@@ -48,6 +48,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "approval_tokens": ("digest",),
     "answered_questions": ("subject",),
     "slack_threads": ("key",),
+    "service_links": ("source", "target", "kind", "detail"),
 }
 # Rows read and written at a time: large enough that a round trip to the database is a small
 # part of a batch, small enough that a batch is a short transaction.

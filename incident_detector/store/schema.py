@@ -18,7 +18,8 @@ from .db import POSTGRESQL, Database, postgres_ddl
 
 # 0: a new SQLite file, or one written before versions were recorded (identity without uids).
 # 7: ids for incidents and notices (the same on both databases), outbox claims, the executing
-# replica of an action, approval tokens and Slack threads kept in the store.
+# replica of an action, approval tokens, Slack threads and the service map's learnt links kept
+# in the store.
 SCHEMA_VERSION = 7
 # pg_advisory_xact_lock's key for migrations: any constant no other application of the same
 # database would pick ("incident-detector" as the bytes of an int64).
@@ -187,6 +188,15 @@ CREATE TABLE IF NOT EXISTS slack_threads (
     ts              TEXT NOT NULL,
     created_at      TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS service_links (
+    source          TEXT NOT NULL,
+    target          TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    detail          TEXT NOT NULL,
+    seen_at         TEXT NOT NULL,
+    PRIMARY KEY (source, target, kind, detail)
+);
+CREATE INDEX IF NOT EXISTS service_links_seen ON service_links (seen_at);
 """
 
 # Added to tables of earlier versions by step 7 (an index on a new column cannot be in TABLES:
