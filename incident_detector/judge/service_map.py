@@ -366,12 +366,7 @@ def update(service_map: ServiceMap, namespace: str, *, now: datetime,
     for s in observed:
         fresh.setdefault((s.source, s.target), []).append(
             Evidence(s.kind, s.detail, now, observed=True))
-    for key, items in fresh.items():
-        known = edges.get(key)
-        made = _edge(*key, (*(known.evidence if known else ()), *items),
-                     limits.evidence_per_edge)
-        if made is not None:
-            edges[key] = made
+    _add(edges, fresh, limits)
     stale = now - limits.observed_for
     for key, edge in list(edges.items()):
         if all(e.seen_at >= stale or not e.observed for e in edge.evidence):
@@ -397,13 +392,19 @@ def restored(service_map: ServiceMap, observed: Iterable[tuple[Sighting, datetim
         if seen_at >= stale:
             fresh.setdefault((s.source, s.target), []).append(
                 Evidence(s.kind, s.detail, seen_at, observed=True))
+    _add(edges, fresh, limits)
+    return _bounded(dict(service_map.nodes), edges, limits)
+
+
+def _add(edges: dict[EdgeKey, Edge], fresh: Mapping[EdgeKey, list[Evidence]],
+         limits: Limits) -> None:
+    """Each edge of ``fresh`` with its new evidence beside what it had (in place)."""
     for key, items in fresh.items():
         known = edges.get(key)
         made = _edge(*key, (*(known.evidence if known else ()), *items),
                      limits.evidence_per_edge)
         if made is not None:
             edges[key] = made
-    return _bounded(dict(service_map.nodes), edges, limits)
 
 
 def _bounded(nodes: dict[str, Node], edges: dict[EdgeKey, Edge], limits: Limits) -> ServiceMap:
