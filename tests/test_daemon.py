@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import re
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -272,6 +273,57 @@ def test_a_detector_started_during_a_rollout_reads_back_what_was_bad_before_its_
     asyncio.run(run())
     assert [json.loads(line)["revision"] for line in outs["first"].getvalue().splitlines()] == [2]
     assert [json.loads(line)["revision"] for line in outs["second"].getvalue().splitlines()] == [4]
+
+
+class EventsAnsweredLate:
+    """The apiserver fake, but the first Event list is answered only once Loki was asked for
+    counts (or, should that never come, after ``patience`` seconds)."""
+
+    def __init__(self, fake, patience: float) -> None:
+        self.fake, self.patience = fake, patience
+        self.counted = threading.Event()
+        self.held = self.answered = False
+
+    def __call__(self, request: Request) -> Response:
+        if not self.held and request.method == "GET" and request.path.endswith("/events"):
+            self.held = True
+            self.counted.wait(self.patience)
+            response = self.fake(request)
+            self.answered = True
+            return response
+        return self.fake(request)
+
+
+def test_the_first_tick_takes_its_baseline_even_when_events_are_read_back_last():
+    """The Events are read back at the same time as the first tick reads Kubernetes; the
+    baselines need them (what was judged bad elsewhere). However the two interleave, the first
+    tick has its baseline and its incident (``--once`` has only that one tick)."""
+    scenario = load_scenario(SCENARIOS / "bad-rollout-sharp-spike.yaml")
+    clock = ManualClock(SCENARIO_EPOCH + timedelta(seconds=160))
+    world = World(scenario, t0=SCENARIO_EPOCH)
+    apiserver = EventsAnsweredLate(KubeApiFake(world, clock), patience=1)
+    loki = LokiFake(world, clock)
+    counts: list[bool] = []  # for each count query: had the Events been answered before it?
+
+    def loki_watching(request: Request) -> Response:
+        if "count_over_time" in (request.param("query") or ""):
+            counts.append(apiserver.answered)
+            apiserver.counted.set()
+        return loki(request)
+
+    out = io.StringIO()
+
+    async def run() -> None:
+        with LocalServer(apiserver) as k, LocalServer(loki_watching) as lk:
+            settings = scenario_settings(scenario, loki_url=lk.url, slack_url=None)
+            async with build_detector(settings=settings, kube_api=kube.api_client_for(k.url),
+                                      stdout=out, clock=clock, store=Store(":memory:")) as detector:
+                await detector.tick()
+                await detector.outbox.deliver_due()
+
+    asyncio.run(run())
+    assert apiserver.held and counts and all(counts)
+    assert [json.loads(line)["revision"] for line in out.getvalue().splitlines()] == [2]
 
 
 @pytest.mark.parametrize("triage_lines", [500, 0], ids=["lines-read-per-tick", "sampled"])

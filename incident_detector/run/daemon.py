@@ -251,6 +251,7 @@ class Detector:
         # replica notifies anything: at start, and each time it becomes the leader.
         self._readback_attempts = 0
         self._readback_done = events is None
+        self._readback: asyncio.Future[None] | None = None
         self.last_tick: TickReport | None = None
         self.ticks = 0
         self.started_at = clock()
@@ -391,12 +392,19 @@ class Detector:
             self.triage.reprioritize(self.prioritize_line)
         alerts = self.alert_desk.load() if self.alert_desk is not None and not fast else {}
         watched = self.settings.namespace if namespaces is None else namespaces
-        observing = asyncio.gather(*(self._observe(ns, now, report, alerts.get(ns, ()),
-                                                   fast=fast) for ns in watched))
         if not self._readback_done:
-            # Independent of observing: both at once; the decision below waits for both.
-            await asyncio.gather(self._read_back_events(now, report), observing)
-        observed = await observing
+            # At once with the reads of Kubernetes; a baseline waits for it (_count), and so
+            # does the decision below.
+            self._readback = asyncio.ensure_future(self._read_back_events(now, report))
+        try:
+            observed = await asyncio.gather(*(self._observe(ns, now, report, alerts.get(ns, ()),
+                                                            fast=fast) for ns in watched))
+            if self._readback is not None:
+                await self._readback
+        finally:
+            if self._readback is not None:
+                self._readback.cancel()
+                self._readback = None
         if self._change_reads:
             reads, self._change_reads = self._change_reads, {}
             report.changes = sum(len(found) for found in await asyncio.gather(*reads.values()))
@@ -493,6 +501,11 @@ class Detector:
                             else round(a.error_count / window_minutes, 3))
             if self._verdicts.get(key) != a.verdict.value:
                 self._verdicts[key] = a.verdict.value
+                log.debug("rollout.verdict", namespace=a.namespace, deployment=a.deployment,
+                          revision=a.revision, verdict=a.verdict.value,
+                          signals=[s.value for s in a.signals], errors=a.error_count,
+                          baseline_per_minute=a.baseline_per_minute,
+                          age_seconds=round(a.age_seconds, 1), reasons=list(a.reasons))
                 self.live.publish("verdict", {"namespace": a.namespace,
                                               "deployment": a.deployment,
                                               "revision": a.revision,
@@ -886,6 +899,10 @@ class Detector:
         if named:
             windows.append(CountWindow("errors", _names(self._workload_filter(named)),
                                        self.settings.error_window_seconds))
+        if self._readback is not None:
+            # What was judged bad elsewhere decides which revisions a baseline may span: the
+            # baseline waits for the Events read back, however the two reads interleave.
+            await asyncio.shield(self._readback)
         batch, healthy = self._baseline_window(namespace, judged, replicasets)
         baseline_of: dict[RolloutKey, str] = {}
         if batch is not None:
