@@ -43,10 +43,16 @@ def test_a_change_while_running_is_a_cloudevent_and_a_grpc_message(tmp_path):
 
     scenario = load_scenario(SCENARIO)
     change_at = next(c.at for cm in scenario.config_maps for c in cm.changes)
-    # The ConfigMap is edited 4 s after the daemon starts, in wall time.
+    # The world runs in wall time from 4 s before the ConfigMap's edit, but stops 1 s before it
+    # until the daemon has looked once: however slow its start, the edit comes while it runs.
     t0 = datetime.now(timezone.utc) - timedelta(seconds=change_at - 4)
     world = World(scenario, t0=t0)
-    clock = lambda: datetime.now(timezone.utc)  # noqa: E731
+    held = {"until": t0 + timedelta(seconds=change_at - 1)}
+
+    def clock() -> datetime:
+        now = datetime.now(timezone.utc)
+        return min(now, held["until"]) if held["until"] is not None else now
+
     events, grpc_port = EventSink(), free_port()
     with LocalServer(KubeApiFake(world, clock)) as kube, \
             LocalServer(LokiFake(world, clock)) as loki, LocalServer(SlackSink()) as slack, \
@@ -59,10 +65,13 @@ def test_a_change_while_running_is_a_cloudevent_and_a_grpc_message(tmp_path):
             "CHANGE_GRPC_PORT": str(grpc_port)})
         try:
             daemon.wait_for(lambda: daemon.ticks() >= 1)
+            held["until"] = None  # the edit happens now
             with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
                 stub = changes_pb2_grpc.ChangeFeedStub(channel)
-                stream = stub.WatchChanges(changes_pb2.WatchChangesRequest(kind="configmap"),
-                                           timeout=20)
+                # From the first change the store holds: whether the edit is recorded before
+                # or after the subscription begins, it is the first ConfigMap message.
+                stream = stub.WatchChanges(
+                    changes_pb2.WatchChangesRequest(kind="configmap", after_id=0), timeout=60)
                 message = next(iter(stream))
                 stream.cancel()
             daemon.wait_for(lambda: events.requests)
