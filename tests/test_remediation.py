@@ -281,7 +281,57 @@ def test_a_status_change_after_the_incident_does_not_make_the_approval_stale(tmp
     assert [row["result"] for row in executed] == ["applied"]
 
 
-def test_without_a_look_in_between_the_precondition_is_what_was_seen(tmp_path):
-    """Not renewed (no look saw the newer state): the write is refused as stale, as before."""
+def test_without_a_look_in_between_the_write_finds_the_same_spec_and_is_applied(tmp_path):
+    """No look saw the newer status: the write is refused on its precondition, the one GET
+    after the refusal shows the same spec (object, revision, generation), and the write is made
+    again, once, on what that GET saw."""
     seen = _click_after_status_moved(tmp_path, renew=False)
-    assert any(row["result"] == "stale" or row["decision"] == "stale" for row in seen["audit"])
+    executed = [row for row in seen["audit"] if row["decision"] == "executed"]
+    assert [row["result"] for row in executed] == ["applied"]
+
+
+def _approved_rollback(**params) -> "JournalEntry":
+    from incident_detector.store.journal import EXECUTING, JournalEntry
+
+    at = SCENARIO_EPOCH
+    return JournalEntry(id=1, key=("shop", "payments", 2, "uid-p"), action="rollback",
+                        params={"generation": 2, **params}, precondition="100",
+                        state=EXECUTING, created_at=at, updated_at=at, decided_by="U1",
+                        result=None)
+
+
+def _stale_with(deployment) -> "ActionResult":
+    from incident_detector.act.executor import ActionResult
+
+    return ActionResult("rollback", "shop/payments", False, "stale", "changed", "120",
+                        now=deployment)
+
+
+def test_a_stale_write_is_made_again_only_on_the_same_spec():
+    """What a refused write may be made again on: the same object at the same revision and
+    generation (its status moved); anything else stays refused."""
+    from incident_detector.act.remediation import renewable_at_write
+    from incident_detector.model import Deployment, RolloutStatus
+
+    def seen(**changes):
+        fields = {"namespace": "shop", "name": "payments", "revision": 2, "replicas": 2,
+                  "uid": "uid-p", "resource_version": "120",
+                  "rollout": RolloutStatus(generation=2, observed_generation=2, ready_replicas=2)}
+        return Deployment(**{**fields, **changes})
+
+    entry = _approved_rollback()
+    assert renewable_at_write(entry, _stale_with(seen())) == "120"
+    # the spec changed: scaled, paused or edited (generation), rolled (revision), re-created
+    assert renewable_at_write(entry, _stale_with(seen(rollout=RolloutStatus(generation=3)))) \
+        is None
+    assert renewable_at_write(entry, _stale_with(seen(revision=3))) is None
+    assert renewable_at_write(entry, _stale_with(seen(uid="uid-other"))) is None
+    # nothing known of it now (gone, or the GET failed), or nothing moved at all
+    assert renewable_at_write(entry, _stale_with(None)) is None
+    assert renewable_at_write(entry, _stale_with(seen(resource_version="100"))) is None
+    # an entry planned without a generation (an older record) is never renewed
+    old = _approved_rollback(generation=None)
+    assert renewable_at_write(old, _stale_with(seen())) is None
+    # only a stale refusal is made again
+    from dataclasses import replace
+    assert renewable_at_write(entry, replace(_stale_with(seen()), outcome="failed")) is None

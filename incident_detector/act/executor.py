@@ -37,13 +37,14 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from ..errors import SourceError
-from ..model import REVISION_ANNOTATION
+from ..model import REVISION_ANNOTATION, Deployment
 from ..sources.kube import (
     AUTH_SETTINGS,
     JSON_MEDIA_TYPE,
     POD_TEMPLATE_HASH_LABEL,
     SOURCE,
     namespaced_path,
+    parse_deployment,
     parse_timestamp,
     redact_credentials,
     request,
@@ -109,6 +110,9 @@ class ActionResult:
     outcome: str
     message: str
     resource_version_after: str | None = None
+    # A write refused as stale: the Deployment as it is now (the one GET after the refusal),
+    # so that the caller can tell a status that moved from a spec that changed.
+    now: Deployment | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,7 +368,7 @@ class KubeExecutor:
                                 _str(now_version))
         return ActionResult(action, target, dry_run, STALE,
                             f"{changed}; refused rather than applied to a newer state",
-                            _str(now_version))
+                            _str(now_version), now=parse_deployment(current))
 
     async def replicaset_template(self, namespace: str, replicaset: str) -> dict[str, Any]:
         """The ``spec.template`` of a ReplicaSet as the API returns it: what a rollback puts

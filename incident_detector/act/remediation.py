@@ -401,6 +401,10 @@ class Remediator:
         dry_run = bool(entry.params.get("dry_run"))
         try:
             result = await self._write(entry, dry_run=dry_run)
+            renewed = self._renewed_at_write(entry, result)
+            if renewed is not None:
+                entry = renewed
+                result = await self._write(entry, dry_run=dry_run)
         except SourceError as exc:
             # Retryable: back to approved, with the error as its result; ``follow`` tries again
             # at a later tick.
@@ -474,6 +478,18 @@ class Remediator:
                                            now_seen=deployment.resource_version):
             log.debug("remediation.precondition_renewed", action_id=entry.id,
                       seen=entry.precondition, now_seen=deployment.resource_version)
+
+    def _renewed_at_write(self, entry: JournalEntry, result: ActionResult) -> JournalEntry | None:
+        """The entry with its precondition moved to what the stale refusal's GET saw, when that
+        is allowed (``renewable_at_write``), once (compare and set); None otherwise."""
+        version = renewable_at_write(entry, result)
+        if version is None or not self.journal.renew_precondition(
+                entry.id, seen=entry.precondition, now_seen=version, state=EXECUTING):
+            return None
+        log.info("remediation.precondition_renewed", action_id=entry.id,
+                 seen=entry.precondition, now_seen=version,
+                 why="the status moved since the last look; the spec is the one approved")
+        return self.journal.get(entry.id)
 
     async def _write(self, entry: JournalEntry, *, dry_run: bool) -> ActionResult:
         """The executor's call for ``entry.action``, with what was recorded: the Deployment's
@@ -739,6 +755,21 @@ def _replicas(params: Sequence[tuple[str, Any]]) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return None
     return value
+
+
+def renewable_at_write(entry: JournalEntry, result: ActionResult) -> str | None:
+    """The resourceVersion a write refused as stale may be made again on, or None.
+
+    The status moved after the last look (a pod turning ready between that look and the
+    click): the refusal's GET (``result.now``) shows the same spec as the entry was planned on
+    (``same_spec``: same object, revision and generation; every write of ours moves the
+    generation, so it has not landed either). Then the write is made once more on what the GET
+    saw. A spec that changed, an object that is gone or unknown, stays refused."""
+    now = result.now
+    if result.outcome != WRITE_STALE or now is None or not same_spec(entry, now) or \
+            now.resource_version == entry.precondition:
+        return None
+    return now.resource_version
 
 
 def same_spec(entry: JournalEntry, deployment: Deployment) -> bool:

@@ -109,13 +109,15 @@ class Journal:
             (to, db_time(now), who, result, executor, entry_id, *expected))
         return cursor.rowcount == 1
 
-    def renew_precondition(self, entry_id: int, *, seen: str, now_seen: str) -> bool:
-        """Move a proposed action's precondition from ``seen`` to ``now_seen`` (compare and
-        set, only while it waits for a decision): the caller saw the same spec at a newer
-        resourceVersion. True for the one caller that moved it."""
+    def renew_precondition(self, entry_id: int, *, seen: str, now_seen: str,
+                           state: str = PROPOSED) -> bool:
+        """Move an action's precondition from ``seen`` to ``now_seen`` (compare and set, only
+        while it is in ``state``: waiting for a decision, or executing when its write found the
+        status moved): the caller saw the same spec at a newer resourceVersion. True for the
+        one caller that moved it."""
         cursor = self._db.execute(
             "UPDATE actions SET precondition=? WHERE id=? AND state=? AND precondition=?",
-            (now_seen, entry_id, PROPOSED, seen))
+            (now_seen, entry_id, state, seen))
         return cursor.rowcount == 1
 
     def get(self, entry_id: int | None) -> JournalEntry | None:
