@@ -385,4 +385,3 @@ class SettingsChecks(BaseSettings):
         if bool(self.loki_username) != bool(self.loki_password):
             raise ValueError("LOKI_USERNAME and LOKI_PASSWORD go together")
         return self
-

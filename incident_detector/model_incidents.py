@@ -12,6 +12,7 @@ from .model_alerts import Alert, AlertTarget, alert_key
 from .model_changes import Change
 from .model_cluster import GitOpsOwner, Pod, WarningEvent
 
+
 class Signal(str, Enum):
     """Why a revision is judged bad. An incident names every signal that held."""
 

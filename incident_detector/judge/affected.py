@@ -19,6 +19,7 @@ from .cause_scoring import (
 )
 from .dependencies import Dependencies, WorkloadKey, selects, template_mentions, templates_get
 
+
 def affected_keys(
     change: Change,
     deployments: Iterable[Deployment],

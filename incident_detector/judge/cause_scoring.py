@@ -250,4 +250,3 @@ def what_happened(change: Change, down: tuple[int, int] | None) -> str:
     if down is not None:
         return f"was scaled down from {down[0]} to {down[1]}"
     return "changed"
-
