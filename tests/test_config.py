@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from incident_detector.config import ConfigError, load_settings
+from incident_detector.config import ConfigError, Settings, load_settings
 
 BASE = {"LOKI_URL": "http://loki.monitoring:3100"}
 SECRET_URL = "https://hooks.slack.com/services/T000/B000/SUPERSECRETTOKEN"
@@ -226,3 +226,11 @@ def test_a_malformed_dashboard_token_stops_the_start_without_showing_it():
     errors = errors_of({**BASE, "DASHBOARD_TOKEN": "not a name:SECRETVALUE"})
     assert errors and errors[0].startswith("invalid configuration: DASHBOARD_TOKEN:")
     assert "SECRETVALUE" not in " ".join(errors)
+
+
+def test_every_field_a_validator_names_is_a_setting():
+    # The validators live in config_checks without their fields (check_fields=False): a name
+    # misspelt there would validate nothing, silently.
+    decorators = Settings.__pydantic_decorators__.field_validators.values()
+    named = {field for decorator in decorators for field in decorator.info.fields}
+    assert named - set(Settings.model_fields) == set()

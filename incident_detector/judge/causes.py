@@ -47,15 +47,41 @@ Only the best change of each object is kept, and the top three are returned.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
-from enum import Enum
 from typing import Any
 
 from ..model import DELETED, Cause, Change, Deployment, Pod, PodTemplate, Service
-from .commands import action_command
+# Who a change may break, the scale-down test and the time weight are used beyond the ranking;
+# they stay importable from here.
+from .affected import affected_keys, affected_workloads  # noqa: F401
+from .cause_scoring import (  # noqa: F401
+    CONFIG_KINDS,
+    DEPENDENCY_ROSE,
+    DEPENDENCY_STEADY,
+    HOP_DECAY,
+    MAX_LEAD_SECONDS,
+    MAX_LINES_SCANNED,
+    NAMED_IN_ERRORS,
+    NOT_IN_EFFECT,
+    PATH_NAMED,
+    PRIOR,
+    TOUCHING_KINDS,
+    WORKLOAD_KINDS,
+    Candidate,
+    Role,
+    change_verb,
+    field_values,
+    host_names,
+    plural,
+    proximity,
+    remedy,
+    scale_down,
+    selector_values,
+    size_weight,
+    what_happened,
+)
 from .dependencies import (
     Dependencies,
     Dependency,
@@ -63,61 +89,9 @@ from .dependencies import (
     hosts_in_line,
     selects,
     template_mentions,
-    templates_get,
 )
 
 MAX_CAUSES = 3
-MAX_REASONS = 8
-MAX_LINES_SCANNED = 1000
-
-# A change made this long before the rise gets the whole time weight...
-FULL_PROXIMITY_SECONDS = 120.0
-# ...and half of it for every ten further minutes.
-PROXIMITY_HALF_LIFE_SECONDS = 600.0
-# A rise is seen at a tick, after it began: a change this shortly after still counts as before.
-AFTER_RISE_GRACE_SECONDS = 30.0
-# Older than this before the rise: not a candidate.
-MAX_LEAD_SECONDS = 6 * 3600.0
-
-PROXIMITY = 0.4
-AFTER_RISE = -0.3
-NAMED_IN_ERRORS = 0.25
-DEPENDENCY_ROSE = 0.1
-DEPENDENCY_STEADY = -0.05
-SIZE = 0.1
-NOT_IN_EFFECT = -0.25
-# Each call beyond the first on the way to a workload reached on the service map.
-HOP_DECAY = 0.7
-# The failing workload's error lines name the first workload on the way to it.
-PATH_NAMED = 0.15
-
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
-CONFIG_KINDS = ("ConfigMap", "Secret")
-TOUCHING_KINDS = ("Service", "NetworkPolicy", "Ingress", "HorizontalPodAutoscaler")
-_REPLICAS = "spec.replicas"
-
-
-class Role(str, Enum):
-    """What a change is to the workload whose errors rose."""
-
-    OWN_ROLLOUT = "own_rollout"
-    OWN_SCALE_DOWN = "own_scale_down"
-    CONFIG = "config"
-    DEPENDENCY = "dependency"
-    DOWNSTREAM = "downstream"
-    NAMED_WORKLOAD = "named_workload"
-    TOUCHING = "touching"
-
-
-PRIOR = {
-    Role.OWN_ROLLOUT: 0.25,
-    Role.CONFIG: 0.2,
-    Role.DEPENDENCY: 0.15,
-    Role.DOWNSTREAM: 0.15,
-    Role.OWN_SCALE_DOWN: 0.1,
-    Role.NAMED_WORKLOAD: 0.1,
-    Role.TOUCHING: 0.05,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,126 +122,6 @@ class Symptom:
         """A symptom of ``deployment`` (its namespace, name, uid and labels)."""
         return cls(namespace=deployment.namespace, deployment=deployment.name,
                    deployment_uid=deployment.uid, pod_labels=deployment.pod_labels, **fields)
-
-
-@dataclass(slots=True)
-class _Candidate:
-    change: Change
-    role: Role
-    weights: list[tuple[float, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    action: str | None = None
-    command: str | None = None
-
-    @property
-    def score(self) -> float:
-        return round(min(1.0, max(0.0, sum(w for w, _ in self.weights))), 2)
-
-    def cause(self) -> Cause:
-        reasons = [f"{weight:+.2f} {text}" for weight, text in self.weights] + self.notes
-        return Cause(change=self.change, score=self.score, reasons=tuple(reasons[:MAX_REASONS]),
-                     action=self.action, command=self.command)
-
-
-# --- small helpers ---------------------------------------------------------------------------
-
-
-def _span(seconds: float) -> str:
-    """``40`` -> ``40s``, ``150`` -> ``2m30s``, ``3900`` -> ``1h5m``."""
-    total = int(round(abs(seconds)))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
-    if minutes:
-        return f"{minutes}m{secs}s" if secs else f"{minutes}m"
-    return f"{secs}s"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _kubectl(*parts: str) -> str:
-    return " ".join(shlex.quote(part) for part in ("kubectl", *parts))
-
-
-def _by(change: Change) -> str:
-    return f" (by {change.manager})" if change.manager else ""
-
-
-def _field(change: Change, path: str) -> tuple[str | None, str | None] | None:
-    for f in change.fields:
-        if f.path == path and not f.hidden:
-            return f.before, f.after
-    return None
-
-
-def _as_int(text: str | None) -> int | None:
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
-
-
-def scale_down(change: Change) -> tuple[int, int] | None:
-    """(replicas before, after) when the change lowered a workload's ``spec.replicas``."""
-    replicas = _field(change, _REPLICAS)
-    if replicas is None:
-        return None
-    before, after = _as_int(replicas[0]), _as_int(replicas[1])
-    if before is None or after is None or after >= before:
-        return None
-    return before, after
-
-
-def _host_names(host: str, *, namespace: str) -> tuple[str, str]:
-    """``payments`` seen from ``shop`` -> (``shop``, ``payments``); ``payments.billing`` ->
-    (``billing``, ``payments``)."""
-    name, _, named_namespace = host.partition(".")
-    return named_namespace or namespace, name
-
-
-def _selector_values(change: Change) -> list[tuple[str, str]]:
-    """(label key, value) pairs a selector field of the change held, before or after."""
-    pairs = []
-    for f in change.fields:
-        if "selector" not in f.path.lower() or f.hidden:
-            continue
-        key = f.path.rsplit(".", 1)[-1]
-        pairs.extend((key, value) for value in (f.before, f.after) if value is not None)
-    return pairs
-
-
-def _field_values(change: Change) -> set[str]:
-    return {value for f in change.fields if not f.hidden
-            for value in (f.before, f.after) if value is not None}
-
-
-# --- time ----------------------------------------------------------------------------------
-
-
-def proximity(change_at: datetime, rise_began_at: datetime, *, verb: str) -> tuple[float, str]:
-    """The time weight of a change made at ``change_at``, and its reason."""
-    lead = (rise_began_at - change_at).total_seconds()
-    if lead < -AFTER_RISE_GRACE_SECONDS:
-        return AFTER_RISE, (f"{verb} {_span(lead)} after the errors began rising: it did not "
-                            "start them")
-    if lead < 0:
-        return PROXIMITY, (f"{verb} {_span(lead)} after the errors were first seen rising, "
-                           "as good as at the same time")
-    if lead <= FULL_PROXIMITY_SECONDS:
-        return PROXIMITY, f"{verb} {_span(lead)} before the errors began rising"
-    weight = PROXIMITY * 0.5 ** ((lead - FULL_PROXIMITY_SECONDS) / PROXIMITY_HALF_LIFE_SECONDS)
-    return weight, f"{verb} {_span(lead)} before the errors began rising"
-
-
-def _size(change: Change) -> tuple[float, str]:
-    size = change.size
-    weight = SIZE * size / (size + 1)
-    if change.action != "updated":
-        return weight, f"{change.action} as a whole"
-    return weight, f"{_plural(size, 'field')} changed"
 
 
 # --- the candidates ------------------------------------------------------------------------
@@ -302,7 +156,7 @@ class _Ranking:
 
     # what a change is to the symptom --------------------------------------------------
 
-    def candidate(self, change: Change) -> _Candidate | None:
+    def candidate(self, change: Change) -> Candidate | None:
         s = self.symptom
         if change.kind in WORKLOAD_KINDS:
             return self._workload(change)
@@ -316,7 +170,7 @@ class _Ranking:
             return self._touching(change)
         return None
 
-    def _workload(self, change: Change) -> _Candidate | None:
+    def _workload(self, change: Change) -> Candidate | None:
         s = self.symptom
         own = (change.kind == "Deployment" and change.namespace == s.namespace
                and change.name == s.deployment)
@@ -326,7 +180,7 @@ class _Ranking:
             down = scale_down(change)
             if down is None:
                 return None
-            candidate = _Candidate(change, Role.OWN_SCALE_DOWN)
+            candidate = Candidate(change, Role.OWN_SCALE_DOWN)
             candidate.weights.append((PRIOR[Role.OWN_SCALE_DOWN],
                                       f"it was scaled down from {down[0]} to {down[1]}: fewer "
                                       "pods take the same load"))
@@ -346,12 +200,12 @@ class _Ranking:
         named_by = self._named_host(change)
         if named_by is None:
             return None
-        candidate = _Candidate(change, Role.NAMED_WORKLOAD)
+        candidate = Candidate(change, Role.NAMED_WORKLOAD)
         candidate.weights.append((PRIOR[Role.NAMED_WORKLOAD],
                                   f"{named_by} {change.kind} {change.name}, which "
-                                  f"{_what_happened(change, down)}"))
-        self._time(candidate, change.at, _verb(change, down))
-        self._named_in_errors(candidate, lambda host: _host_names(
+                                  f"{what_happened(change, down)}"))
+        self._time(candidate, change.at, change_verb(change, down))
+        self._named_in_errors(candidate, lambda host: host_names(
             host, namespace=self.symptom.namespace) == (change.namespace, change.name),
             change.name)
         self._size(candidate)
@@ -360,7 +214,7 @@ class _Ranking:
 
     def _named_host(self, change: Change) -> str | None:
         def names(host: str) -> bool:
-            return _host_names(host, namespace=self.symptom.namespace) == (change.namespace,
+            return host_names(host, namespace=self.symptom.namespace) == (change.namespace,
                                                                              change.name)
         if any(names(h) for hosts in self.line_hosts for h in hosts):
             return "its error lines name"
@@ -368,8 +222,8 @@ class _Ranking:
             return "its pod template names"
         return None
 
-    def _own_rollout(self, change: Change) -> _Candidate:
-        candidate = _Candidate(change, Role.OWN_ROLLOUT)
+    def _own_rollout(self, change: Change) -> Candidate:
+        candidate = Candidate(change, Role.OWN_ROLLOUT)
         revision = f" revision {change.revision}" if change.revision is not None else ""
         candidate.weights.append((PRIOR[Role.OWN_ROLLOUT],
                                   f"its own rollout{revision}: every new pod runs the change"))
@@ -379,13 +233,13 @@ class _Ranking:
         return candidate
 
     def _dependency(self, change: Change, dependency: Dependency,
-                    down: tuple[int, int] | None) -> _Candidate:
-        candidate = _Candidate(change, Role.DEPENDENCY)
+                    down: tuple[int, int] | None) -> Candidate:
+        candidate = Candidate(change, Role.DEPENDENCY)
         how = dependency.evidence[0] if dependency.evidence else "learned from its traffic"
         candidate.weights.append((PRIOR[Role.DEPENDENCY],
-                                  f"it calls {change.name}, which {_what_happened(change, down)}"
+                                  f"it calls {change.name}, which {what_happened(change, down)}"
                                   f" ({how})"))
-        self._time(candidate, change.at, _verb(change, down))
+        self._time(candidate, change.at, change_verb(change, down))
         self._named_in_errors(candidate, lambda host: dependency.named_by(
             host, namespace=self.symptom.namespace), change.name,
             learned=dependency.error_lines)
@@ -395,9 +249,9 @@ class _Ranking:
         return candidate
 
     def _downstream(self, change: Change, path: tuple[str, ...],
-                    down: tuple[int, int] | None) -> _Candidate:
+                    down: tuple[int, int] | None) -> Candidate:
         """A workload it reaches along the service map's calls (``path``: itself first)."""
-        candidate = _Candidate(change, Role.DOWNSTREAM)
+        candidate = Candidate(change, Role.DOWNSTREAM)
         hops = len(path) - 1
         names = [node.partition("/")[2] if node.partition("/")[0] == self.symptom.namespace
                  else node for node in path]
@@ -405,20 +259,20 @@ class _Ranking:
         how = (f"it calls {via}, which calls {names[-1]}" if via
                else f"it calls {names[-1]}")
         weight = PRIOR[Role.DOWNSTREAM] * HOP_DECAY ** (hops - 1)
-        candidate.weights.append((weight, f"{how} (service map, {_plural(hops, 'hop')}), "
-                                          f"which {_what_happened(change, down)}"))
-        self._time(candidate, change.at, _verb(change, down))
+        candidate.weights.append((weight, f"{how} (service map, {plural(hops, 'hop')}), "
+                                          f"which {what_happened(change, down)}"))
+        self._time(candidate, change.at, change_verb(change, down))
         first_ns, _, first = path[1].partition("/")
 
         def names_first(host: str) -> bool:
-            return _host_names(host, namespace=self.symptom.namespace) == (first_ns, first)
+            return host_names(host, namespace=self.symptom.namespace) == (first_ns, first)
 
         count = sum(1 for hosts in self.line_hosts if any(names_first(h) for h in hosts))
         if count and hops > 1:
             candidate.weights.append((PATH_NAMED, self._naming(count, f"{first}, on the way "
                                                                       f"to {change.name}")))
         else:
-            self._named_in_errors(candidate, lambda host: _host_names(
+            self._named_in_errors(candidate, lambda host: host_names(
                 host, namespace=self.symptom.namespace) == (change.namespace, change.name),
                 change.name)
         self._dependency_rose(candidate, change)
@@ -426,8 +280,8 @@ class _Ranking:
         self._remedy(candidate, down=down)
         return candidate
 
-    def _config(self, change: Change) -> _Candidate:
-        candidate = _Candidate(change, Role.CONFIG)
+    def _config(self, change: Change) -> Candidate:
+        candidate = Candidate(change, Role.CONFIG)
         prefix = "configmap" if change.kind == "ConfigMap" else "secret"
         env = [var.name for c in self.template.containers for var in c.env
                if var.source is not None and var.source.startswith(f"{prefix}:{change.name}/")]
@@ -469,7 +323,7 @@ class _Ranking:
         self._remedy(candidate, env=bool(env) and bool(started))
         return candidate
 
-    def _touching(self, change: Change) -> _Candidate | None:
+    def _touching(self, change: Change) -> Candidate | None:
         s = self.symptom
         how: str | None = None
         if change.kind == "Service":
@@ -478,7 +332,7 @@ class _Ranking:
             elif (change.namespace, change.name) in self.called_services:
                 how = f"it calls other workloads through Service {change.name}"
         elif change.kind == "NetworkPolicy":
-            pairs = _selector_values(change)
+            pairs = selector_values(change)
             if any(selects((pair,), self.labels) for pair in pairs):
                 how = f"NetworkPolicy {change.name} selects its pods"
             else:
@@ -489,7 +343,7 @@ class _Ranking:
                                f"{dep.deployment}, which it calls")
                         break
         elif change.kind == "HorizontalPodAutoscaler":
-            values = _field_values(change) | {change.name}
+            values = field_values(change) | {change.name}
             if s.deployment in values:
                 how = f"HorizontalPodAutoscaler {change.name} scales it"
             else:
@@ -499,13 +353,13 @@ class _Ranking:
                     how = (f"HorizontalPodAutoscaler {change.name} scales {called[0]}, which "
                            "it calls")
         elif change.kind == "Ingress":
-            values = _field_values(change)
+            values = field_values(change)
             routed = sorted(values & (self.selecting_services | {s.deployment}))
             if routed:
                 how = f"Ingress {change.name} routes to Service {routed[0]}, which reaches it"
         if how is None:
             return None
-        candidate = _Candidate(change, Role.TOUCHING)
+        candidate = Candidate(change, Role.TOUCHING)
         candidate.weights.append((PRIOR[Role.TOUCHING], how))
         self._time(candidate, change.at, "deleted" if change.action == DELETED else "changed")
         self._size(candidate)
@@ -518,25 +372,25 @@ class _Ranking:
 
     # the factors ---------------------------------------------------------------------
 
-    def _time(self, candidate: _Candidate, at: datetime, verb: str) -> None:
+    def _time(self, candidate: Candidate, at: datetime, verb: str) -> None:
         candidate.weights.append(proximity(at, self.symptom.began, verb=verb))
 
-    def _size(self, candidate: _Candidate) -> None:
-        candidate.weights.append(_size(candidate.change))
+    def _size(self, candidate: Candidate) -> None:
+        candidate.weights.append(size_weight(candidate.change))
 
-    def _named_in_errors(self, candidate: _Candidate, names: Callable[[str], bool], name: str, *,
+    def _named_in_errors(self, candidate: Candidate, names: Callable[[str], bool], name: str, *,
                          learned: int = 0) -> None:
         count = sum(1 for hosts in self.line_hosts if any(names(h) for h in hosts))
         if count:
             candidate.weights.append((NAMED_IN_ERRORS, self._naming(count, name)))
         elif learned:
             candidate.weights.append((NAMED_IN_ERRORS, f"its recent error lines named {name} "
-                                      f"({_plural(learned, 'line')})"))
+                                      f"({plural(learned, 'line')})"))
         elif self.lines:
-            candidate.notes.append(f"none of its {_plural(len(self.lines), 'error line')} "
+            candidate.notes.append(f"none of its {plural(len(self.lines), 'error line')} "
                                    f"name {name}")
 
-    def _named_in_text(self, candidate: _Candidate, words: list[str]) -> None:
+    def _named_in_text(self, candidate: Candidate, words: list[str]) -> None:
         lowered = [line.lower() for line in self.lines]
         for word in words:
             count = sum(1 for line in lowered if word.lower() in line)
@@ -554,7 +408,7 @@ class _Ranking:
             return f"all {total} of its error lines name {what}"
         return f"{count} of its {total} error lines name {what}"
 
-    def _dependency_rose(self, candidate: _Candidate, change: Change) -> None:
+    def _dependency_rose(self, candidate: Candidate, change: Change) -> None:
         key = f"{change.namespace}/{change.name}"
         rose = self.rose.get(key)
         if rose is None and change.namespace == self.symptom.namespace:
@@ -567,66 +421,11 @@ class _Ranking:
                                                          "not rise"))
         else:
             candidate.notes.append(f"whether the error rate of {change.name} rose is not known")
-
-    def _remedy(self, candidate: _Candidate, *, down: tuple[int, int] | None = None,
+    def _remedy(self, candidate: Candidate, *, down: tuple[int, int] | None = None,
                 env: bool = False) -> None:
-        change = candidate.change
-        ns, name = change.namespace, change.name
-        if change.action == DELETED:
-            candidate.notes.append(f"recreate it where it is managed{_by(change)}")
-            return
-        if change.kind in WORKLOAD_KINDS:
-            owner = self.deployments.get((ns, name))
-            if change.kind == "Deployment" and change.rollout:
-                candidate.action = "rollback"
-                candidate.command = action_command("rollback", namespace=ns, deployment=name,
-                                                   to_revision=change.previous_revision)
-            elif change.kind == "Deployment" and down is not None:
-                candidate.action = "scale"
-                candidate.command = action_command("scale", namespace=ns, deployment=name,
-                                                   params={"replicas": down[0]})
-            elif change.rollout:
-                candidate.command = _kubectl("rollout", "undo", f"{change.kind.lower()}/{name}",
-                                             "-n", ns)
-            elif down is not None:
-                candidate.command = _kubectl("scale", f"{change.kind.lower()}/{name}", "-n", ns,
-                                             f"--replicas={down[0]}")
-            gitops = owner.gitops if owner is not None else None
-            if gitops is not None and candidate.command:
-                candidate.notes.append(
-                    f"{name} is managed by {gitops.name} ({gitops.app}): a manual undo would be "
-                    f"reverted; roll back there ({gitops.rollback_commands()[0]})")
-            return
-        if change.kind == "Secret":
-            # describe lists the keys and their sizes, never the values.
-            candidate.command = _kubectl("describe", "secret", name, "-n", ns)
-        else:
-            candidate.command = _kubectl("get", change.kind.lower(), name, "-n", ns, "-o", "yaml")
-        advice = f"revert it where it was changed{_by(change)}"
-        if env:
-            restart = action_command("restart", namespace=self.symptom.namespace,
-                                     deployment=self.symptom.deployment)
-            advice += f", then restart the pods that read the new value: {restart}"
-        candidate.notes.append(advice)
-
-
-def _verb(change: Change, down: tuple[int, int] | None) -> str:
-    if change.action == DELETED:
-        return "deleted"
-    if change.rollout:
-        return "rolled out"
-    return "scaled down" if down is not None else "changed"
-
-
-def _what_happened(change: Change, down: tuple[int, int] | None) -> str:
-    if change.action == DELETED:
-        return "was deleted"
-    if change.rollout:
-        return ("rolled out" + (f" revision {change.revision}"
-                                if change.revision is not None else ""))
-    if down is not None:
-        return f"was scaled down from {down[0]} to {down[1]}"
-    return "changed"
+        remedy(candidate, symptom_namespace=self.symptom.namespace,
+               symptom_deployment=self.symptom.deployment, deployments=self.deployments,
+               down=down, env=env)
 
 
 def _sort_key(cause: Cause, rise_began_at: datetime) -> tuple[object, ...]:
@@ -681,85 +480,3 @@ def rank_causes(
             best[key] = cause
     ranked = sorted(best.values(), key=lambda cause: _sort_key(cause, symptom.began))
     return tuple(ranked[:max(0, limit)])
-
-
-# --- who a change may break ------------------------------------------------------------------
-
-
-def affected_keys(
-    change: Change,
-    deployments: Iterable[Deployment],
-    templates: Mapping[Any, PodTemplate],
-    dependencies: Dependencies,
-    *,
-    services: Iterable[Service] = (),
-) -> tuple[WorkloadKey, ...]:
-    """The Deployments (``(namespace, name)``, in any namespace, sorted) a change may break:
-    the ones that reference a changed ConfigMap or Secret, call a changed workload, are selected
-    by a changed Service or NetworkPolicy, or scaled by a changed HorizontalPodAutoscaler. Never
-    the changed Deployment itself: its own rollout is judged as such."""
-    deployments = tuple(deployments)
-    ns, name = change.namespace, change.name
-    here = [d for d in deployments if d.namespace == ns]
-    found: set[WorkloadKey] = set()
-    if change.kind in CONFIG_KINDS:
-        for dep in here:
-            template = templates_get(templates, dep)
-            if template is None:
-                continue
-            refs = template.config_maps if change.kind == "ConfigMap" else template.secrets
-            if name in refs:
-                found.add((dep.namespace, dep.name))
-    elif change.kind in WORKLOAD_KINDS:
-        if change.rollout or scale_down(change) is not None or change.action == DELETED:
-            if change.kind == "Deployment":
-                found.update(dependencies.on(ns, name))
-            for dep in deployments:
-                template = templates_get(templates, dep)
-                if template is not None and any(
-                        _host_names(host, namespace=dep.namespace) == (ns, name)
-                        for host, _ in template_mentions(template)):
-                    found.add((dep.namespace, dep.name))
-    elif change.kind == "Service":
-        service = next((s for s in services if s.namespace == ns and s.name == name), None)
-        if service is not None:
-            found.update((d.namespace, d.name) for d in here
-                         if selects(service.selector, d.pod_labels))
-        found.update((d.namespace, d.name) for d in here if d.name == name)
-        found.update(key for key, deps in dependencies.edges.items()
-                     if any(x.namespace == ns and x.service == name for x in deps))
-    elif change.kind == "NetworkPolicy":
-        pairs = _selector_values(change)
-        selected = {(d.namespace, d.name) for d in here
-                    if any(selects((pair,), d.pod_labels) for pair in pairs)}
-        found.update(selected)
-        for key in selected:
-            found.update(dependencies.on(*key))
-    elif change.kind == "HorizontalPodAutoscaler":
-        values = _field_values(change) | {name}
-        found.update((d.namespace, d.name) for d in here if d.name in values)
-    elif change.kind == "Ingress":
-        values = _field_values(change)
-        routed = {s.name for s in services if s.namespace == ns and s.name in values}
-        for service in services:
-            if service.namespace == ns and service.name in routed:
-                found.update((d.namespace, d.name) for d in here
-                             if selects(service.selector, d.pod_labels))
-    if change.kind == "Deployment":
-        found.discard((ns, name))
-    return tuple(sorted(found))
-
-
-def affected_workloads(
-    change: Change,
-    deployments: Iterable[Deployment],
-    templates: Mapping[Any, PodTemplate],
-    dependencies: Dependencies,
-    *,
-    services: Iterable[Service] = (),
-) -> tuple[str, ...]:
-    """The names of the Deployments of the change's namespace it may break (``affected_keys``
-    has those of other namespaces too): the ones to watch for a rise after it."""
-    return tuple(name for namespace, name in affected_keys(
-        change, deployments, templates, dependencies, services=services)
-        if namespace == change.namespace)
