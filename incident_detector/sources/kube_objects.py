@@ -2,8 +2,8 @@
 
 Input is whatever JSON the server sent (a Deployment, ReplicaSet, pod or Warning Event as a
 dict): every access checks the type, and an object that cannot be read is None, not an error.
-Kept apart from the client (``kube.py``) and the watch machinery (``kube_watch.py``) so that a
-change to the wire format touches one module, and so that these can be tested with plain asserts.
+Kept apart from the client and the watch machinery (``kube.py``) so that a change to the wire
+format touches one module, and so that these can be tested with plain asserts.
 """
 
 from __future__ import annotations
