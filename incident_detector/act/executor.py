@@ -25,11 +25,10 @@ of a refusal kept (a 422 of a failed ``test`` op is told apart from an invalid t
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 import kubernetes.client
@@ -51,6 +50,15 @@ from ..sources.kube import (
     status_body,
     status_error,
     transport_error,
+)
+
+# The bodies are built in patches (pure); imported here for the calls and re-exported so that
+# callers and tests import them from this module as before.
+from .patches import (  # noqa: F401
+    JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, DRY_RUN_ALL, RESTARTED_AT_ANNOTATION,
+    ROLLBACK_SKIPPED_ANNOTATIONS, StuckPod, rollback_template, rollback_annotations,
+    rollback_patch, restart_patch, rfc3339_seconds, pause_patch, scale_patch, delete_options,
+    stuck_pods, is_failed_test,
 )
 
 # Action names, as the guardrails, the audit trail and the Slack buttons spell them.
@@ -76,25 +84,6 @@ ACTION_PERMISSIONS: dict[str, tuple[tuple[str, str, str], ...]] = {
     DELETE_STUCK_PODS: (("", "pods", "list"), ("", "pods", "delete")),
 }
 
-# Patch media types (kube-apiserver answers 415 to a PATCH sent as plain application/json).
-JSON_PATCH = "application/json-patch+json"
-MERGE_PATCH = "application/merge-patch+json"
-STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
-
-DRY_RUN_ALL = "All"
-RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
-
-# Annotations kubectl keeps from the Deployment instead of copying them from the ReplicaSet on
-# a rollback (k8s.io/kubectl/pkg/polymorphichelpers/rollback.go, annotationsToSkip).
-ROLLBACK_SKIPPED_ANNOTATIONS = frozenset({
-    "kubectl.kubernetes.io/last-applied-configuration",
-    REVISION_ANNOTATION,
-    "deployment.kubernetes.io/revision-history",
-    "deployment.kubernetes.io/desired-replicas",
-    "deployment.kubernetes.io/max-replicas",
-    "deprecated.deployment.rollback.to",
-})
-
 _DEPLOYMENT = dict(group="apps", version="v1", resource="deployments")
 _PODS = dict(group="", version="v1", resource="pods")
 
@@ -113,137 +102,6 @@ class ActionResult:
     # A write refused as stale: the Deployment as it is now (the one GET after the refusal),
     # so that the caller can tell a status that moved from a spec that changed.
     now: Deployment | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StuckPod:
-    name: str
-    uid: str
-    # When the pod should have been gone, with the slack given (see ``stuck_pods``).
-    overdue_since: datetime
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure: the bodies, and the choice of stuck pods.
-
-
-def rollback_template(template: Mapping[str, Any]) -> dict[str, Any]:
-    """A ReplicaSet's ``spec.template`` as kubectl puts it back on the Deployment: a copy with
-    the ``pod-template-hash`` label removed (the controller adds it to the ReplicaSet it makes),
-    everything else untouched."""
-    restored = copy.deepcopy(dict(template))
-    metadata = restored.get("metadata")
-    if isinstance(metadata, dict) and isinstance(metadata.get("labels"), dict):
-        metadata["labels"] = {k: v for k, v in metadata["labels"].items()
-                              if k != POD_TEMPLATE_HASH_LABEL}
-    return restored
-
-
-def rollback_annotations(deployment_annotations: Mapping[str, str],
-                         replicaset_annotations: Mapping[str, str]) -> dict[str, str]:
-    """The Deployment's annotations after a rollback, as kubectl computes them: its own values of
-    the skipped (controller-owned) annotations, and the target ReplicaSet's values of the rest."""
-    kept = {k: v for k, v in deployment_annotations.items() if k in ROLLBACK_SKIPPED_ANNOTATIONS}
-    copied = {k: v for k, v in replicaset_annotations.items()
-              if k not in ROLLBACK_SKIPPED_ANNOTATIONS}
-    return {**kept, **copied}
-
-
-def rollback_patch(template: Mapping[str, Any], *, resource_version: str,
-                   annotations: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """The JSON patch of ``kubectl rollout undo``, guarded by a ``test`` op on the version seen.
-    With ``annotations`` (``rollback_annotations``), they replace the Deployment's, as kubectl
-    does; without, the annotations are left alone."""
-    ops: list[dict[str, Any]] = [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
-        {"op": "replace", "path": "/spec/template", "value": rollback_template(template)},
-    ]
-    if annotations is not None:
-        ops.append({"op": "replace", "path": "/metadata/annotations", "value": dict(annotations)})
-    return ops
-
-
-def restart_patch(*, now: datetime, resource_version: str) -> dict[str, Any]:
-    """``kubectl rollout restart``'s patch (RFC 3339 seconds in UTC, as kubectl writes it), plus
-    the resourceVersion that makes the API server refuse it if the Deployment moved."""
-    return {"metadata": {"resourceVersion": resource_version},
-            "spec": {"template": {"metadata": {"annotations": {
-                RESTARTED_AT_ANNOTATION: rfc3339_seconds(now)}}}}}
-
-
-def rfc3339_seconds(moment: datetime) -> str:
-    """``2026-11-26T10:54:41Z``: Go's ``time.RFC3339`` of a UTC time (a naive one is UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def pause_patch(*, resource_version: str) -> dict[str, Any]:
-    return {"metadata": {"resourceVersion": resource_version}, "spec": {"paused": True}}
-
-
-def scale_patch(*, replicas: int, resource_version: str) -> dict[str, Any]:
-    return {"metadata": {"resourceVersion": resource_version}, "spec": {"replicas": replicas}}
-
-
-def delete_options(*, uid: str, dry_run: bool,
-                   grace_period_seconds: int | None = None) -> dict[str, Any]:
-    """The DeleteOptions body. ``dryRun`` must be here: when a DELETE has a body, kube-apiserver
-    decodes the options from it alone and ignores the query string."""
-    options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1",
-                               "preconditions": {"uid": uid}}
-    if grace_period_seconds is not None:
-        options["gracePeriodSeconds"] = grace_period_seconds
-    if dry_run:
-        options["dryRun"] = [DRY_RUN_ALL]
-    return options
-
-
-def stuck_pods(pods: Iterable[Any], *, now: datetime) -> tuple[StuckPod, ...]:
-    """The pods (raw API objects) stuck ``Terminating``: a ``deletionTimestamp`` that is past by
-    more than the pod's ``deletionGracePeriodSeconds``.
-
-    The API server sets ``deletionTimestamp`` to the time of the delete *plus* the grace period,
-    so the pod is already late at that moment; one more grace period of slack leaves a kubelet
-    that is merely slow to report the time to do so, since a force delete of a pod that is still
-    running lets its replacement run beside it. Pods with finalizers are left out: a force delete
-    does not remove finalizers, their controller has to. Sorted by name.
-    """
-    found: list[StuckPod] = []
-    for pod in pods:
-        metadata = pod.get("metadata") if isinstance(pod, Mapping) else None
-        if not isinstance(metadata, Mapping):
-            continue
-        name, uid = metadata.get("name"), metadata.get("uid")
-        deleting_at = parse_timestamp(metadata.get("deletionTimestamp"))
-        if not isinstance(name, str) or not name or not isinstance(uid, str) or not uid \
-                or deleting_at is None or metadata.get("finalizers"):
-            continue
-        grace = metadata.get("deletionGracePeriodSeconds")
-        if not isinstance(grace, int) or isinstance(grace, bool) or grace < 0:
-            grace = 0
-        try:
-            overdue_since = deleting_at + timedelta(seconds=grace)
-        except OverflowError:
-            continue
-        if now > overdue_since:
-            found.append(StuckPod(name=name, uid=uid, overdue_since=overdue_since))
-    return tuple(sorted(found, key=lambda p: p.name))
-
-
-def is_failed_test(status: int, body: Mapping[str, Any]) -> bool:
-    """Whether a 422 is a JSON patch ``test`` op that failed (the view was stale) rather than an
-    invalid object: kube-apiserver answers the former with a bare ``Invalid`` Status, no field
-    causes and no details, and the latter naming the object and each invalid field."""
-    if status != 422:
-        return False
-    details = body.get("details")
-    details = details if isinstance(details, Mapping) else {}
-    message = body.get("message")
-    if isinstance(message, str) and "test" in message.lower() and "fail" in message.lower():
-        return True
-    return body.get("reason") == "Invalid" and not details.get("causes") \
-        and not details.get("name")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,3 +378,14 @@ def _dict(value: Any) -> Mapping[str, Any]:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+__all__ = [
+    "ACTION_PERMISSIONS", "ActionResult", "ALREADY_DONE", "APPLIED", "delete_options",
+    "DELETE_POD", "DELETE_STUCK_PODS", "Done", "DRY_RUN_ALL", "DRY_RUN_OK", "FAILED",
+    "FORBIDDEN", "is_failed_test", "JSON_PATCH", "KubeExecutor", "MERGE_PATCH", "OUTCOMES",
+    "PAUSE", "pause_patch", "RESTART", "restart_patch", "RESTARTED_AT_ANNOTATION",
+    "rfc3339_seconds", "ROLLBACK", "rollback_annotations", "rollback_patch",
+    "ROLLBACK_SKIPPED_ANNOTATIONS", "rollback_template", "SCALE", "scale_patch", "STALE",
+    "STRATEGIC_MERGE_PATCH", "stuck_pods", "StuckPod",
+]

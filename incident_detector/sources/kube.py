@@ -41,7 +41,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -54,21 +53,27 @@ from kubernetes.config.config_exception import ConfigException
 
 from ..errors import SourceError, parse_retry_after, retryable_status
 from ..retry import Backoff
-from ..judge.change_diff import Writer
 from ..model import (
-    REVISION_ANNOTATION,
-    REVISION_HISTORY_ANNOTATION,
-    Container,
     Deployment,
-    EnvVar,
-    GitOpsOwner,
-    GitOpsTool,
     Pod,
-    PodProblem,
-    PodTemplate,
     ReplicaSet,
-    RolloutStatus,
     WarningEvent,
+)
+
+# The pure parsers live in kube_objects; imported here for the client and re-exported so that
+# callers and tests import them from this module as before.
+from .kube_objects import (  # noqa: F401
+    POD_TEMPLATE_HASH_LABEL, RESTART_THRESHOLD, WAITING_PROBLEMS, OOM_KILLED_REASON,
+    ARGOCD_TRACKING_ID_ANNOTATION, ARGOCD_INSTANCE_LABEL, FLUX_KUSTOMIZATION_NAME_LABEL,
+    FLUX_KUSTOMIZATION_NAMESPACE_LABEL, FLUX_HELMRELEASE_NAME_LABEL,
+    FLUX_HELMRELEASE_NAMESPACE_LABEL, PROBE_FIELDS, INIT_CONTAINER_PREFIX, CONTROLLER_MANAGER,
+    WARNING, EVENT_MESSAGE_MAX_CHARS, parse_replicaset, parse_deployment, managed_writers,
+    revision_written_at, parse_pod, parse_warning_event, newest_first, one_line,
+    container_problems, parse_pod_template, detect_gitops, controller_reference,
+    controller_name, micro_time, parse_timestamp, _REVISION_FIELD, _CONDITION_REPLICASET,
+    _REVISION, _spec_writer, _progress_deadline_condition, _condition, _WHITESPACE,
+    _parse_container, _env_var, _volume_references, _flat_resources, _canonical_json,
+    _argocd_owner, _revision, _dict, _list, _str, _count, _strings, _str_map, _add_name,
 )
 
 log = structlog.get_logger(__name__)
@@ -89,54 +94,15 @@ FOLLOW_BACKOFF = Backoff(base=1.0, cap=30.0)
 # Objects per page when listing (the first refresh, and after a 410).
 LIST_PAGE_SIZE = 50
 
-# The label the Deployment controller puts on a ReplicaSet and on each of its pods.
-POD_TEMPLATE_HASH_LABEL = "pod-template-hash"
-
 # Watch event types (k8s.io/apimachinery/pkg/watch).
 ADDED, MODIFIED, DELETED, BOOKMARK, ERROR = "ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"
 # A watch from a resourceVersion the server no longer keeps: HTTP 410 or an ERROR event with it.
 GONE_STATUS = 410
 GONE_REASONS = frozenset({"Expired", "Gone"})
 
-# A container restarted this many times is flagged even when it is running right now.
-RESTART_THRESHOLD = 3
-
-# Waiting reasons of a container that mean the revision cannot run.
-WAITING_PROBLEMS: Mapping[str, PodProblem] = {
-    "CrashLoopBackOff": PodProblem.CRASH_LOOP,
-    "ImagePullBackOff": PodProblem.IMAGE_PULL,
-    "ErrImagePull": PodProblem.ERR_IMAGE_PULL,
-    "CreateContainerConfigError": PodProblem.CONFIG_ERROR,
-}
-OOM_KILLED_REASON = "OOMKilled"
-
-# GitOps ownership marks.
-ARGOCD_TRACKING_ID_ANNOTATION = "argocd.argoproj.io/tracking-id"
-ARGOCD_INSTANCE_LABEL = "argocd.argoproj.io/instance"
-FLUX_KUSTOMIZATION_NAME_LABEL = "kustomize.toolkit.fluxcd.io/name"
-FLUX_KUSTOMIZATION_NAMESPACE_LABEL = "kustomize.toolkit.fluxcd.io/namespace"
-FLUX_HELMRELEASE_NAME_LABEL = "helm.toolkit.fluxcd.io/name"
-FLUX_HELMRELEASE_NAMESPACE_LABEL = "helm.toolkit.fluxcd.io/namespace"
-
-PROBE_FIELDS = (("liveness", "livenessProbe"), ("readiness", "readinessProbe"),
-                ("startup", "startupProbe"))
-INIT_CONTAINER_PREFIX = "init:"
-
-# The manager name of the Deployment and ReplicaSet controllers in managedFields.
-CONTROLLER_MANAGER = "kube-controller-manager"
-# The revision annotation as a managedFields (FieldsV1) path.
-_REVISION_FIELD = "f:" + REVISION_ANNOTATION
-# The ReplicaSet a Progressing condition's message names: 'ReplicaSet "x" is progressing.',
-# 'ReplicaSet "x" has successfully progressed.', 'Created new replica set "x"', ...
-_CONDITION_REPLICASET = re.compile(r'(?i)replica ?set "([a-z0-9][-a-z0-9.]*)"')
-
 # Deployment (old, new) pairs kept per namespace for the change timeline at most: a tick drains
 # them, so only a tick that failed for long lets them pile up (the oldest go first).
 DEPLOYMENT_CHANGES_MAX = 1000
-
-# Revisions are positive int64 values; anything longer is not one (and int() of a string with
-# thousands of digits raises).
-_REVISION = re.compile(r"[0-9]{1,19}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,9 +154,6 @@ WARNING_EVENT_PERMISSIONS: tuple[tuple[str, str, str], ...] = tuple(
 )
 # The server-side filter: kubelets and controllers write far more Normal Events than Warnings.
 WARNING_EVENTS_SELECTOR = "type=Warning"
-WARNING = "Warning"
-# A Warning's message in the brief: one line, at most this many characters.
-EVENT_MESSAGE_MAX_CHARS = 300
 
 
 # --------------------------------------------------------------------------------------------
@@ -1025,462 +988,23 @@ def parse_list_page(body: bytes, *, kind: str) -> tuple[list[dict], str | None, 
     return [item for item in items if isinstance(item, dict)], version, token
 
 
-def parse_replicaset(item: dict) -> ReplicaSet | None:
-    metadata = _dict(_dict(item).get("metadata"))
-    namespace, name = _str(metadata.get("namespace")), _str(metadata.get("name"))
-    # created_at orders rollouts: a ReplicaSet without one cannot be placed, so it is skipped.
-    created_at = parse_timestamp(metadata.get("creationTimestamp"))
-    if not namespace or not name or created_at is None:
-        return None
-    revision, revision_raw = _revision(metadata)
-    status = _dict(item.get("status"))
-    pod_template_hash = _str_map(metadata.get("labels")).get(POD_TEMPLATE_HASH_LABEL)
-    owner = controller_reference(metadata, kind="Deployment")
-    return ReplicaSet(
-        namespace=namespace,
-        name=name,
-        uid=_str(metadata.get("uid")) or "",
-        deployment=_str(owner.get("name")) if owner else None,
-        deployment_uid=(_str(owner.get("uid")) or "") if owner else "",
-        reused=REVISION_HISTORY_ANNOTATION in _str_map(metadata.get("annotations")),
-        revision_written_at=revision_written_at(metadata),
-        revision=revision,
-        revision_raw=revision_raw,
-        created_at=created_at,
-        # The API omits zero counts from status.
-        replicas=_count(status.get("replicas")),
-        ready_replicas=_count(status.get("readyReplicas")),
-        template=parse_pod_template(_dict(_dict(item.get("spec")).get("template"))),
-        pod_template_hash=pod_template_hash or None,
-    )
-
-
-def parse_deployment(item: dict) -> Deployment | None:
-    metadata = _dict(_dict(item).get("metadata"))
-    namespace, name = _str(metadata.get("namespace")), _str(metadata.get("name"))
-    if not namespace or not name:
-        return None
-    spec = _dict(item.get("spec"))
-    template_labels = _str_map(_dict(_dict(spec.get("template")).get("metadata")).get("labels"))
-    status = _dict(item.get("status"))
-    deadline = _progress_deadline_condition(status)
-    progressing = _condition(status, "Progressing")
-    named = _CONDITION_REPLICASET.search(_str(progressing.get("message")) or "")
-    # The API defaults an omitted spec.replicas to 1.
-    replicas = spec.get("replicas")
-    return Deployment(
-        namespace=namespace,
-        name=name,
-        uid=_str(metadata.get("uid")) or "",
-        created_at=parse_timestamp(metadata.get("creationTimestamp")),
-        progressing_replicaset=named.group(1) if named else None,
-        progressing_updated_at=parse_timestamp(progressing.get("lastUpdateTime")) if named else None,
-        resource_version=_str(metadata.get("resourceVersion")) or "",
-        paused=spec.get("paused") is True,
-        rollout=RolloutStatus(
-            generation=_count(metadata.get("generation")),
-            observed_generation=_count(status.get("observedGeneration")),
-            updated_replicas=_count(status.get("updatedReplicas")),
-            ready_replicas=_count(status.get("readyReplicas")),
-            available_replicas=_count(status.get("availableReplicas")),
-        ),
-        revision=_revision(metadata)[0],
-        replicas=_count(replicas) if replicas is not None else 1,
-        pod_labels=tuple(sorted(template_labels.items())),
-        progress_deadline_exceeded=deadline is not None,
-        progress_message=_str(deadline.get("message")) if deadline is not None else None,
-        gitops=detect_gitops(labels=_str_map(metadata.get("labels")),
-                             annotations=_str_map(metadata.get("annotations"))),
-        **_spec_writer(metadata),
-    )
-
-
-def _spec_writer(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """``spec_manager``, ``spec_operation`` and ``spec_written_at``: the newest managedFields
-    entry that owns a spec field and is not a status write. The controller's entry that owns
-    only the revision annotation is left out (it follows every rollout, it makes none); a
-    ``scale`` subresource entry counts (``kubectl scale``, an HPA)."""
-    writers = [w for w in managed_writers(metadata)
-               if w.subresource != "status" and any(f.startswith("spec") for f in w.fields)]
-    dated = [(w.at, index, w) for index, w in enumerate(writers) if w.at is not None]
-    if not dated:
-        return {}
-    writer = max(dated, key=lambda entry: (entry[0], entry[1]))[2]
-    return {"spec_manager": writer.manager, "spec_operation": writer.operation,
-            "spec_written_at": writer.at}
-
-
-def managed_writers(metadata: Mapping[str, Any]) -> tuple[Writer, ...]:
-    """The ``managedFields`` entries of an object, each with the field paths it owns two
-    levels deep (``data.TIMEOUT_MS``, ``spec.replicas``, ``metadata.labels``)."""
-    writers: list[Writer] = []
-    for entry in map(_dict, _list(metadata.get("managedFields"))):
-        manager = _str(entry.get("manager"))
-        if not manager:
-            continue
-        owned: set[str] = set()
-        for top, below in _dict(entry.get("fieldsV1")).items():
-            if not isinstance(top, str) or not top.startswith("f:"):
-                continue
-            children = [key[2:] for key in _dict(below) if isinstance(key, str)
-                        and key.startswith("f:")]
-            if children:
-                owned.update(sys.intern(f"{top[2:]}.{child}") for child in children)
-            else:
-                owned.add(sys.intern(top[2:]))
-        operation = _str(entry.get("operation"))
-        # Thousands of objects name the same few managers and fields: one copy of each.
-        writers.append(Writer(manager=sys.intern(manager),
-                              operation=sys.intern(operation) if operation else None,
-                              at=parse_timestamp(entry.get("time")),
-                              subresource=_str(entry.get("subresource")) or None,
-                              fields=frozenset(owned)))
-    return tuple(writers)
-
-
-def _progress_deadline_condition(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    condition = _condition(status, "Progressing")
-    if condition.get("status") == "False" and condition.get("reason") == "ProgressDeadlineExceeded":
-        return condition
-    return None
-
-
-def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
-    for condition in map(_dict, _list(status.get("conditions"))):
-        if condition.get("type") == kind:
-            return condition
-    return {}
-
-
-def revision_written_at(metadata: Mapping[str, Any]) -> datetime | None:
-    """When kube-controller-manager last wrote the revision annotation (``managedFields``).
-
-    The entry's time is that of the manager's last write to *any* field it owns in that entry
-    (the replica count too), so it is an upper bound of the moment the revision changed; the
-    correlator takes the earliest of the bounds it has.
-    """
-    latest: datetime | None = None
-    for entry in map(_dict, _list(metadata.get("managedFields"))):
-        if entry.get("manager") != CONTROLLER_MANAGER or entry.get("subresource"):
-            continue
-        annotations = _dict(_dict(_dict(entry.get("fieldsV1")).get("f:metadata")).get("f:annotations"))
-        if _REVISION_FIELD not in annotations:
-            continue
-        at = parse_timestamp(entry.get("time"))
-        if at is not None and (latest is None or at > latest):
-            latest = at
-    return latest
-
-
-def parse_pod(item: dict) -> Pod | None:
-    metadata = _dict(_dict(item).get("metadata"))
-    namespace, name = _str(metadata.get("namespace")), _str(metadata.get("name"))
-    if not namespace or not name:
-        return None
-    status = _dict(item.get("status"))
-    statuses = [_dict(s) for key in ("initContainerStatuses", "containerStatuses")
-                for s in _list(status.get(key))]
-    return Pod(
-        namespace=namespace,
-        name=name,
-        replicaset=controller_name(metadata, kind="ReplicaSet"),
-        phase=_str(status.get("phase")) or "Unknown",
-        ready=any(c.get("type") == "Ready" and c.get("status") == "True"
-                  for c in map(_dict, _list(status.get("conditions")))),
-        restarts=sum(_count(s.get("restartCount")) for s in statuses),
-        problems=container_problems(statuses),
-        created_at=parse_timestamp(metadata.get("creationTimestamp")),
-        pod_template_hash=_str_map(metadata.get("labels")).get(POD_TEMPLATE_HASH_LABEL) or None,
-        uid=_str(metadata.get("uid")) or "",
-    )
-
-
-def parse_warning_event(item: dict) -> WarningEvent | None:
-    """A core/v1 Event of ``type: Warning``; None for any other type (a server or proxy that
-    ignored the field selector) or an Event that says nothing (no reason and no message).
-
-    ``count`` and ``last_seen`` come from whichever fields the writer filled: the legacy
-    recorder (kubelet, controllers) sets ``count`` and ``lastTimestamp``; an events.k8s.io
-    writer sets ``eventTime`` and, once it repeats, ``series``.
-    """
-    item = _dict(item)
-    if item.get("type") != WARNING:
-        return None
-    reason = (_str(item.get("reason")) or "").strip()
-    message = one_line(_str(item.get("message")) or "", limit=EVENT_MESSAGE_MAX_CHARS)
-    if not reason and not message:
-        return None
-    involved = _dict(item.get("involvedObject"))
-    series = _dict(item.get("series"))
-    count = _count(item.get("count")) or _count(series.get("count")) or 1
-    last_seen = None
-    for value in (item.get("lastTimestamp"), item.get("eventTime"),
-                  series.get("lastObservedTime"), item.get("firstTimestamp")):
-        last_seen = parse_timestamp(value)
-        if last_seen is not None:
-            break
-    return WarningEvent(reason=reason, message=message,
-                        object_kind=_str(involved.get("kind")) or "",
-                        object_name=_str(involved.get("name")) or "",
-                        count=count, last_seen=last_seen)
-
-
-def newest_first(events: Iterable[WarningEvent]) -> tuple[WarningEvent, ...]:
-    """Newest ``last_seen`` first, Events without one last; equal times keep their order
-    (``sorted`` is stable, ``reverse=True`` included)."""
-    undated = datetime.min.replace(tzinfo=timezone.utc)
-    return tuple(sorted(events, key=lambda e: e.last_seen or undated, reverse=True))
-
-
-_WHITESPACE = re.compile(r"\s+")
-
-
-def one_line(text: str, *, limit: int) -> str:
-    """``text`` with every run of whitespace (newlines included) made one space, cut to
-    ``limit`` characters with an ellipsis when longer."""
-    text = _WHITESPACE.sub(" ", text).strip()
-    if len(text) <= limit:
-        return text
-    return text[:limit - 1].rstrip() + "…"
-
-
-def container_problems(statuses: Iterable[Mapping[str, Any]]) -> tuple[PodProblem, ...]:
-    """Problems seen on any container, each once, in the order of ``PodProblem``."""
-    seen: set[PodProblem] = set()
-    for container in statuses:
-        state = _dict(container.get("state"))
-        waiting_reason = _dict(state.get("waiting")).get("reason")
-        if isinstance(waiting_reason, str) and waiting_reason in WAITING_PROBLEMS:
-            seen.add(WAITING_PROBLEMS[waiting_reason])
-        terminated = (_dict(state.get("terminated")),
-                      _dict(_dict(container.get("lastState")).get("terminated")))
-        if any(t.get("reason") == OOM_KILLED_REASON for t in terminated):
-            seen.add(PodProblem.OOM_KILLED)
-        if _count(container.get("restartCount")) >= RESTART_THRESHOLD:
-            seen.add(PodProblem.RESTARTING)
-    return tuple(problem for problem in PodProblem if problem in seen)
-
-
-def parse_pod_template(template: dict) -> PodTemplate:
-    spec = _dict(_dict(template).get("spec"))
-    config_maps: set[str] = set()
-    secrets: set[str] = set()
-    containers: list[Container] = []
-    for key, prefix in (("initContainers", INIT_CONTAINER_PREFIX), ("containers", "")):
-        for raw in map(_dict, _list(spec.get(key))):
-            container = _parse_container(raw, prefix=prefix, config_maps=config_maps,
-                                         secrets=secrets)
-            if container is not None:
-                containers.append(container)
-    for volume in map(_dict, _list(spec.get("volumes"))):
-        _volume_references(volume, config_maps=config_maps, secrets=secrets)
-    return PodTemplate(containers=tuple(containers), config_maps=frozenset(config_maps),
-                       secrets=frozenset(secrets))
-
-
-def _parse_container(raw: Mapping[str, Any], *, prefix: str, config_maps: set[str],
-                     secrets: set[str]) -> Container | None:
-    name = _str(raw.get("name"))
-    if not name:
-        return None  # a container without a name cannot be compared with its predecessor
-    env = tuple(var for var in (_env_var(_dict(e), config_maps=config_maps, secrets=secrets)
-                                for e in _list(raw.get("env"))) if var is not None)
-    for source in map(_dict, _list(raw.get("envFrom"))):
-        _add_name(config_maps, _dict(source.get("configMapRef")).get("name"))
-        _add_name(secrets, _dict(source.get("secretRef")).get("name"))
-    return Container(
-        name=prefix + name,
-        image=_str(raw.get("image")) or "",
-        command=_strings(raw.get("command")),
-        args=_strings(raw.get("args")),
-        env=env,
-        resources=_flat_resources(_dict(raw.get("resources"))),
-        probes=tuple(sorted((kind, probe) for kind, field_name in PROBE_FIELDS
-                            if (probe := _canonical_json(raw.get(field_name))) is not None)),
-    )
-
-
-def _env_var(raw: Mapping[str, Any], *, config_maps: set[str], secrets: set[str]) -> EnvVar | None:
-    name = _str(raw.get("name"))
-    if not name:
-        return None
-    value_from = raw.get("valueFrom")
-    if value_from is None:
-        value = raw.get("value")
-        return EnvVar(name=name, value=value if isinstance(value, str) else "")
-    # The value lives elsewhere: record where, never what (it may be a Secret).
-    value_from = _dict(value_from)
-    secret_ref = _dict(value_from.get("secretKeyRef"))
-    config_map_ref = _dict(value_from.get("configMapKeyRef"))
-    field_ref = _dict(value_from.get("fieldRef"))
-    resource_ref = _dict(value_from.get("resourceFieldRef"))
-    source: str | None = None
-    if secret_ref:
-        _add_name(secrets, secret_ref.get("name"))
-        source = f"secret:{_str(secret_ref.get('name')) or ''}/{_str(secret_ref.get('key')) or ''}"
-    elif config_map_ref:
-        _add_name(config_maps, config_map_ref.get("name"))
-        source = (f"configmap:{_str(config_map_ref.get('name')) or ''}"
-                  f"/{_str(config_map_ref.get('key')) or ''}")
-    elif field_ref:
-        source = f"field:{_str(field_ref.get('fieldPath')) or ''}"
-    elif resource_ref:
-        source = f"resource:{_str(resource_ref.get('resource')) or ''}"
-    return EnvVar(name=name, source=source)
-
-
-def _volume_references(volume: Mapping[str, Any], *, config_maps: set[str],
-                       secrets: set[str]) -> None:
-    _add_name(config_maps, _dict(volume.get("configMap")).get("name"))
-    _add_name(secrets, _dict(volume.get("secret")).get("secretName"))
-    for source in map(_dict, _list(_dict(volume.get("projected")).get("sources"))):
-        _add_name(config_maps, _dict(source.get("configMap")).get("name"))
-        _add_name(secrets, _dict(source.get("secret")).get("name"))
-
-
-def _flat_resources(resources: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    """``{"limits": {"memory": "256Mi"}}`` -> ``(("limits.memory", "256Mi"),)``."""
-    flat: list[tuple[str, str]] = []
-    for section, quantities in resources.items():
-        if not isinstance(section, str) or not isinstance(quantities, dict):
-            continue  # e.g. "claims", a list of names, says nothing about sizes
-        for resource, quantity in quantities.items():
-            if isinstance(resource, str) and isinstance(quantity, (str, int, float)) \
-                    and not isinstance(quantity, bool):
-                flat.append((f"{section}.{resource}", str(quantity)))
-    return tuple(sorted(flat))
-
-
-def _canonical_json(value: Any) -> str | None:
-    if not isinstance(value, dict):
-        return None
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-    except (TypeError, ValueError):
-        return None
-
-
-def detect_gitops(*, labels: Mapping[str, str],
-                  annotations: Mapping[str, str]) -> GitOpsOwner | None:
-    """Which GitOps controller manages an object, from the marks each one leaves on it.
-
-    ``app.kubernetes.io/instance`` is not one of them: Helm sets it on everything it installs.
-    """
-    tracking_id = annotations.get(ARGOCD_TRACKING_ID_ANNOTATION)
-    if isinstance(tracking_id, str):
-        # "APP:GROUP/KIND:NAMESPACE/NAME"
-        owner = _argocd_owner(tracking_id.partition(":")[0])
-        if owner is not None:
-            return owner
-    instance = labels.get(ARGOCD_INSTANCE_LABEL)
-    if isinstance(instance, str):
-        owner = _argocd_owner(instance)
-        if owner is not None:
-            return owner
-    # A HelmRelease is usually applied by a Kustomization: the Deployment's own labels name the
-    # HelmRelease, whose helm-controller is what would revert a manual change.
-    for kind, name_label, namespace_label in (
-        ("helmrelease", FLUX_HELMRELEASE_NAME_LABEL, FLUX_HELMRELEASE_NAMESPACE_LABEL),
-        ("kustomization", FLUX_KUSTOMIZATION_NAME_LABEL, FLUX_KUSTOMIZATION_NAMESPACE_LABEL),
-    ):
-        app = labels.get(name_label)
-        if isinstance(app, str) and app:
-            app_namespace = labels.get(namespace_label)
-            return GitOpsOwner(tool=GitOpsTool.FLUX, app=app,
-                               app_namespace=app_namespace if isinstance(app_namespace, str)
-                               and app_namespace else None, flux_kind=kind)
-    return None
-
-
-def _argocd_owner(app: str) -> GitOpsOwner | None:
-    """``APP``, or ``NAMESPACE_APP`` / ``NAMESPACE/APP`` for Applications outside argocd's own
-    namespace. Kubernetes names contain neither ``_`` nor ``/``, so the split is unambiguous."""
-    for separator in ("_", "/"):
-        namespace, found, name = app.partition(separator)
-        if found:
-            if namespace and name:
-                return GitOpsOwner(tool=GitOpsTool.ARGO_CD, app=name, app_namespace=namespace)
-            return None
-    return GitOpsOwner(tool=GitOpsTool.ARGO_CD, app=app) if app else None
-
-
-def controller_reference(metadata: Mapping[str, Any], *, kind: str) -> Mapping[str, Any] | None:
-    """The owner reference with ``controller: true``, the given kind and a name."""
-    for owner in map(_dict, _list(metadata.get("ownerReferences"))):
-        if owner.get("controller") is True and owner.get("kind") == kind and _str(owner.get("name")):
-            return owner
-    return None
-
-
-def controller_name(metadata: Mapping[str, Any], *, kind: str) -> str | None:
-    """Name of the owner reference with ``controller: true`` and the given kind."""
-    owner = controller_reference(metadata, kind=kind)
-    return _str(owner.get("name")) if owner else None
-
-
-def micro_time(moment: datetime) -> str:
-    """A ``metav1.MicroTime``: RFC 3339 in UTC with exactly six fractional digits.
-
-    The API server parses these fields with the layout ``2006-01-02T15:04:05.000000Z07:00``, which
-    rejects ``datetime.isoformat()`` output whenever the microseconds are zero (no fraction).
-    A naive datetime is taken as UTC.
-    """
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_timestamp(value: Any) -> datetime | None:
-    """An RFC 3339 timestamp of the API (``2026-11-23T17:54:04Z``) as an aware UTC datetime."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    try:
-        return parsed.astimezone(timezone.utc)
-    except (OverflowError, ValueError):  # an offset that pushes year 1 or 9999 out of range
-        return None
-
-
-def _revision(metadata: Mapping[str, Any]) -> tuple[int | None, str | None]:
-    raw = _str_map(metadata.get("annotations")).get(REVISION_ANNOTATION)
-    if raw is None:
-        return None, None
-    return (int(raw) if _REVISION.fullmatch(raw) else None), raw
-
-
-# Type guards: the API's JSON is trusted for nothing.
-
-
-def _dict(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _count(value: Any) -> int:
-    """A non-negative integer field; anything else counts as 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def _strings(value: Any) -> tuple[str, ...]:
-    return tuple(v for v in _list(value) if isinstance(v, str))
-
-
-def _str_map(value: Any) -> dict[str, str]:
-    return {k: v for k, v in _dict(value).items() if isinstance(k, str) and isinstance(v, str)}
-
-
-def _add_name(names: set[str], value: Any) -> None:
-    if isinstance(value, str) and value:
-        names.add(value)
+__all__ = [
+    "ADDED", "api_client_for", "api_client_from_environment", "ARGOCD_INSTANCE_LABEL",
+    "ARGOCD_TRACKING_ID_ANNOTATION", "AUTH_SETTINGS", "BOOKMARK", "container_problems",
+    "CONTROLLER_MANAGER", "controller_name", "controller_reference", "DELETED",
+    "DEPLOYMENT_CHANGES_MAX", "DEPLOYMENTS", "detect_gitops", "ERROR",
+    "EVENT_MESSAGE_MAX_CHARS", "EVENTS", "FLUX_HELMRELEASE_NAME_LABEL",
+    "FLUX_HELMRELEASE_NAMESPACE_LABEL", "FLUX_KUSTOMIZATION_NAME_LABEL",
+    "FLUX_KUSTOMIZATION_NAMESPACE_LABEL", "FOLLOW_BACKOFF", "FOLLOW_MIN_SECONDS",
+    "FOLLOW_SECONDS", "GONE_REASONS", "GONE_STATUS", "INIT_CONTAINER_PREFIX",
+    "JSON_MEDIA_TYPE", "KubeClient", "LIST_CALLS", "LIST_PAGE_SIZE", "ListCall",
+    "managed_writers", "micro_time", "MODIFIED", "namespaced_path", "newest_first", "one_line",
+    "OOM_KILLED_REASON", "open_stream", "parse_deployment", "parse_list", "parse_list_page",
+    "parse_pod", "parse_pod_template", "parse_replicaset", "parse_timestamp",
+    "parse_warning_event", "POD_TEMPLATE_HASH_LABEL", "PODS", "PROBE_FIELDS",
+    "read_watch_events", "redact_credentials", "release_free_memory", "REPLICASETS", "request",
+    "REQUIRED_PERMISSIONS", "RESTART_THRESHOLD", "revision_written_at", "SOURCE",
+    "status_body", "status_error", "stream_lines", "transport_error", "WAITING_PROBLEMS",
+    "WAKES", "WARNING", "WARNING_EVENT_PERMISSIONS", "WARNING_EVENTS_SELECTOR",
+    "WATCH_SECONDS", "WatchedList", "WatchExpired",
+]
