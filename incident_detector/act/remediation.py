@@ -64,7 +64,7 @@ from ..model import (
     ReplicaSet,
 )
 from ..notify.events import EventRecorder
-from ..notify.render import remediation_blocks
+from ..notify.remediation_render import remediation_blocks
 from ..notify.slack import THREAD_KEY, thread_key
 from ..store.journal import (
     APPROVED,
