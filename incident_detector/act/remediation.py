@@ -44,8 +44,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import datetime
 from typing import Any, Protocol
 
 import httpx
@@ -53,73 +53,35 @@ import structlog
 
 from ..errors import SourceError
 from ..judge.correlator import Rollout
-from ..model import (
-    Deployment,
-    GitOpsOwner,
-    GitOpsTool,
-    Incident,
-    Pod,
-    PodProblem,
-    RemediationView,
-    ReplicaSet,
-)
+from ..judge.guardrails import (Action, GuardrailDecision, Outcome, PastAction, Policy, Proposal,
+                                decide)
+from ..model import Deployment, Incident, Pod, RemediationView
 from ..notify.events import EventRecorder
 from ..notify.remediation_render import remediation_blocks
 from ..notify.slack import THREAD_KEY, thread_key
-from ..store.journal import (
-    APPROVED,
-    DONE,
-    DRY_RUN,
-    EXECUTING,
-    FAILED,
-    PROPOSED,
-    REFUSED,
-    REJECTED,
-    STALE,
-    UNVERIFIED,
-    VERIFIED,
-    Journal,
-    JournalEntry,
-)
-from .approvals import Decision
-from .approvals import ApprovalTokens
-from .argocd import (
-    ArgoCdClient,
-    ArgoCdError,
-    NoTarget,
-    auto_sync_message,
-    choose_target,
-    cli_rollback,
-    short_revision,
-    target_entry,
-)
+from ..store.journal import (APPROVED, DONE, DRY_RUN, EXECUTING, FAILED, PROPOSED, REFUSED,
+                             REJECTED, STALE, UNVERIFIED, VERIFIED, Journal, JournalEntry)
+from .approvals import ApprovalTokens, Decision
+from .argocd import (ArgoCdClient, ArgoCdError, NoTarget, auto_sync_message, choose_target,
+                     cli_rollback, short_revision, target_entry)
 from .executor import ALREADY_DONE, APPLIED, DRY_RUN_OK, FORBIDDEN, ActionResult, KubeExecutor
 from .executor import FAILED as WRITE_FAILED
 from .executor import STALE as WRITE_STALE
-from ..judge.guardrails import (
-    CHANGES_DEPLOYMENT,
-    Action,
-    GuardrailDecision,
-    Outcome,
-    PastAction,
-    Policy,
-    Proposal,
-    decide,
-    through_argocd,
-)
+from .remediation_plan import (HISTORY, NO_ACTION, Fix, JournalKey, PlanRequest, journal_params,
+                               problem_pod, recorded_moment, recorded_proposal, same_spec,
+                               scale_replicas, why_impossible)
+from .remediation_text import (DETECTOR, audit_decision, describe_action, entry_target,
+                               entry_to_revision, outcome_text, remediation_view)
 from .verify import Verification, VerificationResult, verify_action, verify_argocd_rollback
+
+# Callers and tests find the planning's names here, where they were first defined.
+from .remediation_plan import pod_selector  # noqa: F401  (re-exported)
 
 log = structlog.get_logger("incident_detector")
 
-DETECTOR = "detector"
-# What a rule says when it wants nothing done.
-NO_ACTION = "none"
-# How far back the guardrails look for earlier actions (cooldown and hourly cap).
-HISTORY = timedelta(hours=24)
 RESPONSE_URL_TIMEOUT_SECONDS = 5.0
 
 Clock = Callable[[], datetime]
-JournalKey = tuple[str, str, int, str]
 
 
 class Writer(Protocol):
@@ -128,44 +90,6 @@ class Writer(Protocol):
 
 class Sender(Protocol):
     async def send(self, payload: dict[str, Any]) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Fix:
-    """What a rule chose for an incident."""
-
-    # An ``Action`` value, or "none" (nothing is proposed).
-    action: str
-    # The rule's cooldown: only a longer one than the policy's counts (guardrails).
-    cooldown_seconds: float | None = None
-    # The action's own parameters, e.g. (("replicas", 4),) for a scale.
-    params: tuple[tuple[str, Any], ...] = ()
-    rule: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PlanRequest:
-    """Everything needed to propose one action on one Deployment."""
-
-    # (namespace, deployment, revision, deployment uid): the journal key (one action of each kind
-    # per key, ever).
-    key: JournalKey
-    # As seen when the incident was raised: its resourceVersion is the writes' precondition.
-    deployment: Deployment
-    action: Action
-    detected_at: datetime
-    confidence: float | None = None
-    baseline_per_minute: float | None = None
-    # rollback: the target revision's ReplicaSet.
-    to_replicaset: ReplicaSet | None = None
-    # delete-pod: the pod (its name and uid).
-    pod: Pod | None = None
-    # The action's own parameters (``replicas`` for a scale).
-    params: tuple[tuple[str, Any], ...] = ()
-    cooldown_seconds: float | None = None
-    rule: str | None = None
-    # When the bad rollout began: an Argo CD rollback checks that it came from the application.
-    rollout_started_at: datetime | None = None
 
 
 class Remediator:
@@ -243,20 +167,20 @@ class Remediator:
                 Outcome.NOTIFY_ONLY,
                 "Remediation is off (REMEDIATION_MODE=off): the detector only tells.",
                 "mode_off", self.policy.dry_run)
-            return _view(action, to_revision, decision, entry=None)
+            return remediation_view(action, to_revision, decision, entry=None)
         decision = self._decide(request, action, now)
         state = {Outcome.ACT: APPROVED, Outcome.ASK: PROPOSED}.get(decision.outcome, REFUSED)
         entry = self.journal.propose(key=request.key, action=action.value,
-                                     params=_params(request, action, decision,
+                                     params=journal_params(request, action, decision,
                                                     argocd=self.policy.argocd),
                                      precondition=request.deployment.resource_version, now=now,
                                      state=state)
         new = entry is not None
         if entry is None:  # already planned (an earlier tick or process): show what it became
             entry = self.journal.find(request.key, action.value)
-        view = _view(action, to_revision, decision, entry=entry)
+        view = remediation_view(action, to_revision, decision, entry=entry)
         if new and entry is not None:
-            self._audit(entry, who=DETECTOR, decision=_audit_decision(decision.outcome),
+            self._audit(entry, who=DETECTOR, decision=audit_decision(decision.outcome),
                         reason=decision.reason, dry_run=decision.dry_run)
         if entry is not None and entry.state == PROPOSED and decision.outcome is Outcome.ASK:
             subject = str(entry.id)
@@ -268,7 +192,7 @@ class Remediator:
 
     def _decide(self, request: PlanRequest, action: Action, now: datetime) -> GuardrailDecision:
         """The guardrails' decision, or a refusal of a request that cannot be carried out."""
-        impossible = _impossible(request, action)
+        impossible = why_impossible(request, action)
         if impossible is not None:
             guardrail, reason = impossible
             return GuardrailDecision(Outcome.REFUSE, reason, guardrail, self.policy.dry_run)
@@ -277,7 +201,7 @@ class Remediator:
                 action=action, namespace=request.key[0], deployment=request.key[1],
                 confidence=request.confidence, paused=request.deployment.paused,
                 gitops=request.deployment.gitops,
-                scale_to=_replicas(request.params) if action is Action.SCALE else None,
+                scale_to=scale_replicas(request.params) if action is Action.SCALE else None,
                 cooldown_seconds=request.cooldown_seconds)
         except ValueError as exc:  # a rule's cooldown that is not a number of seconds
             return GuardrailDecision(Outcome.REFUSE, f"The request is not valid: {exc}.",
@@ -336,7 +260,7 @@ class Remediator:
         # Approve: the same guardrails as the loop, now with the approver's name, on what was
         # seen when the incident was raised (a change since makes the write itself stale).
         try:
-            proposal = _recorded_proposal(
+            proposal = recorded_proposal(
                 entry, approved_by=decision.who,
                 approver_authenticated=decision.source == "dashboard")
         except (ValueError, TypeError) as exc:
@@ -364,7 +288,7 @@ class Remediator:
                                          "carries it out and reports the outcome here.")
             return
         result = await self.execute(entry.id)
-        await self._answer(decision, _outcome_text(entry, result, who=decision.who,
+        await self._answer(decision, outcome_text(entry, result, who=decision.who,
                                                    when=now))
 
     # Doing -------------------------------------------------------------------------------
@@ -438,11 +362,11 @@ class Remediator:
         if not self.journal.advance(entry.id, expected=[APPROVED], to=PROPOSED,
                                     now=self.clock()):
             return False  # someone else moved it meanwhile: theirs to carry on
-        self._audit(entry, who=DETECTOR, decision=_audit_decision(verdict.outcome),
+        self._audit(entry, who=DETECTOR, decision=audit_decision(verdict.outcome),
                     reason=verdict.reason, dry_run=verdict.dry_run)
         if self.slack is not None:
             subject = str(entry.id)
-            view = replace(_view(Action(entry.action), _to_revision(entry), verdict, entry=entry),
+            view = replace(remediation_view(Action(entry.action), entry_to_revision(entry), verdict, entry=entry),
                            approve_token=self.tokens.issue(subject, "approve"),
                            reject_token=self.tokens.issue(subject, "reject"))
             try:
@@ -508,14 +432,14 @@ class Remediator:
             return await self.executor.delete_stuck_pods(namespace,
                                                          selector=str(params.get("selector")),
                                                          now=self.clock(), dry_run=dry_run)
-        return ActionResult(action, _target(entry), dry_run, WRITE_FAILED,
+        return ActionResult(action, entry_target(entry), dry_run, WRITE_FAILED,
                             f"unknown action {action!r}: nothing was written")
 
     async def _argocd_rollback(self, entry: JournalEntry, *, dry_run: bool) -> ActionResult:
         """The rollback through Argo CD: read the application, choose the entry, roll back.
         A retryable failure (no answer, 5xx) is raised, and the next attempt reads the
         application again before anything is sent."""
-        record, target = entry.params["argocd"], _target(entry)
+        record, target = entry.params["argocd"], entry_target(entry)
         app_name, app_namespace = str(record.get("app")), record.get("app_namespace")
         if self.argocd is None:
             return ActionResult(Action.ROLLBACK.value, target, dry_run, WRITE_FAILED,
@@ -528,8 +452,8 @@ class Remediator:
                 raise
             return ActionResult(Action.ROLLBACK.value, target, dry_run, _argocd_outcome(exc),
                                 exc.message)
-        choice = choose_target(app, incident_at=_moment(record.get("incident_at")),
-                               rollout_started_at=_moment(record.get("rollout_started_at")),
+        choice = choose_target(app, incident_at=recorded_moment(record.get("incident_at")),
+                               rollout_started_at=recorded_moment(record.get("rollout_started_at")),
                                history_id=record.get("history_id"))
         if isinstance(choice, NoTarget):
             return ActionResult(Action.ROLLBACK.value, target, dry_run, choice.outcome,
@@ -561,7 +485,7 @@ class Remediator:
         for entry in self.journal.unfinished():
             if entry.id in self._executing:
                 continue  # under way in this process (resumed after the store came back)
-            log.info("remediation.resume", action=entry.action, target=_target(entry),
+            log.info("remediation.resume", action=entry.action, target=entry_target(entry),
                      state=entry.state)
             if entry.state == EXECUTING:
                 # Back to approved first, so that execute() takes it through the same path.
@@ -606,7 +530,7 @@ class Remediator:
             record = {"event": "verification", "result": verdict.result.value,
                       "action": entry.action, "namespace": entry.key[0],
                       "deployment": entry.key[1], "revision": entry.key[2],
-                      "to_revision": _to_revision(entry),
+                      "to_revision": entry_to_revision(entry),
                       "replicas": verdict.desired_replicas, "ready": verdict.ready_replicas,
                       "error_rate_before": verdict.error_rate_before,
                       "error_rate_after": verdict.error_rate_after,
@@ -616,10 +540,10 @@ class Remediator:
                                     "health": verdict.app_health, "sync": verdict.app_sync,
                                     "revision": verdict.app_revision}
             self.stdout.write(record)
-            self.journal.audit(at=now, who=DETECTOR, action=entry.action, target=_target(entry),
+            self.journal.audit(at=now, who=DETECTOR, action=entry.action, target=entry_target(entry),
                                decision="verified", reason="; ".join(verdict.reasons),
                                dry_run=False, result=verdict.result.value, action_id=entry.id)
-            text = (f"Verification {verdict.result.value.upper()}: {_what(entry)}: "
+            text = (f"Verification {verdict.result.value.upper()}: {describe_action(entry)}: "
                     + "; ".join(verdict.reasons))
             if self.events is not None:
                 body = self.events.verification_body(
@@ -649,8 +573,8 @@ class Remediator:
                 app = await self.argocd.get_application(app_name, app_namespace)
             except ArgoCdError as exc:
                 unread = exc.message
-        wanted = target_entry(app, incident_at=_moment(record.get("incident_at")),
-                              rollout_started_at=_moment(record.get("rollout_started_at")),
+        wanted = target_entry(app, incident_at=recorded_moment(record.get("incident_at")),
+                              rollout_started_at=recorded_moment(record.get("rollout_started_at")),
                               history_id=record.get("history_id")) if app is not None else None
         return verify_argocd_rollback(
             application=app, app_name=app_name if not app_namespace
@@ -671,11 +595,11 @@ class Remediator:
     def _audit(self, entry: JournalEntry, *, who: str, decision: str, reason: str,
                dry_run: bool, result: str | None = None) -> None:
         now = self.clock()
-        row = self.journal.audit(at=now, who=who, action=entry.action, target=_target(entry),
+        row = self.journal.audit(at=now, who=who, action=entry.action, target=entry_target(entry),
                                  decision=decision, reason=reason, dry_run=dry_run,
                                  result=result, action_id=entry.id)
         self.stdout.write({"event": "action", **row.as_dict(), "revision": entry.key[2],
-                           "to_revision": _to_revision(entry),
+                           "to_revision": entry_to_revision(entry),
                            "rule": entry.params.get("rule")})
 
     async def _answer(self, decision: Decision, text: str) -> None:
@@ -689,115 +613,6 @@ class Remediator:
             log.warning("slack.response_url_failed", error=type(exc).__name__)
 
 
-# Building a request --------------------------------------------------------------------------
-
-
-def problem_pod(incident: Incident, pods: Sequence[Pod]) -> Pod | None:
-    """The pod a delete-pod deletes: one the incident names with a problem and that is still
-    seen (with its uid), a crash-looping one first, then in the incident's order."""
-    seen = {pod.name: pod for pod in pods
-            if pod.namespace == incident.namespace and pod.uid}
-    named = [(name, problem) for name, problem in incident.evidence.pod_problems if name in seen]
-    named.sort(key=lambda item: item[1] != PodProblem.CRASH_LOOP.value)  # stable
-    return seen[named[0][0]] if named else None
-
-
-def pod_selector(deployment: Deployment) -> str:
-    """A label selector of the Deployment's pods: every label of its pod template."""
-    return ",".join(f"{name}={value}" for name, value in deployment.pod_labels)
-
-
-def _impossible(request: PlanRequest, action: Action) -> tuple[str, str] | None:
-    """(guardrail, reason) when ``request`` cannot be carried out as asked."""
-    target = f"{request.key[0]}/{request.key[1]}"
-    if action in CHANGES_DEPLOYMENT and not request.deployment.resource_version:
-        return ("no_precondition",
-                f"The resourceVersion of {target} is unknown, so a {action.value} could not be "
-                f"guarded against a newer state of it.")
-    if action is Action.ROLLBACK and request.to_replicaset is None:
-        return ("no_target", f"{target} has no earlier revision to roll back to.")
-    if action is Action.DELETE_POD and (request.pod is None or not request.pod.uid):
-        return ("no_pod",
-                f"No pod of {target} with a problem is known (with its uid) to delete.")
-    if action is Action.SCALE and _replicas(request.params) is None:
-        return ("no_replicas",
-                f"A scale of {target} needs a replica count (params.replicas, a whole number "
-                f">= 0).")
-    if action is Action.DELETE_STUCK_PODS and not request.deployment.pod_labels:
-        # An empty selector would match every pod of the namespace.
-        return ("no_selector",
-                f"{target} has no pod labels to find its pods by, so no pod is deleted.")
-    return None
-
-
-def _replicas(params: Sequence[tuple[str, Any]]) -> int | None:
-    """The replica count of a scale's params: a whole number >= 0, or None."""
-    try:
-        value = dict(params).get("replicas")
-    except (TypeError, ValueError):  # not (name, value) pairs
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
-
-
-def same_spec(entry: JournalEntry, deployment: Deployment) -> bool:
-    """Whether ``deployment`` is, in its spec, what ``entry`` was planned on: the same object
-    (uid), still at the action's revision, at the generation seen then (every spec change, a
-    scale or a pause included, moves it). Unknown (an entry without a generation, a
-    Deployment without a rollout status) is not the same."""
-    generation = entry.params.get("generation")
-    return bool(deployment.resource_version) and deployment.uid == entry.key[3] and \
-        deployment.revision == entry.key[2] and deployment.rollout is not None and \
-        isinstance(generation, int) and deployment.rollout.generation == generation
-
-
-def _params(request: PlanRequest, action: Action, decision: GuardrailDecision, *,
-            argocd: bool = False) -> dict[str, Any]:
-    """What the journal keeps: what the guardrails looked at, and what the write needs. A
-    rollback through Argo CD (``argocd``: its API is configured) keeps the application, its
-    namespace, and the moments its history is read as of (the incident, the bad rollout's
-    start): the entry it goes back to is chosen from them at the write, the same on a retry."""
-    deployment = request.deployment
-    params: dict[str, Any] = {
-        "confidence": request.confidence, "paused": deployment.paused,
-        "gitops": _gitops_record(deployment.gitops),
-        "baseline_per_minute": request.baseline_per_minute, "dry_run": decision.dry_run,
-        "incident": request.detected_at.isoformat(),
-        "rule": None if request.rule is None else str(request.rule),
-        # As given when it is a number (a refused request may carry anything else).
-        "cooldown_seconds": _seconds(request.cooldown_seconds),
-        # The spec's generation seen with the precondition (see same_spec).
-        "generation": deployment.rollout.generation if deployment.rollout is not None else None,
-    }
-    if action is Action.ROLLBACK and request.to_replicaset is not None:
-        params.update(to_revision=request.to_replicaset.revision,
-                      to_replicaset=request.to_replicaset.name)
-        owner = deployment.gitops
-        if owner is not None and through_argocd(action, owner, Policy(argocd=argocd)):
-            started = request.rollout_started_at
-            params["argocd"] = {
-                "app": owner.app, "app_namespace": owner.app_namespace, "history_id": None,
-                "incident_at": request.detected_at.isoformat(),
-                "rollout_started_at": started.isoformat() if started is not None else None}
-    elif action is Action.DELETE_POD and request.pod is not None:
-        params.update(pod=request.pod.name, pod_uid=request.pod.uid)
-    elif action is Action.SCALE:
-        params.update(replicas=_replicas(request.params))
-    elif action is Action.DELETE_STUCK_PODS:
-        params.update(selector=pod_selector(deployment))
-    return params
-
-
-def _moment(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
-
-
 def _argocd_outcome(exc: ArgoCdError) -> str:
     """An Argo CD refusal as an action's outcome: another operation running, or a history entry
     gone, mean the application is no longer what the decision was taken on."""
@@ -806,106 +621,3 @@ def _argocd_outcome(exc: ArgoCdError) -> str:
     if exc.reason in ("failed_precondition", "invalid_argument"):
         return WRITE_STALE
     return WRITE_FAILED
-
-
-def _seconds(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
-def _gitops_record(owner: GitOpsOwner | None) -> dict[str, Any] | None:
-    if owner is None:
-        return None
-    return {"tool": owner.tool.value, "app": owner.app, "app_namespace": owner.app_namespace}
-
-
-def _recorded_proposal(entry: JournalEntry, *, approved_by: str,
-                       approver_authenticated: bool = False) -> Proposal:
-    """The proposal as it was made, rebuilt from the journal, now approved by someone."""
-    params = entry.params
-    action = Action(entry.action)
-    confidence = params.get("confidence")
-    gitops = params.get("gitops")
-    cooldown = params.get("cooldown_seconds")
-    return Proposal(
-        action=action, namespace=entry.key[0], deployment=entry.key[1],
-        confidence=float(confidence) if confidence is not None else None,
-        paused=bool(params.get("paused")),
-        gitops=GitOpsOwner(GitOpsTool(gitops["tool"]), gitops["app"], gitops.get("app_namespace"))
-        if isinstance(gitops, dict) else None,
-        scale_to=params.get("replicas") if action is Action.SCALE else None,
-        approved_by=approved_by, approver_authenticated=approver_authenticated,
-        cooldown_seconds=float(cooldown) if cooldown is not None else None)
-
-
-# Telling -------------------------------------------------------------------------------------
-
-
-def _view(action: Action, to_revision: int | None, decision: GuardrailDecision, *,
-          entry: JournalEntry | None) -> RemediationView:
-    return RemediationView(action=action.value, to_revision=to_revision,
-                           outcome=decision.outcome.value, reason=decision.reason,
-                           guardrail=decision.guardrail, dry_run=decision.dry_run,
-                           journal_id=entry.id if entry else None)
-
-
-def _target(entry: JournalEntry) -> str:
-    return f"{entry.key[0]}/{entry.key[1]}"
-
-
-def _to_revision(entry: JournalEntry) -> int | None:
-    return entry.params.get("to_revision") if entry.action == Action.ROLLBACK.value else None
-
-
-def _what(entry: JournalEntry) -> str:
-    """``rollback of ns/name to revision 1``, ``delete-pod of ns/name (pod x)``, ..."""
-    what = f"{entry.action} of {_target(entry)}"
-    params = entry.params
-    if entry.action == Action.ROLLBACK.value:
-        return f"{what} to revision {params.get('to_revision')}{_through(entry)}"
-    if entry.action == Action.SCALE.value:
-        return f"{what} to {params.get('replicas')} replicas"
-    if entry.action == Action.DELETE_POD.value:
-        return f"{what} (pod {params.get('pod')})"
-    if entry.action == Action.DELETE_STUCK_PODS.value:
-        return f"{what} (pods {params.get('selector')} stuck Terminating)"
-    return what
-
-
-def _through(entry: JournalEntry) -> str:
-    """`` through Argo CD application NS/APP`` for a rollback through Argo CD, else nothing."""
-    record = entry.params.get("argocd")
-    if not isinstance(record, dict):
-        return ""
-    namespace = record.get("app_namespace")
-    return f" through Argo CD application {namespace + '/' if namespace else ''}{record.get('app')}"
-
-
-def _audit_decision(outcome: Outcome) -> str:
-    return {Outcome.ACT: "approved", Outcome.ASK: "requested", Outcome.REFUSE: "refused",
-            Outcome.NOTIFY_ONLY: "notify_only"}[outcome]
-
-
-def _order(entry: JournalEntry) -> str:
-    """What was approved, as an order: ``Roll back ns/name to revision 1``, ``Restart ns/name``."""
-    target, params = _target(entry), entry.params
-    return {
-        Action.ROLLBACK.value: (f"Roll back {target} to revision {params.get('to_revision')}"
-                                f"{_through(entry)}"),
-        Action.RESTART.value: f"Restart {target}",
-        Action.PAUSE.value: f"Pause {target}",
-        Action.SCALE.value: f"Scale {target} to {params.get('replicas')} replicas",
-        Action.DELETE_POD.value: f"Delete pod {entry.key[0]}/{params.get('pod')} of {target}",
-        Action.DELETE_STUCK_PODS.value: (f"Delete the pods of {target} stuck Terminating "
-                                         f"({params.get('selector')})"),
-    }.get(entry.action, f"{entry.action} of {target}")
-
-
-def _outcome_text(entry: JournalEntry, result: ActionResult | None, *, who: str,
-                  when: datetime) -> str:
-    what = _order(entry)
-    stamp = when.strftime("%H:%M:%S UTC")
-    if result is None:
-        return f"{what}: approved by <@{who}> at {stamp}; the write failed and will be retried."
-    return f"{what}: approved by <@{who}> at {stamp}: {result.outcome} ({result.message})"
