@@ -62,20 +62,17 @@ from ..notify.slack import THREAD_KEY, thread_key
 from ..store.journal import (APPROVED, DONE, DRY_RUN, EXECUTING, FAILED, PROPOSED, REFUSED,
                              REJECTED, STALE, UNVERIFIED, VERIFIED, Journal, JournalEntry)
 from .approvals import ApprovalTokens, Decision
-from .argocd import (ArgoCdClient, ArgoCdError, NoTarget, auto_sync_message, choose_target,
-                     cli_rollback, short_revision, target_entry)
-from .executor import ALREADY_DONE, APPLIED, DRY_RUN_OK, FORBIDDEN, ActionResult, KubeExecutor
-from .executor import FAILED as WRITE_FAILED
-from .executor import STALE as WRITE_STALE
+from .argocd import ArgoCdClient
+from .executor import ALREADY_DONE, APPLIED, DRY_RUN_OK, ActionResult, KubeExecutor
+from .follow_up import FollowUp
 from .remediation_plan import (HISTORY, NO_ACTION, Fix, JournalKey, PlanRequest, journal_params,
-                               problem_pod, recorded_moment, recorded_proposal, same_spec,
-                               scale_replicas, why_impossible)
-from .remediation_text import (DETECTOR, audit_decision, describe_action, entry_target,
-                               entry_to_revision, outcome_text, remediation_view)
-from .verify import Verification, VerificationResult, verify_action, verify_argocd_rollback
+                               problem_pod, recorded_proposal, scale_replicas, why_impossible)
+from .remediation_text import (DETECTOR, audit_decision, entry_target, entry_to_revision,
+                               outcome_text, remediation_view)
+from .remediation_write import write_action
 
 # Callers and tests find the planning's names here, where they were first defined.
-from .remediation_plan import pod_selector  # noqa: F401  (re-exported)
+from .remediation_plan import pod_selector, same_spec  # noqa: F401  (re-exported)
 
 log = structlog.get_logger("incident_detector")
 
@@ -123,6 +120,10 @@ class Remediator:
         # automatic action to one that waits for an approval (judge.analysis.lower).
         self.analyst: Any = None
         self.llm_min_confidence = 1.0
+        # Renewing the preconditions of what waits for a person, and the verdicts on what ran.
+        self.follow_up = FollowUp(journal=journal, stdout=stdout, slack=slack, events=events,
+                                  argocd=self.argocd, clock=clock,
+                                  verify_timeout_seconds=verify_timeout_seconds)
 
     # Deciding ----------------------------------------------------------------------------
 
@@ -324,7 +325,8 @@ class Remediator:
             # Resumed after a restart: the write may have landed; its precondition tells.
         dry_run = bool(entry.params.get("dry_run"))
         try:
-            result = await self._write(entry, dry_run=dry_run)
+            result = await write_action(entry, executor=self.executor, argocd=self.argocd,
+                                        clock=self.clock, dry_run=dry_run)
         except SourceError as exc:
             # Retryable: back to approved, with the error as its result; ``follow`` tries again
             # at a later tick.
@@ -379,106 +381,8 @@ class Remediator:
 
     def renew(self, deployments: Mapping[tuple[str, str], Deployment]) -> None:
         """Each look (a tick or a fast look): the proposed actions' preconditions follow their
-        Deployments while the spec is unchanged (``_renew``)."""
-        for entry in self.journal.recent(since=self.clock() - HISTORY):
-            if entry.state == PROPOSED:
-                self._renew(entry, deployments.get((entry.key[0], entry.key[1])))
-
-    def _renew(self, entry: JournalEntry, deployment: Deployment | None) -> None:
-        """A proposed action waits for a person while its Deployment's status moves (pods
-        turning ready, a condition's heartbeat): each moves the resourceVersion its write is
-        conditioned on, and an approval would then be refused as stale although nothing it
-        acts on changed. When the Deployment is seen with the same spec (same object, same
-        current revision, same generation), the precondition follows it; any change to the
-        spec leaves it as it was, and the write is refused."""
-        if deployment is None or not same_spec(entry, deployment) or \
-                deployment.resource_version == entry.precondition:
-            return
-        if self.journal.renew_precondition(entry.id, seen=entry.precondition,
-                                           now_seen=deployment.resource_version):
-            log.debug("remediation.precondition_renewed", action_id=entry.id,
-                      seen=entry.precondition, now_seen=deployment.resource_version)
-
-    async def _write(self, entry: JournalEntry, *, dry_run: bool) -> ActionResult:
-        """The executor's call for ``entry.action``, with what was recorded: the Deployment's
-        resourceVersion seen, the pod's uid, the replica count, the selector."""
-        namespace, deployment = entry.key[0], entry.key[1]
-        params, version = entry.params, entry.precondition
-        action = entry.action
-        if action == Action.ROLLBACK.value and isinstance(params.get("argocd"), dict):
-            return await self._argocd_rollback(entry, dry_run=dry_run)
-        if action == Action.ROLLBACK.value:
-            template = await self.executor.replicaset_template(
-                namespace, str(params.get("to_replicaset")))
-            return await self.executor.rollback(namespace, deployment, to_template=template,
-                                                resource_version=version, dry_run=dry_run)
-        if action == Action.RESTART.value:
-            # Stamped with the proposal's time, which the record keeps: a resumed restart sends
-            # the very same patch, and the executor recognises it as done.
-            return await self.executor.restart(namespace, deployment, resource_version=version,
-                                               now=entry.created_at, dry_run=dry_run)
-        if action == Action.PAUSE.value:
-            return await self.executor.pause(namespace, deployment, resource_version=version,
-                                             dry_run=dry_run)
-        if action == Action.SCALE.value:
-            replicas = params.get("replicas")
-            return await self.executor.scale(namespace, deployment, replicas=replicas,
-                                             resource_version=version, dry_run=dry_run)
-        if action == Action.DELETE_POD.value:
-            return await self.executor.delete_pod(namespace, str(params.get("pod")),
-                                                  uid=str(params.get("pod_uid")),
-                                                  dry_run=dry_run)
-        if action == Action.DELETE_STUCK_PODS.value:
-            return await self.executor.delete_stuck_pods(namespace,
-                                                         selector=str(params.get("selector")),
-                                                         now=self.clock(), dry_run=dry_run)
-        return ActionResult(action, entry_target(entry), dry_run, WRITE_FAILED,
-                            f"unknown action {action!r}: nothing was written")
-
-    async def _argocd_rollback(self, entry: JournalEntry, *, dry_run: bool) -> ActionResult:
-        """The rollback through Argo CD: read the application, choose the entry, roll back.
-        A retryable failure (no answer, 5xx) is raised, and the next attempt reads the
-        application again before anything is sent."""
-        record, target = entry.params["argocd"], entry_target(entry)
-        app_name, app_namespace = str(record.get("app")), record.get("app_namespace")
-        if self.argocd is None:
-            return ActionResult(Action.ROLLBACK.value, target, dry_run, WRITE_FAILED,
-                                f"the rollback goes through Argo CD application {app_name}, and "
-                                f"ARGOCD_URL and ARGOCD_TOKEN are not set: nothing was written")
-        try:
-            app = await self.argocd.get_application(app_name, app_namespace)
-        except ArgoCdError as exc:
-            if exc.retryable:
-                raise
-            return ActionResult(Action.ROLLBACK.value, target, dry_run, _argocd_outcome(exc),
-                                exc.message)
-        choice = choose_target(app, incident_at=recorded_moment(record.get("incident_at")),
-                               rollout_started_at=recorded_moment(record.get("rollout_started_at")),
-                               history_id=record.get("history_id"))
-        if isinstance(choice, NoTarget):
-            return ActionResult(Action.ROLLBACK.value, target, dry_run, choice.outcome,
-                                choice.message, app.resource_version)
-        wanted, current = choice.entry, choice.current
-        what = (f"rollback of Argo CD application {app.qualified_name} to history id {wanted.id} "
-                f"(revision {short_revision(wanted.revision)}), from history id {current.id} "
-                f"(revision {short_revision(current.revision)}), as `{cli_rollback(app, wanted)}`")
-        try:
-            answer = await self.argocd.rollback(app_name, history_id=wanted.id,
-                                                app_namespace=app_namespace, dry_run=dry_run)
-        except ArgoCdError as exc:
-            if exc.retryable:
-                raise
-            message = f"{what}: {auto_sync_message(app)}" \
-                if exc.reason == "auto_sync_enabled" else exc.message
-            return ActionResult(Action.ROLLBACK.value, target, dry_run, _argocd_outcome(exc),
-                                message, app.resource_version)
-        if dry_run:
-            return ActionResult(Action.ROLLBACK.value, target, True, DRY_RUN_OK,
-                                f"{what}: accepted by Argo CD with dryRun (nothing deployed)",
-                                answer.resource_version)
-        return ActionResult(Action.ROLLBACK.value, target, False, APPLIED,
-                            f"{what}: started by Argo CD (the Deployment itself is not patched)",
-                            answer.resource_version)
+        Deployments while the spec is unchanged (``FollowUp.renew``)."""
+        self.follow_up.renew(deployments)
 
     async def resume(self) -> None:
         """At start: carry on with what a previous process approved or began."""
@@ -504,84 +408,8 @@ class Remediator:
             # A failed attempt, or a decision another replica recorded: carried out here.
             if entry.state == APPROVED and entry.id not in self._executing:
                 self._start(entry.id)
-        self.renew(deployments)
-        for entry in self.journal.recent(since=now - HISTORY):
-            if entry.state != DONE:
-                continue
-            deployment = deployments.get((entry.key[0], entry.key[1]))
-            if deployment is None:
-                continue
-            error_rate = error_rates.get((entry.key[0], entry.key[1]))
-            if entry.action == Action.ROLLBACK.value \
-                    and isinstance(entry.params.get("argocd"), dict):
-                verdict = await self._verify_argocd(entry, deployment, error_rate, now)
-            else:
-                verdict = verify_action(
-                    entry.action, deployment=deployment, error_rate_per_minute=error_rate,
-                    baseline_per_minute=entry.params.get("baseline_per_minute"),
-                    acted_at=entry.updated_at, now=now,
-                    timeout_seconds=self.verify_timeout_seconds)
-            if verdict.result is VerificationResult.PENDING:
-                continue
-            state = VERIFIED if verdict.result is VerificationResult.PASS else UNVERIFIED
-            if not self.journal.advance(entry.id, expected=[DONE], to=state, now=now,
-                                        result=verdict.result.value):
-                continue
-            record = {"event": "verification", "result": verdict.result.value,
-                      "action": entry.action, "namespace": entry.key[0],
-                      "deployment": entry.key[1], "revision": entry.key[2],
-                      "to_revision": entry_to_revision(entry),
-                      "replicas": verdict.desired_replicas, "ready": verdict.ready_replicas,
-                      "error_rate_before": verdict.error_rate_before,
-                      "error_rate_after": verdict.error_rate_after,
-                      "seconds": verdict.seconds_since_action, "reasons": list(verdict.reasons)}
-            if verdict.application is not None:
-                record["argocd"] = {"application": verdict.application,
-                                    "health": verdict.app_health, "sync": verdict.app_sync,
-                                    "revision": verdict.app_revision}
-            self.stdout.write(record)
-            self.journal.audit(at=now, who=DETECTOR, action=entry.action, target=entry_target(entry),
-                               decision="verified", reason="; ".join(verdict.reasons),
-                               dry_run=False, result=verdict.result.value, action_id=entry.id)
-            text = (f"Verification {verdict.result.value.upper()}: {describe_action(entry)}: "
-                    + "; ".join(verdict.reasons))
-            if self.events is not None:
-                body = self.events.verification_body(
-                    namespace=entry.key[0], deployment=entry.key[1], deployment_uid=entry.key[3],
-                    action_id=entry.id, passed=verdict.result is VerificationResult.PASS,
-                    note=text, at=now)
-                try:
-                    await self.events.send(body)
-                except SourceError as exc:  # the audit row and the JSON line are the record
-                    log.warning("verification.event_failed", reason=exc.reason)
-            if self.slack is not None:
-                try:
-                    await self.slack.send({"text": text, THREAD_KEY: thread_key(entry.key)})
-                except SourceError as exc:
-                    log.warning("verification.slack_failed", reason=exc.reason)
-
-    async def _verify_argocd(self, entry: JournalEntry, deployment: Deployment,
-                             error_rate: float | None, now: datetime) -> Verification:
-        """The verdict on a rollback through Argo CD: one GET of the application per tick."""
-        record = entry.params["argocd"]
-        app_name, app_namespace = str(record.get("app")), record.get("app_namespace")
-        app, unread = None, None
-        if self.argocd is None:
-            unread = "ARGOCD_URL and ARGOCD_TOKEN are not set"
-        else:
-            try:
-                app = await self.argocd.get_application(app_name, app_namespace)
-            except ArgoCdError as exc:
-                unread = exc.message
-        wanted = target_entry(app, incident_at=recorded_moment(record.get("incident_at")),
-                              rollout_started_at=recorded_moment(record.get("rollout_started_at")),
-                              history_id=record.get("history_id")) if app is not None else None
-        return verify_argocd_rollback(
-            application=app, app_name=app_name if not app_namespace
-            else f"{app_namespace}/{app_name}", target=wanted, unread=unread,
-            deployment=deployment, error_rate_per_minute=error_rate,
-            baseline_per_minute=entry.params.get("baseline_per_minute"),
-            acted_at=entry.updated_at, now=now, timeout_seconds=self.verify_timeout_seconds)
+        self.follow_up.renew(deployments)
+        await self.follow_up.verify(deployments, error_rates, now=now)
 
     async def close(self, timeout: float = 5.0) -> None:
         if self.running:
@@ -611,13 +439,3 @@ class Remediator:
                                  json={"replace_original": True, "text": text})
         except httpx.HTTPError as exc:
             log.warning("slack.response_url_failed", error=type(exc).__name__)
-
-
-def _argocd_outcome(exc: ArgoCdError) -> str:
-    """An Argo CD refusal as an action's outcome: another operation running, or a history entry
-    gone, mean the application is no longer what the decision was taken on."""
-    if exc.reason in ("forbidden", "unauthorized"):
-        return FORBIDDEN
-    if exc.reason in ("failed_precondition", "invalid_argument"):
-        return WRITE_STALE
-    return WRITE_FAILED
