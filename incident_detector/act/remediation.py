@@ -53,22 +53,22 @@ import structlog
 
 from ..errors import SourceError
 from ..judge.correlator import Rollout
-from ..judge.guardrails import (Action, GuardrailDecision, Outcome, PastAction, Policy, Proposal,
-                                decide)
+from ..judge.guardrails import Action, GuardrailDecision, Outcome, PastAction, Policy, decide
 from ..model import Deployment, Incident, Pod, RemediationView
 from ..notify.events import EventRecorder
 from ..notify.remediation_render import remediation_blocks
 from ..notify.slack import THREAD_KEY, thread_key
 from ..store.journal import (APPROVED, DONE, DRY_RUN, EXECUTING, FAILED, PROPOSED, REFUSED,
-                             REJECTED, STALE, UNVERIFIED, VERIFIED, Journal, JournalEntry)
+                             REJECTED, STALE, Journal, JournalEntry)
 from .approvals import ApprovalTokens, Decision
 from .argocd import ArgoCdClient
 from .executor import ALREADY_DONE, APPLIED, DRY_RUN_OK, ActionResult, KubeExecutor
 from .follow_up import FollowUp
 from .remediation_plan import (HISTORY, NO_ACTION, Fix, JournalKey, PlanRequest, journal_params,
-                               problem_pod, recorded_proposal, scale_replicas, why_impossible)
+                               past_actions, problem_pod, recorded_proposal, request_proposal,
+                               why_impossible)
 from .remediation_text import (DETECTOR, audit_decision, entry_target, entry_to_revision,
-                               outcome_text, remediation_view)
+                               outcome_text, remediation_view, unknown_action_reason)
 from .remediation_write import write_action
 
 # Callers and tests find the planning's names here, where they were first defined.
@@ -184,12 +184,16 @@ class Remediator:
             self._audit(entry, who=DETECTOR, decision=audit_decision(decision.outcome),
                         reason=decision.reason, dry_run=decision.dry_run)
         if entry is not None and entry.state == PROPOSED and decision.outcome is Outcome.ASK:
-            subject = str(entry.id)
-            view = replace(view, approve_token=self.tokens.issue(subject, "approve"),
-                           reject_token=self.tokens.issue(subject, "reject"))
+            view = self._with_buttons(view, entry.id)
         if entry is not None and entry.state == APPROVED:
             self._start(entry.id)
         return view
+
+    def _with_buttons(self, view: RemediationView, entry_id: int) -> RemediationView:
+        """``view`` with the one-time tokens of its Approve and Reject buttons."""
+        subject = str(entry_id)
+        return replace(view, approve_token=self.tokens.issue(subject, "approve"),
+                       reject_token=self.tokens.issue(subject, "reject"))
 
     def _decide(self, request: PlanRequest, action: Action, now: datetime) -> GuardrailDecision:
         """The guardrails' decision, or a refusal of a request that cannot be carried out."""
@@ -198,12 +202,7 @@ class Remediator:
             guardrail, reason = impossible
             return GuardrailDecision(Outcome.REFUSE, reason, guardrail, self.policy.dry_run)
         try:
-            proposal = Proposal(
-                action=action, namespace=request.key[0], deployment=request.key[1],
-                confidence=request.confidence, paused=request.deployment.paused,
-                gitops=request.deployment.gitops,
-                scale_to=scale_replicas(request.params) if action is Action.SCALE else None,
-                cooldown_seconds=request.cooldown_seconds)
+            proposal = request_proposal(request, action)
         except ValueError as exc:  # a rule's cooldown that is not a number of seconds
             return GuardrailDecision(Outcome.REFUSE, f"The request is not valid: {exc}.",
                                      "invalid_request", self.policy.dry_run)
@@ -213,9 +212,7 @@ class Remediator:
                         ) -> RemediationView:
         """An action the detector does not know: refused and audited, not journaled (nothing
         could ever run it)."""
-        by = f" (rule {rule})" if rule else ""
-        reason = (f"The action {action!r}{by} is not one the detector knows "
-                  f"({', '.join(a.value for a in Action)}).")
+        reason = unknown_action_reason(action, rule=rule)
         row = self.journal.audit(at=self.clock(), who=DETECTOR, action=action,
                                  target=f"{key[0]}/{key[1]}", decision="refused", reason=reason,
                                  dry_run=self.policy.dry_run)
@@ -226,18 +223,7 @@ class Remediator:
                                dry_run=self.policy.dry_run)
 
     def _history(self, now: datetime) -> list[PastAction]:
-        history = []
-        for e in self.journal.recent(since=now - HISTORY):
-            if e.state not in (APPROVED, EXECUTING, DONE, DRY_RUN, VERIFIED, UNVERIFIED, STALE,
-                               FAILED):
-                continue
-            try:
-                action = Action(e.action)
-            except ValueError:  # not written by this version: still an action on the target
-                action = Action.ROLLBACK
-            history.append(PastAction(namespace=e.key[0], deployment=e.key[1], action=action,
-                                      at=e.updated_at, dry_run=bool(e.params.get("dry_run"))))
-        return history
+        return past_actions(self.journal.recent(since=now - HISTORY))
 
     async def on_decision(self, decision: Decision) -> None:
         """A verified Slack click: Approve goes through the guardrails again, Reject closes."""
@@ -367,10 +353,9 @@ class Remediator:
         self._audit(entry, who=DETECTOR, decision=audit_decision(verdict.outcome),
                     reason=verdict.reason, dry_run=verdict.dry_run)
         if self.slack is not None:
-            subject = str(entry.id)
-            view = replace(remediation_view(Action(entry.action), entry_to_revision(entry), verdict, entry=entry),
-                           approve_token=self.tokens.issue(subject, "approve"),
-                           reject_token=self.tokens.issue(subject, "reject"))
+            view = self._with_buttons(remediation_view(Action(entry.action),
+                                                       entry_to_revision(entry), verdict,
+                                                       entry=entry), entry.id)
             try:
                 await self.slack.send({"text": verdict.reason,
                                        "blocks": remediation_blocks(view),

@@ -7,15 +7,16 @@ No I/O: ``Remediator`` decides with these and the guardrails, and writes the res
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..judge.guardrails import (CHANGES_DEPLOYMENT, Action, GuardrailDecision, Policy, Proposal,
-                               through_argocd)
+from ..judge.guardrails import (CHANGES_DEPLOYMENT, Action, GuardrailDecision, PastAction, Policy,
+                               Proposal, through_argocd)
 from ..model import Deployment, GitOpsOwner, GitOpsTool, Incident, Pod, PodProblem, ReplicaSet
-from ..store.journal import JournalEntry
+from ..store.journal import (APPROVED, DONE, DRY_RUN, EXECUTING, FAILED, STALE, UNVERIFIED,
+                             VERIFIED, JournalEntry)
 
 # What a rule says when it wants nothing done.
 NO_ACTION = "none"
@@ -198,3 +199,34 @@ def recorded_proposal(entry: JournalEntry, *, approved_by: str,
         scale_to=params.get("replicas") if action is Action.SCALE else None,
         approved_by=approved_by, approver_authenticated=approver_authenticated,
         cooldown_seconds=float(cooldown) if cooldown is not None else None)
+
+
+def request_proposal(request: PlanRequest, action: Action) -> Proposal:
+    """The proposal the guardrails decide on; ValueError for a rule's cooldown that is not a
+    number of seconds."""
+    return Proposal(
+        action=action, namespace=request.key[0], deployment=request.key[1],
+        confidence=request.confidence, paused=request.deployment.paused,
+        gitops=request.deployment.gitops,
+        scale_to=scale_replicas(request.params) if action is Action.SCALE else None,
+        cooldown_seconds=request.cooldown_seconds)
+
+
+# The states of an action that was approved, whatever became of it since: the guardrails'
+# cooldown and hourly cap count them.
+ACTED = (APPROVED, EXECUTING, DONE, DRY_RUN, VERIFIED, UNVERIFIED, STALE, FAILED)
+
+
+def past_actions(entries: Iterable[JournalEntry]) -> list[PastAction]:
+    """The journal's recent entries as the guardrails' history."""
+    history = []
+    for e in entries:
+        if e.state not in ACTED:
+            continue
+        try:
+            action = Action(e.action)
+        except ValueError:  # not written by this version: still an action on the target
+            action = Action.ROLLBACK
+        history.append(PastAction(namespace=e.key[0], deployment=e.key[1], action=action,
+                                  at=e.updated_at, dry_run=bool(e.params.get("dry_run"))))
+    return history

@@ -81,3 +81,9 @@ def outcome_text(entry: JournalEntry, result: ActionResult | None, *, who: str,
     if result is None:
         return f"{what}: approved by <@{who}> at {stamp}; the write failed and will be retried."
     return f"{what}: approved by <@{who}> at {stamp}: {result.outcome} ({result.message})"
+
+
+def unknown_action_reason(action: str, *, rule: str | None) -> str:
+    by = f" (rule {rule})" if rule else ""
+    return (f"The action {action!r}{by} is not one the detector knows "
+            f"({', '.join(a.value for a in Action)}).")
