@@ -71,7 +71,6 @@ class FollowUp:
             log.debug("remediation.precondition_renewed", action_id=entry.id,
                       seen=entry.precondition, now_seen=deployment.resource_version)
 
-
     # Verifying -----------------------------------------------------------------------------
 
     async def verify(self, deployments: Mapping[tuple[str, str], Deployment],
@@ -85,7 +84,8 @@ class FollowUp:
             if deployment is None:
                 continue
             error_rate = error_rates.get((entry.key[0], entry.key[1]))
-            if entry.action == Action.ROLLBACK.value and isinstance(entry.params.get("argocd"), dict):
+            if entry.action == Action.ROLLBACK.value \
+                    and isinstance(entry.params.get("argocd"), dict):
                 verdict = await self._verify_argocd(entry, deployment, error_rate, now)
             else:
                 verdict = verify_action(
@@ -149,17 +149,17 @@ class FollowUp:
             acted_at=entry.updated_at, now=now, timeout_seconds=self.verify_timeout_seconds)
 
 
-
 def verification_record(entry: JournalEntry, verdict: Verification) -> dict[str, Any]:
     """The ``{"event": "verification", ...}`` line on stdout."""
-    record: dict[str, Any] = {"event": "verification", "result": verdict.result.value,
-              "action": entry.action, "namespace": entry.key[0],
-              "deployment": entry.key[1], "revision": entry.key[2],
-              "to_revision": entry_to_revision(entry),
-              "replicas": verdict.desired_replicas, "ready": verdict.ready_replicas,
-              "error_rate_before": verdict.error_rate_before,
-              "error_rate_after": verdict.error_rate_after,
-              "seconds": verdict.seconds_since_action, "reasons": list(verdict.reasons)}
+    record: dict[str, Any] = {
+        "event": "verification", "result": verdict.result.value,
+        "action": entry.action, "namespace": entry.key[0],
+        "deployment": entry.key[1], "revision": entry.key[2],
+        "to_revision": entry_to_revision(entry),
+        "replicas": verdict.desired_replicas, "ready": verdict.ready_replicas,
+        "error_rate_before": verdict.error_rate_before,
+        "error_rate_after": verdict.error_rate_after,
+        "seconds": verdict.seconds_since_action, "reasons": list(verdict.reasons)}
     if verdict.application is not None:
         record["argocd"] = {"application": verdict.application,
                             "health": verdict.app_health, "sync": verdict.app_sync,

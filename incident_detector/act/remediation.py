@@ -173,7 +173,7 @@ class Remediator:
         state = {Outcome.ACT: APPROVED, Outcome.ASK: PROPOSED}.get(decision.outcome, REFUSED)
         entry = self.journal.propose(key=request.key, action=action.value,
                                      params=journal_params(request, action, decision,
-                                                    argocd=self.policy.argocd),
+                                                           argocd=self.policy.argocd),
                                      precondition=request.deployment.resource_version, now=now,
                                      state=state)
         new = entry is not None
@@ -276,7 +276,7 @@ class Remediator:
             return
         result = await self.execute(entry.id)
         await self._answer(decision, outcome_text(entry, result, who=decision.who,
-                                                   when=now))
+                                                  when=now))
 
     # Doing -------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..judge.guardrails import (CHANGES_DEPLOYMENT, Action, GuardrailDecision, PastAction, Policy,
-                               Proposal, through_argocd)
+                                Proposal, through_argocd)
 from ..model import Deployment, GitOpsOwner, GitOpsTool, Incident, Pod, PodProblem, ReplicaSet
 from ..store.journal import (APPROVED, DONE, DRY_RUN, EXECUTING, FAILED, STALE, UNVERIFIED,
                              VERIFIED, JournalEntry)
@@ -125,7 +125,7 @@ def same_spec(entry: JournalEntry, deployment: Deployment) -> bool:
 
 
 def journal_params(request: PlanRequest, action: Action, decision: GuardrailDecision, *,
-            argocd: bool = False) -> dict[str, Any]:
+                   argocd: bool = False) -> dict[str, Any]:
     """What the journal keeps: what the guardrails looked at, and what the write needs. A
     rollback through Argo CD (``argocd``: its API is configured) keeps the application, its
     namespace, and the moments its history is read as of (the incident, the bad rollout's
@@ -183,7 +183,7 @@ def gitops_record(owner: GitOpsOwner | None) -> dict[str, Any] | None:
 
 
 def recorded_proposal(entry: JournalEntry, *, approved_by: str,
-                       approver_authenticated: bool = False) -> Proposal:
+                      approver_authenticated: bool = False) -> Proposal:
     """The proposal as it was made, rebuilt from the journal, now approved by someone."""
     params = entry.params
     action = Action(entry.action)

@@ -15,7 +15,7 @@ DETECTOR = "detector"
 
 
 def remediation_view(action: Action, to_revision: int | None, decision: GuardrailDecision, *,
-          entry: JournalEntry | None) -> RemediationView:
+                     entry: JournalEntry | None) -> RemediationView:
     return RemediationView(action=action.value, to_revision=to_revision,
                            outcome=decision.outcome.value, reason=decision.reason,
                            guardrail=decision.guardrail, dry_run=decision.dry_run,
@@ -75,7 +75,7 @@ def approved_order(entry: JournalEntry) -> str:
 
 
 def outcome_text(entry: JournalEntry, result: ActionResult | None, *, who: str,
-                  when: datetime) -> str:
+                 when: datetime) -> str:
     what = approved_order(entry)
     stamp = when.strftime("%H:%M:%S UTC")
     if result is None:

@@ -39,33 +39,33 @@ async def write_action(entry: JournalEntry, *, executor: KubeExecutor,
         template = await executor.replicaset_template(
             namespace, str(params.get("to_replicaset")))
         return await executor.rollback(namespace, deployment, to_template=template,
-                                            resource_version=version, dry_run=dry_run)
+                                       resource_version=version, dry_run=dry_run)
     if action == Action.RESTART.value:
         # Stamped with the proposal's time, which the record keeps: a resumed restart sends
         # the very same patch, and the executor recognises it as done.
         return await executor.restart(namespace, deployment, resource_version=version,
-                                           now=entry.created_at, dry_run=dry_run)
+                                      now=entry.created_at, dry_run=dry_run)
     if action == Action.PAUSE.value:
         return await executor.pause(namespace, deployment, resource_version=version,
-                                         dry_run=dry_run)
+                                    dry_run=dry_run)
     if action == Action.SCALE.value:
         replicas = params.get("replicas")
         return await executor.scale(namespace, deployment, replicas=replicas,
-                                         resource_version=version, dry_run=dry_run)
+                                    resource_version=version, dry_run=dry_run)
     if action == Action.DELETE_POD.value:
         return await executor.delete_pod(namespace, str(params.get("pod")),
-                                              uid=str(params.get("pod_uid")),
-                                              dry_run=dry_run)
+                                         uid=str(params.get("pod_uid")),
+                                         dry_run=dry_run)
     if action == Action.DELETE_STUCK_PODS.value:
         return await executor.delete_stuck_pods(namespace,
-                                                     selector=str(params.get("selector")),
-                                                     now=clock(), dry_run=dry_run)
+                                                selector=str(params.get("selector")),
+                                                now=clock(), dry_run=dry_run)
     return ActionResult(action, entry_target(entry), dry_run, WRITE_FAILED,
                         f"unknown action {action!r}: nothing was written")
 
 
 async def _argocd_rollback(entry: JournalEntry, *, argocd: ArgoCdClient | None,
-                          dry_run: bool) -> ActionResult:
+                           dry_run: bool) -> ActionResult:
     """The rollback through Argo CD: read the application, choose the entry, roll back.
     A retryable failure (no answer, 5xx) is raised, and the next attempt reads the
     application again before anything is sent."""
@@ -94,7 +94,7 @@ async def _argocd_rollback(entry: JournalEntry, *, argocd: ArgoCdClient | None,
             f"(revision {short_revision(current.revision)}), as `{cli_rollback(app, wanted)}`")
     try:
         answer = await argocd.rollback(app_name, history_id=wanted.id,
-                                            app_namespace=app_namespace, dry_run=dry_run)
+                                       app_namespace=app_namespace, dry_run=dry_run)
     except ArgoCdError as exc:
         if exc.retryable:
             raise
@@ -109,7 +109,6 @@ async def _argocd_rollback(entry: JournalEntry, *, argocd: ArgoCdClient | None,
     return ActionResult(Action.ROLLBACK.value, target, False, APPLIED,
                         f"{what}: started by Argo CD (the Deployment itself is not patched)",
                         answer.resource_version)
-
 
 
 def _argocd_outcome(exc: ArgoCdError) -> str:

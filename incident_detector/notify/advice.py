@@ -93,6 +93,7 @@ def recommended_action(incident: Incident) -> str:
         f"{rollback_command(incident)}"
     )
 
+
 # How each action reads: in advice, on the Approve button, and while it runs.
 ACTION_ADVICE = {
     "rollback": "Roll back", "restart": "Restart the rollout", "pause": "Pause the rollout",

@@ -164,7 +164,7 @@ def slack_payload(incident: AlertIncident) -> dict[str, Any]:
     if incident.signatures:
         blocks.append(section("Top error signatures", [
             f"• {s.count}×: " + code_span(truncate(one_line(redact(s.example)),
-                                                      SLACK_EXAMPLE_MAX_CHARS))
+                                                   SLACK_EXAMPLE_MAX_CHARS))
             for s in incident.signatures[:SLACK_TOP_SIGNATURES]]))
     blocks.extend(causes_blocks(incident.causes))
     blocks.extend(causality_blocks(incident.causality, namespace=incident.target.namespace))
@@ -173,13 +173,13 @@ def slack_payload(incident: AlertIncident) -> dict[str, Any]:
         action.append(code_block(incident.command))
     else:
         action.append(code_block(f"kubectl describe deployment/{incident.target.deployment} "
-                                  f"-n {incident.target.namespace}"))
+                                 f"-n {incident.target.namespace}"))
     blocks.append(section("Recommended action", action))
     if incident.remediation is not None:
         blocks.extend(remediation_blocks(incident.remediation))
     blocks.append(context([f"Detected {mrkdwn_escape(iso_utc(incident.detected_at))}",
-                            f"fingerprint {mrkdwn_escape(alert.fingerprint)}",
-                            f"mapped by the {mrkdwn_escape(incident.target.mapped_by)} label"]))
+                           f"fingerprint {mrkdwn_escape(alert.fingerprint)}",
+                           f"mapped by the {mrkdwn_escape(incident.target.mapped_by)} label"]))
     return message(blocks, f"{_header(incident)}. {summary(incident)}")
 
 

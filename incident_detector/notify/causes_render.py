@@ -119,11 +119,11 @@ def cause_lines(causes: tuple[Cause, ...] | list[Cause]) -> list[str]:
     lines = []
     for rank, cause in enumerate(causes, start=1):
         summary_text = truncate(one_line(redact(change_summary(cause.change))),
-                                 SLACK_EXAMPLE_MAX_CHARS)
+                                SLACK_EXAMPLE_MAX_CHARS)
         lines.append(f"*{rank}. {percent(cause.score)}* {mrkdwn_escape(summary_text)}")
         for reason in cause.reasons[:SLACK_CAUSE_REASONS]:
             lines.append("      ◦ " + mrkdwn_escape(truncate(one_line(reason),
-                                                               SLACK_EXAMPLE_MAX_CHARS)))
+                                                             SLACK_EXAMPLE_MAX_CHARS)))
         if cause.command:
             lines.append("      " + code_span(cause.command))
     return lines

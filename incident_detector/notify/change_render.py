@@ -138,7 +138,8 @@ def _impact_lines(incident: ChangeIncident) -> list[str]:
         f"{rate_text(incident.error_rate_per_minute)}/min"
         + (f", up from {rate_text(incident.baseline_per_minute)}/min before the change"
            if incident.baseline_per_minute is not None else ""),
-        f"• {mrkdwn_escape(_what_happened(change))} at {clock_time(change.at)}{mrkdwn_escape(by)}; "
+        f"• {mrkdwn_escape(_what_happened(change))} at {clock_time(change.at)}"
+        f"{mrkdwn_escape(by)}; "
         f"the rise was detected {duration(_since_change(incident))} later",
         f"• Priority {incident.priority.value}"
         + (f" (rule {mrkdwn_escape(incident.rule)})" if incident.rule else ""),
@@ -157,7 +158,7 @@ def _action_lines(incident: ChangeIncident) -> list[str]:
     if incident.command:
         return ["Run:", code_block(incident.command)]
     return ["Investigate:", code_block(f"kubectl describe deployment/{incident.deployment} "
-                                        f"-n {incident.namespace}")]
+                                       f"-n {incident.namespace}")]
 
 
 def _signature_lines(incident: ChangeIncident) -> list[str]:
@@ -187,6 +188,6 @@ def change_incident_slack(incident: ChangeIncident) -> dict[str, Any]:
         blocks.append({"type": "divider"})
         blocks.append(section("Top error signatures", _signature_lines(incident)))
     blocks.append(context([f"Detected {mrkdwn_escape(iso_utc(incident.detected_at))}",
-                            f"change made {mrkdwn_escape(iso_utc(incident.change.at))}",
-                            "kind: change"]))
+                           f"change made {mrkdwn_escape(iso_utc(incident.change.at))}",
+                           "kind: change"]))
     return message(blocks, f"{header}. {summary(incident)}")

@@ -115,15 +115,17 @@ def _baseline_sentence(incident: Incident) -> str | None:
     rate, before = evidence.error_rate_per_minute, evidence.baseline_per_minute
     direction = "up from" if rate > before else "compared with"
     if evidence.baseline_excluded_revisions:
-        return (f"That is {rate_text(rate)}/min, {direction} {rate_text(before)}/min in the last healthy "
-                f"state, before revision {_revisions(evidence.baseline_excluded_revisions)} "
+        return (f"That is {rate_text(rate)}/min, {direction} {rate_text(before)}/min in the last "
+                f"healthy state, before revision "
+                f"{_revisions(evidence.baseline_excluded_revisions)} "
                 "(judged bad).")
     lookback = (
         f" over the {duration(evidence.baseline_window_seconds)} before"
         if evidence.baseline_window_seconds
         else " before"
     )
-    return f"That is {rate_text(rate)}/min, {direction} {rate_text(before)}/min{lookback} the rollout."
+    return (f"That is {rate_text(rate)}/min, {direction} {rate_text(before)}/min{lookback} "
+            "the rollout.")
 
 
 def _attribution_sentence(incident: Incident) -> str:
@@ -133,7 +135,8 @@ def _attribution_sentence(incident: Incident) -> str:
             "The logs carry no pod identity, so the workload's total error count was used "
             "rather than the new revision's alone."
         )
-    sentence = f"The new revision's pods wrote {count_text(evidence.new_revision_errors)} of the errors"
+    sentence = (f"The new revision's pods wrote {count_text(evidence.new_revision_errors)} of "
+                "the errors")
     if evidence.other_errors:
         sentence += f"; pods of other ReplicaSets wrote {count_text(evidence.other_errors)}"
     return sentence + "."
@@ -236,7 +239,8 @@ def incident_record(incident: Incident) -> dict[str, Any]:
             "rollout_start_source": wire_value(evidence.rollout_start_source),
             "affected_pods": list(evidence.affected_pods),
             "pod_problems": [
-                {"pod": pod, "problem": wire_value(problem)} for pod, problem in evidence.pod_problems
+                {"pod": pod, "problem": wire_value(problem)}
+                for pod, problem in evidence.pod_problems
             ],
             "progress_message": (
                 None if evidence.progress_message is None
@@ -302,13 +306,13 @@ def _signal_lines(incident: Incident) -> list[str]:
                 about = alert.annotation("summary") or alert.annotation("description")
                 if about:
                     line += ": " + mrkdwn_escape(truncate(one_line(redact(about)),
-                                                           SLACK_EXAMPLE_MAX_CHARS))
+                                                          SLACK_EXAMPLE_MAX_CHARS))
                 lines.append(line)
         elif signal == Signal.PROGRESS_DEADLINE:
             line = "• Progress deadline exceeded"
             if evidence.progress_message:
                 message = truncate(one_line(redact(evidence.progress_message)),
-                                    SLACK_EXAMPLE_MAX_CHARS)
+                                   SLACK_EXAMPLE_MAX_CHARS)
                 line += f": {mrkdwn_escape(message)}"
             lines.append(line)
     if incident.priority is not None:
@@ -373,7 +377,8 @@ def _impact_lines(incident: Incident) -> list[str]:
         lines.append(f"• {mrkdwn_escape(problem)} on {plural(pods, 'pod')}")
     lines.append(
         f"• {count_text(incident.error_count)} error lines in the last "
-        f"{duration(incident.window_seconds)} ({rate_text(evidence.error_rate_per_minute)}/min) in "
+        f"{duration(incident.window_seconds)} "
+        f"({rate_text(evidence.error_rate_per_minute)}/min) in "
         f"{mrkdwn_escape(incident.namespace)}/{mrkdwn_escape(incident.deployment)}"
     )
     lines.append(f"• The new revision has been live for {duration(_since_rollout(incident))}")

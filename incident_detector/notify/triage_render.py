@@ -68,5 +68,5 @@ def slack_payload(group: Any, *, now: datetime,
     return {"text": mrkdwn_escape(summary(group, now=now))[:3000],
             "blocks": [{"type": "header", "text": {"type": "plain_text", "emoji": True,
                                                    "text": truncate(header,
-                                                                     SLACK_HEADER_MAX_CHARS)}},
+                                                                    SLACK_HEADER_MAX_CHARS)}},
                        section("Error group", lines)]}
