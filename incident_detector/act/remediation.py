@@ -38,6 +38,10 @@ succeeded at that revision, Healthy) and the Deployment (converged, errors under
 
 Every step is one audit row and one JSON line on stdout (``"event": "action"`` or
 ``"event": "verification"``).
+
+``Remediator`` keeps the decisions and the journal's moves; the pure planning is in
+``remediation_plan``, the wording in ``remediation_text``, the write itself in
+``remediation_write``, and the renewal and verification in ``follow_up``.
 """
 
 from __future__ import annotations
