@@ -310,7 +310,7 @@ def _stale_with(deployment) -> "ActionResult":
 def test_a_stale_write_is_made_again_only_on_the_same_spec():
     """What a refused write may be made again on: the same object at the same revision and
     generation (its status moved); anything else stays refused."""
-    from incident_detector.act.remediation import renewable_at_write
+    from incident_detector.act.remediation_plan import renewable_at_write
     from incident_detector.model import Deployment, RolloutStatus
 
     def seen(**changes):

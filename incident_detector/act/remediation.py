@@ -38,14 +38,18 @@ succeeded at that revision, Healthy) and the Deployment (converged, errors under
 
 Every step is one audit row and one JSON line on stdout (``"event": "action"`` or
 ``"event": "verification"``).
+
+``Remediator`` keeps the decisions and the journal's moves; the pure planning is in
+``remediation_plan``, the wording in ``remediation_text``, the write itself in
+``remediation_write``, and the renewal and verification in ``follow_up``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import datetime
 from typing import Any, Protocol
 
 import httpx
@@ -53,73 +57,32 @@ import structlog
 
 from ..errors import SourceError
 from ..judge.correlator import Rollout
-from ..model import (
-    Deployment,
-    GitOpsOwner,
-    GitOpsTool,
-    Incident,
-    Pod,
-    PodProblem,
-    RemediationView,
-    ReplicaSet,
-)
+from ..judge.guardrails import Action, GuardrailDecision, Outcome, PastAction, Policy, decide
+from ..model import Deployment, Incident, Pod, RemediationView
 from ..notify.events import EventRecorder
-from ..notify.render import remediation_blocks
+from ..notify.remediation_render import remediation_blocks
 from ..notify.slack import THREAD_KEY, thread_key
-from ..store.journal import (
-    APPROVED,
-    DONE,
-    DRY_RUN,
-    EXECUTING,
-    FAILED,
-    PROPOSED,
-    REFUSED,
-    REJECTED,
-    STALE,
-    UNVERIFIED,
-    VERIFIED,
-    Journal,
-    JournalEntry,
-)
-from .approvals import Decision
-from .approvals import ApprovalTokens
-from .argocd import (
-    ArgoCdClient,
-    ArgoCdError,
-    NoTarget,
-    auto_sync_message,
-    choose_target,
-    cli_rollback,
-    short_revision,
-    target_entry,
-)
-from .executor import ALREADY_DONE, APPLIED, DRY_RUN_OK, FORBIDDEN, ActionResult, KubeExecutor
-from .executor import FAILED as WRITE_FAILED
-from .executor import STALE as WRITE_STALE
-from ..judge.guardrails import (
-    CHANGES_DEPLOYMENT,
-    Action,
-    GuardrailDecision,
-    Outcome,
-    PastAction,
-    Policy,
-    Proposal,
-    decide,
-    through_argocd,
-)
-from .verify import Verification, VerificationResult, verify_action, verify_argocd_rollback
+from ..store.journal import (APPROVED, DONE, DRY_RUN, EXECUTING, FAILED, PROPOSED, REFUSED,
+                             REJECTED, STALE, Journal, JournalEntry)
+from .approvals import ApprovalTokens, Decision
+from .argocd import ArgoCdClient
+from .executor import ALREADY_DONE, APPLIED, DRY_RUN_OK, ActionResult, KubeExecutor
+from .follow_up import FollowUp
+from .remediation_plan import (HISTORY, NO_ACTION, Fix, JournalKey, PlanRequest, journal_params,
+                               past_actions, problem_pod, recorded_proposal, renewable_at_write,
+                               request_proposal, why_impossible)
+from .remediation_text import (DETECTOR, audit_decision, entry_target, entry_to_revision,
+                               outcome_text, remediation_view, unknown_action_reason)
+from .remediation_write import write_action
+
+# Callers and tests find the planning's names here, where they were first defined.
+from .remediation_plan import pod_selector, same_spec  # noqa: F401  (re-exported)
 
 log = structlog.get_logger("incident_detector")
 
-DETECTOR = "detector"
-# What a rule says when it wants nothing done.
-NO_ACTION = "none"
-# How far back the guardrails look for earlier actions (cooldown and hourly cap).
-HISTORY = timedelta(hours=24)
 RESPONSE_URL_TIMEOUT_SECONDS = 5.0
 
 Clock = Callable[[], datetime]
-JournalKey = tuple[str, str, int, str]
 
 
 class Writer(Protocol):
@@ -128,44 +91,6 @@ class Writer(Protocol):
 
 class Sender(Protocol):
     async def send(self, payload: dict[str, Any]) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Fix:
-    """What a rule chose for an incident."""
-
-    # An ``Action`` value, or "none" (nothing is proposed).
-    action: str
-    # The rule's cooldown: only a longer one than the policy's counts (guardrails).
-    cooldown_seconds: float | None = None
-    # The action's own parameters, e.g. (("replicas", 4),) for a scale.
-    params: tuple[tuple[str, Any], ...] = ()
-    rule: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PlanRequest:
-    """Everything needed to propose one action on one Deployment."""
-
-    # (namespace, deployment, revision, deployment uid): the journal key (one action of each kind
-    # per key, ever).
-    key: JournalKey
-    # As seen when the incident was raised: its resourceVersion is the writes' precondition.
-    deployment: Deployment
-    action: Action
-    detected_at: datetime
-    confidence: float | None = None
-    baseline_per_minute: float | None = None
-    # rollback: the target revision's ReplicaSet.
-    to_replicaset: ReplicaSet | None = None
-    # delete-pod: the pod (its name and uid).
-    pod: Pod | None = None
-    # The action's own parameters (``replicas`` for a scale).
-    params: tuple[tuple[str, Any], ...] = ()
-    cooldown_seconds: float | None = None
-    rule: str | None = None
-    # When the bad rollout began: an Argo CD rollback checks that it came from the application.
-    rollout_started_at: datetime | None = None
 
 
 class Remediator:
@@ -199,6 +124,10 @@ class Remediator:
         # automatic action to one that waits for an approval (judge.analysis.lower).
         self.analyst: Any = None
         self.llm_min_confidence = 1.0
+        # Renewing the preconditions of what waits for a person, and the verdicts on what ran.
+        self.follow_up = FollowUp(journal=journal, stdout=stdout, slack=slack, events=events,
+                                  argocd=self.argocd, clock=clock,
+                                  verify_timeout_seconds=verify_timeout_seconds)
 
     # Deciding ----------------------------------------------------------------------------
 
@@ -243,42 +172,41 @@ class Remediator:
                 Outcome.NOTIFY_ONLY,
                 "Remediation is off (REMEDIATION_MODE=off): the detector only tells.",
                 "mode_off", self.policy.dry_run)
-            return _view(action, to_revision, decision, entry=None)
+            return remediation_view(action, to_revision, decision, entry=None)
         decision = self._decide(request, action, now)
         state = {Outcome.ACT: APPROVED, Outcome.ASK: PROPOSED}.get(decision.outcome, REFUSED)
         entry = self.journal.propose(key=request.key, action=action.value,
-                                     params=_params(request, action, decision,
-                                                    argocd=self.policy.argocd),
+                                     params=journal_params(request, action, decision,
+                                                           argocd=self.policy.argocd),
                                      precondition=request.deployment.resource_version, now=now,
                                      state=state)
         new = entry is not None
         if entry is None:  # already planned (an earlier tick or process): show what it became
             entry = self.journal.find(request.key, action.value)
-        view = _view(action, to_revision, decision, entry=entry)
+        view = remediation_view(action, to_revision, decision, entry=entry)
         if new and entry is not None:
-            self._audit(entry, who=DETECTOR, decision=_audit_decision(decision.outcome),
+            self._audit(entry, who=DETECTOR, decision=audit_decision(decision.outcome),
                         reason=decision.reason, dry_run=decision.dry_run)
         if entry is not None and entry.state == PROPOSED and decision.outcome is Outcome.ASK:
-            subject = str(entry.id)
-            view = replace(view, approve_token=self.tokens.issue(subject, "approve"),
-                           reject_token=self.tokens.issue(subject, "reject"))
+            view = self._with_buttons(view, entry.id)
         if entry is not None and entry.state == APPROVED:
             self._start(entry.id)
         return view
 
+    def _with_buttons(self, view: RemediationView, entry_id: int) -> RemediationView:
+        """``view`` with the one-time tokens of its Approve and Reject buttons."""
+        subject = str(entry_id)
+        return replace(view, approve_token=self.tokens.issue(subject, "approve"),
+                       reject_token=self.tokens.issue(subject, "reject"))
+
     def _decide(self, request: PlanRequest, action: Action, now: datetime) -> GuardrailDecision:
         """The guardrails' decision, or a refusal of a request that cannot be carried out."""
-        impossible = _impossible(request, action)
+        impossible = why_impossible(request, action)
         if impossible is not None:
             guardrail, reason = impossible
             return GuardrailDecision(Outcome.REFUSE, reason, guardrail, self.policy.dry_run)
         try:
-            proposal = Proposal(
-                action=action, namespace=request.key[0], deployment=request.key[1],
-                confidence=request.confidence, paused=request.deployment.paused,
-                gitops=request.deployment.gitops,
-                scale_to=_replicas(request.params) if action is Action.SCALE else None,
-                cooldown_seconds=request.cooldown_seconds)
+            proposal = request_proposal(request, action)
         except ValueError as exc:  # a rule's cooldown that is not a number of seconds
             return GuardrailDecision(Outcome.REFUSE, f"The request is not valid: {exc}.",
                                      "invalid_request", self.policy.dry_run)
@@ -288,9 +216,7 @@ class Remediator:
                         ) -> RemediationView:
         """An action the detector does not know: refused and audited, not journaled (nothing
         could ever run it)."""
-        by = f" (rule {rule})" if rule else ""
-        reason = (f"The action {action!r}{by} is not one the detector knows "
-                  f"({', '.join(a.value for a in Action)}).")
+        reason = unknown_action_reason(action, rule=rule)
         row = self.journal.audit(at=self.clock(), who=DETECTOR, action=action,
                                  target=f"{key[0]}/{key[1]}", decision="refused", reason=reason,
                                  dry_run=self.policy.dry_run)
@@ -301,18 +227,7 @@ class Remediator:
                                dry_run=self.policy.dry_run)
 
     def _history(self, now: datetime) -> list[PastAction]:
-        history = []
-        for e in self.journal.recent(since=now - HISTORY):
-            if e.state not in (APPROVED, EXECUTING, DONE, DRY_RUN, VERIFIED, UNVERIFIED, STALE,
-                               FAILED):
-                continue
-            try:
-                action = Action(e.action)
-            except ValueError:  # not written by this version: still an action on the target
-                action = Action.ROLLBACK
-            history.append(PastAction(namespace=e.key[0], deployment=e.key[1], action=action,
-                                      at=e.updated_at, dry_run=bool(e.params.get("dry_run"))))
-        return history
+        return past_actions(self.journal.recent(since=now - HISTORY))
 
     async def on_decision(self, decision: Decision) -> None:
         """A verified Slack click: Approve goes through the guardrails again, Reject closes."""
@@ -336,7 +251,7 @@ class Remediator:
         # Approve: the same guardrails as the loop, now with the approver's name, on what was
         # seen when the incident was raised (a change since makes the write itself stale).
         try:
-            proposal = _recorded_proposal(
+            proposal = recorded_proposal(
                 entry, approved_by=decision.who,
                 approver_authenticated=decision.source == "dashboard")
         except (ValueError, TypeError) as exc:
@@ -364,8 +279,8 @@ class Remediator:
                                          "carries it out and reports the outcome here.")
             return
         result = await self.execute(entry.id)
-        await self._answer(decision, _outcome_text(entry, result, who=decision.who,
-                                                   when=now))
+        await self._answer(decision, outcome_text(entry, result, who=decision.who,
+                                                  when=now))
 
     # Doing -------------------------------------------------------------------------------
 
@@ -422,6 +337,22 @@ class Remediator:
                     reason=result.message, result=result.outcome)
         return result
 
+    async def _write(self, entry: JournalEntry, *, dry_run: bool) -> ActionResult:
+        return await write_action(entry, executor=self.executor, argocd=self.argocd,
+                                  clock=self.clock, dry_run=dry_run)
+
+    def _renewed_at_write(self, entry: JournalEntry, result: ActionResult) -> JournalEntry | None:
+        """The entry with its precondition moved to what the stale refusal's GET saw, when that
+        is allowed (``renewable_at_write``), once (compare and set); None otherwise."""
+        version = renewable_at_write(entry, result)
+        if version is None or not self.journal.renew_precondition(
+                entry.id, seen=entry.precondition, now_seen=version, state=EXECUTING):
+            return None
+        log.info("remediation.precondition_renewed", action_id=entry.id,
+                 seen=entry.precondition, now_seen=version,
+                 why="the status moved since the last look; the spec is the one approved")
+        return self.journal.get(entry.id)
+
     async def _lowered_by_analysis(self, entry: JournalEntry) -> bool:
         """An action the loop approved on its own (no person did) waits for the incident's LLM
         analysis, at most LLM_TIMEOUT_SECONDS, when one was asked for; an answer that suggests
@@ -442,13 +373,12 @@ class Remediator:
         if not self.journal.advance(entry.id, expected=[APPROVED], to=PROPOSED,
                                     now=self.clock()):
             return False  # someone else moved it meanwhile: theirs to carry on
-        self._audit(entry, who=DETECTOR, decision=_audit_decision(verdict.outcome),
+        self._audit(entry, who=DETECTOR, decision=audit_decision(verdict.outcome),
                     reason=verdict.reason, dry_run=verdict.dry_run)
         if self.slack is not None:
-            subject = str(entry.id)
-            view = replace(_view(Action(entry.action), _to_revision(entry), verdict, entry=entry),
-                           approve_token=self.tokens.issue(subject, "approve"),
-                           reject_token=self.tokens.issue(subject, "reject"))
+            view = self._with_buttons(remediation_view(Action(entry.action),
+                                                       entry_to_revision(entry), verdict,
+                                                       entry=entry), entry.id)
             try:
                 await self.slack.send({"text": verdict.reason,
                                        "blocks": remediation_blocks(view),
@@ -459,125 +389,15 @@ class Remediator:
 
     def renew(self, deployments: Mapping[tuple[str, str], Deployment]) -> None:
         """Each look (a tick or a fast look): the proposed actions' preconditions follow their
-        Deployments while the spec is unchanged (``_renew``)."""
-        for entry in self.journal.recent(since=self.clock() - HISTORY):
-            if entry.state == PROPOSED:
-                self._renew(entry, deployments.get((entry.key[0], entry.key[1])))
-
-    def _renew(self, entry: JournalEntry, deployment: Deployment | None) -> None:
-        """A proposed action waits for a person while its Deployment's status moves (pods
-        turning ready, a condition's heartbeat): each moves the resourceVersion its write is
-        conditioned on, and an approval would then be refused as stale although nothing it
-        acts on changed. When the Deployment is seen with the same spec (same object, same
-        current revision, same generation), the precondition follows it; any change to the
-        spec leaves it as it was, and the write is refused."""
-        if deployment is None or not same_spec(entry, deployment) or \
-                deployment.resource_version == entry.precondition:
-            return
-        if self.journal.renew_precondition(entry.id, seen=entry.precondition,
-                                           now_seen=deployment.resource_version):
-            log.debug("remediation.precondition_renewed", action_id=entry.id,
-                      seen=entry.precondition, now_seen=deployment.resource_version)
-
-    def _renewed_at_write(self, entry: JournalEntry, result: ActionResult) -> JournalEntry | None:
-        """The entry with its precondition moved to what the stale refusal's GET saw, when that
-        is allowed (``renewable_at_write``), once (compare and set); None otherwise."""
-        version = renewable_at_write(entry, result)
-        if version is None or not self.journal.renew_precondition(
-                entry.id, seen=entry.precondition, now_seen=version, state=EXECUTING):
-            return None
-        log.info("remediation.precondition_renewed", action_id=entry.id,
-                 seen=entry.precondition, now_seen=version,
-                 why="the status moved since the last look; the spec is the one approved")
-        return self.journal.get(entry.id)
-
-    async def _write(self, entry: JournalEntry, *, dry_run: bool) -> ActionResult:
-        """The executor's call for ``entry.action``, with what was recorded: the Deployment's
-        resourceVersion seen, the pod's uid, the replica count, the selector."""
-        namespace, deployment = entry.key[0], entry.key[1]
-        params, version = entry.params, entry.precondition
-        action = entry.action
-        if action == Action.ROLLBACK.value and isinstance(params.get("argocd"), dict):
-            return await self._argocd_rollback(entry, dry_run=dry_run)
-        if action == Action.ROLLBACK.value:
-            template = await self.executor.replicaset_template(
-                namespace, str(params.get("to_replicaset")))
-            return await self.executor.rollback(namespace, deployment, to_template=template,
-                                                resource_version=version, dry_run=dry_run)
-        if action == Action.RESTART.value:
-            # Stamped with the proposal's time, which the record keeps: a resumed restart sends
-            # the very same patch, and the executor recognises it as done.
-            return await self.executor.restart(namespace, deployment, resource_version=version,
-                                               now=entry.created_at, dry_run=dry_run)
-        if action == Action.PAUSE.value:
-            return await self.executor.pause(namespace, deployment, resource_version=version,
-                                             dry_run=dry_run)
-        if action == Action.SCALE.value:
-            replicas = params.get("replicas")
-            return await self.executor.scale(namespace, deployment, replicas=replicas,
-                                             resource_version=version, dry_run=dry_run)
-        if action == Action.DELETE_POD.value:
-            return await self.executor.delete_pod(namespace, str(params.get("pod")),
-                                                  uid=str(params.get("pod_uid")),
-                                                  dry_run=dry_run)
-        if action == Action.DELETE_STUCK_PODS.value:
-            return await self.executor.delete_stuck_pods(namespace,
-                                                         selector=str(params.get("selector")),
-                                                         now=self.clock(), dry_run=dry_run)
-        return ActionResult(action, _target(entry), dry_run, WRITE_FAILED,
-                            f"unknown action {action!r}: nothing was written")
-
-    async def _argocd_rollback(self, entry: JournalEntry, *, dry_run: bool) -> ActionResult:
-        """The rollback through Argo CD: read the application, choose the entry, roll back.
-        A retryable failure (no answer, 5xx) is raised, and the next attempt reads the
-        application again before anything is sent."""
-        record, target = entry.params["argocd"], _target(entry)
-        app_name, app_namespace = str(record.get("app")), record.get("app_namespace")
-        if self.argocd is None:
-            return ActionResult(Action.ROLLBACK.value, target, dry_run, WRITE_FAILED,
-                                f"the rollback goes through Argo CD application {app_name}, and "
-                                f"ARGOCD_URL and ARGOCD_TOKEN are not set: nothing was written")
-        try:
-            app = await self.argocd.get_application(app_name, app_namespace)
-        except ArgoCdError as exc:
-            if exc.retryable:
-                raise
-            return ActionResult(Action.ROLLBACK.value, target, dry_run, _argocd_outcome(exc),
-                                exc.message)
-        choice = choose_target(app, incident_at=_moment(record.get("incident_at")),
-                               rollout_started_at=_moment(record.get("rollout_started_at")),
-                               history_id=record.get("history_id"))
-        if isinstance(choice, NoTarget):
-            return ActionResult(Action.ROLLBACK.value, target, dry_run, choice.outcome,
-                                choice.message, app.resource_version)
-        wanted, current = choice.entry, choice.current
-        what = (f"rollback of Argo CD application {app.qualified_name} to history id {wanted.id} "
-                f"(revision {short_revision(wanted.revision)}), from history id {current.id} "
-                f"(revision {short_revision(current.revision)}), as `{cli_rollback(app, wanted)}`")
-        try:
-            answer = await self.argocd.rollback(app_name, history_id=wanted.id,
-                                                app_namespace=app_namespace, dry_run=dry_run)
-        except ArgoCdError as exc:
-            if exc.retryable:
-                raise
-            message = f"{what}: {auto_sync_message(app)}" \
-                if exc.reason == "auto_sync_enabled" else exc.message
-            return ActionResult(Action.ROLLBACK.value, target, dry_run, _argocd_outcome(exc),
-                                message, app.resource_version)
-        if dry_run:
-            return ActionResult(Action.ROLLBACK.value, target, True, DRY_RUN_OK,
-                                f"{what}: accepted by Argo CD with dryRun (nothing deployed)",
-                                answer.resource_version)
-        return ActionResult(Action.ROLLBACK.value, target, False, APPLIED,
-                            f"{what}: started by Argo CD (the Deployment itself is not patched)",
-                            answer.resource_version)
+        Deployments while the spec is unchanged (``FollowUp.renew``)."""
+        self.follow_up.renew(deployments)
 
     async def resume(self) -> None:
         """At start: carry on with what a previous process approved or began."""
         for entry in self.journal.unfinished():
             if entry.id in self._executing:
                 continue  # under way in this process (resumed after the store came back)
-            log.info("remediation.resume", action=entry.action, target=_target(entry),
+            log.info("remediation.resume", action=entry.action, target=entry_target(entry),
                      state=entry.state)
             if entry.state == EXECUTING:
                 # Back to approved first, so that execute() takes it through the same path.
@@ -596,84 +416,8 @@ class Remediator:
             # A failed attempt, or a decision another replica recorded: carried out here.
             if entry.state == APPROVED and entry.id not in self._executing:
                 self._start(entry.id)
-        self.renew(deployments)
-        for entry in self.journal.recent(since=now - HISTORY):
-            if entry.state != DONE:
-                continue
-            deployment = deployments.get((entry.key[0], entry.key[1]))
-            if deployment is None:
-                continue
-            error_rate = error_rates.get((entry.key[0], entry.key[1]))
-            if entry.action == Action.ROLLBACK.value \
-                    and isinstance(entry.params.get("argocd"), dict):
-                verdict = await self._verify_argocd(entry, deployment, error_rate, now)
-            else:
-                verdict = verify_action(
-                    entry.action, deployment=deployment, error_rate_per_minute=error_rate,
-                    baseline_per_minute=entry.params.get("baseline_per_minute"),
-                    acted_at=entry.updated_at, now=now,
-                    timeout_seconds=self.verify_timeout_seconds)
-            if verdict.result is VerificationResult.PENDING:
-                continue
-            state = VERIFIED if verdict.result is VerificationResult.PASS else UNVERIFIED
-            if not self.journal.advance(entry.id, expected=[DONE], to=state, now=now,
-                                        result=verdict.result.value):
-                continue
-            record = {"event": "verification", "result": verdict.result.value,
-                      "action": entry.action, "namespace": entry.key[0],
-                      "deployment": entry.key[1], "revision": entry.key[2],
-                      "to_revision": _to_revision(entry),
-                      "replicas": verdict.desired_replicas, "ready": verdict.ready_replicas,
-                      "error_rate_before": verdict.error_rate_before,
-                      "error_rate_after": verdict.error_rate_after,
-                      "seconds": verdict.seconds_since_action, "reasons": list(verdict.reasons)}
-            if verdict.application is not None:
-                record["argocd"] = {"application": verdict.application,
-                                    "health": verdict.app_health, "sync": verdict.app_sync,
-                                    "revision": verdict.app_revision}
-            self.stdout.write(record)
-            self.journal.audit(at=now, who=DETECTOR, action=entry.action, target=_target(entry),
-                               decision="verified", reason="; ".join(verdict.reasons),
-                               dry_run=False, result=verdict.result.value, action_id=entry.id)
-            text = (f"Verification {verdict.result.value.upper()}: {_what(entry)}: "
-                    + "; ".join(verdict.reasons))
-            if self.events is not None:
-                body = self.events.verification_body(
-                    namespace=entry.key[0], deployment=entry.key[1], deployment_uid=entry.key[3],
-                    action_id=entry.id, passed=verdict.result is VerificationResult.PASS,
-                    note=text, at=now)
-                try:
-                    await self.events.send(body)
-                except SourceError as exc:  # the audit row and the JSON line are the record
-                    log.warning("verification.event_failed", reason=exc.reason)
-            if self.slack is not None:
-                try:
-                    await self.slack.send({"text": text, THREAD_KEY: thread_key(entry.key)})
-                except SourceError as exc:
-                    log.warning("verification.slack_failed", reason=exc.reason)
-
-    async def _verify_argocd(self, entry: JournalEntry, deployment: Deployment,
-                             error_rate: float | None, now: datetime) -> Verification:
-        """The verdict on a rollback through Argo CD: one GET of the application per tick."""
-        record = entry.params["argocd"]
-        app_name, app_namespace = str(record.get("app")), record.get("app_namespace")
-        app, unread = None, None
-        if self.argocd is None:
-            unread = "ARGOCD_URL and ARGOCD_TOKEN are not set"
-        else:
-            try:
-                app = await self.argocd.get_application(app_name, app_namespace)
-            except ArgoCdError as exc:
-                unread = exc.message
-        wanted = target_entry(app, incident_at=_moment(record.get("incident_at")),
-                              rollout_started_at=_moment(record.get("rollout_started_at")),
-                              history_id=record.get("history_id")) if app is not None else None
-        return verify_argocd_rollback(
-            application=app, app_name=app_name if not app_namespace
-            else f"{app_namespace}/{app_name}", target=wanted, unread=unread,
-            deployment=deployment, error_rate_per_minute=error_rate,
-            baseline_per_minute=entry.params.get("baseline_per_minute"),
-            acted_at=entry.updated_at, now=now, timeout_seconds=self.verify_timeout_seconds)
+        self.follow_up.renew(deployments)
+        await self.follow_up.verify(deployments, error_rates, now=now)
 
     async def close(self, timeout: float = 5.0) -> None:
         if self.running:
@@ -687,11 +431,11 @@ class Remediator:
     def _audit(self, entry: JournalEntry, *, who: str, decision: str, reason: str,
                dry_run: bool, result: str | None = None) -> None:
         now = self.clock()
-        row = self.journal.audit(at=now, who=who, action=entry.action, target=_target(entry),
+        row = self.journal.audit(at=now, who=who, action=entry.action, target=entry_target(entry),
                                  decision=decision, reason=reason, dry_run=dry_run,
                                  result=result, action_id=entry.id)
         self.stdout.write({"event": "action", **row.as_dict(), "revision": entry.key[2],
-                           "to_revision": _to_revision(entry),
+                           "to_revision": entry_to_revision(entry),
                            "rule": entry.params.get("rule")})
 
     async def _answer(self, decision: Decision, text: str) -> None:
@@ -703,240 +447,3 @@ class Remediator:
                                  json={"replace_original": True, "text": text})
         except httpx.HTTPError as exc:
             log.warning("slack.response_url_failed", error=type(exc).__name__)
-
-
-# Building a request --------------------------------------------------------------------------
-
-
-def problem_pod(incident: Incident, pods: Sequence[Pod]) -> Pod | None:
-    """The pod a delete-pod deletes: one the incident names with a problem and that is still
-    seen (with its uid), a crash-looping one first, then in the incident's order."""
-    seen = {pod.name: pod for pod in pods
-            if pod.namespace == incident.namespace and pod.uid}
-    named = [(name, problem) for name, problem in incident.evidence.pod_problems if name in seen]
-    named.sort(key=lambda item: item[1] != PodProblem.CRASH_LOOP.value)  # stable
-    return seen[named[0][0]] if named else None
-
-
-def pod_selector(deployment: Deployment) -> str:
-    """A label selector of the Deployment's pods: every label of its pod template."""
-    return ",".join(f"{name}={value}" for name, value in deployment.pod_labels)
-
-
-def _impossible(request: PlanRequest, action: Action) -> tuple[str, str] | None:
-    """(guardrail, reason) when ``request`` cannot be carried out as asked."""
-    target = f"{request.key[0]}/{request.key[1]}"
-    if action in CHANGES_DEPLOYMENT and not request.deployment.resource_version:
-        return ("no_precondition",
-                f"The resourceVersion of {target} is unknown, so a {action.value} could not be "
-                f"guarded against a newer state of it.")
-    if action is Action.ROLLBACK and request.to_replicaset is None:
-        return ("no_target", f"{target} has no earlier revision to roll back to.")
-    if action is Action.DELETE_POD and (request.pod is None or not request.pod.uid):
-        return ("no_pod",
-                f"No pod of {target} with a problem is known (with its uid) to delete.")
-    if action is Action.SCALE and _replicas(request.params) is None:
-        return ("no_replicas",
-                f"A scale of {target} needs a replica count (params.replicas, a whole number "
-                f">= 0).")
-    if action is Action.DELETE_STUCK_PODS and not request.deployment.pod_labels:
-        # An empty selector would match every pod of the namespace.
-        return ("no_selector",
-                f"{target} has no pod labels to find its pods by, so no pod is deleted.")
-    return None
-
-
-def _replicas(params: Sequence[tuple[str, Any]]) -> int | None:
-    """The replica count of a scale's params: a whole number >= 0, or None."""
-    try:
-        value = dict(params).get("replicas")
-    except (TypeError, ValueError):  # not (name, value) pairs
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
-
-
-def renewable_at_write(entry: JournalEntry, result: ActionResult) -> str | None:
-    """The resourceVersion a write refused as stale may be made again on, or None.
-
-    The status moved after the last look (a pod turning ready between that look and the
-    click): the refusal's GET (``result.now``) shows the same spec as the entry was planned on
-    (``same_spec``: same object, revision and generation; every write of ours moves the
-    generation, so it has not landed either). Then the write is made once more on what the GET
-    saw. A spec that changed, an object that is gone or unknown, stays refused."""
-    now = result.now
-    if result.outcome != WRITE_STALE or now is None or not same_spec(entry, now) or \
-            now.resource_version == entry.precondition:
-        return None
-    return now.resource_version
-
-
-def same_spec(entry: JournalEntry, deployment: Deployment) -> bool:
-    """Whether ``deployment`` is, in its spec, what ``entry`` was planned on: the same object
-    (uid), still at the action's revision, at the generation seen then (every spec change, a
-    scale or a pause included, moves it). Unknown (an entry without a generation, a
-    Deployment without a rollout status) is not the same."""
-    generation = entry.params.get("generation")
-    return bool(deployment.resource_version) and deployment.uid == entry.key[3] and \
-        deployment.revision == entry.key[2] and deployment.rollout is not None and \
-        isinstance(generation, int) and deployment.rollout.generation == generation
-
-
-def _params(request: PlanRequest, action: Action, decision: GuardrailDecision, *,
-            argocd: bool = False) -> dict[str, Any]:
-    """What the journal keeps: what the guardrails looked at, and what the write needs. A
-    rollback through Argo CD (``argocd``: its API is configured) keeps the application, its
-    namespace, and the moments its history is read as of (the incident, the bad rollout's
-    start): the entry it goes back to is chosen from them at the write, the same on a retry."""
-    deployment = request.deployment
-    params: dict[str, Any] = {
-        "confidence": request.confidence, "paused": deployment.paused,
-        "gitops": _gitops_record(deployment.gitops),
-        "baseline_per_minute": request.baseline_per_minute, "dry_run": decision.dry_run,
-        "incident": request.detected_at.isoformat(),
-        "rule": None if request.rule is None else str(request.rule),
-        # As given when it is a number (a refused request may carry anything else).
-        "cooldown_seconds": _seconds(request.cooldown_seconds),
-        # The spec's generation seen with the precondition (see same_spec).
-        "generation": deployment.rollout.generation if deployment.rollout is not None else None,
-    }
-    if action is Action.ROLLBACK and request.to_replicaset is not None:
-        params.update(to_revision=request.to_replicaset.revision,
-                      to_replicaset=request.to_replicaset.name)
-        owner = deployment.gitops
-        if owner is not None and through_argocd(action, owner, Policy(argocd=argocd)):
-            started = request.rollout_started_at
-            params["argocd"] = {
-                "app": owner.app, "app_namespace": owner.app_namespace, "history_id": None,
-                "incident_at": request.detected_at.isoformat(),
-                "rollout_started_at": started.isoformat() if started is not None else None}
-    elif action is Action.DELETE_POD and request.pod is not None:
-        params.update(pod=request.pod.name, pod_uid=request.pod.uid)
-    elif action is Action.SCALE:
-        params.update(replicas=_replicas(request.params))
-    elif action is Action.DELETE_STUCK_PODS:
-        params.update(selector=pod_selector(deployment))
-    return params
-
-
-def _moment(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
-
-
-def _argocd_outcome(exc: ArgoCdError) -> str:
-    """An Argo CD refusal as an action's outcome: another operation running, or a history entry
-    gone, mean the application is no longer what the decision was taken on."""
-    if exc.reason in ("forbidden", "unauthorized"):
-        return FORBIDDEN
-    if exc.reason in ("failed_precondition", "invalid_argument"):
-        return WRITE_STALE
-    return WRITE_FAILED
-
-
-def _seconds(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
-def _gitops_record(owner: GitOpsOwner | None) -> dict[str, Any] | None:
-    if owner is None:
-        return None
-    return {"tool": owner.tool.value, "app": owner.app, "app_namespace": owner.app_namespace}
-
-
-def _recorded_proposal(entry: JournalEntry, *, approved_by: str,
-                       approver_authenticated: bool = False) -> Proposal:
-    """The proposal as it was made, rebuilt from the journal, now approved by someone."""
-    params = entry.params
-    action = Action(entry.action)
-    confidence = params.get("confidence")
-    gitops = params.get("gitops")
-    cooldown = params.get("cooldown_seconds")
-    return Proposal(
-        action=action, namespace=entry.key[0], deployment=entry.key[1],
-        confidence=float(confidence) if confidence is not None else None,
-        paused=bool(params.get("paused")),
-        gitops=GitOpsOwner(GitOpsTool(gitops["tool"]), gitops["app"], gitops.get("app_namespace"))
-        if isinstance(gitops, dict) else None,
-        scale_to=params.get("replicas") if action is Action.SCALE else None,
-        approved_by=approved_by, approver_authenticated=approver_authenticated,
-        cooldown_seconds=float(cooldown) if cooldown is not None else None)
-
-
-# Telling -------------------------------------------------------------------------------------
-
-
-def _view(action: Action, to_revision: int | None, decision: GuardrailDecision, *,
-          entry: JournalEntry | None) -> RemediationView:
-    return RemediationView(action=action.value, to_revision=to_revision,
-                           outcome=decision.outcome.value, reason=decision.reason,
-                           guardrail=decision.guardrail, dry_run=decision.dry_run,
-                           journal_id=entry.id if entry else None)
-
-
-def _target(entry: JournalEntry) -> str:
-    return f"{entry.key[0]}/{entry.key[1]}"
-
-
-def _to_revision(entry: JournalEntry) -> int | None:
-    return entry.params.get("to_revision") if entry.action == Action.ROLLBACK.value else None
-
-
-def _what(entry: JournalEntry) -> str:
-    """``rollback of ns/name to revision 1``, ``delete-pod of ns/name (pod x)``, ..."""
-    what = f"{entry.action} of {_target(entry)}"
-    params = entry.params
-    if entry.action == Action.ROLLBACK.value:
-        return f"{what} to revision {params.get('to_revision')}{_through(entry)}"
-    if entry.action == Action.SCALE.value:
-        return f"{what} to {params.get('replicas')} replicas"
-    if entry.action == Action.DELETE_POD.value:
-        return f"{what} (pod {params.get('pod')})"
-    if entry.action == Action.DELETE_STUCK_PODS.value:
-        return f"{what} (pods {params.get('selector')} stuck Terminating)"
-    return what
-
-
-def _through(entry: JournalEntry) -> str:
-    """`` through Argo CD application NS/APP`` for a rollback through Argo CD, else nothing."""
-    record = entry.params.get("argocd")
-    if not isinstance(record, dict):
-        return ""
-    namespace = record.get("app_namespace")
-    return f" through Argo CD application {namespace + '/' if namespace else ''}{record.get('app')}"
-
-
-def _audit_decision(outcome: Outcome) -> str:
-    return {Outcome.ACT: "approved", Outcome.ASK: "requested", Outcome.REFUSE: "refused",
-            Outcome.NOTIFY_ONLY: "notify_only"}[outcome]
-
-
-def _order(entry: JournalEntry) -> str:
-    """What was approved, as an order: ``Roll back ns/name to revision 1``, ``Restart ns/name``."""
-    target, params = _target(entry), entry.params
-    return {
-        Action.ROLLBACK.value: (f"Roll back {target} to revision {params.get('to_revision')}"
-                                f"{_through(entry)}"),
-        Action.RESTART.value: f"Restart {target}",
-        Action.PAUSE.value: f"Pause {target}",
-        Action.SCALE.value: f"Scale {target} to {params.get('replicas')} replicas",
-        Action.DELETE_POD.value: f"Delete pod {entry.key[0]}/{params.get('pod')} of {target}",
-        Action.DELETE_STUCK_PODS.value: (f"Delete the pods of {target} stuck Terminating "
-                                         f"({params.get('selector')})"),
-    }.get(entry.action, f"{entry.action} of {target}")
-
-
-def _outcome_text(entry: JournalEntry, result: ActionResult | None, *, who: str,
-                  when: datetime) -> str:
-    what = _order(entry)
-    stamp = when.strftime("%H:%M:%S UTC")
-    if result is None:
-        return f"{what}: approved by <@{who}> at {stamp}; the write failed and will be retried."
-    return f"{what}: approved by <@{who}> at {stamp}: {result.outcome} ({result.message})"

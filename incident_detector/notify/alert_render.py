@@ -12,34 +12,13 @@ from typing import Any
 
 from ..model import AlertIncident
 from ..redact import redact
-from .render import (
-    ACTION_ADVICE,
-    SCHEMA_VERSION,
-    SLACK_EXAMPLE_MAX_CHARS,
-    SLACK_FALLBACK_MAX_CHARS,
-    SLACK_HEADER_MAX_CHARS,
-    SLACK_MAX_BLOCKS,
-    SLACK_TOP_SIGNATURES,
-    _clock,
-    _code_block,
-    causality_blocks,
-    causality_json,
-    causes_blocks,
-    causes_json,
-    _code_span,
-    _context,
-    _one_line,
-    _plural,
-    _section,
-    _truncate,
-    _truncate_escaped,
-    alert_dict,
-    duration,
-    iso_utc,
-    mrkdwn_escape,
-    remediation_blocks,
-    signature_dict,
-)
+from .advice import ACTION_ADVICE
+from .blocks import (SLACK_EXAMPLE_MAX_CHARS, SLACK_HEADER_MAX_CHARS, SLACK_TOP_SIGNATURES,
+                     code_block, code_span, context, message, mrkdwn_escape, section)
+from .causes_render import causality_blocks, causality_json, causes_blocks, causes_json
+from .formats import clock_time, duration, iso_utc, one_line, plural, truncate
+from .records import SCHEMA_VERSION, alert_dict, signature_dict
+from .remediation_render import remediation_blocks
 
 SLACK_PODS_SHOWN = 8
 SLACK_EVENTS_SHOWN = 5
@@ -70,14 +49,14 @@ def advice(incident: AlertIncident) -> str:
 def summary(incident: AlertIncident) -> str:
     alert = incident.alert
     sentences = [f"Alert {alert.name or alert.fingerprint} ({incident.priority.value}) is firing "
-                 f"on {_where(incident)} since {_clock(alert.starts_at)}, with no rollout in "
+                 f"on {_where(incident)} since {clock_time(alert.starts_at)}, with no rollout in "
                  "its window."]
     about = alert.annotation("summary") or alert.annotation("description")
     if about:
-        sentences.append(_one_line(redact(about)).rstrip(".") + ".")
+        sentences.append(one_line(redact(about)).rstrip(".") + ".")
     problems = _problem_pods(incident)
     if problems:
-        sentences.append("Pods: " + ", ".join(f"{problem} on {_plural(n, 'pod')}"
+        sentences.append("Pods: " + ", ".join(f"{problem} on {plural(n, 'pod')}"
                                               for problem, n in problems) + ".")
     last = incident.last_rollout
     if last is not None:
@@ -145,65 +124,63 @@ def _header(incident: AlertIncident) -> str:
 
 def slack_payload(incident: AlertIncident) -> dict[str, Any]:
     alert = incident.alert
-    about = [f"• Firing since {_clock(alert.starts_at)}; no rollout in its window"]
+    about = [f"• Firing since {clock_time(alert.starts_at)}; no rollout in its window"]
     for key in ("summary", "description"):
         value = alert.annotation(key)
         if value:
             about.append(f"• {key.capitalize()}: " + mrkdwn_escape(
-                _truncate(_one_line(redact(value)), SLACK_EXAMPLE_MAX_CHARS)))
+                truncate(one_line(redact(value)), SLACK_EXAMPLE_MAX_CHARS)))
     labels = ", ".join(f"{k}={redact(v)}" for k, v in alert.labels if k != "alertname")
     if labels:
-        about.append("• Labels: " + mrkdwn_escape(_truncate(labels, SLACK_EXAMPLE_MAX_CHARS)))
+        about.append("• Labels: " + mrkdwn_escape(truncate(labels, SLACK_EXAMPLE_MAX_CHARS)))
     about.append(f"• Priority {incident.priority.value} (rule {mrkdwn_escape(incident.rule)})")
     if alert.generator_url.startswith(("http://", "https://")):
         about.append(f"• <{redact(alert.generator_url)}|Source of the alert>")
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "emoji": True,
-                                    "text": _truncate(_header(incident), SLACK_HEADER_MAX_CHARS)}},
-        _section("Alert", about),
+                                    "text": truncate(_header(incident), SLACK_HEADER_MAX_CHARS)}},
+        section("Alert", about),
     ]
     pods = [f"• {mrkdwn_escape(p.name)}: {p.phase}, {'ready' if p.ready else 'not ready'}, "
-            f"{_plural(p.restarts, 'restart')}"
+            f"{plural(p.restarts, 'restart')}"
             + (f", {', '.join(x.value for x in p.problems)}" if p.problems else "")
             for p in incident.pods[:SLACK_PODS_SHOWN]]
     if pods:
-        blocks.append(_section("Pods", pods))
+        blocks.append(section("Pods", pods))
     events = [f"• {mrkdwn_escape(e.reason)} ({e.count}×) on {mrkdwn_escape(e.object_name)}: "
-              + mrkdwn_escape(_truncate(_one_line(redact(e.message)), SLACK_EXAMPLE_MAX_CHARS))
+              + mrkdwn_escape(truncate(one_line(redact(e.message)), SLACK_EXAMPLE_MAX_CHARS))
               for e in incident.warning_events[:SLACK_EVENTS_SHOWN]]
     if events:
-        blocks.append(_section("Warning events", events))
+        blocks.append(section("Warning events", events))
     last = incident.last_rollout
     if last is not None:
         lines = [f"• Revision {last.revision} ({mrkdwn_escape(last.replicaset)}) rolled out "
                  f"{duration((incident.detected_at - last.started_at).total_seconds())} ago"]
         lines += [f"• {mrkdwn_escape(c.kind)}"
                   + (f" ({mrkdwn_escape(c.container)})" if c.container else "")
-                  + f": {mrkdwn_escape(_truncate(_one_line(c.detail), SLACK_EXAMPLE_MAX_CHARS))}"
+                  + f": {mrkdwn_escape(truncate(one_line(c.detail), SLACK_EXAMPLE_MAX_CHARS))}"
                   for c in last.changes]
-        blocks.append(_section("Last rollout", lines))
+        blocks.append(section("Last rollout", lines))
     if incident.signatures:
-        blocks.append(_section("Top error signatures", [
-            f"• {s.count}×: " + _code_span(_truncate(_one_line(redact(s.example)),
-                                                      SLACK_EXAMPLE_MAX_CHARS))
+        blocks.append(section("Top error signatures", [
+            f"• {s.count}×: " + code_span(truncate(one_line(redact(s.example)),
+                                                   SLACK_EXAMPLE_MAX_CHARS))
             for s in incident.signatures[:SLACK_TOP_SIGNATURES]]))
     blocks.extend(causes_blocks(incident.causes))
     blocks.extend(causality_blocks(incident.causality, namespace=incident.target.namespace))
     action = [mrkdwn_escape(advice(incident).split(": ", 1)[0] + ":")]
     if incident.command:
-        action.append(_code_block(incident.command))
+        action.append(code_block(incident.command))
     else:
-        action.append(_code_block(f"kubectl describe deployment/{incident.target.deployment} "
-                                  f"-n {incident.target.namespace}"))
-    blocks.append(_section("Recommended action", action))
+        action.append(code_block(f"kubectl describe deployment/{incident.target.deployment} "
+                                 f"-n {incident.target.namespace}"))
+    blocks.append(section("Recommended action", action))
     if incident.remediation is not None:
         blocks.extend(remediation_blocks(incident.remediation))
-    blocks.append(_context([f"Detected {mrkdwn_escape(iso_utc(incident.detected_at))}",
-                            f"fingerprint {mrkdwn_escape(alert.fingerprint)}",
-                            f"mapped by the {mrkdwn_escape(incident.target.mapped_by)} label"]))
-    fallback = mrkdwn_escape(f"{_header(incident)}. {summary(incident)}")
-    return {"text": _truncate_escaped(fallback, SLACK_FALLBACK_MAX_CHARS),
-            "blocks": blocks[:SLACK_MAX_BLOCKS]}
+    blocks.append(context([f"Detected {mrkdwn_escape(iso_utc(incident.detected_at))}",
+                           f"fingerprint {mrkdwn_escape(alert.fingerprint)}",
+                           f"mapped by the {mrkdwn_escape(incident.target.mapped_by)} label"]))
+    return message(blocks, f"{_header(incident)}. {summary(incident)}")
 
 
 def resolved_record(record: dict[str, Any], *, resolved_at: datetime) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..judge.analysis import AnalysisResult
 from ..redact import redact
-from .render import SLACK_FALLBACK_MAX_CHARS, SLACK_SECTION_MAX_CHARS, mrkdwn_escape
+from .blocks import SLACK_FALLBACK_MAX_CHARS, SLACK_SECTION_MAX_CHARS, mrkdwn_escape
 
 SCHEMA_VERSION = 1
 

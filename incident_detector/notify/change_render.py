@@ -8,7 +8,7 @@ evidence, the ranked causes (``causes_json``: each change in the one JSON shape 
 what, how much, the likely causes with their reasons and commands, and what to do.
 
 ``causes_json`` and ``causes_blocks`` are shared with the rollout incident's rendering
-(``notify.render``), where they are defined next to the other shared pieces.
+(``notify.render``); they live in ``notify.causes_render``.
 """
 
 from __future__ import annotations
@@ -19,38 +19,14 @@ from ..judge.causes import scale_down
 from ..model import Change, ChangeIncident
 from ..redact import redact
 from ..store.changes import change_summary
-from .render import (
-    SCHEMA_VERSION,
-    SLACK_EXAMPLE_MAX_CHARS,
-    SLACK_FALLBACK_MAX_CHARS,
-    SLACK_HEADER_MAX_CHARS,
-    SLACK_MAX_BLOCKS,
-    SLACK_TOP_SIGNATURES,
-    _as_utc,
-    _clock,
-    _code_block,
-    _code_span,
-    _context,
-    _count,
-    _number,
-    _one_line,
-    _rate,
-    _section,
-    _truncate,
-    _truncate_escaped,
-    cause_step,
-    causality_blocks,
-    causality_json,
-    causes_blocks,
-    causes_json,
-    duration,
-    iso_utc,
-    mrkdwn_escape,
-    percent,
-    redacted_change_dict,
-    remediation_blocks,
-    signature_dict,
-)
+from .blocks import (SLACK_EXAMPLE_MAX_CHARS, SLACK_HEADER_MAX_CHARS, SLACK_TOP_SIGNATURES,
+                     code_block, code_span, context, message, mrkdwn_escape, section)
+from .causes_render import (causality_blocks, causality_json, cause_step, causes_blocks,
+                            causes_json, percent, redacted_change_dict)
+from .formats import (as_utc, clock_time, count_text, duration, iso_utc, json_number, one_line,
+                      rate_text, truncate)
+from .records import SCHEMA_VERSION, signature_dict
+from .remediation_render import remediation_blocks
 
 __all__ = ["causes_json", "causes_blocks", "change_incident_record", "change_incident_slack",
            "change_incident_title", "summary"]
@@ -74,14 +50,14 @@ def change_incident_title(incident: ChangeIncident) -> str:
 
 
 def _since_change(incident: ChangeIncident) -> float:
-    return (_as_utc(incident.detected_at) - _as_utc(incident.change.at)).total_seconds()
+    return (as_utc(incident.detected_at) - as_utc(incident.change.at)).total_seconds()
 
 
 def _rise(incident: ChangeIncident) -> str:
     """``14/min, up from 0.5/min before the change`` (or without the baseline when unknown)."""
-    text = f"{_rate(incident.error_rate_per_minute)}/min"
+    text = f"{rate_text(incident.error_rate_per_minute)}/min"
     if incident.baseline_per_minute is not None:
-        text += f", up from {_rate(incident.baseline_per_minute)}/min before the change"
+        text += f", up from {rate_text(incident.baseline_per_minute)}/min before the change"
     return text
 
 
@@ -101,7 +77,7 @@ def summary(incident: ChangeIncident) -> str:
     sentences = [
         f"Errors of {incident.deployment} in {incident.namespace} rose to {_rise(incident)}, "
         f"{duration(_since_change(incident))} after {_what_happened(incident.change)} at "
-        f"{_clock(incident.change.at)}."
+        f"{clock_time(incident.change.at)}."
     ]
     if incident.causes:
         top = incident.causes[0]
@@ -126,10 +102,10 @@ def change_incident_record(incident: ChangeIncident) -> dict[str, Any]:
         "deployment_uid": incident.deployment_uid,
         "detected_at": iso_utc(incident.detected_at),
         "change": redacted_change_dict(incident.change),
-        "error_count": _number(incident.error_count),
-        "error_rate_per_minute": _number(incident.error_rate_per_minute),
+        "error_count": json_number(incident.error_count),
+        "error_rate_per_minute": json_number(incident.error_rate_per_minute),
         "baseline_per_minute": (None if incident.baseline_per_minute is None
-                                else _number(incident.baseline_per_minute)),
+                                else json_number(incident.baseline_per_minute)),
         "window_seconds": incident.window_seconds,
         "summary": summary(incident),
         "recommended_action": {"action": incident.action, "command": incident.command},
@@ -157,12 +133,13 @@ def _impact_lines(incident: ChangeIncident) -> list[str]:
     where = f"{incident.namespace}/{incident.deployment}"
     by = f" (by {change.manager})" if change.manager else ""
     lines = [
-        f"• {_count(incident.error_count)} error lines in the last "
+        f"• {count_text(incident.error_count)} error lines in the last "
         f"{duration(incident.window_seconds)} in {mrkdwn_escape(where)}: "
-        f"{_rate(incident.error_rate_per_minute)}/min"
-        + (f", up from {_rate(incident.baseline_per_minute)}/min before the change"
+        f"{rate_text(incident.error_rate_per_minute)}/min"
+        + (f", up from {rate_text(incident.baseline_per_minute)}/min before the change"
            if incident.baseline_per_minute is not None else ""),
-        f"• {mrkdwn_escape(_what_happened(change))} at {_clock(change.at)}{mrkdwn_escape(by)}; "
+        f"• {mrkdwn_escape(_what_happened(change))} at {clock_time(change.at)}"
+        f"{mrkdwn_escape(by)}; "
         f"the rise was detected {duration(_since_change(incident))} later",
         f"• Priority {incident.priority.value}"
         + (f" (rule {mrkdwn_escape(incident.rule)})" if incident.rule else ""),
@@ -176,12 +153,12 @@ def _action_lines(incident: ChangeIncident) -> list[str]:
         if command == incident.command or incident.command is None:
             lines = [mrkdwn_escape(sentence) + (":" if command else ".")]
             if command:
-                lines.append(_code_block(command))
+                lines.append(code_block(command))
             return lines
     if incident.command:
-        return ["Run:", _code_block(incident.command)]
-    return ["Investigate:", _code_block(f"kubectl describe deployment/{incident.deployment} "
-                                        f"-n {incident.namespace}")]
+        return ["Run:", code_block(incident.command)]
+    return ["Investigate:", code_block(f"kubectl describe deployment/{incident.deployment} "
+                                       f"-n {incident.namespace}")]
 
 
 def _signature_lines(incident: ChangeIncident) -> list[str]:
@@ -189,8 +166,8 @@ def _signature_lines(incident: ChangeIncident) -> list[str]:
     lines = []
     for signature in signatures[:SLACK_TOP_SIGNATURES]:
         marker = " new" if signature.new else ""
-        example = _truncate(_one_line(redact(signature.example)), SLACK_EXAMPLE_MAX_CHARS)
-        lines.append(f"• {signature.count}×{marker}: {_code_span(example)}")
+        example = truncate(one_line(redact(signature.example)), SLACK_EXAMPLE_MAX_CHARS)
+        lines.append(f"• {signature.count}×{marker}: {code_span(example)}")
     return lines
 
 
@@ -199,20 +176,18 @@ def change_incident_slack(incident: ChangeIncident) -> dict[str, Any]:
     header = _header(incident)
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "emoji": True,
-                                    "text": _truncate(header, SLACK_HEADER_MAX_CHARS)}},
-        _section("Impact", _impact_lines(incident)),
+                                    "text": truncate(header, SLACK_HEADER_MAX_CHARS)}},
+        section("Impact", _impact_lines(incident)),
     ]
     blocks.extend(causes_blocks(incident.causes))
     blocks.extend(causality_blocks(incident.causality, namespace=incident.namespace))
-    blocks.append(_section("Recommended action", _action_lines(incident)))
+    blocks.append(section("Recommended action", _action_lines(incident)))
     if incident.remediation is not None:
         blocks.extend(remediation_blocks(incident.remediation))
     if incident.signatures:
         blocks.append({"type": "divider"})
-        blocks.append(_section("Top error signatures", _signature_lines(incident)))
-    blocks.append(_context([f"Detected {mrkdwn_escape(iso_utc(incident.detected_at))}",
-                            f"change made {mrkdwn_escape(iso_utc(incident.change.at))}",
-                            "kind: change"]))
-    fallback = mrkdwn_escape(f"{header}. {summary(incident)}")
-    return {"text": _truncate_escaped(fallback, SLACK_FALLBACK_MAX_CHARS),
-            "blocks": blocks[:SLACK_MAX_BLOCKS]}
+        blocks.append(section("Top error signatures", _signature_lines(incident)))
+    blocks.append(context([f"Detected {mrkdwn_escape(iso_utc(incident.detected_at))}",
+                           f"change made {mrkdwn_escape(iso_utc(incident.change.at))}",
+                           "kind: change"]))
+    return message(blocks, f"{header}. {summary(incident)}")

@@ -8,18 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from ..redact import redact
-from .render import (
-    SCHEMA_VERSION,
-    SLACK_EXAMPLE_MAX_CHARS,
-    SLACK_HEADER_MAX_CHARS,
-    _code_span,
-    _one_line,
-    _section,
-    _truncate,
-    duration,
-    iso_utc,
-    mrkdwn_escape,
-)
+from .blocks import (SLACK_EXAMPLE_MAX_CHARS, SLACK_HEADER_MAX_CHARS, code_span, mrkdwn_escape,
+                     section)
+from .formats import duration, iso_utc, one_line, truncate
+from .records import SCHEMA_VERSION
 
 
 def group_key(group: Any) -> str:
@@ -36,7 +28,7 @@ def summary(group: Any, *, now: datetime) -> str:
     return (f"New error ({group.priority.value}, rule {group.rule or 'default'}) in "
             f"{_where(group)}: {seen}{group.count} lines since "
             f"{iso_utc(group.first_seen)} ({duration((now - group.first_seen).total_seconds())}"
-            f" ago): {_one_line(redact(group.example))}")
+            f" ago): {one_line(redact(group.example))}")
 
 
 def incident_sentence(incident: dict[str, Any]) -> str:
@@ -65,9 +57,9 @@ def group_record(group: Any, *, now: datetime,
 def slack_payload(group: Any, *, now: datetime,
                   incident: dict[str, Any] | None = None) -> dict[str, Any]:
     header = f":warning: [{group.priority.value}] New error in {_where(group)}"
-    example = _truncate(_one_line(redact(group.example)), SLACK_EXAMPLE_MAX_CHARS)
+    example = truncate(one_line(redact(group.example)), SLACK_EXAMPLE_MAX_CHARS)
     seen = "at least " if group.sampled else ""
-    lines = [f"• {_code_span(example)}",
+    lines = [f"• {code_span(example)}",
              f"• {seen}{group.count} lines since {mrkdwn_escape(iso_utc(group.first_seen))}",
              f"• Priority {group.priority.value} (rule {mrkdwn_escape(group.rule or 'default')})"]
     if incident is not None:
@@ -75,6 +67,6 @@ def slack_payload(group: Any, *, now: datetime,
         lines.append(f"• {mrkdwn_escape(sentence[0].upper() + sentence[1:])}")
     return {"text": mrkdwn_escape(summary(group, now=now))[:3000],
             "blocks": [{"type": "header", "text": {"type": "plain_text", "emoji": True,
-                                                   "text": _truncate(header,
-                                                                     SLACK_HEADER_MAX_CHARS)}},
-                       _section("Error group", lines)]}
+                                                   "text": truncate(header,
+                                                                    SLACK_HEADER_MAX_CHARS)}},
+                       section("Error group", lines)]}

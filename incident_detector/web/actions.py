@@ -53,7 +53,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ..notify.render import ACTION_BUTTONS
+from ..notify.remediation_render import ACTION_BUTTONS
 from ..store.journal import (APPROVED, DONE, EXECUTING, PROPOSED, STATES, UNVERIFIED, VERIFIED,
                              JournalEntry)
 from .auth import DashboardAuth
