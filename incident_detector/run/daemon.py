@@ -303,7 +303,8 @@ class Detector:
         views = [view for namespace_views, _ in observed for view in namespace_views]
         if self.store.has_legacy:
             adopt_legacy(self, views)
-        decision = decide(views, now=now, rules=self.rules, already_notified=_KnownKeys(self.store))
+        decision = decide(views, now=now, rules=self.rules,
+                          already_notified=_KnownKeys(self.store))
         report.assessments = decision.assessments
         self._publish_assessments(now, decision.assessments, complete=not fast)
         if decision.incidents and not self.readback_done:

@@ -49,7 +49,8 @@ def _names(workloads: Sequence[str] | None) -> tuple[str, ...] | None:
     return None if workloads is None else tuple(workloads)
 
 
-def select_deployments(det: Detector, namespace: str, deployments: Sequence[Deployment]) -> list[Deployment]:
+def select_deployments(det: Detector, namespace: str,
+                       deployments: Sequence[Deployment]) -> list[Deployment]:
     if det.settings.watches_all_deployments:
         return list(deployments)
     wanted = det.settings.target_deployment
@@ -138,7 +139,8 @@ async def observe_namespace(det: Detector, namespace: str, now: datetime, report
                 namespace, template_hashes=template_hashes), now, report, "pods"),
         )
     elif not fast and (plan is not None or det.error_lines is not None):
-        await count_namespace(det, namespace, judged, workload_of, plan, now, report, read_workloads)
+        await count_namespace(det, namespace, judged, workload_of, plan, now, report,
+                              read_workloads)
     by_name: dict[str, list[ReplicaSet]] = {}
     for rs in replicasets:
         if rs.deployment in workload_of:

@@ -36,7 +36,8 @@ T = TypeVar("T")
 READBACK_ATTEMPTS = 3
 
 
-async def alert_incidents(det: Detector, now: datetime, report: TickReport, assessments: Sequence[Any],
+async def alert_incidents(det: Detector, now: datetime, report: TickReport,
+                          assessments: Sequence[Any],
                   by_key: dict[tuple[str, str], WorkloadView],
                   observed: Sequence[tuple[list[WorkloadView], NamespaceAlerts | None]]) -> None:
     """Alerts that are signals of a rollout go with it; the others are alert incidents."""
@@ -174,7 +175,8 @@ async def read_back_events(det: Detector, now: datetime, report: TickReport) -> 
     det.readback_attempts += 1
     found = 0
     for namespace in det.settings.namespace:
-        notified = await det.call_source("event", lambda ns=namespace: det.events.notified_revisions(ns),
+        notified = await det.call_source("event",
+                                         lambda ns=namespace: det.events.notified_revisions(ns),
                                     now, report, "read back")
         if notified is None:
             if det.readback_attempts >= READBACK_ATTEMPTS:
