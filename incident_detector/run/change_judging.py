@@ -133,7 +133,7 @@ def signature_symptoms(signatures: Sequence[Any], *, since: str = "the change",
 
 
 def desk_suspects(desk: ChangeDesk, namespace: str, *, busy: Container[str], now: datetime
-              ) -> tuple[list[Change], tuple[Suspect, ...]]:
+                  ) -> tuple[list[Change], tuple[Suspect, ...]]:
     """The changes in their window, and the workloads to judge after them."""
     seen = desk.seen.get(namespace)
     recent = desk.in_window(namespace, now)
@@ -199,7 +199,7 @@ def take_counts(desk: ChangeDesk, namespace: str, plan: CountPlan, answer: Any, 
 
 async def judge_namespace(desk: ChangeDesk, namespace: str, *, busy: set[str],
                           risen: Mapping[str, bool | None],
-                now: datetime, call: Call) -> list[str]:
+                          now: datetime, call: Call) -> list[str]:
     """Judge the workloads that recent changes may break; the keys of the incidents
     recorded.
 
@@ -268,7 +268,7 @@ async def judge_namespace(desk: ChangeDesk, namespace: str, *, busy: set[str],
 
 
 async def fetch_baselines(desk: ChangeDesk, namespace: str, found: Sequence[Suspect], seen: Seen,
-                           workloads: Mapping[str, str], call: Call) -> None:
+                          workloads: Mapping[str, str], call: Call) -> None:
     """One query per change not yet measured: every suspect of that change shares it."""
     by_change: dict[tuple[datetime, int], list[Suspect]] = {}
     for suspect in found:
@@ -290,9 +290,9 @@ async def fetch_baselines(desk: ChangeDesk, namespace: str, found: Sequence[Susp
 
 
 async def change_incident(desk: ChangeDesk, judgement: Judgement, seen: Seen, workload: str, *,
-                    recent_changes: Sequence[Change], deps: Dependencies,
-                    risen: Mapping[str, bool | None], now: datetime, call: Call
-                    ) -> ChangeIncident:
+                          recent_changes: Sequence[Change], deps: Dependencies,
+                          risen: Mapping[str, bool | None], now: datetime, call: Call
+                          ) -> ChangeIncident:
     suspect = judgement.suspect
     dep = seen.deployments[suspect.deployment]
     began = suspect.change.at

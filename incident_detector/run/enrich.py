@@ -67,7 +67,7 @@ def rollout_subject(incident: Incident) -> Subject:
 
 
 def with_causes(det: Detector, incident: Incident, view: WorkloadView, rollout: Rollout | None,
-                 errors_began: datetime, risen: Mapping[str, bool | None]) -> Incident:
+                errors_began: datetime, risen: Mapping[str, bool | None]) -> Incident:
     """The incident's likeliest causes among recent changes, its own rollout included;
     their timing is measured against ``errors_began``."""
     assert det.change_desk is not None
@@ -81,7 +81,7 @@ def with_causes(det: Detector, incident: Incident, view: WorkloadView, rollout: 
 
 
 async def with_map(det: Detector, incident: Incident, now: datetime,
-                    report: TickReport) -> Incident:
+                   report: TickReport) -> Incident:
     """The incident's blast radius (its callers whose errors rose too) and its causality
     tree, from the service map."""
     assert det.change_desk is not None
@@ -100,7 +100,7 @@ async def with_map(det: Detector, incident: Incident, now: datetime,
 
 
 async def with_signatures(det: Detector, incident: Incident, workload_name: str,
-                           report: TickReport) -> tuple[Incident, datetime]:
+                          report: TickReport) -> tuple[Incident, datetime]:
     """Top error signatures of the new revision, and when its errors began: its first error
     line after the rollout began, else the rollout's start.
 

@@ -68,8 +68,8 @@ def select_deployments(det: Detector, namespace: str,
 
 
 async def observe_namespace(det: Detector, namespace: str, now: datetime, report: TickReport,
-                   alerts: Sequence[StoredAlert] = (), *, fast: bool = False
-                   ) -> tuple[list[WorkloadView], NamespaceAlerts | None]:
+                            alerts: Sequence[StoredAlert] = (), *, fast: bool = False
+                            ) -> tuple[list[WorkloadView], NamespaceAlerts | None]:
     deployments, replicasets = await asyncio.gather(
         det.call_source("kubernetes", lambda: det.kube.list_deployments(namespace), now, report,
                    "deployments"),
@@ -195,10 +195,10 @@ def fast_loki_due(det: Detector, namespace: str, young: Sequence[Rollout]) -> bo
 
 
 async def count_namespace(det: Detector, namespace: str, judged: Sequence[Rollout],
-                 workload_of: Mapping[str, str], plan: Any, now: datetime,
-                 report: TickReport, read_workloads: Sequence[str] | None = None, *,
-                 replicasets: Sequence[ReplicaSet] = (),
-                 read_lines: bool = True) -> ErrorCounts | None:
+                          workload_of: Mapping[str, str], plan: Any, now: datetime,
+                          report: TickReport, read_workloads: Sequence[str] | None = None, *,
+                          replicasets: Sequence[ReplicaSet] = (),
+                          read_lines: bool = True) -> ErrorCounts | None:
     """Every count the tick needs of a namespace, in ONE Loki metric query (``count_windows``)
     made at the tick's instant: the error window of the rollouts judged and of the change
     timeline's suspects (``errors``), the baselines of the rollouts that have none yet
@@ -288,7 +288,7 @@ def triage_workloads(det: Detector) -> list[str] | None:
 
 
 def baseline_window(det: Detector, namespace: str, judged: Sequence[Rollout],
-                     replicasets: Sequence[ReplicaSet]) -> tuple[Any, dict[RolloutKey, Any]]:
+                    replicasets: Sequence[ReplicaSet]) -> tuple[Any, dict[RolloutKey, Any]]:
     """The rollouts whose baselines are missing and that one window can serve, and the last
     healthy state of each (correlator.last_healthy_state).
 
@@ -330,7 +330,7 @@ def workload_filter(det: Detector, workloads: set[str]) -> list[str] | None:
 
 
 def remember_starts(det: Detector, namespace: str, judged: Sequence[Rollout],
-                     replicasets: Sequence[ReplicaSet]) -> None:
+                    replicasets: Sequence[ReplicaSet]) -> None:
     for rollout in judged:
         if rollout.replicaset.reused:
             det.seen_starts.setdefault(rollout.key, rollout.started_at)

@@ -38,8 +38,9 @@ READBACK_ATTEMPTS = 3
 
 async def alert_incidents(det: Detector, now: datetime, report: TickReport,
                           assessments: Sequence[Any],
-                  by_key: dict[tuple[str, str], WorkloadView],
-                  observed: Sequence[tuple[list[WorkloadView], NamespaceAlerts | None]]) -> None:
+                          by_key: dict[tuple[str, str], WorkloadView],
+                          observed: Sequence[tuple[list[WorkloadView], NamespaceAlerts | None]]
+                          ) -> None:
     """Alerts that are signals of a rollout go with it; the others are alert incidents."""
     assert det.alert_desk is not None
     taken: set[str] = set()
@@ -137,7 +138,7 @@ def group_incident(det: Detector, group: Any) -> dict[str, Any] | None:
 
 
 async def change_incidents(det: Detector, now: datetime, report: TickReport,
-                            risen: Mapping[str, Mapping[str, bool | None]]) -> None:
+                           risen: Mapping[str, Mapping[str, bool | None]]) -> None:
     """Workloads whose errors rose after a change that was not their own rollout."""
     assert det.change_desk is not None
 
