@@ -28,55 +28,45 @@ and changes in one tick.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import structlog
 
 from ..judge import causality as chains
-from ..judge import causes as ranking
-from ..judge import service_map as graph
 from ..judge.change_diff import deployment_change, rollout_change
-from ..judge.change_windows import Judgement, Suspect, baseline_span, judge, suspects
-from ..judge.correlator import (
-    Rollout,
-    Rules,
-    Verdict,
-    current_replicaset,
-    find_rollout,
-    owned_by,
-)
+from ..judge.change_windows import Judgement
+from ..judge.correlator import Rollout, Rules, current_replicaset, find_rollout
 from ..judge.dependencies import (
     Dependencies,
     hosts_in_line,
     learn_dependencies,
     template_mentions,
 )
-from ..judge.rules import RuleSet, Subject, classify
-from ..judge.signatures import top_signatures
+from ..judge.rules import RuleSet
 from ..model import (
-    DELETED,
     Baseline,
     BlastEntry,
     Causality,
     Cause,
     Change,
-    ChangeIncident,
     Deployment,
-    ErrorCounts,
-    LogLine,
     Pod,
     PodTemplate,
     RemediationView,
     ReplicaSet,
     Service,
 )
-from ..notify import change_render
-from ..sources.loki import CountWindow
 from ..store.changes import ChangeLog, change_dict
 from ..store.service_map import ObservedLinks
 from .live import LiveFeed
+from .change_causes import blast_radius, causality, cause_rollout, causes_for, plan_for_cause
+from .change_judging import CountPlan, Seen, count_plan, judge_namespace, take_counts
+from .map_keeper import LEARNED_LINES_PER_WORKLOAD, MapKeeper
+
+# Named here too, where they were before the desk was split: the desk's own.
+from .change_judging import signature_symptoms  # noqa: F401
+from .map_keeper import MAP_REFRESH  # noqa: F401
 
 log = structlog.get_logger("incident_detector")
 
@@ -85,19 +75,9 @@ T = TypeVar("T")
 Call = Callable[[str, str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 # How often old changes are pruned from the state file.
 PRUNE_EVERY = timedelta(minutes=10)
-# Changes looked at when ranking causes: this long before the errors began.
-CAUSE_LOOKBACK = timedelta(hours=2)
-# Error lines naming a host kept per workload for learning dependencies; lines read per call
-# of learn_lines at most, and per workload in one call.
-LEARNED_LINES_PER_WORKLOAD = 50
+# Lines read per call of learn_lines at most, and per workload in one call.
 LEARN_LINES_PER_CALL = 100
 LEARN_LINES_PER_WORKLOAD = 5
-# Workloads that are nodes of the service map besides Deployments (from the watches).
-OTHER_WORKLOAD_KINDS = ("StatefulSet", "DaemonSet")
-# A rollout incident's blast radius asks for the callers of at most this many namespaces.
-BLAST_NAMESPACES = 5
-# The service map reads a namespace's configuration again at least this often.
-MAP_REFRESH = timedelta(minutes=5)
 
 
 class ChangeSource(Protocol):
@@ -106,46 +86,6 @@ class ChangeSource(Protocol):
     def states(self, kind: str, namespace: str) -> tuple[Any, ...]: ...
     def status(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
-
-
-@dataclass
-class _Seen:
-    """What the tick saw of one namespace, and what is worked out from it at most once per
-    tick (a mass rollout puts hundreds of Deployments and changes in one tick)."""
-
-    deployments: dict[str, Deployment]
-    replicasets: tuple[ReplicaSet, ...]
-    selected: frozenset[str]
-    # Each Deployment's own ReplicaSets (owner reference and uid), by its name.
-    owned: dict[str, list[ReplicaSet]] = field(default_factory=dict)
-    templates: dict[str, PodTemplate] | None = None
-    deps: Dependencies | None = None
-    # What any workload's template references or names, and which Deployments are called:
-    # a change touching none of them cannot affect anything (see ChangeDesk._may_affect).
-    # (name, uid, revision) of each Deployment's current ReplicaSet: what the templates are.
-    revisions: tuple[tuple[str, str, int | None], ...] = ()
-    config_refs: frozenset[str] | None = None
-    mentioned: frozenset[str] = frozenset()
-    called: frozenset[tuple[str, str]] = frozenset()
-
-    # The lists this was made from (the watches hand out the same tuple while nothing changed).
-    sources: tuple[Any, Any] = (None, None)
-
-    @classmethod
-    def of(cls, deployments: Sequence[Deployment], replicasets: Sequence[ReplicaSet],
-           selected: Sequence[str], previous: _Seen | None = None) -> _Seen:
-        if previous is not None and previous.sources[0] is deployments \
-                and previous.sources[1] is replicasets:
-            # Nothing changed since the last tick: what was worked out from it still holds.
-            return replace(previous, selected=frozenset(selected), deps=None)
-        by_name = {d.name: d for d in deployments}
-        owned: dict[str, list[ReplicaSet]] = {}
-        for rs in replicasets:
-            dep = by_name.get(rs.deployment or "")
-            if dep is not None and owned_by(rs, dep):
-                owned.setdefault(dep.name, []).append(rs)
-        return cls(by_name, tuple(replicasets), frozenset(selected), owned,
-                   sources=(deployments, replicasets))
 
 
 class ChangeDesk:
@@ -176,8 +116,8 @@ class ChangeDesk:
         self._pruned_at: datetime | None = None
         # Baselines of suspects, fetched once per (namespace, deployment, change) and kept
         # while the change is in its window.
-        self._baselines: dict[tuple[str, str, str], Baseline] = {}
-        self._seen: dict[str, _Seen] = {}
+        self.suspect_baselines: dict[tuple[str, str, str], Baseline] = {}
+        self.seen: dict[str, Seen] = {}
         # Error lines per (namespace, workload) recently seen (triage examples, samples):
         # hosts named in them are dependencies.
         self._lines: dict[tuple[str, str], list[str]] = {}
@@ -192,7 +132,8 @@ class ChangeDesk:
         self._refs_cache: dict[str, tuple[Any, frozenset[str], frozenset[str]]] = {}
         # Per namespace: the error counts of the tick's metric query, (instant, per workload or
         # None when Loki failed, the workloads counted), until judge takes them.
-        self._counted: dict[str, tuple[datetime, dict[str, float] | None, frozenset[str]]] = {}
+        self.counted_errors: dict[
+            str, tuple[datetime, dict[str, float] | None, frozenset[str]]] = {}
         # Per namespace: its recorded changes still in their window (see _in_window).
         self._window: dict[str, list[Change]] = {}
         # Per namespace: the rollouts the timeline holds a record of, (name, uid, revision).
@@ -211,8 +152,8 @@ class ChangeDesk:
 
         ``deployments``: all of the namespace's (dependencies may be on any of them);
         ``selected``: the names of those the detector judges (TARGET_DEPLOYMENT)."""
-        self._seen[namespace] = _Seen.of(deployments, replicasets, selected,
-                                         previous=self._seen.get(namespace))
+        self.seen[namespace] = Seen.of(deployments, replicasets, selected,
+                                         previous=self.seen.get(namespace))
         found: list[Change] = list(self._deployment_changes(namespace, replicasets, now))
         found += self._rollouts_not_seen(namespace, deployments, replicasets, now,
                                          taken=[c for c in found if c.rollout])
@@ -248,7 +189,7 @@ class ChangeDesk:
                 out.append(change)
         return out
 
-    def _in_window(self, namespace: str, now: datetime) -> list[Change]:
+    def in_window(self, namespace: str, now: datetime) -> list[Change]:
         """The namespace's changes made within the window before ``now``, oldest first: kept in
         memory as they are recorded (read from the state file once, after a start)."""
         since = now - timedelta(seconds=self.window_seconds)
@@ -274,7 +215,7 @@ class ChangeDesk:
         known.update((c.name, c.uid, c.revision) for c in taken)
         found = []
         current = set()
-        seen = self._seen[namespace]
+        seen = self.seen[namespace]
         for dep in deployments:
             key = (dep.name, dep.uid, dep.revision)
             current.add(key)
@@ -337,13 +278,13 @@ class ChangeDesk:
             learnt = True
         if learnt:
             self._lines_version[namespace] = self._lines_version.get(namespace, 0) + 1
-            seen = self._seen.get(namespace)
+            seen = self.seen.get(namespace)
             if seen is not None:
                 seen.deps = None  # learnt again with these lines
 
-    def _templates(self, namespace: str) -> dict[str, PodTemplate]:
+    def templates(self, namespace: str) -> dict[str, PodTemplate]:
         """Each Deployment's current pod template (once per tick)."""
-        seen = self._seen.get(namespace)
+        seen = self.seen.get(namespace)
         if seen is None:
             return {}
         if seen.templates is None:
@@ -369,12 +310,12 @@ class ChangeDesk:
 
     def dependencies(self, namespace: str) -> Dependencies:
         """Who calls whom in ``namespace`` (once per tick, again after new error lines)."""
-        seen = self._seen.get(namespace)
+        seen = self.seen.get(namespace)
         if seen is not None and seen.deps is not None:
             return seen.deps
         deployments = tuple(seen.deployments.values()) if seen else ()
-        services = self._services(namespace)
-        templates = self._templates(namespace)
+        services = self.services(namespace)
+        templates = self.templates(namespace)
         # Learnt again only when a template, a Service or the error lines changed: the same
         # inputs give the same answer, and a mass rollout's namespace is large.
         key = (seen.revisions if seen else (), tuple(sorted(d.pod_labels for d in deployments)),
@@ -395,7 +336,7 @@ class ChangeDesk:
             seen.called = frozenset(d.key for found in deps.edges.values() for d in found)
         return deps
 
-    def _may_affect(self, change: Change, seen: _Seen) -> bool:
+    def may_affect(self, change: Change, seen: Seen) -> bool:
         """False when nothing in the namespace can be affected by ``change``: a ConfigMap or
         Secret no template references, a workload nobody names or calls. Exactly the cases
         ``judge.causes.affected_workloads`` would answer with none, at a set lookup's cost."""
@@ -408,213 +349,28 @@ class ChangeDesk:
 
     def deployment_names(self, namespace: str) -> dict[str, str]:
         """The Deployments of ``namespace`` by the workload label of their log streams."""
-        seen = self._seen.get(namespace)
+        seen = self.seen.get(namespace)
         if seen is None:
             return {}
         return {self.workload_of(d): name for name, d in seen.deployments.items()}
 
-    def _services(self, namespace: str) -> tuple[Service, ...]:
+    def services(self, namespace: str) -> tuple[Service, ...]:
         return self.watcher.services(namespace) if self.watcher is not None else ()
 
     # 2. Incidents of kind change ----------------------------------------------------------
 
-    def _suspects(self, namespace: str, *, busy: Container[str], now: datetime
-                  ) -> tuple[list[Change], tuple[Suspect, ...]]:
-        """The changes in their window, and the workloads to judge after them."""
-        seen = self._seen.get(namespace)
-        recent = self._in_window(namespace, now)
-        if seen is None or not recent:
-            return recent, ()
-        deps = self.dependencies(namespace)
-        templates = self._templates(namespace)
-        services = self._services(namespace)
-        affected = {}
-        for c in recent:
-            names = set(ranking.affected_workloads(
-                c, tuple(seen.deployments.values()), templates, deps, services=services)
-                if self._may_affect(c, seen) else ())
-            # The workloads calling a rolled-out one through others (the service map): a
-            # rise in them is tied to the rollout too.
-            names.update(self.map_keeper.callers_of(c))
-            if names:
-                affected[c.key] = tuple(sorted(names))
-        judged = {name: d for name, d in seen.deployments.items() if name in seen.selected}
-        return recent, suspects(recent, affected, deployments=judged, now=now,
-                                window_seconds=self.window_seconds, busy=busy)
-
     def count_plan(self, namespace: str, *, deployments: Sequence[Deployment],
                    selected: Sequence[str], replicasets: Sequence[ReplicaSet],
                    busy: Container[str], now: datetime) -> CountPlan:
-        """What ``judge`` will need counted at ``now``, for the tick's one metric query: the
-        suspects' workloads over the error window, and the baselines not known yet. Planned
-        from the changes recorded before this tick; a change recorded by this tick's
-        ``observe`` is counted from the next tick on."""
-        self._seen[namespace] = _Seen.of(deployments, replicasets, selected,
-                                         previous=self._seen.get(namespace))
-        seen = self._seen[namespace]
-        _, found = self._suspects(namespace, busy=busy, now=now)
-        workloads = {s.deployment: self.workload_of(seen.deployments[s.deployment])
-                     for s in found}
-        baselines: dict[tuple[datetime, int], list[tuple[tuple[str, str, str], str]]] = {}
-        for suspect in found:
-            if suspect.baseline_key in self._baselines:
-                continue
-            end, seconds = baseline_span(suspect, seen.deployments[suspect.deployment],
-                                         rules=self.rules)
-            baselines.setdefault((end, seconds), []).append(
-                (suspect.baseline_key, workloads[suspect.deployment]))
-        return CountPlan(now=now, workloads=frozenset(workloads.values()), baselines=tuple(
-            (end, seconds, tuple(members)) for (end, seconds), members in baselines.items()))
+        return count_plan(self, namespace, deployments=deployments, selected=selected,
+                          replicasets=replicasets, busy=busy, now=now)
 
     def counted(self, namespace: str, plan: CountPlan, answer: Any, *, now: datetime) -> None:
-        """The answer (``WindowCounts``; None: Loki failed) of the query ``plan`` was part of:
-        the baselines are kept, the error counts wait for ``judge`` at the same instant."""
-        if answer is None:
-            self._counted[namespace] = (now, None, plan.workloads)
-            return
-        errors = answer.counts.get("errors") if plan.workloads else None
-        self._counted[namespace] = (now, _per_workload(errors), plan.workloads)
-        for index, (_, seconds, members) in enumerate(plan.baselines):
-            per_workload = _per_workload(answer.counts.get(CountPlan.baseline_name(index)))
-            for key, workload in members:
-                self._baselines[key] = Baseline(per_workload.get(workload, 0.0), seconds)
+        return take_counts(self, namespace, plan, answer, now=now)
 
     async def judge(self, namespace: str, *, busy: set[str], risen: Mapping[str, bool | None],
                     now: datetime, call: Call) -> list[str]:
-        """Judge the workloads that recent changes may break; the keys of the incidents
-        recorded.
-
-        The counts come from the tick's one metric query (``count_plan``, ``counted``); a
-        suspect it did not count (its change recorded this tick) is judged at the next tick.
-        Without that query (``counted`` not called at this instant), they are asked here."""
-        seen = self._seen.get(namespace)
-        if seen is None:
-            return []
-        self.map_keeper.update(namespace, now=now)
-        counted = self._counted.pop(namespace, None)
-        recent, found = self._suspects(namespace, busy=busy, now=now)
-        if not recent:
-            self.last_judgements = [j for j in self.last_judgements
-                                    if j.suspect.namespace != namespace]
-            return []
-        deps = self.dependencies(namespace)
-        live_keys = {s.baseline_key for s in found}
-        for key in [k for k in self._baselines if k[0] == namespace and k not in live_keys]:
-            del self._baselines[key]
-        if not found:
-            self.last_judgements = [j for j in self.last_judgements
-                                    if j.suspect.namespace != namespace]
-            return []
-        workloads = {s.deployment: self.workload_of(seen.deployments[s.deployment])
-                     for s in found}
-        if counted is not None and counted[0] == now:
-            _, per_workload, covered = counted
-        else:
-            counts: ErrorCounts | None = await call("loki", "change error counts", lambda: (
-                self.loki.count_errors(namespace=namespace,
-                                       workloads=sorted(set(workloads.values())),
-                                       window_seconds=self.rules.error_window_seconds, at=now)))
-            await self._fetch_baselines(namespace, found, seen, workloads, call)
-            per_workload = None if counts is None else _per_workload(counts)
-            covered = frozenset(workloads.values())
-        judgements = []
-        recorded = []
-        for suspect in found:
-            workload = workloads[suspect.deployment]
-            count = None if per_workload is None or workload not in covered \
-                else per_workload.get(workload, 0.0)
-            judgement = judge(suspect, count=count,
-                              baseline=self._baselines.get(suspect.baseline_key),
-                              rules=self.rules, already_notified=_Notified(self.is_notified),
-                              now=now)
-            judgements.append(judgement)
-            if judgement.verdict is not Verdict.INCIDENT:
-                continue
-            incident = await self._incident(judgement, seen, workloads[suspect.deployment],
-                                             recent_changes=recent, deps=deps, risen=risen,
-                                             now=now, call=call)
-            if self.record_notice(
-                    key=incident.key, kind="change", namespace=namespace,
-                    deployment=incident.deployment, detected_at=now,
-                    record=change_render.change_incident_record(incident),
-                    slack_payload=change_render.change_incident_slack(incident)):
-                recorded.append(incident.key)
-                log.warning("change_incident.detected", namespace=namespace,
-                            deployment=incident.deployment, change_kind=incident.change.kind,
-                            change=incident.change.name,
-                            top_cause=incident.causes[0].change.name if incident.causes else None)
-        self.last_judgements = [j for j in self.last_judgements
-                                if j.suspect.namespace != namespace] + judgements
-        return recorded
-
-    async def _fetch_baselines(self, namespace: str, found: Sequence[Suspect], seen: _Seen,
-                               workloads: Mapping[str, str], call: Call) -> None:
-        """One query per change not yet measured: every suspect of that change shares it."""
-        by_change: dict[tuple[datetime, int], list[Suspect]] = {}
-        for suspect in found:
-            if suspect.baseline_key in self._baselines:
-                continue
-            end, seconds = baseline_span(suspect, seen.deployments[suspect.deployment],
-                                         rules=self.rules)
-            by_change.setdefault((end, seconds), []).append(suspect)
-        for (end, seconds), group in by_change.items():
-            names = sorted({workloads[s.deployment] for s in group})
-            counts = await call("loki", "change baseline", lambda: self.loki.count_errors(
-                namespace=namespace, workloads=names, window_seconds=seconds, at=end))
-            if counts is None:
-                return
-            per_workload = _per_workload(counts)
-            for suspect in group:
-                self._baselines[suspect.baseline_key] = Baseline(
-                    per_workload.get(workloads[suspect.deployment], 0.0), seconds)
-
-    async def _incident(self, judgement: Judgement, seen: _Seen, workload: str, *,
-                        recent_changes: Sequence[Change], deps: Dependencies,
-                        risen: Mapping[str, bool | None], now: datetime, call: Call
-                        ) -> ChangeIncident:
-        suspect = judgement.suspect
-        dep = seen.deployments[suspect.deployment]
-        began = suspect.change.at
-        lines: tuple[LogLine, ...] = await call("loki", "sample", lambda: self.loki.sample_errors(
-            namespace=suspect.namespace, workloads=[workload],
-            start=began - timedelta(seconds=self.rules.error_window_seconds), end=now,
-            limit=self.sample_lines)) or ()
-        after = [line.line for line in lines if line.at >= began]
-        signatures = top_signatures(after, before=[line.line for line in lines
-                                                   if line.at < began])
-        # When the errors began rising: the first error line after the change, when sampled.
-        rise = min((line.at for line in lines if line.at >= began), default=began)
-        self.learn_lines(suspect.namespace, {workload: after[-LEARNED_LINES_PER_WORKLOAD:]})
-        causes = self.causes_for(
-            namespace=suspect.namespace, deployment=dep, began=rise, now=now,
-            error_lines=after, own_rollout=None, risen=risen, pods=(),
-            changes=recent_changes)
-        window_minutes = self.rules.error_window_seconds / 60.0
-        count = judgement.error_count or 0.0
-        verdict = classify(self.rule_set(), Subject(
-            log_lines=tuple(s.example for s in signatures), signals=("change",)))
-        top = causes[0] if causes else None
-        before = f", {round(judgement.baseline.per_minute, 2):g}/min before the change" \
-            if judgement.baseline else ""
-        tree = self.causality(suspect.namespace, dep.name, causes, symptoms=[
-            chains.Symptom("signal", "error_spike",
-                           f"error spike: {round(count / window_minutes, 2):g}/min",
-                           (f"{count:g} error lines in the last "
-                            f"{self.rules.error_window_seconds}s{before}",)),
-            *signature_symptoms(signatures)])
-        remediation = self.plan_for_cause(suspect.namespace, top, detected_at=now,
-                                          confidence=None, remediator=self.remediator) \
-            if top is not None else None
-        return ChangeIncident(
-            namespace=suspect.namespace, deployment=dep.name, deployment_uid=dep.uid,
-            change=suspect.change, detected_at=now, error_count=count,
-            window_seconds=self.rules.error_window_seconds,
-            error_rate_per_minute=round(count / window_minutes, 2),
-            baseline_per_minute=round(judgement.baseline.per_minute, 2)
-            if judgement.baseline else None,
-            causes=causes, signatures=signatures, priority=verdict.priority,
-            rule=verdict.rule, action=(top.action or "none") if top else "none",
-            command=top.command if top else None, remediation=remediation, causality=tree)
+        return await judge_namespace(self, namespace, busy=busy, risen=risen, now=now, call=call)
 
     # 3. Causes of any incident ------------------------------------------------------------
 
@@ -622,118 +378,31 @@ class ChangeDesk:
                    now: datetime, error_lines: Sequence[str], own_rollout: Change | None,
                    risen: Mapping[str, bool | None], pods: Sequence[Pod],
                    changes: Sequence[Change] | None = None) -> tuple[Cause, ...]:
-        """The top three causes of ``deployment``'s errors that began at ``began``."""
-        if changes is None:
-            changes = self.changes.recent(since=began - CAUSE_LOOKBACK, namespaces=[namespace])
-        candidates = list(changes)
-        if own_rollout is not None:
-            # The timeline's record of the same rollout, when it saw it happen (who made it).
-            recorded = [c for c in candidates if c.kind == "Deployment"
-                        and c.name == own_rollout.name and c.revision == own_rollout.revision]
-            if recorded:
-                own_rollout = recorded[0]
-            candidates = [c for c in candidates if c not in recorded]
-        templates = self._templates(namespace)
-        seen = self._seen.get(namespace)
-        reach = self.map_keeper.reach(namespace, deployment.name)
-        elsewhere = sorted({node.partition("/")[0] for node in reach} - {namespace})
-        if elsewhere:
-            # What changed in the namespaces of the workloads it calls through others.
-            candidates += self.changes.recent(since=began - CAUSE_LOOKBACK,
-                                              namespaces=elsewhere)
-        return ranking.rank_causes(
-            ranking.Symptom.of(deployment, began=began, template=templates.get(deployment.name),
-                               pods=tuple(pods), error_lines=tuple(error_lines),
-                               own_rollout=own_rollout),
-            candidates, now=now, dependencies=self.dependencies(namespace), risen=risen,
-            deployments=tuple(seen.deployments.values()) if seen else (deployment,),
-            services=self._services(namespace), reach=reach)
+        return causes_for(self, namespace=namespace, deployment=deployment, began=began, now=now,
+                          error_lines=error_lines, own_rollout=own_rollout, risen=risen, pods=pods,
+                          changes=changes)
 
     # 4. Who else it hurts, and how its causes reach it -------------------------------------
 
     async def blast_radius(self, namespace: str, deployment: str, *, started_at: datetime,
                            now: datetime, call: Call, loki: Any) -> tuple[BlastEntry, ...]:
-        """The callers of ``deployment`` on the map (directly or through others) whose error
-        rate rose: for the callers of each namespace, two metric queries, their errors over the
-        error window now and over the baseline lookback before the rollout began
-        (``started_at``). Asked once per rollout incident, for at most ``BLAST_NAMESPACES``
-        namespaces; a namespace whose query failed lists none. ``loki``: what counts (the
-        detector's Loki client: the desk's own reader may only read lines)."""
-        failing = graph.node_id(namespace, deployment)
-        service_map = self.map_keeper.service_map
-        found = chains.callers(service_map, failing)
-        by_namespace: dict[str, list[str]] = {}
-        for node in sorted(found):
-            ns, _, name = node.partition("/")
-            seen = self._seen.get(ns)
-            if seen is not None and name in seen.deployments:
-                by_namespace.setdefault(ns, []).append(name)
-        window, lookback = self.rules.error_window_seconds, self.rules.baseline_lookback_seconds
-        rates: dict[str, tuple[float | None, float | None]] = {}
-        for ns, names in sorted(by_namespace.items())[:BLAST_NAMESPACES]:
-            deployments = self._seen[ns].deployments
-            workloads = {self.workload_of(deployments[name]): name for name in names}
-            listed = sorted(workloads)
-            now_counts = await call("loki", "blast radius", lambda ns=ns, listed=listed: (
-                loki.count_errors(namespace=ns, workloads=listed, window_seconds=window,
-                                  at=now)))
-            before_counts = await call("loki", "blast radius", lambda ns=ns, listed=listed: (
-                loki.count_errors(namespace=ns, workloads=listed, window_seconds=lookback,
-                                  at=started_at)))
-            if now_counts is None or before_counts is None:
-                continue
-            after = _per_workload(now_counts)
-            before = _per_workload(before_counts)
-            for workload, name in workloads.items():
-                rates[graph.node_id(ns, name)] = (before.get(workload, 0.0) * 60.0 / lookback,
-                                                  after.get(workload, 0.0) * 60.0 / window)
-        return chains.blast_radius(service_map, failing, rates)
+        return await blast_radius(self, namespace, deployment, started_at=started_at, now=now,
+                                  call=call, loki=loki)
 
     def causality(self, namespace: str, deployment: str, causes: Sequence[Cause], *,
                   symptoms: Sequence[chains.Symptom],
                   blast: Sequence[BlastEntry] = ()) -> Causality:
-        """The causality tree of an incident of ``deployment`` over the current map."""
-        return chains.causality(graph.node_id(namespace, deployment), causes,
-                                service_map=self.map_keeper.service_map,
-                                symptoms=symptoms, blast=blast)
+        return causality(self, namespace, deployment, causes, symptoms=symptoms, blast=blast)
 
     # Acting on a cause --------------------------------------------------------------------
 
     def cause_rollout(self, namespace: str, cause: Cause) -> Rollout | None:
-        """The rollout a cause names, as the tick sees it: None unless the cause is a
-        Deployment's rollout whose revision is still that Deployment's current one (a
-        Deployment that moved on since must not be rolled back on old evidence)."""
-        change = cause.change
-        seen = self._seen.get(namespace)
-        if seen is None or change.kind != "Deployment" or change.revision is None:
-            return None
-        deployment = seen.deployments.get(change.name)
-        if deployment is None or (change.uid and deployment.uid and change.uid != deployment.uid):
-            return None
-        rollout = find_rollout(deployment, seen.owned.get(deployment.name, ()))
-        if rollout is None or rollout.replicaset.revision != change.revision:
-            return None
-        return rollout
+        return cause_rollout(self, namespace, cause)
 
     def plan_for_cause(self, namespace: str, cause: Cause, *, detected_at: datetime,
                        confidence: float | None, remediator: Any) -> RemediationView | None:
-        """The rollback of the Deployment whose rollout is the top cause, through the same
-        guardrails, journal and approvals as any action (keyed by *that* rollout: one rollback
-        per bad revision, whichever incident asked first)."""
-        if remediator is None or cause.action != "rollback":
-            return None
-        rollout = self.cause_rollout(namespace, cause)
-        if rollout is None:
-            return None
-        from ..judge.guardrails import Action
-        from ..act.remediation import PlanRequest
-
-        rs = rollout.replicaset
-        view = remediator.propose(PlanRequest(
-            key=(namespace, rollout.deployment.name, rs.revision or 0, rollout.deployment.uid),
-            deployment=rollout.deployment, action=Action.ROLLBACK, detected_at=detected_at,
-            confidence=confidence, to_replicaset=rollout.previous, rule="root-cause"))
-        return replace(view, target=f"{namespace}/{rollout.deployment.name}")
+        return plan_for_cause(self, namespace, cause, detected_at=detected_at,
+                              confidence=confidence, remediator=remediator)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -745,221 +414,3 @@ class ChangeDesk:
                           "verdict": j.verdict.value, "error_count": j.error_count,
                           "reasons": list(j.reasons)} for j in self.last_judgements],
         }
-
-
-class _Notified:
-    def __init__(self, is_notified: Callable[[str], bool]) -> None:
-        self.is_notified = is_notified
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self.is_notified(key)
-
-
-@dataclass(frozen=True)
-class CountPlan:
-    """What ``ChangeDesk.judge`` needs counted at ``now``: the error window of ``workloads``
-    (the suspects'), and per (end, seconds) the baselines still missing, as (baseline key,
-    workload) pairs."""
-
-    now: datetime
-    workloads: frozenset[str]
-    baselines: tuple[tuple[datetime, int, tuple[tuple[tuple[str, str, str], str], ...]], ...]
-
-    @staticmethod
-    def baseline_name(index: int) -> str:
-        return f"change-baseline-{index}"
-
-    def windows(self, *, at: datetime,
-                workload_filter: Callable[[set[str]], Sequence[str] | None]) -> list[CountWindow]:
-        """The baseline windows (the error window is the tick's ``errors`` window, which names
-        ``workloads`` too)."""
-        out = []
-        for index, (end, seconds, members) in enumerate(self.baselines):
-            names = workload_filter({workload for _, workload in members})
-            out.append(CountWindow.ending(
-                self.baseline_name(index), workloads=None if names is None else tuple(names),
-                seconds=seconds, end=end, at=at, by="workload"))
-        return out
-
-
-def signature_symptoms(signatures: Sequence[Any], *, since: str = "the change",
-                       limit: int = 3) -> list[chains.Symptom]:
-    """An incident's top error signatures as symptoms of its tree: each an error group, its
-    share of the sampled lines as the score."""
-    total = sum(s.count for s in signatures) or 1
-    return [chains.Symptom("error_group", s.fingerprint, f"error group: {s.fingerprint}",
-                           (f"{s.count} of the sampled lines"
-                            + (f", new since {since}" if s.new else ""),),
-                           round(s.count / total, 2)) for s in signatures[:limit]]
-
-
-def _per_workload(counts: ErrorCounts | None) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for sample in counts.samples if counts is not None else ():
-        out[sample.workload] = out.get(sample.workload, 0.0) + sample.count
-    return out
-
-
-class MapKeeper:
-    """The service map (``judge.service_map``), kept current from what the desk already holds:
-    the tick's Deployments and templates, the watches' StatefulSets and DaemonSets (templates
-    and pod labels), Services, ConfigMaps, Ingresses and NetworkPolicies, and the error lines
-    ``learn_lines`` keeps. No request of its own. A
-    namespace's configuration is read again when its inputs change, and at least every
-    MAP_REFRESH (which is when its evidence is last seen); new error lines at the next tick."""
-
-    def __init__(self, desk: ChangeDesk) -> None:
-        self.desk = desk
-        self.service_map = graph.ServiceMap()
-        # Per namespace: the inputs its declared links were read from, and when.
-        self._inputs: dict[str, tuple[Any, datetime]] = {}
-        # Hosts to workloads (every namespace's Deployments and Services): the tick it was
-        # checked at, what it was made of, and itself. Per workload, the links its template
-        # and ConfigMaps gave, and what they were read from: a rollout reads one template
-        # again, not the namespace's.
-        self._namer: tuple[datetime, Any, graph.Namer] | None = None
-        self._read: dict[tuple[str, str],
-                         tuple[PodTemplate, tuple[Any, ...], list[graph.Sighting]]] = {}
-        # Error lines naming a host heard since the last update, per (namespace, workload).
-        self._heard: dict[tuple[str, str], list[str]] = {}
-        # Who calls whom, against the calls, for the map it was made of (see callers_of).
-        self._upstream: tuple[graph.ServiceMap, dict[str, list[str]]] | None = None
-        # What error lines taught, kept in the store (None: kept in memory only); read back
-        # when the map is first built.
-        self.links = desk.links
-        self._restored = False
-
-    def nearest_failing(self, node: str, failing: Mapping[str, object]
-                        ) -> tuple[str, tuple[str, ...]] | None:
-        return chains.nearest_failing(self.service_map, node, failing)
-
-    def reach(self, namespace: str, deployment: str) -> dict[str, tuple[str, ...]]:
-        """The workloads ``deployment`` calls on the map, directly or through others."""
-        return chains.callees(self.service_map, graph.node_id(namespace, deployment))
-
-    def callers_of(self, change: Change) -> tuple[str, ...]:
-        """The Deployments of a rolled-out (scaled-down, deleted) workload's namespace that
-        call it through others on the map (its direct callers are ``affected_workloads``'
-        already; those of a workload the map does not know: none)."""
-        if change.kind not in ranking.WORKLOAD_KINDS or not (
-                change.rollout or change.action == DELETED
-                or ranking.scale_down(change) is not None):
-            return ()
-        if self._upstream is None or self._upstream[0] is not self.service_map:
-            self._upstream = (self.service_map,
-                              chains.neighbours(self.service_map, upstream=True))
-        found = chains.callers(self.service_map, graph.node_id(change.namespace, change.name),
-                               near=self._upstream[1])
-        return tuple(sorted(node.partition("/")[2] for node in found
-                            if node.partition("/")[0] == change.namespace))
-
-    def heard(self, namespace: str, workload: str, lines: Sequence[str]) -> None:
-        kept = self._heard.setdefault((namespace, workload), [])
-        kept.extend(lines)
-        del kept[:-LEARNED_LINES_PER_WORKLOAD]
-
-    def _states(self, kind: str, namespace: str) -> tuple[Any, ...]:
-        states = getattr(self.desk.watcher, "states", None)
-        return tuple(states(kind, namespace)) if states is not None else ()
-
-    def _other_workloads(self, namespace: str) -> dict[str, Any]:
-        """The StatefulSets and DaemonSets of ``namespace`` the change timeline's watches keep
-        (its ``ObjectState``s, by name), but for one named as a Deployment is: nodes of the map
-        too, at no request of their own."""
-        seen = self.desk._seen.get(namespace)
-        taken = seen.deployments if seen is not None else {}
-        return {state.name: state for kind in OTHER_WORKLOAD_KINDS
-                for state in self._states(kind, namespace) if state.name not in taken}
-
-    def _namer_at(self, now: datetime) -> graph.Namer:
-        """Hosts to workloads as of this tick: made again only when a Deployment, a
-        StatefulSet or DaemonSet, their pod labels or a Service changed in some namespace
-        (checked once per tick)."""
-        if self._namer is not None and self._namer[0] == now:
-            return self._namer[2]
-        desk = self.desk
-        deployments = [d for _, seen in sorted(desk._seen.items())
-                       for d in seen.deployments.values()]
-        deployments += [Deployment(namespace, state.name, None, pod_labels=state.pod_labels)
-                        for namespace in sorted(desk._seen)
-                        for state in self._other_workloads(namespace).values()]
-        services = tuple(s for namespace in sorted(desk._seen) for s in desk._services(namespace))
-        key = (tuple((d.namespace, d.name, d.pod_labels) for d in deployments), services)
-        if self._namer is None or self._namer[1] != key:
-            namer = graph.Namer(deployments, services)
-            self._read.clear()
-        else:
-            namer = self._namer[2]
-        self._namer = (now, key, namer)
-        return namer
-
-    def _restore(self, now: datetime) -> None:
-        self._restored = True
-        if self.links is None:
-            return
-        stale = now - graph.LIMITS.observed_for
-        self.links.forget_before(stale)
-        self.service_map = graph.restored(
-            self.service_map, ((graph.Sighting(*item), at) for item, at in self.links.since(stale)),
-            now=now)
-
-    def update(self, namespace: str, *, now: datetime) -> None:
-        desk = self.desk
-        seen = desk._seen.get(namespace)
-        if seen is None:
-            return
-        if not self._restored:
-            self._restore(now)
-        others = self._other_workloads(namespace)
-        templates = {**{name: state.template for name, state in others.items()
-                        if state.template is not None}, **desk._templates(namespace)}
-        objects = {"config_maps": self._states("ConfigMap", namespace),
-                   "ingresses": self._states("Ingress", namespace),
-                   "network_policies": self._states("NetworkPolicy", namespace)}
-        namer = self._namer_at(now)
-        # A new Namer (any namespace's Deployments or Services changed) reads every namespace
-        # again: a host may now reach another workload.
-        key = (seen.revisions, tuple(objects.values()), tuple(others.values()), namer)
-        known = self._inputs.get(namespace)
-        declare = known is None or known[0] != key or now - known[1] >= MAP_REFRESH
-        lines = {w: ls for (ns, w), ls in self._heard.items() if ns == namespace}
-        if not declare and not lines:
-            return
-        by_workload = {desk.workload_of(d): d.name for d in seen.deployments.values()}
-        observed = [s for workload, kept in sorted(lines.items())
-                    for s in graph.line_sightings(namer, namespace,
-                                                  by_workload.get(workload, workload), kept)]
-        for workload in lines:
-            del self._heard[(namespace, workload)]
-        if self.links is not None and observed:
-            self.links.record(((s.source, s.target, s.kind, s.detail) for s in observed),
-                              seen_at=now)
-        declared = self._declared(namer, namespace, templates, objects) if declare else None
-        self.service_map = graph.update(
-            self.service_map, namespace, now=now, observed=observed, declared=declared,
-            workloads=sorted({*seen.deployments, *others}) if declare else None)
-        if declare:
-            self._inputs[namespace] = (key, now)
-
-    def _declared(self, namer: graph.Namer, namespace: str,
-                  templates: Mapping[str, PodTemplate],
-                  objects: Mapping[str, tuple[Any, ...]]) -> list[graph.Sighting]:
-        config_maps = {state.name: state for state in objects["config_maps"]}
-        out: list[graph.Sighting] = []
-        for name, template in sorted(templates.items()):
-            used = tuple(config_maps.get(ref) for ref in sorted(template.config_maps))
-            known = self._read.get((namespace, name))
-            if known is None or not (known[0] is template or known[0] == template) or \
-                    known[1] != used:
-                known = (template, used, list(graph.template_sightings(
-                    namer, namespace, name, template, config_maps=config_maps)))
-                self._read[(namespace, name)] = known
-            out.extend(known[2])
-        for gone in [k for k in self._read if k[0] == namespace and k[1] not in templates]:
-            del self._read[gone]
-        for ingress in objects["ingresses"]:
-            out.extend(graph.ingress_sightings(namer, namespace, ingress))
-        for policy in objects["network_policies"]:
-            out.extend(graph.policy_sightings(namespace, policy, namer.deployments))
-        return out
-
