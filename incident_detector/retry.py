@@ -1,4 +1,5 @@
-"""Capped, jittered exponential backoff, and one retry loop that honours ``Retry-After``."""
+"""Capped, jittered exponential backoff, one retry loop that honours ``Retry-After``, and the
+loop of a worker that wakes on an event."""
 
 from __future__ import annotations
 
@@ -24,6 +25,24 @@ async def wait_for_wakeup(wakeup: asyncio.Event, stop: asyncio.Event, *, timeout
     finally:
         waiter.cancel()
         stopper.cancel()
+
+
+async def run_passes(step: Callable[[], Awaitable[object]], *, wakeup: asyncio.Event,
+                     stop: asyncio.Event, idle: Callable[[], float],
+                     on_error: Callable[[Exception], None]) -> None:
+    """A worker's loop: ``step`` once per pass until ``stop``, pausing ``wait_for_wakeup``
+    (at most ``idle()`` seconds) between passes. An error of a pass goes to ``on_error``, called
+    inside the ``except`` (``log.exception`` there has the traceback); the next pass tries
+    again. Cancellation ends the loop."""
+    while not stop.is_set():
+        wakeup.clear()
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            on_error(exc)
+        await wait_for_wakeup(wakeup, stop, timeout=idle())
 
 
 @dataclass(frozen=True, slots=True)

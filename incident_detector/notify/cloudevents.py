@@ -43,7 +43,7 @@ from pydantic import SecretStr
 
 from ..errors import parse_retry_after
 from ..model import Change
-from ..retry import Backoff, wait_for_wakeup
+from ..retry import Backoff, run_passes
 from ..store.changes import ChangeLog, PendingEmission, change_dict
 
 if TYPE_CHECKING:
@@ -219,15 +219,11 @@ class ChangeEmitter:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver due changes; wake on ``wakeup``, on retry times and on ``stop``."""
-        while not stop.is_set():
-            self.wakeup.clear()
-            try:
-                await self.deliver_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the store or a bug: logged, and the next pass tries again
-                log.exception("change_events.crashed")
-            await wait_for_wakeup(self.wakeup, stop, timeout=self._idle_seconds())
+        def crashed(_: Exception) -> None:  # the store or a bug: the next pass tries again
+            log.exception("change_events.crashed")
+
+        await run_passes(self.deliver_due, wakeup=self.wakeup, stop=stop,
+                         idle=self._idle_seconds, on_error=crashed)
 
     def _idle_seconds(self) -> float:
         """Until the next retry time, within [MIN_IDLE_SECONDS, IDLE_SECONDS]; a replica that is

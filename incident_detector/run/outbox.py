@@ -20,7 +20,7 @@ from ..errors import SourceError
 from ..model import Incident
 from ..notify import render
 from ..notify.slack import THREAD_KEY, thread_key
-from ..retry import Backoff, wait_for_wakeup
+from ..retry import Backoff, run_passes
 from .health import Sources
 from .metrics import DetectorMetrics
 from ..store.db import StoreUnavailable
@@ -220,15 +220,12 @@ class Outbox:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver due notifications; wake on new incidents, on retry times and on stop."""
-        while not stop.is_set():
-            self.wakeup.clear()
-            try:
-                await self.deliver_due()
-            except asyncio.CancelledError:
-                raise
-            except StoreUnavailable as exc:
+        def failed(exc: Exception) -> None:
+            if isinstance(exc, StoreUnavailable):
                 # The rows wait in the database; the tick reports the store's state.
                 self.sources["store"].failed(self.clock(), exc)
-            except Exception:
+            else:
                 log.exception("outbox.crashed")
-            await wait_for_wakeup(self.wakeup, stop, timeout=IDLE_SECONDS)
+
+        await run_passes(self.deliver_due, wakeup=self.wakeup, stop=stop,
+                         idle=lambda: IDLE_SECONDS, on_error=failed)
