@@ -8,6 +8,7 @@ errors stop."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 from datetime import timedelta
@@ -16,8 +17,12 @@ from typing import Any
 
 import httpx
 
+from incident_detector.act.executor import ActionResult
+from incident_detector.act.remediation_plan import renewable_at_write
+from incident_detector.model import Deployment, RolloutStatus
 from incident_detector.main import build_detector, slack_routes
-from incident_detector.store.journal import DONE, PROPOSED, REJECTED, VERIFIED
+from incident_detector.store.journal import (DONE, EXECUTING, PROPOSED, REJECTED, VERIFIED,
+                                             JournalEntry)
 from incident_detector.store.records import Store
 from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
 from incident_detector.sim.replay import SCENARIO_EPOCH, ManualClock, scenario_settings
@@ -279,6 +284,7 @@ def test_a_status_change_after_the_incident_does_not_make_the_approval_stale(tmp
     assert seen["raised_at"] < 90
     executed = [row for row in seen["audit"] if row["decision"] == "executed"]
     assert [row["result"] for row in executed] == ["applied"]
+    assert "written again" not in executed[0]["reason"]  # the look renewed it: one write
 
 
 def test_without_a_look_in_between_the_write_finds_the_same_spec_and_is_applied(tmp_path):
@@ -288,11 +294,10 @@ def test_without_a_look_in_between_the_write_finds_the_same_spec_and_is_applied(
     seen = _click_after_status_moved(tmp_path, renew=False)
     executed = [row for row in seen["audit"] if row["decision"] == "executed"]
     assert [row["result"] for row in executed] == ["applied"]
+    assert "written again at resourceVersion" in executed[0]["reason"]
 
 
-def _approved_rollback(**params) -> "JournalEntry":
-    from incident_detector.store.journal import EXECUTING, JournalEntry
-
+def _approved_rollback(**params) -> JournalEntry:
     at = SCENARIO_EPOCH
     return JournalEntry(id=1, key=("shop", "payments", 2, "uid-p"), action="rollback",
                         params={"generation": 2, **params}, precondition="100",
@@ -300,9 +305,7 @@ def _approved_rollback(**params) -> "JournalEntry":
                         result=None)
 
 
-def _stale_with(deployment) -> "ActionResult":
-    from incident_detector.act.executor import ActionResult
-
+def _stale_with(deployment) -> ActionResult:
     return ActionResult("rollback", "shop/payments", False, "stale", "changed", "120",
                         now=deployment)
 
@@ -310,9 +313,6 @@ def _stale_with(deployment) -> "ActionResult":
 def test_a_stale_write_is_made_again_only_on_the_same_spec():
     """What a refused write may be made again on: the same object at the same revision and
     generation (its status moved); anything else stays refused."""
-    from incident_detector.act.remediation_plan import renewable_at_write
-    from incident_detector.model import Deployment, RolloutStatus
-
     def seen(**changes):
         fields = {"namespace": "shop", "name": "payments", "revision": 2, "replicas": 2,
                   "uid": "uid-p", "resource_version": "120",
@@ -333,5 +333,4 @@ def test_a_stale_write_is_made_again_only_on_the_same_spec():
     old = _approved_rollback(generation=None)
     assert renewable_at_write(old, _stale_with(seen())) is None
     # only a stale refusal is made again
-    from dataclasses import replace
-    assert renewable_at_write(entry, replace(_stale_with(seen()), outcome="failed")) is None
+    assert renewable_at_write(entry, dataclasses.replace(_stale_with(seen()), outcome="failed")) is None

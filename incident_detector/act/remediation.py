@@ -67,6 +67,7 @@ from ..store.journal import (APPROVED, DONE, DRY_RUN, EXECUTING, FAILED, PROPOSE
 from .approvals import ApprovalTokens, Decision
 from .argocd import ArgoCdClient
 from .executor import ALREADY_DONE, APPLIED, DRY_RUN_OK, ActionResult, KubeExecutor
+from .executor import STALE as WRITE_STALE
 from .follow_up import FollowUp
 from .remediation_plan import (HISTORY, NO_ACTION, Fix, JournalKey, PlanRequest, journal_params,
                                past_actions, problem_pod, recorded_proposal, renewable_at_write,
@@ -318,8 +319,12 @@ class Remediator:
             result = await self._write(entry, dry_run=dry_run)
             renewed = self._renewed_at_write(entry, result)
             if renewed is not None:
-                entry = renewed
+                seen, entry = entry.precondition, renewed
                 result = await self._write(entry, dry_run=dry_run)
+                # The audit says that the write it records is the second, and why.
+                result = replace(result, message=(
+                    f"{result.message} (written again at resourceVersion {entry.precondition}: "
+                    f"only the status had moved since {seen}, the spec is the one approved)"))
         except SourceError as exc:
             # Retryable: back to approved, with the error as its result; ``follow`` tries again
             # at a later tick.
@@ -330,7 +335,7 @@ class Remediator:
                         reason=f"the write failed: {exc.reason}", result="error")
             return None
         final = {APPLIED: DONE, ALREADY_DONE: DONE, DRY_RUN_OK: DRY_RUN}.get(
-            result.outcome, STALE if result.outcome == "stale" else FAILED)
+            result.outcome, STALE if result.outcome == WRITE_STALE else FAILED)
         self.journal.advance(entry.id, expected=[EXECUTING], to=final, now=self.clock(),
                              result=result.outcome)
         self._audit(entry, who=DETECTOR, decision="executed", dry_run=dry_run,
