@@ -27,7 +27,7 @@ import httpx
 import psycopg
 import pytest
 
-from incident_detector.sim.fakes import SlackSink
+from incident_detector.sim.fakes import SlackSink, status_body
 from incident_detector.sim.server import LocalServer, Request, Response
 
 from harness import Daemon, make_cluster, start_daemon, stop
@@ -64,6 +64,28 @@ def replica_env(pg_url: str, tmp: Path, pod: str, **extra: str) -> dict[str, str
             "LEASE_DURATION_SECONDS": "5", "STATE_PATH": str(tmp / f"{pod}.sqlite3"),
             # The store alone remembers: no Event read back could stand in for it.
             "KUBE_EVENTS": "false", **extra}
+
+
+class LeaseKept:
+    """A ``faults`` hook of the apiserver: a write of the Lease that would make one of
+    ``refused`` its holder is answered 409 Conflict, as when another replica wrote first.
+
+    The lease lasts LEASE_DURATION_SECONDS of wall time: a leader that a busy machine keeps from
+    renewing for that long would lose it to the standby, and the roles a test asserts would
+    change under it. With the standby refused, the roles are the test's to change (it lifts the
+    refusal once the leader is dead); a leader late to renew only leads again once it does."""
+
+    def __init__(self, *refused: str) -> None:
+        self.refused = set(refused)
+
+    def __call__(self, request: Request) -> Response | None:
+        if request.method not in ("POST", "PUT") or "/leases" not in request.path:
+            return None
+        holder = (json.loads(request.body or b"{}").get("spec") or {}).get("holderIdentity")
+        if holder not in self.refused:
+            return None
+        return Response(409, status_body(409, "Conflict", "the lease was written meanwhile"),
+                        "application/json")
 
 
 def status(daemon: Daemon) -> dict[str, Any]:
@@ -135,6 +157,7 @@ def kill(daemon: Daemon) -> None:
 def test_the_leader_asks_dies_and_the_click_on_the_other_replica_rolls_back_once(
         ha_cluster, pg_url, tmp_path):
     cluster = ha_cluster
+    lease = cluster["kube"].handler.faults = LeaseKept("detector-b")
     first = start_daemon(cluster, extra_env={**REMEDIATION_ENV,
                                              **replica_env(pg_url, tmp_path, "detector-a")})
     second = None
@@ -143,8 +166,9 @@ def test_the_leader_asks_dies_and_the_click_on_the_other_replica_rolls_back_once
         second = start_daemon(cluster, extra_env={**REMEDIATION_ENV,
                                                   **replica_env(pg_url, tmp_path, "detector-b")})
         second.wait_for(lambda: role(second) == "standby")
-        assert role(first) == "leader"
+        first.wait_for(lambda: role(first) == "leader")
         kill(first)
+        lease.refused.clear()  # the leader is dead: the standby may take the lease now
 
         answer = click_approve(second, cluster)
         assert answer.status_code == 200, answer.text
@@ -231,6 +255,7 @@ def alert_body(cluster: dict) -> dict[str, Any]:
 def test_an_alert_posted_to_the_standby_is_taken_and_gives_one_incident_from_the_leader(
         alert_cluster, pg_url, tmp_path):
     cluster = alert_cluster
+    cluster["kube"].handler.faults = LeaseKept("standby")  # the standby stays one
     scenario = cluster["scenario"]
     env = {"NAMESPACE": scenario.namespace, "TARGET_DEPLOYMENT": scenario.deployment,
            "LOKI_LABEL_APP": scenario.workload, "ALERTMANAGER_TOKEN": ALERTMANAGER_TOKEN}
