@@ -25,6 +25,12 @@ SCENARIO = Path(__file__).parent / "scenarios" / "bad-rollout-sharp-spike.yaml"
 WEBHOOK_SECRET = "XOXB-e2e-SECRET-4242"
 
 
+# How long a test waits for a daemon to do what normally takes a few seconds: only a failing
+# test waits it out, so it is generous for CI machines busy with parallel workers.
+DEADLINE_SECONDS = 60.0
+# How many of the daemon's last lines a failed wait shows.
+LOG_TAIL_LINES = 60
+
 # Numbers the output files of the daemons a test starts.
 _daemons = itertools.count(1)
 
@@ -54,16 +60,18 @@ class Daemon:
     def port(self) -> int:
         """The port the daemon listens on, once it says so (it binds HTTP_PORT=0: a port picked
         here and bound later could be taken by another test running at the same time)."""
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + DEADLINE_SECONDS
         while self._port is None:
             self._port = next((line["port"] for line in self.lines()
                                if line.get("event") == "http.listening"), None)
             if self._port is not None:
                 break
             if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited early: {self.out_path.read_text()}")
+                raise AssertionError(f"daemon exited early (code {self.proc.returncode}):\n"
+                                     f"{self.log_tail()}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"not listening after 30 s: {self.out_path.read_text()}")
+                raise AssertionError(f"not listening after {DEADLINE_SECONDS:g} s:\n"
+                                     f"{self.log_tail()}")
             time.sleep(0.05)
         return self._port
 
@@ -90,15 +98,31 @@ class Daemon:
         except httpx.TransportError:
             return 0
 
-    def wait_for(self, predicate, timeout: float = 20.0) -> None:
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines the daemon wrote, to tell why a wait failed."""
+        try:
+            written = self.out_path.read_text().splitlines()
+        except OSError as error:
+            return f"<no output: {error}>"
+        skipped = len(written) - lines
+        head = [f"... ({skipped} earlier lines in {self.out_path})"] if skipped > 0 else []
+        return "\n".join(head + written[-lines:])
+
+    def wait_for(self, predicate, timeout: float = DEADLINE_SECONDS, what: str | None = None) -> None:
+        """Poll ``predicate`` until it holds. The deadline only bounds a test that is failing:
+        a slow machine makes the wait longer, never the test fail."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
             if predicate():
                 return
             if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited early: {self.out_path.read_text()}")
+                raise AssertionError(f"daemon exited early (code {self.proc.returncode}) while "
+                                     f"waiting for {what or predicate!r}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                break
             time.sleep(0.1)
-        raise AssertionError(f"timed out; output:\n{self.out_path.read_text()}")
+        raise AssertionError(f"waited {timeout:g} s for {what or predicate!r}; the daemon's "
+                             f"last lines:\n{self.log_tail()}")
 
 
 def make_cluster(tmp_path: Path, *, scenario_path: Path = SCENARIO,
@@ -145,7 +169,7 @@ def stop(daemon: Daemon, sig=signal.SIGTERM) -> int:
     if daemon.proc.poll() is None:
         daemon.proc.send_signal(sig)
     try:
-        return daemon.proc.wait(timeout=10)
+        return daemon.proc.wait(timeout=DEADLINE_SECONDS)
     except subprocess.TimeoutExpired:
         daemon.proc.kill()
         raise

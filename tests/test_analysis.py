@@ -48,6 +48,10 @@ ALLOWED = ("rollback", "restart")
 WEBHOOK = "https://hooks.slack.com/services/T000/B000/canaryhookpath"
 
 
+# How long a test waits for what normally takes milliseconds; only a failing test waits it out.
+CEILING_SECONDS = 60.0
+
+
 def fixture(name: str) -> dict:
     return json.loads((FIXTURES / name).read_text())
 
@@ -500,11 +504,11 @@ def test_the_tick_is_not_delayed_the_incident_line_comes_first(tmp_path):
         record = render.incident_record(incident)
         harness.analyst.analyse_later(incident.key, record)  # what the tick does...
         StdoutSink(harness.out).write(record)  # ...and the incident's stdout line
-        await asyncio.wait_for(asked.wait(), 5)
+        await asyncio.wait_for(asked.wait(), CEILING_SECONDS)
         assert [line["event"] for line in harness.lines()] == ["incident"]
         assert harness.analyst.analysis_for(incident.key) is None
         release.set()
-        assert await harness.analyst.advice(incident.key, timeout=5) is not None
+        assert await harness.analyst.advice(incident.key, timeout=CEILING_SECONDS) is not None
         await harness.finish()
 
     with respx.mock() as mock:
@@ -520,7 +524,7 @@ def test_advice_waits_bounded_and_gives_none_for_failures(tmp_path):
         # Nothing asked for this one: bounded wait, then None.
         assert await harness.analyst.advice(("ns", "other", 1, ""), timeout=0.05) is None
         # Asked for after the remediator started waiting: the wait sees it.
-        waiting = asyncio.create_task(harness.analyst.advice(key, timeout=5))
+        waiting = asyncio.create_task(harness.analyst.advice(key, timeout=CEILING_SECONDS))
         await asyncio.sleep(0)
         harness.analyst.analyse_later(key, rollout_record())
         advice = await waiting

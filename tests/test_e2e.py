@@ -8,7 +8,7 @@ import signal
 
 import httpx
 
-from harness import WEBHOOK_SECRET, free_port, start_daemon, stop
+from harness import DEADLINE_SECONDS, WEBHOOK_SECRET, free_port, start_daemon, stop
 from incident_detector.sim.server import Response
 
 
@@ -108,10 +108,10 @@ def test_loki_down_is_degraded_not_an_incident_then_recovers(cluster):
 
 def test_once_runs_one_tick_and_reports_failure(cluster):
     daemon = start_daemon(cluster, args=("--once",))
-    assert daemon.proc.wait(timeout=30) == 0
+    assert daemon.proc.wait(timeout=DEADLINE_SECONDS) == 0
     assert len(daemon.incidents()) == 1
     broken = start_daemon(cluster, args=("--once",), extra_env={"LOKI_URL": f"http://127.0.0.1:{free_port()}"})
-    assert broken.proc.wait(timeout=30) == 1
+    assert broken.proc.wait(timeout=DEADLINE_SECONDS) == 1
 
 
 def test_no_secret_in_any_log_line_or_status_even_when_everything_fails(cluster):
@@ -137,7 +137,7 @@ def test_no_secret_in_any_log_line_or_status_even_when_everything_fails(cluster)
     cluster["slack"].handler = slack
     daemon = start_daemon(cluster, extra_env={"LOKI_BEARER_TOKEN": token})
     try:
-        daemon.wait_for(lambda: cluster["sink"].messages, timeout=40)
+        daemon.wait_for(lambda: cluster["sink"].messages)
         status = httpx.get(f"{daemon.url}/status").text
     finally:
         assert stop(daemon) == 0
@@ -150,5 +150,5 @@ def test_no_secret_in_any_log_line_or_status_even_when_everything_fails(cluster)
     second = start_daemon(cluster, extra_env={
         "LOKI_URL": cluster["loki"].url.replace("http://", f"http://reader:{password}@")},
         args=("--once",))
-    second.proc.wait(timeout=30)
+    second.proc.wait(timeout=DEADLINE_SECONDS)
     assert password not in second.out_path.read_text()

@@ -51,7 +51,7 @@ def test_no_canary_credential_leaves_the_process(leaky_cluster):
     daemon = start_daemon(cluster)
     try:
         daemon.wait_for(lambda: cluster["sink"].messages and daemon.incidents()
-                        and _events(cluster["kube_fake"]), timeout=40)
+                        and _events(cluster["kube_fake"]))
         status = httpx.get(f"{daemon.url}/status").text
     finally:
         assert stop(daemon) == 0

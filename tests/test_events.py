@@ -49,6 +49,11 @@ REPLICASET = "payments-api-6874dc9bf7"
 DETECTED_AT = datetime(2026, 11, 23, 17, 56, 17, tzinfo=timezone.utc)
 
 
+# How long a "slow" server holds its answer: past any test (its stop ends the wait), so only the
+# client's timeout can end the call, however late a busy machine runs the client.
+HOLD_SECONDS = 600.0
+
+
 def incident(**changes: Any) -> Incident:
     """The incident of the recorded Event: its times and counts."""
     fields: dict[str, Any] = dict(
@@ -361,7 +366,7 @@ def test_errors_are_retryable_only_when_they_may_pass(apiserver, status, retryab
 
 
 def test_a_slow_api_server_is_a_retryable_timeout(apiserver):
-    apiserver.serve(EVENTS_PATH, Response(201, {}, delay=1.0), method="POST")
+    apiserver.serve(EVENTS_PATH, Response(201, {}, delay=HOLD_SECONDS), method="POST")
 
     error = failure(recorder(apiserver, timeout=0.2).send(body_for()))
 

@@ -54,6 +54,11 @@ PATCH_MEDIA_TYPES = frozenset({"application/json-patch+json", "application/merge
                                "application/apply-patch+yaml"})
 
 
+# How long a "slow" server holds its answer: past any test (its stop ends the wait), so only the
+# client's timeout can end the call, however late a busy machine runs the client.
+HOLD_SECONDS = 600.0
+
+
 class PatchingApiServer(FakeApiServer):
     """``FakeApiServer`` that takes PATCH bodies in the patch media types, as kube-apiserver
     does, and refuses a PATCH sent as plain JSON with its 415. ``requests`` keeps each request
@@ -545,7 +550,7 @@ def test_server_errors_are_raised_retryable(server, kube, action, status):
 @pytest.mark.parametrize("action", sorted(WRITE_PATHS))
 def test_timeouts_are_raised_retryable(server, action):
     method, path = WRITE_PATHS[action]
-    server.serve(path, Response(200, {}, delay=0.6), method=method)
+    server.serve(path, Response(200, {}, delay=HOLD_SECONDS), method=method)
     kube = KubeExecutor(api=api_client_for(server.url, token=TOKEN), timeout=0.2)
     with pytest.raises(SourceError) as raised:
         all_actions(kube)[action]()

@@ -27,7 +27,7 @@ import httpx
 import psycopg
 import pytest
 
-from incident_detector.sim.fakes import SlackSink
+from incident_detector.sim.fakes import SlackSink, status_body
 from incident_detector.sim.server import LocalServer, Request, Response
 
 from harness import Daemon, make_cluster, start_daemon, stop
@@ -64,6 +64,28 @@ def replica_env(pg_url: str, tmp: Path, pod: str, **extra: str) -> dict[str, str
             "LEASE_DURATION_SECONDS": "5", "STATE_PATH": str(tmp / f"{pod}.sqlite3"),
             # The store alone remembers: no Event read back could stand in for it.
             "KUBE_EVENTS": "false", **extra}
+
+
+class LeaseKept:
+    """A ``faults`` hook of the apiserver: a write of the Lease that would make one of
+    ``refused`` its holder is answered 409 Conflict, as when another replica wrote first.
+
+    The lease lasts LEASE_DURATION_SECONDS of wall time: a leader that a busy machine keeps from
+    renewing for that long would lose it to the standby, and the roles a test asserts would
+    change under it. With the standby refused, the roles are the test's to change (it lifts the
+    refusal once the leader is dead); a leader late to renew only leads again once it does."""
+
+    def __init__(self, *refused: str) -> None:
+        self.refused = set(refused)
+
+    def __call__(self, request: Request) -> Response | None:
+        if request.method not in ("POST", "PUT") or "/leases" not in request.path:
+            return None
+        holder = (json.loads(request.body or b"{}").get("spec") or {}).get("holderIdentity")
+        if holder not in self.refused:
+            return None
+        return Response(409, status_body(409, "Conflict", "the lease was written meanwhile"),
+                        "application/json")
 
 
 def status(daemon: Daemon) -> dict[str, Any]:
@@ -135,21 +157,23 @@ def kill(daemon: Daemon) -> None:
 def test_the_leader_asks_dies_and_the_click_on_the_other_replica_rolls_back_once(
         ha_cluster, pg_url, tmp_path):
     cluster = ha_cluster
+    lease = cluster["kube"].handler.faults = LeaseKept("detector-b")
     first = start_daemon(cluster, extra_env={**REMEDIATION_ENV,
                                              **replica_env(pg_url, tmp_path, "detector-a")})
     second = None
     try:
-        first.wait_for(lambda: approve_token(cluster), timeout=30)
+        first.wait_for(lambda: approve_token(cluster))
         second = start_daemon(cluster, extra_env={**REMEDIATION_ENV,
                                                   **replica_env(pg_url, tmp_path, "detector-b")})
-        second.wait_for(lambda: role(second) == "standby", timeout=30)
-        assert role(first) == "leader"
+        second.wait_for(lambda: role(second) == "standby")
+        first.wait_for(lambda: role(first) == "leader")
         kill(first)
+        lease.refused.clear()  # the leader is dead: the standby may take the lease now
 
         answer = click_approve(second, cluster)
         assert answer.status_code == 200, answer.text
         second.wait_for(lambda: db_rows(pg_url, "SELECT state FROM actions") == [("verified",)]
-                        and audit(second)[0]["decision"] == "verified", timeout=45)
+                        and audit(second)[0]["decision"] == "verified")
         assert role(second) == "leader"
         rows = list(reversed(audit(second)))
     finally:
@@ -174,7 +198,7 @@ def test_a_pod_replaced_with_an_empty_disk_raises_nothing_again_and_keeps_the_au
     first = start_daemon(cluster, extra_env={**REMEDIATION_ENV,
                                              **replica_env(pg_url, tmp_path, "detector-a")})
     try:
-        first.wait_for(lambda: approve_token(cluster) and audit(first), timeout=30)
+        first.wait_for(lambda: approve_token(cluster) and audit(first))
         first_audit = audit(first)
     finally:
         assert stop(first) == 0  # the pod is deleted (a drain, an upgrade)
@@ -183,15 +207,14 @@ def test_a_pod_replaced_with_an_empty_disk_raises_nothing_again_and_keeps_the_au
     second = start_daemon(cluster, extra_env={**REMEDIATION_ENV,
                                               **replica_env(pg_url, tmp_path, "detector-b")})
     try:
-        second.wait_for(lambda: verdicts(second) == ["already_notified"], timeout=30)
+        second.wait_for(lambda: verdicts(second) == ["already_notified"])
         ticks = second.ticks()
         second.wait_for(lambda: second.ticks() >= ticks + 3)
         assert audit(second) == first_audit
         # The button the first pod sent still works on the second.
         answer = click_approve(second, cluster)
         assert answer.status_code == 200, answer.text
-        second.wait_for(lambda: any(row["decision"] == "executed" for row in audit(second)),
-                        timeout=30)
+        second.wait_for(lambda: any(row["decision"] == "executed" for row in audit(second)))
         second_audit = audit(second)
     finally:
         assert stop(second) == 0
@@ -232,16 +255,17 @@ def alert_body(cluster: dict) -> dict[str, Any]:
 def test_an_alert_posted_to_the_standby_is_taken_and_gives_one_incident_from_the_leader(
         alert_cluster, pg_url, tmp_path):
     cluster = alert_cluster
+    cluster["kube"].handler.faults = LeaseKept("standby")  # the standby stays one
     scenario = cluster["scenario"]
     env = {"NAMESPACE": scenario.namespace, "TARGET_DEPLOYMENT": scenario.deployment,
            "LOKI_LABEL_APP": scenario.workload, "ALERTMANAGER_TOKEN": ALERTMANAGER_TOKEN}
     leader = start_daemon(cluster, extra_env={**env, **replica_env(pg_url, tmp_path, "leader")})
     standby = None
     try:
-        leader.wait_for(lambda: role(leader) == "leader" and leader.ticks() >= 1, timeout=30)
+        leader.wait_for(lambda: role(leader) == "leader" and leader.ticks() >= 1)
         standby = start_daemon(cluster, extra_env={**env,
                                                    **replica_env(pg_url, tmp_path, "standby")})
-        standby.wait_for(lambda: role(standby) == "standby", timeout=30)
+        standby.wait_for(lambda: role(standby) == "standby")
         assert leader.incidents() == []  # the alert is the only thing to go on
 
         answer = httpx.post(f"{standby.url}/webhooks/alertmanager", json=alert_body(cluster),
@@ -249,7 +273,7 @@ def test_an_alert_posted_to_the_standby_is_taken_and_gives_one_incident_from_the
                             timeout=10)
         assert answer.status_code == 200, answer.text
 
-        leader.wait_for(lambda: leader.incidents() and webhook_messages(cluster), timeout=30)
+        leader.wait_for(lambda: leader.incidents() and webhook_messages(cluster))
         ticks = leader.ticks()
         leader.wait_for(lambda: leader.ticks() >= ticks + 3)
         assert role(standby) == "standby"
@@ -295,10 +319,10 @@ def test_the_database_stopped_and_started_mid_incident_loses_and_repeats_nothing
     daemon = start_daemon(cluster, extra_env={"DATABASE_URL": pg_url, "KUBE_EVENTS": "false"})
     try:
         # The incident is recorded and printed; its Slack post is pending (Slack refused it).
-        daemon.wait_for(lambda: daemon.incidents() and slack.refused >= 1, timeout=30)
+        daemon.wait_for(lambda: daemon.incidents() and slack.refused >= 1)
         postgres_server.stop()
         try:
-            daemon.wait_for(lambda: readyz(daemon)[0] == 503, timeout=30)
+            daemon.wait_for(lambda: readyz(daemon)[0] == 503)
             _, readyz_text = readyz(daemon)
             assert "the store is unavailable" in readyz_text
             assert httpx.get(f"{daemon.url}/healthz", timeout=5).status_code == 200
@@ -310,13 +334,13 @@ def test_the_database_stopped_and_started_mid_incident_loses_and_repeats_nothing
             # could not be recorded as sent is sent.
             slack.down = False
             ticks = daemon.ticks()
-            daemon.wait_for(lambda: daemon.ticks() >= ticks + 3, timeout=30)
+            daemon.wait_for(lambda: daemon.ticks() >= ticks + 3)
             assert readyz(daemon)[0] == 503
         finally:
             postgres_server.start()
 
-        daemon.wait_for(lambda: sink.messages, timeout=45)
-        daemon.wait_for(lambda: readyz(daemon)[0] == 200, timeout=45)
+        daemon.wait_for(lambda: sink.messages)
+        daemon.wait_for(lambda: readyz(daemon)[0] == 200)
         ticks = daemon.ticks()
         daemon.wait_for(lambda: daemon.ticks() >= ticks + 4)
         back = status(daemon)

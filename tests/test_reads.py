@@ -238,10 +238,13 @@ def test_reads_stay_cheap_with_a_thousand_incidents(store):
         notice(store, f"alert/{n}/1", dep=f"d{n % 50}", at=T0 + timedelta(seconds=n),
                priority="P1" if n % 7 == 0 else "P3")
     db = store.connection
-    started = time.perf_counter()
+    # The CPU time this process spends, not the wall time, which other processes on a busy
+    # machine lengthen: SQLite's work is all here (PostgreSQL's is in its server, so there this
+    # bounds what the reads cost on the client's side).
+    started = time.process_time()
     for _ in range(10):
         incidents(db, limit=50)
         queue(db, since=T0 - timedelta(hours=1), limit=20)
         stats(db, now=T0 + timedelta(hours=1))
-    per_overview = (time.perf_counter() - started) / 10
-    assert per_overview < 0.05, per_overview  # a few ms on a laptop; generous for slow CI
+    per_overview = (time.process_time() - started) / 10
+    assert per_overview < 0.05, per_overview  # a few ms on a laptop

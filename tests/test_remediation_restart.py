@@ -37,7 +37,7 @@ from incident_detector.sim.scenario import load_scenario
 from incident_detector.sim.server import LocalServer, Request, Response
 from incident_detector.sim.world import World, resource_version_at
 
-from harness import SCENARIO, Daemon, start_daemon, stop
+from harness import DEADLINE_SECONDS, SCENARIO, Daemon, start_daemon, stop
 from test_slack_actions import click_body, signed_headers
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -50,10 +50,11 @@ REMEDIATION_ENV = {
     "SLACK_SIGNING_SECRET": SECRET,
     "SLACK_APPROVERS": APPROVER,
     "VERIFY_TIMEOUT_SECONDS": "10",
+    # The held request must still be in flight when the process is killed: the daemon's own
+    # timeout for it is far longer than any pause between the hold and the kill.
+    "KUBE_TIMEOUT_SECONDS": "300",
     "LOG_LEVEL": "info",
 }
-# Longest a held request is kept before it is answered anyway (the test kills well before).
-HOLD_LIMIT_SECONDS = 8.0
 
 
 class EnforcingApiServer:
@@ -93,7 +94,9 @@ class EnforcingApiServer:
                 return
             self.hold = None
         self.held.set()
-        self.release.wait(HOLD_LIMIT_SECONDS)
+        # Answered only once the test releases it (after the kill; enforcing_cluster always
+        # does on the way out), never on a timer that a slow kill could lose to.
+        self.release.wait()
 
     def __call__(self, request: Request) -> Response:
         if request.method == "PATCH" and request.path == self.deployment_path:
@@ -164,7 +167,8 @@ def click_approve(daemon: Daemon, cluster: dict) -> None:
     token = approve_token(cluster["sink"])
     body = click_body(token, user=APPROVER, action_id="approve_rollback",
                       response_url=cluster["slack"].url + "/response")
-    answer = httpx.post(f"{daemon.url}/integrations/slack/actions", content=body, timeout=5,
+    answer = httpx.post(f"{daemon.url}/integrations/slack/actions", content=body,
+                        timeout=DEADLINE_SECONDS,
                         headers=signed_headers(body, at=datetime.now(timezone.utc),
                                                secret=SECRET))
     assert answer.status_code == 200, answer.text
@@ -172,7 +176,7 @@ def click_approve(daemon: Daemon, cluster: dict) -> None:
 
 def kill(daemon: Daemon) -> None:
     daemon.proc.send_signal(signal.SIGKILL)
-    daemon.proc.wait(timeout=5)
+    daemon.proc.wait(timeout=DEADLINE_SECONDS)
 
 
 def journal(state_path: Path) -> list[tuple[str, str | None, str]]:
@@ -188,7 +192,8 @@ def _audit_rows(state_path: Path) -> list[dict]:
 
 def audit(daemon: Daemon) -> list[dict]:
     """Oldest first."""
-    return list(reversed(httpx.get(f"{daemon.url}/api/audit", timeout=5).json()["audit"]))
+    answer = httpx.get(f"{daemon.url}/api/audit", timeout=DEADLINE_SECONDS)
+    return list(reversed(answer.json()["audit"]))
 
 
 def executed(daemon: Daemon) -> list[dict]:
@@ -206,10 +211,10 @@ def kill_mid_action_then_restart(tmp_path: Path, *, hold: str) -> dict:
         state_path = tmp_path / "state.sqlite3"
         first = start_daemon(cluster, extra_env=REMEDIATION_ENV)
         try:
-            first.wait_for(lambda: approve_token(cluster["sink"]), timeout=12)
+            first.wait_for(lambda: approve_token(cluster["sink"]))
             api.hold = hold
             click_approve(first, cluster)
-            assert api.held.wait(5), \
+            assert api.held.wait(DEADLINE_SECONDS), \
                 f"the {hold} was never requested:\n{first.out_path.read_text()}"
             kill(first)
         finally:
@@ -223,7 +228,7 @@ def kill_mid_action_then_restart(tmp_path: Path, *, hold: str) -> dict:
 
         second = start_daemon(cluster, extra_env=REMEDIATION_ENV)
         try:
-            second.wait_for(lambda: executed(second), timeout=12)
+            second.wait_for(lambda: executed(second))
             seen["audit"] = audit(second)
         finally:
             exit_code = stop(second)
