@@ -40,17 +40,15 @@ from ..model import REVISION_ANNOTATION, Deployment
 from ..sources.kube import (
     AUTH_SETTINGS,
     JSON_MEDIA_TYPE,
-    POD_TEMPLATE_HASH_LABEL,
     SOURCE,
     namespaced_path,
-    parse_deployment,
-    parse_timestamp,
     redact_credentials,
     request,
     status_body,
     status_error,
     transport_error,
 )
+from ..sources.kube_objects import parse_deployment
 
 # The bodies are built in patches (pure); imported here for the calls and re-exported so that
 # callers and tests import them from this module as before.

@@ -34,8 +34,6 @@ import asyncio
 import contextlib
 import ctypes
 import json
-import re
-import sys
 import threading
 import time
 from collections import deque
@@ -60,20 +58,14 @@ from ..model import (
     WarningEvent,
 )
 
-# The pure parsers live in kube_objects; imported here for the client and re-exported so that
-# callers and tests import them from this module as before.
-from .kube_objects import (  # noqa: F401
-    POD_TEMPLATE_HASH_LABEL, RESTART_THRESHOLD, WAITING_PROBLEMS, OOM_KILLED_REASON,
-    ARGOCD_TRACKING_ID_ANNOTATION, ARGOCD_INSTANCE_LABEL, FLUX_KUSTOMIZATION_NAME_LABEL,
-    FLUX_KUSTOMIZATION_NAMESPACE_LABEL, FLUX_HELMRELEASE_NAME_LABEL,
-    FLUX_HELMRELEASE_NAMESPACE_LABEL, PROBE_FIELDS, INIT_CONTAINER_PREFIX, CONTROLLER_MANAGER,
-    WARNING, EVENT_MESSAGE_MAX_CHARS, parse_replicaset, parse_deployment, managed_writers,
-    revision_written_at, parse_pod, parse_warning_event, newest_first, one_line,
-    container_problems, parse_pod_template, detect_gitops, controller_reference,
-    controller_name, micro_time, parse_timestamp, _REVISION_FIELD, _CONDITION_REPLICASET,
-    _REVISION, _spec_writer, _progress_deadline_condition, _condition, _WHITESPACE,
-    _parse_container, _env_var, _volume_references, _flat_resources, _canonical_json,
-    _argocd_owner, _revision, _dict, _list, _str, _count, _strings, _str_map, _add_name,
+from .kube_json import _count, _dict, _str
+from .kube_objects import (
+    POD_TEMPLATE_HASH_LABEL,
+    newest_first,
+    parse_deployment,
+    parse_pod,
+    parse_replicaset,
+    parse_warning_event,
 )
 
 log = structlog.get_logger(__name__)
@@ -989,22 +981,13 @@ def parse_list_page(body: bytes, *, kind: str) -> tuple[list[dict], str | None, 
 
 
 __all__ = [
-    "ADDED", "api_client_for", "api_client_from_environment", "ARGOCD_INSTANCE_LABEL",
-    "ARGOCD_TRACKING_ID_ANNOTATION", "AUTH_SETTINGS", "BOOKMARK", "container_problems",
-    "CONTROLLER_MANAGER", "controller_name", "controller_reference", "DELETED",
-    "DEPLOYMENT_CHANGES_MAX", "DEPLOYMENTS", "detect_gitops", "ERROR",
-    "EVENT_MESSAGE_MAX_CHARS", "EVENTS", "FLUX_HELMRELEASE_NAME_LABEL",
-    "FLUX_HELMRELEASE_NAMESPACE_LABEL", "FLUX_KUSTOMIZATION_NAME_LABEL",
-    "FLUX_KUSTOMIZATION_NAMESPACE_LABEL", "FOLLOW_BACKOFF", "FOLLOW_MIN_SECONDS",
-    "FOLLOW_SECONDS", "GONE_REASONS", "GONE_STATUS", "INIT_CONTAINER_PREFIX",
-    "JSON_MEDIA_TYPE", "KubeClient", "LIST_CALLS", "LIST_PAGE_SIZE", "ListCall",
-    "managed_writers", "micro_time", "MODIFIED", "namespaced_path", "newest_first", "one_line",
-    "OOM_KILLED_REASON", "open_stream", "parse_deployment", "parse_list", "parse_list_page",
-    "parse_pod", "parse_pod_template", "parse_replicaset", "parse_timestamp",
-    "parse_warning_event", "POD_TEMPLATE_HASH_LABEL", "PODS", "PROBE_FIELDS",
-    "read_watch_events", "redact_credentials", "release_free_memory", "REPLICASETS", "request",
-    "REQUIRED_PERMISSIONS", "RESTART_THRESHOLD", "revision_written_at", "SOURCE",
-    "status_body", "status_error", "stream_lines", "transport_error", "WAITING_PROBLEMS",
-    "WAKES", "WARNING", "WARNING_EVENT_PERMISSIONS", "WARNING_EVENTS_SELECTOR",
-    "WATCH_SECONDS", "WatchedList", "WatchExpired",
+    "ADDED", "api_client_for", "api_client_from_environment", "AUTH_SETTINGS", "BOOKMARK",
+    "DELETED", "DEPLOYMENT_CHANGES_MAX", "DEPLOYMENTS", "ERROR", "EVENTS", "FOLLOW_BACKOFF",
+    "FOLLOW_MIN_SECONDS", "FOLLOW_SECONDS", "GONE_REASONS", "GONE_STATUS", "JSON_MEDIA_TYPE",
+    "KubeClient", "LIST_CALLS", "LIST_PAGE_SIZE", "ListCall", "MODIFIED", "namespaced_path",
+    "open_stream", "parse_list", "parse_list_page", "PODS", "read_watch_events",
+    "redact_credentials", "release_free_memory", "REPLICASETS", "request", "REQUIRED_PERMISSIONS",
+    "SOURCE", "status_body", "status_error", "stream_lines", "transport_error", "WAKES",
+    "WARNING_EVENT_PERMISSIONS", "WARNING_EVENTS_SELECTOR", "WATCH_SECONDS", "WatchedList",
+    "WatchExpired",
 ]
