@@ -47,6 +47,8 @@ from incident_detector.sources.kube import (
     WATCH_SECONDS,
     LIST_PAGE_SIZE,
     KubeClient,
+)
+from incident_detector.sources.kube_http import (
     api_client_for,
     api_client_from_environment,
     namespaced_path,

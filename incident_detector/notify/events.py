@@ -23,7 +23,7 @@ import kubernetes.client
 import structlog
 
 from ..errors import SourceError
-from ..sources.kube import (
+from ..sources.kube_http import (
     SOURCE,
     namespaced_path,
     parse_list,

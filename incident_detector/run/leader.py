@@ -33,7 +33,7 @@ import kubernetes.client
 import structlog
 
 from ..errors import SourceError
-from ..sources.kube import SOURCE, namespaced_path, request
+from ..sources.kube_http import SOURCE, namespaced_path, request
 from ..sources.kube_objects import micro_time, parse_timestamp
 
 log = structlog.get_logger(__name__)

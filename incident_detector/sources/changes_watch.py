@@ -45,7 +45,8 @@ from ..errors import SourceError
 from ..judge.change_diff import NOISE_ANNOTATIONS, FieldValue, ObjectState, diff
 from ..judge.changes import SECRET_NAME_PATTERN, VALUE_MAX_CHARS, looks_secret_value
 from ..model import Change, Service
-from .kube import ListCall, WatchedList
+from .kube import WatchedList
+from .kube_http import ListCall
 from .kube_json import _count, _dict, _list, _str, _str_map
 from .kube_objects import managed_writers, parse_timestamp
 from .kube_templates import parse_pod_template
