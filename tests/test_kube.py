@@ -44,8 +44,6 @@ from incident_detector.sim.server import Response
 from incident_detector.sources.kube import (
     REQUIRED_PERMISSIONS,
     WARNING_EVENT_PERMISSIONS,
-    WATCH_SECONDS,
-    LIST_PAGE_SIZE,
     KubeClient,
 )
 from incident_detector.sources.kube_http import (
@@ -63,6 +61,7 @@ from incident_detector.sources.kube_objects import (
     parse_replicaset,
 )
 from incident_detector.sources.kube_templates import parse_pod_template
+from incident_detector.sources.kube_watch import LIST_PAGE_SIZE, WATCH_SECONDS
 from incident_detector.model import (
     REVISION_ANNOTATION,
     Container,

@@ -2,9 +2,10 @@
 
 Input is whatever JSON the server sent (a Deployment, ReplicaSet, pod or Warning Event as a
 dict): every access checks the type, and an object that cannot be read is None, not an error.
-Kept apart from the client and the watch machinery (``kube.py``) so that a change to the wire
-format touches one module, and so that these can be tested with plain asserts. A pod template
-is read by ``kube_templates.py``; the type guards every parser uses are in ``kube_json.py``.
+Kept apart from the client (``kube.py``) and the watch machinery (``kube_watch.py``) so that a
+change to the wire format touches one module, and so that these can be tested with plain
+asserts. A pod template is read by ``kube_templates.py``; the type guards every parser uses are
+in ``kube_json.py``.
 """
 
 from __future__ import annotations
