@@ -46,7 +46,7 @@ from ..model import (
     WarningEvent,
 )
 
-# Re-exported: the tests build the ApiClient of a KubeClient from this module.
+# Re-exported: the tests and benchmarks build the ApiClient of a KubeClient from this module.
 from .kube_http import api_client_for, api_client_from_environment  # noqa: F401
 from .kube_http import ListCall, parse_list_page, request
 from .kube_objects import (
