@@ -44,7 +44,7 @@ import httpx
 
 from incident_detector.sim.server import LocalServer, Request, Response
 from incident_detector.sources.changes_watch import CHANGE_CALLS
-from incident_detector.sources.kube import LIST_PAGE_SIZE
+from incident_detector.sources.kube_watch import LIST_PAGE_SIZE
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "kubernetes"
 NAMESPACE = "bench"

@@ -47,7 +47,7 @@ from incident_detector.sim.logql import (
     to_unix_nanos,
 )
 from incident_detector.sim.server import LocalServer, Request, Response
-from incident_detector.sources.kube import LIST_PAGE_SIZE
+from incident_detector.sources.kube_watch import LIST_PAGE_SIZE
 
 from .footprint import (
     NAMESPACE,

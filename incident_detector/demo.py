@@ -33,7 +33,7 @@ from .main import build_detector, install_signal_handlers, run_daemon
 from .notify.render import slack_text
 from .sim.replay import SCENARIO_EPOCH, scenario_settings, simulated_cluster
 from .sim.scenario import Scenario, load_scenario
-from .sources import kube
+from .sources import kube_http
 
 # Start a little before the last rollout so the demo shows the calm before the incident.
 LEAD_IN_SECONDS = 30.0
@@ -75,7 +75,7 @@ async def _demo(scenario: Scenario, *, speed: float, hold: float) -> int:
                                      remediation_mode="approve",
                                      slack_signing_secret=DEMO_SIGNING_SECRET,
                                      slack_approvers=DEMO_APPROVER, verify_timeout_seconds=300)
-        async with build_detector(settings=settings, kube_api=kube.api_client_for(cluster.kube.url),
+        async with build_detector(settings=settings, kube_api=kube_http.api_client_for(cluster.kube.url),
                                   stdout=sys.stdout, clock=clock) as detector:
             stop = asyncio.Event()
             install_signal_handlers(stop)

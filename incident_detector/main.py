@@ -34,7 +34,7 @@ from .run.outbox import StdoutSink
 from .run.rules_file import RulesFile
 from .store.db import StoreUnavailable
 from .store.records import Store
-from .sources import kube, loki
+from .sources import kube, kube_http, loki
 from .web.app import make_app
 
 log = structlog.get_logger("incident_detector")
@@ -433,7 +433,7 @@ async def run_once(detector: Detector) -> int:
 
 async def main_async(settings: Settings, *, once: bool, stdout: TextIO = sys.stdout) -> int:
     try:
-        api = kube.api_client_from_environment()
+        api = kube_http.api_client_from_environment()
     except SourceError as exc:
         print(f"invalid configuration: Kubernetes: {exc.message}", file=sys.stderr)
         return 2

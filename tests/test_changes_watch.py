@@ -36,7 +36,7 @@ from incident_detector.sources.changes_watch import (
     CHANGE_PERMISSIONS,
     ChangeWatcher,
 )
-from incident_detector.sources.kube import api_client_for
+from incident_detector.sources.kube_http import api_client_for
 
 TOKEN = "s3cr3t-bearer-token-0123456789"
 NOW = datetime(2026, 11, 26, 11, 0, 0, tzinfo=timezone.utc)

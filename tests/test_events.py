@@ -39,7 +39,7 @@ from incident_detector.notify.events import (
     event_name,
     parse_notified_revision,
 )
-from incident_detector.sources.kube import api_client_for
+from incident_detector.sources.kube_http import api_client_for
 from incident_detector.model import Evidence, Incident, Signal
 
 TOKEN = "s3cr3t-event-token-0123456789"

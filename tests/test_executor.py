@@ -34,7 +34,7 @@ from incident_detector.act.executor import (
 )
 from incident_detector.errors import SourceError
 from incident_detector.sim.server import Request, Response
-from incident_detector.sources.kube import api_client_for
+from incident_detector.sources.kube_http import api_client_for
 
 NAMESPACE, DEPLOYMENT = "demo-reuse", "orders"
 DEPLOYMENT_PATH = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{DEPLOYMENT}"
@@ -573,7 +573,7 @@ def test_other_client_errors_are_failures(server, kube):
 
 def test_a_patch_sent_as_plain_json_would_be_refused(server):
     # The fake refuses what kube-apiserver refuses, so the content types above are meaningful.
-    from incident_detector.sources.kube import request
+    from incident_detector.sources.kube_http import request
     with pytest.raises(SourceError) as raised:
         request(api_client_for(server.url), "PATCH", DEPLOYMENT_PATH, body={"spec": {}},
                 timeout=2.0, what="patching")

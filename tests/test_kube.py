@@ -38,27 +38,30 @@ from apiserver import (
 
     watch_event,
 )
-from incident_detector.sources import kube
+from incident_detector.sources import kube_objects
 from incident_detector.errors import SourceError
 from incident_detector.sim.server import Response
 from incident_detector.sources.kube import (
     REQUIRED_PERMISSIONS,
-    RESTART_THRESHOLD,
     WARNING_EVENT_PERMISSIONS,
-    WATCH_SECONDS,
-    LIST_PAGE_SIZE,
     KubeClient,
+)
+from incident_detector.sources.kube_http import (
     api_client_for,
     api_client_from_environment,
-    micro_time,
-    detect_gitops,
     namespaced_path,
-    parse_deployment,
     parse_list,
+)
+from incident_detector.sources.kube_objects import (
+    RESTART_THRESHOLD,
+    detect_gitops,
+    micro_time,
+    parse_deployment,
     parse_pod,
-    parse_pod_template,
     parse_replicaset,
 )
+from incident_detector.sources.kube_templates import parse_pod_template
+from incident_detector.sources.kube_watch import LIST_PAGE_SIZE, WATCH_SECONDS
 from incident_detector.model import (
     REVISION_ANNOTATION,
     Container,
@@ -1318,7 +1321,7 @@ def test_deployment_fields():
     item = deployment_item()
     item["spec"]["template"]["metadata"]["labels"] = {"tier": "api", "app": "payments-api",
                                                        "bad": 5}
-    item["metadata"]["labels"][kube.ARGOCD_INSTANCE_LABEL] = "payments"
+    item["metadata"]["labels"][kube_objects.ARGOCD_INSTANCE_LABEL] = "payments"
     deployment = parse_deployment(item)
     assert deployment.pod_labels == (("app", "payments-api"), ("tier", "api"))
     assert deployment.pod_label("tier") == "api"
@@ -1395,8 +1398,9 @@ FIELD_NAMES = [
     "livenessProbe", "readinessProbe", "startupProbe", "status", "replicas", "readyReplicas",
     "conditions", "type", "reason", "message", "containerStatuses", "initContainerStatuses",
     "state", "lastState", "waiting", "terminated", "restartCount", "phase", "image", "command",
-    "args", REVISION_ANNOTATION, kube.ARGOCD_TRACKING_ID_ANNOTATION, kube.ARGOCD_INSTANCE_LABEL,
-    kube.FLUX_KUSTOMIZATION_NAME_LABEL, kube.FLUX_HELMRELEASE_NAME_LABEL,
+    "args", REVISION_ANNOTATION, kube_objects.ARGOCD_TRACKING_ID_ANNOTATION,
+    kube_objects.ARGOCD_INSTANCE_LABEL, kube_objects.FLUX_KUSTOMIZATION_NAME_LABEL,
+    kube_objects.FLUX_HELMRELEASE_NAME_LABEL,
 ]
 MEANINGFUL_VALUES = [
     "True", "False", "Deployment", "ReplicaSet", "Ready", "Progressing",
@@ -1557,7 +1561,7 @@ def test_a_deployment_created_again_has_a_new_uid_and_starts_at_revision_one():
         "f:deployment.kubernetes.io/revision": {}}}}), st.just({"f:metadata": 7})),
 })))
 def test_revision_written_at_never_raises(entries):
-    written = kube.revision_written_at({"managedFields": entries})
+    written = kube_objects.revision_written_at({"managedFields": entries})
     assert written is None or written.tzinfo is not None
 
 

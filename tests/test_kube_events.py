@@ -23,10 +23,9 @@ from apiserver import NAMESPACE, FakeApiServer, recorded_items, status_response
 from incident_detector.errors import SourceError
 from incident_detector.model import WarningEvent
 from incident_detector.sim.server import Response
-from incident_detector.sources.kube import (
+from incident_detector.sources.kube import KubeClient, api_client_for
+from incident_detector.sources.kube_objects import (
     EVENT_MESSAGE_MAX_CHARS,
-    KubeClient,
-    api_client_for,
     newest_first,
     one_line,
     parse_warning_event,

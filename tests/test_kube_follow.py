@@ -166,7 +166,8 @@ def test_only_changes_that_can_change_a_verdict_wake_the_detector():
     from dataclasses import replace
 
     from incident_detector.model import PodProblem
-    from incident_detector.sources.kube import WAKES, parse_deployment, parse_pod, parse_replicaset
+    from incident_detector.sources.kube import WAKES
+    from incident_detector.sources.kube_objects import parse_deployment, parse_pod, parse_replicaset
 
     deployment = parse_deployment(recorded_items("deployments_list.json")[0])
     replicaset = parse_replicaset(recorded_items("replicasets_list.json")[0])

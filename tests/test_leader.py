@@ -26,7 +26,8 @@ from incident_detector.run.leader import (
     lease_expiry,
     parse_lease,
 )
-from incident_detector.sources.kube import api_client_for, micro_time
+from incident_detector.sources.kube_http import api_client_for
+from incident_detector.sources.kube_objects import micro_time
 
 TOKEN = "s3cr3t-lease-token-0123456789"
 LEASE_PATH = f"{LEASES_PATH}/{LEASE_NAME}"

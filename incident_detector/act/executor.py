@@ -18,8 +18,9 @@ persists nothing. Outcomes come back as an ``ActionResult``; transport failures,
 raised as a retryable ``SourceError`` (the write is idempotent: retrying it is safe), and nothing
 else escapes.
 
-The low-level request is ``kube.request``'s, with the content type a patch needs and the Status
-of a refusal kept (a 422 of a failed ``test`` op is told apart from an invalid template by it).
+The low-level request is ``kube_http.request``'s, with the content type a patch needs and the
+Status of a refusal kept (a 422 of a failed ``test`` op is told apart from an invalid template
+by it).
 """
 
 from __future__ import annotations
@@ -37,20 +38,18 @@ from kubernetes.client.exceptions import ApiException
 
 from ..errors import SourceError
 from ..model import REVISION_ANNOTATION, Deployment
-from ..sources.kube import (
+from ..sources.kube_http import (
     AUTH_SETTINGS,
     JSON_MEDIA_TYPE,
-    POD_TEMPLATE_HASH_LABEL,
     SOURCE,
     namespaced_path,
-    parse_deployment,
-    parse_timestamp,
     redact_credentials,
     request,
     status_body,
     status_error,
     transport_error,
 )
+from ..sources.kube_objects import parse_deployment
 
 # The bodies are built in patches (pure); imported here for the calls and re-exported so that
 # callers and tests import them from this module as before.
@@ -312,7 +311,7 @@ class KubeExecutor:
 
     def _write(self, method: str, path: str, *, body: Any, content_type: str, dry_run: bool,
                what: str) -> _Answer:
-        """``kube.request`` with ``content_type``, answering any 2xx-4xx but 429 (transport
+        """``kube_http.request`` with ``content_type``, answering any 2xx-4xx but 429 (transport
         failures, 429 and 5xx raise a retryable ``SourceError``). Blocking."""
         headers = {"Accept": JSON_MEDIA_TYPE, "Content-Type": content_type}
         query = [("dryRun", DRY_RUN_ALL)] if dry_run else []

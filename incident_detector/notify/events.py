@@ -23,14 +23,13 @@ import kubernetes.client
 import structlog
 
 from ..errors import SourceError
-from ..sources.kube import (
+from ..sources.kube_http import (
     SOURCE,
-    micro_time,
     namespaced_path,
     parse_list,
-    parse_timestamp,
     request,
 )
+from ..sources.kube_objects import micro_time, parse_timestamp
 from .render import EVENT_NOTE_MAX_BYTES
 
 log = structlog.get_logger(__name__)

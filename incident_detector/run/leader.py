@@ -33,7 +33,8 @@ import kubernetes.client
 import structlog
 
 from ..errors import SourceError
-from ..sources.kube import SOURCE, micro_time, namespaced_path, parse_timestamp, request
+from ..sources.kube_http import SOURCE, namespaced_path, request
+from ..sources.kube_objects import micro_time, parse_timestamp
 
 log = structlog.get_logger(__name__)
 

@@ -215,7 +215,7 @@ async def replay(scenario: Scenario, *, t0: datetime = SCENARIO_EPOCH) -> Replay
     import httpx
 
     from ..main import build_detector, web_routes
-    from ..sources import kube
+    from ..sources import kube_http
     from ..web.app import make_app
     from .alertmanager import webhook_body
 
@@ -227,7 +227,7 @@ async def replay(scenario: Scenario, *, t0: datetime = SCENARIO_EPOCH) -> Replay
         settings = scenario_settings(scenario, loki_url=cluster.loki.url,
                                      slack_url=cluster.slack_url, **extra)
         store = Store(":memory:")
-        async with build_detector(settings=settings, kube_api=kube.api_client_for(cluster.kube.url),
+        async with build_detector(settings=settings, kube_api=kube_http.api_client_for(cluster.kube.url),
                                   stdout=out, clock=clock, store=store,
                                   monotonic=clock.monotonic) as detector:
             app = make_app(detector, extra_routes=web_routes(detector, settings))

@@ -1,11 +1,11 @@
 """The change timeline's watches: ConfigMaps, Secrets, Services, StatefulSets, DaemonSets,
 HorizontalPodAutoscalers, Ingresses and NetworkPolicies of the watched namespaces.
 
-Each (kind, namespace) is a ``sources.kube.WatchedList``: listed once (the baseline, no changes),
-then one short watch per refresh from the last ``resourceVersion``, so a refresh costs one
-request per kind and namespace and its CPU follows the number of changes, not of objects. A 410
-lists again and yields the net difference between what was kept and what was listed. The kinds
-are refreshed concurrently, each in a worker thread.
+Each (kind, namespace) is a ``sources.kube_watch.WatchedList``: listed once (the baseline, no
+changes), then one short watch per refresh from the last ``resourceVersion``, so a refresh costs
+one request per kind and namespace and its CPU follows the number of changes, not of objects. A
+410 lists again and yields the net difference between what was kept and what was listed. The
+kinds are refreshed concurrently, each in a worker thread.
 
 Deployments are not watched here: the detector's own Deployment watch (``KubeClient``) records
 their changes (``drain_deployment_changes``), at no extra request.
@@ -45,18 +45,11 @@ from ..errors import SourceError
 from ..judge.change_diff import NOISE_ANNOTATIONS, FieldValue, ObjectState, diff
 from ..judge.changes import SECRET_NAME_PATTERN, VALUE_MAX_CHARS, looks_secret_value
 from ..model import Change, Service
-from .kube import (
-    ListCall,
-    WatchedList,
-    _count,
-    _dict,
-    _list,
-    _str,
-    _str_map,
-    managed_writers,
-    parse_pod_template,
-    parse_timestamp,
-)
+from .kube_http import ListCall
+from .kube_json import _count, _dict, _list, _str, _str_map
+from .kube_objects import managed_writers, parse_timestamp
+from .kube_templates import parse_pod_template
+from .kube_watch import WatchedList
 
 log = structlog.get_logger(__name__)
 

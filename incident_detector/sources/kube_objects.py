@@ -2,13 +2,14 @@
 
 Input is whatever JSON the server sent (a Deployment, ReplicaSet, pod or Warning Event as a
 dict): every access checks the type, and an object that cannot be read is None, not an error.
-Kept apart from the client and the watch machinery (``kube.py``) so that a change to the wire
-format touches one module, and so that these can be tested with plain asserts.
+Kept apart from the client (``kube.py``) and the watch machinery (``kube_watch.py``) so that a
+change to the wire format touches one module, and so that these can be tested with plain
+asserts. A pod template is read by ``kube_templates.py``; the type guards every parser uses are
+in ``kube_json.py``.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from collections.abc import Iterable, Mapping
@@ -19,18 +20,17 @@ from ..judge.change_diff import Writer
 from ..model import (
     REVISION_ANNOTATION,
     REVISION_HISTORY_ANNOTATION,
-    Container,
     Deployment,
-    EnvVar,
     GitOpsOwner,
     GitOpsTool,
     Pod,
     PodProblem,
-    PodTemplate,
     ReplicaSet,
     RolloutStatus,
     WarningEvent,
 )
+from .kube_json import _count, _dict, _list, _str, _str_map
+from .kube_templates import parse_pod_template
 
 # The label the Deployment controller puts on a ReplicaSet and on each of its pods.
 POD_TEMPLATE_HASH_LABEL = "pod-template-hash"
@@ -54,10 +54,6 @@ FLUX_KUSTOMIZATION_NAME_LABEL = "kustomize.toolkit.fluxcd.io/name"
 FLUX_KUSTOMIZATION_NAMESPACE_LABEL = "kustomize.toolkit.fluxcd.io/namespace"
 FLUX_HELMRELEASE_NAME_LABEL = "helm.toolkit.fluxcd.io/name"
 FLUX_HELMRELEASE_NAMESPACE_LABEL = "helm.toolkit.fluxcd.io/namespace"
-
-PROBE_FIELDS = (("liveness", "livenessProbe"), ("readiness", "readinessProbe"),
-                ("startup", "startupProbe"))
-INIT_CONTAINER_PREFIX = "init:"
 
 # The manager name of the Deployment and ReplicaSet controllers in managedFields.
 CONTROLLER_MANAGER = "kube-controller-manager"
@@ -312,105 +308,6 @@ def container_problems(statuses: Iterable[Mapping[str, Any]]) -> tuple[PodProble
     return tuple(problem for problem in PodProblem if problem in seen)
 
 
-def parse_pod_template(template: dict) -> PodTemplate:
-    spec = _dict(_dict(template).get("spec"))
-    config_maps: set[str] = set()
-    secrets: set[str] = set()
-    containers: list[Container] = []
-    for key, prefix in (("initContainers", INIT_CONTAINER_PREFIX), ("containers", "")):
-        for raw in map(_dict, _list(spec.get(key))):
-            container = _parse_container(raw, prefix=prefix, config_maps=config_maps,
-                                         secrets=secrets)
-            if container is not None:
-                containers.append(container)
-    for volume in map(_dict, _list(spec.get("volumes"))):
-        _volume_references(volume, config_maps=config_maps, secrets=secrets)
-    return PodTemplate(containers=tuple(containers), config_maps=frozenset(config_maps),
-                       secrets=frozenset(secrets))
-
-
-def _parse_container(raw: Mapping[str, Any], *, prefix: str, config_maps: set[str],
-                     secrets: set[str]) -> Container | None:
-    name = _str(raw.get("name"))
-    if not name:
-        return None  # a container without a name cannot be compared with its predecessor
-    env = tuple(var for var in (_env_var(_dict(e), config_maps=config_maps, secrets=secrets)
-                                for e in _list(raw.get("env"))) if var is not None)
-    for source in map(_dict, _list(raw.get("envFrom"))):
-        _add_name(config_maps, _dict(source.get("configMapRef")).get("name"))
-        _add_name(secrets, _dict(source.get("secretRef")).get("name"))
-    return Container(
-        name=prefix + name,
-        image=_str(raw.get("image")) or "",
-        command=_strings(raw.get("command")),
-        args=_strings(raw.get("args")),
-        env=env,
-        resources=_flat_resources(_dict(raw.get("resources"))),
-        probes=tuple(sorted((kind, probe) for kind, field_name in PROBE_FIELDS
-                            if (probe := _canonical_json(raw.get(field_name))) is not None)),
-    )
-
-
-def _env_var(raw: Mapping[str, Any], *, config_maps: set[str], secrets: set[str]) -> EnvVar | None:
-    name = _str(raw.get("name"))
-    if not name:
-        return None
-    value_from = raw.get("valueFrom")
-    if value_from is None:
-        value = raw.get("value")
-        return EnvVar(name=name, value=value if isinstance(value, str) else "")
-    # The value lives elsewhere: record where, never what (it may be a Secret).
-    value_from = _dict(value_from)
-    secret_ref = _dict(value_from.get("secretKeyRef"))
-    config_map_ref = _dict(value_from.get("configMapKeyRef"))
-    field_ref = _dict(value_from.get("fieldRef"))
-    resource_ref = _dict(value_from.get("resourceFieldRef"))
-    source: str | None = None
-    if secret_ref:
-        _add_name(secrets, secret_ref.get("name"))
-        source = f"secret:{_str(secret_ref.get('name')) or ''}/{_str(secret_ref.get('key')) or ''}"
-    elif config_map_ref:
-        _add_name(config_maps, config_map_ref.get("name"))
-        source = (f"configmap:{_str(config_map_ref.get('name')) or ''}"
-                  f"/{_str(config_map_ref.get('key')) or ''}")
-    elif field_ref:
-        source = f"field:{_str(field_ref.get('fieldPath')) or ''}"
-    elif resource_ref:
-        source = f"resource:{_str(resource_ref.get('resource')) or ''}"
-    return EnvVar(name=name, source=source)
-
-
-def _volume_references(volume: Mapping[str, Any], *, config_maps: set[str],
-                       secrets: set[str]) -> None:
-    _add_name(config_maps, _dict(volume.get("configMap")).get("name"))
-    _add_name(secrets, _dict(volume.get("secret")).get("secretName"))
-    for source in map(_dict, _list(_dict(volume.get("projected")).get("sources"))):
-        _add_name(config_maps, _dict(source.get("configMap")).get("name"))
-        _add_name(secrets, _dict(source.get("secret")).get("name"))
-
-
-def _flat_resources(resources: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    """``{"limits": {"memory": "256Mi"}}`` -> ``(("limits.memory", "256Mi"),)``."""
-    flat: list[tuple[str, str]] = []
-    for section, quantities in resources.items():
-        if not isinstance(section, str) or not isinstance(quantities, dict):
-            continue  # e.g. "claims", a list of names, says nothing about sizes
-        for resource, quantity in quantities.items():
-            if isinstance(resource, str) and isinstance(quantity, (str, int, float)) \
-                    and not isinstance(quantity, bool):
-                flat.append((f"{section}.{resource}", str(quantity)))
-    return tuple(sorted(flat))
-
-
-def _canonical_json(value: Any) -> str | None:
-    if not isinstance(value, dict):
-        return None
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-    except (TypeError, ValueError):
-        return None
-
-
 def detect_gitops(*, labels: Mapping[str, str],
                   annotations: Mapping[str, str]) -> GitOpsOwner | None:
     """Which GitOps controller manages an object, from the marks each one leaves on it.
@@ -502,36 +399,3 @@ def _revision(metadata: Mapping[str, Any]) -> tuple[int | None, str | None]:
     if raw is None:
         return None, None
     return (int(raw) if _REVISION.fullmatch(raw) else None), raw
-
-
-# Type guards: the API's JSON is trusted for nothing.
-
-
-def _dict(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _count(value: Any) -> int:
-    """A non-negative integer field; anything else counts as 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def _strings(value: Any) -> tuple[str, ...]:
-    return tuple(v for v in _list(value) if isinstance(v, str))
-
-
-def _str_map(value: Any) -> dict[str, str]:
-    return {k: v for k, v in _dict(value).items() if isinstance(k, str) and isinstance(v, str)}
-
-
-def _add_name(names: set[str], value: Any) -> None:
-    if isinstance(value, str) and value:
-        names.add(value)
