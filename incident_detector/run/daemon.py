@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -27,13 +28,14 @@ from ..notify.render import incident_record
 from ..retry import Backoff
 from .health import Sources, iso
 from ..store.db import StoreUnavailable
-from ..store.journal import AuditRow, Journal
+from ..store.journal import Journal
 from .live import LiveFeed, RolloutSeries
 from .loki_budget import LokiBudget, MeteredLoki
 from .metrics import DetectorMetrics
 from .outbox import EventSink, Outbox, Sender, StdoutSink
 from .enrich import rollout_subject, with_causes, with_map, with_signatures
 from .observe import observe_namespace
+from .publish import audited, noticed, publish_assessments, publish_incident
 from .schedule import run_loop, start_following
 from .status import status_view
 from .tick_desks import (
@@ -126,9 +128,10 @@ class Detector:
         # What the dashboard reads: the live feed of events, and each rollout's error rate.
         self.live = live if live is not None else LiveFeed()
         self.series = RolloutSeries()
-        self._verdicts: dict[tuple[str, str, int], str] = {}
+        # The verdict last published for each rollout in its window (publish.py).
+        self.verdicts: dict[tuple[str, str, int], str] = {}
         # The remediation journal and audit trail (empty while REMEDIATION_MODE=off).
-        self.journal = Journal(store.connection, on_audit=self._audited)
+        self.journal = Journal(store.connection, on_audit=partial(audited, self))
         # One registry per detector (never prometheus_client's global one); served on /metrics.
         self.metrics = metrics if metrics is not None else DetectorMetrics()
         self.metrics.read_state_from(store=store, is_leader=self.is_leader)
@@ -139,7 +142,7 @@ class Detector:
                              sources=self.sources, metrics=self.metrics, clock=clock,
                              is_leader=self.is_leader, backoff=delivery_backoff,
                              max_age=timedelta(minutes=settings.notify_max_age_minutes),
-                             on_notice=self._noticed)
+                             on_notice=partial(noticed, self))
         self.rules = Rules(
             threshold=settings.error_threshold,
             error_window_seconds=settings.error_window_seconds,
@@ -316,7 +319,7 @@ class Detector:
         decision = decide(views, now=now, rules=self.rules,
                           already_notified=_KnownKeys(self.store))
         report.assessments = decision.assessments
-        self._publish_assessments(now, decision.assessments, complete=not fast)
+        publish_assessments(self, now, decision.assessments, complete=not fast)
         if decision.incidents and not self.readback_done:
             # Without knowing what was already notified, notifying could repeat an incident;
             # the incidents stay in Kubernetes and Loki and are raised at a later tick.
@@ -362,11 +365,7 @@ class Detector:
                      "detected_at": iso(incident.detected_at)}, incident.rollout_started_at)
                 if self.analyst is not None:
                     self.analyst.analyse_later(incident.key, incident_record(incident))
-                self.live.publish("incident", {
-                    "kind": incident.kind.value, "namespace": incident.namespace,
-                    "deployment": incident.deployment, "revision": incident.revision,
-                    "priority": incident.priority.value if incident.priority else None,
-                    "at": iso(incident.detected_at)})
+                publish_incident(self, incident)
         if fast:
             self.outbox.deliver_stdout()
             if report.incidents:
@@ -389,48 +388,6 @@ class Detector:
                 {key: view.deployment for key, view in by_key.items()},
                 {(a.namespace, a.deployment): None if a.error_count is None
                  else a.error_count / window_minutes for a in decision.assessments})
-
-    def _publish_assessments(self, now: datetime, assessments: Sequence[Assessment], *,
-                             complete: bool = True) -> None:
-        """Each rollout's error rate for the chart, and a verdict that changed, to the feed.
-        A tick's assessments are ``complete`` (every rollout in its window): the rollouts it
-        does not name are forgotten; a fast look names only the young ones."""
-        window_minutes = self.rules.error_window_seconds / 60.0
-        keys = []
-        for a in assessments:
-            key = (a.namespace, a.deployment, a.revision)
-            keys.append(key)
-            self.series.add(key, now, None if a.error_count is None
-                            else round(a.error_count / window_minutes, 3))
-            if self._verdicts.get(key) != a.verdict.value:
-                self._verdicts[key] = a.verdict.value
-                log.debug("rollout.verdict", namespace=a.namespace, deployment=a.deployment,
-                          revision=a.revision, verdict=a.verdict.value,
-                          signals=[s.value for s in a.signals], errors=a.error_count,
-                          baseline_per_minute=a.baseline_per_minute,
-                          age_seconds=round(a.age_seconds, 1), reasons=list(a.reasons))
-                self.live.publish("verdict", {"namespace": a.namespace,
-                                              "deployment": a.deployment,
-                                              "revision": a.revision,
-                                              "verdict": a.verdict.value, "at": iso(now)})
-        if not complete:
-            return
-        self.series.keep(keys)
-        current = set(keys)
-        for key in [k for k in self._verdicts if k not in current]:
-            del self._verdicts[key]
-
-    def _noticed(self, key: str, record: dict[str, Any]) -> None:
-        if self.analyst is not None and record.get("kind") in ("alert", "change"):
-            self.analyst.analyse_later(key, record)
-        self.live.publish("incident", {"kind": record.get("kind"), "key": key,
-                                       "namespace": record.get("namespace"),
-                                       "deployment": record.get("deployment"),
-                                       "priority": record.get("priority"),
-                                       "at": record.get("detected_at")})
-
-    def _audited(self, row: AuditRow) -> None:
-        self.live.publish("action", row.as_dict())
 
     @property
     def rule_set(self) -> RuleSet:
