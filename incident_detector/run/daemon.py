@@ -36,6 +36,7 @@ from .outbox import EventSink, Outbox, Sender, StdoutSink
 from .enrich import rollout_subject, with_causes, with_map, with_signatures
 from .observe import observe_namespace
 from .publish import audited, noticed, publish_assessments, publish_incident
+from .readiness import store_answers, unready_reason, with_store
 from .schedule import run_loop, start_following
 from .status import status_view
 from .tick_desks import (
@@ -124,7 +125,7 @@ class Detector:
         # error groups of their callers point at them (what the incident's records say of
         # it, and when its rollout began). Memory only: after a restart, from the next one.
         self.failing: dict[str, tuple[dict[str, Any], datetime]] = {}
-        self._resumed = False
+        self.resumed = False
         # What the dashboard reads: the live feed of events, and each rollout's error rate.
         self.live = live if live is not None else LiveFeed()
         self.series = RolloutSeries()
@@ -201,9 +202,9 @@ class Detector:
             report.role = "standby"
             self.readback_done = self.events is None
             self.readback_attempts = 0
-            self._store_answers(now, report)
-        elif self._store_answers(now, report):
-            await self._with_store(self._leader_tick(now, report), now, report)
+            store_answers(self, now, report)
+        elif store_answers(self, now, report):
+            await with_store(self, self._leader_tick(now, report), now, report)
         self._finish(report, started=started, cpu_started=cpu_started)
         self.last_tick = report
         self.ticks += 1
@@ -238,39 +239,13 @@ class Detector:
         report = TickReport(started_at=now, role="fast")
         if self.sources["store"].failing:
             return None  # the tick checks the store and says so; a look would only fail
-        await self._with_store(self._leader_tick(now, report, namespaces=namespaces), now,
-                               report)
+        await with_store(self, self._leader_tick(now, report, namespaces=namespaces), now,
+                         report)
         self._finish(report, started=started, cpu_started=cpu_started)
         self.last_fast_look = report
         self.fast_looks += 1
         self.metrics.fast_look_finished(degraded=report.degraded)
         return report
-
-    def _store_answers(self, now: datetime, report: TickReport) -> bool:
-        """Whether the store answers a trivial query; when it does not, the tick holds what it
-        would record (incidents are decided again at the next tick, from Kubernetes and Loki,
-        which keep them) and says why."""
-        try:
-            self.store.ping()
-        except StoreUnavailable as exc:
-            self._store_failed(now, report, exc)
-            return False
-        self.sources["store"].succeeded(now)
-        return True
-
-    async def _with_store(self, work: Awaitable[None], now: datetime, report: TickReport) -> None:
-        """Run a tick's work; the store going away in the middle of it ends the work there
-        (what was written is written, each write whole) instead of crashing the tick."""
-        try:
-            await work
-        except StoreUnavailable as exc:
-            self._store_failed(now, report, exc)
-
-    def _store_failed(self, now: datetime, report: TickReport, exc: StoreUnavailable) -> None:
-        self.sources["store"].failed(now, exc)
-        report.problems.append(f"store: {exc.reason}: {exc.message}")
-        # Once it is back, what an action was doing when the store went away is taken up again.
-        self._resumed = False
 
     def _finish(self, report: TickReport, *, started: float, cpu_started: float) -> None:
         report.finished_at = self.clock()
@@ -287,9 +262,9 @@ class Detector:
     async def _leader_tick(self, now: datetime, report: TickReport, *,
                            namespaces: Sequence[str] | None = None) -> None:
         fast = namespaces is not None
-        if self.remediator is not None and not self._resumed:
+        if self.remediator is not None and not self.resumed:
             # What a previous leader (or process) approved or began, carried on once.
-            self._resumed = True
+            self.resumed = True
             await self.remediator.resume()
         if not fast and self.rules_file is not None and self.rules_file.reload_if_changed() \
                 and self.triage is not None:
@@ -462,18 +437,8 @@ class Detector:
         return self.unready_reason() is None
 
     def unready_reason(self) -> str | None:
-        """Why /readyz says 503 (None: ready). A standby is ready while it is alive and its
-        store answers: its job is to be able to take over."""
-        store = self.sources["store"]
-        if store.failing:
-            return f"the store is unavailable: {store.last_error}"
-        if not self.is_leader():
-            return None if self.alive() else "stalled: no tick finished recently"
-        if self.last_tick is None:
-            return "no tick has finished yet"
-        if self.last_tick.degraded:
-            return "the last tick was degraded: " + "; ".join(self.last_tick.problems[:3])
-        return None
+        """Why /readyz says 503 (None: ready)."""
+        return unready_reason(self)
 
     def status(self) -> dict[str, Any]:
         try:
