@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,11 +19,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 
 from ..config import Settings
-from ..judge.correlator import Assessment, RolloutKey, Rules, decide, find_rollout
-from ..judge.confidence import scored
-from ..judge.rules import DEFAULT_RULES, RuleSet, RuleVerdict, Subject, classify
-from ..model import Baseline, Cause, Deployment, Incident, Priority, Signal
-from ..notify.render import incident_record
+from ..judge.correlator import Assessment, RolloutKey, Rules, decide
+from ..judge.rules import DEFAULT_RULES, RuleSet, Subject, classify
+from ..model import Baseline, Deployment, Priority, Signal
 from ..retry import Backoff
 from .health import Sources, iso
 from ..store.db import StoreUnavailable
@@ -33,10 +30,10 @@ from .live import LiveFeed, RolloutSeries
 from .loki_budget import LokiBudget, MeteredLoki
 from .metrics import DetectorMetrics
 from .outbox import EventSink, Outbox, Sender, StdoutSink
-from .enrich import rollout_subject, with_causes, with_map, with_signatures
 from .observe import observe_namespace
-from .publish import audited, noticed, publish_assessments, publish_incident
+from .publish import audited, noticed, publish_assessments
 from .readiness import store_answers, unready_reason, with_store
+from .rollout_incidents import record_rollout_incidents
 from .schedule import run_loop, start_following
 from .status import status_view
 from .tick_desks import (
@@ -302,45 +299,7 @@ class Detector:
             return
         by_key = {(v.deployment.namespace, v.deployment.name): v for v in views}
         risen = _risen(decision.assessments)
-        for incident in decision.incidents:
-            view = by_key[(incident.namespace, incident.deployment)]
-            # Scored once its signatures are known: whether they are new weighs in.
-            signed, errors_began = await with_signatures(self, 
-                incident, self.workload_of(view.deployment), report)
-            incident = scored(signed)
-            rollout = view.rollout or find_rollout(view.deployment, view.replicasets,
-                                                   seen_starts=view.seen_starts)
-            if self.change_desk is not None:
-                incident = with_causes(self, incident, view, rollout, errors_began,
-                                             risen.get(incident.namespace, {}))
-                incident = await with_map(self, incident, now, report)
-            verdict = classify(self.rule_set, rollout_subject(incident))
-            incident = replace(incident, priority=verdict.priority, rule=verdict.rule,
-                               rule_action=verdict.action)
-            foreign = _foreign_cause(incident)
-            if foreign is not None:
-                # The likeliest cause is not this rollout: rolling this Deployment back would
-                # not fix it. The cause's own rollback is proposed instead, when it is one.
-                assert self.change_desk is not None
-                remediation = self.change_desk.plan_for_cause(
-                    incident.namespace, foreign, detected_at=incident.detected_at,
-                    confidence=incident.confidence, remediator=self.remediator)
-                if remediation is not None:
-                    incident = replace(incident, remediation=remediation)
-            elif self.remediator is not None and rollout is not None and verdict.action != "none":
-                # Decided and written down before the incident's messages are: the Slack
-                # message carries the buttons when it asks.
-                incident = self.remediator.plan(incident, rollout, fix=_fix(verdict),
-                                                pods=view.pods or ())
-            if self.outbox.record(incident):
-                report.incidents.append(incident.key)
-                self.failing[f"{incident.namespace}/{incident.deployment}"] = (
-                    {"kind": "rollout", "namespace": incident.namespace,
-                     "deployment": incident.deployment, "revision": incident.revision,
-                     "detected_at": iso(incident.detected_at)}, incident.rollout_started_at)
-                if self.analyst is not None:
-                    self.analyst.analyse_later(incident.key, incident_record(incident))
-                publish_incident(self, incident)
+        await record_rollout_incidents(self, now, report, decision.incidents, by_key, risen)
         if fast:
             self.outbox.deliver_stdout()
             if report.incidents:
@@ -459,25 +418,6 @@ def _risen(assessments: Sequence[Assessment]) -> dict[str, dict[str, bool | None
         out.setdefault(a.namespace, {})[a.deployment] = None if a.error_count is None \
             else Signal.ERROR_SPIKE in a.signals
     return out
-
-
-def _foreign_cause(incident: Incident) -> Cause | None:
-    """The incident's top cause when it is not the incident's own rollout."""
-    causes = incident.evidence.causes
-    if not causes:
-        return None
-    change = causes[0].change
-    if change.kind == "Deployment" and change.name == incident.deployment and \
-            change.revision in (None, incident.revision):
-        return None
-    return causes[0]
-
-
-def _fix(verdict: RuleVerdict) -> Any:
-    from ..act.remediation import Fix
-
-    return Fix(action=verdict.action, cooldown_seconds=verdict.cooldown_seconds,
-               params=verdict.params, rule=verdict.rule)
 
 
 class _KnownKeys:
