@@ -36,13 +36,7 @@ from .readiness import store_answers, unready_reason, with_store
 from .rollout_incidents import record_rollout_incidents
 from .schedule import run_loop, start_following
 from .status import status_view
-from .tick_desks import (
-    adopt_legacy,
-    alert_incidents,
-    change_incidents,
-    read_back_events,
-    triage_notices,
-)
+from .tick_desks import adopt_legacy, after_rollouts, read_back_events
 from .tick_report import KubeSource, Leadership, LokiSource, TickReport
 from ..store.records import Store
 
@@ -300,28 +294,8 @@ class Detector:
         by_key = {(v.deployment.namespace, v.deployment.name): v for v in views}
         risen = _risen(decision.assessments)
         await record_rollout_incidents(self, now, report, decision.incidents, by_key, risen)
-        if fast:
-            self.outbox.deliver_stdout()
-            if report.incidents:
-                self.outbox.wakeup.set()
-            if self.remediator is not None:
-                self.remediator.renew({key: view.deployment for key, view in by_key.items()})
-            return
-        if self.alert_desk is not None:
-            await alert_incidents(self, now, report, decision.assessments, by_key, observed)
-        if self.triage is not None:
-            await triage_notices(self, now, report)
-        if self.change_desk is not None:
-            await change_incidents(self, now, report, risen)
-        self.outbox.deliver_stdout()
-        if report.incidents:
-            self.outbox.wakeup.set()
-        if self.remediator is not None:
-            window_minutes = self.rules.error_window_seconds / 60.0
-            await self.remediator.follow(
-                {key: view.deployment for key, view in by_key.items()},
-                {(a.namespace, a.deployment): None if a.error_count is None
-                 else a.error_count / window_minutes for a in decision.assessments})
+        await after_rollouts(self, now, report, decision.assessments, by_key, observed, risen,
+                             fast=fast)
 
     @property
     def rule_set(self) -> RuleSet:
