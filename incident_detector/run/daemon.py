@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 
 from ..config import Settings
-from ..judge.correlator import Assessment, RolloutKey, Rules, decide
+from ..judge.correlator import RolloutKey, Rules
 from ..judge.rules import DEFAULT_RULES, RuleSet, Subject, classify
-from ..model import Baseline, Deployment, Priority, Signal
+from ..model import Baseline, Deployment, Priority
 from ..retry import Backoff
 from .health import Sources, iso
 from ..store.db import StoreUnavailable
@@ -31,12 +31,12 @@ from .loki_budget import LokiBudget, MeteredLoki
 from .metrics import DetectorMetrics
 from .outbox import EventSink, Outbox, Sender, StdoutSink
 from .observe import observe_namespace
-from .publish import audited, noticed, publish_assessments
+from .publish import audited, noticed
 from .readiness import store_answers, unready_reason, with_store
-from .rollout_incidents import record_rollout_incidents
+from .rollout_incidents import decide_rollouts, rates_risen, record_rollout_incidents
 from .schedule import run_loop, start_following
 from .status import status_view
-from .tick_desks import adopt_legacy, after_rollouts, read_back_events
+from .tick_desks import after_rollouts, read_back_events
 from .tick_report import KubeSource, Leadership, LokiSource, TickReport
 from ..store.records import Store
 
@@ -280,19 +280,11 @@ class Detector:
             reads, self.change_reads = self.change_reads, {}
             report.changes = sum(len(found) for found in await asyncio.gather(*reads.values()))
         views = [view for namespace_views, _ in observed for view in namespace_views]
-        if self.store.has_legacy:
-            adopt_legacy(self, views)
-        decision = decide(views, now=now, rules=self.rules,
-                          already_notified=_KnownKeys(self.store))
-        report.assessments = decision.assessments
-        publish_assessments(self, now, decision.assessments, complete=not fast)
-        if decision.incidents and not self.readback_done:
-            # Without knowing what was already notified, notifying could repeat an incident;
-            # the incidents stay in Kubernetes and Loki and are raised at a later tick.
-            report.problems.append("event: incidents held until Events are read back")
+        decision = decide_rollouts(self, views, now, report, fast=fast)
+        if decision is None:
             return
         by_key = {(v.deployment.namespace, v.deployment.name): v for v in views}
-        risen = _risen(decision.assessments)
+        risen = rates_risen(decision.assessments)
         await record_rollout_incidents(self, now, report, decision.incidents, by_key, risen)
         await after_rollouts(self, now, report, decision.assessments, by_key, observed, risen,
                              fast=fast)
@@ -383,22 +375,3 @@ class Detector:
                     "started_at": iso(self.started_at), "ticks": self.ticks,
                     "last_tick": self.last_tick.as_dict() if self.last_tick else None,
                     "sources": self.sources.as_dict(self.sources.health)}
-
-
-def _risen(assessments: Sequence[Assessment]) -> dict[str, dict[str, bool | None]]:
-    """Per namespace, whether each judged Deployment's own error rate rose (None: unknown)."""
-    out: dict[str, dict[str, bool | None]] = {}
-    for a in assessments:
-        out.setdefault(a.namespace, {})[a.deployment] = None if a.error_count is None \
-            else Signal.ERROR_SPIKE in a.signals
-    return out
-
-
-class _KnownKeys:
-    """``key in known`` answered by the store: dedupe survives restarts."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, tuple) and self.store.is_known(key)  # type: ignore[arg-type]

@@ -1,7 +1,8 @@
-"""A rollout incident from its decision to its record: its error signatures and score, its
-likeliest causes and blast radius (with the change desk), the rules' priority and action, the
-fix proposed (its own rollback, or the rollback of a change that is the likelier cause), and
-the record with its deliveries, told to the analyst and the live feed."""
+"""A rollout incident from its decision to its record: the correlator's decision (held while
+Events are not read back), then each incident's error signatures and score, its likeliest
+causes and blast radius (with the change desk), the rules' priority and action, the fix
+proposed (its own rollback, or the rollback of a change that is the likelier cause), and the
+record with its deliveries, told to the analyst and the live feed."""
 
 from __future__ import annotations
 
@@ -11,17 +12,37 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..judge.confidence import scored
-from ..judge.correlator import WorkloadView, find_rollout
+from ..judge.correlator import Assessment, Decision, WorkloadView, decide, find_rollout
 from ..judge.rules import RuleVerdict, classify
-from ..model import Cause, Incident
+from ..model import Cause, Incident, Signal
 from ..notify.render import incident_record
 from .enrich import rollout_subject, with_causes, with_map, with_signatures
 from .health import iso
-from .publish import publish_incident
+from .publish import publish_assessments, publish_incident
+from .tick_desks import adopt_legacy
 
 if TYPE_CHECKING:  # the detector imports this module: only the type is needed here
+    from ..store.records import Store
     from .daemon import Detector
     from .tick_report import TickReport
+
+
+def decide_rollouts(det: Detector, views: Sequence[WorkloadView], now: datetime,
+                    report: TickReport, *, fast: bool) -> Decision | None:
+    """The correlator's decision on the rollouts seen (legacy incidents adopted first), its
+    assessments published; None while its incidents are held until Events are read back."""
+    if det.store.has_legacy:
+        adopt_legacy(det, views)
+    decision = decide(views, now=now, rules=det.rules,
+                      already_notified=_KnownKeys(det.store))
+    report.assessments = decision.assessments
+    publish_assessments(det, now, decision.assessments, complete=not fast)
+    if decision.incidents and not det.readback_done:
+        # Without knowing what was already notified, notifying could repeat an incident;
+        # the incidents stay in Kubernetes and Loki and are raised at a later tick.
+        report.problems.append("event: incidents held until Events are read back")
+        return None
+    return decision
 
 
 async def record_rollout_incidents(det: Detector, now: datetime, report: TickReport,
@@ -88,3 +109,22 @@ def _fix(verdict: RuleVerdict) -> Any:
 
     return Fix(action=verdict.action, cooldown_seconds=verdict.cooldown_seconds,
                params=verdict.params, rule=verdict.rule)
+
+
+def rates_risen(assessments: Sequence[Assessment]) -> dict[str, dict[str, bool | None]]:
+    """Per namespace, whether each judged Deployment's own error rate rose (None: unknown)."""
+    out: dict[str, dict[str, bool | None]] = {}
+    for a in assessments:
+        out.setdefault(a.namespace, {})[a.deployment] = None if a.error_count is None \
+            else Signal.ERROR_SPIKE in a.signals
+    return out
+
+
+class _KnownKeys:
+    """``key in known`` answered by the store: dedupe survives restarts."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, tuple) and self.store.is_known(key)  # type: ignore[arg-type]
