@@ -23,8 +23,7 @@ from ..judge.correlator import RolloutKey, Rules
 from ..judge.rules import DEFAULT_RULES, RuleSet, Subject, classify
 from ..model import Baseline, Deployment, Priority
 from ..retry import Backoff
-from .health import Sources, iso
-from ..store.db import StoreUnavailable
+from .health import Sources
 from ..store.journal import Journal
 from .live import LiveFeed, RolloutSeries
 from .loki_budget import LokiBudget, MeteredLoki
@@ -35,7 +34,7 @@ from .publish import audited, noticed
 from .readiness import store_answers, unready_reason, with_store
 from .rollout_incidents import decide_rollouts, rates_risen, record_rollout_incidents
 from .schedule import run_loop, start_following
-from .status import status_view
+from .status import detector_status
 from .tick_desks import after_rollouts, read_back_events
 from .tick_report import KubeSource, Leadership, LokiSource, TickReport
 from ..store.records import Store
@@ -366,12 +365,4 @@ class Detector:
         return unready_reason(self)
 
     def status(self) -> dict[str, Any]:
-        try:
-            return status_view(self)
-        except StoreUnavailable as exc:
-            # What is known without the store: the role, the sources, the last tick.
-            return {"service": "incident-detector", "alive": self.alive(), "ready": False,
-                    "store": {"ok": False, "error": exc.message},
-                    "started_at": iso(self.started_at), "ticks": self.ticks,
-                    "last_tick": self.last_tick.as_dict() if self.last_tick else None,
-                    "sources": self.sources.as_dict(self.sources.health)}
+        return detector_status(self)
