@@ -35,7 +35,7 @@ from .readiness import store_answers, unready_reason, with_store
 from .rollout_incidents import decide_rollouts, rates_risen, record_rollout_incidents
 from .schedule import run_loop, start_following
 from .status import detector_status
-from .tick_desks import after_rollouts, read_back_events
+from .tick_desks import after_rollouts, before_reads, read_back_events
 from .tick_report import KubeSource, Leadership, LokiSource, TickReport
 from ..store.records import Store
 
@@ -252,14 +252,7 @@ class Detector:
     async def _leader_tick(self, now: datetime, report: TickReport, *,
                            namespaces: Sequence[str] | None = None) -> None:
         fast = namespaces is not None
-        if self.remediator is not None and not self.resumed:
-            # What a previous leader (or process) approved or began, carried on once.
-            self.resumed = True
-            await self.remediator.resume()
-        if not fast and self.rules_file is not None and self.rules_file.reload_if_changed() \
-                and self.triage is not None:
-            self.triage.reprioritize(self.prioritize_line)
-        alerts = self.alert_desk.load() if self.alert_desk is not None and not fast else {}
+        alerts = await before_reads(self, fast=fast)
         watched = self.settings.namespace if namespaces is None else namespaces
         if not self.readback_done:
             # At once with the reads of Kubernetes; a baseline waits for it (observe), and so

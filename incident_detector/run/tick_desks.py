@@ -1,6 +1,8 @@
-"""The tick's steps around the decision: Events read back before anything is notified, legacy
-incidents adopted, and after the rollouts the desks' own incidents (alerts, error groups of the
-triage, changes that were not a rollout), the delivery to stdout and the follow-up of actions."""
+"""The tick's steps around the decision: before the reads, what a previous leader began carried
+on, the rules reloaded and the alerts loaded; Events read back before anything is notified,
+legacy incidents adopted, and after the rollouts the desks' own incidents (alerts, error groups
+of the triage, changes that were not a rollout), the delivery to stdout and the follow-up of
+actions."""
 
 from __future__ import annotations
 
@@ -34,6 +36,19 @@ T = TypeVar("T")
 
 # Attempts at reading Events back before incidents are released without that memory.
 READBACK_ATTEMPTS = 3
+
+
+async def before_reads(det: Detector, *, fast: bool) -> Mapping[str, Sequence[Any]]:
+    """The steps before a look's reads; the firing alerts not yet taken, by namespace (none
+    on a fast look)."""
+    if det.remediator is not None and not det.resumed:
+        # What a previous leader (or process) approved or began, carried on once.
+        det.resumed = True
+        await det.remediator.resume()
+    if not fast and det.rules_file is not None and det.rules_file.reload_if_changed() \
+            and det.triage is not None:
+        det.triage.reprioritize(det.prioritize_line)
+    return det.alert_desk.load() if det.alert_desk is not None and not fast else {}
 
 
 async def alert_incidents(det: Detector, now: datetime, report: TickReport,
