@@ -195,7 +195,7 @@ class Detector:
             store_answers(self, now, report)
         elif store_answers(self, now, report):
             await with_store(self, self._leader_tick(now, report), now, report)
-        self._finish(report, started=started, cpu_started=cpu_started)
+        report.finish(self.clock(), started=started, cpu_started=cpu_started)
         self.last_tick = report
         self.ticks += 1
         self.metrics.tick_finished(role=report.role, degraded=report.degraded,
@@ -231,17 +231,11 @@ class Detector:
             return None  # the tick checks the store and says so; a look would only fail
         await with_store(self, self._leader_tick(now, report, namespaces=namespaces), now,
                          report)
-        self._finish(report, started=started, cpu_started=cpu_started)
+        report.finish(self.clock(), started=started, cpu_started=cpu_started)
         self.last_fast_look = report
         self.fast_looks += 1
         self.metrics.fast_look_finished(degraded=report.degraded)
         return report
-
-    def _finish(self, report: TickReport, *, started: float, cpu_started: float) -> None:
-        report.finished_at = self.clock()
-        report.duration_seconds = round(time.monotonic() - started, 4)
-        report.cpu_seconds = round(time.process_time() - cpu_started, 4)
-        report.degraded = bool(report.problems)
 
     @property
     def fast_lane_active(self) -> bool:
