@@ -115,6 +115,8 @@ class Detector:
         # error groups of their callers point at them (what the incident's records say of
         # it, and when its rollout began). Memory only: after a restart, from the next one.
         self.failing: dict[str, tuple[dict[str, Any], datetime]] = {}
+        # Whether what a previous leader (or process) began was carried on (before_reads);
+        # reset when the store goes away (readiness), so that it is again once it is back.
         self.resumed = False
         # What the dashboard reads: the live feed of events, and each rollout's error rate.
         self.live = live if live is not None else LiveFeed()
