@@ -41,7 +41,8 @@ Every step is one audit row and one JSON line on stdout (``"event": "action"`` o
 
 ``Remediator`` keeps the decisions and the journal's moves; the pure planning is in
 ``remediation_plan``, the wording in ``remediation_text``, the write itself in
-``remediation_write``, and the renewal and verification in ``follow_up``.
+``remediation_write``, a person's Approve or Reject in ``remediation_decision``, and the
+renewal and verification in ``follow_up``.
 """
 
 from __future__ import annotations
@@ -63,17 +64,18 @@ from ..notify.events import EventRecorder
 from ..notify.remediation_render import remediation_blocks
 from ..notify.slack import THREAD_KEY, thread_key
 from ..store.journal import (APPROVED, DONE, DRY_RUN, EXECUTING, FAILED, PROPOSED, REFUSED,
-                             REJECTED, STALE, Journal, JournalEntry)
+                             STALE, Journal, JournalEntry)
 from .approvals import ApprovalTokens, Decision
 from .argocd import ArgoCdClient
 from .executor import ALREADY_DONE, APPLIED, DRY_RUN_OK, ActionResult, KubeExecutor
 from .executor import STALE as WRITE_STALE
 from .follow_up import FollowUp
+from .remediation_decision import handle_decision
 from .remediation_plan import (HISTORY, NO_ACTION, Fix, JournalKey, PlanRequest, journal_params,
-                               past_actions, problem_pod, recorded_proposal, renewable_at_write,
-                               request_proposal, why_impossible)
+                               past_actions, problem_pod, renewable_at_write, request_proposal,
+                               why_impossible)
 from .remediation_text import (DETECTOR, audit_decision, entry_target, entry_to_revision,
-                               outcome_text, remediation_view, unknown_action_reason)
+                               remediation_view, unknown_action_reason)
 from .remediation_write import write_action
 
 # Callers and tests find the planning's names here, where they were first defined.
@@ -186,8 +188,8 @@ class Remediator:
             entry = self.journal.find(request.key, action.value)
         view = remediation_view(action, to_revision, decision, entry=entry)
         if new and entry is not None:
-            self._audit(entry, who=DETECTOR, decision=audit_decision(decision.outcome),
-                        reason=decision.reason, dry_run=decision.dry_run)
+            self.audit(entry, who=DETECTOR, decision=audit_decision(decision.outcome),
+                       reason=decision.reason, dry_run=decision.dry_run)
         if entry is not None and entry.state == PROPOSED and decision.outcome is Outcome.ASK:
             view = self._with_buttons(view, entry.id)
         if entry is not None and entry.state == APPROVED:
@@ -211,7 +213,7 @@ class Remediator:
         except ValueError as exc:  # a rule's cooldown that is not a number of seconds
             return GuardrailDecision(Outcome.REFUSE, f"The request is not valid: {exc}.",
                                      "invalid_request", self.policy.dry_run)
-        return decide(proposal, policy=self.policy, history=self._history(now), now=now)
+        return decide(proposal, policy=self.policy, history=self.history(now), now=now)
 
     def _unknown_action(self, key: JournalKey, action: str, *, rule: str | None
                         ) -> RemediationView:
@@ -227,61 +229,12 @@ class Remediator:
                                reason=reason, guardrail="unknown_action",
                                dry_run=self.policy.dry_run)
 
-    def _history(self, now: datetime) -> list[PastAction]:
+    def history(self, now: datetime) -> list[PastAction]:
         return past_actions(self.journal.recent(since=now - HISTORY))
 
     async def on_decision(self, decision: Decision) -> None:
-        """A verified Slack click: Approve goes through the guardrails again, Reject closes."""
-        now = self.clock()
-        entry = self.journal.get(int(decision.incident_key)) \
-            if decision.incident_key and decision.incident_key.isdigit() else None
-        if entry is None:
-            return
-        if decision.kind == "refused_user":
-            self._audit(entry, who=decision.who, decision="refused",
-                        reason="not one of SLACK_APPROVERS", dry_run=self.policy.dry_run)
-            return
-        if decision.kind == "reject":
-            if self.journal.advance(entry.id, expected=[PROPOSED], to=REJECTED, now=now,
-                                    who=decision.who):
-                self._audit(entry, who=decision.who, decision="rejected",
-                            reason="rejected in Slack" if decision.source == "slack"
-                            else "rejected on the dashboard", dry_run=self.policy.dry_run)
-            await self._answer(decision, f"Rejected by <@{decision.who}>: nothing was changed.")
-            return
-        # Approve: the same guardrails as the loop, now with the approver's name, on what was
-        # seen when the incident was raised (a change since makes the write itself stale).
-        try:
-            proposal = recorded_proposal(
-                entry, approved_by=decision.who,
-                approver_authenticated=decision.source == "dashboard")
-        except (ValueError, TypeError) as exc:
-            verdict = GuardrailDecision(Outcome.REFUSE, f"The recorded action is not valid: {exc}.",
-                                        "invalid_request", self.policy.dry_run)
-        else:
-            verdict = decide(proposal, policy=self.policy, history=self._history(now), now=now)
-        if verdict.outcome is not Outcome.ACT:
-            if self.journal.advance(entry.id, expected=[PROPOSED], to=REFUSED, now=now,
-                                    who=decision.who, result=verdict.guardrail):
-                self._audit(entry, who=decision.who, decision="refused", reason=verdict.reason,
-                            dry_run=verdict.dry_run)
-            await self._answer(decision, f"Not done: {verdict.reason}")
-            return
-        if not self.journal.advance(entry.id, expected=[PROPOSED], to=APPROVED, now=now,
-                                    who=decision.who):
-            await self._answer(decision, "Already decided.")
-            return
-        self._audit(entry, who=decision.who, decision="approved", reason=verdict.reason,
-                    dry_run=verdict.dry_run)
-        if not self.is_leader():
-            # Recorded in the shared journal: the leader's next tick carries it out, and its
-            # outcome goes to the incident's thread like any follow-up.
-            await self._answer(decision, f"Approved by <@{decision.who}>: the leader replica "
-                                         "carries it out and reports the outcome here.")
-            return
-        result = await self.execute(entry.id)
-        await self._answer(decision, outcome_text(entry, result, who=decision.who,
-                                                  when=now))
+        """A verified Slack click or dashboard decision (``remediation_decision``)."""
+        await handle_decision(self, decision)
 
     # Doing -------------------------------------------------------------------------------
 
@@ -331,15 +284,15 @@ class Remediator:
             state = APPROVED if exc.retryable else FAILED
             self.journal.advance(entry.id, expected=[EXECUTING], to=state, now=self.clock(),
                                  result=f"{exc.reason}: {exc.message}")
-            self._audit(entry, who=DETECTOR, decision="executed", dry_run=dry_run,
-                        reason=f"the write failed: {exc.reason}", result="error")
+            self.audit(entry, who=DETECTOR, decision="executed", dry_run=dry_run,
+                       reason=f"the write failed: {exc.reason}", result="error")
             return None
         final = {APPLIED: DONE, ALREADY_DONE: DONE, DRY_RUN_OK: DRY_RUN}.get(
             result.outcome, STALE if result.outcome == WRITE_STALE else FAILED)
         self.journal.advance(entry.id, expected=[EXECUTING], to=final, now=self.clock(),
                              result=result.outcome)
-        self._audit(entry, who=DETECTOR, decision="executed", dry_run=dry_run,
-                    reason=result.message, result=result.outcome)
+        self.audit(entry, who=DETECTOR, decision="executed", dry_run=dry_run,
+                   reason=result.message, result=result.outcome)
         return result
 
     async def _write(self, entry: JournalEntry, *, dry_run: bool) -> ActionResult:
@@ -378,8 +331,8 @@ class Remediator:
         if not self.journal.advance(entry.id, expected=[APPROVED], to=PROPOSED,
                                     now=self.clock()):
             return False  # someone else moved it meanwhile: theirs to carry on
-        self._audit(entry, who=DETECTOR, decision=audit_decision(verdict.outcome),
-                    reason=verdict.reason, dry_run=verdict.dry_run)
+        self.audit(entry, who=DETECTOR, decision=audit_decision(verdict.outcome),
+                   reason=verdict.reason, dry_run=verdict.dry_run)
         if self.slack is not None:
             view = self._with_buttons(remediation_view(Action(entry.action),
                                                        entry_to_revision(entry), verdict,
@@ -433,8 +386,8 @@ class Remediator:
 
     # Telling -----------------------------------------------------------------------------
 
-    def _audit(self, entry: JournalEntry, *, who: str, decision: str, reason: str,
-               dry_run: bool, result: str | None = None) -> None:
+    def audit(self, entry: JournalEntry, *, who: str, decision: str, reason: str,
+              dry_run: bool, result: str | None = None) -> None:
         now = self.clock()
         row = self.journal.audit(at=now, who=who, action=entry.action, target=entry_target(entry),
                                  decision=decision, reason=reason, dry_run=dry_run,
@@ -442,13 +395,3 @@ class Remediator:
         self.stdout.write({"event": "action", **row.as_dict(), "revision": entry.key[2],
                            "to_revision": entry_to_revision(entry),
                            "rule": entry.params.get("rule")})
-
-    async def _answer(self, decision: Decision, text: str) -> None:
-        """Replace the original message's buttons with who decided, when, and the outcome."""
-        if not decision.response_url:
-            return
-        try:
-            await self.http.post(decision.response_url,
-                                 json={"replace_original": True, "text": text})
-        except httpx.HTTPError as exc:
-            log.warning("slack.response_url_failed", error=type(exc).__name__)

@@ -12,37 +12,30 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
 from ..config import Settings
-from ..judge.correlator import Assessment, RolloutKey, Rules, decide, find_rollout
-from ..judge.confidence import scored
-from ..judge.rules import DEFAULT_RULES, RuleSet, RuleVerdict, Subject, classify
-from ..model import Baseline, Cause, Deployment, Incident, Priority, Signal
-from ..notify.render import incident_record
+from ..judge.correlator import RolloutKey, Rules
+from ..judge.rules import DEFAULT_RULES, RuleSet, Subject, classify
+from ..model import Baseline, Deployment, Priority
 from ..retry import Backoff
-from .health import Sources, iso
-from ..store.db import StoreUnavailable
-from ..store.journal import AuditRow, Journal
+from .health import Sources
+from ..store.journal import Journal
 from .live import LiveFeed, RolloutSeries
 from .loki_budget import LokiBudget, MeteredLoki
 from .metrics import DetectorMetrics
 from .outbox import EventSink, Outbox, Sender, StdoutSink
-from .enrich import rollout_subject, with_causes, with_map, with_signatures
 from .observe import observe_namespace
+from .publish import audited, noticed
+from .readiness import store_answers, unready_reason, with_store
+from .rollout_incidents import decide_rollouts, rates_risen, record_rollout_incidents
 from .schedule import run_loop, start_following
-from .status import status_view
-from .tick_desks import (
-    adopt_legacy,
-    alert_incidents,
-    change_incidents,
-    read_back_events,
-    triage_notices,
-)
+from .status import detector_status
+from .tick_desks import after_rollouts, before_reads, read_back_events
 from .tick_report import KubeSource, Leadership, LokiSource, TickReport
 from ..store.records import Store
 
@@ -122,13 +115,16 @@ class Detector:
         # error groups of their callers point at them (what the incident's records say of
         # it, and when its rollout began). Memory only: after a restart, from the next one.
         self.failing: dict[str, tuple[dict[str, Any], datetime]] = {}
-        self._resumed = False
+        # Whether what a previous leader (or process) began was carried on (before_reads);
+        # reset when the store goes away (readiness), so that it is again once it is back.
+        self.resumed = False
         # What the dashboard reads: the live feed of events, and each rollout's error rate.
         self.live = live if live is not None else LiveFeed()
         self.series = RolloutSeries()
-        self._verdicts: dict[tuple[str, str, int], str] = {}
+        # The verdict last published for each rollout in its window (publish.py).
+        self.verdicts: dict[tuple[str, str, int], str] = {}
         # The remediation journal and audit trail (empty while REMEDIATION_MODE=off).
-        self.journal = Journal(store.connection, on_audit=self._audited)
+        self.journal = Journal(store.connection, on_audit=partial(audited, self))
         # One registry per detector (never prometheus_client's global one); served on /metrics.
         self.metrics = metrics if metrics is not None else DetectorMetrics()
         self.metrics.read_state_from(store=store, is_leader=self.is_leader)
@@ -139,7 +135,7 @@ class Detector:
                              sources=self.sources, metrics=self.metrics, clock=clock,
                              is_leader=self.is_leader, backoff=delivery_backoff,
                              max_age=timedelta(minutes=settings.notify_max_age_minutes),
-                             on_notice=self._noticed)
+                             on_notice=partial(noticed, self))
         self.rules = Rules(
             threshold=settings.error_threshold,
             error_window_seconds=settings.error_window_seconds,
@@ -198,10 +194,10 @@ class Detector:
             report.role = "standby"
             self.readback_done = self.events is None
             self.readback_attempts = 0
-            self._store_answers(now, report)
-        elif self._store_answers(now, report):
-            await self._with_store(self._leader_tick(now, report), now, report)
-        self._finish(report, started=started, cpu_started=cpu_started)
+            store_answers(self, now, report)
+        elif store_answers(self, now, report):
+            await with_store(self, self._leader_tick(now, report), now, report)
+        report.finish(self.clock(), started=started, cpu_started=cpu_started)
         self.last_tick = report
         self.ticks += 1
         self.metrics.tick_finished(role=report.role, degraded=report.degraded,
@@ -235,45 +231,13 @@ class Detector:
         report = TickReport(started_at=now, role="fast")
         if self.sources["store"].failing:
             return None  # the tick checks the store and says so; a look would only fail
-        await self._with_store(self._leader_tick(now, report, namespaces=namespaces), now,
-                               report)
-        self._finish(report, started=started, cpu_started=cpu_started)
+        await with_store(self, self._leader_tick(now, report, namespaces=namespaces), now,
+                         report)
+        report.finish(self.clock(), started=started, cpu_started=cpu_started)
         self.last_fast_look = report
         self.fast_looks += 1
         self.metrics.fast_look_finished(degraded=report.degraded)
         return report
-
-    def _store_answers(self, now: datetime, report: TickReport) -> bool:
-        """Whether the store answers a trivial query; when it does not, the tick holds what it
-        would record (incidents are decided again at the next tick, from Kubernetes and Loki,
-        which keep them) and says why."""
-        try:
-            self.store.ping()
-        except StoreUnavailable as exc:
-            self._store_failed(now, report, exc)
-            return False
-        self.sources["store"].succeeded(now)
-        return True
-
-    async def _with_store(self, work: Awaitable[None], now: datetime, report: TickReport) -> None:
-        """Run a tick's work; the store going away in the middle of it ends the work there
-        (what was written is written, each write whole) instead of crashing the tick."""
-        try:
-            await work
-        except StoreUnavailable as exc:
-            self._store_failed(now, report, exc)
-
-    def _store_failed(self, now: datetime, report: TickReport, exc: StoreUnavailable) -> None:
-        self.sources["store"].failed(now, exc)
-        report.problems.append(f"store: {exc.reason}: {exc.message}")
-        # Once it is back, what an action was doing when the store went away is taken up again.
-        self._resumed = False
-
-    def _finish(self, report: TickReport, *, started: float, cpu_started: float) -> None:
-        report.finished_at = self.clock()
-        report.duration_seconds = round(time.monotonic() - started, 4)
-        report.cpu_seconds = round(time.process_time() - cpu_started, 4)
-        report.degraded = bool(report.problems)
 
     @property
     def fast_lane_active(self) -> bool:
@@ -284,14 +248,7 @@ class Detector:
     async def _leader_tick(self, now: datetime, report: TickReport, *,
                            namespaces: Sequence[str] | None = None) -> None:
         fast = namespaces is not None
-        if self.remediator is not None and not self._resumed:
-            # What a previous leader (or process) approved or began, carried on once.
-            self._resumed = True
-            await self.remediator.resume()
-        if not fast and self.rules_file is not None and self.rules_file.reload_if_changed() \
-                and self.triage is not None:
-            self.triage.reprioritize(self.prioritize_line)
-        alerts = self.alert_desk.load() if self.alert_desk is not None and not fast else {}
+        alerts = await before_reads(self, fast=fast)
         watched = self.settings.namespace if namespaces is None else namespaces
         if not self.readback_done:
             # At once with the reads of Kubernetes; a baseline waits for it (observe), and so
@@ -311,126 +268,14 @@ class Detector:
             reads, self.change_reads = self.change_reads, {}
             report.changes = sum(len(found) for found in await asyncio.gather(*reads.values()))
         views = [view for namespace_views, _ in observed for view in namespace_views]
-        if self.store.has_legacy:
-            adopt_legacy(self, views)
-        decision = decide(views, now=now, rules=self.rules,
-                          already_notified=_KnownKeys(self.store))
-        report.assessments = decision.assessments
-        self._publish_assessments(now, decision.assessments, complete=not fast)
-        if decision.incidents and not self.readback_done:
-            # Without knowing what was already notified, notifying could repeat an incident;
-            # the incidents stay in Kubernetes and Loki and are raised at a later tick.
-            report.problems.append("event: incidents held until Events are read back")
+        decision = decide_rollouts(self, views, now, report, fast=fast)
+        if decision is None:
             return
         by_key = {(v.deployment.namespace, v.deployment.name): v for v in views}
-        risen = _risen(decision.assessments)
-        for incident in decision.incidents:
-            view = by_key[(incident.namespace, incident.deployment)]
-            # Scored once its signatures are known: whether they are new weighs in.
-            signed, errors_began = await with_signatures(self, 
-                incident, self.workload_of(view.deployment), report)
-            incident = scored(signed)
-            rollout = view.rollout or find_rollout(view.deployment, view.replicasets,
-                                                   seen_starts=view.seen_starts)
-            if self.change_desk is not None:
-                incident = with_causes(self, incident, view, rollout, errors_began,
-                                             risen.get(incident.namespace, {}))
-                incident = await with_map(self, incident, now, report)
-            verdict = classify(self.rule_set, rollout_subject(incident))
-            incident = replace(incident, priority=verdict.priority, rule=verdict.rule,
-                               rule_action=verdict.action)
-            foreign = _foreign_cause(incident)
-            if foreign is not None:
-                # The likeliest cause is not this rollout: rolling this Deployment back would
-                # not fix it. The cause's own rollback is proposed instead, when it is one.
-                assert self.change_desk is not None
-                remediation = self.change_desk.plan_for_cause(
-                    incident.namespace, foreign, detected_at=incident.detected_at,
-                    confidence=incident.confidence, remediator=self.remediator)
-                if remediation is not None:
-                    incident = replace(incident, remediation=remediation)
-            elif self.remediator is not None and rollout is not None and verdict.action != "none":
-                # Decided and written down before the incident's messages are: the Slack
-                # message carries the buttons when it asks.
-                incident = self.remediator.plan(incident, rollout, fix=_fix(verdict),
-                                                pods=view.pods or ())
-            if self.outbox.record(incident):
-                report.incidents.append(incident.key)
-                self.failing[f"{incident.namespace}/{incident.deployment}"] = (
-                    {"kind": "rollout", "namespace": incident.namespace,
-                     "deployment": incident.deployment, "revision": incident.revision,
-                     "detected_at": iso(incident.detected_at)}, incident.rollout_started_at)
-                if self.analyst is not None:
-                    self.analyst.analyse_later(incident.key, incident_record(incident))
-                self.live.publish("incident", {
-                    "kind": incident.kind.value, "namespace": incident.namespace,
-                    "deployment": incident.deployment, "revision": incident.revision,
-                    "priority": incident.priority.value if incident.priority else None,
-                    "at": iso(incident.detected_at)})
-        if fast:
-            self.outbox.deliver_stdout()
-            if report.incidents:
-                self.outbox.wakeup.set()
-            if self.remediator is not None:
-                self.remediator.renew({key: view.deployment for key, view in by_key.items()})
-            return
-        if self.alert_desk is not None:
-            await alert_incidents(self, now, report, decision.assessments, by_key, observed)
-        if self.triage is not None:
-            await triage_notices(self, now, report)
-        if self.change_desk is not None:
-            await change_incidents(self, now, report, risen)
-        self.outbox.deliver_stdout()
-        if report.incidents:
-            self.outbox.wakeup.set()
-        if self.remediator is not None:
-            window_minutes = self.rules.error_window_seconds / 60.0
-            await self.remediator.follow(
-                {key: view.deployment for key, view in by_key.items()},
-                {(a.namespace, a.deployment): None if a.error_count is None
-                 else a.error_count / window_minutes for a in decision.assessments})
-
-    def _publish_assessments(self, now: datetime, assessments: Sequence[Assessment], *,
-                             complete: bool = True) -> None:
-        """Each rollout's error rate for the chart, and a verdict that changed, to the feed.
-        A tick's assessments are ``complete`` (every rollout in its window): the rollouts it
-        does not name are forgotten; a fast look names only the young ones."""
-        window_minutes = self.rules.error_window_seconds / 60.0
-        keys = []
-        for a in assessments:
-            key = (a.namespace, a.deployment, a.revision)
-            keys.append(key)
-            self.series.add(key, now, None if a.error_count is None
-                            else round(a.error_count / window_minutes, 3))
-            if self._verdicts.get(key) != a.verdict.value:
-                self._verdicts[key] = a.verdict.value
-                log.debug("rollout.verdict", namespace=a.namespace, deployment=a.deployment,
-                          revision=a.revision, verdict=a.verdict.value,
-                          signals=[s.value for s in a.signals], errors=a.error_count,
-                          baseline_per_minute=a.baseline_per_minute,
-                          age_seconds=round(a.age_seconds, 1), reasons=list(a.reasons))
-                self.live.publish("verdict", {"namespace": a.namespace,
-                                              "deployment": a.deployment,
-                                              "revision": a.revision,
-                                              "verdict": a.verdict.value, "at": iso(now)})
-        if not complete:
-            return
-        self.series.keep(keys)
-        current = set(keys)
-        for key in [k for k in self._verdicts if k not in current]:
-            del self._verdicts[key]
-
-    def _noticed(self, key: str, record: dict[str, Any]) -> None:
-        if self.analyst is not None and record.get("kind") in ("alert", "change"):
-            self.analyst.analyse_later(key, record)
-        self.live.publish("incident", {"kind": record.get("kind"), "key": key,
-                                       "namespace": record.get("namespace"),
-                                       "deployment": record.get("deployment"),
-                                       "priority": record.get("priority"),
-                                       "at": record.get("detected_at")})
-
-    def _audited(self, row: AuditRow) -> None:
-        self.live.publish("action", row.as_dict())
+        risen = rates_risen(decision.assessments)
+        await record_rollout_incidents(self, now, report, decision.incidents, by_key, risen)
+        await after_rollouts(self, now, report, decision.assessments, by_key, observed, risen,
+                             fast=fast)
 
     @property
     def rule_set(self) -> RuleSet:
@@ -505,64 +350,8 @@ class Detector:
         return self.unready_reason() is None
 
     def unready_reason(self) -> str | None:
-        """Why /readyz says 503 (None: ready). A standby is ready while it is alive and its
-        store answers: its job is to be able to take over."""
-        store = self.sources["store"]
-        if store.failing:
-            return f"the store is unavailable: {store.last_error}"
-        if not self.is_leader():
-            return None if self.alive() else "stalled: no tick finished recently"
-        if self.last_tick is None:
-            return "no tick has finished yet"
-        if self.last_tick.degraded:
-            return "the last tick was degraded: " + "; ".join(self.last_tick.problems[:3])
-        return None
+        """Why /readyz says 503 (None: ready)."""
+        return unready_reason(self)
 
     def status(self) -> dict[str, Any]:
-        try:
-            return status_view(self)
-        except StoreUnavailable as exc:
-            # What is known without the store: the role, the sources, the last tick.
-            return {"service": "incident-detector", "alive": self.alive(), "ready": False,
-                    "store": {"ok": False, "error": exc.message},
-                    "started_at": iso(self.started_at), "ticks": self.ticks,
-                    "last_tick": self.last_tick.as_dict() if self.last_tick else None,
-                    "sources": self.sources.as_dict(self.sources.health)}
-
-
-def _risen(assessments: Sequence[Assessment]) -> dict[str, dict[str, bool | None]]:
-    """Per namespace, whether each judged Deployment's own error rate rose (None: unknown)."""
-    out: dict[str, dict[str, bool | None]] = {}
-    for a in assessments:
-        out.setdefault(a.namespace, {})[a.deployment] = None if a.error_count is None \
-            else Signal.ERROR_SPIKE in a.signals
-    return out
-
-
-def _foreign_cause(incident: Incident) -> Cause | None:
-    """The incident's top cause when it is not the incident's own rollout."""
-    causes = incident.evidence.causes
-    if not causes:
-        return None
-    change = causes[0].change
-    if change.kind == "Deployment" and change.name == incident.deployment and \
-            change.revision in (None, incident.revision):
-        return None
-    return causes[0]
-
-
-def _fix(verdict: RuleVerdict) -> Any:
-    from ..act.remediation import Fix
-
-    return Fix(action=verdict.action, cooldown_seconds=verdict.cooldown_seconds,
-               params=verdict.params, rule=verdict.rule)
-
-
-class _KnownKeys:
-    """``key in known`` answered by the store: dedupe survives restarts."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, tuple) and self.store.is_known(key)  # type: ignore[arg-type]
+        return detector_status(self)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ..judge.rules import DEFAULT_RULES
+from ..store.db import StoreUnavailable
 from .health import iso
 from .tick_report import assessment_dict
 
@@ -14,6 +15,19 @@ if TYPE_CHECKING:  # the detector imports this module: only the type is needed h
     from .daemon import Detector
 
 log = structlog.get_logger("incident_detector")
+
+
+def detector_status(det: Detector) -> dict[str, Any]:
+    """/status: the whole view, or what is known without the store when it does not answer."""
+    try:
+        return status_view(det)
+    except StoreUnavailable as exc:
+        # What is known without the store: the role, the sources, the last tick.
+        return {"service": "incident-detector", "alive": det.alive(), "ready": False,
+                "store": {"ok": False, "error": exc.message},
+                "started_at": iso(det.started_at), "ticks": det.ticks,
+                "last_tick": det.last_tick.as_dict() if det.last_tick else None,
+                "sources": det.sources.as_dict(det.sources.health)}
 
 
 def status_view(det: Detector) -> dict[str, Any]:

@@ -1,6 +1,8 @@
-"""The tick's steps around the decision: Events read back before anything is notified, legacy
-incidents adopted, and after the rollouts the desks' own incidents (alerts, error groups of the
-triage, changes that were not a rollout)."""
+"""The tick's steps around the decision: before the reads, what a previous leader began carried
+on, the rules reloaded and the alerts loaded; Events read back before anything is notified,
+legacy incidents adopted, and after the rollouts the desks' own incidents (alerts, error groups
+of the triage, changes that were not a rollout), the delivery to stdout and the follow-up of
+actions."""
 
 from __future__ import annotations
 
@@ -34,6 +36,19 @@ T = TypeVar("T")
 
 # Attempts at reading Events back before incidents are released without that memory.
 READBACK_ATTEMPTS = 3
+
+
+async def before_reads(det: Detector, *, fast: bool) -> Mapping[str, Sequence[Any]]:
+    """The steps before a look's reads; the firing alerts not yet taken, by namespace (none
+    on a fast look)."""
+    if det.remediator is not None and not det.resumed:
+        # What a previous leader (or process) approved or began, carried on once.
+        det.resumed = True
+        await det.remediator.resume()
+    if not fast and det.rules_file is not None and det.rules_file.reload_if_changed() \
+            and det.triage is not None:
+        det.triage.reprioritize(det.prioritize_line)
+    return det.alert_desk.load() if det.alert_desk is not None and not fast else {}
 
 
 async def alert_incidents(det: Detector, now: datetime, report: TickReport,
@@ -153,6 +168,38 @@ async def change_incidents(det: Detector, now: datetime, report: TickReport,
             namespace, busy=det.busy.get(namespace, set()),
             risen=risen.get(namespace, {}), now=now, call=call))
     det.change_desk.prune(now)
+
+
+async def after_rollouts(det: Detector, now: datetime, report: TickReport,
+                         assessments: Sequence[Any],
+                         by_key: dict[tuple[str, str], WorkloadView],
+                         observed: Sequence[tuple[list[WorkloadView], NamespaceAlerts | None]],
+                         risen: Mapping[str, Mapping[str, bool | None]], *, fast: bool) -> None:
+    """After the rollouts' incidents: at a tick, the desks' own (alerts, error groups of the
+    triage, changes); then stdout at once, the outbox worker woken for the rest, and the
+    remediator's follow-up of actions (a fast look only renews what waits for a person)."""
+    if fast:
+        det.outbox.deliver_stdout()
+        if report.incidents:
+            det.outbox.wakeup.set()
+        if det.remediator is not None:
+            det.remediator.renew({key: view.deployment for key, view in by_key.items()})
+        return
+    if det.alert_desk is not None:
+        await alert_incidents(det, now, report, assessments, by_key, observed)
+    if det.triage is not None:
+        await triage_notices(det, now, report)
+    if det.change_desk is not None:
+        await change_incidents(det, now, report, risen)
+    det.outbox.deliver_stdout()
+    if report.incidents:
+        det.outbox.wakeup.set()
+    if det.remediator is not None:
+        window_minutes = det.rules.error_window_seconds / 60.0
+        await det.remediator.follow(
+            {key: view.deployment for key, view in by_key.items()},
+            {(a.namespace, a.deployment): None if a.error_count is None
+             else a.error_count / window_minutes for a in assessments})
 
 
 def adopt_legacy(det: Detector, views: Sequence[WorkloadView]) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,6 +56,14 @@ class TickReport:
     # Changes recorded by the change timeline.
     changes: int = 0
     role: str = "leader"
+
+    def finish(self, finished_at: datetime, *, started: float, cpu_started: float) -> None:
+        """The report closed: when, how long (``started``: ``time.monotonic()``), the CPU
+        time (``cpu_started``: ``time.process_time()``), and degraded when a problem came."""
+        self.finished_at = finished_at
+        self.duration_seconds = round(time.monotonic() - started, 4)
+        self.cpu_seconds = round(time.process_time() - cpu_started, 4)
+        self.degraded = bool(self.problems)
 
     def as_dict(self) -> dict[str, Any]:
         return {"role": self.role, "started_at": iso(self.started_at),
