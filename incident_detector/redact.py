@@ -134,6 +134,8 @@ _BEARER_BASIC = re.compile(
     r"(?=(?P<credential>[A-Za-z0-9\-._~+/]*[A-Za-z0-9\-_~+/]=*))",
     re.IGNORECASE,
 )
+# What follows "key=" when the "=" assigns a value instead of padding a base64 credential.
+_BEFORE_VALUE = re.compile(r"[^\s\"',;)\]}]")
 _QUOTED_SCHEME = re.compile(rf"(?i:{_SCHEMES})[ \t]+(?=\S)")
 # An unquoted value that is itself key=value, not a base64 credential ending in "=".
 _ASSIGNMENT = re.compile(r"=[^=]")
@@ -261,6 +263,8 @@ def _redact_bearer_basic(text: str) -> str:
         credential = match.group("credential")
         if match.start() < done or _is_word(credential):
             continue  # inside a credential just redacted; "Bearer token", "basic auth"
+        if _BEFORE_VALUE.match(text, match.end() + len(credential)) and credential.endswith("="):
+            continue  # "authorization=BEARER user=bob": a key=value, left to the pairs' pass
         parts += [text[done:match.end()], REDACTED]
         done = match.end() + len(credential)
     parts.append(text[done:])
