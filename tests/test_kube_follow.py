@@ -78,8 +78,11 @@ def test_a_followed_list_takes_the_watch_events_and_refreshes_without_a_request(
     events = Events()
     client.follow(NAMESPACE, on_event=events)
     try:
-        events.wait_for(lambda: events.seen.count((NAMESPACE, "replicasets")) >= 2,
-                        "event after the list")
+        # Both followers have listed (on a busy machine the Deployments' list may come last),
+        # and the ReplicaSets' watch brought its event.
+        events.wait_for(lambda: events.seen.count((NAMESPACE, "replicasets")) >= 2
+                        and (NAMESPACE, "deployments") in events.seen,
+                        "event after the lists")
         asked = len(apiserver.requests)
         names = [rs.name for rs in asyncio.run(client.list_replicasets(NAMESPACE))]
         assert "payments-api-5d9c8f7b6a" in names
