@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -17,6 +18,30 @@ settings.load_profile("ci" if os.environ.get("CI") else "local")
 
 from apiserver import StatefulApiServer
 from harness import make_cluster
+
+BROWSER = Path(__file__).parent / "browser"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Run in parallel (``make test``: pytest-xdist, ``--dist loadgroup``), each browser module's
+    tests stay on one worker: its daemon and Chromium are started once, not once per worker."""
+    for item in items:
+        if BROWSER in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
+def pytest_xdist_node_collection_finished(node, ids):
+    """Browser tests that reach the controller without their group: xdist did not honour
+    ``--dist loadgroup`` (pytest 9.2 with xdist 3.8), and each would start its own daemon.
+    Said at once, rather than found as a slow suite."""
+    if node.config.getvalue("dist") != "loadgroup":
+        return
+    lost = [i for i in ids if i.startswith("tests/browser/") and "@" not in i]
+    if lost:
+        pytest.exit(f"--dist loadgroup is not honoured (pytest {pytest.__version__}): {lost[0]} "
+                    "has no group; install the pytest that pyproject.toml's test extra names",
+                    returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture(scope="module")

@@ -190,15 +190,6 @@ def running_daemon(*, with_token: bool, start_at: float = SETTLED_AT,
             raise box["error"]
 
 
-def pytest_collection_modifyitems(items):
-    """Run in parallel (``make test``: pytest-xdist, ``--dist loadgroup``), each browser module's
-    tests stay on one worker: its daemon and Chromium are started once, not once per worker."""
-    here = Path(__file__).parent
-    for item in items:
-        if here in item.path.parents:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
-
-
 # The test modules reach these helpers through fixtures: ``from conftest import`` would find
 # whichever conftest module pytest imported first.
 @pytest.fixture(scope="session")
