@@ -140,7 +140,7 @@ def test_random_faults_everywhere_nothing_lost_nothing_repeated(seed: int):
                                       stdout=out, clock=clock, store=store) as detector:
                 for tick in range(TICKS):
                     if tick == 30:
-                        tracemalloc.start(5)
+                        tracemalloc.start(1)
                         before = _own_memory()
                     reports.append(await detector.tick())
                     await detector.outbox.deliver_due()
