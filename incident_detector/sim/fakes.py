@@ -363,7 +363,7 @@ class KubeApiFake(_Fake):
             return self._watch(request, world_resource, resource, namespace, name)
         now = self.clock()
         if name is not None:
-            item = next((obj for obj in self.world.objects(resource, namespace, now)
+            item = next((obj for obj in self.world.objects_view(resource, namespace, now)
                          if obj["metadata"]["name"] == name), None)
             if item is None:
                 return _not_found(world_resource.group, resource, name)
@@ -427,7 +427,7 @@ class KubeApiFake(_Fake):
         requested = request.param("resourceVersion") or ""
 
         def selected(when: datetime) -> dict[str, Body]:
-            objects = [obj for obj in self.world.objects(resource, namespace, when)
+            objects = [obj for obj in self.world.objects_view(resource, namespace, when)
                        if name is None or obj["metadata"]["name"] == name]
             return {obj["metadata"]["name"]: obj
                     for obj in _selected(objects, request, world_resource.fields)}

@@ -99,6 +99,15 @@ _WrittenLines = dict[tuple[tuple[str, str], ...],
 # --- names, hashes and time ----------------------------------------------------------------------
 
 
+def _copied(value: Any) -> Any:
+    """A copy of a JSON-shaped value (dicts, lists, scalars), cheaper than ``copy.deepcopy``."""
+    if isinstance(value, dict):
+        return {key: _copied(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copied(item) for item in value]
+    return value
+
+
 def _digest(*parts: object) -> bytes:
     return hashlib.blake2b("\x00".join(str(p) for p in parts).encode(), digest_size=16).digest()
 
@@ -258,6 +267,8 @@ class World:
                                     | set(self._config_change_times()))
         # (resource, namespace, index in _change_times) -> the objects by name at that time.
         self._snapshots: dict[tuple[str, str, int], dict[str, Body]] = {}
+        # (resource, namespace, how many change times have passed) -> ``objects``' answer.
+        self._versioned: dict[tuple[str, str, int], list[Body]] = {}
 
     # Time and names ------------------------------------------------------------------------------
 
@@ -439,22 +450,43 @@ class World:
         return self.list_body("pods", namespace, now)
 
     def list_body(self, resource: str, namespace: str, now: datetime) -> Body:
-        """``GET .../namespaces/NS/RESOURCE`` at ``now``: the list and its resourceVersion."""
+        """``GET .../namespaces/NS/RESOURCE`` at ``now``: the list and its resourceVersion. Its
+        items share their fields with ``objects_view``: read-only."""
         kind, api_version = LIST_KINDS[resource]
         return {"kind": kind, "apiVersion": api_version,
                 "metadata": {"resourceVersion": resource_version_at(now)},
-                "items": [_list_item(item) for item in self.objects(resource, namespace, now)]}
+                "items": [_list_item(item)
+                          for item in self.objects_view(resource, namespace, now)]}
 
     def objects(self, resource: str, namespace: str, now: datetime) -> list[Body]:
         """The objects of ``resource`` ("deployments", "replicasets" or "pods") at ``now``, with
-        their kind, apiVersion and ``metadata.resourceVersion``: the instant they last changed."""
-        objects = self._unversioned(resource, namespace, now)
-        if not objects:
-            return objects
+        their kind, apiVersion and ``metadata.resourceVersion``: the instant they last changed.
+        The caller's own copies."""
+        return [_copied(obj) for obj in self.objects_view(resource, namespace, now)]
+
+    def objects_view(self, resource: str, namespace: str, now: datetime) -> list[Body]:
+        """``objects``, read-only: the same dicts are handed to every caller between two change
+        times, so they must never be edited (the fakes only filter and serialize them)."""
         changes = self._change_times
-        # The world is constant between change times: an object's last change is the earliest
-        # change time since which it has been equal to what it is now.
         latest = bisect.bisect_right(changes, self.seconds(now))
+        if not latest:
+            return self._versioned_at(resource, namespace, now, latest)
+        # The world is constant between change times, so the answer is the same at every
+        # instant from the latest one on, and is made once: a replay's watches ask for it
+        # several times a second of scenario time.
+        key = (resource, namespace, latest)
+        versioned = self._versioned.get(key)
+        if versioned is None:
+            versioned = self._versioned[key] = self._versioned_at(
+                resource, namespace, self.at(changes[latest - 1]), latest)
+        return versioned
+
+    def _versioned_at(self, resource: str, namespace: str, now: datetime,
+                      latest: int) -> list[Body]:
+        objects = self._unversioned(resource, namespace, now)
+        changes = self._change_times
+        # An object's last change is the earliest change time since which it has been equal to
+        # what it is now.
         for obj in objects:
             name = obj["metadata"]["name"]
             since = now
