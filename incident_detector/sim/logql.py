@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
 
 # Loki's own limits, so that the fake refuses what Loki refuses.
@@ -501,8 +502,10 @@ class _Parser:
         return Matcher(label, op, value, pattern)
 
 
+@lru_cache(maxsize=256)
 def parse_logql(text: str) -> Query:
-    """The query as a small tree; ``LogQLError`` (Loki's 400 text) for anything else."""
+    """The query as a small tree (frozen, so shared: a detector asks the same few queries at
+    every look); ``LogQLError`` (Loki's 400 text) for anything else."""
     try:
         query = _Parser(text).query()
     except RecursionError:
