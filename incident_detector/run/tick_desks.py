@@ -238,7 +238,7 @@ async def read_back_events(det: Detector, now: datetime, report: TickReport) -> 
                                            replicaset_uid=item.replicaset_uid,
                                            detected_at=item.notified_at, origin="event"):
                 found += 1
-            det.store.supersede(key, now=now, note="notified by another replica")
+            det.store.outbox.supersede(key, now=now, note="notified by another replica")
     det.readback_done = True
     log.info("events.read_back", namespaces=len(det.settings.namespace), new=found)
 
