@@ -39,12 +39,36 @@ REMEDIATION_ACTIONS = ("rollback", "restart", "pause", "scale", "delete-pod", "d
 # Slack ids: users start with U or W (Enterprise Grid), conversations with C, G or D.
 _SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+# Label names go into LogQL and PromQL unquoted: only Prometheus label-name characters.
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 def _split_list(value: Any) -> Any:
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
     return value
+
+
+def _each_matching(value: tuple[str, ...], pattern: re.Pattern[str], *,
+                   what: str) -> tuple[str, ...]:
+    """``value`` without repeats, when each of its names matches ``pattern``."""
+    for name in value:
+        if not pattern.match(name):
+            raise ValueError(f"{name!r} is not {what}")
+    return tuple(dict.fromkeys(value))
+
+
+def _each_known(value: tuple[str, ...], known: tuple[str, ...], *, what: str,
+                none: str | None = None) -> tuple[str, ...]:
+    """``value`` without repeats, when each of it is one of ``known`` (``what`` they are);
+    ``none``: the complaint when it names nothing, if that is wrong."""
+    chosen = tuple(dict.fromkeys(value))
+    if not chosen and none is not None:
+        raise ValueError(none)
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        raise ValueError(f"{', '.join(map(repr, unknown))}: {what} are {', '.join(known)}")
+    return chosen
 
 
 class RemediationChecks(BaseSettings):
@@ -58,10 +82,7 @@ class RemediationChecks(BaseSettings):
     @field_validator("slack_approvers", check_fields=False)
     @classmethod
     def _valid_approvers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for user in value:
-            if not _SLACK_USER_ID.match(user):
-                raise ValueError(f"{user!r} is not a Slack user id (like U012AB3CD)")
-        return tuple(dict.fromkeys(value))
+        return _each_matching(value, _SLACK_USER_ID, what="a Slack user id (like U012AB3CD)")
 
     @field_validator("slack_channel_id", check_fields=False)
     @classmethod
@@ -121,10 +142,7 @@ class RemediationChecks(BaseSettings):
     @field_validator("excluded_namespaces", check_fields=False)
     @classmethod
     def _valid_excluded(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for name in value:
-            if not _DNS_LABEL.match(name):
-                raise ValueError(f"{name!r} is not a valid namespace name")
-        return tuple(dict.fromkeys(value))
+        return _each_matching(value, _DNS_LABEL, what="a valid namespace name")
 
     @field_validator("allowed_namespaces", check_fields=False)
     @classmethod
@@ -146,14 +164,9 @@ class RemediationChecks(BaseSettings):
     @field_validator("allowed_actions", check_fields=False)
     @classmethod
     def _valid_actions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        actions = tuple(dict.fromkeys(action.lower() for action in value))
-        if not actions:
-            raise ValueError("must name at least one action (REMEDIATION_MODE=off allows none)")
-        unknown = [action for action in actions if action not in REMEDIATION_ACTIONS]
-        if unknown:
-            raise ValueError(f"{', '.join(map(repr, unknown))}: the actions are "
-                             f"{', '.join(REMEDIATION_ACTIONS)}")
-        return actions
+        return _each_known(tuple(action.lower() for action in value), REMEDIATION_ACTIONS,
+                           what="the actions",
+                           none="must name at least one action (REMEDIATION_MODE=off allows none)")
 
     @field_validator("scale_max", check_fields=False)
     @classmethod
@@ -178,10 +191,7 @@ class SettingsChecks(RemediationChecks):
     def _valid_namespaces(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("must name at least one namespace")
-        for name in value:
-            if not _DNS_LABEL.match(name):
-                raise ValueError(f"{name!r} is not a valid namespace name")
-        return tuple(dict.fromkeys(value))
+        return _each_matching(value, _DNS_LABEL, what="a valid namespace name")
 
     @field_validator("target_deployment", check_fields=False)
     @classmethod
@@ -214,14 +224,8 @@ class SettingsChecks(RemediationChecks):
     @field_validator("error_levels", check_fields=False)
     @classmethod
     def _valid_levels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        levels = tuple(dict.fromkeys(level.lower() for level in value))
-        if not levels:
-            raise ValueError("must name at least one level")
-        unknown = [level for level in levels if level not in LOKI_LEVELS]
-        if unknown:
-            raise ValueError(f"{', '.join(map(repr, unknown))}: Loki's levels are "
-                             f"{', '.join(LOKI_LEVELS)}")
-        return levels
+        return _each_known(tuple(level.lower() for level in value), LOKI_LEVELS,
+                           what="Loki's levels", none="must name at least one level")
 
     @field_validator("loki_label_app", "loki_app_label_key", "loki_namespace_label_key",
                      "loki_pod_label_key", check_fields=False)
@@ -235,8 +239,7 @@ class SettingsChecks(RemediationChecks):
                      check_fields=False)
     @classmethod
     def _label_name(cls, value: str) -> str:
-        # Label names go into LogQL unquoted: only Prometheus label-name characters.
-        if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", value):
+        if not _LABEL_NAME.match(value):
             raise ValueError(f"{value!r} is not a valid Loki label name")
         return value
 
@@ -317,20 +320,12 @@ class SettingsChecks(RemediationChecks):
                      "alert_workload_labels", check_fields=False)
     @classmethod
     def _alert_label_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for name in value:
-            if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", name):
-                raise ValueError(f"{name!r} is not a valid Prometheus label name")
-        return tuple(dict.fromkeys(value))
+        return _each_matching(value, _LABEL_NAME, what="a valid Prometheus label name")
 
     @field_validator("notify_priorities", check_fields=False)
     @classmethod
     def _valid_priorities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        priorities = tuple(dict.fromkeys(p.upper() for p in value))
-        unknown = [p for p in priorities if p not in PRIORITIES]
-        if unknown:
-            raise ValueError(f"{', '.join(map(repr, unknown))}: the priorities are "
-                             f"{', '.join(PRIORITIES)}")
-        return priorities
+        return _each_known(tuple(p.upper() for p in value), PRIORITIES, what="the priorities")
 
     @field_validator("dashboard_token", check_fields=False)
     @classmethod
