@@ -241,8 +241,8 @@ def measure_store(target: str, *, deployments: int = DEPLOYMENTS, ops: int = OPS
                 outbox_ids.extend(row[0] for row in db.execute(
                     "SELECT id FROM outbox WHERE delivered_at IS NULL ORDER BY id"))
             item = outbox_ids.pop()
-            if store.claim(item, now):
-                store.mark_delivered(item, now)
+            if store.outbox.claim(item, now):
+                store.outbox.mark_delivered(item, now)
 
         def journal_step(i: int) -> None:
             key = _key(i, deployments, base + i)

@@ -1,5 +1,6 @@
 """What a valid setting is: the constants, the parsing of list values and every validator of
-``config.Settings``, which takes them all from ``SettingsChecks``.
+``config.Settings``, which takes them all from ``SettingsChecks`` (those of what acting needs from
+its base, ``RemediationChecks``).
 
 ``config.Settings`` names the settings (their types, defaults and the comments the configuration
 reference is written from); this module says which values each one accepts. The validators are
@@ -38,6 +39,8 @@ REMEDIATION_ACTIONS = ("rollback", "restart", "pause", "scale", "delete-pod", "d
 # Slack ids: users start with U or W (Enterprise Grid), conversations with C, G or D.
 _SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+# Label names go into LogQL and PromQL unquoted: only Prometheus label-name characters.
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 def _split_list(value: Any) -> Any:
@@ -46,8 +49,137 @@ def _split_list(value: Any) -> Any:
     return value
 
 
-class SettingsChecks(BaseSettings):
-    """The validators of ``config.Settings``, in the order they run."""
+def _each_matching(value: tuple[str, ...], pattern: re.Pattern[str], *,
+                   what: str) -> tuple[str, ...]:
+    """``value`` without repeats, when each of its names matches ``pattern``."""
+    for name in value:
+        if not pattern.match(name):
+            raise ValueError(f"{name!r} is not {what}")
+    return tuple(dict.fromkeys(value))
+
+
+def _each_known(value: tuple[str, ...], known: tuple[str, ...], *, what: str,
+                none: str | None = None) -> tuple[str, ...]:
+    """``value`` without repeats, when each of it is one of ``known`` (``what`` they are);
+    ``none``: the complaint when it names nothing, if that is wrong."""
+    chosen = tuple(dict.fromkeys(value))
+    if not chosen and none is not None:
+        raise ValueError(none)
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        raise ValueError(f"{', '.join(map(repr, unknown))}: {what} are {', '.join(known)}")
+    return chosen
+
+
+class RemediationChecks(BaseSettings):
+    """The validators of what acting needs: who may approve, where the buttons go, what
+    REMEDIATION_MODE asks for, where and how the detector may act.
+
+    A base class's validators of a field run before the subclass's of the same mode; none of
+    these fields has another validator after its value is parsed, so the split keeps the order.
+    """
+
+    @field_validator("slack_approvers", check_fields=False)
+    @classmethod
+    def _valid_approvers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _each_matching(value, _SLACK_USER_ID, what="a Slack user id (like U012AB3CD)")
+
+    @field_validator("slack_channel_id", check_fields=False)
+    @classmethod
+    def _channel_with_token(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not _SLACK_CHANNEL_ID.match(value):
+            raise ValueError(f"{value!r} is not a Slack channel id (like C012AB3CD)")
+        has_token = info.data.get("slack_bot_token") is not None
+        if value is None and has_token:
+            raise ValueError("is required with SLACK_BOT_TOKEN (they go together)")
+        if value is not None and not has_token and "slack_bot_token" in info.data:
+            raise ValueError("needs SLACK_BOT_TOKEN (they go together)")
+        return value
+
+    @field_validator("approval_confidence", check_fields=False)
+    @classmethod
+    def _approval_below_auto(cls, value: float, info: ValidationInfo) -> float:
+        auto = info.data.get("auto_confidence")
+        if auto is not None and value > auto:
+            raise ValueError(f"must be at most AUTO_CONFIDENCE ({auto})")
+        return value
+
+    @field_validator("remediation_mode", check_fields=False)
+    @classmethod
+    def _mode_has_what_it_needs(cls, value: str, info: ValidationInfo) -> str:
+        """``approve`` always asks, so it needs SLACK_SIGNING_SECRET (to verify the clicks),
+        SLACK_APPROVERS (someone allowed to click) and a place to post the buttons
+        (SLACK_WEBHOOK_URL, or SLACK_BOT_TOKEN with SLACK_CHANNEL_ID), unless approvals are made
+        on the dashboard (DASHBOARD_TOKEN or AUTH_PROXY_HEADER). ``auto`` asks only for
+        confidences in [APPROVAL_CONFIDENCE, AUTO_CONFIDENCE): it needs the same, unless that
+        band is empty (APPROVAL_CONFIDENCE equal to AUTO_CONFIDENCE), in which case it only
+        ever acts or notifies and runs without Slack approvals.
+        """
+        if value == "off":
+            return value
+        if value == "auto":
+            auto = info.data.get("auto_confidence")
+            approval = info.data.get("approval_confidence")
+            if auto is None or approval is None or approval >= auto:
+                return value
+        if info.data.get("dashboard_token") is not None or info.data.get("auth_proxy_header"):
+            return value  # approvals on the dashboard, by its authenticated users
+        missing = []
+        if info.data.get("slack_signing_secret") is None:
+            missing.append("SLACK_SIGNING_SECRET")
+        if not info.data.get("slack_approvers"):
+            missing.append("SLACK_APPROVERS")
+        if info.data.get("slack_webhook_url") is None and info.data.get("slack_channel_id") is None:
+            missing.append("SLACK_WEBHOOK_URL or SLACK_BOT_TOKEN with SLACK_CHANNEL_ID")
+        if missing:
+            why = ("approve asks before every action" if value == "approve" else
+                   "auto asks for approval between APPROVAL_CONFIDENCE and AUTO_CONFIDENCE "
+                   "(set them equal never to ask)")
+            raise ValueError(f"{why}, which needs {'; '.join(missing)} (Slack approvals), or "
+                             "DASHBOARD_TOKEN or AUTH_PROXY_HEADER (approvals on the dashboard)")
+        return value
+
+    @field_validator("excluded_namespaces", check_fields=False)
+    @classmethod
+    def _valid_excluded(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _each_matching(value, _DNS_LABEL, what="a valid namespace name")
+
+    @field_validator("allowed_namespaces", check_fields=False)
+    @classmethod
+    def _valid_allowed(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        watched = info.data.get("namespace")
+        excluded = info.data.get("excluded_namespaces") or ()
+        for name in value:
+            if not _DNS_LABEL.match(name):
+                raise ValueError(f"{name!r} is not a valid namespace name")
+            # A typo here would silently allow nothing; a contradiction would hide which wins.
+            if watched is not None and name not in watched:
+                raise ValueError(f"{name!r} is not watched (NAMESPACE): the detector acts only "
+                                 f"where it watches")
+            if name in excluded:
+                raise ValueError(f"{name!r} is also in EXCLUDED_NAMESPACES: remove it from one "
+                                 f"of the two")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("allowed_actions", check_fields=False)
+    @classmethod
+    def _valid_actions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _each_known(tuple(action.lower() for action in value), REMEDIATION_ACTIONS,
+                           what="the actions",
+                           none="must name at least one action (REMEDIATION_MODE=off allows none)")
+
+    @field_validator("scale_max", check_fields=False)
+    @classmethod
+    def _scale_range(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("scale_min")
+        if low is not None and value < low:
+            raise ValueError(f"must be at least SCALE_MIN ({low})")
+        return value
+
+
+class SettingsChecks(RemediationChecks):
+    """The validators of ``config.Settings`` besides ``RemediationChecks``', in the order they
+    run."""
 
     @field_validator("namespace", "target_deployment", mode="before", check_fields=False)
     @classmethod
@@ -59,10 +191,7 @@ class SettingsChecks(BaseSettings):
     def _valid_namespaces(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("must name at least one namespace")
-        for name in value:
-            if not _DNS_LABEL.match(name):
-                raise ValueError(f"{name!r} is not a valid namespace name")
-        return tuple(dict.fromkeys(value))
+        return _each_matching(value, _DNS_LABEL, what="a valid namespace name")
 
     @field_validator("target_deployment", check_fields=False)
     @classmethod
@@ -95,14 +224,8 @@ class SettingsChecks(BaseSettings):
     @field_validator("error_levels", check_fields=False)
     @classmethod
     def _valid_levels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        levels = tuple(dict.fromkeys(level.lower() for level in value))
-        if not levels:
-            raise ValueError("must name at least one level")
-        unknown = [level for level in levels if level not in LOKI_LEVELS]
-        if unknown:
-            raise ValueError(f"{', '.join(map(repr, unknown))}: Loki's levels are "
-                             f"{', '.join(LOKI_LEVELS)}")
-        return levels
+        return _each_known(tuple(level.lower() for level in value), LOKI_LEVELS,
+                           what="Loki's levels", none="must name at least one level")
 
     @field_validator("loki_label_app", "loki_app_label_key", "loki_namespace_label_key",
                      "loki_pod_label_key", check_fields=False)
@@ -116,8 +239,7 @@ class SettingsChecks(BaseSettings):
                      check_fields=False)
     @classmethod
     def _label_name(cls, value: str) -> str:
-        # Label names go into LogQL unquoted: only Prometheus label-name characters.
-        if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", value):
+        if not _LABEL_NAME.match(value):
             raise ValueError(f"{value!r} is not a valid Loki label name")
         return value
 
@@ -194,124 +316,16 @@ class SettingsChecks(BaseSettings):
                              "(value not shown: it is a secret)")
         return value
 
-    @field_validator("slack_approvers", check_fields=False)
-    @classmethod
-    def _valid_approvers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for user in value:
-            if not _SLACK_USER_ID.match(user):
-                raise ValueError(f"{user!r} is not a Slack user id (like U012AB3CD)")
-        return tuple(dict.fromkeys(value))
-
-    @field_validator("slack_channel_id", check_fields=False)
-    @classmethod
-    def _channel_with_token(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is not None and not _SLACK_CHANNEL_ID.match(value):
-            raise ValueError(f"{value!r} is not a Slack channel id (like C012AB3CD)")
-        has_token = info.data.get("slack_bot_token") is not None
-        if value is None and has_token:
-            raise ValueError("is required with SLACK_BOT_TOKEN (they go together)")
-        if value is not None and not has_token and "slack_bot_token" in info.data:
-            raise ValueError("needs SLACK_BOT_TOKEN (they go together)")
-        return value
-
-    @field_validator("approval_confidence", check_fields=False)
-    @classmethod
-    def _approval_below_auto(cls, value: float, info: ValidationInfo) -> float:
-        auto = info.data.get("auto_confidence")
-        if auto is not None and value > auto:
-            raise ValueError(f"must be at most AUTO_CONFIDENCE ({auto})")
-        return value
-
-    @field_validator("remediation_mode", check_fields=False)
-    @classmethod
-    def _mode_has_what_it_needs(cls, value: str, info: ValidationInfo) -> str:
-        """``approve`` always asks, so it needs SLACK_SIGNING_SECRET (to verify the clicks),
-        SLACK_APPROVERS (someone allowed to click) and a place to post the buttons
-        (SLACK_WEBHOOK_URL, or SLACK_BOT_TOKEN with SLACK_CHANNEL_ID), unless approvals are made
-        on the dashboard (DASHBOARD_TOKEN or AUTH_PROXY_HEADER). ``auto`` asks only for
-        confidences in [APPROVAL_CONFIDENCE, AUTO_CONFIDENCE): it needs the same, unless that
-        band is empty (APPROVAL_CONFIDENCE equal to AUTO_CONFIDENCE), in which case it only
-        ever acts or notifies and runs without Slack approvals.
-        """
-        if value == "off":
-            return value
-        if value == "auto":
-            auto = info.data.get("auto_confidence")
-            approval = info.data.get("approval_confidence")
-            if auto is None or approval is None or approval >= auto:
-                return value
-        if info.data.get("dashboard_token") is not None or info.data.get("auth_proxy_header"):
-            return value  # approvals on the dashboard, by its authenticated users
-        missing = []
-        if info.data.get("slack_signing_secret") is None:
-            missing.append("SLACK_SIGNING_SECRET")
-        if not info.data.get("slack_approvers"):
-            missing.append("SLACK_APPROVERS")
-        if info.data.get("slack_webhook_url") is None and info.data.get("slack_channel_id") is None:
-            missing.append("SLACK_WEBHOOK_URL or SLACK_BOT_TOKEN with SLACK_CHANNEL_ID")
-        if missing:
-            why = ("approve asks before every action" if value == "approve" else
-                   "auto asks for approval between APPROVAL_CONFIDENCE and AUTO_CONFIDENCE "
-                   "(set them equal never to ask)")
-            raise ValueError(f"{why}, which needs {'; '.join(missing)} (Slack approvals), or "
-                             "DASHBOARD_TOKEN or AUTH_PROXY_HEADER (approvals on the dashboard)")
-        return value
-
-    @field_validator("excluded_namespaces", check_fields=False)
-    @classmethod
-    def _valid_excluded(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for name in value:
-            if not _DNS_LABEL.match(name):
-                raise ValueError(f"{name!r} is not a valid namespace name")
-        return tuple(dict.fromkeys(value))
-
-    @field_validator("allowed_namespaces", check_fields=False)
-    @classmethod
-    def _valid_allowed(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        watched = info.data.get("namespace")
-        excluded = info.data.get("excluded_namespaces") or ()
-        for name in value:
-            if not _DNS_LABEL.match(name):
-                raise ValueError(f"{name!r} is not a valid namespace name")
-            # A typo here would silently allow nothing; a contradiction would hide which wins.
-            if watched is not None and name not in watched:
-                raise ValueError(f"{name!r} is not watched (NAMESPACE): the detector acts only "
-                                 f"where it watches")
-            if name in excluded:
-                raise ValueError(f"{name!r} is also in EXCLUDED_NAMESPACES: remove it from one "
-                                 f"of the two")
-        return tuple(dict.fromkeys(value))
-
-    @field_validator("allowed_actions", check_fields=False)
-    @classmethod
-    def _valid_actions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        actions = tuple(dict.fromkeys(action.lower() for action in value))
-        if not actions:
-            raise ValueError("must name at least one action (REMEDIATION_MODE=off allows none)")
-        unknown = [action for action in actions if action not in REMEDIATION_ACTIONS]
-        if unknown:
-            raise ValueError(f"{', '.join(map(repr, unknown))}: the actions are "
-                             f"{', '.join(REMEDIATION_ACTIONS)}")
-        return actions
-
     @field_validator("alert_namespace_labels", "alert_deployment_labels", "alert_pod_labels",
                      "alert_workload_labels", check_fields=False)
     @classmethod
     def _alert_label_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for name in value:
-            if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", name):
-                raise ValueError(f"{name!r} is not a valid Prometheus label name")
-        return tuple(dict.fromkeys(value))
+        return _each_matching(value, _LABEL_NAME, what="a valid Prometheus label name")
 
     @field_validator("notify_priorities", check_fields=False)
     @classmethod
     def _valid_priorities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        priorities = tuple(dict.fromkeys(p.upper() for p in value))
-        unknown = [p for p in priorities if p not in PRIORITIES]
-        if unknown:
-            raise ValueError(f"{', '.join(map(repr, unknown))}: the priorities are "
-                             f"{', '.join(PRIORITIES)}")
-        return priorities
+        return _each_known(tuple(p.upper() for p in value), PRIORITIES, what="the priorities")
 
     @field_validator("dashboard_token", check_fields=False)
     @classmethod
@@ -336,14 +350,6 @@ class SettingsChecks(BaseSettings):
     def _alertmanager_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not re.match(r"^[\x21-\x7e]+$", value.get_secret_value()):
             raise ValueError("must be printable ASCII without spaces (value not shown: it is a secret)")
-        return value
-
-    @field_validator("scale_max", check_fields=False)
-    @classmethod
-    def _scale_range(cls, value: int, info: ValidationInfo) -> int:
-        low = info.data.get("scale_min")
-        if low is not None and value < low:
-            raise ValueError(f"must be at least SCALE_MIN ({low})")
         return value
 
     @field_validator("self_deployment", check_fields=False)

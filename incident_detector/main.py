@@ -204,7 +204,7 @@ async def build_detector(
                               timeout=settings.llm_timeout_seconds,
                               max_evidence_chars=settings.llm_max_evidence_chars,
                               journal=detector.journal, stdout=StdoutSink(stdout), clock=clock,
-                              slack=slack_notifier, outbox_store=store,
+                              slack=slack_notifier, outbox_store=store.outbox,
                               on_result=lambda record: live.publish("analysis", record))
             detector.analyst = analyst
             if remediator is not None:
@@ -417,7 +417,7 @@ async def run_daemon(detector: Detector, settings: Settings, *, stop: asyncio.Ev
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(http_task, timeout=SHUTDOWN_GRACE_SECONDS)
-        pending = detector.store.outbox_summary().pending
+        pending = detector.store.outbox.summary().pending
         log.info("shutdown.complete", ticks=detector.ticks, undelivered=pending)
     return 0
 

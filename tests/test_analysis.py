@@ -599,7 +599,7 @@ def test_with_a_bot_token_the_follow_up_waits_for_and_replies_in_the_incidents_t
         bot = SlackBotNotifier(token=SecretStr("xoxb-0000-canary"), channel="C0INCIDENT",
                                timeout=5, base_url=server.url + "/api/")
         harness = Harness(tmp_path, slack=bot)
-        harness.analyst.outbox_store = harness.store
+        harness.analyst.outbox_store = harness.store.outbox
         metrics = DetectorMetrics()
         outbox = Outbox(store=harness.store, stdout=StdoutSink(io.StringIO()), slack=bot,
                         events=None, sources=Sources(("slack", "event"), metrics=metrics),

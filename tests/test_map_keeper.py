@@ -111,7 +111,7 @@ def test_the_map_follows_rollouts_configmaps_and_error_lines():
     assert ("shop/api", "shop/cache") not in links(desk)
     assert links(desk)[("shop/api", "shop/db")] == {"env", "configmap", "service_selector"}
     # cache's error lines (by its workload label) name api.
-    desk.learn_lines("shop", {"app-cache": ['level=error msg="call failed" host=api']})
+    desk.topology.learn_lines("shop", {"app-cache": ['level=error msg="call failed" host=api']})
     tick(desk, rolled, [*replicasets, replicaset("web", 2, ("DB_URL", "http://db:5432"))],
          later + timedelta(seconds=20))
     edge = desk.map_keeper.service_map.edges[("shop/cache", "shop/api")]
@@ -185,7 +185,7 @@ def test_what_error_lines_taught_survives_a_restart_on_the_same_store(store_targ
     replicasets = [replicaset("web"), replicaset("api")]
     first = desk_with(Watches(), store)
     tick(first, deployments, replicasets, NOW)
-    first.learn_lines("shop", {"app-web": ['level=error msg="upstream failed" host=api']})
+    first.topology.learn_lines("shop", {"app-web": ['level=error msg="upstream failed" host=api']})
     tick(first, deployments, replicasets, NOW + timedelta(seconds=20))
     assert "error_line" in links(first)[("shop/web", "shop/api")]
 

@@ -71,5 +71,5 @@ def test_a_message_sent_while_the_store_went_away_is_recorded_not_sent_again(
     asyncio.run(outbox.deliver_due())
     assert slack.sent == [{"text": "checkout broke"}]
     assert stdout.getvalue().count('"incident"') == 1
-    assert store.due(NOW + timedelta(days=1)) == []
+    assert store.outbox.due(NOW + timedelta(days=1)) == []
     store.close()

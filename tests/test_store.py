@@ -27,31 +27,31 @@ def test_an_incident_is_recorded_once(store_target):
     assert record(store)
     assert not record(store)  # same key: nothing written, nothing queued again
     assert store.is_known(KEY) and store.known_keys() == {KEY}
-    assert len(store.due(T0)) == 2
+    assert len(store.outbox.due(T0)) == 2
 
 
 def test_memory_survives_a_reopen(store_target):
     path = store_target
     store = Store(path)
     record(store)
-    item = store.due(T0, channels=["stdout"])[0]
-    store.mark_delivered(item.id, T0)
+    item = store.outbox.due(T0, channels=["stdout"])[0]
+    store.outbox.mark_delivered(item.id, T0)
     store.close()
     again = Store(path)
     assert again.is_known(KEY)
-    assert [i.channel for i in again.due(T0)] == ["slack"]  # the undelivered one is still there
+    assert [i.channel for i in again.outbox.due(T0)] == ["slack"]  # the undelivered one is still there
 
 
 def test_failed_delivery_is_retried_later_and_given_up_is_shown(store_target):
     store = Store(store_target)
     record(store)
-    slack = store.due(T0, channels=["slack"])[0]
-    store.mark_failed(slack.id, now=T0, error="http_503: unavailable", retry_at=T0 + timedelta(seconds=30))
-    assert store.due(T0 + timedelta(seconds=29), channels=["slack"]) == []
-    again = store.due(T0 + timedelta(seconds=30), channels=["slack"])[0]
+    slack = store.outbox.due(T0, channels=["slack"])[0]
+    store.outbox.mark_failed(slack.id, now=T0, error="http_503: unavailable", retry_at=T0 + timedelta(seconds=30))
+    assert store.outbox.due(T0 + timedelta(seconds=29), channels=["slack"]) == []
+    again = store.outbox.due(T0 + timedelta(seconds=30), channels=["slack"])[0]
     assert again.attempts == 1 and again.last_error == "http_503: unavailable"
-    store.mark_given_up(again.id, now=T0 + timedelta(hours=2), error="too old")
-    summary = store.outbox_summary()
+    store.outbox.mark_given_up(again.id, now=T0 + timedelta(hours=2), error="too old")
+    summary = store.outbox.summary()
     assert summary.pending == 1  # the stdout row
     assert summary.given_up[0]["channel"] == "slack" and summary.given_up[0]["attempts"] == 2
 
@@ -75,7 +75,7 @@ def test_a_deployment_created_again_has_incidents_of_its_own(store_target):
     assert not store.is_known(again)
     assert record(store, key=again)
     assert store.known_keys() == {KEY, again}
-    assert {item.key for item in store.due(T0)} == {KEY, again}
+    assert {item.key for item in store.outbox.due(T0)} == {KEY, again}
 
 
 def test_the_revisions_judged_bad_per_deployment_of_a_namespace(store_target):
@@ -136,7 +136,7 @@ def test_a_file_of_the_first_schema_is_migrated_and_keeps_everything(tmp_path):
     assert {"incidents", "outbox", "actions", "audit"} <= tables
     assert store.known_keys() == {("demo-aiops", "payments-api", 2, ""),
                                   ("demo-aiops", "payments-api", 5, "")}
-    [pending] = store.due(T0)
+    [pending] = store.outbox.due(T0)
     assert pending.key == ("demo-aiops", "payments-api", 2, "") and pending.channel == "slack"
     assert store.has_legacy
     store.close()
@@ -151,7 +151,7 @@ def test_an_old_incident_is_adopted_by_the_deployment_it_was_about(tmp_path):
     assert store.adopt_legacy(key=key, replicaset="payments-api-6874dc9bf7", replicaset_uid="r1",
                               replicaset_created_at=T0 - timedelta(minutes=3))
     assert store.is_known(key)
-    [pending] = store.due(T0)
+    [pending] = store.outbox.due(T0)
     assert pending.key == key  # its undelivered notification follows it
     # Done once: nothing more to adopt for that revision.
     assert not store.adopt_legacy(key=key, replicaset="payments-api-6874dc9bf7",
@@ -332,27 +332,27 @@ def test_one_incident_per_revision_across_replicas(store_target):
     first, second = Store(store_target, owner="a"), Store(store_target, owner="b")
     assert record(first)
     assert not record(second)  # the other replica's row is there: nothing to send
-    assert len(second.due(T0)) == 2
+    assert len(second.outbox.due(T0)) == 2
 
 
 def test_an_outbox_row_is_sent_by_the_one_replica_that_claimed_it(store_target):
     first, second = Store(store_target, owner="a"), Store(store_target, owner="b")
     record(first)
-    row = first.due(T0, channels=["slack"])[0]
-    assert first.claim(row.id, T0)
-    assert not second.claim(row.id, T0)
-    assert second.due(T0, channels=["slack"]) == []  # held by the other sender
-    assert first.claim(row.id, T0 + timedelta(seconds=1))  # its own claim, renewed
+    row = first.outbox.due(T0, channels=["slack"])[0]
+    assert first.outbox.claim(row.id, T0)
+    assert not second.outbox.claim(row.id, T0)
+    assert second.outbox.due(T0, channels=["slack"]) == []  # held by the other sender
+    assert first.outbox.claim(row.id, T0 + timedelta(seconds=1))  # its own claim, renewed
     # A replica killed mid-send: its claim runs out and the row goes out from the other.
     later = T0 + timedelta(seconds=store_module_claim() + 2)
-    assert [i.id for i in second.due(later, channels=["slack"])] == [row.id]
-    assert second.claim(row.id, later)
-    second.mark_delivered(row.id, later)
-    assert not first.claim(row.id, later + timedelta(hours=1))  # delivered: nobody sends again
+    assert [i.id for i in second.outbox.due(later, channels=["slack"])] == [row.id]
+    assert second.outbox.claim(row.id, later)
+    second.outbox.mark_delivered(row.id, later)
+    assert not first.outbox.claim(row.id, later + timedelta(hours=1))  # delivered: nobody sends again
 
 
 def store_module_claim() -> float:
-    from incident_detector.store.records import CLAIM_SECONDS
+    from incident_detector.store.outbox import CLAIM_SECONDS
 
     return CLAIM_SECONDS
 
@@ -372,7 +372,7 @@ def test_a_notice_closes_once_whichever_replica_closes_it(store_target):
     notice = first.notice("alert/f/t")
     assert notice["record"] == {"summary": "s", "priority": "P2", "closed": {"why": "resolved"}}
     assert first.recent_notices()[0]["summary"] == "s"
-    assert len(first.due(T0 + timedelta(minutes=2))) == 2  # the notice's line and the follow-up
+    assert len(first.outbox.due(T0 + timedelta(minutes=2))) == 2  # the notice's line and the follow-up
 
 
 def test_a_legacy_row_is_adopted_on_both_databases(store_target):

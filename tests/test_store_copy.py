@@ -26,7 +26,8 @@ from incident_detector.store.changes import ChangeLog
 from incident_detector.store.copy import KEYS, copy_main, schema_tables
 from incident_detector.store.db import connect
 from incident_detector.store.journal import APPROVED, DONE, EXECUTING, PROPOSED, Journal
-from incident_detector.store.records import Store, db_time
+from incident_detector.store.records import Store
+from incident_detector.store.rows import db_time
 from incident_detector.store.service_map import ObservedLinks
 from postgres import free_port
 
@@ -90,8 +91,8 @@ def history(path: Path) -> Path:
             detected_at=T0 + timedelta(minutes=revision), record={"summary": f"r{revision}",
                                                                   "priority": "P1"},
             deliveries=[("stdout", {"n": revision}), ("slack", {"text": f"r{revision}"})])
-    first = store.due(T0 + timedelta(hours=1), channels=["slack"])[0]
-    store.mark_delivered(first.id, T0 + timedelta(hours=1))
+    first = store.outbox.due(T0 + timedelta(hours=1), channels=["slack"])[0]
+    store.outbox.mark_delivered(first.id, T0 + timedelta(hours=1))
     assert store.record_notice(key="errors/shop/abc", kind="errors", namespace="shop",
                                deployment="api", detected_at=T0, record={"summary": "db down"},
                                deliveries=[("slack", {"text": "db down"})])

@@ -26,7 +26,8 @@ from incident_detector.judge.signatures import fingerprint
 from incident_detector.judge.triage import fold
 from incident_detector.model import LogLine, Priority
 from incident_detector.store.db import Database
-from incident_detector.store.records import Store, db_time
+from incident_detector.store.records import Store
+from incident_detector.store.rows import db_time
 from incident_detector.run.triage import MAX_READ_SPAN, RETENTION, Triage
 from incident_detector.sim.fakes import LokiFake
 from incident_detector.sim.replay import SCENARIO_EPOCH

@@ -114,7 +114,7 @@ class Analyst:
         self.stdout = stdout
         self.clock = clock
         self.slack = slack
-        # Where the incident's own Slack row is seen delivered (the store of the outbox).
+        # Where the incident's own Slack row is seen delivered (the store's outbox).
         self.outbox_store = outbox_store
         self.max_concurrent = max_concurrent
         self.max_waiting = max_waiting

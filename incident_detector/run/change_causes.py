@@ -47,8 +47,8 @@ def causes_for(desk: ChangeDesk, *, namespace: str, deployment: Deployment, bega
         if recorded:
             own_rollout = recorded[0]
         candidates = [c for c in candidates if c not in recorded]
-    templates = desk.templates(namespace)
-    seen = desk.seen.get(namespace)
+    templates = desk.topology.templates(namespace)
+    seen = desk.topology.seen.get(namespace)
     reach = desk.map_keeper.reach(namespace, deployment.name)
     elsewhere = sorted({node.partition("/")[0] for node in reach} - {namespace})
     if elsewhere:
@@ -59,9 +59,9 @@ def causes_for(desk: ChangeDesk, *, namespace: str, deployment: Deployment, bega
         ranking.Symptom.of(deployment, began=began, template=templates.get(deployment.name),
                            pods=tuple(pods), error_lines=tuple(error_lines),
                            own_rollout=own_rollout),
-        candidates, now=now, dependencies=desk.dependencies(namespace), risen=risen,
-        deployments=tuple(seen.deployments.values()) if seen else (deployment,),
-        services=desk.services(namespace), reach=reach)
+        candidates, now=now, dependencies=desk.topology.dependencies(namespace),
+        risen=risen, deployments=tuple(seen.deployments.values()) if seen else (deployment,),
+        services=desk.topology.services(namespace), reach=reach)
 
 
 async def blast_radius(desk: ChangeDesk, namespace: str, deployment: str, *, started_at: datetime,
@@ -78,13 +78,13 @@ async def blast_radius(desk: ChangeDesk, namespace: str, deployment: str, *, sta
     by_namespace: dict[str, list[str]] = {}
     for node in sorted(found):
         ns, _, name = node.partition("/")
-        seen = desk.seen.get(ns)
+        seen = desk.topology.seen.get(ns)
         if seen is not None and name in seen.deployments:
             by_namespace.setdefault(ns, []).append(name)
     window, lookback = desk.rules.error_window_seconds, desk.rules.baseline_lookback_seconds
     rates: dict[str, tuple[float | None, float | None]] = {}
     for ns, names in sorted(by_namespace.items())[:BLAST_NAMESPACES]:
-        deployments = desk.seen[ns].deployments
+        deployments = desk.topology.seen[ns].deployments
         workloads = {desk.workload_of(deployments[name]): name for name in names}
         listed = sorted(workloads)
         now_counts = await call("loki", "blast radius", lambda ns=ns, listed=listed: (
@@ -117,7 +117,7 @@ def cause_rollout(desk: ChangeDesk, namespace: str, cause: Cause) -> Rollout | N
     Deployment's rollout whose revision is still that Deployment's current one (a
     Deployment that moved on since must not be rolled back on old evidence)."""
     change = cause.change
-    seen = desk.seen.get(namespace)
+    seen = desk.topology.seen.get(namespace)
     if seen is None or change.kind != "Deployment" or change.revision is None:
         return None
     deployment = seen.deployments.get(change.name)

@@ -6,7 +6,7 @@ change, and a clear rise recorded as a ``kind: change`` incident. Functions of t
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,7 @@ import structlog
 from ..judge import causality as chains
 from ..judge import causes as ranking
 from ..judge.change_windows import Judgement, Suspect, baseline_span, judge, suspects
-from ..judge.correlator import Verdict, owned_by
+from ..judge.correlator import Verdict
 from ..judge.dependencies import Dependencies
 from ..judge.rules import Subject, classify
 from ..judge.signatures import top_signatures
@@ -26,57 +26,17 @@ from ..model import (
     Deployment,
     ErrorCounts,
     LogLine,
-    PodTemplate,
     ReplicaSet,
 )
 from ..notify import change_render
 from ..sources.loki import CountWindow
+from .change_topology import Seen
 from .map_keeper import LEARNED_LINES_PER_WORKLOAD
 
 if TYPE_CHECKING:  # the desk imports this module: only the types are needed here
     from .changes import Call, ChangeDesk
 
 log = structlog.get_logger("incident_detector")
-
-
-@dataclass
-class Seen:
-    """What the tick saw of one namespace, and what is worked out from it at most once per
-    tick (a mass rollout puts hundreds of Deployments and changes in one tick)."""
-
-    deployments: dict[str, Deployment]
-    replicasets: tuple[ReplicaSet, ...]
-    selected: frozenset[str]
-    # Each Deployment's own ReplicaSets (owner reference and uid), by its name.
-    owned: dict[str, list[ReplicaSet]] = field(default_factory=dict)
-    templates: dict[str, PodTemplate] | None = None
-    deps: Dependencies | None = None
-    # What any workload's template references or names, and which Deployments are called:
-    # a change touching none of them cannot affect anything (see ChangeDesk._may_affect).
-    # (name, uid, revision) of each Deployment's current ReplicaSet: what the templates are.
-    revisions: tuple[tuple[str, str, int | None], ...] = ()
-    config_refs: frozenset[str] | None = None
-    mentioned: frozenset[str] = frozenset()
-    called: frozenset[tuple[str, str]] = frozenset()
-
-    # The lists this was made from (the watches hand out the same tuple while nothing changed).
-    sources: tuple[Any, Any] = (None, None)
-
-    @classmethod
-    def of(cls, deployments: Sequence[Deployment], replicasets: Sequence[ReplicaSet],
-           selected: Sequence[str], previous: Seen | None = None) -> Seen:
-        if previous is not None and previous.sources[0] is deployments \
-                and previous.sources[1] is replicasets:
-            # Nothing changed since the last tick: what was worked out from it still holds.
-            return replace(previous, selected=frozenset(selected), deps=None)
-        by_name = {d.name: d for d in deployments}
-        owned: dict[str, list[ReplicaSet]] = {}
-        for rs in replicasets:
-            dep = by_name.get(rs.deployment or "")
-            if dep is not None and owned_by(rs, dep):
-                owned.setdefault(dep.name, []).append(rs)
-        return cls(by_name, tuple(replicasets), frozenset(selected), owned,
-                   sources=(deployments, replicasets))
 
 
 class _Notified:
@@ -135,18 +95,18 @@ def signature_symptoms(signatures: Sequence[Any], *, since: str = "the change",
 def desk_suspects(desk: ChangeDesk, namespace: str, *, busy: Container[str], now: datetime
                   ) -> tuple[list[Change], tuple[Suspect, ...]]:
     """The changes in their window, and the workloads to judge after them."""
-    seen = desk.seen.get(namespace)
+    seen = desk.topology.seen.get(namespace)
     recent = desk.in_window(namespace, now)
     if seen is None or not recent:
         return recent, ()
-    deps = desk.dependencies(namespace)
-    templates = desk.templates(namespace)
-    services = desk.services(namespace)
+    deps = desk.topology.dependencies(namespace)
+    templates = desk.topology.templates(namespace)
+    services = desk.topology.services(namespace)
     affected = {}
     for c in recent:
         names = set(ranking.affected_workloads(
             c, tuple(seen.deployments.values()), templates, deps, services=services)
-            if desk.may_affect(c, seen) else ())
+            if seen.may_affect(c) else ())
         # The workloads calling a rolled-out one through others (the service map): a
         # rise in them is tied to the rollout too.
         names.update(desk.map_keeper.callers_of(c))
@@ -164,9 +124,7 @@ def count_plan(desk: ChangeDesk, namespace: str, *, deployments: Sequence[Deploy
     suspects' workloads over the error window, and the baselines not known yet. Planned
     from the changes recorded before this tick; a change recorded by this tick's
     ``observe`` is counted from the next tick on."""
-    desk.seen[namespace] = Seen.of(deployments, replicasets, selected,
-                                     previous=desk.seen.get(namespace))
-    seen = desk.seen[namespace]
+    seen = desk.topology.saw(namespace, deployments, replicasets, selected)
     _, found = desk_suspects(desk, namespace, busy=busy, now=now)
     workloads = {s.deployment: desk.workload_of(seen.deployments[s.deployment])
                  for s in found}
@@ -206,7 +164,7 @@ async def judge_namespace(desk: ChangeDesk, namespace: str, *, busy: set[str],
     The counts come from the tick's one metric query (``count_plan``, ``counted``); a
     suspect it did not count (its change recorded this tick) is judged at the next tick.
     Without that query (``counted`` not called at this instant), they are asked here."""
-    seen = desk.seen.get(namespace)
+    seen = desk.topology.seen.get(namespace)
     if seen is None:
         return []
     desk.map_keeper.update(namespace, now=now)
@@ -216,7 +174,7 @@ async def judge_namespace(desk: ChangeDesk, namespace: str, *, busy: set[str],
         desk.last_judgements = [j for j in desk.last_judgements
                                 if j.suspect.namespace != namespace]
         return []
-    deps = desk.dependencies(namespace)
+    deps = desk.topology.dependencies(namespace)
     live_keys = {s.baseline_key for s in found}
     for key in [k for k in desk.suspect_baselines if k[0] == namespace and k not in live_keys]:
         del desk.suspect_baselines[key]
@@ -305,7 +263,8 @@ async def change_incident(desk: ChangeDesk, judgement: Judgement, seen: Seen, wo
                                                if line.at < began])
     # When the errors began rising: the first error line after the change, when sampled.
     rise = min((line.at for line in lines if line.at >= began), default=began)
-    desk.learn_lines(suspect.namespace, {workload: after[-LEARNED_LINES_PER_WORKLOAD:]})
+    desk.topology.learn_lines(suspect.namespace,
+                              {workload: after[-LEARNED_LINES_PER_WORKLOAD:]})
     causes = desk.causes_for(
         namespace=suspect.namespace, deployment=dep, began=rise, now=now,
         error_lines=after, own_rollout=None, risen=risen, pods=(),

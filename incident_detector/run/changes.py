@@ -21,8 +21,8 @@ Costs are bounded: the suspects' counts and their baselines (one window per chan
 its window ends) ride in the tick's one metric query (``count_plan``, ``counted``), and an
 incident's sample is read from the tick's error lines (``run.error_lines``). What a tick
 works out (the ReplicaSets by Deployment, the current templates and what they reference, who
-calls whom) is kept while its inputs do not change: a mass rollout puts hundreds of Deployments
-and changes in one tick.
+calls whom: ``run.change_topology``) is kept while its inputs do not change: a mass rollout puts
+hundreds of Deployments and changes in one tick.
 """
 
 from __future__ import annotations
@@ -37,12 +37,6 @@ from ..judge import causality as chains
 from ..judge.change_diff import deployment_change, rollout_change
 from ..judge.change_windows import Judgement
 from ..judge.correlator import Rollout, Rules, current_replicaset, find_rollout
-from ..judge.dependencies import (
-    Dependencies,
-    hosts_in_line,
-    learn_dependencies,
-    template_mentions,
-)
 from ..judge.rules import RuleSet
 from ..model import (
     Baseline,
@@ -52,7 +46,6 @@ from ..model import (
     Change,
     Deployment,
     Pod,
-    PodTemplate,
     RemediationView,
     ReplicaSet,
     Service,
@@ -61,8 +54,9 @@ from ..store.changes import ChangeLog, change_dict
 from ..store.service_map import ObservedLinks
 from .live import LiveFeed
 from .change_causes import blast_radius, causality, cause_rollout, causes_for, plan_for_cause
-from .change_judging import CountPlan, Seen, count_plan, judge_namespace, take_counts
-from .map_keeper import LEARNED_LINES_PER_WORKLOAD, MapKeeper
+from .change_judging import CountPlan, count_plan, judge_namespace, take_counts
+from .change_topology import Topology
+from .map_keeper import MapKeeper
 
 # Named here too, where they were before the desk was split: the desk's own.
 from .change_judging import signature_symptoms  # noqa: F401
@@ -75,9 +69,6 @@ T = TypeVar("T")
 Call = Callable[[str, str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 # How often old changes are pruned from the state file.
 PRUNE_EVERY = timedelta(minutes=10)
-# Lines read per call of learn_lines at most, and per workload in one call.
-LEARN_LINES_PER_CALL = 100
-LEARN_LINES_PER_WORKLOAD = 5
 
 
 class ChangeSource(Protocol):
@@ -117,19 +108,7 @@ class ChangeDesk:
         # Baselines of suspects, fetched once per (namespace, deployment, change) and kept
         # while the change is in its window.
         self.suspect_baselines: dict[tuple[str, str, str], Baseline] = {}
-        self.seen: dict[str, Seen] = {}
-        # Error lines per (namespace, workload) recently seen (triage examples, samples):
-        # hosts named in them are dependencies.
-        self._lines: dict[tuple[str, str], list[str]] = {}
         self.last_judgements: list[Judgement] = []
-        # Per namespace: who calls whom, with the inputs it was learnt from (see dependencies),
-        # and a counter of the error lines learnt.
-        self._deps_cache: dict[str, tuple[Any, Dependencies]] = {}
-        self._lines_version: dict[str, int] = {}
-        # Per namespace: whose lines learn_lines reads first next time (workloads in turns).
-        self._learn_turn: dict[str, int] = {}
-        # Per namespace: what the templates reference and name, with the revisions they are of.
-        self._refs_cache: dict[str, tuple[Any, frozenset[str], frozenset[str]]] = {}
         # Per namespace: the error counts of the tick's metric query, (instant, per workload or
         # None when Loki failed, the workloads counted), until judge takes them.
         self.counted_errors: dict[
@@ -142,6 +121,9 @@ class ChangeDesk:
         self.on_recorded: Callable[[], None] | None = None
         # Who calls whom, for /api/graph and /map: kept current from what the tick already read.
         self.map_keeper = MapKeeper(self)
+        # What the tick saw of each namespace, and who calls whom in it (judging, causes).
+        self.topology = Topology(watcher=watcher, workload_of=workload_of,
+                                 heard=self.map_keeper.heard)
 
     # 1. What changed -----------------------------------------------------------------------
 
@@ -152,8 +134,7 @@ class ChangeDesk:
 
         ``deployments``: all of the namespace's (dependencies may be on any of them);
         ``selected``: the names of those the detector judges (TARGET_DEPLOYMENT)."""
-        self.seen[namespace] = Seen.of(deployments, replicasets, selected,
-                                         previous=self.seen.get(namespace))
+        self.topology.saw(namespace, deployments, replicasets, selected)
         found: list[Change] = list(self._deployment_changes(namespace, replicasets, now))
         found += self._rollouts_not_seen(namespace, deployments, replicasets, now,
                                          taken=[c for c in found if c.rollout])
@@ -215,7 +196,7 @@ class ChangeDesk:
         known.update((c.name, c.uid, c.revision) for c in taken)
         found = []
         current = set()
-        seen = self.seen[namespace]
+        seen = self.topology.seen[namespace]
         for dep in deployments:
             key = (dep.name, dep.uid, dep.revision)
             current.add(key)
@@ -248,114 +229,6 @@ class ChangeDesk:
         dropped = self.changes.prune(now)
         if dropped:
             log.info("change.pruned", dropped=dropped)
-
-    # What is known about dependencies ----------------------------------------------------
-
-    def learn_lines(self, namespace: str, workload_lines: Mapping[str, Sequence[str]]) -> None:
-        """Error lines seen for workloads (triage samples, an incident's sample): the hosts they
-        name are dependencies. Only lines that name a host are kept, at most
-        LEARNED_LINES_PER_WORKLOAD per workload; at most LEARN_LINES_PER_CALL lines are read
-        per call (the newest of each workload, workloads taken in turns across calls), which
-        bounds the cost of a tick in which hundreds of workloads log errors."""
-        workloads = sorted(w for w, lines in workload_lines.items() if lines)
-        if not workloads:
-            return
-        start = self._learn_turn.get(namespace, 0) % len(workloads)
-        self._learn_turn[namespace] = start + 1
-        budget, learnt = LEARN_LINES_PER_CALL, False
-        for workload in workloads[start:] + workloads[:start]:
-            if budget <= 0:
-                break
-            newest = list(workload_lines[workload])[-min(budget, LEARN_LINES_PER_WORKLOAD):]
-            budget -= len(newest)
-            naming = [line for line in newest if hosts_in_line(line)]
-            if not naming:
-                continue
-            kept = self._lines.setdefault((namespace, workload), [])
-            kept.extend(naming)
-            self.map_keeper.heard(namespace, workload, naming)
-            del kept[:-LEARNED_LINES_PER_WORKLOAD]
-            learnt = True
-        if learnt:
-            self._lines_version[namespace] = self._lines_version.get(namespace, 0) + 1
-            seen = self.seen.get(namespace)
-            if seen is not None:
-                seen.deps = None  # learnt again with these lines
-
-    def templates(self, namespace: str) -> dict[str, PodTemplate]:
-        """Each Deployment's current pod template (once per tick)."""
-        seen = self.seen.get(namespace)
-        if seen is None:
-            return {}
-        if seen.templates is None:
-            seen.templates = {}
-            revisions = []
-            for name, dep in seen.deployments.items():
-                current = current_replicaset(dep, seen.owned.get(name, ()))
-                if current is not None:
-                    seen.templates[name] = current.template
-                    revisions.append((name, current.uid, current.revision))
-            seen.revisions = tuple(sorted(revisions))
-            cached = self._refs_cache.get(namespace)
-            if cached is not None and cached[0] == seen.revisions:
-                seen.config_refs, seen.mentioned = cached[1], cached[2]
-            else:  # a template changed: read them all again (once, not every tick)
-                seen.config_refs = frozenset(
-                    ref for t in seen.templates.values() for ref in (*t.config_maps, *t.secrets))
-                seen.mentioned = frozenset(host.partition(".")[0]
-                                           for t in seen.templates.values()
-                                           for host, _ in template_mentions(t))
-                self._refs_cache[namespace] = (seen.revisions, seen.config_refs, seen.mentioned)
-        return seen.templates
-
-    def dependencies(self, namespace: str) -> Dependencies:
-        """Who calls whom in ``namespace`` (once per tick, again after new error lines)."""
-        seen = self.seen.get(namespace)
-        if seen is not None and seen.deps is not None:
-            return seen.deps
-        deployments = tuple(seen.deployments.values()) if seen else ()
-        services = self.services(namespace)
-        templates = self.templates(namespace)
-        # Learnt again only when a template, a Service or the error lines changed: the same
-        # inputs give the same answer, and a mass rollout's namespace is large.
-        key = (seen.revisions if seen else (), tuple(sorted(d.pod_labels for d in deployments)),
-               tuple(services), self._lines_version.get(namespace, 0))
-        cached = self._deps_cache.get(namespace)
-        if cached is not None and cached[0] == key:
-            deps = cached[1]
-        else:
-            lines = {workload: tuple(kept) for (ns, workload), kept in self._lines.items()
-                     if ns == namespace}
-            by_workload = {self.workload_of(d): d.name for d in deployments}
-            deps = learn_dependencies(
-                deployments, templates=templates, services=services,
-                error_lines={by_workload.get(w, w): ls for w, ls in lines.items()})
-            self._deps_cache[namespace] = (key, deps)
-        if seen is not None:
-            seen.deps = deps
-            seen.called = frozenset(d.key for found in deps.edges.values() for d in found)
-        return deps
-
-    def may_affect(self, change: Change, seen: Seen) -> bool:
-        """False when nothing in the namespace can be affected by ``change``: a ConfigMap or
-        Secret no template references, a workload nobody names or calls. Exactly the cases
-        ``judge.causes.affected_workloads`` would answer with none, at a set lookup's cost."""
-        if change.kind in ("ConfigMap", "Secret"):
-            return change.name in (seen.config_refs or ())
-        if change.kind in ("Deployment", "StatefulSet", "DaemonSet"):
-            return change.name in seen.mentioned or \
-                (change.namespace, change.name) in seen.called
-        return True
-
-    def deployment_names(self, namespace: str) -> dict[str, str]:
-        """The Deployments of ``namespace`` by the workload label of their log streams."""
-        seen = self.seen.get(namespace)
-        if seen is None:
-            return {}
-        return {self.workload_of(d): name for name, d in seen.deployments.items()}
-
-    def services(self, namespace: str) -> tuple[Service, ...]:
-        return self.watcher.services(namespace) if self.watcher is not None else ()
 
     # 2. Incidents of kind change ----------------------------------------------------------
 

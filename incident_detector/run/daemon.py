@@ -127,7 +127,7 @@ class Detector:
         self.journal = Journal(store.connection, on_audit=partial(audited, self))
         # One registry per detector (never prometheus_client's global one); served on /metrics.
         self.metrics = metrics if metrics is not None else DetectorMetrics()
-        self.metrics.read_state_from(store=store, is_leader=self.is_leader)
+        self.metrics.read_state_from(outbox=store.outbox, is_leader=self.is_leader)
         self.sources = Sources(("kubernetes", "loki", "slack", "event", "store"),
                                metrics=self.metrics,
                                backoff=source_backoff)

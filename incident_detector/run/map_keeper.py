@@ -89,7 +89,7 @@ class MapKeeper:
         """The StatefulSets and DaemonSets of ``namespace`` the change timeline's watches keep
         (its ``ObjectState``s, by name), but for one named as a Deployment is: nodes of the map
         too, at no request of their own."""
-        seen = self.desk.seen.get(namespace)
+        seen = self.desk.topology.seen.get(namespace)
         taken = seen.deployments if seen is not None else {}
         return {state.name: state for kind in OTHER_WORKLOAD_KINDS
                 for state in self._states(kind, namespace) if state.name not in taken}
@@ -101,12 +101,13 @@ class MapKeeper:
         if self._namer is not None and self._namer[0] == now:
             return self._namer[2]
         desk = self.desk
-        deployments = [d for _, seen in sorted(desk.seen.items())
+        deployments = [d for _, seen in sorted(desk.topology.seen.items())
                        for d in seen.deployments.values()]
         deployments += [Deployment(namespace, state.name, None, pod_labels=state.pod_labels)
-                        for namespace in sorted(desk.seen)
+                        for namespace in sorted(desk.topology.seen)
                         for state in self._other_workloads(namespace).values()]
-        services = tuple(s for namespace in sorted(desk.seen) for s in desk.services(namespace))
+        services = tuple(s for namespace in sorted(desk.topology.seen)
+                         for s in desk.topology.services(namespace))
         key = (tuple((d.namespace, d.name, d.pod_labels) for d in deployments), services)
         if self._namer is None or self._namer[1] != key:
             namer = graph.Namer(deployments, services)
@@ -129,14 +130,14 @@ class MapKeeper:
 
     def update(self, namespace: str, *, now: datetime) -> None:
         desk = self.desk
-        seen = desk.seen.get(namespace)
+        seen = desk.topology.seen.get(namespace)
         if seen is None:
             return
         if not self._restored:
             self._restore(now)
         others = self._other_workloads(namespace)
         templates = {**{name: state.template for name, state in others.items()
-                        if state.template is not None}, **desk.templates(namespace)}
+                        if state.template is not None}, **desk.topology.templates(namespace)}
         objects = {"config_maps": self._states("ConfigMap", namespace),
                    "ingresses": self._states("Ingress", namespace),
                    "network_policies": self._states("NetworkPolicy", namespace)}

@@ -37,7 +37,7 @@ class OutboxSummaryLike(Protocol):
 
 
 class OutboxReader(Protocol):
-    def outbox_summary(self, limit: int = ...) -> OutboxSummaryLike: ...
+    def summary(self, limit: int = ...) -> OutboxSummaryLike: ...
 
 
 class DetectorMetrics:
@@ -128,8 +128,8 @@ class DetectorMetrics:
 
     # Read at scrape time ---------------------------------------------------------------------
 
-    def read_state_from(self, *, store: OutboxReader, is_leader: Callable[[], bool]) -> None:
-        self.registry.register(_StateCollector(store=store, is_leader=is_leader))
+    def read_state_from(self, *, outbox: OutboxReader, is_leader: Callable[[], bool]) -> None:
+        self.registry.register(_StateCollector(outbox=outbox, is_leader=is_leader))
 
     def read_loki_queries_from(self, budget: QueryRates, *, namespaces: Iterable[str]) -> None:
         self.registry.register(_LokiQueriesCollector(budget=budget, namespaces=tuple(namespaces)))
@@ -177,8 +177,8 @@ STORE_UP_HELP = "1 while the store (SQLite file or PostgreSQL) answers, 0 while 
 
 
 class _StateCollector(Collector):
-    def __init__(self, *, store: OutboxReader, is_leader: Callable[[], bool]) -> None:
-        self._store = store
+    def __init__(self, *, outbox: OutboxReader, is_leader: Callable[[], bool]) -> None:
+        self._outbox = outbox
         self._is_leader = is_leader
 
     def collect(self) -> Iterator[Metric]:
@@ -188,7 +188,7 @@ class _StateCollector(Collector):
             value=1 if self._is_leader() else 0)
         # Every given-up row, not just the latest few that /status lists: they are rare.
         try:
-            summary = self._store.outbox_summary(limit=sys.maxsize)
+            summary = self._outbox.summary(limit=sys.maxsize)
         except StoreUnavailable:
             yield GaugeMetricFamily(f"{PREFIX}_store_up", STORE_UP_HELP, value=0)
             return

@@ -24,7 +24,8 @@ from ..retry import Backoff, run_passes
 from .health import Sources
 from .metrics import DetectorMetrics
 from ..store.db import StoreUnavailable
-from ..store.records import OutboxItem, Store
+from ..store.outbox import OutboxItem
+from ..store.records import Store
 
 log = structlog.get_logger("incident_detector")
 
@@ -154,20 +155,20 @@ class Outbox:
         by ``_record_sent`` before any row is read again: a row still due in the database but
         already sent is not sent twice by this process."""
         self._sent_unrecorded[item_id] = at
-        self.store.mark_delivered(item_id, at)
+        self.store.outbox.mark_delivered(item_id, at)
         del self._sent_unrecorded[item_id]
 
     def _record_sent(self) -> None:
         for item_id, at in list(self._sent_unrecorded.items()):
-            self.store.mark_delivered(item_id, at)
+            self.store.outbox.mark_delivered(item_id, at)
             del self._sent_unrecorded[item_id]
             log.info("notify.delivery_recorded", outbox_id=item_id,
                      why="sent while the store was unavailable")
 
     def deliver_stdout(self) -> None:
         self._record_sent()
-        for item in self.store.due(self.clock(), channels=[CHANNEL_STDOUT]):
-            if not self.store.claim(item.id, self.clock()):
+        for item in self.store.outbox.due(self.clock(), channels=[CHANNEL_STDOUT]):
+            if not self.store.outbox.claim(item.id, self.clock()):
                 continue  # another replica on the same database writes it
             self.stdout.write(item.payload)
             self._delivered(item.id, self.clock())
@@ -179,8 +180,8 @@ class Outbox:
         self.deliver_stdout()
         delivered = 0
         for channel in REMOTE_CHANNELS:
-            for item in self.store.due(self.clock(), channels=[channel]):
-                if channel == CHANNEL_EVENT and CHANNEL_SLACK in self.store.pending_channels(item.key):
+            for item in self.store.outbox.due(self.clock(), channels=[channel]):
+                if channel == CHANNEL_EVENT and CHANNEL_SLACK in self.store.outbox.pending_channels(item.key):
                     continue  # the Event waits for Slack (see REMOTE_CHANNELS)
                 if await self._deliver(item):
                     delivered += 1
@@ -188,11 +189,11 @@ class Outbox:
 
     async def _deliver(self, item: OutboxItem) -> bool:
         now = self.clock()
-        if not self.store.claim(item.id, now):
+        if not self.store.outbox.claim(item.id, now):
             return False  # another replica on the same database sends it
         sender = {CHANNEL_SLACK: self.slack, CHANNEL_EVENT: self.events}.get(item.channel)
         if sender is None:
-            self.store.mark_given_up(item.id, now=now, error=f"{item.channel} is not configured")
+            self.store.outbox.mark_given_up(item.id, now=now, error=f"{item.channel} is not configured")
             return False
         self.metrics.source_called(item.channel)
         try:
@@ -202,14 +203,14 @@ class Outbox:
             self.sources[item.channel].failed(now, exc)
             too_old = now - item.created_at >= self.max_age
             if not exc.retryable or too_old:
-                self.store.mark_given_up(item.id, now=now, error=f"{exc.reason}: {exc.message}")
+                self.store.outbox.mark_given_up(item.id, now=now, error=f"{exc.reason}: {exc.message}")
                 log.error("notify.given_up", channel=item.channel, namespace=item.key[0],
                           deployment=item.key[1], revision=item.key[2], reason=exc.reason,
                           error=exc.message, attempts=item.attempts + 1,
                           why="not retryable" if not exc.retryable else "too old")
             else:
                 wait = exc.retry_after or self.backoff.delay(item.attempts + 1)
-                self.store.mark_failed(item.id, now=now, error=f"{exc.reason}: {exc.message}",
+                self.store.outbox.mark_failed(item.id, now=now, error=f"{exc.reason}: {exc.message}",
                                        retry_at=now + timedelta(seconds=wait))
             return False
         self._delivered(item.id, self.clock())

@@ -31,7 +31,7 @@ def detector_status(det: Detector) -> dict[str, Any]:
 
 
 def status_view(det: Detector) -> dict[str, Any]:
-    outbox = det.store.outbox_summary()
+    outbox = det.store.outbox.summary()
     return {
         "service": "incident-detector",
         "role": det.leadership.status() if det.leadership is not None

@@ -137,7 +137,7 @@ def group_incident(det: Detector, group: Any) -> dict[str, Any] | None:
     seen; with the chain of calls to it."""
     if not det.failing or det.change_desk is None:
         return None
-    names = det.change_desk.deployment_names(group.namespace)
+    names = det.change_desk.topology.deployment_names(group.namespace)
     failing = {node: ref for node, (ref, started) in det.failing.items()
                if group.first_seen >= started}
     for workload in group.workloads:
@@ -162,7 +162,7 @@ async def change_incidents(det: Detector, now: datetime, report: TickReport,
 
     if det.triage is not None:
         for namespace in det.settings.namespace:
-            det.change_desk.learn_lines(namespace, det.triage.drain_lines(namespace))
+            det.change_desk.topology.learn_lines(namespace, det.triage.drain_lines(namespace))
     for namespace in det.settings.namespace:
         report.change_incidents.extend(await det.change_desk.judge(
             namespace, busy=det.busy.get(namespace, set()),
@@ -238,7 +238,7 @@ async def read_back_events(det: Detector, now: datetime, report: TickReport) -> 
                                            replicaset_uid=item.replicaset_uid,
                                            detected_at=item.notified_at, origin="event"):
                 found += 1
-            det.store.supersede(key, now=now, note="notified by another replica")
+            det.store.outbox.supersede(key, now=now, note="notified by another replica")
     det.readback_done = True
     log.info("events.read_back", namespaces=len(det.settings.namespace), new=found)
 

@@ -45,7 +45,7 @@ from ..judge.triage import (
 )
 from ..model import LogLine, Priority
 from ..store.db import Database
-from ..store.records import db_time, from_db_time, transaction
+from ..store.rows import db_time, from_db_time, transaction
 
 log = structlog.get_logger(__name__)
 

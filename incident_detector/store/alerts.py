@@ -24,7 +24,7 @@ from typing import Any
 
 from ..model import Alert, AlertNotification, AlertTarget, Unmapped
 from .db import Database
-from .records import NO_LIMIT, db_time, from_db_time, transaction
+from .rows import NO_LIMIT, db_time, from_db_time, transaction
 
 DEFAULT_KEEP_DAYS = 7
 DEFAULT_MAX_ROWS = 10_000

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from .db import Database, SqliteDatabase
-from .records import db_time
+from .rows import db_time
 from .schema import migrate
 
 Clock = Callable[[], datetime]

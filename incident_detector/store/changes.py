@@ -21,7 +21,7 @@ from typing import Any
 
 from ..model import Change, FieldChange
 from .db import Database
-from .records import NO_LIMIT, db_time, from_db_time, transaction
+from .rows import NO_LIMIT, db_time, from_db_time, transaction
 
 # The CloudEvent of a change: waiting to be sent, sent, or given up after too many attempts.
 PENDING, SENT, GAVE_UP = "pending", "sent", "gave_up"

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from .db import Database
-from .records import IncidentKey, db_time, from_db_time
+from .rows import IncidentKey, db_time, from_db_time
 
 PROPOSED, APPROVED, EXECUTING = "proposed", "approved", "executing"
 DONE, FAILED, STALE, REJECTED, REFUSED = "done", "failed", "stale", "rejected", "refused"

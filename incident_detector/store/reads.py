@@ -27,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .db import Database
-from .records import db_time
+from .rows import db_time
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from .db import Database
-from .records import db_time, from_db_time
+from .rows import db_time, from_db_time
 
 # (caller, callee, kind of evidence, its detail)
 ObservedItem = tuple[str, str, str, str]

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from .db import Database
-from .records import db_time
+from .rows import db_time
 
 
 class SlackThreads:
