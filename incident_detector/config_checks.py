@@ -26,8 +26,8 @@ LOKI_LEVELS = ("trace", "debug", "info", "warn", "error", "critical", "fatal", "
 DEFAULT_ERROR_LEVELS = ("error", "critical", "fatal")
 ALL_DEPLOYMENTS = "*"
 # Kubernetes names: DNS-1123 labels (namespaces) and subdomains (deployments).
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\Z")
 
 SECRET_FIELDS = frozenset({"slack_webhook_url", "loki_bearer_token", "loki_password",
                            "slack_signing_secret", "slack_bot_token", "alertmanager_token",
@@ -37,10 +37,10 @@ PRIORITIES = ("P1", "P2", "P3", "P4")
 # What remediation may do (judge/guardrails.Action has the same values).
 REMEDIATION_ACTIONS = ("rollback", "restart", "pause", "scale", "delete-pod", "delete-stuck-pods")
 # Slack ids: users start with U or W (Enterprise Grid), conversations with C, G or D.
-_SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
-_SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+_SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}\Z")
+_SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}\Z")
 # Label names go into LogQL and PromQL unquoted: only Prometheus label-name characters.
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
 
 def _split_list(value: Any) -> Any:
@@ -246,7 +246,7 @@ class SettingsChecks(RemediationChecks):
     @field_validator("loki_org_id", check_fields=False)
     @classmethod
     def _header_safe(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[\x21-\x7e]+$", value):
+        if value is not None and not re.match(r"^[\x21-\x7e]+\Z", value):
             raise ValueError("must be printable ASCII without spaces (it is sent as a header)")
         return value
 
@@ -259,7 +259,7 @@ class SettingsChecks(RemediationChecks):
     @field_validator("loki_bearer_token", check_fields=False)
     @classmethod
     def _token_header_safe(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not re.match(r"^[\x21-\x7e]+$", value.get_secret_value()):
+        if value is not None and not re.match(r"^[\x21-\x7e]+\Z", value.get_secret_value()):
             raise ValueError("must be printable ASCII without spaces (value not shown: it is a secret)")
         return value
 
@@ -311,7 +311,7 @@ class SettingsChecks(RemediationChecks):
                      "change_webhook_token", check_fields=False)
     @classmethod
     def _secret_header_safe(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not re.match(r"^[\x21-\x7e]+$", value.get_secret_value()):
+        if value is not None and not re.match(r"^[\x21-\x7e]+\Z", value.get_secret_value()):
             raise ValueError("must be printable ASCII without spaces "
                              "(value not shown: it is a secret)")
         return value
@@ -341,14 +341,14 @@ class SettingsChecks(RemediationChecks):
     @field_validator("auth_proxy_header", check_fields=False)
     @classmethod
     def _header_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[A-Za-z0-9-]+$", value):
+        if value is not None and not re.match(r"^[A-Za-z0-9-]+\Z", value):
             raise ValueError(f"{value!r} is not an HTTP header name")
         return value
 
     @field_validator("alertmanager_token", "dashboard_token", check_fields=False)
     @classmethod
     def _alertmanager_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not re.match(r"^[\x21-\x7e]+$", value.get_secret_value()):
+        if value is not None and not re.match(r"^[\x21-\x7e]+\Z", value.get_secret_value()):
             raise ValueError("must be printable ASCII without spaces (value not shown: it is a secret)")
         return value
 

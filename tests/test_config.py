@@ -234,3 +234,12 @@ def test_every_field_a_validator_names_is_a_setting():
     decorators = Settings.__pydantic_decorators__.field_validators.values()
     named = {field for decorator in decorators for field in decorator.info.fields}
     assert named - set(Settings.model_fields) == set()
+
+
+@pytest.mark.parametrize("name, value", [
+    ("LOKI_POD_LABEL_KEY", "pod\n"),       # a label key goes into LogQL unquoted
+    ("LOKI_BEARER_TOKEN", "tok3n\n"),
+])
+def test_a_value_ending_in_a_newline_is_refused(name: str, value: str):
+    # Python's "$" also matches before a final newline; the checks anchor at the very end.
+    assert any(name in line for line in errors_of({**BASE, name: value}))
