@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import sqlite3
 
@@ -11,8 +10,7 @@ from incident_detector.store import schema as schema_module
 from incident_detector.store.records import Store, StoreVersionError
 
 T0 = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
-# The tables as the code of schema 6 declared them: the files earlier releases wrote.
-TABLES_V6 = (Path(__file__).parent / "fixtures" / "store" / "tables-v6.sql").read_text()
+from fixtures.store.schema_v6 import TABLES_V6, schema_6_file
 KEY = ("demo-aiops", "payments-api", 2, "uid-1")
 
 
@@ -267,22 +265,7 @@ def test_schema_5_files_gain_the_change_timeline(tmp_path):
 
 def test_schema_6_files_keep_their_rowids_as_ids(tmp_path):
     # /incidents/r12 links made before stay right: the ids are the rowids they were.
-    path = tmp_path / "v6.sqlite3"
-    db = sqlite3.connect(path)
-    db.executescript(TABLES_V6)
-    db.execute("ALTER TABLE incidents ADD COLUMN priority TEXT")
-    db.execute("ALTER TABLE notices ADD COLUMN priority TEXT")
-    for rowid, revision in ((7, 2), (3, 5)):
-        db.execute("INSERT INTO incidents (rowid, namespace, deployment, revision, deployment_uid,"
-                   " replicaset, detected_at, record, priority) VALUES (?, 'ns', 'api', ?, 'u',"
-                   " 'api-1', '2026-11-23T18:00:00.000000Z', '{}', 'P2')", (rowid, revision))
-    db.execute("INSERT INTO notices (rowid, key, kind, namespace, deployment, detected_at, record)"
-               " VALUES (4, 'alert/f/t', 'alert', 'ns', 'api', '2026-11-23T18:00:00.000000Z',"
-               " '{}')")
-    db.execute("PRAGMA user_version=6")
-    db.commit()
-    db.close()
-    store = Store(path)
+    store = Store(schema_6_file(tmp_path / "v6.sqlite3"))
     assert store.migrated_from == 6
     rows = store.connection.execute("SELECT id, revision, priority FROM incidents ORDER BY id")
     assert rows.fetchall() == [(3, 5, "P2"), (7, 2, "P2")]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import sqlite3
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -28,34 +27,15 @@ from incident_detector.store.db import connect
 from incident_detector.store.journal import APPROVED, DONE, EXECUTING, PROPOSED, Journal
 from incident_detector.store.records import Store, db_time
 from incident_detector.store.service_map import ObservedLinks
+from fixtures.store.schema_v6 import schema_6_file
 from postgres import free_port
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
 FIXTURES = Path(__file__).parent / "fixtures"
-TABLES_V6 = (FIXTURES / "store" / "tables-v6.sql").read_text()
 LOKI_URL = "http://loki.test:3100"
 
 
 # --- a history, written by the detector's own code ---------------------------------------------
-
-
-def old_file(path: Path) -> Path:
-    """A file as schema 6 left it: incidents and notices numbered by their rowid, with gaps."""
-    db = sqlite3.connect(path)
-    db.executescript(TABLES_V6)
-    db.execute("ALTER TABLE incidents ADD COLUMN priority TEXT")
-    db.execute("ALTER TABLE notices ADD COLUMN priority TEXT")
-    for rowid, revision in ((7, 2), (3, 5)):
-        db.execute("INSERT INTO incidents (rowid, namespace, deployment, revision, deployment_uid,"
-                   " replicaset, detected_at, record, priority) VALUES (?, 'ns', 'api', ?, 'u',"
-                   " 'api-1', '2026-11-23T18:00:00.000000Z', '{}', 'P2')", (rowid, revision))
-    db.execute("INSERT INTO notices (rowid, key, kind, namespace, deployment, detected_at, record)"
-               " VALUES (4, 'alert/f/t', 'alert', 'ns', 'api', '2026-11-23T18:00:00.000000Z',"
-               " '{}')")
-    db.execute("PRAGMA user_version=6")
-    db.commit()
-    db.close()
-    return path
 
 
 def error_groups(store: Store) -> None:
@@ -83,7 +63,7 @@ def error_groups(store: Store) -> None:
 
 def history(path: Path) -> Path:
     """Every table with rows: an old file migrated, then a day of the detector's writes."""
-    store = Store(old_file(path))
+    store = Store(schema_6_file(path))
     for revision in (11, 12, 13):
         assert store.record_incident(
             key=("shop", "api", revision, "uid-api"), replicaset=f"api-{revision}",
@@ -256,7 +236,7 @@ def test_rows_recorded_in_postgresql_afterwards_get_ids_above_the_copied_ones(tm
 
 
 def test_an_older_file_is_migrated_before_it_is_copied(tmp_path, pg_url):
-    source = old_file(tmp_path / "v6.sqlite3")
+    source = schema_6_file(tmp_path / "v6.sqlite3")
     code, _, err = run(source, pg_url)
     assert code == 0, err
     assert Store(source).migrated_from is None  # the copy brought it to the current schema
