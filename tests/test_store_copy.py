@@ -27,6 +27,7 @@ from incident_detector.store.db import connect
 from incident_detector.store.journal import APPROVED, DONE, EXECUTING, PROPOSED, Journal
 from incident_detector.store.records import Store, db_time
 from incident_detector.store.service_map import ObservedLinks
+from incident_detector.store.sessions import DashboardSessions
 from fixtures.store.schema_v6 import schema_6_file
 from postgres import free_port
 
@@ -97,8 +98,9 @@ def history(path: Path) -> Path:
                 fields=(FieldChange("image api", f"api:{n}", f"api:{n + 1}"),))
          for n in range(3)])
     error_groups(store)
-    # Approval tokens, answered questions, Slack threads and the map's learnt links: rows as
-    # the code that writes them (the remediation's, the map's) writes them.
+    # Approval tokens, answered questions, Slack threads, the map's learnt links and a
+    # dashboard session: rows as the code that writes them (the remediation's, the map's, the
+    # dashboard's) writes them.
     db = store.connection
     db.execute("INSERT INTO approval_tokens (digest, subject, action, issued_at, expires_at)"
                " VALUES ('sha256:ab12', 'shop/api/12', 'rollback', ?, ?)",
@@ -108,6 +110,8 @@ def history(path: Path) -> Path:
     db.execute("INSERT INTO slack_threads (key, channel, ts, created_at)"
                " VALUES ('incident/shop/api/12', 'C123', '1733043600.000100', ?)", (db_time(T0),))
     ObservedLinks(db).record([("shop/web", "shop/api", "error_line", "host=api")], seen_at=T0)
+    DashboardSessions(db).start("a-session-token", user="alice", now=T0,
+                                expires_at=T0 + timedelta(hours=8))
     store.close()
     return path
 
@@ -151,7 +155,7 @@ def password_of(url: str) -> str:
 
 
 def test_every_table_of_the_schema_is_copied():
-    assert set(schema_tables()) == set(KEYS) and len(KEYS) == 12
+    assert set(schema_tables()) == set(KEYS) and len(KEYS) == 13
 
 
 def test_the_command_copies_every_row_with_its_ids_and_never_shows_the_password(
