@@ -7,7 +7,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from incident_detector.store.records import Store
-from incident_detector.store.sessions import DashboardSessions, Session, digest
+from incident_detector.store.approvals import token_digest as digest
+from incident_detector.store.sessions import DashboardSessions, Session
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
 TOKEN = "cookie-value-of-a-session"

@@ -11,11 +11,11 @@ The times are given by the caller (the dashboard's clock); nothing here reads on
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from datetime import datetime
 from typing import NamedTuple
 
+from .approvals import token_digest
 from .db import Database, SqliteDatabase
 from .records import db_time, from_db_time
 from .schema import migrate
@@ -24,10 +24,6 @@ from .schema import migrate
 class Session(NamedTuple):
     user: str
     expires_at: datetime
-
-
-def digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 class DashboardSessions:
@@ -50,12 +46,13 @@ class DashboardSessions:
                              (db_time(now),))
             self._db.execute(
                 "INSERT INTO dashboard_sessions (digest, user_name, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?)", (digest(token), user, db_time(now), db_time(expires_at)))
+                " VALUES (?, ?, ?, ?)",
+                (token_digest(token), user, db_time(now), db_time(expires_at)))
 
     def find(self, token: str, *, now: datetime) -> Session | None:
         """The live session of ``token``; None when unknown, signed out or ended (an ended
         one is forgotten on the way)."""
-        key = digest(token)
+        key = token_digest(token)
         with self._lock:
             row = self._db.execute(
                 "SELECT user_name, expires_at FROM dashboard_sessions WHERE digest=?",
@@ -72,7 +69,7 @@ class DashboardSessions:
         """Forget the session of ``token`` (signed out); whether it was there."""
         with self._lock:
             return self._db.execute("DELETE FROM dashboard_sessions WHERE digest=?",
-                                    (digest(token),)).rowcount > 0
+                                    (token_digest(token),)).rowcount > 0
 
     def count(self) -> int:
         with self._lock:
