@@ -296,11 +296,15 @@ def web_routes(detector: Detector, settings: Settings) -> list:
     from .web import queries
     from .web.actions import DashboardActions
     from .web.api import api_routes
+    from .store.sessions import DashboardSessions
     from .web.auth import DashboardAuth
     from .web.dashboard import dashboard_routes, templates
 
+    # Sessions in the store: every replica on it knows them, and a restart keeps them.
     actions = DashboardActions(
-        auth=DashboardAuth.from_settings(settings, clock=detector.clock),
+        auth=DashboardAuth.from_settings(
+            settings, clock=detector.clock,
+            sessions=DashboardSessions(detector.store.connection)),
         remediator=detector.remediator, clock=detector.clock, templates=templates(),
         page_context=lambda request: {"leader": queries.leader(detector)})
     routes += actions.routes()

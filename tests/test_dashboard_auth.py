@@ -10,9 +10,10 @@ from ``decision_context``, as the dashboard's incident page does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,11 @@ from starlette.templating import Jinja2Templates
 from starlette.testclient import TestClient
 
 from incident_detector.config import ConfigError, load_settings
-from incident_detector.main import build_detector
+from incident_detector.main import build_detector, web_routes
+from incident_detector.store.db import PostgresDatabase
 from incident_detector.store.journal import PROPOSED, REJECTED
 from incident_detector.store.records import Store
+from incident_detector.store.sessions import DashboardSessions
 from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
 from incident_detector.sim.replay import SCENARIO_EPOCH, ManualClock, scenario_settings
 from incident_detector.sim.scenario import load_scenario
@@ -88,9 +91,12 @@ def make_request(*, headers: dict[str, str] | None = None, cookie: str | None = 
 
 
 def token_auth(clock: Clock | None = None, *, token: str = TOKEN, proxy: str | None = None,
-               key: bytes | None = None) -> DashboardAuth:
+               key: bytes | None = None, store: str | None = None) -> DashboardAuth:
+    """The dashboard's auth; its sessions in the store at ``store`` (a connection of its own),
+    else in the process's own memory."""
+    sessions = DashboardSessions(Store(store).connection) if store is not None else None
     return DashboardAuth(token=parse_dashboard_token(token) if token else None,
-                         proxy_header=proxy, clock=clock or Clock(), key=key)
+                         proxy_header=proxy, clock=clock or Clock(), key=key, sessions=sessions)
 
 
 def session_of(auth: DashboardAuth, *, user: str = "alice", scheme: str = "http"
@@ -197,7 +203,7 @@ def test_a_tampered_cookie_is_worth_nothing():
     for forged in (f"{forged_payload}.{mac}", f"{payload}.{flipped}", payload, f"{payload}.",
                    "", "x" * 5000, f"{payload}.{mac}.{mac}", cookie.upper()):
         assert auth.user(make_request(cookie=forged)) is None, forged
-    # Signed by another process (or before a restart): another key.
+    # Unknown to another store (here: another process's own sessions, no store shared).
     assert token_auth(key=b"k" * 32).user(make_request(cookie=cookie)) is None
 
 
@@ -273,6 +279,99 @@ def test_with_a_token_and_a_proxy_both_work():
     cookie, _ = session_of(auth)
     assert auth.user(make_request(cookie=cookie)) == "alice"
     assert auth.user(make_request(headers={"X-Forwarded-User": "bob"}, cookie=cookie)) == "bob"
+
+
+# --- sessions in the store: every replica, every restart -----------------------------------------
+
+
+def test_a_session_and_its_csrf_value_are_good_on_another_replica(store_target):
+    # Two processes (each its own key) on one store: what one signed in, the other knows, and
+    # the form one rendered is accepted when posted to the other.
+    clock = Clock()
+    one = token_auth(clock, key=b"1" * 32, store=store_target)
+    other = token_auth(clock, key=b"2" * 32, store=store_target)
+    cookie, _ = session_of(one)
+    request = make_request(cookie=cookie)
+    assert other.user(request) == "alice"
+    csrf = one.csrf_token(request)
+    assert other.check_csrf(request, csrf) and other.csrf_token(request) == csrf
+    # Signed out on the other: over on the first too, form and all.
+    other.end_session(request, Response())
+    assert one.user(request) is None and not one.check_csrf(request, csrf)
+
+
+@contextlib.asynccontextmanager
+async def replica(store: Store, clock: Clock) -> AsyncIterator[httpx.AsyncClient]:
+    """A detector on ``store`` built and served as main.py does (sources unreachable: none is
+    called), and a client of its app."""
+    settings = load_settings({"LOKI_URL": "http://127.0.0.1:1", "DASHBOARD_TOKEN": TOKEN})
+    api = kube.api_client_for("http://127.0.0.1:1")
+    async with build_detector(settings=settings, kube_api=api, stdout=io.StringIO(),
+                              clock=clock, store=store) as detector:
+        app = make_app(detector, extra_routes=web_routes(detector, settings))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url=f"http://{HOST}", follow_redirects=False) as web:
+            yield web
+
+
+async def knows(web: httpx.AsyncClient, cookie: str) -> bool:
+    """Whether the replica holds the session of ``cookie``: signing out with a stale form is
+    refused (403) only for a user it recognises; for nobody, it just clears the cookie."""
+    answer = await web.post("/logout", data={"csrf": "1.stale"},
+                            headers={"Cookie": f"{SESSION_COOKIE}={cookie}"})
+    assert answer.status_code in (403, 303), answer.text
+    return answer.status_code == 403
+
+
+def test_a_session_is_known_to_another_replica_and_after_a_restart_until_it_ends(store_target):
+    clock = Clock()
+
+    async def flow() -> None:
+        async with replica(Store(store_target), clock) as first, \
+                replica(Store(store_target), clock) as second:
+            answer = await first.post("/login", data={"token": TOKEN},
+                                      headers={"Origin": f"http://{HOST}"})
+            assert answer.status_code == 303
+            cookie = answer.cookies[SESSION_COOKIE]
+            assert await knows(second, cookie) and await knows(first, cookie)
+            assert not await knows(second, cookie[:-1] + ("A" if cookie[-1] != "A" else "B"))
+        # Both stopped; a new process on the same store.
+        async with replica(Store(store_target), clock) as restarted:
+            clock.now += timedelta(hours=7, minutes=59)
+            assert await knows(restarted, cookie)
+            clock.now += timedelta(minutes=1)
+            assert not await knows(restarted, cookie)
+        left = Store(store_target)
+        assert left.connection.execute("SELECT COUNT(*) FROM dashboard_sessions").fetchone()[0] \
+            == 0  # refused, and pruned
+
+    asyncio.run(flow())
+
+
+def test_while_the_store_is_away_sessions_get_503_and_come_back_with_it(
+        postgres_server, pg_url):
+    clock = Clock()
+    seconds = [0.0]  # the store's reconnection backoff runs on this clock
+    store = Store(pg_url, db=PostgresDatabase(pg_url, monotonic=lambda: seconds[0]))
+
+    async def flow() -> None:
+        async with replica(store, clock) as web:
+            answer = await web.post("/login", data={"token": TOKEN})
+            cookie = answer.cookies[SESSION_COOKIE]
+            postgres_server.stop()
+            try:
+                for path, data in (("/logout", {"csrf": "1.stale"}), ("/login", {"token": TOKEN})):
+                    away = await web.post(path, data=data,
+                                          headers={"Cookie": f"{SESSION_COOKIE}={cookie}"})
+                    assert away.status_code == 503, (path, away.text)
+                    assert away.headers["retry-after"] == "5"
+                    assert "store is unavailable" in away.text and "pw-" not in away.text
+            finally:
+                postgres_server.start()
+            seconds[0] += 60.0
+            assert await knows(web, cookie)
+
+    asyncio.run(flow())
 
 
 # --- CSRF and origin ----------------------------------------------------------------------------
@@ -560,7 +659,9 @@ def run_with_dashboard(tmp_path, flow: Flow, *, dashboard_token: str | None = TO
                                       stdout=io.StringIO(), clock=clock,
                                       store=Store(tmp_path / "state.sqlite3")) as detector:
                 remediator = detector.remediator
-                auth = DashboardAuth.from_settings(settings, clock=clock)
+                auth = DashboardAuth.from_settings(
+                    settings, clock=clock,
+                    sessions=DashboardSessions(detector.store.connection))
                 actions = DashboardActions(auth=auth, remediator=remediator, clock=clock)
 
                 # Wired as main.web_routes wires them: the real incident page, whose

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import sqlite3
 
@@ -11,8 +10,7 @@ from incident_detector.store import schema as schema_module
 from incident_detector.store.records import Store, StoreVersionError
 
 T0 = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
-# The tables as the code of schema 6 declared them: the files earlier releases wrote.
-TABLES_V6 = (Path(__file__).parent / "fixtures" / "store" / "tables-v6.sql").read_text()
+from fixtures.store.schema_v6 import TABLES_V6, schema_6_file
 KEY = ("demo-aiops", "payments-api", 2, "uid-1")
 
 
@@ -267,22 +265,7 @@ def test_schema_5_files_gain_the_change_timeline(tmp_path):
 
 def test_schema_6_files_keep_their_rowids_as_ids(tmp_path):
     # /incidents/r12 links made before stay right: the ids are the rowids they were.
-    path = tmp_path / "v6.sqlite3"
-    db = sqlite3.connect(path)
-    db.executescript(TABLES_V6)
-    db.execute("ALTER TABLE incidents ADD COLUMN priority TEXT")
-    db.execute("ALTER TABLE notices ADD COLUMN priority TEXT")
-    for rowid, revision in ((7, 2), (3, 5)):
-        db.execute("INSERT INTO incidents (rowid, namespace, deployment, revision, deployment_uid,"
-                   " replicaset, detected_at, record, priority) VALUES (?, 'ns', 'api', ?, 'u',"
-                   " 'api-1', '2026-11-23T18:00:00.000000Z', '{}', 'P2')", (rowid, revision))
-    db.execute("INSERT INTO notices (rowid, key, kind, namespace, deployment, detected_at, record)"
-               " VALUES (4, 'alert/f/t', 'alert', 'ns', 'api', '2026-11-23T18:00:00.000000Z',"
-               " '{}')")
-    db.execute("PRAGMA user_version=6")
-    db.commit()
-    db.close()
-    store = Store(path)
+    store = Store(schema_6_file(tmp_path / "v6.sqlite3"))
     assert store.migrated_from == 6
     rows = store.connection.execute("SELECT id, revision, priority FROM incidents ORDER BY id")
     assert rows.fetchall() == [(3, 5, "P2"), (7, 2, "P2")]
@@ -301,6 +284,62 @@ def test_a_store_of_a_newer_detector_is_refused_on_postgresql(pg_url):
         Store(pg_url)
     assert "schema version 99" in str(refused.value) and "DATABASE_URL" in str(refused.value)
     assert "pw-" not in str(refused.value)  # the URL in the message has no password
+
+
+# --- schema 8: the dashboard's sessions -------------------------------------------------------
+
+def _as_schema_7(store: Store) -> None:
+    """Take the store back to what schema 7 left: no sessions table, version 7."""
+    db = store.connection
+    with db.transaction():
+        db.execute("DROP TABLE dashboard_sessions")
+        if db.dialect == "postgresql":
+            db.execute("UPDATE schema_migrations SET version=7")
+        else:
+            db.execute("PRAGMA user_version=7")
+    store.close()
+
+
+def _sessions_index(store: Store) -> bool:
+    if store.dialect == "postgresql":
+        sql = "SELECT 1 FROM pg_indexes WHERE indexname='dashboard_sessions_expires'"
+    else:
+        sql = "SELECT 1 FROM sqlite_master WHERE name='dashboard_sessions_expires'"
+    return store.connection.execute(sql).fetchone() is not None
+
+
+def test_a_schema_7_store_gets_the_sessions_table_and_keeps_its_rows(store_target):
+    store = Store(store_target)
+    assert record(store)
+    _as_schema_7(store)
+    again = Store(store_target, owner="replica-2")
+    assert again.migrated_from == 7 and again.is_known(KEY)
+    assert again.connection.execute("SELECT COUNT(*) FROM dashboard_sessions").fetchone()[0] == 0
+    assert _sessions_index(again)
+    if again.dialect == "postgresql":
+        applied = again.connection.execute(
+            "SELECT version, applied_by FROM schema_migrations ORDER BY version").fetchall()
+        assert applied == [(7, "incident-detector"), (8, "replica-2")]
+    assert Store(store_target).migrated_from is None  # nothing left to do
+
+
+def test_a_schema_6_file_comes_up_to_8_in_one_go(tmp_path):
+    store = Store(schema_6_file(tmp_path / "v6.sqlite3"))
+    assert store.migrated_from == 6 and schema_module.SCHEMA_VERSION == 8
+    assert store.connection.execute("PRAGMA user_version").fetchone()[0] == 8
+    assert _sessions_index(store)
+
+
+def test_a_store_of_schema_9_is_refused_by_this_detector(store_target):
+    store = Store(store_target)
+    db = store.connection
+    if db.dialect == "postgresql":
+        db.execute("INSERT INTO schema_migrations VALUES (9, 'then', 'future')")
+    else:
+        db.execute("PRAGMA user_version=9")
+    store.close()
+    with pytest.raises(StoreVersionError, match="schema version 9; this detector knows up to 8"):
+        Store(store_target)
 
 
 def test_two_replicas_starting_together_migrate_once(pg_url):

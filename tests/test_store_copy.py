@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import sqlite3
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -29,34 +28,16 @@ from incident_detector.store.journal import APPROVED, DONE, EXECUTING, PROPOSED,
 from incident_detector.store.records import Store
 from incident_detector.store.rows import db_time
 from incident_detector.store.service_map import ObservedLinks
+from incident_detector.store.sessions import DashboardSessions
+from fixtures.store.schema_v6 import schema_6_file
 from postgres import free_port
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
 FIXTURES = Path(__file__).parent / "fixtures"
-TABLES_V6 = (FIXTURES / "store" / "tables-v6.sql").read_text()
 LOKI_URL = "http://loki.test:3100"
 
 
 # --- a history, written by the detector's own code ---------------------------------------------
-
-
-def old_file(path: Path) -> Path:
-    """A file as schema 6 left it: incidents and notices numbered by their rowid, with gaps."""
-    db = sqlite3.connect(path)
-    db.executescript(TABLES_V6)
-    db.execute("ALTER TABLE incidents ADD COLUMN priority TEXT")
-    db.execute("ALTER TABLE notices ADD COLUMN priority TEXT")
-    for rowid, revision in ((7, 2), (3, 5)):
-        db.execute("INSERT INTO incidents (rowid, namespace, deployment, revision, deployment_uid,"
-                   " replicaset, detected_at, record, priority) VALUES (?, 'ns', 'api', ?, 'u',"
-                   " 'api-1', '2026-11-23T18:00:00.000000Z', '{}', 'P2')", (rowid, revision))
-    db.execute("INSERT INTO notices (rowid, key, kind, namespace, deployment, detected_at, record)"
-               " VALUES (4, 'alert/f/t', 'alert', 'ns', 'api', '2026-11-23T18:00:00.000000Z',"
-               " '{}')")
-    db.execute("PRAGMA user_version=6")
-    db.commit()
-    db.close()
-    return path
 
 
 def error_groups(store: Store) -> None:
@@ -84,7 +65,7 @@ def error_groups(store: Store) -> None:
 
 def history(path: Path) -> Path:
     """Every table with rows: an old file migrated, then a day of the detector's writes."""
-    store = Store(old_file(path))
+    store = Store(schema_6_file(path))
     for revision in (11, 12, 13):
         assert store.record_incident(
             key=("shop", "api", revision, "uid-api"), replicaset=f"api-{revision}",
@@ -118,8 +99,9 @@ def history(path: Path) -> Path:
                 fields=(FieldChange("image api", f"api:{n}", f"api:{n + 1}"),))
          for n in range(3)])
     error_groups(store)
-    # Approval tokens, answered questions, Slack threads and the map's learnt links: rows as
-    # the code that writes them (the remediation's, the map's) writes them.
+    # Approval tokens, answered questions, Slack threads, the map's learnt links and a
+    # dashboard session: rows as the code that writes them (the remediation's, the map's, the
+    # dashboard's) writes them.
     db = store.connection
     db.execute("INSERT INTO approval_tokens (digest, subject, action, issued_at, expires_at)"
                " VALUES ('sha256:ab12', 'shop/api/12', 'rollback', ?, ?)",
@@ -129,6 +111,8 @@ def history(path: Path) -> Path:
     db.execute("INSERT INTO slack_threads (key, channel, ts, created_at)"
                " VALUES ('incident/shop/api/12', 'C123', '1733043600.000100', ?)", (db_time(T0),))
     ObservedLinks(db).record([("shop/web", "shop/api", "error_line", "host=api")], seen_at=T0)
+    DashboardSessions(db).start("a-session-token", user="alice", now=T0,
+                                expires_at=T0 + timedelta(hours=8))
     store.close()
     return path
 
@@ -172,7 +156,7 @@ def password_of(url: str) -> str:
 
 
 def test_every_table_of_the_schema_is_copied():
-    assert set(schema_tables()) == set(KEYS) and len(KEYS) == 12
+    assert set(schema_tables()) == set(KEYS) and len(KEYS) == 13
 
 
 def test_the_command_copies_every_row_with_its_ids_and_never_shows_the_password(
@@ -257,7 +241,7 @@ def test_rows_recorded_in_postgresql_afterwards_get_ids_above_the_copied_ones(tm
 
 
 def test_an_older_file_is_migrated_before_it_is_copied(tmp_path, pg_url):
-    source = old_file(tmp_path / "v6.sqlite3")
+    source = schema_6_file(tmp_path / "v6.sqlite3")
     code, _, err = run(source, pg_url)
     assert code == 0, err
     assert Store(source).migrated_from is None  # the copy brought it to the current schema

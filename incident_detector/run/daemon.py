@@ -111,10 +111,6 @@ class Detector:
         # Deployments with a rollout in its window (left to the correlator).
         self.change_reads: dict[str, asyncio.Future[Any]] = {}
         self.busy: dict[str, set[str]] = {}
-        # The workloads ("<ns>/<name>") of the rollout incidents of the rollout window: the
-        # error groups of their callers point at them (what the incident's records say of
-        # it, and when its rollout began). Memory only: after a restart, from the next one.
-        self.failing: dict[str, tuple[dict[str, Any], datetime]] = {}
         # Whether what a previous leader (or process) began was carried on (before_reads);
         # reset when the store goes away (readiness), so that it is again once it is back.
         self.resumed = False

@@ -17,7 +17,6 @@ from ..judge.rules import RuleVerdict, classify
 from ..model import Cause, Incident, Signal
 from ..notify.render import incident_record
 from .enrich import rollout_subject, with_causes, with_map, with_signatures
-from .health import iso
 from .publish import publish_assessments, publish_incident
 from .tick_desks import adopt_legacy
 
@@ -83,10 +82,6 @@ async def record_rollout_incidents(det: Detector, now: datetime, report: TickRep
                                            pods=view.pods or ())
         if det.outbox.record(incident):
             report.incidents.append(incident.key)
-            det.failing[f"{incident.namespace}/{incident.deployment}"] = (
-                {"kind": "rollout", "namespace": incident.namespace,
-                 "deployment": incident.deployment, "revision": incident.revision,
-                 "detected_at": iso(incident.detected_at)}, incident.rollout_started_at)
             if det.analyst is not None:
                 det.analyst.analyse_later(incident.key, incident_record(incident))
             publish_incident(det, incident)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from functools import partial
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -20,6 +20,7 @@ from ..judge.correlator import Verdict, rollout_alerts
 from ..model import AlertIncident, Deployment, Signal, alert_key
 from ..notify import triage_render
 from ..notify.slack import thread_key
+from ..store.failing import FailingRollouts, failing_rollouts
 from .health import iso
 from .changes import signature_symptoms
 from .observe import triage_workloads
@@ -94,13 +95,15 @@ async def triage_notices(det: Detector, now: datetime, report: TickReport) -> No
 
     workloads = triage_workloads(det)
     window = timedelta(seconds=det.rules.rollout_window_seconds)
-    det.failing = {k: v for k, v in det.failing.items() if now - v[1] <= window}
+    # The rollout incidents of the window, from the store (what this process, an earlier one
+    # or another replica recorded); read once per tick, and only when a group is due.
+    failing = cache(lambda: failing_rollouts(det.store.connection, since=now - window))
     for namespace in det.settings.namespace:
         due = await det.triage.read(namespace, workloads=workloads, now=now, call=call)
         notified = []
         for group in due:
             key = triage_render.group_key(group)
-            incident = group_incident(det, group)
+            incident = group_incident(det, group, failing)
             if det.outbox.record_notice(
                     key=key, kind="error_group", namespace=group.namespace,
                     deployment=",".join(group.workloads), detected_at=now,
@@ -131,15 +134,18 @@ def explain_alert(det: Detector, incident: AlertIncident, deployment: Deployment
     return replace(incident, causes=causes, causality=tree)
 
 
-def group_incident(det: Detector, group: Any) -> dict[str, Any] | None:
+def group_incident(det: Detector, group: Any,
+                   rollouts: Callable[[], FailingRollouts]) -> dict[str, Any] | None:
     """The rollout incident an error group's workloads are part of: their own, or that of
     a workload they call (the service map), whose rollout began before the group was first
-    seen; with the chain of calls to it."""
-    if not det.failing or det.change_desk is None:
+    seen; with the chain of calls to it. ``rollouts``: the open rollout incidents."""
+    if det.change_desk is None:
+        return None
+    failing = {node: ref for node, (ref, started) in rollouts().items()
+               if group.first_seen >= started}
+    if not failing:
         return None
     names = det.change_desk.topology.deployment_names(group.namespace)
-    failing = {node: ref for node, (ref, started) in det.failing.items()
-               if group.first_seen >= started}
     for workload in group.workloads:
         name = names.get(workload)
         if name is None:

@@ -48,7 +48,8 @@ class Grant(NamedTuple):
     action: str
 
 
-def _digest(token: str) -> str:
+def token_digest(token: str) -> str:
+    """What the store keeps of a token (an approval's, a dashboard session's): its SHA-256."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
@@ -86,7 +87,7 @@ class ApprovalTokens:
                 self._db.execute(
                     "INSERT INTO approval_tokens (digest, subject, action, issued_at, expires_at)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    (_digest(token), incident_key, action, db_time(now), db_time(now + lifetime)))
+                    (token_digest(token), incident_key, action, db_time(now), db_time(now + lifetime)))
         return token
 
     def is_closed(self, incident_key: str) -> bool:
@@ -102,7 +103,7 @@ class ApprovalTokens:
         incident is withdrawn too.
         """
         now = self._clock()
-        digest = _digest(token)
+        digest = token_digest(token)
         with self._lock, self._db.transaction():
             row = self._db.execute(
                 "SELECT subject, action FROM approval_tokens WHERE digest=? AND used_at IS NULL"
@@ -122,7 +123,7 @@ class ApprovalTokens:
         with self._lock:
             row = self._db.execute(
                 "SELECT subject, action FROM approval_tokens WHERE digest=? AND used_at IS NULL"
-                " AND expires_at > ?", (_digest(token), db_time(now))).fetchone()
+                " AND expires_at > ?", (token_digest(token), db_time(now))).fetchone()
         return Grant(row[0], row[1]) if row else None
 
     def close(self, incident_key: str) -> int:

@@ -49,6 +49,10 @@ KEYS: dict[str, tuple[str, ...]] = {
     "answered_questions": ("subject",),
     "slack_threads": ("key",),
     "service_links": ("source", "target", "kind", "detail"),
+    # Copied like the approval tokens (only digests, each with its end): whoever signed in on
+    # the old store stays signed in on the new one until the session's end; a row already
+    # past it is refused and pruned there as it would have been here.
+    "dashboard_sessions": ("digest",),
 }
 # Rows read and written at a time: large enough that a round trip to the database is a small
 # part of a batch, small enough that a batch is a short transaction.

@@ -37,15 +37,17 @@ STATUSES = ("open", "closed")
 _NEWEST_FIRST = "detected_at DESC, src DESC, rid DESC"
 _ID = re.compile(r"^([rn])([1-9][0-9]{0,17})$")
 
+# When the rollout incident ``i`` closed: its verified action's time (a lookup in the actions'
+# unique key); NULL while it is open.
+ROLLOUT_CLOSED_AT = """(SELECT MAX(a.updated_at) FROM actions a WHERE a.namespace = i.namespace
+          AND a.deployment = i.deployment AND a.revision = i.revision
+          AND a.deployment_uid = i.deployment_uid AND a.state = 'verified')"""
 # Every incident's sort and filter columns, cheap to read: no record's JSON is opened (the
-# priority has a column of its own, schema 5). The closing of a rollout incident is its verified
-# action's time (a lookup in the actions' unique key).
-_KEYS = """
+# priority has a column of its own, schema 5).
+_KEYS = f"""
 SELECT 'r' AS src, i.id AS rid, 'rollout' AS kind, i.namespace AS namespace,
        i.deployment AS deployment, i.detected_at AS detected_at,
-       (SELECT MAX(a.updated_at) FROM actions a WHERE a.namespace = i.namespace
-          AND a.deployment = i.deployment AND a.revision = i.revision
-          AND a.deployment_uid = i.deployment_uid AND a.state = 'verified') AS closed_at,
+       {ROLLOUT_CLOSED_AT} AS closed_at,
        i.priority AS priority
   FROM incidents i
 UNION ALL

@@ -20,7 +20,9 @@ from .db import POSTGRESQL, Database, postgres_ddl
 # 7: ids for incidents and notices (the same on both databases), outbox claims, the executing
 # replica of an action, approval tokens, Slack threads and the service map's learnt links kept
 # in the store.
-SCHEMA_VERSION = 7
+# 8: the dashboard's sign-in sessions (their tokens' digests), so that every replica and a
+# restarted process know them.
+SCHEMA_VERSION = 8
 # pg_advisory_xact_lock's key for migrations: any constant no other application of the same
 # database would pick ("incident-detector" as the bytes of an int64).
 MIGRATION_LOCK = 0x696E63_6964_6574
@@ -197,6 +199,14 @@ CREATE TABLE IF NOT EXISTS service_links (
     PRIMARY KEY (source, target, kind, detail)
 );
 CREATE INDEX IF NOT EXISTS service_links_seen ON service_links (seen_at);
+""" + """
+CREATE TABLE IF NOT EXISTS dashboard_sessions (
+    digest          TEXT PRIMARY KEY,
+    user_name       TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    expires_at      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dashboard_sessions_expires ON dashboard_sessions (expires_at);
 """
 
 # Added to tables of earlier versions by step 7 (an index on a new column cannot be in TABLES:
@@ -216,7 +226,9 @@ def _now() -> str:
 
 def _create_tables(db: Database) -> None:
     # Statement by statement: executescript would COMMIT the migration's transaction first.
-    for statement in statements(TABLES):
+    # PostgreSQL's steps (its stores begin at version 7) make their new tables with it too.
+    ddl = postgres_ddl(TABLES) if db.dialect == POSTGRESQL else TABLES
+    for statement in statements(ddl):
         db.execute(statement)
 
 
@@ -313,11 +325,16 @@ def _migrate_to_7(db: Database) -> None:
         db.execute(statement)
 
 
+def _migrate_to_8(db: Database) -> None:
+    """Version 8 adds the dashboard's sessions (``dashboard_sessions``), on either database."""
+    _create_tables(db)  # CREATE ... IF NOT EXISTS: only the new table and its index are made
+
+
 # MIGRATIONS[n] takes a file from version n to the next version it names; version 1 never had a
 # number of its own (its files say 0), so 0 and 1 share the same step.
 MIGRATIONS: dict[int, tuple[Callable[[Database], None], int]] = {
     0: (_migrate_to_2, 2), 1: (_migrate_to_2, 2), 2: (_migrate_to_3, 3), 3: (_migrate_to_4, 4),
-    4: (_migrate_to_5, 5), 5: (_migrate_to_6, 6), 6: (_migrate_to_7, 7)}
+    4: (_migrate_to_5, 5), 5: (_migrate_to_6, 6), 6: (_migrate_to_7, 7), 7: (_migrate_to_8, 8)}
 
 
 def _sqlite_version(db: Database) -> int:
@@ -353,7 +370,7 @@ def _sqlite_path(db: Database) -> str:
 
 # POSTGRES_MIGRATIONS[n] takes a database from version n to n + 1. A database is created at the
 # version of the code that first sees it (7), so the list starts there.
-POSTGRES_MIGRATIONS: dict[int, Callable[[Database], None]] = {}
+POSTGRES_MIGRATIONS: dict[int, Callable[[Database], None]] = {7: _migrate_to_8}
 
 _VERSIONS_TABLE = ("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
                    " applied_at TEXT NOT NULL, applied_by TEXT NOT NULL)")

@@ -8,19 +8,27 @@ Reading the dashboard needs no login. A write (approve, reject) needs a user, na
   sets it itself and overwrites one it is sent) and the detector's port must not be reachable
   around the proxy (a NetworkPolicy, or the Service not exposed otherwise).
 - ``DASHBOARD_TOKEN`` (a Secret): ``name:secret``, or a bare secret for the user ``dashboard``.
-  A person enters it once in the form of ``/login``; the answer is a session cookie, HMAC-signed
-  with a key drawn at random when the process starts (a restart signs everyone out), HttpOnly,
-  SameSite=Strict, Path=/, Secure when the request came over https, expiring after eight hours.
+  A person enters it once in the form of ``/login``; the answer is a session cookie that ends
+  in 32 random bytes, HttpOnly, SameSite=Strict, Path=/, Secure when the request came over
+  https, expiring after eight hours. The store keeps the session (``store.sessions``: the
+  cookie's SHA-256 digest, its user and its end), so every replica on the same store knows it
+  and a restart signs nobody out; signing out deletes it there.
   A script may send ``Authorization: Bearer <secret>`` instead (``name:secret`` in full is
   accepted as well as the secret alone, in the form too).
 
 A write from a browser also carries a CSRF value (``csrf_token``): an HMAC of the user, how they
 signed in, the session and its expiry, so it is worth nothing to another user, after a sign-out
-or after the session's end. When the request has an ``Origin`` (or, without one, a ``Referer``),
-its host must be the request's own ``Host``. A bearer request needs no CSRF value: a browser
-never adds that header to a request another site makes it send.
+or after the session's end. A session's is keyed by its cookie, which every replica is sent
+with the form; a proxy's user's by a key drawn when the process starts. When the request has
+an ``Origin`` (or, without one, a ``Referer``), its host must be the request's own ``Host``. A
+bearer request needs no CSRF value: a browser never adds that header to a request another site
+makes it send.
 
 Without a token and without a proxy header the dashboard is read-only (``enabled`` is False).
+
+While the store does not answer, a request that carries a session cookie (to be looked up) or
+signs in raises ``StoreUnavailable``, which the app answers with 503 and ``Retry-After``, as
+every page that needs the store.
 
 Nothing secret is logged or kept in a repr: not the token, not the cookie, not a CSRF value.
 """
@@ -32,10 +40,9 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
@@ -44,6 +51,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..credentials import TokenCredential, parse_dashboard_token
+from ..store.sessions import DashboardSessions
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -58,10 +66,12 @@ SESSION_LIFETIME = timedelta(hours=8)
 # A user named by the proxy: printable ASCII (an e-mail address, "Alice Smith"), nothing that
 # could break a log line or a page.
 _PROXY_USER = re.compile(r"[\x20-\x7e]{1,256}")
-# What a cookie or a CSRF value may look like before its MAC is even computed.
+# What a cookie or a CSRF value may look like before the store is asked or a MAC computed.
 _COOKIE = re.compile(r"[A-Za-z0-9_-]{1,1024}\.[A-Za-z0-9_-]{43}")
 _CSRF = re.compile(r"[0-9]{1,12}\.[A-Za-z0-9_-]{43}")
 _SESSION_ID_BYTES = 18
+# The cookie's secret part: what the store's digest is of, unguessable.
+_SESSION_SECRET_BYTES = 32
 # Why a password of this length is worth a warning: the login is rate-limited, but a short
 # secret still falls to patience.
 MIN_SECRET_CHARS = 16
@@ -81,10 +91,6 @@ class Identity:
 
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _host(netloc: str) -> str:
@@ -108,27 +114,31 @@ class DashboardAuth:
 
     def __init__(self, *, token: TokenCredential | None, proxy_header: str | None,
                  clock: Clock, key: bytes | None = None,
-                 session_lifetime: timedelta = SESSION_LIFETIME) -> None:
+                 session_lifetime: timedelta = SESSION_LIFETIME,
+                 sessions: DashboardSessions | None = None) -> None:
         if session_lifetime <= timedelta(0):
             raise ValueError("session_lifetime must be positive")
         self._token = token
         self._proxy_header = proxy_header.lower() if proxy_header else None
         self._clock = clock
-        # Per process: a restart ends every session, and nothing on disk can forge one.
+        # Per process, for the CSRF values of a proxy's users and of bearer requests only: a
+        # session's are keyed by its own cookie.
         self._key = key if key is not None else secrets.token_bytes(32)
         self._lifetime = session_lifetime
-        self._lock = threading.Lock()
-        self._revoked: dict[str, int] = {}  # session id -> its expiry (then forgotten)
+        # The store's table (main passes the detector's); without one, the process's own.
+        self._sessions = sessions if sessions is not None else DashboardSessions()
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, clock: Clock) -> DashboardAuth:
+    def from_settings(cls, settings: Settings, *, clock: Clock,
+                      sessions: DashboardSessions | None = None) -> DashboardAuth:
         token = None
         if settings.dashboard_token is not None:
             token = parse_dashboard_token(settings.dashboard_token.get_secret_value())
             if len(token.secret) < MIN_SECRET_CHARS:
                 log.warning("dashboard_token_short", min_chars=MIN_SECRET_CHARS,
                             hint="openssl rand -hex 32")
-        return cls(token=token, proxy_header=settings.auth_proxy_header, clock=clock)
+        return cls(token=token, proxy_header=settings.auth_proxy_header, clock=clock,
+                   sessions=sessions)
 
     def __repr__(self) -> str:
         return (f"DashboardAuth(token_user={self._token.user if self._token else None!r}, "
@@ -176,48 +186,37 @@ class DashboardAuth:
     # Sessions -----------------------------------------------------------------------------
 
     def start_session(self, request: Request, response: Response, user: str) -> None:
-        """Set the signed session cookie of ``user`` on ``response``."""
-        expires = int(self._clock().timestamp() + self._lifetime.total_seconds())
+        """Record a session of ``user`` in the store and set its cookie on ``response``."""
+        now = self._clock()
+        expires = int(now.timestamp() + self._lifetime.total_seconds())
         session = _b64(secrets.token_bytes(_SESSION_ID_BYTES))
         payload = _b64(f"{user}|{session}|{expires}".encode())
-        value = f"{payload}.{self._mac(b'session', payload.encode())}"
+        value = f"{payload}.{_b64(secrets.token_bytes(_SESSION_SECRET_BYTES))}"
+        self._sessions.start(value, user=user, now=now,
+                             expires_at=datetime.fromtimestamp(expires, timezone.utc))
         response.set_cookie(SESSION_COOKIE, value,
                             max_age=int(self._lifetime.total_seconds()), path="/",
                             secure=is_https(request), httponly=True, samesite="strict")
 
     def end_session(self, request: Request, response: Response) -> None:
-        """Forget the request's session (its cookie is refused from now on) and clear it."""
+        """Forget the request's session (its cookie is refused from now on, on every replica)
+        and clear it."""
         identity = self.identify(request)
         if identity is not None and identity.via == "session":
-            with self._lock:
-                self._revoked[identity.session] = identity.expires
+            self._sessions.end(request.cookies[SESSION_COOKIE])
         response.delete_cookie(SESSION_COOKIE, path="/", secure=is_https(request),
                                httponly=True, samesite="strict")
 
     def _session(self, cookie: str) -> Identity | None:
         if self._token is None or not _COOKIE.fullmatch(cookie):
             return None
-        payload, mac = cookie.rsplit(".", 1)
-        if not hmac.compare_digest(mac, self._mac(b"session", payload.encode())):
+        # The store decides: a cookie it does not hold (altered, signed out, made for another
+        # store) or whose session ended is nobody's. Its readable part names the session.
+        found = self._sessions.find(cookie, now=self._clock())
+        if found is None or found.user != self._token.user:
             return None
-        try:
-            user, session, expires_text = _unb64(payload).decode().split("|")
-            expires = int(expires_text)
-        except ValueError:  # signed by us, so only a change of format could get here
-            return None
-        now = int(self._clock().timestamp())
-        if expires <= now or user != self._token.user:
-            return None
-        with self._lock:
-            self._forget_revoked(now)
-            if session in self._revoked:
-                return None
-        return Identity(user, "session", session=session, expires=expires)
-
-    def _forget_revoked(self, now: int) -> None:
-        over = [session for session, expires in self._revoked.items() if expires <= now]
-        for session in over:
-            del self._revoked[session]
+        return Identity(found.user, "session", session=cookie.rsplit(".", 1)[0],
+                        expires=int(found.expires_at.timestamp()))
 
     # CSRF and origin ----------------------------------------------------------------------
 
@@ -233,7 +232,7 @@ class DashboardAuth:
             # the same within the hour and is never older than the lifetime plus one hour.
             hour = int(self._clock().timestamp()) // 3600
             expires = (hour + 1) * 3600 + int(self._lifetime.total_seconds())
-        return f"{expires}.{self._csrf_mac(identity, expires)}"
+        return f"{expires}.{self._csrf_mac(request, identity, expires)}"
 
     def check_csrf(self, request: Request, value: object) -> bool:
         """Whether ``value`` is this user's and this session's CSRF value, still valid, and the
@@ -245,7 +244,7 @@ class DashboardAuth:
         expires = int(expires_text)
         fresh = expires > self._clock().timestamp() and (
             not identity.expires or expires == identity.expires)
-        valid = hmac.compare_digest(mac, self._csrf_mac(identity, expires))
+        valid = hmac.compare_digest(mac, self._csrf_mac(request, identity, expires))
         return valid and fresh and self.same_origin(request)
 
     def same_origin(self, request: Request) -> bool:
@@ -263,9 +262,10 @@ class DashboardAuth:
         # "null" (a sandboxed frame, a cross-origin redirect) has no host and never matches.
         return parts.scheme in ("http", "https") and bool(own) and _host(parts.netloc) == own
 
-    def _csrf_mac(self, identity: Identity, expires: int) -> str:
+    def _csrf_mac(self, request: Request, identity: Identity, expires: int) -> str:
         bound = "|".join((identity.user, identity.via, identity.session, str(expires)))
-        return self._mac(b"csrf", bound.encode())
-
-    def _mac(self, purpose: bytes, message: bytes) -> str:
-        return _b64(hmac.new(self._key, purpose + b"\0" + message, hashlib.sha256).digest())
+        # A session's own cookie (secret, and sent to whichever replica gets the form) keys
+        # its values; the process's key the others'.
+        key = request.cookies[SESSION_COOKIE].encode() if identity.via == "session" \
+            else self._key
+        return _b64(hmac.new(key, b"csrf\0" + bound.encode(), hashlib.sha256).digest())
