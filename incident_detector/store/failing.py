@@ -14,7 +14,7 @@ from typing import Any
 
 from .db import Database
 from .reads import ROLLOUT_CLOSED_AT
-from .records import db_time
+from .rows import db_time
 
 # A workload ("<namespace>/<deployment>"): what an error group's record says of its rollout
 # incident, and when that rollout began.

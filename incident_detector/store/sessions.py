@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from .approvals import token_digest
 from .db import Database, SqliteDatabase
-from .records import db_time, from_db_time
+from .rows import db_time, from_db_time
 from .schema import migrate
 
 
