@@ -18,7 +18,7 @@ import httpx
 
 from incident_detector.sim.fakes import KubeApiFake, LokiFake, SlackSink
 from incident_detector.sim.scenario import load_scenario
-from incident_detector.sim.server import LocalServer
+from incident_detector.sim.server import LocalServer, Request, Response
 from incident_detector.sim.world import World
 
 SCENARIO = Path(__file__).parent / "scenarios" / "bad-rollout-sharp-spike.yaml"
@@ -173,3 +173,19 @@ def stop(daemon: Daemon, sig=signal.SIGTERM) -> int:
     except subprocess.TimeoutExpired:
         daemon.proc.kill()
         raise
+
+
+class SlackDown:
+    """A ``faults`` hook: Slack answers 503 while ``down``, until the test brings it back, and
+    counts what it refused. (Not "the first N attempts": the retries would then reach Slack on
+    their own schedule.)"""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.refused = 0
+
+    def __call__(self, request: Request) -> Response | None:
+        if not self.down:
+            return None
+        self.refused += 1
+        return Response(503, "service unavailable", "text/plain")

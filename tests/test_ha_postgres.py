@@ -30,7 +30,7 @@ import pytest
 from incident_detector.sim.fakes import SlackSink, status_body
 from incident_detector.sim.server import LocalServer, Request, Response
 
-from harness import Daemon, make_cluster, start_daemon, stop
+from harness import Daemon, SlackDown, make_cluster, start_daemon, stop
 from test_slack_actions import click_body, signed_headers
 
 TESTS = Path(__file__).parent
@@ -291,20 +291,6 @@ def test_an_alert_posted_to_the_standby_is_taken_and_gives_one_incident_from_the
     assert "KubePodCrashLooping" in message["text"]
     assert alerts[0] == alerts[1]
     assert "KubePodCrashLooping" in json.dumps(alerts[0])
-
-
-class SlackDown:
-    """A ``faults`` hook: Slack answers 503 while ``down``; counts what it refused."""
-
-    def __init__(self) -> None:
-        self.down = True
-        self.refused = 0
-
-    def __call__(self, request: Request) -> Response | None:
-        if not self.down:
-            return None
-        self.refused += 1
-        return Response(503, "service unavailable", "text/plain")
 
 
 def readyz(daemon: Daemon) -> tuple[int, str]:

@@ -5,24 +5,7 @@ from __future__ import annotations
 
 import signal
 
-from incident_detector.sim.server import Request, Response
-
-from harness import DEADLINE_SECONDS, start_daemon, stop
-
-
-class SlackDown:
-    """A ``faults`` hook: Slack answers 503 until the test brings it back; counts the refusals.
-    (Not "the first N attempts": the retries would then reach Slack on their own schedule.)"""
-
-    def __init__(self) -> None:
-        self.down = True
-        self.refused = 0
-
-    def __call__(self, request: Request) -> Response | None:
-        if not self.down:
-            return None
-        self.refused += 1
-        return Response(503, "service unavailable", "text/plain")
+from harness import DEADLINE_SECONDS, SlackDown, start_daemon, stop
 
 
 def test_sigkill_mid_incident_then_restart_with_same_store_then_empty_store(cluster):
