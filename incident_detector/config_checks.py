@@ -41,6 +41,8 @@ _SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}\Z")
 _SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}\Z")
 # Label names go into LogQL and PromQL unquoted: only Prometheus label-name characters.
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*\Z")
+# What an HTTP header may carry: printable ASCII, no space.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 
 
 def _split_list(value: Any) -> Any:
@@ -69,6 +71,13 @@ def _each_known(value: tuple[str, ...], known: tuple[str, ...], *, what: str,
     if unknown:
         raise ValueError(f"{', '.join(map(repr, unknown))}: {what} are {', '.join(known)}")
     return chosen
+
+
+def _printable_secret(value: SecretStr | None) -> SecretStr | None:
+    """A secret sent in a header: printable ASCII without spaces, refused without showing it."""
+    if value is not None and not _HEADER_SAFE.fullmatch(value.get_secret_value()):
+        raise ValueError("must be printable ASCII without spaces (value not shown: it is a secret)")
+    return value
 
 
 class RemediationChecks(BaseSettings):
@@ -246,7 +255,7 @@ class SettingsChecks(RemediationChecks):
     @field_validator("loki_org_id", check_fields=False)
     @classmethod
     def _header_safe(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[\x21-\x7e]+\Z", value):
+        if value is not None and not _HEADER_SAFE.fullmatch(value):
             raise ValueError("must be printable ASCII without spaces (it is sent as a header)")
         return value
 
@@ -259,9 +268,7 @@ class SettingsChecks(RemediationChecks):
     @field_validator("loki_bearer_token", check_fields=False)
     @classmethod
     def _token_header_safe(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not re.match(r"^[\x21-\x7e]+\Z", value.get_secret_value()):
-            raise ValueError("must be printable ASCII without spaces (value not shown: it is a secret)")
-        return value
+        return _printable_secret(value)
 
     @field_validator("slack_webhook_url", check_fields=False)
     @classmethod
@@ -311,10 +318,7 @@ class SettingsChecks(RemediationChecks):
                      "change_webhook_token", check_fields=False)
     @classmethod
     def _secret_header_safe(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not re.match(r"^[\x21-\x7e]+\Z", value.get_secret_value()):
-            raise ValueError("must be printable ASCII without spaces "
-                             "(value not shown: it is a secret)")
-        return value
+        return _printable_secret(value)
 
     @field_validator("alert_namespace_labels", "alert_deployment_labels", "alert_pod_labels",
                      "alert_workload_labels", check_fields=False)
@@ -348,9 +352,7 @@ class SettingsChecks(RemediationChecks):
     @field_validator("alertmanager_token", "dashboard_token", check_fields=False)
     @classmethod
     def _alertmanager_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not re.match(r"^[\x21-\x7e]+\Z", value.get_secret_value()):
-            raise ValueError("must be printable ASCII without spaces (value not shown: it is a secret)")
-        return value
+        return _printable_secret(value)
 
     @field_validator("self_deployment", check_fields=False)
     @classmethod
