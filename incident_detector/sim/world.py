@@ -470,20 +470,23 @@ class World:
         changes = self._change_times
         latest = bisect.bisect_right(changes, self.seconds(now))
         if not latest:
-            return self._versioned_at(resource, namespace, now, latest)
+            return self._versioned_at(resource, namespace,
+                                      self._unversioned(resource, namespace, now), now, latest)
         # The world is constant between change times, so the answer is the same at every
         # instant from the latest one on, and is made once: a replay's watches ask for it
         # several times a second of scenario time.
         key = (resource, namespace, latest)
         versioned = self._versioned.get(key)
         if versioned is None:
+            # The objects as they were made for the latest change time's snapshot.
+            snapshot = self._snapshot(resource, namespace, latest - 1).values()
             versioned = self._versioned[key] = self._versioned_at(
-                resource, namespace, self.at(changes[latest - 1]), latest)
+                resource, namespace, [_copied(obj) for obj in snapshot],
+                self.at(changes[latest - 1]), latest)
         return versioned
 
-    def _versioned_at(self, resource: str, namespace: str, now: datetime,
+    def _versioned_at(self, resource: str, namespace: str, objects: list[Body], now: datetime,
                       latest: int) -> list[Body]:
-        objects = self._unversioned(resource, namespace, now)
         changes = self._change_times
         # An object's last change is the earliest change time since which it has been equal to
         # what it is now.
