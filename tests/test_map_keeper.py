@@ -15,7 +15,8 @@ from incident_detector.judge.correlator import Rules
 from incident_detector.model import Container, Deployment, EnvVar, PodTemplate, ReplicaSet, \
     Service
 from incident_detector.store.changes import ChangeLog
-from incident_detector.run.changes import MAP_REFRESH, ChangeDesk
+from incident_detector.run.changes import ChangeDesk
+from incident_detector.run.map_keeper import MAP_REFRESH
 from incident_detector.run.live import LiveFeed
 from incident_detector.store.records import Store
 from incident_detector.store.service_map import ObservedLinks

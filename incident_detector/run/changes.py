@@ -58,10 +58,6 @@ from .change_judging import CountPlan, count_plan, judge_namespace, take_counts
 from .change_topology import Topology
 from .map_keeper import MapKeeper
 
-# Named here too, where they were before the desk was split: the desk's own.
-from .change_judging import signature_symptoms  # noqa: F401
-from .map_keeper import MAP_REFRESH  # noqa: F401
-
 log = structlog.get_logger("incident_detector")
 
 T = TypeVar("T")

@@ -18,7 +18,7 @@ from ..judge.change_diff import rollout_change
 from ..judge.rules import Subject
 from ..judge.signatures import top_signatures
 from ..model import Incident, Signal
-from .changes import signature_symptoms
+from .change_judging import signature_symptoms
 
 if TYPE_CHECKING:  # the detector imports this module: only the type is needed here
     from .daemon import Detector

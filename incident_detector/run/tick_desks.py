@@ -22,7 +22,7 @@ from ..notify import triage_render
 from ..notify.slack import thread_key
 from ..store.failing import FailingRollouts, failing_rollouts
 from .health import iso
-from .changes import signature_symptoms
+from .change_judging import signature_symptoms
 from .observe import triage_workloads
 
 if TYPE_CHECKING:  # the detector imports this module: only the type is needed here
