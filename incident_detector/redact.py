@@ -15,10 +15,10 @@ with ``[redacted]`` and keeps what names it, so the line still reads:
   ``key``, ``value``, ``hash``, ``new``, a number, ...). So ``session_id``, ``access_key_id`` and
   ``password2`` are credentials, while ``token_count``, ``token_type``, ``session_timeout``,
   ``secret_name`` and plural counters such as ``max_tokens`` are not.
-- Values: a quoted string (to its closing quote, or to the end of a cut line), a flat ``[...]``
-  list or ``{...}`` object (in a nested one, each credential key on its own), or an unquoted
-  run up to white space, a ``"``, or ``&name=`` (the next query parameter);
-  closing punctuation at its end stays. An ``Authorization`` value keeps its scheme
+- Values: a quoted string (to its closing quote, or to the end of a cut line; a single-quoted
+  one at most to the end of its line), a flat ``[...]`` list or ``{...}`` object (in a nested
+  one, each credential key on its own), or an unquoted run up to white space, a ``"``, or
+  ``&name=`` (the next query parameter); closing punctuation at its end stays. An ``Authorization`` value keeps its scheme
   (``Authorization: Bearer [redacted]``).
 - Only for ``key: value`` with neither key nor value quoted, which is also how prose reads
   (``invalid token: expired``), is a value that looks like a word (letters only, under 16, not
@@ -119,7 +119,7 @@ _VALUE_TEMPLATE = rf"""
         (?P<red>\[redacted\])
       | (?P<edq>\\"(?:[^"\\]|\\[^"\\]|\\\\[^"\\]|\\\\\\\\|\\\\\\")*(?:\\"|\Z)?)
       | (?P<dq>"(?:[^"\\]|\\[\s\S]?)*"?)
-      | (?P<sq>'[^'\n]*(?:'|\Z))
+      | (?P<sq>'[^'\n]*(?:'|(?=\n)|\Z))
       | (?P<arr>\[[^\[\]{{}}\n]*\]|\{{[^\[\]{{}}\n]*\}})
       | (?P<bare>BARE_START(?:[^\s"&]|&(?![\w.-]+=))*[^\s"&,;)\]}}'.:!?])
     )
@@ -287,6 +287,24 @@ def redact(text: str) -> str:
     docstring); pure, never raises, idempotent."""
     if not isinstance(text, str):
         text = str(text)
+    # A replacement can make a match for a pass that ran before it: "[redacted]" has no white
+    # space and is a word boundary, so "postgres://u:password='token: x'@h" is a URL with a
+    # password once the quoted value is gone, and "AKIA...xoxb-abc" an AWS key id once the
+    # Slack token is. So the passes run again until they change nothing; a round that changes
+    # the text replaces characters that were not "[redacted]" yet, so the rounds end.
+    for _ in range(_MAX_ROUNDS):
+        redacted = _redact_once(text)
+        if redacted == text:
+            break
+        text = redacted
+    return text
+
+
+# Two rounds in every case seen; the bound only keeps a pathological text from looping long.
+_MAX_ROUNDS = 8
+
+
+def _redact_once(text: str) -> str:
     # Each pass runs only when the text holds what it looks for: plain substring tests are
     # many times cheaper than Python's regex engine, and most log lines hold none of them.
     if "PRIVATE KEY" in text:

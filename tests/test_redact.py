@@ -309,6 +309,13 @@ def test_idempotent_on_any_text(text: str):
     "-----END PRIVATE KEY-----", "\\\"", '"', "'", "&", "=", ":", " ", "\n", "abc", "12345678",
     "[redacted]", "{", "}", "[", "]", ",", ";", "Basic ", "hooks.slack.com/services/",
 ]), max_size=30).map("".join))
+# An unclosed quote before a newline: the first pass once redacted only the inner value, with
+# the newline, and the second pass then took the outer quote to the end of the text.
+@example("password='\"secret\": \"\n")
+# A replacement that makes a match for an earlier pass: a URL password without its space, an AWS
+# key id followed by "[redacted]" instead of a letter.
+@example("postgres://u:password='token: '@h/")
+@example("AKIA1234567812345678xoxb-password=")
 def test_idempotent_on_credential_fragments(text: str):
     once = redact(text)
     assert redact(once) == once
