@@ -32,8 +32,11 @@ demo: $(DEMO_STAMP)
 	$(BIN)/incident-detector demo
 
 # In parallel (pytest-xdist); each browser module stays on one worker (--dist loadgroup).
+# Bytecode is written even where the environment says not to (PYTHONDONTWRITEBYTECODE, set in
+# many container images): the suite starts the daemon as a process dozens of times, and each
+# would compile the whole package again; pytest likewise caches its rewritten test modules.
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The README's pictures of the dashboard (docs/screenshots/*.png), taken by the browser tests in
 # Debian's chromium; `make test` takes them too, but into a temporary folder.
