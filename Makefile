@@ -48,7 +48,22 @@ demo: $(DEMO_STAMP)
 # Bytecode is written even where the environment says not to (PYTHONDONTWRITEBYTECODE, set in
 # many container images): the suite starts the daemon as a process dozens of times, and each
 # would compile the whole package again; pytest likewise caches its rewritten test modules.
+# On a fresh checkout there is none yet, and every worker would compile the package and
+# rewrite every test module's asserts at the same moment: two processes first do it once,
+# one half of the test files each (about 5 s; a clean clone's suite then took about 10 s less).
+# Their failures are the suite's to report, so they are not checked here.
+TEST_FILES := $(sort $(wildcard tests/test_*.py tests/*/test_*.py))
+HALF := $(shell echo $$(( $(words $(TEST_FILES)) / 2 )))
 test: $(TEST_STAMP)
+	@echo "Compiling the package and the test modules once, then the suite on $(TEST_WORKERS) workers"
+	@export PYTHONDONTWRITEBYTECODE=; \
+	{ $(BIN)/python -m compileall -q incident_detector; \
+	  $(BIN)/python -m pytest -q --collect-only $(wordlist 1,$(HALF),$(TEST_FILES)); \
+	} >/dev/null 2>&1 & \
+	$(BIN)/python -m pytest -q --collect-only \
+	    $(wordlist $(shell echo $$(( $(HALF) + 1 ))),$(words $(TEST_FILES)),$(TEST_FILES)) \
+	    >/dev/null 2>&1; \
+	wait
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The README's pictures of the dashboard (docs/screenshots/*.png), taken by the browser tests in
