@@ -422,6 +422,24 @@ def test_the_csrf_value_dies_with_the_session():
     assert not auth.check_csrf(make_request(cookie=cookie), csrf)
 
 
+def test_a_proxy_users_csrf_value_is_good_on_another_replica(store_target, tmp_path):
+    # Behind an authenticating proxy there is no session: the value is keyed by the key the
+    # store keeps, drawn by the first replica that needs it, so a form shown by one replica
+    # posts to the other. A detector on another store has a key of its own.
+    clock = Clock()
+    one = token_auth(clock, token="", proxy="X-Forwarded-User", store=store_target)
+    other = token_auth(clock, token="", proxy="X-Forwarded-User", store=store_target)
+    elsewhere = token_auth(clock, token="", proxy="X-Forwarded-User",
+                           store=str(tmp_path / "elsewhere.sqlite3"))
+    alice = make_request(headers={"X-Forwarded-User": "alice"})
+    csrf = one.csrf_token(alice)
+    assert other.check_csrf(alice, csrf) and other.csrf_token(alice) == csrf
+    assert not elsewhere.check_csrf(alice, csrf)
+    # And after a restart on the same store.
+    again = token_auth(clock, token="", proxy="X-Forwarded-User", store=store_target)
+    assert again.check_csrf(alice, csrf)
+
+
 def test_a_proxy_users_csrf_value_is_bound_to_the_user_and_expires():
     clock = Clock()
     auth = token_auth(clock, token="", proxy="X-Forwarded-User")

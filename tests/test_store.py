@@ -8,6 +8,7 @@ import pytest
 
 from incident_detector.store import schema as schema_module
 from incident_detector.store.records import Store, StoreVersionError
+from incident_detector.store.sessions import DashboardSessions
 
 T0 = datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc)
 from fixtures.store.schema_v6 import TABLES_V6, schema_6_file
@@ -288,16 +289,23 @@ def test_a_store_of_a_newer_detector_is_refused_on_postgresql(pg_url):
 
 # --- schema 8: the dashboard's sessions -------------------------------------------------------
 
-def _as_schema_7(store: Store) -> None:
-    """Take the store back to what schema 7 left: no sessions table, version 7."""
+def _as_schema(store: Store, version: int) -> None:
+    """Take the store back to what schema 7 or 8 left: without the tables of later versions."""
     db = store.connection
     with db.transaction():
-        db.execute("DROP TABLE dashboard_sessions")
+        db.execute("DROP TABLE dashboard_keys")
+        if version < 8:
+            db.execute("DROP TABLE dashboard_sessions")
         if db.dialect == "postgresql":
-            db.execute("UPDATE schema_migrations SET version=7")
+            # A new database has one row: the version it was created at.
+            db.execute("UPDATE schema_migrations SET version=?", (version,))
         else:
-            db.execute("PRAGMA user_version=7")
+            db.execute(f"PRAGMA user_version={version}")
     store.close()
+
+
+def _as_schema_7(store: Store) -> None:
+    _as_schema(store, 7)
 
 
 def _sessions_index(store: Store) -> bool:
@@ -319,26 +327,46 @@ def test_a_schema_7_store_gets_the_sessions_table_and_keeps_its_rows(store_targe
     if again.dialect == "postgresql":
         applied = again.connection.execute(
             "SELECT version, applied_by FROM schema_migrations ORDER BY version").fetchall()
-        assert applied == [(7, "incident-detector"), (8, "replica-2")]
+        assert applied == [(7, "incident-detector"), (8, "replica-2"), (9, "replica-2")]
     assert Store(store_target).migrated_from is None  # nothing left to do
 
 
-def test_a_schema_6_file_comes_up_to_8_in_one_go(tmp_path):
+def test_a_schema_6_file_comes_up_to_9_in_one_go(tmp_path):
     store = Store(schema_6_file(tmp_path / "v6.sqlite3"))
-    assert store.migrated_from == 6 and schema_module.SCHEMA_VERSION == 8
-    assert store.connection.execute("PRAGMA user_version").fetchone()[0] == 8
+    assert store.migrated_from == 6 and schema_module.SCHEMA_VERSION == 9
+    assert store.connection.execute("PRAGMA user_version").fetchone()[0] == 9
     assert _sessions_index(store)
+    assert DashboardSessions(store.connection).shared_key("k", now=T0)
 
 
-def test_a_store_of_schema_9_is_refused_by_this_detector(store_target):
+# --- schema 9: the keys the replicas share ----------------------------------------------------
+
+def test_a_schema_8_store_gets_the_keys_table_and_keeps_its_sessions(store_target):
+    store = Store(store_target)
+    DashboardSessions(store.connection).start("token-1", user="alice", now=T0,
+                                              expires_at=T0 + timedelta(hours=1))
+    _as_schema(store, 8)
+    again = Store(store_target, owner="replica-2")
+    assert again.migrated_from == 8
+    sessions = DashboardSessions(again.connection)
+    assert sessions.find("token-1", now=T0) is not None
+    assert again.connection.execute("SELECT COUNT(*) FROM dashboard_keys").fetchone()[0] == 0
+    assert len(sessions.shared_key("dashboard-csrf", now=T0)) == 32
+    if again.dialect == "postgresql":
+        applied = again.connection.execute(
+            "SELECT version, applied_by FROM schema_migrations ORDER BY version").fetchall()
+        assert applied == [(8, "incident-detector"), (9, "replica-2")]
+
+
+def test_a_store_of_schema_10_is_refused_by_this_detector(store_target):
     store = Store(store_target)
     db = store.connection
     if db.dialect == "postgresql":
-        db.execute("INSERT INTO schema_migrations VALUES (9, 'then', 'future')")
+        db.execute("INSERT INTO schema_migrations VALUES (10, 'then', 'future')")
     else:
-        db.execute("PRAGMA user_version=9")
+        db.execute("PRAGMA user_version=10")
     store.close()
-    with pytest.raises(StoreVersionError, match="schema version 9; this detector knows up to 8"):
+    with pytest.raises(StoreVersionError, match="schema version 10; this detector knows up to 9"):
         Store(store_target)
 
 

@@ -53,6 +53,9 @@ KEYS: dict[str, tuple[str, ...]] = {
     # the old store stays signed in on the new one until the session's end; a row already
     # past it is refused and pruned there as it would have been here.
     "dashboard_sessions": ("digest",),
+    # The key of a proxy's users' CSRF values: copied, a form shown before the move still posts
+    # after it; a destination that already has its own keeps it (a conflict).
+    "dashboard_keys": ("name",),
 }
 # Rows read and written at a time: large enough that a round trip to the database is a small
 # part of a batch, small enough that a batch is a short transaction.

@@ -22,7 +22,9 @@ from .db import POSTGRESQL, Database, postgres_ddl
 # in the store.
 # 8: the dashboard's sign-in sessions (their tokens' digests), so that every replica and a
 # restarted process know them.
-SCHEMA_VERSION = 8
+# 9: the keys the replicas share (``dashboard_keys``): the one of the CSRF values of an
+# authenticating proxy's users, so that a form shown by one replica posts to another.
+SCHEMA_VERSION = 9
 # pg_advisory_xact_lock's key for migrations: any constant no other application of the same
 # database would pick ("incident-detector" as the bytes of an int64).
 MIGRATION_LOCK = 0x696E63_6964_6574
@@ -207,6 +209,12 @@ CREATE TABLE IF NOT EXISTS dashboard_sessions (
     expires_at      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dashboard_sessions_expires ON dashboard_sessions (expires_at);
+""" + """
+CREATE TABLE IF NOT EXISTS dashboard_keys (
+    name            TEXT PRIMARY KEY,
+    key_hex         TEXT NOT NULL,
+    created_at      TEXT NOT NULL
+);
 """
 
 # Added to tables of earlier versions by step 7 (an index on a new column cannot be in TABLES:
@@ -330,11 +338,17 @@ def _migrate_to_8(db: Database) -> None:
     _create_tables(db)  # CREATE ... IF NOT EXISTS: only the new table and its index are made
 
 
+def _migrate_to_9(db: Database) -> None:
+    """Version 9 adds the keys the replicas share (``dashboard_keys``), on either database."""
+    _create_tables(db)
+
+
 # MIGRATIONS[n] takes a file from version n to the next version it names; version 1 never had a
 # number of its own (its files say 0), so 0 and 1 share the same step.
 MIGRATIONS: dict[int, tuple[Callable[[Database], None], int]] = {
     0: (_migrate_to_2, 2), 1: (_migrate_to_2, 2), 2: (_migrate_to_3, 3), 3: (_migrate_to_4, 4),
-    4: (_migrate_to_5, 5), 5: (_migrate_to_6, 6), 6: (_migrate_to_7, 7), 7: (_migrate_to_8, 8)}
+    4: (_migrate_to_5, 5), 5: (_migrate_to_6, 6), 6: (_migrate_to_7, 7), 7: (_migrate_to_8, 8),
+    8: (_migrate_to_9, 9)}
 
 
 def _sqlite_version(db: Database) -> int:
@@ -370,7 +384,7 @@ def _sqlite_path(db: Database) -> str:
 
 # POSTGRES_MIGRATIONS[n] takes a database from version n to n + 1. A database is created at the
 # version of the code that first sees it (7), so the list starts there.
-POSTGRES_MIGRATIONS: dict[int, Callable[[Database], None]] = {7: _migrate_to_8}
+POSTGRES_MIGRATIONS: dict[int, Callable[[Database], None]] = {7: _migrate_to_8, 8: _migrate_to_9}
 
 _VERSIONS_TABLE = ("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
                    " applied_at TEXT NOT NULL, applied_by TEXT NOT NULL)")

@@ -6,11 +6,15 @@ replica is valid on every other one on the same database and across a restart, a
 the database holds nothing a browser could present. Signing out deletes the row; a session past
 its end is refused, and its row is deleted when it is presented or when someone signs in.
 
+The same database keeps the keys the replicas share (``dashboard_keys``, ``shared_key``): the
+first replica that needs one draws it at random, the others read it.
+
 The times are given by the caller (the dashboard's clock); nothing here reads one.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 from datetime import datetime
 from typing import NamedTuple
@@ -70,6 +74,18 @@ class DashboardSessions:
         with self._lock:
             return self._db.execute("DELETE FROM dashboard_sessions WHERE digest=?",
                                     (token_digest(token),)).rowcount > 0
+
+    def shared_key(self, name: str, *, now: datetime) -> bytes:
+        """The 32 random bytes every replica on this database shares under ``name``: drawn by
+        the first that asks (a second one drawing at the same time keeps the first's)."""
+        with self._lock, self._db.transaction():
+            self._db.execute(
+                "INSERT INTO dashboard_keys (name, key_hex, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO NOTHING",
+                (name, secrets.token_hex(32), db_time(now)))
+            row = self._db.execute("SELECT key_hex FROM dashboard_keys WHERE name=?",
+                                   (name,)).fetchone()
+        return bytes.fromhex(row[0])
 
     def count(self) -> int:
         with self._lock:

@@ -19,7 +19,8 @@ Reading the dashboard needs no login. A write (approve, reject) needs a user, na
 A write from a browser also carries a CSRF value (``csrf_token``): an HMAC of the user, how they
 signed in, the session and its expiry, so it is worth nothing to another user, after a sign-out
 or after the session's end. A session's is keyed by its cookie, which every replica is sent
-with the form; a proxy's user's by a key drawn when the process starts. When the request has
+with the form; a proxy's user's by a random key kept in the store (``dashboard_keys``), which
+the first replica to need it draws and every other one reads. When the request has
 an ``Origin`` (or, without one, a ``Referer``), its host must be the request's own ``Host``. A
 bearer request needs no CSRF value: a browser never adds that header to a request another site
 makes it send.
@@ -63,6 +64,8 @@ Via = Literal["proxy", "session", "bearer"]
 
 SESSION_COOKIE = "incident_detector_session"
 SESSION_LIFETIME = timedelta(hours=8)
+# The name of the CSRF key of a proxy's users in the store's ``dashboard_keys``.
+CSRF_KEY_NAME = "dashboard-csrf"
 # A user named by the proxy: printable ASCII (an e-mail address, "Alice Smith"), nothing that
 # could break a log line or a page.
 _PROXY_USER = re.compile(r"[\x20-\x7e]{1,256}")
@@ -121,9 +124,9 @@ class DashboardAuth:
         self._token = token
         self._proxy_header = proxy_header.lower() if proxy_header else None
         self._clock = clock
-        # Per process, for the CSRF values of a proxy's users and of bearer requests only: a
-        # session's are keyed by its own cookie.
-        self._key = key if key is not None else secrets.token_bytes(32)
+        # For the CSRF values of a proxy's users and bearer requests (a session's are keyed by
+        # its own cookie): None until first needed, then the store's shared key (_shared_key).
+        self._key = key
         self._lifetime = session_lifetime
         # The store's table (main passes the detector's); without one, the process's own.
         self._sessions = sessions if sessions is not None else DashboardSessions()
@@ -267,5 +270,13 @@ class DashboardAuth:
         # A session's own cookie (secret, and sent to whichever replica gets the form) keys
         # its values; the process's key the others'.
         key = request.cookies[SESSION_COOKIE].encode() if identity.via == "session" \
-            else self._key
+            else self._shared_key()
         return _b64(hmac.new(key, b"csrf\0" + bound.encode(), hashlib.sha256).digest())
+
+    def _shared_key(self) -> bytes:
+        """The key every replica on the store shares for the CSRF values of a proxy's users
+        (and of bearer requests), read once; raises ``StoreUnavailable`` while the store does
+        not answer."""
+        if self._key is None:
+            self._key = self._sessions.shared_key(CSRF_KEY_NAME, now=self._clock())
+        return self._key
