@@ -18,8 +18,8 @@ with ``[redacted]`` and keeps what names it, so the line still reads:
 - Values: a quoted string (to its closing quote, or to the end of a cut line; a single-quoted
   one at most to the end of its line), a flat ``[...]`` list or ``{...}`` object (in a nested
   one, each credential key on its own), or an unquoted run up to white space, a ``"``, or
-  ``&name=`` (the next query parameter); closing punctuation at its end stays. An ``Authorization`` value keeps its scheme
-  (``Authorization: Bearer [redacted]``).
+  ``&name=`` (the next query parameter); closing punctuation at its end stays. An
+  ``Authorization`` value keeps its scheme (``Authorization: Bearer [redacted]``).
 - Only for ``key: value`` with neither key nor value quoted, which is also how prose reads
   (``invalid token: expired``), is a value that looks like a word (letters only, under 16, not
   a run of hex digits) kept.

@@ -268,7 +268,7 @@ class DashboardAuth:
     def _csrf_mac(self, request: Request, identity: Identity, expires: int) -> str:
         bound = "|".join((identity.user, identity.via, identity.session, str(expires)))
         # A session's own cookie (secret, and sent to whichever replica gets the form) keys
-        # its values; the process's key the others'.
+        # its values; the key the store keeps for every replica the others'.
         key = request.cookies[SESSION_COOKIE].encode() if identity.via == "session" \
             else self._shared_key()
         return _b64(hmac.new(key, b"csrf\0" + bound.encode(), hashlib.sha256).digest())
