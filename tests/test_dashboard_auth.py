@@ -301,10 +301,10 @@ def test_a_session_and_its_csrf_value_are_good_on_another_replica(store_target):
 
 
 @contextlib.asynccontextmanager
-async def replica(store: Store, clock: Clock) -> AsyncIterator[httpx.AsyncClient]:
+async def replica(store: Store, clock: Clock, **env: str) -> AsyncIterator[httpx.AsyncClient]:
     """A detector on ``store`` built and served as main.py does (sources unreachable: none is
-    called), and a client of its app."""
-    settings = load_settings({"LOKI_URL": "http://127.0.0.1:1", "DASHBOARD_TOKEN": TOKEN})
+    called), and a client of its app; ``env``: more settings."""
+    settings = load_settings({"LOKI_URL": "http://127.0.0.1:1", "DASHBOARD_TOKEN": TOKEN, **env})
     api = kube.api_client_for("http://127.0.0.1:1")
     async with build_detector(settings=settings, kube_api=api, stdout=io.StringIO(),
                               clock=clock, store=store) as detector:
@@ -370,6 +370,30 @@ def test_while_the_store_is_away_sessions_get_503_and_come_back_with_it(
                 postgres_server.start()
             seconds[0] += 60.0
             assert await knows(web, cookie)
+
+    asyncio.run(flow())
+
+
+def test_while_the_store_is_away_a_proxy_users_form_gets_503_and_is_judged_with_it_back(
+        postgres_server, pg_url):
+    # The key of a proxy's users' CSRF values is read from the store when first needed.
+    clock = Clock()
+    seconds = [0.0]
+    store = Store(pg_url, db=PostgresDatabase(pg_url, monotonic=lambda: seconds[0]))
+    alice = {"X-Forwarded-User": "alice"}
+    wrong = {"csrf": f"{10 ** 11}." + "A" * 43}  # well formed, so its MAC is computed
+
+    async def flow() -> None:
+        async with replica(store, clock, AUTH_PROXY_HEADER="X-Forwarded-User") as web:
+            postgres_server.stop()
+            try:
+                away = await web.post("/logout", data=wrong, headers=alice)
+                assert away.status_code == 503 and away.headers["retry-after"] == "5"
+            finally:
+                postgres_server.start()
+            seconds[0] += 60.0
+            back = await web.post("/logout", data=wrong, headers=alice)
+            assert back.status_code == 403, back.text
 
     asyncio.run(flow())
 
