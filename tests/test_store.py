@@ -304,9 +304,6 @@ def _as_schema(store: Store, version: int) -> None:
     store.close()
 
 
-def _as_schema_7(store: Store) -> None:
-    _as_schema(store, 7)
-
 
 def _sessions_index(store: Store) -> bool:
     if store.dialect == "postgresql":
@@ -319,7 +316,7 @@ def _sessions_index(store: Store) -> bool:
 def test_a_schema_7_store_gets_the_sessions_table_and_keeps_its_rows(store_target):
     store = Store(store_target)
     assert record(store)
-    _as_schema_7(store)
+    _as_schema(store, 7)
     again = Store(store_target, owner="replica-2")
     assert again.migrated_from == 7 and again.is_known(KEY)
     assert again.connection.execute("SELECT COUNT(*) FROM dashboard_sessions").fetchone()[0] == 0
